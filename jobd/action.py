@@ -1,0 +1,112 @@
+"""What a plugin author writes against: :class:`Action` and :class:`ActionContext`.
+
+An action is ``async def run(ctx: ActionContext, **params) -> dict | None``.
+It returns its outputs (a dict that must be JSON-serialisable) or ``None``;
+raising any exception fails the attempt (raise :class:`jobd.errors.ActionError`
+for a clean one-line message). Blocking code belongs in ``anyio.to_thread``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobd.processes import ProcessResult
+
+ActionFunc = Callable[..., Awaitable[Mapping[str, Any] | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """An action a plugin contributes through ``jobd_actions()``.
+
+    ``name`` is what workflow steps refer to in ``action = "..."``;
+    ``run`` is the coroutine function; ``description`` shows in ``jobd plugins``.
+    """
+
+    name: str
+    run: ActionFunc
+    description: str = ""
+
+
+ProgressCallback = Callable[[float, str | None], Awaitable[None]]
+PgidCallback = Callable[[int | None], Awaitable[None]]
+
+
+class ActionContext:
+    """Everything an action may know and do while it runs one attempt of one step."""
+
+    def __init__(
+        self,
+        *,
+        job_id: int,
+        job: Mapping[str, Any],
+        step: str,
+        attempt: int,
+        params: Mapping[str, Any],
+        outputs: Mapping[str, Mapping[str, Any] | None],
+        assets: Sequence[str],
+        resources: Sequence[str],
+        workdir: Path,
+        log: Any,
+        kill_grace: float,
+        file_roots: Sequence[Path] = (),
+        progress_cb: ProgressCallback | None = None,
+        pgid_cb: PgidCallback | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.job: Mapping[str, Any] = MappingProxyType(dict(job))
+        self.step = step
+        self.attempt = attempt
+        self.params: Mapping[str, Any] = MappingProxyType(dict(params))
+        self.outputs: Mapping[str, Mapping[str, Any] | None] = MappingProxyType(dict(outputs))
+        self.assets = tuple(assets)
+        self.resources = tuple(resources)
+        self.workdir = workdir
+        self.log = log
+        self.kill_grace = kill_grace
+        self.file_roots = tuple(file_roots)
+        self._progress_cb = progress_cb
+        self._pgid_cb = pgid_cb
+
+    async def progress(self, pct: float, message: str | None = None) -> None:
+        """Record progress (0–100) on the job; visible in ``jobd show`` and the API."""
+        if self._progress_cb is not None:
+            await self._progress_cb(max(0.0, min(100.0, float(pct))), message)
+
+    async def run_process(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        stdin: bytes | None = None,
+        check: bool = True,
+    ) -> ProcessResult:
+        """Run ``argv`` (no shell) in its own process group.
+
+        The step's timeout or a cancel sends SIGTERM to the whole group, then
+        SIGKILL after ``kill_grace`` seconds, so no grandchild survives. Output
+        lines go to the job's log. With ``check`` a non-zero exit raises
+        :class:`jobd.errors.ActionError`.
+        """
+        from jobd.processes import run_process
+
+        return await run_process(
+            argv,
+            env=env,
+            cwd=cwd if cwd is not None else self.workdir,
+            stdin=stdin,
+            kill_grace=self.kill_grace,
+            log=self.log,
+            on_pgid=self._pgid_cb,
+            check=check,
+        )
+
+
+def readonly(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping))

@@ -1,0 +1,176 @@
+"""Records that move between the store, the engine and the API.
+
+Times are POSIX seconds (``float``, UTC) everywhere inside jobd; the API and
+the CLI turn them into ISO 8601 with a zone at the edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobd.states import JobState, StepState
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorOverlay:
+    """The ``error`` overlay a job may carry while keeping its state (SPEC §2)."""
+
+    code: str
+    message: str
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "at": self.at}
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What a submission asks for. Validated by the engine against the config."""
+
+    workflow: str
+    name: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    assets: tuple[str, ...] = ()
+    shared_assets: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    pools: tuple[str, ...] = ()
+    start_at: float | None = None
+    end_at: float | None = None
+    preroll: float = 0.0
+    postroll: float = 0.0
+    priority: int = 0
+    timeout: float | None = None
+    lock_timeout: float | None = None
+    state: JobState = JobState.CONFIRMED
+    schedule: str | None = None
+
+    @property
+    def due_at(self) -> float | None:
+        """When a confirmed job becomes due: ``start_at - preroll``, or ``None`` for at once."""
+        return None if self.start_at is None else self.start_at - self.preroll
+
+    @property
+    def window(self) -> tuple[float, float] | None:
+        """The reserved span ``[start_at - preroll, end_at + postroll]``, if the job has one."""
+        if self.start_at is None:
+            return None
+        end = self.end_at if self.end_at is not None else self.start_at
+        return (self.start_at - self.preroll, end + self.postroll)
+
+
+@dataclass(slots=True)
+class Step:
+    job_id: int
+    idx: int
+    name: str
+    action: str
+    params: dict[str, Any]
+    state: StepState = StepState.QUEUED
+    attempts: int = 0
+    started_at: float | None = None
+    ended_at: float | None = None
+    outputs: dict[str, Any] | None = None
+    error: str | None = None
+    timeout: float | None = None
+    retries: int = 0
+    retry_backoff: float = 5.0
+    isolation: str = "inline"
+    pgid: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "action": self.action,
+            "state": str(self.state),
+            "attempts": self.attempts,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "outputs": self.outputs,
+            "error": self.error,
+            "timeout": self.timeout,
+            "retries": self.retries,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    job_id: int
+    resource: str
+    start: float
+    end: float
+    pool: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "resource": self.resource, "start": self.start,
+                "end": self.end, "pool": self.pool}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    at: float
+    from_state: JobState | None
+    to_state: JobState | None
+    cause: str
+    actor: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "from": None if self.from_state is None else str(self.from_state),
+            "to": None if self.to_state is None else str(self.to_state),
+            "cause": self.cause,
+            "actor": self.actor,
+        }
+
+
+@dataclass(slots=True)
+class Job:
+    id: int
+    spec: JobSpec
+    state: JobState
+    created_at: float
+    updated_at: float
+    error: ErrorOverlay | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    #: When the job entered its current queue position (due time, or admission time).
+    due_at: float | None = None
+    steps: list[Step] = field(default_factory=list)
+    reservations: list[Reservation] = field(default_factory=list)
+    history: list[HistoryEntry] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name or f"{self.spec.workflow}-{self.id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as the API returns it (times still as POSIX seconds)."""
+        s = self.spec
+        return {
+            "id": self.id,
+            "name": self.name,
+            "workflow": s.workflow,
+            "state": str(self.state),
+            "error": None if self.error is None else self.error.to_dict(),
+            "priority": s.priority,
+            "params": s.params,
+            "assets": list(s.assets),
+            "shared_assets": list(s.shared_assets),
+            "resources": list(s.resources),
+            "pools": list(s.pools),
+            "start_at": s.start_at,
+            "end_at": s.end_at,
+            "preroll": s.preroll,
+            "postroll": s.postroll,
+            "timeout": s.timeout,
+            "lock_timeout": s.lock_timeout,
+            "schedule": s.schedule,
+            "progress": self.progress,
+            "progress_message": self.progress_message,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "steps": [step.to_dict() for step in self.steps],
+            "reservations": [r.to_dict() for r in self.reservations],
+            "history": [h.to_dict() for h in self.history],
+        }
