@@ -6,7 +6,8 @@ these signatures.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,13 +18,32 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from jobd.config import Config
 from jobd.events import JobEvent
 from jobd.models import Job, JobSpec
+from jobd.plugins import PluginHost
 from jobd.states import JobState
+from jobd.store import Store
 
 
 class Engine:
     """Owns the run queue, workers, lock manager, bookings and timers; writes through the store."""
 
     config: Config
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        plugins: PluginHost,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``store`` comes from ``async with jobd.store.open_store(config.daemon.db_path,
+        synchronous=config.daemon.synchronous) as store``; ``plugins`` is a loaded PluginHost."""
+        raise NotImplementedError
+
+    def add_listener(self, listener: Callable[[JobEvent], None]) -> None:
+        """Call ``listener(event)`` (synchronously, on the event loop) after each committed
+        change; metrics use this. A raising listener is logged and ignored."""
+        raise NotImplementedError
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Recover from the store, start workers and timers, then ``task_status.started()``.
