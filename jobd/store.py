@@ -1,0 +1,433 @@
+"""SQLite persistence: the truth about every job.
+
+One writer connection with **group commit**: callers hand in :class:`Unit`\\ s
+(statements that must land together), a single writer task takes everything
+that queued up while the previous transaction was being written, applies it
+in ONE transaction with ONE hop to the database thread, commits, and only then
+wakes the callers. Throughput follows the number of units in flight; latency
+stays at one commit. A guarded statement (``UPDATE ... WHERE state IN (...)``)
+that changes no row rolls back its own unit (a savepoint) and raises
+:class:`GuardFailed` to its caller, without touching the rest of the batch.
+
+Reads use a second connection (WAL lets it read while the writer writes), so
+the API never waits behind a batch and never sees an uncommitted change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, cast
+
+import aiosqlite
+import anyio
+import structlog
+
+from jobd.errors import StoreError
+from jobd.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
+from jobd.states import JobState, StepState
+
+SCHEMA_VERSION = 1
+log = structlog.get_logger("jobd.store")
+
+Params = Sequence[Any]
+
+
+class GuardFailed(Exception):
+    """A guarded statement matched no row: the state changed under the caller's feet."""
+
+
+@dataclass(slots=True)
+class Unit:
+    """Statements that must be applied atomically. ``guarded`` indexes must change a row."""
+
+    statements: list[tuple[str, Params]] = field(default_factory=list)
+    guarded: set[int] = field(default_factory=set)
+
+    def add(self, sql: str, params: Params, *, guard: bool = False) -> Unit:
+        if guard:
+            self.guarded.add(len(self.statements))
+        self.statements.append((sql, params))
+        return self
+
+
+def dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def spec_to_json(spec: JobSpec) -> str:
+    data = {
+        "workflow": spec.workflow, "name": spec.name, "params": spec.params,
+        "assets": list(spec.assets), "shared_assets": list(spec.shared_assets),
+        "resources": list(spec.resources), "pools": list(spec.pools),
+        "start_at": spec.start_at, "end_at": spec.end_at, "preroll": spec.preroll,
+        "postroll": spec.postroll, "priority": spec.priority, "timeout": spec.timeout,
+        "lock_timeout": spec.lock_timeout, "state": str(spec.state), "schedule": spec.schedule,
+    }
+    return json.dumps(data, separators=(",", ":"))
+
+
+def spec_from_json(text: str) -> JobSpec:
+    d = json.loads(text)
+    return JobSpec(
+        workflow=d["workflow"], name=d.get("name"), params=d.get("params") or {},
+        assets=tuple(d.get("assets") or ()), shared_assets=tuple(d.get("shared_assets") or ()),
+        resources=tuple(d.get("resources") or ()), pools=tuple(d.get("pools") or ()),
+        start_at=d.get("start_at"), end_at=d.get("end_at"), preroll=d.get("preroll") or 0.0,
+        postroll=d.get("postroll") or 0.0, priority=d.get("priority") or 0,
+        timeout=d.get("timeout"), lock_timeout=d.get("lock_timeout"),
+        state=JobState(d.get("state") or "confirmed"), schedule=d.get("schedule"),
+    )
+
+
+_JOB_COLUMNS = (
+    "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at"
+)
+
+
+def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
+    err = _loads(row[5])
+    return Job(
+        id=row[0], spec=spec_from_json(row[2]), state=JobState(row[1]), created_at=row[3],
+        updated_at=row[4],
+        error=None if err is None else ErrorOverlay(err["code"], err["message"], err["at"]),
+        progress=row[6], progress_message=row[7], due_at=row[8],
+    )
+
+
+_STEP_COLUMNS = (
+    "job_id, idx, name, action, params, state, attempts, started_at, ended_at, outputs, "
+    "error, timeout, retries, retry_backoff, isolation, pgid"
+)
+
+
+def _step_from_row(r: sqlite3.Row | tuple[Any, ...]) -> Step:
+    return Step(
+        job_id=r[0], idx=r[1], name=r[2], action=r[3], params=json.loads(r[4]),
+        state=StepState(r[5]), attempts=r[6], started_at=r[7], ended_at=r[8],
+        outputs=_loads(r[9]), error=r[10], timeout=r[11], retries=r[12], retry_backoff=r[13],
+        isolation=r[14], pgid=r[15],
+    )
+
+
+def step_insert(step: Step) -> tuple[str, Params]:
+    return (
+        f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (step.job_id, step.idx, step.name, step.action, json.dumps(step.params),
+         str(step.state), step.attempts, step.started_at, step.ended_at, dumps(step.outputs),
+         step.error, step.timeout, step.retries, step.retry_backoff, step.isolation, step.pgid),
+    )
+
+
+def job_insert(job: Job) -> tuple[str, Params]:
+    s = job.spec
+    return (
+        "INSERT INTO jobs (id, name, workflow, state, spec, priority, start_at, end_at, due_at,"
+        " error, schedule, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (job.id, s.name, s.workflow, str(job.state), spec_to_json(s), s.priority, s.start_at,
+         s.end_at, job.due_at, None if job.error is None else dumps(job.error.to_dict()),
+         s.schedule, job.created_at, job.updated_at),
+    )
+
+
+HISTORY_INSERT = (
+    "INSERT INTO history (job_id, at, from_state, to_state, cause, actor) VALUES (?,?,?,?,?,?)"
+)
+LOG_INSERT = "INSERT INTO job_log (job_id, at, step, level, message) VALUES (?,?,?,?,?)"
+
+
+def _apply_batch(conn: sqlite3.Connection, units: list[Unit]) -> list[BaseException | None]:
+    """Runs in the database thread: one transaction for the whole batch."""
+    results: list[BaseException | None] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for unit in units:
+            results.append(_apply_unit(conn, unit))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return results
+
+
+def _apply_unit(conn: sqlite3.Connection, unit: Unit) -> BaseException | None:
+    if not unit.guarded:
+        try:
+            for sql, params in unit.statements:
+                conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            # An unguarded unit failing halfway would leave half a change; it must not.
+            raise StoreError(f"write failed: {exc}") from exc
+        return None
+    conn.execute("SAVEPOINT unit")
+    try:
+        for i, (sql, params) in enumerate(unit.statements):
+            cur = conn.execute(sql, params)
+            if i in unit.guarded and cur.rowcount == 0:
+                raise GuardFailed(sql)
+    except (GuardFailed, sqlite3.Error) as exc:
+        conn.execute("ROLLBACK TO unit")
+        conn.execute("RELEASE unit")
+        return exc
+    conn.execute("RELEASE unit")
+    return None
+
+
+class Store:
+    """The job database. Create with :func:`open_store`."""
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._queue: list[tuple[Unit, asyncio.Future[None] | None]] = []
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self.batches = 0
+        self.units = 0
+
+    # ----------------------------------------------------------------- writing
+    async def commit(self, unit: Unit) -> None:
+        """Apply ``unit`` durably; returns after COMMIT. Raises GuardFailed or StoreError."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((unit, fut))
+        self._wakeup.set()
+        await fut
+
+    def commit_nowait(self, unit: Unit) -> None:
+        """Queue ``unit`` for the next batch without waiting (log lines, progress)."""
+        if not self._closed:
+            self._queue.append((unit, None))
+            self._wakeup.set()
+
+    async def _writer_loop(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        task_status.started()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            units = [unit for unit, _ in batch]
+            try:
+                results = await self._run_in_writer(units)
+            except BaseException as exc:
+                error = exc if isinstance(exc, Exception) else StoreError("write interrupted")
+                log.error("batch write failed", error=str(exc), units=len(units))
+                for _, fut in batch:
+                    if fut is not None and not fut.done():
+                        fut.set_exception(error)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            self.batches += 1
+            self.units += len(units)
+            for (_, fut), result in zip(batch, results, strict=True):
+                if fut is None or fut.done():
+                    continue
+                if result is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(GuardFailed(str(result)) if isinstance(
+                        result, GuardFailed) else StoreError(str(result)))
+
+    async def _run_in_writer(self, units: list[Unit]) -> list[BaseException | None]:
+        # aiosqlite's own thread runs the whole batch: one hop per batch, not per statement.
+        execute = self._writer._execute  # noqa: SLF001 - aiosqlite has no public "run this"
+        conn = self._writer._conn  # noqa: SLF001
+        result = await execute(_apply_batch, conn, units)
+        return cast(list[BaseException | None], result)
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+        await self.commit(Unit())
+
+    # ----------------------------------------------------------------- reading
+    async def _fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        rows = await self._reader.execute_fetchall(sql, params)
+        return list(rows)
+
+    async def _fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        rows = await self._fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def load_job(self, job_id: int, *, full: bool = True) -> Job | None:
+        row = await self._fetchone(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        if row is None:
+            return None
+        job = _job_from_row(row)
+        job.steps = await self.load_steps(job_id)
+        job.reservations = await self.load_reservations(job_id)
+        if full:
+            job.history = await self.load_history(job_id)
+        return job
+
+    async def load_steps(self, job_id: int) -> list[Step]:
+        rows = await self._fetchall(
+            f"SELECT {_STEP_COLUMNS} FROM steps WHERE job_id = ? ORDER BY idx", (job_id,))
+        return [_step_from_row(r) for r in rows]
+
+    async def load_reservations(self, job_id: int) -> list[Reservation]:
+        rows = await self._fetchall(
+            'SELECT job_id, resource, start, "end", pool FROM reservations WHERE job_id = ?'
+            " ORDER BY start, resource", (job_id,))
+        return [Reservation(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def load_history(self, job_id: int) -> list[HistoryEntry]:
+        rows = await self._fetchall(
+            "SELECT at, from_state, to_state, cause, actor FROM history WHERE job_id = ?"
+            " ORDER BY id", (job_id,))
+        return [
+            HistoryEntry(r[0], None if r[1] is None else JobState(r[1]),
+                         None if r[2] is None else JobState(r[2]), r[3], r[4])
+            for r in rows
+        ]
+
+    async def list_jobs(
+        self, states: Sequence[JobState] | None, limit: int, cursor: int | None
+    ) -> list[Job]:
+        where, params = [], []
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            params.extend(str(s) for s in states)
+        if cursor is not None:
+            where.append("id < ?")
+            params.append(cursor)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._fetchall(
+            f"SELECT {_JOB_COLUMNS} FROM jobs {clause} ORDER BY id DESC LIMIT ?",
+            (*params, limit))
+        return [_job_from_row(r) for r in rows]
+
+    async def jobs_in_states(self, states: Iterable[JobState]) -> list[Job]:
+        """Jobs (with steps) in these states, oldest due first: recovery's input."""
+        names = [str(s) for s in states]
+        rows = await self._fetchall(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({','.join('?' * len(names))})"
+            " ORDER BY due_at, id", names)
+        jobs = [_job_from_row(r) for r in rows]
+        for job in jobs:
+            job.steps = await self.load_steps(job.id)
+            job.reservations = await self.load_reservations(job.id)
+        return jobs
+
+    async def due_jobs(self, now: float, limit: int) -> list[int]:
+        rows = await self._fetchall(
+            "SELECT id FROM jobs WHERE state = 'confirmed' AND due_at <= ?"
+            " ORDER BY due_at, id LIMIT ?", (now, limit))
+        return [r[0] for r in rows]
+
+    async def next_due_at(self) -> float | None:
+        row = await self._fetchone("SELECT min(due_at) FROM jobs WHERE state = 'confirmed'")
+        return None if row is None else row[0]
+
+    async def pending_jobs(self, limit: int) -> list[int]:
+        rows = await self._fetchall(
+            "SELECT id FROM jobs WHERE state = 'pending' ORDER BY priority DESC, due_at, id"
+            " LIMIT ?", (limit,))
+        return [r[0] for r in rows]
+
+    async def count_state(self, state: JobState) -> int:
+        row = await self._fetchone("SELECT count(*) FROM jobs WHERE state = ?", (str(state),))
+        return 0 if row is None else int(row[0])
+
+    async def max_job_id(self) -> int:
+        row = await self._fetchone(
+            "SELECT max(m) FROM (SELECT max(id) AS m FROM jobs UNION ALL"
+            " SELECT max(job_id) FROM history)")
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    async def all_reservations(self) -> list[Reservation]:
+        rows = await self._fetchall('SELECT job_id, resource, start, "end", pool FROM reservations')
+        return [Reservation(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def job_states(self, job_ids: Sequence[int]) -> dict[int, tuple[str, JobState]]:
+        if not job_ids:
+            return {}
+        rows = await self._fetchall(
+            f"SELECT id, name, workflow, state FROM jobs WHERE id IN"
+            f" ({','.join('?' * len(job_ids))})", list(job_ids))
+        return {r[0]: (r[1] or f"{r[2]}-{r[0]}", JobState(r[3])) for r in rows}
+
+    async def job_log(self, job_id: int, after: int, limit: int) -> list[dict[str, Any]]:
+        rows = await self._fetchall(
+            "SELECT seq, at, step, level, message FROM job_log WHERE job_id = ? AND seq > ?"
+            " ORDER BY seq LIMIT ?", (job_id, after, limit))
+        return [{"seq": r[0], "at": r[1], "step": r[2], "level": r[3], "message": r[4]}
+                for r in rows]
+
+    async def schedule_rows(self) -> dict[str, dict[str, Any]]:
+        rows = await self._fetchall(
+            "SELECT name, last_fire_at, last_job_id, missed, skipped FROM schedules")
+        return {r[0]: {"last_fire_at": r[1], "last_job_id": r[2], "missed": r[3],
+                       "skipped": r[4]} for r in rows}
+
+    async def schedule_events(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
+        rows = await self._fetchall(
+            "SELECT at, fire_time, kind, job_id, reason FROM schedule_events WHERE schedule = ?"
+            " ORDER BY id DESC LIMIT ?", (name, limit))
+        return [{"at": r[0], "fire_time": r[1], "kind": r[2], "job_id": r[3], "reason": r[4]}
+                for r in rows]
+
+
+async def _connect(path: Path, synchronous: str) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(str(path), isolation_level=None, timeout=30)
+    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    await conn.execute("PRAGMA foreign_keys = OFF")
+    await conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
+    rows = list(await conn.execute_fetchall("PRAGMA user_version"))
+    version = int(rows[0][0])
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this jobd ({SCHEMA_VERSION});"
+            " upgrade jobd or restore a backup")
+    if version < 1:
+        schema = resources.files("jobd").joinpath("sql/schema.sql").read_text()
+        await conn.executescript(f"BEGIN; {schema}; PRAGMA user_version = 1; COMMIT;")
+
+
+@asynccontextmanager
+async def open_store(path: Path, *, synchronous: str = "full") -> AsyncIterator[Store]:
+    """Open (creating and migrating as needed) the database at ``path``; run its writer."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        writer = await _connect(path, synchronous)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from exc
+    try:
+        await _migrate(writer, path)
+        reader = await _connect(path, synchronous)
+        store = Store(path, writer, reader)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(store._writer_loop)
+                try:
+                    yield store
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await store._flush()
+                    store._closed = True
+                    tg.cancel_scope.cancel()
+        finally:
+            await reader.close()
+    finally:
+        await writer.close()
