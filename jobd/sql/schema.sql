@@ -23,6 +23,9 @@ CREATE INDEX jobs_by_state ON jobs (state, id);
 CREATE INDEX jobs_due ON jobs (due_at) WHERE state = 'confirmed';
 -- Admission from pending: priority first (higher first), then due time.
 CREATE INDEX jobs_pending ON jobs (priority DESC, due_at, id) WHERE state = 'pending';
+-- Drafts and tentative jobs whose start passes get the not-confirmed overlay.
+CREATE INDEX jobs_unconfirmed ON jobs (start_at)
+    WHERE state IN ('draft', 'tentative') AND error IS NULL AND start_at IS NOT NULL;
 CREATE INDEX jobs_by_schedule ON jobs (schedule, id) WHERE schedule IS NOT NULL;
 
 CREATE TABLE steps (
