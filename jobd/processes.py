@@ -397,7 +397,7 @@ async def run_process(
     log: Any,
     on_pgid: PgidCallback | None = None,
     check: bool = True,
-    timeout: float | None = None,  # noqa: ASYNC109 - the public contract; see docstring
+    timeout: float | None = None,  # noqa: ASYNC109 - reported as timed_out, not a cancel
     log_event: str = "process output",
     log_fields: Mapping[str, Any] | None = None,
 ) -> ProcessResult:
