@@ -1,0 +1,677 @@
+"""The HTTP API (SPEC §7): FastAPI on the engine.
+
+:func:`create_app` builds one ASGI app around an :class:`~jobd.engine.Engine`.
+The daemon builds one without a token for the Unix socket (file permissions
+guard it) and one with the token for the optional TCP listener.
+
+Contracts every route keeps:
+
+* Errors are always ``{"error": {"code", "message", "details"}}``. Bad input
+  is a 4xx that names the field; a 5xx is a bug and is logged with its
+  traceback.
+* Times go out as ISO 8601 UTC (``+00:00``) and come in as ISO 8601 with a
+  zone; a time without a zone is refused (:mod:`jobd.timefmt`).
+* Request bodies are capped at :data:`MAX_BODY` bytes before anything parses
+  them, and unknown body fields are refused rather than ignored, so a typo
+  like ``"priorty"`` cannot silently submit a job at priority 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import anyio
+import structlog
+from anyio import CancelScope
+from fastapi import FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jobd.errors import JobdError, ValidationError
+from jobd.metrics import Metrics
+from jobd.models import JobSpec
+from jobd.states import PUBLIC_OPERATIONS, JobState
+from jobd.timefmt import format_time, parse_time
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream
+
+    from jobd.engine import Engine
+    from jobd.events import JobEvent
+
+log = structlog.get_logger("jobd.api")
+
+#: Largest request body accepted (413 above it).
+MAX_BODY = 1024 * 1024
+#: Seconds between SSE keep-alive comments on a quiet stream.
+SSE_KEEPALIVE = 15.0
+#: Largest id SQLite can hold; bigger path/query ids are bad input, not a database overflow.
+MAX_ID = 2**63 - 1
+
+ReloadFunc = Callable[[], Awaitable[list[str]]]
+JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+
+# --------------------------------------------------------------------------- bodies
+
+_Name = Annotated[str, Field(min_length=1, max_length=200)]
+_Key = Annotated[str, Field(min_length=1, max_length=1000)]
+_Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+_Priority = Annotated[int, Field(ge=-1000, le=1000)]
+_Time = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class _Body(BaseModel):
+    """Shared rules: unknown fields refused, no type coercion ("5" is not 5)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="after")
+    def _storable(self) -> _Body:
+        problem = _unstorable(self.model_dump())
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+
+class SubmitBody(_Body):
+    """``POST /v1/jobs``: a new job. Only ``workflow`` is required."""
+
+    workflow: _Name
+    name: _Name | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    assets: list[_Key] = Field(default_factory=list)
+    shared_assets: list[_Key] = Field(default_factory=list)
+    resources: list[_Key] = Field(default_factory=list)
+    pools: list[_Key] = Field(default_factory=list)
+    start_at: _Time | None = None
+    end_at: _Time | None = None
+    preroll: _Seconds = 0.0
+    postroll: _Seconds = 0.0
+    priority: _Priority = 0
+    timeout: _Seconds | None = None
+    lock_timeout: _Seconds | None = None
+    state: Literal["draft", "tentative", "confirmed"] = "confirmed"
+
+
+class EditBody(_Body):
+    """``PATCH /v1/jobs/{id}``: only the fields sent change; ``null`` clears a nullable one."""
+
+    name: _Name | None = None
+    params: dict[str, Any] | None = None
+    assets: list[_Key] | None = None
+    shared_assets: list[_Key] | None = None
+    resources: list[_Key] | None = None
+    pools: list[_Key] | None = None
+    start_at: _Time | None = None
+    end_at: _Time | None = None
+    preroll: _Seconds | None = None
+    postroll: _Seconds | None = None
+    priority: _Priority | None = None
+    timeout: _Seconds | None = None
+    lock_timeout: _Seconds | None = None
+
+
+#: PATCH fields that may be set to null (the others have no "unset" value in JobSpec).
+_NULLABLE = frozenset({"name", "start_at", "end_at", "timeout", "lock_timeout"})
+_TIME_FIELDS = ("start_at", "end_at")
+_LIST_FIELDS = ("assets", "shared_assets", "resources", "pools")
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why ``value`` could not be stored and sent back as JSON, or None.
+
+    ``json.loads`` accepts NaN/Infinity and lone surrogates (``"\\ud800"``),
+    which SQLite's UTF-8 and strict JSON output then choke on, far from the
+    request. Iterative, so deep nesting cannot overflow the stack here.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return "NaN and Infinity are not JSON numbers"
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "text contains an unpaired surrogate (invalid UTF-8)"
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return None
+
+
+def _field_time(field: str, text: str | None) -> float | None:
+    """Parse one time field, naming the field in the error."""
+    if text is None:
+        return None
+    try:
+        return parse_time(text)
+    except ValidationError as exc:
+        raise ValidationError(f"{field}: {exc.message}", field=field) from None
+
+
+def _spec_from(body: SubmitBody) -> JobSpec:
+    return JobSpec(
+        workflow=body.workflow,
+        name=body.name,
+        params=body.params,
+        assets=tuple(body.assets),
+        shared_assets=tuple(body.shared_assets),
+        resources=tuple(body.resources),
+        pools=tuple(body.pools),
+        start_at=_field_time("start_at", body.start_at),
+        end_at=_field_time("end_at", body.end_at),
+        preroll=body.preroll,
+        postroll=body.postroll,
+        priority=body.priority,
+        timeout=body.timeout,
+        lock_timeout=body.lock_timeout,
+        state=JobState(body.state),
+    )
+
+
+def _changes_from(body: EditBody) -> dict[str, Any]:
+    """The JobSpec fields a PATCH sets, with times as POSIX floats and lists as tuples."""
+    changes: dict[str, Any] = {}
+    for field in sorted(body.model_fields_set):
+        value = getattr(body, field)
+        if value is None and field not in _NULLABLE:
+            raise ValidationError(f"{field}: may not be null", field=field)
+        if field in _TIME_FIELDS:
+            value = _field_time(field, value)
+        elif field in _LIST_FIELDS:
+            value = tuple(value)
+        changes[field] = value
+    return changes
+
+
+# --------------------------------------------------------------------------- JSON out
+
+#: Keys whose values are user data: never rewritten as times.
+_OPAQUE = frozenset({"params", "outputs", "data", "details"})
+
+
+def _is_time_key(key: str) -> bool:
+    return key in {"at", "start", "end", "since"} or key.endswith("_at")
+
+
+def iso_times(value: Any) -> Any:
+    """A copy of ``value`` with every POSIX time (keys ``at``, ``start``, ``end``,
+    ``since``, ``*_at``) rewritten by :func:`format_time`; user data untouched."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key in _OPAQUE:
+                out[key] = item
+            elif _is_time_key(key) and isinstance(item, int | float) and not isinstance(item, bool):
+                out[key] = format_time(float(item))
+            else:
+                out[key] = iso_times(item)
+        return out
+    if isinstance(value, list | tuple):
+        return [iso_times(item) for item in value]
+    return value
+
+
+def _json(value: dict[str, Any]) -> dict[str, Any]:
+    """:func:`iso_times` for an object (keeps the type checker informed)."""
+    out = iso_times(value)
+    assert isinstance(out, dict)
+    return out
+
+
+def _items(items: list[Any], next_cursor: int | None = None) -> dict[str, Any]:
+    """The one list shape of SPEC §2."""
+    return {"items": iso_times(items), "next_cursor": next_cursor}
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def _error(status: int, code: str, message: str, details: dict[str, Any] | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
+# --------------------------------------------------------------------------- errors
+
+_HTTP_CODES = {
+    400: "bad-request",
+    401: "unauthorized",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "too-large",
+}
+
+
+async def _jobd_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, JobdError)
+    if exc.status >= 500:
+        log.error("request failed", method=request.method, path=request.url.path,
+                  code=exc.code, error=exc.message)
+    return _error(exc.status, exc.code, exc.message, exc.details)
+
+
+def _validation_message(err: Any) -> str:
+    loc = ".".join(str(part) for part in err.get("loc", ()))
+    if err.get("type") == "extra_forbidden":
+        return f"{loc}: unknown field"
+    if err.get("type") == "json_invalid":
+        reason = (err.get("ctx") or {}).get("error", "JSON decode error")
+        return f"malformed JSON body at position {err['loc'][-1]}: {reason}"
+    return f"{loc}: {err.get('msg', 'invalid')}"
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    messages = [_validation_message(err) for err in errors]
+    code = "invalid-json" if any(e.get("type") == "json_invalid" for e in errors) else "invalid"
+    content_type = request.headers.get("content-type", "")
+    if request.method in {"POST", "PATCH", "PUT"} and "json" not in content_type:
+        messages.append("send the body as JSON with Content-Type: application/json")
+    # Only loc/msg/type: ``input`` may echo a megabyte back, ``ctx`` may hold exceptions.
+    details = {"errors": [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"),
+                           "type": e.get("type")} for e in errors]}
+    return _error(400, code, "; ".join(messages) or "invalid request", details)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http-error")
+    message = str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no such route: {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    elif message == "There was an error parsing the body":
+        code, message = "invalid-json", "the body could not be parsed as JSON"
+    return _error(exc.status_code, code, message, headers=dict(exc.headers or {}))
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+async def _send_error(send: Send, status: int, code: str, message: str,
+                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Answer with the error shape straight from ASGI (before the app ran)."""
+    body = json.dumps(error_body(code, message)).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()), *(headers or [])],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+class CatchAllMiddleware:
+    """Any exception that escapes a route is a bug: log it, answer 500 ``internal``.
+
+    Starlette's own 500 handler re-raises after answering (so servers log it
+    twice and test transports blow up); this one answers and stops.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error in API", method=scope.get("method"),
+                          path=scope.get("path"))
+            if not started:
+                await _send_error(send, 500, "internal",
+                                  "internal error (a bug in jobd; see the daemon log)")
+
+
+class AuthMiddleware:
+    """``Authorization: Bearer <token>`` on every route but ``/v1/health`` (TCP listener)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = f"bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") == "/v1/health":
+            await self.app(scope, receive, send)
+            return
+        provided = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, rest = provided.partition(b" ")
+        candidate = scheme.lower() + b" " + rest.strip()
+        # compare_digest on bytes: constant time, and no TypeError on non-ASCII headers.
+        if not hmac.compare_digest(candidate, self._expected):
+            message = "missing bearer token" if not provided else "invalid bearer token"
+            await _send_error(send, 401, "unauthorized", message,
+                              [(b"www-authenticate", b"Bearer")])
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``limit`` bytes with 413, by Content-Length and by counting.
+
+    The body is read here (at most ``limit`` bytes are ever buffered) and
+    replayed to the app, so a client that lies about or omits Content-Length
+    is still cut off before anything parses it.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") in {"GET", "HEAD", "OPTIONS"}:
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._too_large(send)
+            return
+        body = await self._read(receive)
+        if body is None:
+            await self._too_large(send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks)  # disconnected: the app will see an empty body
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _too_large(self, send: Send) -> None:
+        await _send_error(send, 413, "too-large",
+                          f"request body larger than {self.limit} bytes",
+                          [(b"connection", b"close")])
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands out ``body`` once, then defers to the real one."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+# --------------------------------------------------------------------------- SSE
+
+
+class EventStreamResponse(Response):
+    """``text/event-stream`` of committed events, written straight to ASGI.
+
+    Subscribes *before* sending the headers, so a client that has the headers
+    misses nothing that happens afterwards. Ends when the client disconnects
+    or the engine closes the subscription (shutdown, slow reader dropped).
+    Raw ASGI rather than an async generator: a generator cannot safely yield
+    from inside the cancel scopes the keep-alive timer needs.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, engine: Engine, job_id: int | None, keepalive: float) -> None:
+        super().__init__(status_code=200)
+        self._engine, self._job_id, self._keepalive = engine, job_id, keepalive
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The client going away mid-write is an ordinary end for a stream, not an error.
+        with contextlib.suppress(OSError):
+            await self._stream(receive, send)
+
+    async def _stream(self, receive: Receive, send: Send) -> None:
+        async with self._engine.subscribe() as events:
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no"),
+            ]})
+            await self._chunk(send, b": connected\n\n")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                await self._pump(events, send)
+                tg.cancel_scope.cancel()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _pump(self, events: MemoryObjectReceiveStream[JobEvent], send: Send) -> None:
+        while True:
+            event: JobEvent | None = None
+            with anyio.move_on_after(self._keepalive):
+                try:
+                    event = await events.receive()
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                    return
+            if event is None:
+                await self._chunk(send, b": keepalive\n\n")
+            elif self._job_id is None or event.job_id == self._job_id:
+                await self._chunk(send, sse_frame(event))
+
+    @staticmethod
+    async def _chunk(send: Send, data: bytes) -> None:
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+def sse_frame(event: JobEvent) -> bytes:
+    """One SSE message: ``event: job`` and the event as JSON on one ``data:`` line."""
+    data = json.dumps(iso_times(event.to_dict()), separators=(",", ":"))
+    return f"event: job\ndata: {data}\n\n".encode()
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def _actor(request: Request) -> str:
+    """``cli`` when the jobd client says so (recorded in history), otherwise ``api``."""
+    return "cli" if request.headers.get("x-jobd-actor") == "cli" else "api"
+
+
+def _parse_states(values: list[str] | None) -> list[JobState] | None:
+    """``?state=a&state=b`` or ``?state=a,b``; an unknown state is a 400 listing the valid ones."""
+    if not values:
+        return None
+    states: list[JobState] = []
+    for value in (v.strip() for raw in values for v in raw.split(",")):
+        if not value:
+            continue
+        try:
+            states.append(JobState(value))
+        except ValueError:
+            valid = ", ".join(s.value for s in JobState)
+            raise ValidationError(f"state: unknown state {value!r} (one of: {valid})",
+                                  field="state") from None
+    return states or None
+
+
+def create_app(
+    engine: Engine,
+    *,
+    version: str,
+    started_at: float,
+    token: str | None = None,
+    reload: ReloadFunc | None = None,
+    metrics: Metrics | None = None,
+    sse_keepalive: float = SSE_KEEPALIVE,
+) -> FastAPI:
+    """The API app on ``engine``.
+
+    ``token``: when given, every route but ``/v1/health`` needs ``Authorization:
+    Bearer <token>`` (the TCP listener's app). ``reload``: what ``POST
+    /v1/reload`` calls; it raises ConfigError for a bad config (→ 400, old
+    config kept) or returns warnings. ``metrics``: share one :class:`Metrics`
+    between apps; when omitted the app makes one and registers it with
+    ``engine.add_listener``.
+    """
+    if metrics is None:
+        metrics = Metrics(engine)
+        engine.add_listener(metrics.observe)
+    app = FastAPI(title="jobd", version=version, docs_url=None, redoc_url=None,
+                  description="Job scheduler daemon for media operations (SPEC §7).")
+    app.add_exception_handler(JobdError, _jobd_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Added inner to outer: the catch-all wraps everything, auth runs before any body is read.
+    app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY)
+    if token is not None:
+        app.add_middleware(AuthMiddleware, token=token)
+    app.add_middleware(CatchAllMiddleware)
+    _job_routes(app, engine)
+    _inspect_routes(app, engine)
+    _service_routes(app, engine, version=version, started_at=started_at, reload=reload,
+                    metrics=metrics, sse_keepalive=sse_keepalive)
+    return app
+
+
+def _job_routes(app: FastAPI, engine: Engine) -> None:
+    @app.post("/v1/jobs", status_code=201)
+    async def submit_job(body: SubmitBody, request: Request) -> JSONResponse:
+        job = await engine.submit(_spec_from(body), actor=_actor(request))
+        return JSONResponse(_json(job.to_dict()), status_code=201,
+                            headers={"location": f"/v1/jobs/{job.id}"})
+
+    @app.get("/v1/jobs")
+    async def list_jobs(
+        state: Annotated[list[str] | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    ) -> dict[str, Any]:
+        jobs, next_cursor = await engine.list_jobs(_parse_states(state), limit, cursor)
+        return _items([job.to_dict() for job in jobs], next_cursor)
+
+    @app.get("/v1/jobs/{job_id}")
+    async def get_job(job_id: JobId) -> dict[str, Any]:
+        return _json((await engine.get_job(job_id)).to_dict())
+
+    @app.patch("/v1/jobs/{job_id}")
+    async def edit_job(job_id: JobId, body: EditBody, request: Request) -> dict[str, Any]:
+        job = await engine.edit(job_id, _changes_from(body), actor=_actor(request))
+        return _json(job.to_dict())
+
+    @app.delete("/v1/jobs/{job_id}", status_code=204)
+    async def delete_job(job_id: JobId, request: Request) -> Response:
+        await engine.operate(job_id, "delete", actor=_actor(request))
+        return Response(status_code=204)
+
+    @app.post("/v1/jobs/{job_id}/{operation}")
+    async def operate(job_id: JobId, operation: str, request: Request) -> Response:
+        if operation not in PUBLIC_OPERATIONS:
+            known = ", ".join(PUBLIC_OPERATIONS)
+            return _error(404, "unknown-operation",
+                          f"unknown operation {operation!r} (one of: {known})",
+                          {"operation": operation, "operations": list(PUBLIC_OPERATIONS)})
+        job = await engine.operate(job_id, operation, actor=_actor(request))
+        if job is None:
+            return Response(status_code=204)
+        status = 201 if operation == "resubmit" else 200
+        return JSONResponse(_json(job.to_dict()), status_code=status)
+
+    @app.get("/v1/jobs/{job_id}/log")
+    async def job_log(
+        job_id: JobId,
+        after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    ) -> dict[str, Any]:
+        lines = await engine.job_log(job_id, after, limit)
+        more = lines[-1].get("seq") if len(lines) >= limit else None
+        return _items(lines, more)
+
+
+def _inspect_routes(app: FastAPI, engine: Engine) -> None:
+    @app.get("/v1/queue")
+    async def queue() -> dict[str, Any]:
+        return _json(engine.queue_info())
+
+    @app.get("/v1/locks")
+    async def locks() -> dict[str, Any]:
+        return _items(engine.locks_info())
+
+    @app.get("/v1/resources")
+    async def resources() -> dict[str, Any]:
+        return _items(await engine.resources_info())
+
+    @app.get("/v1/bookings")
+    async def bookings(
+        start: Annotated[str | None, Query(alias="from", max_length=100)] = None,
+        end: Annotated[str | None, Query(alias="to", max_length=100)] = None,
+    ) -> dict[str, Any]:
+        lo, hi = _field_time("from", start), _field_time("to", end)
+        if lo is not None and hi is not None and hi < lo:
+            raise ValidationError("to: must not be before from", field="to")
+        return _items(await engine.bookings(lo, hi))
+
+    @app.get("/v1/schedules")
+    async def schedules() -> dict[str, Any]:
+        return _items(await engine.schedules_info())
+
+    @app.get("/v1/plugins")
+    async def plugins() -> dict[str, Any]:
+        return _json(engine.plugins_info())
+
+
+def _service_routes(app: FastAPI, engine: Engine, *, version: str, started_at: float,
+                    reload: ReloadFunc | None, metrics: Metrics, sse_keepalive: float) -> None:
+    @app.get("/v1/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "version": version, "started_at": format_time(started_at),
+                "uptime": round(max(0.0, time.time() - started_at), 3)}
+
+    @app.get("/v1/events")
+    async def events(
+        job: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    ) -> Response:
+        return EventStreamResponse(engine, job, sse_keepalive)
+
+    @app.post("/v1/reload")
+    async def reload_config() -> Response:
+        if reload is None:
+            return _error(409, "reload-unavailable", "this API instance cannot reload the config")
+        warnings = await reload()
+        return JSONResponse({"reloaded": True, "warnings": list(warnings)})
+
+    @app.get("/metrics")
+    async def metrics_text() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
