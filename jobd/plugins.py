@@ -1,0 +1,439 @@
+"""Plugin discovery, the action registry and the only calls into pluggy's hooks.
+
+:class:`PluginHost` finds plugins in three places, in this order:
+
+1. jobd's shipped plugins (the repository's ``plugins/`` folder, installed as
+   ``jobd/builtin_plugins/``), source ``"builtin"``;
+2. entry points of group ``jobd.plugins``, source ``"entry-point"``;
+3. ``*.py`` files of each configured plugin directory, by name, source
+   ``"drop-in"`` (names starting with ``.`` or ``_`` are skipped).
+
+pluggy does not isolate plugins: ``load_setuptools_entrypoints`` has no
+``try`` and a hook call stops at the first raising implementation. So every
+load here is guarded on its own, and every hook implementation is called on
+its own, guarded, with failures logged under the plugin's name. A broken
+plugin is recorded (:attr:`PluginInfo.error`) and unregistered; the others
+load. Only two plugins offering the same action name stop the load, with a
+:class:`~jobd.errors.ConfigError` naming both files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import inspect
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from types import MappingProxyType, ModuleType
+from typing import TYPE_CHECKING, Any, Literal
+
+import pluggy
+import structlog
+
+from jobd.action import Action
+from jobd.errors import ConfigError
+from jobd.hookspecs import PROJECT, JobdSpec, hookimpl
+
+if TYPE_CHECKING:
+    from pluggy import HookImpl
+
+    from jobd.config import Config
+
+__all__ = [
+    "ACTION_NAME",
+    "ENTRY_POINT_GROUP",
+    "PluginHost",
+    "PluginInfo",
+    "builtin_plugin_dir",
+    "checked_actions",
+    "describe_exception",
+    "dropin_module_name",
+    "load_module_from_file",
+]
+
+log = structlog.get_logger("jobd.plugins")
+
+ENTRY_POINT_GROUP = "jobd.plugins"
+ACTION_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
+Source = Literal["entry-point", "drop-in", "builtin"]
+_HOOKS = tuple(name for name in vars(JobdSpec) if name.startswith("jobd_"))
+# The key under which jobd registers its own default implementations.
+_JOBD_KEY = "jobd.defaults"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One discovered plugin, loaded or broken (what ``jobd plugins`` shows).
+
+    ``error`` is ``None`` for a working plugin, else ``"<ExceptionType>:
+    <message>"`` (e.g. ``"SyntaxError: invalid syntax (x.py, line 3)"``); a
+    broken plugin offers no actions and none of its hooks is called.
+    ``module`` is the name the plugin's module is importable under (for
+    drop-ins and builtins a stable synthetic name, see
+    :func:`load_module_from_file`); isolation uses it in a worker process.
+    """
+
+    name: str
+    file: str | None
+    source: Source
+    actions: tuple[str, ...] = ()
+    error: str | None = None
+    module: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "file": self.file, "source": self.source,
+                "actions": list(self.actions), "error": self.error}
+
+
+@dataclass
+class _Candidate:
+    """A plugin found but not loaded yet."""
+
+    name: str
+    key: str  # unique pluggy registration name
+    source: Source
+    file: str | None
+    module: str | None
+    load: Callable[[], object] = field(repr=False)
+
+
+class _Defaults:
+    """jobd's own hook implementations, called after every plugin's."""
+
+    @hookimpl(trylast=True)
+    def jobd_select_resource(self, candidates: list[str]) -> str | None:
+        # The caller passes the free members sorted by fewest bookings.
+        return candidates[0] if candidates else None
+
+
+def builtin_plugin_dir() -> Path:
+    """The shipped plugins: ``jobd/builtin_plugins`` in a wheel, else the repo's ``plugins/``."""
+    package = Path(__file__).resolve().parent
+    installed = package / "builtin_plugins"
+    return installed if installed.is_dir() else package.parent / "plugins"
+
+
+def dropin_module_name(path: Path, prefix: str = "jobd_dropin") -> str:
+    """The stable module name a plugin file is loaded under: ``<prefix>_<dirhash>_<stem>``.
+
+    Stable across processes (a worker can load the same file under the same
+    name) and distinct for equal file names in different directories.
+    """
+    folder = str(path.resolve().parent).encode()
+    stem = re.sub(r"\W", "_", path.stem)
+    return f"{prefix}_{hashlib.sha256(folder).hexdigest()[:8]}_{stem}"
+
+
+def load_module_from_file(path: Path, module_name: str) -> ModuleType:
+    """Execute ``path`` as module ``module_name`` and put it in ``sys.modules``.
+
+    Registered before its body runs (as ``import`` does), so that pickling a
+    function defined in it works; removed again if the body raises.
+    """
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"<Type>: <message on one line>"``, as :attr:`PluginInfo.error` shows it."""
+    text = " ".join(str(exc).split())  # pluggy's validation messages span lines
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def checked_actions(result: object) -> list[Action]:
+    """``result`` of a ``jobd_actions()`` if it is a list of valid actions.
+
+    Raises ``TypeError``/``ValueError`` saying what is wrong: not a list, an
+    item that is not an :class:`Action`, a bad name, a ``run`` that is not
+    an async function.
+    """
+    if not isinstance(result, list | tuple):
+        raise TypeError(f"jobd_actions() returned {type(result).__name__}, not a list of Action")
+    for index, item in enumerate(result):
+        if not isinstance(item, Action):
+            raise TypeError(f"jobd_actions() item {index} is {type(item).__name__}, not Action")
+        if not isinstance(item.name, str) or not ACTION_NAME.match(item.name):
+            raise ValueError(f"action name {item.name!r} does not match {ACTION_NAME.pattern}")
+        if not inspect.iscoroutinefunction(item.run):
+            raise TypeError(f"action {item.name!r}: run is not an async function")
+    return list(result)
+
+
+class PluginHost:
+    """Owns the pluggy ``PluginManager``: loads plugins and calls their hooks, guarded.
+
+    Use: ``host = PluginHost(config.daemon.plugin_dirs); host.load()``, then
+    the hook methods. ``load()`` is called once; hooks are indexed at the end
+    of it, so nothing registered later is called.
+    """
+
+    def __init__(
+        self, plugin_dirs: Sequence[Path], *, builtin: bool = True, entry_points: bool = True
+    ) -> None:
+        self._plugin_dirs = tuple(Path(d) for d in plugin_dirs)
+        self._builtin = builtin
+        self._entry_points = entry_points
+        self._pm = pluggy.PluginManager(PROJECT)
+        self._pm.add_hookspecs(JobdSpec)
+        self._infos: dict[str, PluginInfo] = {}  # by pluggy key, in load order
+        self._actions: dict[str, Action] = {}
+        self._action_owner: dict[str, str] = {}  # action name -> pluggy key
+        self._impls: dict[str, tuple[HookImpl, ...]] = {}
+        self._loaded = False
+
+    # ------------------------------------------------------------------ discovery
+
+    def load(self) -> None:
+        """Discover, import and register every plugin; index the hooks.
+
+        Never raises for a broken plugin (it is recorded in :meth:`infos` and
+        logged). Raises :class:`~jobd.errors.ConfigError` when two plugins
+        offer the same action name, naming both files, and ``RuntimeError``
+        when called twice.
+        """
+        if self._loaded:
+            raise RuntimeError("PluginHost.load() may only be called once")
+        self._loaded = True
+        self._pm.register(_Defaults(), name=_JOBD_KEY)
+        for candidate in self._discover():
+            self._load_one(candidate)
+        self._index_hooks()
+
+    def _discover(self) -> Iterator[_Candidate]:
+        builtin_dir = builtin_plugin_dir().resolve()
+        if self._builtin:
+            yield from self._file_candidates(builtin_dir, "builtin")
+        if self._entry_points:
+            yield from self._entry_point_candidates()
+        for folder in self._plugin_dirs:
+            if self._builtin and folder.resolve() == builtin_dir:
+                continue  # already loaded as builtin; twice would be a duplicate
+            yield from self._file_candidates(folder, "drop-in")
+
+    def _file_candidates(self, folder: Path, source: Source) -> Iterator[_Candidate]:
+        if not folder.is_dir():
+            log.info("plugin directory missing, treated as empty", directory=str(folder))
+            return
+        prefix = "jobd_builtin" if source == "builtin" else "jobd_dropin"
+        for path in sorted(folder.glob("*.py"), key=lambda p: p.name):
+            if path.name.startswith((".", "_")) or not path.is_file():
+                continue
+            module = dropin_module_name(path, prefix)
+            yield _Candidate(path.stem, module, source, str(path.absolute()), module,
+                             partial(load_module_from_file, path, module))
+
+    def _entry_point_candidates(self) -> Iterator[_Candidate]:
+        try:
+            found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        except Exception:  # a corrupt installed distribution must not stop the daemon
+            log.exception("cannot read entry points", group=ENTRY_POINT_GROUP)
+            return
+        for ep in sorted(found, key=lambda e: e.name):
+            yield _Candidate(ep.name, f"entry-point:{ep.name}", "entry-point", None,
+                             ep.module, ep.load)
+
+    def _load_one(self, cand: _Candidate) -> None:
+        """Import and register one candidate; record it, broken or not."""
+        try:
+            plugin = cand.load()
+        except (Exception, SystemExit) as exc:  # SystemExit: a module body calling exit()
+            self._record_broken(cand, exc)
+            return
+        file = cand.file or _module_file(cand.module)
+        cand.file = file
+        if not self._has_hooks(plugin):
+            log.warning("not a plugin: no function decorated with @jobd.hookimpl",
+                        plugin=cand.name, file=file)
+            return
+        try:
+            self._pm.register(plugin, name=cand.key)
+        except Exception as exc:  # pluggy's argument checks, a name taken twice
+            self._record_broken(cand, exc)
+            return
+        try:
+            self._check_hooks(plugin)
+            actions = self._call_actions(plugin)
+        except Exception as exc:
+            self._pm.unregister(plugin)
+            self._record_broken(cand, exc)
+            return
+        self._add_actions(cand, actions)
+        self._infos[cand.key] = PluginInfo(cand.name, file, cand.source,
+                                           tuple(a.name for a in actions), None, cand.module)
+
+    def _record_broken(self, cand: _Candidate, exc: BaseException) -> None:
+        error = describe_exception(exc)
+        log.error("plugin failed to load", plugin=cand.name, file=cand.file,
+                  source=cand.source, error=error, exc_info=exc)
+        self._infos[cand.key] = PluginInfo(cand.name, cand.file, cand.source, (), error,
+                                           cand.module)
+
+    def _has_hooks(self, plugin: object) -> bool:
+        return any(self._pm.parse_hookimpl_opts(plugin, name) is not None for name in dir(plugin))
+
+    def _check_hooks(self, plugin: object) -> None:
+        """Refuse unknown hook names (a typo would silently never be called) and wrappers."""
+        for caller in self._pm.get_hookcallers(plugin) or ():
+            if not caller.has_spec():
+                raise TypeError(f"unknown hook {caller.name} (known: {', '.join(_HOOKS)})")
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper):
+                    raise TypeError(f"{caller.name}: hook wrappers are not supported")
+
+    def _call_actions(self, plugin: object) -> list[Action]:
+        actions: list[Action] = []
+        for impl in self._pm.hook.jobd_actions.get_hookimpls():
+            if impl.plugin is plugin:
+                actions.extend(checked_actions(impl.function()))
+        return actions
+
+    def _add_actions(self, cand: _Candidate, actions: Sequence[Action]) -> None:
+        for action in actions:
+            owner = self._action_owner.get(action.name)
+            if owner is not None:
+                first = self._infos[owner].file or self._infos[owner].name
+                raise ConfigError(None, None, f"action {action.name!r} is offered by two "
+                                  f"plugins: {first} and {cand.file or cand.name}")
+            self._actions[action.name] = action
+            self._action_owner[action.name] = cand.key
+
+    def _index_hooks(self) -> None:
+        # Call order is pluggy's (tryfirst first, then last registered first);
+        # kept once here because job_event is on the hot path of every change.
+        for name in _HOOKS:
+            impls = getattr(self._pm.hook, name).get_hookimpls()
+            self._impls[name] = tuple(reversed(impls))
+
+    # ------------------------------------------------------------------ registry
+
+    @property
+    def actions(self) -> Mapping[str, Action]:
+        """Every action offered by a working plugin, by name (read-only)."""
+        return MappingProxyType(self._actions)
+
+    def action_plugin(self, name: str) -> PluginInfo:
+        """The plugin offering action ``name``; ``KeyError`` if no plugin does."""
+        return self._infos[self._action_owner[name]]
+
+    def isolation_target(self, name: str) -> tuple[str | None, str]:
+        """``(plugin_file, module_name)`` for :func:`jobd.isolation.run_isolated`.
+
+        The file is given for drop-ins and builtins (the worker loads it under
+        the same module name); ``None`` for entry points (imported by name).
+        """
+        info = self.action_plugin(name)
+        assert info.module is not None  # set for every loaded plugin
+        return (None if info.source == "entry-point" else info.file), info.module
+
+    def infos(self) -> list[PluginInfo]:
+        """Every discovered plugin in load order, broken ones with their ``error``."""
+        return list(self._infos.values())
+
+    def describe(self) -> dict[str, Any]:
+        """``{plugins: [...], actions: [{name, plugin, description}]}`` for the API and CLI."""
+        return {
+            "plugins": [info.to_dict() for info in self._infos.values()],
+            "actions": [{"name": name, "plugin": self.action_plugin(name).name,
+                         "description": action.description}
+                        for name, action in sorted(self._actions.items())],
+        }
+
+    @property
+    def observes_events(self) -> bool:
+        """Whether any plugin implements ``jobd_job_event`` (callers may skip building dicts)."""
+        return bool(self._impls.get("jobd_job_event"))
+
+    # ------------------------------------------------------------------ hooks
+
+    def _results(self, hook: str, **kwargs: Any) -> Iterator[tuple[PluginInfo, Any]]:
+        """Call each implementation of ``hook`` in order, guarded; yield the answers.
+
+        A raising implementation is logged with its plugin's name and skipped.
+        Lazy, so a caller that stops early (first result) calls no more.
+        """
+        for impl in self._impls.get(hook, ()):
+            info = self._plugin_of(impl)
+            try:
+                result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            except Exception:
+                log.exception("plugin hook raised; ignored", plugin=info.name,
+                              file=info.file, hook=hook)
+                continue
+            yield info, result
+
+    def _plugin_of(self, impl: HookImpl) -> PluginInfo:
+        info = self._infos.get(impl.plugin_name)
+        return info if info is not None else PluginInfo("jobd", None, "builtin")
+
+    def validate_job(self, job: dict[str, Any], config: Config) -> list[str]:
+        """All problems the plugins find with ``job``; ``[]`` if none.
+
+        A validator that raises or returns anything but a list of strings
+        (``None`` counts as no problems) is logged and ignored, by choice: a
+        plugin bug must not block every submission.
+        """
+        problems: list[str] = []
+        for info, result in self._results("jobd_validate_job", job=job, config=config):
+            if result is None:
+                continue
+            if isinstance(result, list) and all(isinstance(p, str) for p in result):
+                problems.extend(result)
+            else:
+                log.error("plugin validator returned garbage; ignored", plugin=info.name,
+                          file=info.file, returned=type(result).__name__)
+        return problems
+
+    def select_resource(self, pool: str, candidates: list[str], job: dict[str, Any]) -> str | None:
+        """The pool member ``job`` gets, from ``candidates`` (free, fewest bookings first).
+
+        The first plugin answer that is one of ``candidates`` wins; other
+        answers are logged and ignored; jobd's default answers last with
+        ``candidates[0]``. ``None`` only when ``candidates`` is empty.
+        """
+        if not candidates:
+            return None
+        offered = list(candidates)  # a plugin mutating its list must not change the check
+        for info, answer in self._results("jobd_select_resource", pool=pool,
+                                          candidates=list(offered), job=job):
+            if answer is None:
+                continue
+            if answer in offered:
+                return str(answer)
+            log.warning("plugin chose a resource that is not a candidate; ignored",
+                        plugin=info.name, file=info.file, pool=pool, answer=repr(answer),
+                        candidates=offered)
+        return None
+
+    def job_event(self, job: dict[str, Any], event: dict[str, Any]) -> None:
+        """Tell every observer about a committed change; a raising one is logged and ignored."""
+        for _ in self._results("jobd_job_event", job=job, event=event):
+            pass
+
+    def startup(self, config: Config) -> None:
+        """Call every ``jobd_startup``; a raising one is logged and ignored."""
+        for _ in self._results("jobd_startup", config=config):
+            pass
+
+    def shutdown(self) -> None:
+        """Call every ``jobd_shutdown``; a raising one is logged and ignored."""
+        for _ in self._results("jobd_shutdown"):
+            pass
+
+
+def _module_file(module_name: str | None) -> str | None:
+    module = sys.modules.get(module_name or "")
+    return getattr(module, "__file__", None)
