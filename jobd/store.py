@@ -335,6 +335,24 @@ class Store:
         row = await self._fetchone("SELECT min(due_at) FROM jobs WHERE state = 'confirmed'")
         return None if row is None else row[0]
 
+    async def next_unconfirmed_start(self) -> float | None:
+        row = await self._fetchone(
+            "SELECT min(start_at) FROM jobs WHERE state IN ('draft', 'tentative')"
+            " AND error IS NULL AND start_at IS NOT NULL")
+        return None if row is None else row[0]
+
+    async def unconfirmed_started(self, now: float) -> list[int]:
+        rows = await self._fetchall(
+            "SELECT id FROM jobs WHERE state IN ('draft', 'tentative') AND error IS NULL"
+            " AND start_at IS NOT NULL AND start_at <= ? ORDER BY start_at", (now,))
+        return [r[0] for r in rows]
+
+    async def jobs_with_error(self, code: str) -> list[int]:
+        rows = await self._fetchall(
+            "SELECT id FROM jobs WHERE error IS NOT NULL AND json_extract(error, '$.code') = ?",
+            (code,))
+        return [r[0] for r in rows]
+
     async def pending_jobs(self, limit: int) -> list[int]:
         rows = await self._fetchall(
             "SELECT id FROM jobs WHERE state = 'pending' ORDER BY priority DESC, due_at, id"

@@ -1,0 +1,267 @@
+"""One run of one job: start script → steps (with timeouts and retries) → live window → end script.
+
+The runner decides *what happened*; the engine (through :class:`RunHost`)
+records it. Every run ends in a :class:`RunResult`, whatever stopped it:
+a step's outcome, the job's timeout, an operator (pause, cancel, stop), or the
+daemon shutting down. Cancellation, ``Exception`` and other ``BaseException``
+are handled apart, as apscheduler's ``_run_job`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import structlog
+from structlog.contextvars import bound_contextvars
+
+from jobd.action import Action, ActionContext
+from jobd.config import Config, WorkflowConfig
+from jobd.models import ErrorOverlay, Job, Step
+from jobd.states import JobState, StepState
+
+log = structlog.get_logger("jobd.runner")
+
+#: Why an operator or the daemon stopped a run.
+PAUSE, CANCEL, SHUTDOWN = "pause", "cancel", "shutdown"
+
+
+@dataclass(slots=True)
+class RunControl:
+    """The handle the engine keeps on a job it is running."""
+
+    job: Job
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    window_scope: anyio.CancelScope | None = None
+    stop_reason: str | None = None
+    #: The start script ran (or there is none): a resumed run does not run it again.
+    started: bool = False
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.scope.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    #: COMPLETED, FAILED, TIMED_OUT, CANCELED, or PAUSED; None when interrupted by shutdown.
+    outcome: JobState | None
+    cause: str
+    error: ErrorOverlay | None = None
+
+
+class RunHost(Protocol):
+    """What the runner needs from the engine."""
+
+    config: Config
+
+    def action(self, name: str) -> Action | None: ...
+
+    async def save_step(self, job: Job, step: Step) -> None: ...
+
+    async def set_progress(self, job: Job, pct: float, message: str | None) -> None: ...
+
+    async def run_isolated(self, step: Step, params: dict[str, Any],
+                           ctx: ActionContext) -> Mapping[str, Any] | None: ...
+
+    async def run_script(self, job: Job, path: Path, event: str,
+                         outcome: str | None) -> str | None:
+        """Run a workflow script; returns None on success, else the problem."""
+        ...
+
+    def now(self) -> float: ...
+
+
+class StepFailed(Exception):
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+class Runner:
+    def __init__(self, host: RunHost) -> None:
+        self.host = host
+
+    async def run(self, rc: RunControl, workflow: WorkflowConfig) -> RunResult:
+        job = rc.job
+        with rc.scope:
+            try:
+                with _deadline(job.spec.timeout):
+                    return await self._run_body(rc, workflow)
+            except TimeoutError:
+                return RunResult(
+                    JobState.TIMED_OUT, f"job timeout of {job.spec.timeout:g} s",
+                    ErrorOverlay("timeout", f"the job exceeded its timeout of "
+                                 f"{job.spec.timeout:g} s", self.host.now()))
+        return self._stopped(rc)
+
+    def _stopped(self, rc: RunControl) -> RunResult:
+        if rc.stop_reason == PAUSE:
+            return RunResult(JobState.PAUSED, "paused by an operator")
+        if rc.stop_reason == CANCEL:
+            return RunResult(JobState.CANCELED, "canceled by an operator")
+        return RunResult(None, "interrupted by daemon shutdown")
+
+    async def _run_body(self, rc: RunControl, workflow: WorkflowConfig) -> RunResult:
+        job = rc.job
+        if not rc.started:
+            if workflow.start_script is not None:
+                problem = await self.host.run_script(job, workflow.start_script, "start", None)
+                if problem is not None:
+                    return RunResult(JobState.FAILED, "start script failed", ErrorOverlay(
+                        "start-script-failed", problem, self.host.now()))
+            rc.started = True
+        for step in job.steps:
+            if step.state == StepState.COMPLETED:
+                continue
+            failure = await self._run_step(rc, step)
+            if failure is not None:
+                return failure
+        if job.spec.end_at is not None:
+            await self._live_window(rc)
+        return RunResult(JobState.COMPLETED, "all steps completed")
+
+    async def _live_window(self, rc: RunControl) -> None:
+        """Stay running until ``end_at + postroll``; ``stop`` cancels just this wait."""
+        spec = rc.job.spec
+        assert spec.end_at is not None
+        rc.window_scope = anyio.CancelScope()
+        with rc.window_scope:
+            remaining = spec.end_at + spec.postroll - self.host.now()
+            if remaining > 0:
+                await anyio.sleep(remaining)
+        rc.window_scope = None
+
+    async def _run_step(self, rc: RunControl, step: Step) -> RunResult | None:
+        """Run a step until it completes or its attempts are used up; None means completed."""
+        while True:
+            step.attempts += 1
+            step.state = StepState.RUNNING
+            step.started_at, step.ended_at, step.error = self.host.now(), None, None
+            await self.host.save_step(rc.job, step)
+            try:
+                with bound_contextvars(job_id=rc.job.id, step=step.name):
+                    outputs = await self._attempt(rc, step)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await self._record_stopped_step(rc, step)
+                raise
+            except StepFailed as exc:
+                retry = await self._record_failed_attempt(rc, step, exc)
+                if retry:
+                    continue
+                state = JobState.TIMED_OUT if exc.timed_out else JobState.FAILED
+                return RunResult(state, f"step {step.name} {step.state}", None)
+            step.state, step.outputs, step.ended_at = StepState.COMPLETED, outputs, self.host.now()
+            await self.host.save_step(rc.job, step)
+            return None
+
+    async def _attempt(self, rc: RunControl, step: Step) -> dict[str, Any] | None:
+        action = self.host.action(step.action)
+        if action is None:
+            raise StepFailed(f"unknown action {step.action!r} (no loaded plugin offers it)")
+        ctx = self._context(rc, step)
+        timeout = step.timeout
+        try:
+            with anyio.fail_after(timeout) if timeout else nullcontext():
+                if step.isolation == "process":
+                    result = await self.host.run_isolated(step, dict(step.params), ctx)
+                else:
+                    result = await action.run(ctx, **step.params)
+        except TimeoutError:
+            raise StepFailed(f"timed out after {timeout:g} s", timed_out=True) from None
+        except anyio.get_cancelled_exc_class():
+            raise
+        except StepFailed:
+            raise
+        except Exception as exc:  # a plugin's bug fails its attempt, never the daemon
+            raise StepFailed(f"{type(exc).__name__}: {exc}") from exc
+        return _check_outputs(step, result)
+
+    def _context(self, rc: RunControl, step: Step) -> ActionContext:
+        job, cfg = rc.job, self.host.config
+        workdir = cfg.daemon.state_dir / "work" / str(job.id)
+        outputs = {s.name: s.outputs for s in job.steps if s.state == StepState.COMPLETED}
+
+        async def progress(pct: float, message: str | None) -> None:
+            await self.host.set_progress(job, pct, message)
+
+        async def pgid(value: int | None) -> None:
+            step.pgid = value
+            await self.host.save_step(job, step)
+
+        return ActionContext(
+            job_id=job.id, job=job.to_dict(), step=step.name, attempt=step.attempts,
+            params=step.params, outputs=outputs, assets=job.spec.assets,
+            resources=[r.resource for r in job.reservations], workdir=workdir,
+            log=structlog.get_logger("jobd.action").bind(job_id=job.id, step=step.name),
+            kill_grace=cfg.daemon.kill_grace, file_roots=cfg.daemon.file_roots,
+            progress_cb=progress, pgid_cb=pgid,
+        )
+
+    async def _record_failed_attempt(self, rc: RunControl, step: Step, exc: StepFailed) -> bool:
+        """Record a failed attempt; True if another attempt follows (after its backoff)."""
+        step.error, step.ended_at = str(exc), self.host.now()
+        if step.attempts <= step.retries:
+            step.state = StepState.SOFT_FAILED
+            await self.host.save_step(rc.job, step)
+            log.warning("attempt failed, retrying", job_id=rc.job.id, step=step.name,
+                        attempt=step.attempts, error=str(exc))
+            await anyio.sleep(backoff(step.retry_backoff, step.attempts))
+            return True
+        step.state = StepState.TIMED_OUT if exc.timed_out else StepState.FAILED
+        await self.host.save_step(rc.job, step)
+        log.warning("step failed", job_id=rc.job.id, step=step.name, attempts=step.attempts,
+                    error=str(exc))
+        return False
+
+    async def _record_stopped_step(self, rc: RunControl, step: Step) -> None:
+        if rc.stop_reason == PAUSE:
+            # SPEC: a paused attempt does not count; resume runs this step again.
+            step.attempts -= 1
+            step.state, step.error = StepState.QUEUED, "paused"
+        elif rc.stop_reason == CANCEL:
+            step.state, step.error = StepState.CANCELED, "canceled by an operator"
+        elif rc.stop_reason == SHUTDOWN:
+            # Left 'running' on purpose: recovery treats it like a crash (an interrupted attempt).
+            step.error = "interrupted by daemon shutdown"
+        else:  # the job's own timeout
+            step.state, step.error = StepState.TIMED_OUT, "the job's timeout expired"
+        step.ended_at = self.host.now()
+        await self.host.save_step(rc.job, step)
+
+
+def backoff(base: float, attempt: int) -> float:
+    """Exponential backoff with full jitter in [50 %, 100 %] of ``base * 2**(attempt-1)``."""
+    delay = base * math.pow(2, max(0, attempt - 1))
+    return min(delay, 3600.0) * random.uniform(0.5, 1.0)  # noqa: S311 - not cryptographic
+
+
+def _deadline(seconds: float | None) -> AbstractContextManager[Any]:
+    return anyio.fail_after(seconds) if seconds else nullcontext()
+
+
+def _check_outputs(step: Step, result: object) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    if not isinstance(result, Mapping):
+        raise StepFailed(
+            f"action {step.action!r} returned {type(result).__name__}, expected a dict or None")
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError) as exc:
+        raise StepFailed(f"action {step.action!r} returned outputs that are not JSON: {exc}")
+    return dict(result)
+
+
+def monotonic() -> float:
+    return time.monotonic()
