@@ -1,0 +1,300 @@
+"""Serve jobd's ASGI app inside jobd's task group: a Unix socket jobd binds itself, optional TCP.
+
+Why not uvicorn's own ``uds=``: it chmods the socket to 0666 (world-writable),
+never removes the file, and ``Server.serve()`` installs SIGINT/SIGTERM handlers
+that would fight jobd's own signal receiver. So jobd binds the socket (stale
+file check, umask, explicit chmod), hands uvicorn pre-bound sockets, disables
+its signal handling, and unlinks the file on the way out.
+
+TCP is guarded by a bearer token (:class:`TokenAuth`, :func:`read_token`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hmac
+import json
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable, Generator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+import uvicorn
+from anyio.abc import TaskStatus
+
+from jobd.errors import ConfigError, JobdError
+
+log = structlog.get_logger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: ``sun_path`` is 108 bytes on Linux, including the terminating NUL.
+MAX_UNIX_PATH = 107
+#: How long open connections (an SSE stream, say) get to finish when the server stops.
+SHUTDOWN_TIMEOUT = 2
+
+
+class SocketInUse(JobdError):
+    """Another process (probably another jobd) is accepting connections on the socket path."""
+
+    code = "socket-in-use"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"another jobd is listening on {path}", {"path": str(path)})
+
+
+# --- binding -----------------------------------------------------------------------------
+
+
+def _check_stale(path: Path) -> None:
+    """Remove a socket file nobody listens on; refuse a live one or a non-socket file."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(None, "api.socket", f"{path} exists and is not a socket; not touching it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        log.info("removing stale socket", path=str(path))
+        path.unlink(missing_ok=True)
+        return
+    finally:
+        probe.close()
+    raise SocketInUse(path)
+
+
+@contextlib.contextmanager
+def _umask(mask: int) -> Generator[None, None, None]:
+    # The umask is process-wide: hold it only across the bind() call, so the socket
+    # never exists, even for a moment, with wider permissions than asked for.
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def bind_unix_socket(path: Path, mode: int) -> socket.socket:
+    """Bind (not yet listen) a stream socket at ``path`` with permissions ``mode``.
+
+    Creates the parent directory; removes a stale socket file; raises
+    :class:`SocketInUse` if a live one answers, :class:`ConfigError` when the path
+    is too long or is some other kind of file.
+    """
+    if len(os.fsencode(path)) > MAX_UNIX_PATH:
+        raise ConfigError(None, "api.socket", f"{path} is longer than {MAX_UNIX_PATH} bytes")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with _umask(~mode & 0o777):
+            sock.bind(str(path))
+        # Explicit too: the umask cannot add bits, and a mode like 0o1660 needs chmod.
+        os.chmod(path, mode)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """Bind a TCP socket (IPv6 when ``host`` contains ``:``); SO_REUSEADDR as servers do."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(None, "api.listen", f"{host}:{port} is already in use") from exc
+        raise
+    return sock
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:8470"`` / ``"[::1]:8470"`` → ``(host, port)``; ConfigError if malformed."""
+    host, sep, port_text = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(None, "api.listen", f"expected HOST:PORT, got {text!r}")
+    return host, int(port_text)
+
+
+def _inode(path: Path) -> int:
+    return path.lstat().st_ino
+
+
+def _unlink_if_ours(path: Path, inode: int) -> None:
+    """Remove the socket file only if it is still the one we bound (not a successor's)."""
+    try:
+        if path.lstat().st_ino == inode:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+# --- the token -----------------------------------------------------------------------------
+
+
+def read_token(path: Path) -> str:
+    """The bearer token in ``path``, stripped of whitespace.
+
+    Raises :class:`ConfigError` naming the file if it cannot be read, is empty,
+    or is world-readable (a token anyone on the host can read protects nothing).
+    """
+    where = str(path)
+    try:
+        st = path.stat()
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(where, "api.token_file", f"cannot read the token: {exc}") from exc
+    if st.st_mode & 0o004:
+        raise ConfigError(where, "api.token_file",
+                          f"is world-readable (mode {stat.S_IMODE(st.st_mode):04o}); "
+                          "chmod o-rwx it")
+    if not text:
+        raise ConfigError(where, "api.token_file", "is empty")
+    return text
+
+
+class TokenAuth:
+    """ASGI middleware: require ``Authorization: Bearer <token>`` on every route but health.
+
+    Used for the TCP listener only; the Unix socket is guarded by its file mode.
+    Answers 401 in the API's error shape, with ``WWW-Authenticate: Bearer``.
+    """
+
+    OPEN_PATHS = frozenset({"/v1/health"})
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope.get("path") in self.OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"authorization", b"")
+        if hmac.compare_digest(given, self._expected):
+            await self.app(scope, receive, send)
+            return
+        await _unauthorized(send, "a valid bearer token is required" if given
+                            else "missing bearer token")
+
+
+async def _unauthorized(send: Send, message: str) -> None:
+    body = json.dumps({"error": {"code": "unauthorized", "message": message, "details": {}}})
+    await send({
+        "type": "http.response.start",
+        "status": 401,
+        "headers": [(b"content-type", b"application/json"),
+                    (b"www-authenticate", b"Bearer")],
+    })
+    await send({"type": "http.response.body", "body": body.encode()})
+
+
+# --- the server ----------------------------------------------------------------------------
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its signal handlers, telling us when it listens."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = anyio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # jobd's own signal receiver decides what SIGTERM/SIGINT mean (uvicorn >= 0.29).
+        yield
+
+    def install_signal_handlers(self) -> None:
+        """Same, for uvicorn versions before ``capture_signals`` existed."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.listening.set()
+
+
+def _server(app: ASGIApp) -> _EmbeddedServer:
+    config = uvicorn.Config(
+        app,
+        lifespan="off",  # jobd's task group owns start-up and shut-down
+        log_config=None,  # jobd.logging already shaped the stdlib loggers
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=SHUTDOWN_TIMEOUT,
+    )
+    return _EmbeddedServer(config)
+
+
+async def _run_shielded(server: _EmbeddedServer, sockets: list[socket.socket]) -> None:
+    # Shielded so that cancelling jobd's task group lets uvicorn's own shutdown
+    # run (close listeners, end connections); serve() asks it to stop via should_exit.
+    with anyio.CancelScope(shield=True):
+        await server.serve(sockets=sockets)
+
+
+def _describe(unix_socket: Path | None, tcp: tuple[str, int] | None) -> dict[str, str]:
+    where = {}
+    if unix_socket is not None:
+        where["socket"] = str(unix_socket)
+    if tcp is not None:
+        where["tcp"] = f"{tcp[0]}:{tcp[1]}"
+    return where
+
+
+async def serve(
+    app: ASGIApp,
+    *,
+    unix_socket: Path | None,
+    socket_mode: int = 0o660,
+    tcp: tuple[str, int] | None = None,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``unix_socket`` and/or ``tcp`` until cancelled.
+
+    Start it with ``await tg.start(serve, app, ...)``: ``started()`` is signalled
+    once the listeners accept connections. Raises :class:`SocketInUse` or
+    :class:`ConfigError` before that if a listener cannot be bound. On
+    cancellation it stops accepting, gives open requests up to
+    ``SHUTDOWN_TIMEOUT`` s, closes the sockets and removes the socket file.
+    """
+    if unix_socket is None and tcp is None:
+        raise ValueError("serve() needs a Unix socket, a TCP address or both")
+    sockets: list[socket.socket] = []
+    inode: int | None = None
+    try:
+        if unix_socket is not None:
+            sockets.append(bind_unix_socket(unix_socket, socket_mode))
+            inode = _inode(unix_socket)
+        if tcp is not None:
+            sockets.append(bind_tcp(*tcp))
+        server = _server(app)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_run_shielded, server, sockets)
+            try:
+                await server.listening.wait()
+                log.info("api listening", **_describe(unix_socket, tcp))
+                task_status.started()
+                await anyio.sleep_forever()
+            finally:
+                server.should_exit = True
+    finally:
+        for sock in sockets:
+            sock.close()
+        if unix_socket is not None and inode is not None:
+            _unlink_if_ours(unix_socket, inode)
