@@ -6,15 +6,14 @@ that would fight jobd's own signal receiver. So jobd binds the socket (stale
 file check, umask, explicit chmod), hands uvicorn pre-bound sockets, disables
 its signal handling, and unlinks the file on the way out.
 
-TCP is guarded by a bearer token (:class:`TokenAuth`, :func:`read_token`).
+TCP is guarded by a bearer token: :func:`read_token` reads it, the app built by
+``jobd.api.create_app(token=...)`` checks it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hmac
-import json
 import os
 import socket
 import stat
@@ -168,42 +167,6 @@ def read_token(path: Path) -> str:
     if not text:
         raise ConfigError(where, "api.token_file", "is empty")
     return text
-
-
-class TokenAuth:
-    """ASGI middleware: require ``Authorization: Bearer <token>`` on every route but health.
-
-    Used for the TCP listener only; the Unix socket is guarded by its file mode.
-    Answers 401 in the API's error shape, with ``WWW-Authenticate: Bearer``.
-    """
-
-    OPEN_PATHS = frozenset({"/v1/health"})
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self._expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope.get("path") in self.OPEN_PATHS:
-            await self.app(scope, receive, send)
-            return
-        given = dict(scope.get("headers") or []).get(b"authorization", b"")
-        if hmac.compare_digest(given, self._expected):
-            await self.app(scope, receive, send)
-            return
-        await _unauthorized(send, "a valid bearer token is required" if given
-                            else "missing bearer token")
-
-
-async def _unauthorized(send: Send, message: str) -> None:
-    body = json.dumps({"error": {"code": "unauthorized", "message": message, "details": {}}})
-    await send({
-        "type": "http.response.start",
-        "status": 401,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"www-authenticate", b"Bearer")],
-    })
-    await send({"type": "http.response.body", "body": body.encode()})
 
 
 # --- the server ----------------------------------------------------------------------------

@@ -152,23 +152,19 @@ async def test_stop_does_not_wait_forever_for_a_stream(sock_dir: Path) -> None:
     assert not path.exists()
 
 
-async def test_tcp_requires_the_token_except_for_health(sock_dir: Path) -> None:
-    port = free_port()
-    guarded = httpserver.TokenAuth(app, "s3cret")
+async def test_serves_unix_and_tcp_together(sock_dir: Path) -> None:
+    path, port = sock_dir / "jobd.sock", free_port()
     with anyio.fail_after(20):
-        async with anyio.create_task_group() as tg:
-            await tg.start(partial(httpserver.serve, guarded, unix_socket=None,
-                                   tcp=("127.0.0.1", port)))
+        async with serving(unix_socket=path, socket_mode=0o600, tcp=("127.0.0.1", port)):
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                missing = await client.get("/v1/jobs")
-                wrong = await client.get("/v1/jobs", headers={"Authorization": "Bearer nope"})
-                right = await client.get("/v1/jobs", headers={"Authorization": "Bearer s3cret"})
-                health = await client.get("/v1/health")
-            tg.cancel_scope.cancel()
-    assert missing.status_code == 401 and wrong.status_code == 401
-    assert missing.headers["www-authenticate"] == "Bearer"
-    assert missing.json()["error"]["code"] == "unauthorized"
-    assert right.status_code == 200 and health.status_code == 200
+                over_tcp = await client.get("/tcp")
+            async with uds_client(path) as client:
+                over_unix = await client.get("/unix")
+    assert over_tcp.json() == {"path": "/tcp"} and over_unix.json() == {"path": "/unix"}
+    assert not path.exists()
+    with socket.socket() as again:  # the port was released
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
 
 
 def test_tcp_port_in_use_is_a_config_error() -> None:
