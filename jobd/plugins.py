@@ -23,6 +23,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import inspect
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,7 +37,7 @@ import pluggy
 import structlog
 
 from jobd.action import Action
-from jobd.errors import ConfigError
+from jobd.errors import ActionError, ConfigError
 from jobd.hookspecs import PROJECT, JobdSpec, hookimpl
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ __all__ = [
     "describe_exception",
     "dropin_module_name",
     "load_module_from_file",
+    "resolve_in_roots",
 ]
 
 log = structlog.get_logger("jobd.plugins")
@@ -152,6 +154,32 @@ def describe_exception(exc: BaseException) -> str:
     """``"<Type>: <message on one line>"``, as :attr:`PluginInfo.error` shows it."""
     text = " ".join(str(exc).split())  # pluggy's validation messages span lines
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def resolve_in_roots(value: object, roots: Sequence[Path], param: str = "path") -> Path:
+    """For plugin authors: ``value`` as an absolute, symlink-free path inside one of ``roots``.
+
+    ``value`` must be an absolute path (a relative one means nothing in a
+    daemon). It is resolved (``..`` and every symlink, also when the file
+    does not exist yet), so neither traversal nor a symlink can lead out of
+    the roots. Raises :class:`~jobd.errors.ActionError` naming ``param``
+    otherwise. The shipped ``copy``, ``move`` and ``checksum`` use it with
+    ``ctx.file_roots``.
+    """
+    if not isinstance(value, str | os.PathLike) or not str(value):
+        raise ActionError(f"{param!r} must be a path, not {value!r}")
+    path = Path(value)
+    if not path.is_absolute():
+        raise ActionError(f"{param!r} must be an absolute path, not {str(value)!r}")
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte
+        raise ActionError(f"{param!r}: cannot resolve {str(value)!r}: {exc}") from exc
+    allowed = [root.resolve() for root in roots]
+    if not any(resolved.is_relative_to(root) for root in allowed):
+        where = ", ".join(map(str, allowed)) or "none configured"
+        raise ActionError(f"{param!r}: {str(value)!r} is outside the file roots ({where})")
+    return resolved
 
 
 def checked_actions(result: object) -> list[Action]:
