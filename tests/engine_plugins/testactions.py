@@ -1,0 +1,69 @@
+"""Actions the engine tests use: each leaves evidence in files so tests can check order."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+import jobd
+
+
+async def noop(ctx: jobd.ActionContext, **params: Any) -> dict[str, Any] | None:
+    return None
+
+
+async def echo(ctx: jobd.ActionContext, **params: Any) -> dict[str, Any]:
+    return {"params": dict(params), "seen_outputs": dict(ctx.outputs)}
+
+
+async def record(ctx: jobd.ActionContext, log: str, **params: Any) -> dict[str, Any]:
+    """Append start/end lines to ``log`` around an optional wait for ``gate`` to exist."""
+    path = Path(log)
+    with path.open("a") as fh:
+        fh.write(json.dumps({"job": ctx.job_id, "ev": "start", "t": time.monotonic()}) + "\n")
+    gate = params.get("gate")
+    if gate:
+        while not Path(gate).exists():
+            await anyio.sleep(0.01)
+    else:
+        await anyio.sleep(float(params.get("hold", 0)))
+    with path.open("a") as fh:
+        fh.write(json.dumps({"job": ctx.job_id, "ev": "end", "t": time.monotonic()}) + "\n")
+    return {"ok": True}
+
+
+async def flaky(ctx: jobd.ActionContext, counter: str, fail_times: int = 1,
+                **params: Any) -> dict[str, Any]:
+    """Fails the first ``fail_times`` attempts (counted in a file), then succeeds."""
+    path = Path(counter)
+    n = int(path.read_text()) if path.exists() else 0
+    path.write_text(str(n + 1))
+    if n < int(fail_times):
+        raise jobd.ActionError(f"flaky failure {n + 1}")
+    return {"attempt": ctx.attempt}
+
+
+async def hang(ctx: jobd.ActionContext, **params: Any) -> None:
+    marker = params.get("marker")
+    if marker:
+        Path(marker).write_text(str(os.getpid()))
+    await anyio.sleep(10**6)
+
+
+async def spawn(ctx: jobd.ActionContext, pidfile: str, **params: Any) -> None:
+    """A child that starts a grandchild and waits forever: the timeout must kill both."""
+    await ctx.run_process(["sh", "-c", f"sleep 1000 & echo $! > {pidfile}; wait"])
+
+
+@jobd.hookimpl
+def jobd_actions() -> list[jobd.Action]:
+    return [
+        jobd.Action("t-noop", noop), jobd.Action("t-echo", echo),
+        jobd.Action("t-record", record), jobd.Action("t-flaky", flaky),
+        jobd.Action("t-hang", hang), jobd.Action("t-spawn", spawn),
+    ]
