@@ -1,32 +1,69 @@
 """The engine: every operation on a job, the one state-changing path, recovery at start-up.
 
-INTERFACE SKELETON (being implemented). The API, CLI and daemon code against
-these signatures.
+Every change of a job's state goes through :meth:`Engine._transition`: it
+checks the transition table, writes the change and its history row to the
+store (guarded in SQL), and only after the COMMIT tells the rest (run queue,
+locks, listeners, plugins, the SSE stream). The store is the truth; the run
+queue, lock tables, booking index and timers are caches rebuilt from it at
+start-up (:meth:`Engine._recover`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from jobd.config import Config
+from jobd.action import Action, ActionContext
+from jobd.bookings import BookingIndex
+from jobd.config import Config, ScheduleConfig, WorkflowConfig
+from jobd.errors import InvalidTransition, JobdError, NotFound, ShuttingDown, ValidationError
 from jobd.events import JobEvent
-from jobd.models import Job, JobSpec
+from jobd.locks import LockManager
+from jobd.models import ErrorOverlay, Job, JobSpec, Reservation, Step
 from jobd.plugins import PluginHost
-from jobd.states import JobState
-from jobd.store import Store
+from jobd.runner import CANCEL, PAUSE, SHUTDOWN, RunControl, Runner, RunResult
+from jobd.runqueue import RunQueue
+from jobd.states import (
+    ACTIVE,
+    EDITABLE,
+    HOLDS_RESERVATION,
+    JobState,
+    StepState,
+    allowed_operations,
+    check_transition,
+)
+from jobd.store import (
+    HISTORY_INSERT,
+    LOG_INSERT,
+    GuardFailed,
+    Store,
+    Unit,
+    dumps,
+    job_insert,
+    spec_to_json,
+    step_insert,
+)
+from jobd.templating import render
+from jobd.timers import Timers, plan_misfires
+
+S = JobState
+log = structlog.get_logger("jobd.engine")
+_KEEP: Any = object()
 
 
 class Engine:
     """Owns the run queue, workers, lock manager, bookings and timers; writes through the store."""
-
-    config: Config
 
     def __init__(
         self,
@@ -38,34 +75,348 @@ class Engine:
     ) -> None:
         """``store`` comes from ``async with jobd.store.open_store(config.daemon.db_path,
         synchronous=config.daemon.synchronous) as store``; ``plugins`` is a loaded PluginHost."""
-        raise NotImplementedError
+        self.config = config
+        self.store = store
+        self.plugins = plugins
+        self.clock = clock
+        self.queue = RunQueue(config.daemon.run_queue_size)
+        self.locks = LockManager()
+        self.bookings = BookingIndex(config.resources, config.pools)
+        self.timers = Timers(clock=clock)
+        self.runner = Runner(self)
+        self.active: dict[int, RunControl] = {}
+        self.running: set[int] = set()
+        self._granted: deque[int] = deque()
+        self._lock_committed: set[int] = set()
+        self._work = asyncio.Event()
+        self._listeners: list[Callable[[JobEvent], None]] = []
+        self._subscribers: set[MemoryObjectSendStream[JobEvent]] = set()
+        self._pending = 0
+        self._next_id = 0
+        self._accepting = False
+        self._tg: TaskGroup | None = None
+        self._due_lock = anyio.Lock()
+        self._admit_lock = anyio.Lock()
+        self._admitting = False
+        self._drained = anyio.Event()
+        self._has_observers = False
 
+    # ================================================================ lifecycle
     def add_listener(self, listener: Callable[[JobEvent], None]) -> None:
         """Call ``listener(event)`` (synchronously, on the event loop) after each committed
         change; metrics use this. A raising listener is logged and ignored."""
-        raise NotImplementedError
+        self._listeners.append(listener)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Recover from the store, start workers and timers, then ``task_status.started()``.
 
         Runs until cancelled; call :meth:`drain` first for a graceful stop.
         """
-        raise NotImplementedError
+        self._install_log_sink()
+        self._has_observers = self.plugins.observes_events
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await tg.start(self.timers.run)
+            await self._recover()
+            for _ in range(self.config.daemon.workers):
+                tg.start_soon(self._worker)
+            self._accepting = True
+            await self._start_schedules()
+            await self._process_due()
+            await self._admit()
+            log.info("engine ready", workers=self.config.daemon.workers,
+                     run_queue_size=self.queue.capacity, pending=self._pending)
+            task_status.started()
+            await anyio.sleep_forever()
 
     async def drain(self, grace: float) -> None:
         """Stop admitting jobs; let running steps finish for ``grace`` s, then interrupt them
         (recorded as interrupted, resumed on the next start)."""
-        raise NotImplementedError
+        self._accepting = False
+        self.timers.wake_due_at(None, self._process_due)
+        with anyio.move_on_after(grace):
+            while self.running:
+                await self._wait_idle()
+        for job_id in list(self.running):
+            rc = self.active.get(job_id)
+            if rc is not None:
+                rc.stop(SHUTDOWN)
+        with anyio.move_on_after(max(5.0, self.config.daemon.kill_grace + 2)):
+            while self.running:
+                await self._wait_idle()
+        await self.store.flush()
 
+    async def _wait_idle(self) -> None:
+        self._idle = anyio.Event()
+        with anyio.move_on_after(0.5):
+            await self._idle.wait()
+
+    def _install_log_sink(self) -> None:
+        try:
+            from jobd.logging import set_job_log_sink
+        except ImportError:  # pragma: no cover - logging module missing in a partial install
+            return
+        set_job_log_sink(self._log_line)
+
+    def _log_line(self, job_id: int, step: str | None, level: str, message: str,
+                  at: float) -> None:
+        self.store.commit_nowait(Unit().add(LOG_INSERT, (job_id, at, step, level, message)))
+
+    # ================================================================ the one path
+    async def _transition(
+        self,
+        job: Job,
+        operation: str,
+        target: JobState,
+        *,
+        cause: str,
+        actor: str,
+        unit: Unit | None = None,
+        error: ErrorOverlay | None = _KEEP,
+        due_at: float | None = _KEEP,
+    ) -> None:
+        """Check, write (guarded), commit, then tell everyone. The job object is updated."""
+        check_transition(operation, job.state, target)
+        now = self.clock()
+        sets, params = ["state = ?", "updated_at = ?"], [str(target), now]
+        if error is not _KEEP:
+            sets.append("error = ?")
+            params.append(None if error is None else dumps(error.to_dict()))
+        if due_at is not _KEEP:
+            sets.append("due_at = ?")
+            params.append(due_at)
+        u = unit if unit is not None else Unit()
+        u.statements.insert(0, (f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND state = ?",
+                                (*params, job.id, str(job.state))))
+        u.guarded = {0} | {i + 1 for i in u.guarded}
+        u.add(HISTORY_INSERT, (job.id, now, str(job.state), str(target), cause, actor))
+        previous = job.state
+        job.state = target  # claim it now: a concurrent operation sees the new state
+        try:
+            await self.store.commit(u)
+        except GuardFailed:
+            job.state = previous
+            current = await self._current_state(job.id)
+            raise InvalidTransition(operation, current or previous,
+                                    allowed_operations(current or previous),
+                                    job_id=job.id) from None
+        except BaseException:
+            job.state = previous
+            raise
+        job.updated_at = now
+        if error is not _KEEP:
+            job.error = error
+        if due_at is not _KEEP:
+            job.due_at = due_at
+        self._emit(JobEvent(job.id, "state", now, previous, target, cause, actor))
+
+    async def _current_state(self, job_id: int) -> JobState | None:
+        states = await self.store.job_states([job_id])
+        return states[job_id][1] if job_id in states else None
+
+    def _emit(self, event: JobEvent, job: Job | None = None) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed", listener=repr(listener))
+        for stream in list(self._subscribers):
+            try:
+                stream.send_nowait(event)
+            except anyio.WouldBlock:
+                log.warning("dropping a slow event subscriber")
+                self._subscribers.discard(stream)
+                stream.close()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._subscribers.discard(stream)
+        if self._has_observers:
+            rc = self.active.get(event.job_id)
+            data = (job or (rc.job if rc else None))
+            self.plugins.job_event(data.to_dict() if data else {"id": event.job_id},
+                                   event.to_dict())
+
+    # ================================================================ submit & edit
     async def submit(self, spec: JobSpec, *, actor: str = "api") -> Job:
         """Validate ``spec`` (workflow exists, params templating, plugin validators, bookings),
         store it and return the job. Raises ValidationError, BookingConflict."""
-        raise NotImplementedError
+        if self._tg is None:
+            raise ShuttingDown()
+        workflow = self._workflow(spec.workflow)
+        check_transition("submit", S.DRAFT) if False else None  # noqa: B018 - table documents submit
+        if spec.state not in (S.DRAFT, S.TENTATIVE, S.CONFIRMED):
+            raise ValidationError(f"a job is submitted as draft, tentative or confirmed, "
+                                  f"not {spec.state}", field="state")
+        self._validate_spec(spec)
+        steps = self._build_steps(workflow, spec)
+        now = self.clock()
+        self._next_id += 1
+        job = Job(id=self._next_id, spec=spec, state=spec.state, created_at=now,
+                  updated_at=now, steps=steps)
+        problems = self.plugins.validate_job(job.to_dict(), self.config)
+        if problems:
+            raise ValidationError(problems)
+        for step in steps:
+            step.job_id = job.id
+        reservations = self._reserve(job) if spec.state in HOLDS_RESERVATION else []
+        job.reservations = reservations
+        history = [(None, spec.state, "submitted")]
+        if spec.state in (S.DRAFT, S.TENTATIVE) and spec.start_at is not None \
+                and spec.start_at <= now:
+            job.error = ErrorOverlay("not-confirmed", "the start time passed before the job "
+                                     "was confirmed; it will not run", now)
+        due_now = spec.state == S.CONFIRMED and (spec.due_at is None or spec.due_at <= now)
+        job.due_at = spec.due_at if spec.due_at is not None else now
+        if due_now and self._accepting:
+            target = S.QUEUED if self._has_room() else S.PENDING
+            history.append((S.CONFIRMED, target, "due"))
+            job.state = target
+        unit = Unit().add(*job_insert(job))
+        for step in steps:
+            unit.add(*step_insert(step))
+        for res in reservations:
+            unit.add(*_reservation_insert(res))
+        for frm, to, cause in history:
+            unit.add(HISTORY_INSERT, (job.id, now, frm and str(frm), str(to), cause, actor))
+        if job.state == S.QUEUED:
+            self._enqueue_reserved(job)
+        try:
+            await self.store.commit(unit)
+        except BaseException:
+            self.bookings.remove_job(job.id)
+            self._unqueue(job.id)
+            raise
+        if job.state == S.PENDING:
+            self._pending += 1
+        elif job.state == S.QUEUED:
+            self._work.set()
+        elif job.state == S.CONFIRMED:
+            self._schedule_due(job.due_at)
+        for frm, to, cause in history:
+            self._emit(JobEvent(job.id, "state", now, frm, to, cause, actor), job)
+        return job
+
+    def _workflow(self, name: str) -> WorkflowConfig:
+        workflow = self.config.workflows.get(name)
+        if workflow is None:
+            known = ", ".join(sorted(self.config.workflows)) or "none"
+            raise ValidationError(f"unknown workflow {name!r} (configured: {known})",
+                                  field="workflow")
+        return workflow
+
+    def _validate_spec(self, spec: JobSpec) -> None:
+        problems = []
+        if not -1000 <= spec.priority <= 1000:
+            problems.append(f"priority {spec.priority} is outside -1000..1000")
+        if spec.end_at is not None and spec.start_at is None:
+            problems.append("end_at needs start_at")
+        if spec.end_at is not None and spec.start_at is not None and spec.end_at < spec.start_at:
+            problems.append("end_at is before start_at")
+        if (spec.resources or spec.pools) and spec.start_at is None:
+            problems.append("booking resources or pools needs start_at (and end_at)")
+        for name in ("preroll", "postroll"):
+            if getattr(spec, name) < 0:
+                problems.append(f"{name} must be >= 0")
+        for name in ("timeout", "lock_timeout"):
+            value = getattr(spec, name)
+            if value is not None and value <= 0:
+                problems.append(f"{name} must be > 0")
+        for asset in (*spec.assets, *spec.shared_assets):
+            if not isinstance(asset, str) or not asset:
+                problems.append(f"asset names must be non-empty strings, got {asset!r}")
+        if problems:
+            raise ValidationError(problems)
+
+    def _build_steps(self, workflow: WorkflowConfig, spec: JobSpec) -> list[Step]:
+        defaults = self.config.defaults
+        steps = []
+        for idx, sc in enumerate(workflow.steps):
+            if self.action(sc.action) is None:
+                raise ValidationError(
+                    f"workflow {workflow.name!r} step {sc.name!r} uses unknown action "
+                    f"{sc.action!r} (loaded: {', '.join(sorted(self.plugins.actions)) or 'none'})",
+                    field="workflow")
+            params = render(sc.params, spec.params, where=f"steps.{sc.name}.params")
+            steps.append(Step(
+                job_id=0, idx=idx, name=sc.name, action=sc.action, params=params,
+                timeout=sc.timeout if sc.timeout is not None else defaults.timeout,
+                retries=sc.retries if sc.retries is not None else defaults.retries,
+                retry_backoff=(sc.retry_backoff if sc.retry_backoff is not None
+                               else defaults.retry_backoff),
+                isolation=sc.isolation,
+            ))
+        return steps
+
+    def _reserve(self, job: Job) -> list[Reservation]:
+        """Plan and hold the job's reservations in the index (before the commit, so no
+        concurrent submission can take the same slot)."""
+        spec = job.spec
+        window = spec.window
+        if window is None or not (spec.resources or spec.pools):
+            return []
+        if spec.end_at is None:
+            raise ValidationError("booking resources or pools needs end_at", field="end_at")
+        job_dict = job.to_dict()
+
+        def select(pool: str, candidates: list[str]) -> str | None:
+            return self.plugins.select_resource(pool, candidates, job_dict)
+
+        planned = self.bookings.plan(job.id, spec.resources, spec.pools, window[0], window[1],
+                                     select=select)
+        self.bookings.add(planned)
+        return planned
 
     async def edit(self, job_id: int, changes: dict[str, Any], *, actor: str = "api") -> Job:
         """PATCH: change spec fields while draft/tentative/confirmed; reservations re-checked."""
-        raise NotImplementedError
+        job = await self._load(job_id)
+        if job.state not in EDITABLE:
+            raise InvalidTransition("edit", job.state, allowed_operations(job.state),
+                                    job_id=job_id)
+        allowed = {"name", "params", "assets", "shared_assets", "resources", "pools",
+                   "start_at", "end_at", "preroll", "postroll", "priority", "timeout",
+                   "lock_timeout"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValidationError(f"cannot edit {', '.join(sorted(unknown))}")
+        norm = {k: tuple(v) if k in {"assets", "shared_assets", "resources", "pools"} else v
+                for k, v in changes.items()}
+        spec = replace(job.spec, **norm)
+        self._validate_spec(spec)
+        steps = self._build_steps(self._workflow(spec.workflow), spec)
+        for step in steps:
+            step.job_id = job_id
+        candidate = replace_job(job, spec=spec)
+        problems = self.plugins.validate_job(candidate.to_dict(), self.config)
+        if problems:
+            raise ValidationError(problems)
+        old = self.bookings.for_job(job_id)
+        self.bookings.remove_job(job_id)
+        try:
+            new_res = self._reserve(candidate) if job.state in HOLDS_RESERVATION else []
+        except JobdError:
+            self.bookings.add(old)
+            raise
+        unit = Unit().add("DELETE FROM steps WHERE job_id = ?", (job_id,))
+        for step in steps:
+            unit.add(*step_insert(step))
+        unit.add("DELETE FROM reservations WHERE job_id = ?", (job_id,))
+        for res in new_res:
+            unit.add(*_reservation_insert(res))
+        unit.add("UPDATE jobs SET spec = ?, name = ?, priority = ?, start_at = ?, end_at = ?,"
+                 " due_at = ?, error = NULL WHERE id = ?",
+                 (spec_to_json(spec), spec.name, spec.priority, spec.start_at, spec.end_at,
+                  spec.due_at if spec.due_at is not None else self.clock(), job_id))
+        try:
+            await self._transition(job, "edit", job.state, cause="edited", actor=actor,
+                                   unit=unit)
+        except BaseException:
+            self.bookings.remove_job(job_id)
+            self.bookings.add(old)
+            raise
+        if job.state == S.CONFIRMED:
+            self._schedule_due(spec.due_at)
+        return await self.get_job(job_id)
 
+    # ================================================================ operations
     async def operate(self, job_id: int, operation: str, *, actor: str = "api") -> Job | None:
         """Apply a public operation of SPEC §2 (cancel, stop, pause, resume, retry, restart,
         confirm, tentative, unconfirm, resubmit, invoice-ready, invoiced, delete).
@@ -73,58 +424,788 @@ class Engine:
         Returns the job after the change (for ``resubmit`` the NEW job; for ``delete`` None).
         Raises NotFound, InvalidTransition (409), BookingConflict (409).
         """
-        raise NotImplementedError
+        handler = self._operations().get(operation)
+        if handler is None:
+            raise ValidationError(
+                f"unknown operation {operation!r} (known: {', '.join(self._operations())})",
+                field="operation")
+        job = await self._load(job_id)
+        check_transition(operation, job.state)
+        result = await handler(job, actor)
+        if operation == "delete":
+            return None
+        if result is not None:
+            return result
+        return await self.get_job(job_id)
 
+    def _operations(self) -> dict[str, Callable[[Job, str], Any]]:
+        return {
+            "cancel": self._op_cancel, "stop": self._op_stop, "pause": self._op_pause,
+            "resume": self._op_resume, "retry": self._op_retry, "restart": self._op_restart,
+            "confirm": self._op_confirm, "tentative": self._op_tentative,
+            "unconfirm": self._op_unconfirm, "resubmit": self._op_resubmit,
+            "invoice-ready": self._op_invoice_ready, "invoiced": self._op_invoiced,
+            "delete": self._op_delete,
+        }
+
+    async def _load(self, job_id: int) -> Job:
+        rc = self.active.get(job_id)
+        if rc is not None:
+            return rc.job
+        job = await self.store.load_job(job_id, full=False)
+        if job is None:
+            raise NotFound("job", job_id)
+        return job
+
+    async def _op_cancel(self, job: Job, actor: str) -> None:
+        rc = self.active.get(job.id)
+        if job.state in (S.RUNNING, S.CANCEL_REQUESTED) and rc is not None:
+            if job.state == S.RUNNING:
+                await self._transition(job, "cancel", S.CANCEL_REQUESTED,
+                                       cause="cancel requested", actor=actor)
+            rc.stop(CANCEL)
+            await self._wait_until_inactive(job.id)
+            return
+        await self._leave_line(job)
+        await self._transition(job, "cancel", S.CANCELED, cause="canceled", actor=actor,
+                               unit=_release_unit(job.id))
+        self.bookings.remove_job(job.id)
+
+    async def _op_stop(self, job: Job, actor: str) -> None:
+        rc = self.active.get(job.id)
+        if rc is None or job.spec.end_at is None:
+            raise InvalidTransition("stop", job.state, allowed_operations(job.state),
+                                    job_id=job.id)
+        self._history_only(job, "stop requested: ending the live window now", actor)
+        if rc.window_scope is not None:
+            rc.window_scope.cancel()
+        else:
+            # Steps still running: end the window as soon as they are done.
+            rc.job.spec = replace(rc.job.spec, end_at=self.clock(), postroll=0.0)
+        await self._wait_until_inactive(job.id)
+
+    async def _op_pause(self, job: Job, actor: str) -> None:
+        rc = self.active.get(job.id)
+        if job.state == S.RUNNING and rc is not None:
+            rc.stop(PAUSE)
+            await self._wait_until_inactive(job.id)
+            return
+        await self._leave_line(job)
+        await self._transition(job, "pause", S.PAUSED, cause="paused", actor=actor)
+
+    async def _op_resume(self, job: Job, actor: str) -> None:
+        await self._transition(job, "resume", S.CONFIRMED, cause="resumed", actor=actor,
+                               due_at=self.clock())
+        await self._process_due()
+
+    async def _op_retry(self, job: Job, actor: str) -> None:
+        await self._rerun(job, "retry", actor, reset_all=False)
+
+    async def _op_restart(self, job: Job, actor: str) -> None:
+        await self._rerun(job, "restart", actor, reset_all=True)
+
+    async def _rerun(self, job: Job, operation: str, actor: str, *, reset_all: bool) -> None:
+        job.steps = await self.store.load_steps(job.id)
+        unit = Unit()
+        for step in job.steps:
+            if reset_all or step.state != StepState.COMPLETED:
+                unit.add("UPDATE steps SET state = 'queued', attempts = 0, started_at = NULL,"
+                         " ended_at = NULL, outputs = NULL, error = NULL, pgid = NULL"
+                         " WHERE job_id = ? AND idx = ?", (job.id, step.idx))
+        had_reservations = job.state == S.PAUSED
+        reservations = [] if had_reservations else self._reserve(job)
+        for res in reservations:
+            unit.add(*_reservation_insert(res))
+        try:
+            await self._transition(job, operation, S.CONFIRMED, cause=f"{operation} requested",
+                                   actor=actor, unit=unit, error=None, due_at=self.clock())
+        except BaseException:
+            if not had_reservations:
+                self.bookings.remove_job(job.id)
+            raise
+        await self._process_due()
+
+    async def _op_confirm(self, job: Job, actor: str) -> None:
+        await self._book_and_move(job, "confirm", S.CONFIRMED, actor)
+        self._schedule_due(job.due_at)
+        await self._process_due()
+
+    async def _op_tentative(self, job: Job, actor: str) -> None:
+        await self._book_and_move(job, "tentative", S.TENTATIVE, actor)
+
+    async def _book_and_move(self, job: Job, op: str, target: JobState, actor: str) -> None:
+        unit = Unit()
+        new = []
+        if job.state == S.DRAFT:
+            job.reservations = []
+            new = self._reserve(job)
+            for res in new:
+                unit.add(*_reservation_insert(res))
+        due = job.spec.due_at if job.spec.due_at is not None else self.clock()
+        error = job.error
+        if error is not None and error.code == "not-confirmed" and target == S.CONFIRMED:
+            error = None if (job.spec.start_at or 0) > self.clock() else error
+        try:
+            await self._transition(job, op, target, cause=f"{op} requested", actor=actor,
+                                   unit=unit, due_at=due, error=error)
+        except BaseException:
+            if new:
+                self.bookings.remove_job(job.id)
+            raise
+
+    async def _op_unconfirm(self, job: Job, actor: str) -> None:
+        await self._transition(job, "unconfirm", S.TENTATIVE, cause="unconfirmed", actor=actor)
+
+    async def _op_resubmit(self, job: Job, actor: str) -> Job:
+        spec = replace(job.spec, state=S.CONFIRMED if job.spec.state not in (
+            S.DRAFT, S.TENTATIVE) else job.spec.state)
+        new = await self.submit(spec, actor=actor)
+        self._history_only(job, f"resubmitted as job {new.id}", actor)
+        return new
+
+    async def _op_invoice_ready(self, job: Job, actor: str) -> None:
+        await self._transition(job, "invoice-ready", S.READY_FOR_INVOICE,
+                               cause="final figures fixed", actor=actor)
+
+    async def _op_invoiced(self, job: Job, actor: str) -> None:
+        await self._transition(job, "invoiced", S.INVOICED, cause="invoiced", actor=actor)
+
+    async def _op_delete(self, job: Job, actor: str) -> None:
+        now = self.clock()
+        unit = (Unit()
+                .add("DELETE FROM jobs WHERE id = ? AND state = ?", (job.id, str(job.state)),
+                     guard=True)
+                .add("DELETE FROM steps WHERE job_id = ?", (job.id,))
+                .add("DELETE FROM reservations WHERE job_id = ?", (job.id,))
+                .add("DELETE FROM job_log WHERE job_id = ?", (job.id,))
+                .add(HISTORY_INSERT, (job.id, now, str(job.state), None, "deleted", actor)))
+        try:
+            await self.store.commit(unit)
+        except GuardFailed:
+            raise InvalidTransition("delete", job.state, allowed_operations(job.state),
+                                    job_id=job.id) from None
+        self.bookings.remove_job(job.id)
+        self._emit(JobEvent(job.id, "deleted", now, job.state, None, "deleted", actor))
+
+    def _history_only(self, job: Job, cause: str, actor: str) -> None:
+        self.store.commit_nowait(Unit().add(
+            HISTORY_INSERT, (job.id, self.clock(), str(job.state), str(job.state), cause, actor)))
+
+    async def _leave_line(self, job: Job) -> None:
+        """Take a job that is not running out of the queue, lock waits, or pending count."""
+        if job.state == S.PENDING:
+            self._pending = max(0, self._pending - 1)
+        self._unqueue(job.id)
+        granted = self.locks.release(job.id) if self.locks.is_waiting(job.id) or \
+            self.locks.holds(job.id) else []
+        self._lock_committed.discard(job.id)
+        self._dispatch_grants(granted)
+        await self._admit()
+
+    def _unqueue(self, job_id: int) -> None:
+        self.queue.remove(job_id)
+        if job_id in self._granted:
+            self._granted.remove(job_id)
+        self.active.pop(job_id, None)
+
+    async def _wait_until_inactive(self, job_id: int) -> None:
+        while job_id in self.active:
+            event = anyio.Event()
+            self._inactive_waiters.setdefault(job_id, []).append(event)
+            await event.wait()
+
+    _inactive_waiters: dict[int, list[anyio.Event]]
+
+    def _mark_inactive(self, job_id: int) -> None:
+        self.active.pop(job_id, None)
+        for event in self._inactive_waiters.pop(job_id, []):
+            event.set()
+
+    # ================================================================ due, queue, admission
+    def _has_room(self) -> bool:
+        return self._pending == 0 and not self.queue.full()
+
+    def _enqueue_reserved(self, job: Job) -> None:
+        self.active[job.id] = RunControl(job)
+        self.queue.push(job.id, job.spec.priority, job.due_at or 0.0, force=True)
+
+    def _schedule_due(self, due_at: float | None) -> None:
+        if due_at is None or not self._accepting:
+            return
+        if due_at <= self.clock():
+            if self._tg is not None:
+                self._tg.start_soon(self._process_due)
+            return
+        current = self._next_wake
+        if current is None or due_at < current:
+            self._next_wake = due_at
+            self.timers.wake_due_at(due_at, self._process_due)
+
+    _next_wake: float | None = None
+
+    async def _process_due(self) -> None:
+        """Move every confirmed job whose time has come into the queue (or pending)."""
+        if not self._accepting:
+            return
+        async with self._due_lock:
+            while True:
+                ids = await self.store.due_jobs(self.clock(), 500)
+                if not ids:
+                    break
+                for job_id in ids:
+                    job = await self.store.load_job(job_id, full=False)
+                    if job is not None and job.state == S.CONFIRMED and job.id not in self.active:
+                        await self._make_due(job)
+            await self._mark_unconfirmed()
+            self._next_wake = await self._next_wake_time()
+            self.timers.wake_due_at(self._next_wake, self._process_due)
+
+    async def _next_wake_time(self) -> float | None:
+        times = [t for t in (await self.store.next_due_at(),
+                             await self.store.next_unconfirmed_start()) if t is not None]
+        return min(times) if times else None
+
+    async def _make_due(self, job: Job) -> None:
+        if self._has_room():
+            self._enqueue_reserved(job)
+            try:
+                await self._transition(job, "due", S.QUEUED, cause="due", actor="scheduler")
+            except BaseException:
+                self._unqueue(job.id)
+                raise
+            self._work.set()
+        else:
+            await self._transition(job, "due", S.PENDING, cause="due; run queue full",
+                                   actor="scheduler")
+            self._pending += 1
+
+    async def _mark_unconfirmed(self) -> None:
+        now = self.clock()
+        for job_id in await self.store.unconfirmed_started(now):
+            overlay = ErrorOverlay("not-confirmed", "the start time passed while the job was "
+                                   "not confirmed; it will not run", now)
+            await self.store.commit(Unit().add(
+                "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ? AND error IS NULL",
+                (dumps(overlay.to_dict()), now, job_id)))
+            self._emit(JobEvent(job_id, "error", now, cause="not-confirmed",
+                                actor="scheduler", data=overlay.to_dict()))
+
+    async def _admit(self) -> None:
+        """Fill free queue places from ``pending``: priority first, then due time."""
+        if self._pending == 0 or self.queue.full() or self._admitting or not self._accepting:
+            return
+        self._admitting = True
+        try:
+            while self._pending > 0 and not self.queue.full():
+                ids = await self.store.pending_jobs(self.queue.free)
+                if not ids:
+                    self._pending = 0
+                    break
+                for job_id in ids:
+                    job = await self.store.load_job(job_id, full=False)
+                    if job is None or job.state != S.PENDING or job.id in self.active:
+                        continue
+                    self._enqueue_reserved(job)
+                    try:
+                        await self._transition(job, "admitted", S.QUEUED, cause="admitted",
+                                               actor="scheduler")
+                    except BaseException:
+                        self._unqueue(job.id)
+                        raise
+                    self._pending -= 1
+                    self._work.set()
+        finally:
+            self._admitting = False
+
+    # ================================================================ workers
+    async def _worker(self) -> None:
+        while True:
+            job_id, granted = await self._take()
+            rc = self.active.get(job_id)
+            if rc is None:
+                continue
+            try:
+                await self._pick(rc, granted)
+            except JobdError as exc:
+                log.info("job left the line before it ran", job_id=job_id, reason=str(exc))
+            except Exception:
+                log.exception("worker failed on a job", job_id=job_id)
+
+    async def _take(self) -> tuple[int, bool]:
+        while True:
+            if self._granted:
+                return self._granted.popleft(), True
+            job_id = self.queue.pop()
+            if job_id is not None:
+                if self._pending and self._tg is not None:
+                    self._tg.start_soon(self._admit)
+                return job_id, False
+            self._work.clear()
+            await self._work.wait()
+
+    async def _pick(self, rc: RunControl, granted: bool) -> None:
+        job = rc.job
+        if not granted:
+            if not self.locks.acquire(job.id, job.spec.assets, job.spec.shared_assets,
+                                      now=time.monotonic()):
+                await self._wait_for_lock(rc)
+                return
+            await self._transition(job, "picked", S.RUNNING, cause="picked by a worker",
+                                   actor="scheduler")
+        else:
+            self._lock_committed.discard(job.id)
+            await self._transition(job, "lock-granted", S.RUNNING, cause="lock granted",
+                                   actor="scheduler")
+        await self._execute(rc)
+
+    async def _wait_for_lock(self, rc: RunControl) -> None:
+        job = rc.job
+        held = ", ".join((*job.spec.assets, *job.spec.shared_assets))
+        await self._transition(job, "picked", S.WAITING_FOR_LOCK,
+                               cause=f"waiting for assets: {held}", actor="scheduler")
+        if self.locks.holds(job.id):  # granted while the write was landing
+            self._granted.append(job.id)
+            self._work.set()
+            return
+        self._lock_committed.add(job.id)
+        if job.spec.lock_timeout and self._tg is not None:
+            self._tg.start_soon(self._lock_timer, rc, job.spec.lock_timeout)
+
+    async def _lock_timer(self, rc: RunControl, timeout: float) -> None:
+        await anyio.sleep(timeout)
+        job = rc.job
+        if not self.locks.is_waiting(job.id) or job.state != S.WAITING_FOR_LOCK:
+            return
+        self._dispatch_grants(self.locks.release(job.id))
+        self._lock_committed.discard(job.id)
+        overlay = ErrorOverlay("lock-timeout", f"waited more than {timeout:g} s for assets "
+                               f"{', '.join((*job.spec.assets, *job.spec.shared_assets))}",
+                               self.clock())
+        try:
+            await self._transition(job, "lock-timeout", S.FAILED, cause="lock timeout",
+                                   actor="scheduler", error=overlay,
+                                   unit=_release_unit(job.id))
+        finally:
+            self.bookings.remove_job(job.id)
+            self._mark_inactive(job.id)
+
+    def _dispatch_grants(self, owners: list[int]) -> None:
+        for owner in owners:
+            if owner in self._lock_committed:
+                self._lock_committed.discard(owner)
+                self._granted.append(owner)
+                self._work.set()
+            # else: its waiting-for-lock write is still landing; _wait_for_lock sees holds()
+
+    async def _execute(self, rc: RunControl) -> None:
+        job = rc.job
+        self.running.add(job.id)
+        try:
+            if not job.steps:
+                job.steps = await self.store.load_steps(job.id)
+            rc.started = any(s.attempts for s in job.steps) or rc.started
+            workflow = self.config.workflows.get(job.spec.workflow)
+            if workflow is None:
+                result = RunResult(S.FAILED, "workflow removed from the configuration",
+                                   ErrorOverlay("unknown-workflow", f"workflow "
+                                                f"{job.spec.workflow!r} is no longer "
+                                                "configured", self.clock()))
+            else:
+                result = await self.runner.run(rc, workflow)
+            with anyio.CancelScope(shield=True):
+                await self._conclude(rc, workflow, result)
+        finally:
+            self.running.discard(job.id)
+            self._dispatch_grants(self.locks.release(job.id))
+            self._mark_inactive(job.id)
+            if not self.running and hasattr(self, "_idle"):
+                self._idle.set()
+            if self._pending and self._tg is not None and self._accepting:
+                self._tg.start_soon(self._admit)
+
+    async def _conclude(self, rc: RunControl, workflow: WorkflowConfig | None,
+                        result: RunResult) -> None:
+        job = rc.job
+        if result.outcome is None:  # shutdown: left running, recovery resumes it
+            log.info("run interrupted by shutdown", job_id=job.id)
+            return
+        if result.outcome == S.PAUSED:
+            await self._transition(job, "pause", S.PAUSED, cause=result.cause, actor="api")
+            return
+        error = result.error
+        if workflow is not None and workflow.end_script is not None:
+            problem = await self.run_script(job, workflow.end_script, "end", str(result.outcome))
+            if problem is not None:
+                error = ErrorOverlay("end-script-failed", problem, self.clock())
+        if error is None and job.error is not None and result.outcome == S.COMPLETED:
+            error = None  # the cause (e.g. an interrupted run) is gone
+        elif error is None:
+            error = job.error
+        await self._transition(job, "finished", result.outcome, cause=result.cause,
+                               actor="scheduler", error=error, unit=_release_unit(job.id))
+        self.bookings.remove_job(job.id)
+
+    # ================================================================ RunHost
+    def action(self, name: str) -> Action | None:
+        return self.plugins.actions.get(name)
+
+    def now(self) -> float:
+        return self.clock()
+
+    async def save_step(self, job: Job, step: Step) -> None:
+        await self.store.commit(Unit().add(
+            "UPDATE steps SET state = ?, attempts = ?, started_at = ?, ended_at = ?,"
+            " outputs = ?, error = ?, pgid = ? WHERE job_id = ? AND idx = ?",
+            (str(step.state), step.attempts, step.started_at, step.ended_at,
+             dumps(step.outputs), step.error, step.pgid, job.id, step.idx)))
+        data: dict[str, Any] = {"state": str(step.state), "attempt": step.attempts}
+        if step.ended_at is not None and step.started_at is not None:
+            data["duration"] = step.ended_at - step.started_at
+        if step.error:
+            data["error"] = step.error
+        self._emit(JobEvent(job.id, "step", self.clock(), job.state, job.state,
+                            f"step {step.name} {step.state}", "scheduler", step.name, data))
+
+    async def set_progress(self, job: Job, pct: float, message: str | None) -> None:
+        job.progress, job.progress_message = pct, message
+        self.store.commit_nowait(Unit().add(
+            "UPDATE jobs SET progress = ?, progress_message = ? WHERE id = ?",
+            (pct, message, job.id)))
+        self._emit(JobEvent(job.id, "progress", self.clock(), cause="progress",
+                            actor="scheduler", data={"progress": pct, "message": message}))
+
+    async def run_isolated(self, step: Step, params: dict[str, Any],
+                           ctx: ActionContext) -> Mapping[str, Any] | None:
+        from jobd.isolation import context_data, run_isolated
+
+        plugin_file, module_name = self.plugins.isolation_target(step.action)
+        return await run_isolated(step.action, plugin_file, module_name, params,
+                                  context_data(ctx), log=ctx.log)
+
+    async def run_script(self, job: Job, path: Path, event: str,
+                         outcome: str | None) -> str | None:
+        from jobd.scripts import run_script
+
+        timeout = self.config.defaults.script_timeout
+        workflow = self.config.workflows.get(job.spec.workflow)
+        if workflow is not None and workflow.script_timeout is not None:
+            timeout = workflow.script_timeout
+        slog = structlog.get_logger("jobd.script").bind(job_id=job.id, step=f"{event}-script")
+        result = await run_script(path, event=event, job=job.to_dict(), outcome=outcome,  # type: ignore[arg-type]
+                                  timeout=timeout, kill_grace=self.config.daemon.kill_grace,
+                                  log=slog)
+        if result.ok:
+            return None
+        if result.error:
+            return result.error
+        if result.timed_out:
+            return f"{event} script {path} timed out after {timeout:g} s"
+        return f"{event} script {path} exited with {result.exit_code}"
+
+    # ================================================================ recovery
+    async def _recover(self) -> None:
+        self._inactive_waiters = {}
+        self._next_id = await self.store.max_job_id()
+        self.bookings.load(await self.store.all_reservations())
+        self._pending = await self.store.count_state(S.PENDING)
+        active = await self.store.jobs_in_states(ACTIVE)
+        waiting = []
+        for job in active:
+            if job.state in (S.RUNNING, S.CANCEL_REQUESTED):
+                await self._recover_running(job)
+            elif job.state == S.QUEUED:
+                self._enqueue_reserved(job)
+            else:
+                waiting.append(job)
+        for job in sorted(waiting, key=lambda j: (j.updated_at, j.id)):
+            rc = RunControl(job)
+            self.active[job.id] = rc
+            granted = self.locks.acquire(job.id, job.spec.assets, job.spec.shared_assets,
+                                         now=time.monotonic())
+            if granted:
+                self._granted.append(job.id)
+            else:
+                self._lock_committed.add(job.id)
+                if job.spec.lock_timeout and self._tg is not None:
+                    self._tg.start_soon(self._lock_timer, rc, job.spec.lock_timeout)
+        if active:
+            log.info("recovered jobs", count=len(active))
+        self._work.set()
+
+    async def _recover_running(self, job: Job) -> None:
+        from jobd.processes import kill_process_group
+
+        now = self.clock()
+        for step in job.steps:
+            if step.pgid:
+                await kill_process_group(step.pgid, grace=self.config.daemon.kill_grace)
+        if job.state == S.CANCEL_REQUESTED:
+            await self._transition(job, "finished", S.CANCELED, cause="canceled (completed "
+                                   "after a daemon restart)", actor="recovery",
+                                   unit=_release_unit(job.id))
+            self.bookings.remove_job(job.id)
+            return
+        overlay = ErrorOverlay("interrupted", "the run was interrupted by a daemon restart", now)
+        unit = Unit()
+        exhausted = None
+        for step in job.steps:
+            if step.state not in (StepState.RUNNING, StepState.SOFT_FAILED):
+                continue
+            if step.attempts <= step.retries:
+                unit.add("UPDATE steps SET state = 'queued', error = ?, pgid = NULL"
+                         " WHERE job_id = ? AND idx = ?",
+                         ("interrupted by a daemon restart", job.id, step.idx))
+            else:
+                exhausted = step
+                unit.add("UPDATE steps SET state = 'failed', error = ?, ended_at = ?,"
+                         " pgid = NULL WHERE job_id = ? AND idx = ?",
+                         ("interrupted by a daemon restart; no attempts left", now, job.id,
+                          step.idx))
+        if exhausted is not None:
+            unit.statements.extend(_release_unit(job.id).statements)
+            await self._transition(job, "recover", S.FAILED, cause=f"step {exhausted.name} "
+                                   "interrupted with no attempts left", actor="recovery",
+                                   unit=unit, error=overlay)
+            self.bookings.remove_job(job.id)
+            return
+        await self._transition(job, "recover", S.CONFIRMED, cause="interrupted by a daemon "
+                               "restart; resuming", actor="recovery", unit=unit, error=overlay,
+                               due_at=now)
+
+    # ================================================================ schedules
+    async def _start_schedules(self) -> None:
+        rows = await self.store.schedule_rows()
+        now = self.clock()
+        for schedule in self.config.schedules:
+            if not schedule.enabled:
+                continue
+            last = rows.get(schedule.name, {}).get("last_fire_at")
+            if last is None:
+                await self._record_schedule(schedule.name, now, None, None, None)
+                continue
+            plan = plan_misfires(schedule, last, now)
+            for fire_time in plan.skipped:
+                await self._record_schedule(schedule.name, fire_time, None, "missed",
+                                            f"missed while jobd was down (misfire="
+                                            f"{schedule.misfire})")
+            for fire_time in plan.run:
+                await self._fire(schedule, fire_time)
+        last_fires = {name: row.get("last_fire_at") for name, row in rows.items()}
+        self.timers.set_schedules(self.config.schedules, self._fire, last_fires)
+
+    async def _fire(self, schedule: ScheduleConfig, fire_time: float) -> None:
+        if not self._accepting:
+            return
+        if schedule.overlap == "skip" and await self._schedule_busy(schedule.name):
+            await self._record_schedule(schedule.name, fire_time, None, "skipped",
+                                        "the previous job of this schedule is still running")
+            return
+        assets = schedule.assets
+        if schedule.overlap == "queue":
+            assets = (*assets, f"schedule:{schedule.name}")
+        spec = JobSpec(
+            workflow=schedule.workflow, name=f"{schedule.name}", params=dict(schedule.params),
+            assets=tuple(assets), shared_assets=schedule.shared_assets,
+            resources=schedule.resources, pools=schedule.pools, priority=schedule.priority,
+            timeout=schedule.timeout, schedule=schedule.name,
+        )
+        try:
+            job = await self.submit(spec, actor=f"schedule:{schedule.name}")
+        except JobdError as exc:
+            await self._record_schedule(schedule.name, fire_time, None, "skipped",
+                                        f"submission refused: {exc}")
+            return
+        await self._record_schedule(schedule.name, fire_time, job.id, "fired", None)
+
+    async def _schedule_busy(self, name: str) -> bool:
+        row = (await self.store.schedule_rows()).get(name)
+        if not row or row.get("last_job_id") is None:
+            return False
+        job_id = row["last_job_id"]
+        states = await self.store.job_states([job_id])
+        return job_id in states and states[job_id][1] in (
+            ACTIVE | {S.CONFIRMED, S.PENDING, S.PAUSED})
+
+    async def _record_schedule(self, name: str, fire_time: float, job_id: int | None,
+                               kind: str | None, reason: str | None) -> None:
+        now = self.clock()
+        unit = Unit().add("INSERT OR IGNORE INTO schedules (name) VALUES (?)", (name,))
+        if kind == "fired":
+            unit.add("UPDATE schedules SET last_fire_at = ?, last_job_id = ? WHERE name = ?",
+                     (fire_time, job_id, name))
+        elif kind is None:
+            unit.add("UPDATE schedules SET last_fire_at = ? WHERE name = ?", (fire_time, name))
+        else:
+            column = "missed" if kind == "missed" else "skipped"
+            unit.add(f"UPDATE schedules SET {column} = {column} + 1,"
+                     " last_fire_at = max(coalesce(last_fire_at, 0), ?) WHERE name = ?",
+                     (fire_time, name))
+        if kind is not None:
+            unit.add("INSERT INTO schedule_events (schedule, at, fire_time, kind, job_id, reason)"
+                     " VALUES (?,?,?,?,?,?)", (name, now, fire_time, kind, job_id, reason))
+            if kind != "fired":
+                log.warning("schedule firing not run", schedule=name, kind=kind, reason=reason)
+        await self.store.commit(unit)
+
+    # ================================================================ reading
     async def get_job(self, job_id: int) -> Job:
         """One job with steps, reservations and history. Raises NotFound."""
-        raise NotImplementedError
+        job = await self.store.load_job(job_id)
+        if job is None:
+            raise NotFound("job", job_id)
+        return job
 
     async def list_jobs(
         self, states: list[JobState] | None = None, limit: int = 100, cursor: int | None = None
     ) -> tuple[list[Job], int | None]:
         """Newest first (by id). ``cursor`` is the id to continue below; returns (jobs, next_cursor).
         Listed jobs carry no steps/history (empty lists) to keep lists cheap."""
-        raise NotImplementedError
+        limit = max(1, min(limit, 1000))
+        jobs = await self.store.list_jobs(states, limit + 1, cursor)
+        more = len(jobs) > limit
+        jobs = jobs[:limit]
+        return jobs, (jobs[-1].id if more and jobs else None)
 
     async def job_log(
         self, job_id: int, after: int = 0, limit: int = 1000
     ) -> list[dict[str, Any]]:
         """Log lines of a job with ``seq > after``: each ``{seq, at, step, level, message}``."""
-        raise NotImplementedError
+        if job_id not in self.active and await self._current_state(job_id) is None:
+            raise NotFound("job", job_id)
+        return await self.store.job_log(job_id, after, max(1, min(limit, 10000)))
 
     def queue_info(self) -> dict[str, Any]:
         """``{capacity, queued: [ids in order], pending, running: [ids], waiting_for_lock: [ids],
         workers, busy_workers}``."""
-        raise NotImplementedError
+        waiting = [jid for jid, rc in self.active.items() if rc.job.state == S.WAITING_FOR_LOCK]
+        return {
+            "capacity": self.queue.capacity,
+            "queued": self.queue.ordered(),
+            "pending": self._pending,
+            "running": sorted(self.running),
+            "waiting_for_lock": waiting,
+            "workers": self.config.daemon.workers,
+            "busy_workers": len(self.running),
+            "accepting": self._accepting,
+        }
 
     def locks_info(self) -> list[dict[str, Any]]:
-        """Per asset: ``{asset, holders: [{job_id, mode}], waiters: [{job_id, mode, since}]}``."""
-        raise NotImplementedError
+        """Per asset: ``{asset, holders: [{job_id, mode}], waiters: [{job_id, mode}]}``."""
+        return self.locks.snapshot()
 
     async def resources_info(self) -> list[dict[str, Any]]:
         """Per resource: ``{name, capacity, pools, current: [job ids], upcoming: int}``."""
-        raise NotImplementedError
+        now = self.clock()
+        out = []
+        for name, res in sorted(self.config.resources.items()):
+            pools = sorted(p.name for p in self.config.pools.values() if name in p.members)
+            mine = [r for r in self.bookings.between(now, None) if r.resource == name]
+            current = sorted({r.job_id for r in mine if r.start <= now < r.end})
+            out.append({"name": name, "capacity": res.capacity, "pools": pools,
+                        "current": current, "upcoming": sum(1 for r in mine if r.start > now),
+                        "bookings": self.bookings.count(name)})
+        return out
+
+    async def bookings_info(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
+        reservations = self.bookings.between(start, end)
+        names = await self.store.job_states(sorted({r.job_id for r in reservations}))
+        return [{"job_id": r.job_id, "job_name": names.get(r.job_id, ("?", None))[0],
+                 "state": str(names.get(r.job_id, ("?", None))[1]), "resource": r.resource,
+                 "pool": r.pool, "start": r.start, "end": r.end} for r in reservations]
 
     async def bookings(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
-        """Reservations overlapping ``[start, end]``: ``{job_id, job_name, state, resource, start, end}``."""
-        raise NotImplementedError
+        """Reservations overlapping ``[start, end]``: ``{job_id, job_name, state, resource,
+        start, end}``."""
+        return await self.bookings_info(start, end)
 
     async def schedules_info(self) -> list[dict[str, Any]]:
         """Per schedule: ``{name, workflow, cron, interval, timezone, next_fire_at, last_fire_at,
-        last_job_id, missed, skipped, overlap, misfire}``."""
-        raise NotImplementedError
+        last_job_id, missed, skipped, overlap, misfire, recent}``."""
+        rows = await self.store.schedule_rows()
+        nexts = self.timers.next_fire_times()
+        out = []
+        for s in self.config.schedules:
+            row = rows.get(s.name, {})
+            out.append({
+                "name": s.name, "workflow": s.workflow, "cron": s.cron, "interval": s.interval,
+                "timezone": s.timezone, "overlap": s.overlap, "misfire": s.misfire,
+                "enabled": s.enabled, "next_fire_at": nexts.get(s.name),
+                "last_fire_at": row.get("last_fire_at"), "last_job_id": row.get("last_job_id"),
+                "missed": row.get("missed", 0), "skipped": row.get("skipped", 0),
+                "recent": await self.store.schedule_events(s.name, 10),
+            })
+        return out
 
     def plugins_info(self) -> dict[str, Any]:
         """``{plugins: [{name, file, actions, error}], actions: [{name, plugin, description}]}``."""
-        raise NotImplementedError
+        return self.plugins.describe()
 
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[MemoryObjectReceiveStream[JobEvent]]:
         """Every committed event from now on, for the SSE stream; a slow reader is dropped."""
-        raise NotImplementedError
-        yield  # pragma: no cover
+        send, receive = anyio.create_memory_object_stream[JobEvent](10_000)
+        self._subscribers.add(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self._subscribers.discard(send)
+            send.close()
 
+    # ================================================================ reload
     async def reload(self, config: Config) -> list[str]:
         """Swap in a new, already-validated config; returns warnings (e.g. jobs whose resources
         vanished, which now carry an error overlay)."""
-        raise NotImplementedError
+        warnings = []
+        if config.daemon.workers != self.config.daemon.workers or \
+                config.daemon.run_queue_size != self.config.daemon.run_queue_size or \
+                config.daemon.state_dir != self.config.daemon.state_dir:
+            warnings.append("daemon.workers, run_queue_size and state_dir take effect on restart")
+        self.config = replace(config, daemon=replace(
+            config.daemon, workers=self.config.daemon.workers,
+            run_queue_size=self.config.daemon.run_queue_size,
+            state_dir=self.config.daemon.state_dir))
+        now = self.clock()
+        problems = self.bookings.reconfigure(config.resources, config.pools)
+        affected = {job_id: problem for job_id, problem in problems}
+        for job_id, problem in affected.items():
+            overlay = ErrorOverlay("booking-invalid", problem, now)
+            await self.store.commit(Unit().add(
+                "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ?",
+                (dumps(overlay.to_dict()), now, job_id)))
+            self._emit(JobEvent(job_id, "error", now, cause=problem, actor="reload",
+                                data=overlay.to_dict()))
+            warnings.append(f"job {job_id}: {problem}")
+        await self._clear_booking_overlays(set(affected), now)
+        rows = await self.store.schedule_rows()
+        self.timers.set_schedules(self.config.schedules, self._fire,
+                                  {n: r.get("last_fire_at") for n, r in rows.items()})
+        if warnings:
+            log.warning("reload affected jobs", warnings=warnings)
+        return warnings
+
+    async def _clear_booking_overlays(self, still_bad: set[int], now: float) -> None:
+        for job_id in await self.store.jobs_with_error("booking-invalid"):
+            if job_id in still_bad:
+                continue
+            await self.store.commit(Unit().add(
+                "UPDATE jobs SET error = NULL, updated_at = ? WHERE id = ?", (now, job_id)))
+            self._emit(JobEvent(job_id, "error", now, cause="booking valid again",
+                                actor="reload", data=None))
+
+
+def _release_unit(job_id: int) -> Unit:
+    return Unit().add("DELETE FROM reservations WHERE job_id = ?", (job_id,))
+
+
+def _reservation_insert(res: Reservation) -> tuple[str, tuple[Any, ...]]:
+    return ('INSERT INTO reservations (job_id, resource, start, "end", pool)'
+            " VALUES (?,?,?,?,?)", (res.job_id, res.resource, res.start, res.end, res.pool))
+
+
+def replace_job(job: Job, **changes: Any) -> Job:
+    new = Job(id=job.id, spec=job.spec, state=job.state, created_at=job.created_at,
+              updated_at=job.updated_at, error=job.error, due_at=job.due_at)
+    for key, value in changes.items():
+        setattr(new, key, value)
+    return new
