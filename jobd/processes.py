@@ -58,6 +58,11 @@ _AFTER_KILL_SECONDS = 5.0
 
 PgidCallback = Callable[[int | None], Awaitable[None]]
 
+# Groups started by run_process in this daemon and not yet reaped. A pgid
+# recorded before a crash may since have been reused by one of these (pids
+# wrap); kill_process_group must not mistake a live step for an orphan.
+_OWN_GROUPS: set[int] = set()
+
 
 @dataclass(frozen=True, slots=True)
 class ProcessResult:
@@ -248,11 +253,13 @@ async def kill_process_group(pgid: int, *, grace: float) -> None:
     Returns once the group is gone (or, for a process stuck in the kernel,
     after a few seconds more). A group that does not exist is not an error.
     Used at crash recovery on the pgid recorded for an interrupted step, so
-    that an orphan never runs beside its own retry. Raises ``ValueError`` for
-    ``pgid <= 1`` or jobd's own group.
+    that an orphan never runs beside its own retry. A group that this daemon
+    started through :func:`run_process` and still runs is not an orphan (its
+    pgid was reused since the crash): it is left alone. Raises ``ValueError``
+    for ``pgid <= 1`` or jobd's own group.
     """
     _check_pgid(pgid)
-    if not _signal_group(pgid, signal.SIGTERM):
+    if pgid in _OWN_GROUPS or not _signal_group(pgid, signal.SIGTERM):
         return
     with anyio.move_on_after(grace):
         await _wait_group_gone(pgid)
@@ -433,6 +440,7 @@ async def run_process(
     process = await _start(args, _merged_env(env), cwd, stdin is not None)
     pgid = process.pid  # start_new_session: the leader's pid is the group id
     captures = (_Capture("stdout", emit), _Capture("stderr", emit))
+    _OWN_GROUPS.add(pgid)
     try:
         if on_pgid is not None:
             await on_pgid(pgid)
@@ -440,6 +448,7 @@ async def run_process(
             await _communicate(process, pgid, stdin, captures)
     finally:
         await _shutdown(process, pgid, kill_grace, captures)
+        _OWN_GROUPS.discard(pgid)
         with anyio.CancelScope(shield=True):
             await _forget_pgid(on_pgid, log)
     assert process.returncode is not None

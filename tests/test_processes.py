@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +353,23 @@ async def test_kill_process_group_sigkills_a_group_that_ignores_sigterm(tmp_path
 def unused_pgid() -> int:
     """A pgid no process can have: above the kernel's pid_max."""
     return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+
+
+async def test_kill_process_group_leaves_a_running_step_of_this_daemon_alone(
+    pidfile: Path,
+) -> None:
+    # As if a pgid recorded before a crash had been reused by a current step.
+    pgids = PgidRecorder()
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(run, grandchild_argv(pidfile), on_pgid=pgids))
+            await wait_until(pidfile.exists)
+            leader = pgids.calls[0]
+            assert leader is not None
+            await kill_process_group(leader, grace=0.1)
+            assert process_group_alive(leader)
+            scope.cancel()
+    assert leader is not None and not process_group_alive(leader)
 
 
 async def test_kill_process_group_on_a_vanished_group_is_a_no_op() -> None:
