@@ -1,0 +1,7 @@
+"""``python -m jobd``: the same as the ``jobd`` command."""
+
+from __future__ import annotations
+
+from jobd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,612 @@
+"""The ``jobd`` command: the daemon (``jobd run``) and its client (everything else). SPEC §6.
+
+Exit codes: 0 ok; 1 refused or failed (the reason on stderr); 2 usage;
+3 daemon unreachable; 130 interrupted.
+
+Start-up cost matters (an operator types ``jobd list`` dozens of times an
+hour), so this module imports only the standard library and jobd's light
+modules. ``httpx`` arrives with the first request, ``rich`` with the first
+table, and the daemon stack (FastAPI, uvicorn, APScheduler, aiosqlite, the
+engine) only with ``jobd run``; a test checks that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jobd.client import ApiError, Client, DaemonUnreachable, resolve_endpoint
+from jobd.errors import JobdError, ValidationError
+from jobd.timefmt import format_time, parse_duration, parse_time
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+#: Operations that take job ids (SPEC §2), in the order ``--help`` lists them.
+OPERATIONS = {
+    "cancel": "cancel jobs (a running job runs its end script first)",
+    "stop": "end the live window of running jobs now (end script, then completed)",
+    "pause": "pause jobs; resume continues from the interrupted step",
+    "resume": "resume paused jobs",
+    "retry": "run the failed steps of failed or timed-out jobs again",
+    "restart": "run failed, timed-out or paused jobs again from the first step",
+    "confirm": "confirm draft or tentative jobs",
+    "tentative": "book draft jobs tentatively",
+    "unconfirm": "make confirmed jobs tentative again",
+    "resubmit": "submit new jobs with the same spec",
+    "invoice-ready": "mark completed or canceled jobs ready for invoice",
+    "invoiced": "mark jobs invoiced",
+    "delete": "delete draft or finished jobs",
+}
+#: States after which a job does not run again by itself: ``submit --wait`` and ``logs -f`` stop.
+FINISHED = frozenset({"completed", "failed", "timed-out", "canceled", "ready-for-invoice",
+                      "invoiced"})
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """A combination of options argparse cannot express (exit 2)."""
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _time_arg(text: str) -> str:
+    """``--start``/``--end``/``--from``/``--to``: ISO with a zone, ``now`` or ``+5m`` → ISO UTC."""
+    try:
+        return str(format_time(parse_time(text)))
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _priority_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"priority {text!r} is not an integer") from None
+    if not -1000 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"priority {value} is outside -1000..1000")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"parameter {text!r} is not key=value")
+    return key, value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--params-json is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--params-json must be a JSON object")
+    return value
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Where the daemon is; accepted before and after the command (SUPPRESS keeps either)."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection")
+    group.add_argument("--socket", default=argparse.SUPPRESS, metavar="PATH",
+                       help="daemon's Unix socket (env JOBD_SOCKET)")
+    group.add_argument("--url", default=argparse.SUPPRESS,
+                       help="daemon's TCP URL, e.g. http://host:8470 (env JOBD_URL)")
+    group.add_argument("--token", default=argparse.SUPPRESS,
+                       help="bearer token for --url (env JOBD_TOKEN)")
+    group.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH",
+                       help="config file (env JOBD_CONFIG; default /etc/jobd/jobd.toml)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole ``jobd`` command line."""
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="jobd", parents=[common],
+        description="jobd: job scheduler daemon for media operations, and its client.",
+        epilog="exit codes: 0 ok, 1 refused or failed, 2 usage, 3 daemon unreachable",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_daemon_commands(sub, common)
+    _add_submit(sub, common)
+    _add_job_commands(sub, common)
+    _add_operations(sub, common)
+    _add_inspect_commands(sub, common)
+    return parser
+
+
+def _command(sub: Any, common: argparse.ArgumentParser, name: str, func: Command, help_text: str,
+             *, reading: bool = False) -> argparse.ArgumentParser:
+    cmd: argparse.ArgumentParser = sub.add_parser(name, parents=[common], help=help_text,
+                                                  description=help_text)
+    cmd.set_defaults(func=func)
+    if reading:
+        cmd.add_argument("--json", action="store_true", help="print the API's JSON")
+    return cmd
+
+
+def _add_daemon_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    _command(sub, common, "run", cmd_run, "run the daemon in the foreground")
+    _command(sub, common, "check-config", cmd_check_config,
+             "validate the configuration and summarise it")
+    _command(sub, common, "reload", cmd_reload, "make the daemon re-read its configuration")
+
+
+def _add_submit(sub: Any, common: argparse.ArgumentParser) -> None:
+    cmd = _command(sub, common, "submit", cmd_submit, "create a job", reading=True)
+    cmd.add_argument("workflow")
+    cmd.add_argument("-p", "--param", action="append", type=_key_value, default=[],
+                     metavar="KEY=VALUE", help="a job parameter (string value); repeatable")
+    cmd.add_argument("--params-json", type=_json_object, metavar="JSON",
+                     help="parameters as a JSON object (-p values override its keys)")
+    for flag, dest, what in (("--asset", "assets", "an asset to hold exclusively"),
+                             ("--shared-asset", "shared_assets", "an asset to hold shared"),
+                             ("--resource", "resources", "a resource to book"),
+                             ("--pool", "pools", "book any one free member of this pool")):
+        cmd.add_argument(flag, dest=dest, action="append", default=[], metavar=flag[2:].upper(),
+                         help=f"{what}; repeatable")
+    cmd.add_argument("--start", type=_time_arg, metavar="T",
+                     help="start time: ISO 8601 with a zone, 'now' or +30s/+5m/+2h")
+    cmd.add_argument("--end", type=_time_arg, metavar="T", help="end of the live window")
+    for flag in ("--preroll", "--postroll", "--timeout", "--lock-timeout"):
+        cmd.add_argument(flag, type=_duration_arg, metavar="S",
+                         help="seconds, or 30s/5m/2h")
+    cmd.add_argument("--priority", type=_priority_arg, metavar="N", help="-1000..1000 (0)")
+    cmd.add_argument("--name", help="a name for the job")
+    state = cmd.add_mutually_exclusive_group()
+    state.add_argument("--draft", action="store_true", help="submit as draft (nothing booked)")
+    state.add_argument("--tentative", action="store_true",
+                       help="submit tentative (booked, not run until confirmed)")
+    cmd.add_argument("--wait", action="store_true",
+                     help="follow the job to its end; exit 0 only if it completed")
+
+
+def _add_job_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    cmd = _command(sub, common, "list", cmd_list, "list jobs, newest first", reading=True)
+    cmd.add_argument("--state", action="append", default=[], metavar="S",
+                     help="only jobs in this state; repeatable")
+    cmd.add_argument("--limit", type=_positive_int, default=50, metavar="N",
+                     help="at most N jobs (50)")
+    cmd.add_argument("--cursor", type=_positive_int, metavar="ID",
+                     help="continue below this job id (printed when more remain)")
+    cmd = _command(sub, common, "show", cmd_show, "one job: steps, reservations, history",
+                   reading=True)
+    cmd.add_argument("job_id", type=_positive_int, metavar="ID")
+    cmd = _command(sub, common, "logs", cmd_logs, "a job's log lines", reading=True)
+    cmd.add_argument("job_id", type=_positive_int, metavar="ID")
+    cmd.add_argument("-f", "--follow", action="store_true",
+                     help="keep printing new lines until the job has finished")
+
+
+def _add_operations(sub: Any, common: argparse.ArgumentParser) -> None:
+    for name, help_text in OPERATIONS.items():
+        cmd = _command(sub, common, name, cmd_operation, help_text)
+        cmd.add_argument("job_ids", nargs="+", type=_positive_int, metavar="ID")
+        cmd.set_defaults(operation=name)
+
+
+def _add_inspect_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    _command(sub, common, "queue", cmd_queue, "the run queue and workers", reading=True)
+    _command(sub, common, "locks", cmd_locks, "asset locks: holders and waiters", reading=True)
+    _command(sub, common, "resources", cmd_resources, "resources and their use", reading=True)
+    cmd = _command(sub, common, "bookings", cmd_bookings, "reservations in a time range",
+                   reading=True)
+    cmd.add_argument("--from", dest="start", type=_time_arg, metavar="T")
+    cmd.add_argument("--to", dest="end", type=_time_arg, metavar="T")
+    _command(sub, common, "schedules", cmd_schedules,
+             "schedules: next and last firing, missed and skipped", reading=True)
+    _command(sub, common, "plugins", cmd_plugins, "plugins, their actions and load errors",
+             reading=True)
+    cmd = _command(sub, common, "watch", cmd_watch, "a live view of the queue and jobs (Ctrl-C)")
+    cmd.add_argument("--interval", type=_duration_arg, default=2.0, metavar="S",
+                     help="refresh at least this often (2 s)")
+    cmd.add_argument("--limit", type=_positive_int, default=15, metavar="N",
+                     help="jobs shown (15)")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one ``jobd`` command; returns the exit code (argparse's own exits included)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) and usage errors (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    func: Command | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return _dispatch(func, args, parser)
+
+
+def _dispatch(func: Command, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        return func(args)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        _err(f"error: {exc}")
+        return EXIT_USAGE
+    except DaemonUnreachable as exc:
+        _err(str(exc))
+        return EXIT_UNREACHABLE
+    except ApiError as exc:
+        _err(exc.message)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `jobd list | head`: the reader left; say nothing more, and tell Python not to either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _err(message: str) -> None:
+    print(f"jobd: {message}", file=sys.stderr)
+
+
+def _client(args: argparse.Namespace) -> Client:
+    endpoint = resolve_endpoint(socket=getattr(args, "socket", None),
+                                url=getattr(args, "url", None),
+                                token=getattr(args, "token", None),
+                                config=getattr(args, "config", None))
+    return Client(endpoint)
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    from jobd.config import DEFAULT_CONFIG_PATH
+
+    given = getattr(args, "config", None) or os.environ.get("JOBD_CONFIG")
+    return Path(given) if given else DEFAULT_CONFIG_PATH
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+# --------------------------------------------------------------------------- daemon side
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``jobd run``: the daemon stack is imported here and nowhere else in the CLI."""
+    daemon = importlib.import_module("jobd.daemon")
+    return int(daemon.main(_config_path(args)))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from jobd.config import load_config, summarize
+
+    path = _config_path(args)
+    try:
+        config = load_config(path)
+    except (JobdError, OSError) as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    print(f"{path}: OK")
+    print(summarize(config))
+    return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        answer = client.reload()
+    print("configuration reloaded")
+    for warning in answer.get("warnings") or []:
+        _err(f"warning: {warning}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- submit
+
+
+def _submit_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``POST /v1/jobs`` body from the flags; unset flags are left to the daemon's defaults."""
+    params: dict[str, Any] = dict(args.params_json or {})
+    params.update(dict(args.param))
+    body: dict[str, Any] = {"workflow": args.workflow, "params": params}
+    for key in ("assets", "shared_assets", "resources", "pools"):
+        if getattr(args, key):
+            body[key] = getattr(args, key)
+    optional = {"start_at": args.start, "end_at": args.end, "preroll": args.preroll,
+                "postroll": args.postroll, "timeout": args.timeout,
+                "lock_timeout": args.lock_timeout, "priority": args.priority, "name": args.name}
+    body.update({key: value for key, value in optional.items() if value is not None})
+    if args.draft:
+        body["state"] = "draft"
+    elif args.tentative:
+        body["state"] = "tentative"
+    return body
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    if args.wait and (args.draft or args.tentative):
+        raise UsageError("--wait needs a confirmed job: a draft or tentative job never runs")
+    with _client(args) as client:
+        job = client.submit(_submit_body(args))
+        if not args.wait:
+            _print_json(job) if args.json else print(job["id"])
+            return EXIT_OK
+        if not args.json:
+            print(job["id"], flush=True)
+        final = _wait_for(client, int(job["id"]))
+    if args.json:
+        _print_json(final)
+    state = final.get("state")
+    _err(f"job {final.get('id')} {state}" + _error_suffix(final))
+    return EXIT_OK if state == "completed" else EXIT_FAILED
+
+
+def _error_suffix(job: dict[str, Any]) -> str:
+    error = job.get("error")
+    return f": {error.get('code')}: {error.get('message')}" if isinstance(error, dict) else ""
+
+
+def _wait_for(client: Client, job_id: int) -> dict[str, Any]:
+    """Follow ``job_id``'s events (printed on stderr) until it has finished; the final job.
+
+    The stream is opened before the state is read, so a job that finishes in
+    between is seen either in the state or in the stream, never missed.
+    """
+    from jobd.render import event_line
+
+    console = _console(stderr=True)
+    with client.events(job_id) as events:
+        job = client.get_job(job_id)
+        if job.get("state") in FINISHED:
+            return job
+        for event in events:
+            console.print(event_line(event))
+            if event.get("kind") == "deleted":
+                raise ApiError(404, "not-found", f"job {job_id} was deleted while waiting")
+            if event.get("kind") == "state" and event.get("to") in FINISHED:
+                return client.get_job(job_id)
+    raise DaemonUnreachable(f"jobd closed the event stream while job {job_id} was "
+                            f"{job.get('state')} (daemon stopping?)")
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        page = client.list_jobs(args.state or None, args.limit, args.cursor)
+    if args.json:
+        _print_json(page)
+        return EXIT_OK
+    from jobd.render import jobs_table
+
+    _console().print(jobs_table(page.get("items") or []))
+    if page.get("next_cursor"):
+        _err(f"more jobs: --cursor {page['next_cursor']}")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.get_job(args.job_id)
+    if args.json:
+        _print_json(job)
+        return EXIT_OK
+    from jobd.render import job_detail
+
+    _console().print(job_detail(job))
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.json and not args.follow:
+            _print_json(client.job_log(args.job_id))
+            return EXIT_OK
+        for line in _log_lines(client, args.job_id, follow=args.follow):
+            _print_log_line(line, as_json=args.json)
+    return EXIT_OK
+
+
+def _print_log_line(line: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(line, ensure_ascii=False), flush=True)
+        return
+    from jobd.render import log_line
+
+    _console().print(log_line(line))
+
+
+def _log_lines(client: Client, job_id: int, *, follow: bool,
+               interval: float = 0.5) -> Iterator[dict[str, Any]]:
+    """Every log line of the job; with ``follow``, new ones until the job has finished.
+
+    The job's state is read *before* each fetch, so once it is finished the
+    fetch that follows has every line the job will ever write.
+    """
+    after = 0
+    while True:
+        finished = not follow or client.get_job(job_id).get("state") in FINISHED
+        while True:
+            page = client.job_log(job_id, after)
+            for line in page.get("items") or []:
+                after = max(after, int(line.get("seq", after)))
+                yield line
+            if not page.get("next_cursor"):
+                break
+        if finished:
+            return
+        time.sleep(interval)  # polling a daemon for new lines, not synchronising a test
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def cmd_operation(args: argparse.Namespace) -> int:
+    """Apply one operation to each id; report each; exit 1 if any was refused."""
+    refused = 0
+    with _client(args) as client:
+        for job_id in args.job_ids:
+            try:
+                job = client.operate(job_id, args.operation)
+            except ApiError as exc:
+                refused += 1
+                prefix = f"job {job_id}"
+                _err(exc.message if exc.message.startswith(prefix) else f"{prefix}: {exc.message}")
+                continue
+            print(_operation_report(job_id, args.operation, job))
+    return EXIT_FAILED if refused else EXIT_OK
+
+
+def _operation_report(job_id: int, operation: str, job: dict[str, Any] | None) -> str:
+    if job is None:
+        return f"job {job_id}: deleted"
+    if operation == "resubmit":
+        return f"job {job_id}: resubmitted as job {job.get('id')} ({job.get('state')})"
+    return f"job {job_id}: {job.get('state')}" + _error_suffix(job)
+
+
+# --------------------------------------------------------------------------- inspection
+
+
+def _show(args: argparse.Namespace, fetch: Callable[[Client], dict[str, Any]],
+          render: Callable[[dict[str, Any]], Any]) -> int:
+    """Fetch, then print JSON (``--json``) or the rendered table."""
+    with _client(args) as client:
+        data = fetch(client)
+    if args.json:
+        _print_json(data)
+    else:
+        _console().print(render(data))
+    return EXIT_OK
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from jobd import render
+
+    return _show(args, Client.queue, render.queue_view)
+
+
+def cmd_locks(args: argparse.Namespace) -> int:
+    from jobd import render
+
+    return _show(args, Client.locks, lambda data: render.locks_table(data.get("items") or []))
+
+
+def cmd_resources(args: argparse.Namespace) -> int:
+    from jobd import render
+
+    return _show(args, Client.resources,
+                 lambda data: render.resources_table(data.get("items") or []))
+
+
+def cmd_bookings(args: argparse.Namespace) -> int:
+    from jobd import render
+
+    return _show(args, lambda client: client.bookings(args.start, args.end),
+                 lambda data: render.bookings_table(data.get("items") or []))
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    from jobd import render
+
+    return _show(args, Client.schedules,
+                 lambda data: render.schedules_table(data.get("items") or []))
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from jobd import render
+
+    return _show(args, Client.plugins, render.plugins_view)
+
+
+# --------------------------------------------------------------------------- watch
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Redraw the queue and latest jobs on every event, and at least every ``--interval`` s.
+
+    A background thread follows the event stream and wakes the drawing loop;
+    when the daemon goes away the view says so and keeps retrying. Ctrl-C
+    ends it (exit 0).
+    """
+    import threading
+    from collections import deque
+
+    from rich.live import Live
+
+    recent: deque[dict[str, Any]] = deque(maxlen=8)
+    wake = threading.Event()
+    threading.Thread(target=_follow_events, args=(args, recent, wake), daemon=True).start()
+    try:
+        with _client(args) as client, Live(auto_refresh=False, console=_console()) as live:
+            _watch_loop(args, client, live, recent, wake)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _watch_loop(args: argparse.Namespace, client: Client, live: Any, recent: Any,
+                wake: Any) -> None:
+    from jobd.render import watch_view
+
+    queue: dict[str, Any] = {}
+    jobs: list[dict[str, Any]] = []
+    while True:
+        problem = None
+        try:
+            queue = client.queue()
+            jobs = client.list_jobs(limit=args.limit).get("items") or []
+        except (DaemonUnreachable, ApiError) as exc:
+            problem = str(exc)  # keep showing the last view, with the reason
+        live.update(watch_view(queue, jobs, list(recent), problem), refresh=True)
+        wake.wait(args.interval)
+        wake.clear()
+
+
+def _follow_events(args: argparse.Namespace, recent: Any, wake: Any) -> None:
+    """Watch's event thread: append events to ``recent`` and wake the view; retry on loss."""
+    while True:
+        try:
+            with _client(args) as client:
+                for event in client.stream_events():
+                    recent.append(event)
+                    wake.set()
+        except (DaemonUnreachable, ApiError):
+            pass
+        time.sleep(2.0)  # daemon away: retry at a human pace
