@@ -153,8 +153,10 @@ class ScheduleTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 is un
         if schedule.interval is not None:
             if not (math.isfinite(schedule.interval) and schedule.interval > 0):
                 raise ValueError(f"schedule {schedule.name}: interval must be > 0 seconds")
-            self.interval = float(schedule.interval)
-            self.raw = [IntervalTrigger(seconds=self.interval, start_date=EPOCH, timezone=UTC)]
+            raw = IntervalTrigger(seconds=schedule.interval, start_date=EPOCH, timezone=UTC)
+            self.raw = [raw]
+            # APScheduler's length (whole microseconds) is the grid the firings follow.
+            self.interval = float(raw.interval_length)
             self.fixed_time = False
         else:
             cron = schedule.cron or ""
@@ -404,7 +406,8 @@ class Timers:
                 tg.start_soon(self._fire_loop)
                 task_status.started()
         finally:
-            self._scheduler = None
+            # Events belong to this run's event loop; a later run makes its own.
+            self._scheduler = self._due_changed = self._fired_ready = None
             await _shutdown(scheduler)
 
     # -- the due wake-up ---------------------------------------------------------
@@ -460,6 +463,8 @@ class Timers:
         """(Re)build the recurring timers: ``fire(schedule, scheduled_time)`` at each firing.
 
         Called at start-up and on reload (before or after :meth:`run` starts).
+        Raises ``ValueError`` (see :func:`make_trigger`) and changes nothing if a
+        schedule is invalid.
         Disabled schedules get no timer. ``last_fires[name]`` is the latest firing
         the engine has dealt with: run, or recorded as skipped by
         :func:`plan_misfires` (pass that call's ``now``). The timer fires every
@@ -471,6 +476,8 @@ class Timers:
         so a reload never fires a firing twice. Firings already handed over but
         not yet passed to ``fire`` are still delivered after a reload.
         """
+        for schedule in schedules:
+            make_trigger(schedule)  # a bad schedule raises before anything changes
         self._schedules = {s.name: s for s in schedules}
         self._fire = fire
         for name, t in last_fires.items():

@@ -374,3 +374,39 @@ async def test_wall_clock_jump_is_noticed_within_max_sleep() -> None:
             wall[0] = 1_000_000.0  # the wall clock is stepped forward
             await done.wait()
             tg.cancel_scope.cancel()
+
+
+def test_odd_interval_counts_agree_with_walking() -> None:
+    third = interval(1 / 3, misfire="skip", misfire_grace=2)
+    walked = fires_between(third, 1000.05, 1100.0, limit=1000)
+    plan = plan_misfires(third, 1000.05, 1100.0, limit=5)
+    assert len(plan.skipped) + plan.skipped_omitted == len(walked)
+    assert plan.skipped == walked[-5:]
+
+
+def test_invalid_schedule_on_reload_changes_nothing() -> None:
+    timers = Timers(clock=lambda: 1000.5)
+
+    async def fire(s: ScheduleConfig, at: float) -> None:
+        raise AssertionError
+
+    timers.set_schedules([interval(10)], fire, {})
+    with pytest.raises(ValueError, match="schedule s: cron"):
+        timers.set_schedules([interval(5), cron("not a cron at all")], fire, {})
+    assert timers.next_fire_times() == {"tick": 1010.0}
+
+
+async def test_timers_can_run_again_after_being_stopped() -> None:
+    timers = Timers()
+    for _ in range(2):
+        done = anyio.Event()
+
+        async def due(done: anyio.Event = done) -> None:
+            done.set()
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                await started(tg, timers)
+                timers.wake_due_at(time.time(), due)
+                await done.wait()
+                tg.cancel_scope.cancel()
