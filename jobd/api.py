@@ -33,7 +33,7 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -75,12 +75,13 @@ class _Body(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    @model_validator(mode="after")
-    def _storable(self) -> _Body:
-        problem = _unstorable(self.model_dump())
+    @field_validator("params", check_fields=False)
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        problem = _unstorable(value)
         if problem is not None:
             raise ValueError(problem)
-        return self
+        return value
 
 
 class SubmitBody(_Body):
@@ -272,7 +273,10 @@ def _validation_message(err: Any) -> str:
     if err.get("type") == "json_invalid":
         reason = (err.get("ctx") or {}).get("error", "JSON decode error")
         return f"malformed JSON body at position {err['loc'][-1]}: {reason}"
-    return f"{loc}: {err.get('msg', 'invalid')}"
+    message = str(err.get("msg", "invalid"))
+    if err.get("type") == "value_error":
+        message = message.removeprefix("Value error, ")  # our own validators' wording
+    return f"{loc}: {message}"
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -640,7 +644,8 @@ def _inspect_routes(app: FastAPI, engine: Engine) -> None:
         lo, hi = _field_time("from", start), _field_time("to", end)
         if lo is not None and hi is not None and hi < lo:
             raise ValidationError("to: must not be before from", field="to")
-        return _items(await engine.bookings(lo, hi))
+        # Engine.bookings is shadowed by its BookingIndex attribute; bookings_info is the method.
+        return _items(await engine.bookings_info(lo, hi))
 
     @app.get("/v1/schedules")
     async def schedules() -> dict[str, Any]:
