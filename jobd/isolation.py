@@ -33,6 +33,7 @@ from typing import Any
 
 import anyio.to_process
 import structlog
+from anyio.lowlevel import RunVar
 
 from jobd.action import Action, ActionContext
 from jobd.errors import ActionError, JobdError
@@ -43,6 +44,12 @@ __all__ = ["context_data", "run_isolated"]
 # (method name, event dict) of each log call made in the worker.
 LogRecord = tuple[str, dict[str, Any]]
 Outcome = tuple[dict[str, Any] | None, BaseException | None, list[LogRecord]]
+
+# anyio's default process limiter allows one worker per CPU, so on a small
+# machine isolated steps would queue for a slot inside their own timeout. The
+# number of steps running at once is already bounded by the daemon's workers.
+_MAX_PROCESSES = 64
+_limiter: RunVar[anyio.CapacityLimiter] = RunVar("jobd_isolation_limiter")
 
 # Worker side: the (mtime, size) each plugin file had when it was loaded, so
 # that a long-lived worker notices a drop-in edited since.
@@ -85,15 +92,26 @@ async def run_isolated(
     Returns the action's outputs (``dict`` or ``None``). Raises what the action
     raised (an exception that cannot cross the process boundary becomes an
     :class:`~jobd.errors.ActionError` with its type and message); a missing
-    plugin or action raises too. Cancellation kills the worker process.
+    plugin or action raises too; a worker that dies (a crash, ``os._exit``)
+    raises ``anyio.BrokenWorkerProcess``. Cancellation kills the worker process.
     """
     outputs, error, records = await anyio.to_process.run_sync(
-        _entry, action_name, plugin_file, module_name, params, ctx_data, cancellable=True
+        _entry, action_name, plugin_file, module_name, params, ctx_data,
+        cancellable=True, limiter=_process_limiter(),
     )
     _replay(records, log if log is not None else structlog.get_logger("jobd.isolation"))
     if error is not None:
         raise error
     return outputs
+
+
+def _process_limiter() -> anyio.CapacityLimiter:
+    try:
+        return _limiter.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(_MAX_PROCESSES)
+        _limiter.set(limiter)
+        return limiter
 
 
 def _replay(records: list[LogRecord], log: Any) -> None:
