@@ -16,6 +16,8 @@ reload: it swaps the handler and levels, never stacks a second handler.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -50,6 +52,10 @@ class _State:
     """What the processors read at call time, so a reload takes effect on cached loggers."""
 
     sink: JobLogSink | None = None
+    #: The event loop and thread that installed the sink: lines logged elsewhere
+    #: (``anyio.to_thread`` in an action) are handed over to that loop.
+    loop: asyncio.AbstractEventLoop | None = None
+    thread: int | None = None
     handler: logging.Handler | None = None
 
 
@@ -72,12 +78,18 @@ def set_job_log_sink(sink: JobLogSink | None) -> None:
 
     ``message`` is the event followed by its other key=value pairs, rendered
     compactly. The sink may be called from any thread that logs (actions use
-    ``anyio.to_thread``), must be cheap (batch, do not write synchronously)
-    and must not log with a ``job_id`` itself (such lines are not re-captured).
-    Its exceptions are swallowed: logging never fails the caller. ``None`` stops
-    capture.
+    ``anyio.to_thread``): when installed from a running event loop, lines
+    logged on other threads are passed to it with ``call_soon_threadsafe``, so
+    the sink itself always runs on that loop's thread. It must be cheap (batch,
+    do not write synchronously) and must not log with a ``job_id`` itself (such
+    lines are not re-captured). Its exceptions are swallowed: logging never
+    fails the caller. ``None`` stops capture.
     """
-    _state.sink = sink
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    _state.sink, _state.loop, _state.thread = sink, loop, threading.get_ident()
 
 
 def _compact(value: Any) -> str:
@@ -121,13 +133,24 @@ def capture_job_line(_logger: WrappedLogger, method: str, event_dict: EventDict)
         job_id = int(event_dict["job_id"])
         step = event_dict.get("step")
         level = str(event_dict.get("level") or method).lower()
-        sink(job_id, None if step is None else str(step), level,
-             render_job_message(event_dict), _event_time(event_dict))
+        line = (job_id, None if step is None else str(step), level,
+                render_job_message(event_dict), _event_time(event_dict))
+        loop = _state.loop
+        if loop is not None and threading.get_ident() != _state.thread:
+            loop.call_soon_threadsafe(_deliver, sink, line)  # RuntimeError once it closed
+        else:
+            sink(*line)
     except Exception:  # a broken sink must not break the caller's log call
         pass
     finally:
         _in_sink.active = False
     return event_dict
+
+
+def _deliver(sink: JobLogSink, line: tuple[int, str | None, str, str, float]) -> None:
+    """Run on the sink's loop for a line logged on another thread; never raises."""
+    with contextlib.suppress(Exception):  # as in capture_job_line: a broken sink stays silent
+        sink(*line)
 
 
 def _shared_processors() -> list[Processor]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import anyio
 import pytest
 import structlog
 from structlog.contextvars import bound_contextvars
@@ -191,3 +193,26 @@ def test_long_job_messages_are_cut(captured: Captured) -> None:
 def test_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         jlog.level_number("loud")
+
+
+async def test_lines_from_other_threads_reach_the_sink_on_its_loop() -> None:
+    configure("json")
+    got: list[tuple[int, str, int]] = []
+    arrived = anyio.Event()
+
+    def sink(job_id: int, step: str | None, level: str, message: str, at: float) -> None:
+        got.append((job_id, message, threading.get_ident()))
+        arrived.set()
+
+    jlog.set_job_log_sink(sink)  # installed on this event loop
+    loop_thread = threading.get_ident()
+
+    def in_a_worker_thread() -> int:
+        structlog.get_logger().info("from a thread", job_id=9)
+        return threading.get_ident()
+
+    worker = await anyio.to_thread.run_sync(in_a_worker_thread)
+    with anyio.fail_after(10):
+        await arrived.wait()
+    assert worker != loop_thread
+    assert got == [(9, "from a thread", loop_thread)]
