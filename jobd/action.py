@@ -66,12 +66,18 @@ class ActionContext:
         self.outputs: Mapping[str, Mapping[str, Any] | None] = MappingProxyType(dict(outputs))
         self.assets = tuple(assets)
         self.resources = tuple(resources)
-        self.workdir = workdir
+        self._workdir = workdir
         self.log = log
         self.kill_grace = kill_grace
         self.file_roots = tuple(file_roots)
         self._progress_cb = progress_cb
         self._pgid_cb = pgid_cb
+
+    @property
+    def workdir(self) -> Path:
+        """A per-job directory, created on first use (most steps never need one)."""
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        return self._workdir
 
     async def progress(self, pct: float, message: str | None = None) -> None:
         """Record progress (0–100) on the job; visible in ``jobd show`` and the API."""

@@ -81,7 +81,7 @@ class Engine:
         self.clock = clock
         self.queue = RunQueue(config.daemon.run_queue_size)
         self.locks = LockManager()
-        self.bookings = BookingIndex(config.resources, config.pools)
+        self.booking_index = BookingIndex(config.resources, config.pools)
         self.timers = Timers(clock=clock)
         self.runner = Runner(self)
         self.active: dict[int, RunControl] = {}
@@ -242,7 +242,6 @@ class Engine:
         if self._tg is None:
             raise ShuttingDown()
         workflow = self._workflow(spec.workflow)
-        check_transition("submit", S.DRAFT) if False else None  # noqa: B018 - table documents submit
         if spec.state not in (S.DRAFT, S.TENTATIVE, S.CONFIRMED):
             raise ValidationError(f"a job is submitted as draft, tentative or confirmed, "
                                   f"not {spec.state}", field="state")
@@ -259,7 +258,8 @@ class Engine:
             step.job_id = job.id
         reservations = self._reserve(job) if spec.state in HOLDS_RESERVATION else []
         job.reservations = reservations
-        history = [(None, spec.state, "submitted")]
+        history: list[tuple[JobState | None, JobState, str]] = [
+            (None, spec.state, "submitted")]
         if spec.state in (S.DRAFT, S.TENTATIVE) and spec.start_at is not None \
                 and spec.start_at <= now:
             job.error = ErrorOverlay("not-confirmed", "the start time passed before the job "
@@ -282,7 +282,7 @@ class Engine:
         try:
             await self.store.commit(unit)
         except BaseException:
-            self.bookings.remove_job(job.id)
+            self.booking_index.remove_job(job.id)
             self._unqueue(job.id)
             raise
         if job.state == S.PENDING:
@@ -360,9 +360,9 @@ class Engine:
         def select(pool: str, candidates: list[str]) -> str | None:
             return self.plugins.select_resource(pool, candidates, job_dict)
 
-        planned = self.bookings.plan(job.id, spec.resources, spec.pools, window[0], window[1],
+        planned = self.booking_index.plan(job.id, spec.resources, spec.pools, window[0], window[1],
                                      select=select)
-        self.bookings.add(planned)
+        self.booking_index.add(planned)
         return planned
 
     async def edit(self, job_id: int, changes: dict[str, Any], *, actor: str = "api") -> Job:
@@ -377,8 +377,8 @@ class Engine:
         unknown = set(changes) - allowed
         if unknown:
             raise ValidationError(f"cannot edit {', '.join(sorted(unknown))}")
-        norm = {k: tuple(v) if k in {"assets", "shared_assets", "resources", "pools"} else v
-                for k, v in changes.items()}
+        lists = {"assets", "shared_assets", "resources", "pools"}
+        norm: dict[str, Any] = {k: tuple(v) if k in lists else v for k, v in changes.items()}
         spec = replace(job.spec, **norm)
         self._validate_spec(spec)
         steps = self._build_steps(self._workflow(spec.workflow), spec)
@@ -388,12 +388,12 @@ class Engine:
         problems = self.plugins.validate_job(candidate.to_dict(), self.config)
         if problems:
             raise ValidationError(problems)
-        old = self.bookings.for_job(job_id)
-        self.bookings.remove_job(job_id)
+        old = self.booking_index.for_job(job_id)
+        self.booking_index.remove_job(job_id)
         try:
             new_res = self._reserve(candidate) if job.state in HOLDS_RESERVATION else []
         except JobdError:
-            self.bookings.add(old)
+            self.booking_index.add(old)
             raise
         unit = Unit().add("DELETE FROM steps WHERE job_id = ?", (job_id,))
         for step in steps:
@@ -409,8 +409,8 @@ class Engine:
             await self._transition(job, "edit", job.state, cause="edited", actor=actor,
                                    unit=unit)
         except BaseException:
-            self.bookings.remove_job(job_id)
-            self.bookings.add(old)
+            self.booking_index.remove_job(job_id)
+            self.booking_index.add(old)
             raise
         if job.state == S.CONFIRMED:
             self._schedule_due(spec.due_at)
@@ -434,7 +434,7 @@ class Engine:
         result = await handler(job, actor)
         if operation == "delete":
             return None
-        if result is not None:
+        if isinstance(result, Job):
             return result
         return await self.get_job(job_id)
 
@@ -469,7 +469,7 @@ class Engine:
         await self._leave_line(job)
         await self._transition(job, "cancel", S.CANCELED, cause="canceled", actor=actor,
                                unit=_release_unit(job.id))
-        self.bookings.remove_job(job.id)
+        self.booking_index.remove_job(job.id)
 
     async def _op_stop(self, job: Job, actor: str) -> None:
         rc = self.active.get(job.id)
@@ -521,7 +521,7 @@ class Engine:
                                    actor=actor, unit=unit, error=None, due_at=self.clock())
         except BaseException:
             if not had_reservations:
-                self.bookings.remove_job(job.id)
+                self.booking_index.remove_job(job.id)
             raise
         await self._process_due()
 
@@ -550,7 +550,7 @@ class Engine:
                                    unit=unit, due_at=due, error=error)
         except BaseException:
             if new:
-                self.bookings.remove_job(job.id)
+                self.booking_index.remove_job(job.id)
             raise
 
     async def _op_unconfirm(self, job: Job, actor: str) -> None:
@@ -584,7 +584,7 @@ class Engine:
         except GuardFailed:
             raise InvalidTransition("delete", job.state, allowed_operations(job.state),
                                     job_id=job.id) from None
-        self.bookings.remove_job(job.id)
+        self.booking_index.remove_job(job.id)
         self._emit(JobEvent(job.id, "deleted", now, job.state, None, "deleted", actor))
 
     def _history_only(self, job: Job, cause: str, actor: str) -> None:
@@ -771,7 +771,8 @@ class Engine:
         if job.spec.lock_timeout and self._tg is not None:
             self._tg.start_soon(self._lock_timer, rc, job.spec.lock_timeout)
 
-    async def _lock_timer(self, rc: RunControl, timeout: float) -> None:
+    async def _lock_timer(self, rc: RunControl, limit: float) -> None:
+        timeout = limit
         await anyio.sleep(timeout)
         job = rc.job
         if not self.locks.is_waiting(job.id) or job.state != S.WAITING_FOR_LOCK:
@@ -786,7 +787,7 @@ class Engine:
                                    actor="scheduler", error=overlay,
                                    unit=_release_unit(job.id))
         finally:
-            self.bookings.remove_job(job.id)
+            self.booking_index.remove_job(job.id)
             self._mark_inactive(job.id)
 
     def _dispatch_grants(self, owners: list[int]) -> None:
@@ -843,7 +844,7 @@ class Engine:
             error = job.error
         await self._transition(job, "finished", result.outcome, cause=result.cause,
                                actor="scheduler", error=error, unit=_release_unit(job.id))
-        self.bookings.remove_job(job.id)
+        self.booking_index.remove_job(job.id)
 
     # ================================================================ RunHost
     def action(self, name: str) -> Action | None:
@@ -891,22 +892,17 @@ class Engine:
         if workflow is not None and workflow.script_timeout is not None:
             timeout = workflow.script_timeout
         slog = structlog.get_logger("jobd.script").bind(job_id=job.id, step=f"{event}-script")
-        result = await run_script(path, event=event, job=job.to_dict(), outcome=outcome,  # type: ignore[arg-type]
-                                  timeout=timeout, kill_grace=self.config.daemon.kill_grace,
+        result = await run_script(path, event=event, job=job.to_dict(),  # type: ignore[arg-type]
+                                  outcome=outcome, timeout=timeout,
+                                  kill_grace=self.config.daemon.kill_grace,
                                   log=slog)
-        if result.ok:
-            return None
-        if result.error:
-            return result.error
-        if result.timed_out:
-            return f"{event} script {path} timed out after {timeout:g} s"
-        return f"{event} script {path} exited with {result.exit_code}"
+        return None if result.ok else f"{event} script {path}: {result.problem}"
 
     # ================================================================ recovery
     async def _recover(self) -> None:
         self._inactive_waiters = {}
         self._next_id = await self.store.max_job_id()
-        self.bookings.load(await self.store.all_reservations())
+        self.booking_index.load(await self.store.all_reservations())
         self._pending = await self.store.count_state(S.PENDING)
         active = await self.store.jobs_in_states(ACTIVE)
         waiting = []
@@ -943,7 +939,7 @@ class Engine:
             await self._transition(job, "finished", S.CANCELED, cause="canceled (completed "
                                    "after a daemon restart)", actor="recovery",
                                    unit=_release_unit(job.id))
-            self.bookings.remove_job(job.id)
+            self.booking_index.remove_job(job.id)
             return
         overlay = ErrorOverlay("interrupted", "the run was interrupted by a daemon restart", now)
         unit = Unit()
@@ -966,7 +962,7 @@ class Engine:
             await self._transition(job, "recover", S.FAILED, cause=f"step {exhausted.name} "
                                    "interrupted with no attempts left", actor="recovery",
                                    unit=unit, error=overlay)
-            self.bookings.remove_job(job.id)
+            self.booking_index.remove_job(job.id)
             return
         await self._transition(job, "recover", S.CONFIRMED, cause="interrupted by a daemon "
                                "restart; resuming", actor="recovery", unit=unit, error=overlay,
@@ -974,24 +970,31 @@ class Engine:
 
     # ================================================================ schedules
     async def _start_schedules(self) -> None:
+        """Run or record the firings missed while jobd was down, then arm the live timers."""
         rows = await self.store.schedule_rows()
         now = self.clock()
         for schedule in self.config.schedules:
-            if not schedule.enabled:
-                continue
             last = rows.get(schedule.name, {}).get("last_fire_at")
-            if last is None:
+            if schedule.enabled and last is not None:
+                await self._catch_up(schedule, last, now)
+        # Everything up to now is handled: the live timers must not fire it again.
+        handled = {s.name: now for s in self.config.schedules}
+        for schedule in self.config.schedules:
+            if rows.get(schedule.name, {}).get("last_fire_at") is None:
                 await self._record_schedule(schedule.name, now, None, None, None)
-                continue
-            plan = plan_misfires(schedule, last, now)
-            for fire_time in plan.skipped:
-                await self._record_schedule(schedule.name, fire_time, None, "missed",
-                                            f"missed while jobd was down (misfire="
-                                            f"{schedule.misfire})")
-            for fire_time in plan.run:
-                await self._fire(schedule, fire_time)
-        last_fires = {name: row.get("last_fire_at") for name, row in rows.items()}
-        self.timers.set_schedules(self.config.schedules, self._fire, last_fires)
+        self.timers.set_schedules(self.config.schedules, self._fire, handled)
+
+    async def _catch_up(self, schedule: ScheduleConfig, last: float, now: float) -> None:
+        plan = await anyio.to_thread.run_sync(plan_misfires, schedule, last, now)
+        reason = f"missed while jobd was down (misfire={schedule.misfire})"
+        for fire_time in plan.skipped:
+            await self._record_schedule(schedule.name, fire_time, None, "missed", reason)
+        if plan.skipped_omitted:
+            await self._record_schedule(
+                schedule.name, last, None, "missed",
+                f"{plan.skipped_omitted} more firings {reason}, too many to list one by one")
+        for fire_time in plan.run:
+            await self._fire(schedule, fire_time)
 
     async def _fire(self, schedule: ScheduleConfig, fire_time: float) -> None:
         if not self._accepting:
@@ -1058,7 +1061,9 @@ class Engine:
     async def list_jobs(
         self, states: list[JobState] | None = None, limit: int = 100, cursor: int | None = None
     ) -> tuple[list[Job], int | None]:
-        """Newest first (by id). ``cursor`` is the id to continue below; returns (jobs, next_cursor).
+        """Newest first (by id); ``cursor`` is the id to continue below.
+
+        Returns ``(jobs, next_cursor)``.
         Listed jobs carry no steps/history (empty lists) to keep lists cheap."""
         limit = max(1, min(limit, 1000))
         jobs = await self.store.list_jobs(states, limit + 1, cursor)
@@ -1099,15 +1104,15 @@ class Engine:
         out = []
         for name, res in sorted(self.config.resources.items()):
             pools = sorted(p.name for p in self.config.pools.values() if name in p.members)
-            mine = [r for r in self.bookings.between(now, None) if r.resource == name]
+            mine = [r for r in self.booking_index.between(now, None) if r.resource == name]
             current = sorted({r.job_id for r in mine if r.start <= now < r.end})
             out.append({"name": name, "capacity": res.capacity, "pools": pools,
                         "current": current, "upcoming": sum(1 for r in mine if r.start > now),
-                        "bookings": self.bookings.count(name)})
+                        "bookings": self.booking_index.count(name)})
         return out
 
     async def bookings_info(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
-        reservations = self.bookings.between(start, end)
+        reservations = self.booking_index.between(start, end)
         names = await self.store.job_states(sorted({r.job_id for r in reservations}))
         return [{"job_id": r.job_id, "job_name": names.get(r.job_id, ("?", None))[0],
                  "state": str(names.get(r.job_id, ("?", None))[1]), "resource": r.resource,
@@ -1166,7 +1171,7 @@ class Engine:
             run_queue_size=self.config.daemon.run_queue_size,
             state_dir=self.config.daemon.state_dir))
         now = self.clock()
-        problems = self.bookings.reconfigure(config.resources, config.pools)
+        problems = self.booking_index.reconfigure(config.resources, config.pools)
         affected = {job_id: problem for job_id, problem in problems}
         for job_id, problem in affected.items():
             overlay = ErrorOverlay("booking-invalid", problem, now)

@@ -243,7 +243,7 @@ class Runner:
 def backoff(base: float, attempt: int) -> float:
     """Exponential backoff with full jitter in [50 %, 100 %] of ``base * 2**(attempt-1)``."""
     delay = base * math.pow(2, max(0, attempt - 1))
-    return min(delay, 3600.0) * random.uniform(0.5, 1.0)  # noqa: S311 - not cryptographic
+    return min(delay, 3600.0) * random.uniform(0.5, 1.0)
 
 
 def _deadline(seconds: float | None) -> AbstractContextManager[Any]:
@@ -259,7 +259,8 @@ def _check_outputs(step: Step, result: object) -> dict[str, Any] | None:
     try:
         json.dumps(result)
     except (TypeError, ValueError) as exc:
-        raise StepFailed(f"action {step.action!r} returned outputs that are not JSON: {exc}")
+        raise StepFailed(
+            f"action {step.action!r} returned outputs that are not JSON: {exc}") from exc
     return dict(result)
 
 

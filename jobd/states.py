@@ -63,7 +63,8 @@ OUTCOMES = frozenset({S.COMPLETED, S.FAILED, S.TIMED_OUT, S.CANCELED})
 #: States that never run again.
 NEVER_RUN_AGAIN = frozenset({S.COMPLETED, S.CANCELED, S.READY_FOR_INVOICE, S.INVOICED})
 EDITABLE = frozenset({S.DRAFT, S.TENTATIVE, S.CONFIRMED})
-STEP_FINAL = frozenset({StepState.COMPLETED, StepState.FAILED, StepState.TIMED_OUT, StepState.CANCELED})
+STEP_FINAL = frozenset(
+    {StepState.COMPLETED, StepState.FAILED, StepState.TIMED_OUT, StepState.CANCELED})
 
 
 @dataclass(frozen=True, slots=True)

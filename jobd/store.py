@@ -247,9 +247,9 @@ class Store:
 
     async def _run_in_writer(self, units: list[Unit]) -> list[BaseException | None]:
         # aiosqlite's own thread runs the whole batch: one hop per batch, not per statement.
-        execute = self._writer._execute  # noqa: SLF001 - aiosqlite has no public "run this"
-        conn = self._writer._conn  # noqa: SLF001
-        result = await execute(_apply_batch, conn, units)
+        execute = self._writer._execute
+        conn = self._writer._conn
+        result = await execute(_apply_batch, conn, units)  # type: ignore[no-untyped-call]
         return cast(list[BaseException | None], result)
 
     async def flush(self) -> None:
@@ -300,7 +300,8 @@ class Store:
     async def list_jobs(
         self, states: Sequence[JobState] | None, limit: int, cursor: int | None
     ) -> list[Job]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")
             params.extend(str(s) for s in states)

@@ -236,7 +236,7 @@ async def test_job_timeout_ends_timed_out(tmp_path: Path) -> None:
 async def test_restart_reruns_everything_and_delete_keeps_audit(config, tmp_path) -> None:
     counter = tmp_path / "count"
     async with running_engine(config) as engine:
-        job = await engine.submit(spec("flaky", params={"counter": str(counter), "n": 5}))
+        job = await engine.submit(spec("flaky", params={"counter": str(counter), "n": 10}))
         await wait_state(engine, job.id, S.FAILED)
         await engine.operate(job.id, "restart")
         again = await wait_state(engine, job.id, {S.FAILED, S.COMPLETED})
@@ -244,7 +244,8 @@ async def test_restart_reruns_everything_and_delete_keeps_audit(config, tmp_path
         assert counter.read_text() == "6"
         new = await engine.operate(job.id, "resubmit")
         assert new is not None and new.id != job.id
-        await wait_state(engine, new.id, S.COMPLETED)
+        await wait_state(engine, new.id, {S.FAILED, S.COMPLETED})
+        assert counter.read_text() == "9"  # the new job ran its own three attempts
         assert await engine.operate(job.id, "delete") is None
         with pytest.raises(NotFound):
             await engine.get_job(job.id)
