@@ -125,12 +125,23 @@ class StoreProbe:
         return time.monotonic() - self.last_ok < self.interval * 2
 
 
+#: ``[daemon]`` keys bound at start-up by the daemon itself (the engine keeps its own:
+#: workers, run_queue_size, state_dir).
+_RESTART_ONLY_DAEMON_KEYS = ("synchronous", "plugin_dirs")
+
+
 def _keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
-    """The API listeners cannot move while running: keep them, and say so."""
-    if new.api == old.api:
+    """Keep what cannot change while running (API listeners, the open database's
+    ``synchronous``, loaded plugins), and say which changes wait for a restart."""
+    changed = [f"api.{f.name}" for f in dataclasses.fields(old.api)
+               if getattr(old.api, f.name) != getattr(new.api, f.name)]
+    kept = {key: getattr(old.daemon, key) for key in _RESTART_ONLY_DAEMON_KEYS}
+    changed += [f"daemon.{key}" for key, value in kept.items()
+                if getattr(new.daemon, key) != value]
+    if not changed:
         return new, []
-    warning = "api.* (socket, socket_mode, listen, token_file) take effect on restart"
-    return dataclasses.replace(new, api=old.api), [warning]
+    new = dataclasses.replace(new, api=old.api, daemon=dataclasses.replace(new.daemon, **kept))
+    return new, [f"{', '.join(changed)}: take effect on restart"]
 
 
 class Daemon:

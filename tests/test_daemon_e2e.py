@@ -5,7 +5,9 @@ Readiness is READY=1 on our own NOTIFY_SOCKET (see tests/e2e.py); nothing sleeps
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 import signal
 import socket
@@ -16,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from jobd import daemon as daemon_module
+from jobd.config import Config
 from tests import e2e
 
 
@@ -282,3 +286,28 @@ def test_tcp_needs_the_token(base: Path) -> None:
     with socket.socket() as again:  # the listener is gone after the stop
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
+
+
+# --------------------------------------------------------------------------- pieces, in-process
+
+
+def test_reload_keeps_what_needs_a_restart() -> None:
+    old = Config()
+    new = dataclasses.replace(
+        old,
+        api=dataclasses.replace(old.api, socket=Path("/elsewhere.sock")),
+        daemon=dataclasses.replace(old.daemon, synchronous="normal", shutdown_grace=5),
+    )
+    kept, warnings = daemon_module._keep_restart_only(old, new)
+    assert kept.api == old.api and kept.daemon.synchronous == "full"
+    assert kept.daemon.shutdown_grace == 5  # reloadable: taken
+    assert warnings == ["api.socket, daemon.synchronous: take effect on restart"]
+    assert daemon_module._keep_restart_only(old, old) == (old, [])
+
+
+def test_state_lock_is_exclusive_and_names_the_holder(base: Path) -> None:
+    with daemon_module.StateLock.acquire(base / "state") as lock:
+        assert lock.path.read_text().strip() == str(os.getpid())
+        with pytest.raises(daemon_module.AlreadyRunning, match=f"pid {os.getpid()}"):
+            daemon_module.StateLock.acquire(base / "state")
+    daemon_module.StateLock.acquire(base / "state").release()  # free again
