@@ -281,11 +281,11 @@ class PluginHost:
         except (Exception, SystemExit) as exc:  # SystemExit: a module body calling exit()
             self._record_broken(cand, exc)
             return
-        file = cand.file or _module_file(cand.module)
-        cand.file = file
+        if cand.file is None:  # an entry point: its file is known once imported
+            cand.file = _module_file(cand.module)
         if not self._has_hooks(plugin):
             log.warning("not a plugin: no function decorated with @jobd.hookimpl",
-                        plugin=cand.name, file=file)
+                        plugin=cand.name, file=cand.file)
             return
         try:
             self._pm.register(plugin, name=cand.key)
@@ -300,7 +300,7 @@ class PluginHost:
             self._record_broken(cand, exc)
             return
         self._add_actions(cand, actions)
-        self._infos[cand.key] = PluginInfo(cand.name, file, cand.source,
+        self._infos[cand.key] = PluginInfo(cand.name, cand.file, cand.source,
                                            tuple(a.name for a in actions), None, cand.module)
 
     def _record_broken(self, cand: _Candidate, exc: BaseException) -> None:
