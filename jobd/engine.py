@@ -746,8 +746,8 @@ class Engine:
     async def _pick(self, rc: RunControl, granted: bool) -> None:
         job = rc.job
         if not granted:
-            if not self.locks.acquire(job.id, job.spec.assets, job.spec.shared_assets,
-                                      now=time.monotonic()):
+            if not self.locks.holds(job.id) and not self.locks.acquire(
+                    job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic()):
                 await self._wait_for_lock(rc)
                 return
             await self._transition(job, "picked", S.RUNNING, cause="picked by a worker",
@@ -967,6 +967,9 @@ class Engine:
         await self._transition(job, "recover", S.CONFIRMED, cause="interrupted by a daemon "
                                "restart; resuming", actor="recovery", unit=unit, error=overlay,
                                due_at=now)
+        # It held its assets when the daemon died: it gets them back before any waiter does.
+        self.locks.acquire(job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic())
+        await self._make_due(job)
 
     # ================================================================ schedules
     async def _start_schedules(self) -> None:

@@ -1,0 +1,62 @@
+"""Crash recovery: the engine in a child process is SIGKILLed mid-work, then reopened."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from jobd.states import JobState, StepState
+from tests.crash_child import crash_config
+from tests.enginekit import running_engine, wait_all, wait_state, wait_until
+
+S = JobState
+ROOT = Path(__file__).parent.parent
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+async def test_kill_9_loses_nothing_and_completed_steps_do_not_rerun(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-m", "tests.crash_child", str(tmp_path)],
+                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        # Job a holds asset A inside its second step; c is in its only step; b waits for A.
+        await wait_until(lambda: (tmp_path / "a.pid").exists() and (tmp_path / "c.pid").exists(),
+                         timeout=30)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
+    orphans = [int((tmp_path / f"{n}.pid").read_text()) for n in ("a", "c")]
+    assert all(_alive(pid) for pid in orphans)  # the step processes outlived the daemon
+
+    (tmp_path / "a.pid").unlink()
+    async with running_engine(crash_config(tmp_path)) as engine:
+        # Recovery killed the orphans' groups before retrying anything.
+        for pid in orphans:
+            await wait_until(lambda pid=pid: not _alive(pid), timeout=15)
+        c = await wait_state(engine, 3, {S.FAILED, S.COMPLETED})
+        assert c.state == S.FAILED and c.error is not None and c.error.code == "interrupted"
+        await wait_until((tmp_path / "a.pid").exists, timeout=15)  # a's retry started
+        (tmp_path / "gate").write_text("open")
+        a, b = await wait_all(engine, [1, 2])
+    assert a.state == S.COMPLETED and b.state == S.COMPLETED
+    assert a.steps[1].attempts == 2 and a.steps[1].state == StepState.COMPLETED
+    assert a.error is None  # the interrupted overlay cleared when the run completed
+    starts = [json.loads(line)["job"] for line in (tmp_path / "steps.log").read_text()
+              .splitlines() if json.loads(line)["ev"] == "start"]
+    assert starts.count(1) == 1  # a's completed first step did not run again
+    assert starts.count(2) == 1
+    causes = [h.cause for h in a.history]
+    assert any("interrupted" in c for c in causes)
