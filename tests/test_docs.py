@@ -51,8 +51,9 @@ def context_members() -> list[str]:
     ctx = ActionContext(job_id=1, job={}, step="s", attempt=1, params={}, outputs={},
                         assets=(), resources=(), workdir=ROOT, log=None, kill_grace=1.0)
     attributes = [name for name in vars(ctx) if not name.startswith("_")]
-    methods = [name for name, _ in inspect.getmembers(ActionContext, inspect.isfunction)
-               if not name.startswith("_")]
+    methods = [name for name, member in inspect.getmembers(ActionContext)
+               if not name.startswith("_")
+               and (inspect.isfunction(member) or isinstance(member, property))]
     return sorted(attributes + methods)
 
 
