@@ -36,7 +36,7 @@ async def blocks(ctx: jobd.ActionContext, report_to: str | None = None) -> None:
         with socket.socket(socket.AF_UNIX) as sock:
             sock.connect(report_to)
             sock.sendall(f"{os.getpid()}\n".encode())
-    time.sleep(1000)  # noqa: ASYNC251 - deliberately blocking: what isolation is for
+    time.sleep(1000)  # deliberately blocking the thread: what isolation is for
 
 
 @jobd.hookimpl
