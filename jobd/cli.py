@@ -372,7 +372,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(final)
     state = final.get("state")
-    _err(f"job {final.get('id')} {state}" + _error_suffix(final))
+    print(f"job {final.get('id')} {state}" + _error_suffix(final), file=sys.stderr)
     return EXIT_OK if state == "completed" else EXIT_FAILED
 
 

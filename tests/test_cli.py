@@ -1,0 +1,396 @@
+"""The ``jobd`` command: parsing, exit codes, endpoint resolution, import cost, and the
+client commands against the real API (engine + embedded server on a Unix socket, in
+this process; the daemon's own end-to-end tests live elsewhere)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from anyio.from_thread import start_blocking_portal
+from structlog.testing import capture_logs
+
+from jobd import cli
+from jobd.api import create_app
+from jobd.client import ApiError, Client, DaemonUnreachable, Endpoint, parse_sse, resolve_endpoint
+from jobd.config import Config
+from jobd.engine import Engine
+from jobd.httpserver import serve
+from tests.enginekit import make_config, running_engine, step, workflow
+
+ROOT = Path(__file__).resolve().parent.parent
+#: What a client command must never load (SPEC §6, ARCHITECTURE "Known traps").
+DAEMON_STACK = ("fastapi", "starlette", "uvicorn", "apscheduler", "aiosqlite", "pydantic",
+                "jobd.engine", "jobd.store", "jobd.api", "jobd.daemon", "prometheus_client")
+
+
+def run_jobd(*args: str, env: dict[str, str] | None = None,
+             python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """The real command in a child process, isolated from the caller's JOBD_* settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("JOBD_")}
+    clean["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, *python_flags, "-m", "jobd", *args],
+                          capture_output=True, text=True, env={**clean, **(env or {})},
+                          timeout=60, check=False)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse(*argv: str) -> Any:
+    return cli.build_parser().parse_args(list(argv))
+
+
+def test_submit_flags_become_the_api_body() -> None:
+    args = parse("submit", "ingest", "-p", "source=/a b.mxf", "-p", "expr=x=y",
+                 "--params-json", '{"source": "old", "n": 2}', "--asset", "vt-1",
+                 "--asset", "vt-2", "--shared-asset", "lib", "--resource", "enc-1",
+                 "--pool", "encoders", "--start", "2026-01-01T11:00:00+01:00",
+                 "--end", "2026-01-01T12:00Z", "--preroll", "5m", "--postroll", "30",
+                 "--priority", "-20", "--timeout", "1h", "--lock-timeout", "90s",
+                 "--tentative", "--name", "morning")
+    assert cli._submit_body(args) == {
+        "workflow": "ingest", "params": {"source": "/a b.mxf", "expr": "x=y", "n": 2},
+        "assets": ["vt-1", "vt-2"], "shared_assets": ["lib"], "resources": ["enc-1"],
+        "pools": ["encoders"], "start_at": "2026-01-01T10:00:00+00:00",
+        "end_at": "2026-01-01T12:00:00+00:00", "preroll": 300.0, "postroll": 30.0,
+        "priority": -20, "timeout": 3600.0, "lock_timeout": 90.0, "state": "tentative",
+        "name": "morning",
+    }
+
+
+def test_a_bare_submit_leaves_defaults_to_the_daemon() -> None:
+    assert cli._submit_body(parse("submit", "w")) == {"workflow": "w", "params": {}}
+    assert cli._submit_body(parse("submit", "w", "--draft"))["state"] == "draft"
+
+
+def test_relative_start_is_sent_as_an_absolute_utc_time() -> None:
+    before = time.time()
+    start = cli._submit_body(parse("submit", "w", "--start", "+5m"))["start_at"]
+    assert start.endswith("+00:00")
+    from jobd.timefmt import parse_time
+
+    assert before + 300 <= parse_time(start) <= time.time() + 300
+
+
+def test_connection_options_work_before_and_after_the_command() -> None:
+    assert parse("--socket", "/a", "list").socket == "/a"
+    assert parse("list", "--socket", "/b").socket == "/b"
+    assert parse("--url", "http://h:1", "show", "4", "--token", "t").token == "t"
+    assert not hasattr(parse("list"), "socket")
+
+
+def test_batch_operations_take_several_ids() -> None:
+    args = parse("invoice-ready", "3", "4", "5")
+    assert args.operation == "invoice-ready" and args.job_ids == [3, 4, 5]
+    assert set(cli.OPERATIONS) == {"cancel", "stop", "pause", "resume", "retry", "restart",
+                                   "confirm", "tentative", "unconfirm", "resubmit",
+                                   "invoice-ready", "invoiced", "delete"}
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    ([], "usage"),
+    (["bogus"], "invalid choice"),
+    (["submit"], "workflow"),
+    (["submit", "w", "--priority", "2000"], "outside -1000..1000"),
+    (["submit", "w", "--priority", "high"], "not an integer"),
+    (["submit", "w", "--start", "2026-01-01T10:00"], "has no zone; add Z or +01:00"),
+    (["submit", "w", "--end", "tomorrow"], "not ISO 8601"),
+    (["submit", "w", "--preroll", "-5"], "duration"),
+    (["submit", "w", "-p", "novalue"], "not key=value"),
+    (["submit", "w", "--params-json", "[1]"], "JSON object"),
+    (["submit", "w", "--params-json", "{"], "not valid JSON"),
+    (["submit", "w", "--draft", "--tentative"], "not allowed with"),
+    (["submit", "w", "--wait", "--draft"], "--wait needs a confirmed job"),
+    (["show"], "required"),
+    (["show", "abc"], "not a positive integer"),
+    (["cancel"], "required"),
+    (["cancel", "1", "0"], "not a positive integer"),
+    (["list", "--limit", "0"], "not a positive integer"),
+    (["bookings", "--from", "2026-01-01"], "has no zone"),
+])
+def test_usage_errors_exit_2_and_say_why(argv: list[str], says: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--socket", "/nonexistent/jobd.sock", *argv]) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("run", "check-config", "submit", "list", "show", "logs", "watch",
+                    "bookings", "invoice-ready", "reload"):
+        assert command in out
+
+
+# --------------------------------------------------------------------------- reaching the daemon
+
+
+def test_an_absent_socket_is_exit_3_naming_it(tmp_path: Path) -> None:
+    sock = tmp_path / "nobody-home.sock"
+    result = run_jobd("--socket", str(sock), "list")
+    assert result.returncode == 3
+    assert f"cannot reach jobd at unix socket {sock}" in result.stderr
+    result = run_jobd("cancel", "1", "2", env={"JOBD_SOCKET": str(sock)})
+    assert result.returncode == 3 and str(sock) in result.stderr
+
+
+def test_a_closed_tcp_port_is_exit_3() -> None:
+    result = run_jobd("queue", env={"JOBD_URL": "http://127.0.0.1:9", "JOBD_TOKEN": "t"})
+    assert result.returncode == 3 and "http://127.0.0.1:9" in result.stderr
+
+
+def test_endpoint_resolution_order(tmp_path: Path) -> None:
+    config = tmp_path / "jobd.toml"
+    config.write_text(f'[api]\nsocket = "{tmp_path / "from-config.sock"}"\n')
+    env = {"JOBD_SOCKET": "/env.sock", "JOBD_URL": "http://env:1", "JOBD_TOKEN": "envtok",
+           "JOBD_CONFIG": str(config)}
+    assert resolve_endpoint(socket="/opt.sock", environ=env) == Endpoint(socket=Path("/opt.sock"))
+    assert resolve_endpoint(environ=env) == Endpoint(socket=Path("/env.sock"))
+    del env["JOBD_SOCKET"]
+    assert resolve_endpoint(environ=env) == Endpoint(url="http://env:1", token="envtok")
+    assert resolve_endpoint(url="http://opt:2/", token="o", environ=env) == Endpoint(
+        url="http://opt:2", token="o")
+    del env["JOBD_URL"]
+    assert resolve_endpoint(environ=env).socket == tmp_path / "from-config.sock"
+
+
+def test_an_unreadable_config_falls_back_to_the_default_socket(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "jobd.toml"
+    config.write_text("[daemon]\nworkers = 'many'\n")
+    assert resolve_endpoint(config=str(config), environ={}).socket == Path("/run/jobd/jobd.sock")
+    assert "daemon.workers" in capsys.readouterr().err
+
+
+def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text('[workflows.w]\nsteps = [{name = "a", action = "sleep"}]\n')
+    bad.write_text("[daemon]\nworkers = 0\n")
+    assert cli.main(["check-config", "--config", str(good)]) == 0
+    assert "workflows (1): w" in capsys.readouterr().out
+    assert cli.main(["--config", str(bad), "check-config"]) == 1
+    assert "daemon.workers" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- import cost
+
+
+def _imported_modules(stderr: str) -> set[str]:
+    return {m.group(1).strip() for m in re.finditer(r"^import time:.*\|\s*(\S+)\s*$", stderr,
+                                                     re.MULTILINE)}
+
+
+def test_a_client_command_does_not_import_the_daemon_stack(tmp_path: Path) -> None:
+    result = run_jobd("--socket", str(tmp_path / "x.sock"), "list",
+                      python_flags=("-X", "importtime"))
+    assert result.returncode == 3
+    modules = _imported_modules(result.stderr)
+    assert "jobd.cli" in modules and "httpx" in modules  # the measurement works
+    loaded = sorted(m for m in modules if m.split(".")[0] in DAEMON_STACK or m in DAEMON_STACK)
+    assert loaded == []
+
+
+def test_importing_the_cli_loads_neither_httpx_nor_rich() -> None:
+    code = (f"import sys, jobd.cli; heavy = ('httpx', 'rich', *{DAEMON_STACK!r}); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- client pieces
+
+
+def test_sse_parsing_skips_comments_and_joins_data_lines() -> None:
+    lines = [": connected", "", "event: job", 'data: {"job_id": 1,', 'data: "kind": "state"}', "",
+             ": keepalive", "", "event: other", "data: {}", "", 'data: {"job_id": 2}', ""]
+    assert list(parse_sse(iter(lines))) == [{"job_id": 1, "kind": "state"}, {"job_id": 2}]
+
+
+def _mock_client(handler: Any) -> Client:
+    client = Client(Endpoint(url="http://jobd"))
+    client._http = httpx.Client(transport=httpx.MockTransport(handler), base_url="http://jobd")
+    return client
+
+
+def test_error_answers_become_api_errors() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/queue":
+            return httpx.Response(502, text="<html>bad gateway</html>")
+        return httpx.Response(409, json={"error": {"code": "invalid-transition",
+                                                   "message": "no", "details": {"a": 1}}})
+
+    with _mock_client(handler) as client:
+        with pytest.raises(ApiError) as caught:
+            client.operate(1, "cancel")
+        assert (caught.value.status, caught.value.code, caught.value.message,
+                caught.value.details) == (409, "invalid-transition", "no", {"a": 1})
+        with pytest.raises(ApiError, match="not JSON"):
+            client.queue()
+
+
+# --------------------------------------------------------------------------- against the API
+
+
+class Daemon:
+    def __init__(self, sock: Path, engine: Engine) -> None:
+        self.sock, self.engine = sock, engine
+
+    def jobd(self, *argv: str) -> int:
+        return cli.main(["--socket", str(self.sock), *argv])
+
+
+@asynccontextmanager
+async def _serving(config: Config, sock: Path) -> AsyncIterator[Engine]:
+    async with running_engine(config) as engine:
+        app = create_app(engine, version="test", started_at=time.time())
+        async with anyio.create_task_group() as tg:
+            await tg.start(partial(serve, app, unix_socket=sock))
+            try:
+                yield engine
+            finally:
+                tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """The engine and API on a Unix socket, served from a thread so the CLI can block."""
+    flows = [workflow("quick", step("nap", "sleep", params={"seconds": 0})),
+             workflow("hold", step("nap", "sleep", params={"seconds": 30})),
+             workflow("boom", step("explode", "fail", params={"message": "kaboom"}))]
+    config = make_config(tmp_path, flows)
+    short = Path(tempfile.mkdtemp(prefix="jobd-cli-"))  # sun_path is 107 bytes at most
+    try:
+        with capture_logs(), start_blocking_portal() as portal, \
+                portal.wrap_async_context_manager(_serving(config, short / "s")) as engine:
+            yield Daemon(short / "s", engine)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_submit_wait_list_show_logs(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert daemon.jobd("submit", "quick", "--wait", "--name", "first") == 0
+    out, err = capsys.readouterr()
+    job_id = int(out.strip())
+    assert f"job {job_id} completed" in err
+    assert daemon.jobd("submit", "boom", "--wait") == 1
+    out, err = capsys.readouterr()
+    assert f"job {int(out)} failed" in err
+    assert daemon.jobd("list", "--json", "--state", "completed") == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [job["id"] for job in listed["items"]] == [job_id]
+    assert daemon.jobd("list") == 0
+    table = capsys.readouterr().out
+    assert "first" in table and "failed" in table and "completed" in table
+    assert daemon.jobd("show", str(job_id)) == 0
+    shown = capsys.readouterr().out
+    assert "steps" in shown and "history" in shown and "nap" in shown
+    assert daemon.jobd("show", str(job_id), "--json") == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "completed"
+    assert daemon.jobd("logs", str(job_id)) == 0
+    assert daemon.jobd("logs", str(job_id), "-f", "--json") == 0  # finished: returns at once
+    assert daemon.jobd("show", "999") == 1
+    assert "job 999 not found" in capsys.readouterr().err
+
+
+def test_batch_operations_report_each_id(daemon: Daemon,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    ids = []
+    for _ in range(2):
+        assert daemon.jobd("submit", "quick", "--draft") == 0
+        ids.append(capsys.readouterr().out.strip())
+    assert daemon.jobd("confirm", *ids, "--json") == 2  # operations are not reading commands
+    capsys.readouterr()
+    assert daemon.jobd("cancel", ids[0]) == 0
+    assert capsys.readouterr().out == f"job {ids[0]}: canceled\n"
+    assert daemon.jobd("invoice-ready", *ids, "999") == 1
+    out, err = capsys.readouterr()
+    assert out == f"job {ids[0]}: ready-for-invoice\n"
+    assert f"job {ids[1]}: cannot invoice-ready a job in state draft" in err
+    assert "job 999 not found" in err
+    assert daemon.jobd("resubmit", ids[1]) == 0
+    assert re.fullmatch(rf"job {ids[1]}: resubmitted as job \d+ \(draft\)\n",
+                        capsys.readouterr().out)
+    assert daemon.jobd("delete", ids[1]) == 0
+    assert capsys.readouterr().out == f"job {ids[1]}: deleted\n"
+
+
+def test_inspection_commands(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert daemon.jobd("submit", "hold", "--asset", "vt-1") == 0
+    holder = capsys.readouterr().out.strip()
+    for command in ("queue", "locks", "resources", "bookings", "schedules", "plugins"):
+        assert daemon.jobd(command) == 0, command
+        assert capsys.readouterr().out.strip(), command
+        assert daemon.jobd(command, "--json") == 0, command
+        assert isinstance(json.loads(capsys.readouterr().out), dict), command
+    assert daemon.jobd("plugins", "--json") == 0
+    plugins = json.loads(capsys.readouterr().out)
+    assert "sleep" in {action["name"] for action in plugins["actions"]}
+    assert daemon.jobd("locks") == 0
+    assert "vt-1" in capsys.readouterr().out
+    assert daemon.jobd("bookings", "--from", "now", "--to", "+1h", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["items"] == []
+    assert daemon.jobd("reload") == 1  # this app was built without a reload function
+    assert "cannot reload" in capsys.readouterr().err
+    assert daemon.jobd("cancel", holder) == 0
+
+
+def test_an_api_error_during_a_read_is_exit_1(daemon: Daemon,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert daemon.jobd("submit", "no-such-workflow") == 1
+    assert "unknown workflow 'no-such-workflow'" in capsys.readouterr().err
+
+
+def test_wait_prints_each_change_until_the_end(daemon: Daemon,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+
+    with Client(Endpoint(socket=daemon.sock)) as client:
+        job_id = client.submit({"workflow": "quick", "state": "draft"})["id"]
+        result: dict[str, Any] = {}
+        waiter = threading.Thread(target=lambda: result.update(cli._wait_for(client, job_id)))
+        waiter.start()
+        deadline = time.monotonic() + 20
+        while not daemon.engine._subscribers:  # the waiter has subscribed
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        client.operate(job_id, "confirm")
+        waiter.join(20)
+    assert result["state"] == "completed"
+    err = capsys.readouterr().err
+    for change in ("draft -> confirmed", "queued -> running", "running -> completed",
+                   "step nap completed"):
+        assert change in err, err
+
+
+def test_the_client_follows_events_after_subscribing(daemon: Daemon) -> None:
+    with Client(Endpoint(socket=daemon.sock)) as client:
+        job = client.submit({"workflow": "quick", "state": "draft"})
+        with client.events(job["id"]) as events:
+            client.operate(job["id"], "cancel")
+            event = next(events)
+    assert event["job_id"] == job["id"] and event["to"] == "canceled"
+
+
+# httpcore leaves the socket of a failed Unix connect to the garbage collector (harmless in a
+# one-shot CLI process); here that ResourceWarning would otherwise fail the run.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_the_client_raises_daemon_unreachable_in_process(tmp_path: Path) -> None:
+    with Client(Endpoint(socket=tmp_path / "elsewhere")) as client, \
+            pytest.raises(DaemonUnreachable, match="elsewhere"):
+        client.health()
