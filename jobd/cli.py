@@ -565,24 +565,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
     when the daemon goes away the view says so and keeps retrying. Ctrl-C
     ends it (exit 0).
     """
-    import threading
-    from collections import deque
-
     from rich.live import Live
 
-    recent: deque[dict[str, Any]] = deque(maxlen=8)
-    wake = threading.Event()
-    threading.Thread(target=_follow_events, args=(args, recent, wake), daemon=True).start()
+    follower = _EventFollower(args)
+    follower.start()
     try:
         with _client(args) as client, Live(auto_refresh=False, console=_console()) as live:
-            _watch_loop(args, client, live, recent, wake)
+            _watch_loop(args, client, live, follower)
     except KeyboardInterrupt:
         pass
+    finally:
+        follower.stop.set()
     return EXIT_OK
 
 
-def _watch_loop(args: argparse.Namespace, client: Client, live: Any, recent: Any,
-                wake: Any) -> None:
+def _watch_loop(args: argparse.Namespace, client: Client, live: Any,
+                follower: _EventFollower) -> None:
     from jobd.render import watch_view
 
     queue: dict[str, Any] = {}
@@ -594,19 +592,41 @@ def _watch_loop(args: argparse.Namespace, client: Client, live: Any, recent: Any
             jobs = client.list_jobs(limit=args.limit).get("items") or []
         except (DaemonUnreachable, ApiError) as exc:
             problem = str(exc)  # keep showing the last view, with the reason
-        live.update(watch_view(queue, jobs, list(recent), problem), refresh=True)
-        wake.wait(args.interval)
-        wake.clear()
+        live.update(watch_view(queue, jobs, list(follower.recent), problem), refresh=True)
+        follower.wake.wait(args.interval)
+        follower.wake.clear()
 
 
-def _follow_events(args: argparse.Namespace, recent: Any, wake: Any) -> None:
-    """Watch's event thread: append events to ``recent`` and wake the view; retry on loss."""
-    while True:
-        try:
-            with _client(args) as client:
-                for event in client.stream_events():
-                    recent.append(event)
-                    wake.set()
-        except (DaemonUnreachable, ApiError):
-            pass
-        time.sleep(2.0)  # daemon away: retry at a human pace
+class _EventFollower:
+    """Watch's event thread: keeps the latest events and wakes the view on each one.
+
+    A daemon thread, so an exiting CLI never waits for it; after ``stop`` is
+    set it ends at the next event or when the stream closes, and never
+    reconnects.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        import threading
+        from collections import deque
+
+        self.args = args
+        self.recent: deque[dict[str, Any]] = deque(maxlen=8)
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jobd-watch-events", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with _client(self.args) as client:
+                    for event in client.stream_events():
+                        self.recent.append(event)
+                        self.wake.set()
+                        if self.stop.is_set():
+                            return
+            except (DaemonUnreachable, ApiError):
+                pass
+            self.stop.wait(2.0)  # daemon away: retry at a human pace

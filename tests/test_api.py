@@ -268,6 +268,8 @@ async def test_inspection_routes(config: Config) -> None:
         assert_error(await client.get("/v1/bookings", params={"from": "2099-01-01"}), 400)
         await client.post(f"/v1/jobs/{holder['id']}/cancel")
         await wait_done(engine, waiter["id"])
+        metrics = (await client.get("/metrics")).text
+    assert "jobd_lock_wait_seconds_count 1.0" in metrics
     assert queue["running"] == [holder["id"]] and queue["waiting_for_lock"] == [waiter["id"]]
     assert queue["workers"] == 4 and queue["busy_workers"] == 1
     (lock,) = locks["items"]
@@ -560,3 +562,55 @@ async def test_events_can_be_filtered_by_job_and_keep_alive(config: Config) -> N
             await client.post(f"/v1/jobs/{second}/cancel")
             await stream.read_until('"to":"canceled"')
     assert {e["job_id"] for e in stream.frames()} == {second}
+
+
+# --------------------------------------------------------------------------- metrics unit
+
+
+class FakeQueue:
+    def __init__(self) -> None:
+        self.broken = False
+
+    def queue_info(self) -> dict[str, Any]:
+        if self.broken:
+            raise RuntimeError("engine stopping")
+        return {"capacity": 10, "queued": [4, 5], "pending": 7, "running": [1],
+                "waiting_for_lock": [2, 3], "workers": 2, "busy_workers": 1}
+
+
+def test_metrics_measure_lock_waits_runs_and_steps_from_events() -> None:
+    from jobd.events import JobEvent
+    from jobd.metrics import Metrics
+
+    source = FakeQueue()
+    metrics, other = Metrics(source), Metrics(source)  # own registries: several per process
+    for event in [
+        JobEvent(1, "state", 10.0, S.QUEUED, S.WAITING_FOR_LOCK),
+        JobEvent(1, "state", 13.0, S.WAITING_FOR_LOCK, S.RUNNING),
+        JobEvent(1, "step", 14.0, S.RUNNING, S.RUNNING, step="a",
+                 data={"state": "soft-failed", "duration": 0.4}),
+        JobEvent(1, "step", 15.0, S.RUNNING, S.RUNNING, step="a",
+                 data={"state": "completed", "duration": 0.2}),
+        JobEvent(1, "state", 20.0, S.RUNNING, S.CANCEL_REQUESTED),
+        JobEvent(1, "state", 21.0, S.CANCEL_REQUESTED, S.CANCELED),
+        JobEvent(2, "state", 30.0, S.QUEUED, S.RUNNING),
+        JobEvent(2, "state", 31.0, S.RUNNING, S.PAUSED),  # paused runs are not measured
+        JobEvent(3, "step", 32.0, data=None),  # tolerated
+    ]:
+        metrics.observe(event)
+    text, content_type = metrics.render()
+    body = text.decode()
+    assert content_type.startswith("text/plain")
+    assert "jobd_lock_wait_seconds_sum 3.0" in body
+    assert 'jobd_job_duration_seconds_sum{outcome="canceled"} 8.0' in body
+    assert 'jobd_job_duration_seconds_count{outcome="completed"}' not in body
+    assert 'jobd_step_duration_seconds_count{outcome="soft-failed"} 1.0' in body
+    assert 'jobd_step_events_total{state="completed"} 1.0' in body
+    assert 'jobd_transitions_total{from="running",to="paused"} 1.0' in body
+    for gauge in ("jobd_queue_depth 2.0", "jobd_jobs_pending 7.0", "jobd_jobs_running 1.0",
+                  "jobd_jobs_waiting_for_lock 2.0", "jobd_workers_busy 1.0",
+                  "jobd_queue_capacity 10.0"):
+        assert gauge in body
+    source.broken = True
+    assert b"jobd_transitions_total" in metrics.render()[0]  # a failing engine costs only gauges
+    assert b"jobd_queue_depth" not in other.render()[0]

@@ -394,3 +394,31 @@ def test_the_client_raises_daemon_unreachable_in_process(tmp_path: Path) -> None
     with Client(Endpoint(socket=tmp_path / "elsewhere")) as client, \
             pytest.raises(DaemonUnreachable, match="elsewhere"):
         client.health()
+
+
+def test_watch_redraws_with_events_until_ctrl_c(daemon: Daemon,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobd import render
+
+    real_view = render.watch_view
+    seen: list[tuple[dict[str, Any], list[Any], list[Any]]] = []
+    deadline = time.monotonic() + 20
+
+    def view(queue: Any, jobs: Any, events: Any, problem: Any) -> Any:
+        assert problem is None and time.monotonic() < deadline
+        seen.append((queue, list(jobs), list(events)))
+        if len(seen) == 1:
+            while not daemon.engine._subscribers:  # the event thread has subscribed
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            with Client(Endpoint(socket=daemon.sock)) as client:
+                client.submit({"workflow": "quick"})
+        elif events and jobs:
+            raise KeyboardInterrupt  # what Ctrl-C does to the drawing loop
+        return real_view(queue, jobs, events, problem)
+
+    monkeypatch.setattr(render, "watch_view", view)
+    assert daemon.jobd("watch", "--interval", "0.05") == 0
+    queue, jobs, events = seen[-1]
+    assert queue["workers"] == 4 and jobs[0]["workflow"] == "quick"
+    assert events[0]["kind"] == "state" and events[0]["to"] == "confirmed"
