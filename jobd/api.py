@@ -23,7 +23,7 @@ import hmac
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
@@ -440,6 +440,42 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 # --------------------------------------------------------------------------- SSE
 
 
+class EventStreams:
+    """The open event streams of one app, so a stopping daemon can end them at once.
+
+    An SSE response never completes by itself, and an ASGI server that is
+    shutting down waits for open responses; :func:`end_event_streams` ends
+    them so shutdown does not sit out the server's grace period.
+    """
+
+    def __init__(self) -> None:
+        self._scopes: set[CancelScope] = set()
+        self.closed = False
+
+    def close_all(self) -> None:
+        """End every open stream and refuse new ones (call on the event loop)."""
+        self.closed = True
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[CancelScope]:
+        with CancelScope() as scope:
+            if self.closed:
+                scope.cancel()
+            self._scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                self._scopes.discard(scope)
+
+
+def end_event_streams(app: FastAPI) -> None:
+    """End the app's open ``/v1/events`` streams cleanly (the daemon calls this on shutdown)."""
+    streams: EventStreams = app.state.event_streams
+    streams.close_all()
+
+
 class EventStreamResponse(Response):
     """``text/event-stream`` of committed events, written straight to ASGI.
 
@@ -452,9 +488,11 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, engine: Engine, job_id: int | None, keepalive: float) -> None:
+    def __init__(self, engine: Engine, job_id: int | None, keepalive: float,
+                 streams: EventStreams) -> None:
         super().__init__(status_code=200)
         self._engine, self._job_id, self._keepalive = engine, job_id, keepalive
+        self._streams = streams
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The client going away mid-write is an ordinary end for a stream, not an error.
@@ -469,10 +507,11 @@ class EventStreamResponse(Response):
                 (b"x-accel-buffering", b"no"),
             ]})
             await self._chunk(send, b": connected\n\n")
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
-                await self._pump(events, send)
-                tg.cancel_scope.cancel()
+            with self._streams.track():
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                    await self._pump(events, send)
+                    tg.cancel_scope.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _pump(self, events: MemoryObjectReceiveStream[JobEvent], send: Send) -> None:
@@ -658,6 +697,8 @@ def _inspect_routes(app: FastAPI, engine: Engine) -> None:
 
 def _service_routes(app: FastAPI, engine: Engine, *, version: str, started_at: float,
                     reload: ReloadFunc | None, metrics: Metrics, sse_keepalive: float) -> None:
+    streams = app.state.event_streams = EventStreams()
+
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "version": version, "started_at": format_time(started_at),
@@ -667,7 +708,7 @@ def _service_routes(app: FastAPI, engine: Engine, *, version: str, started_at: f
     async def events(
         job: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     ) -> Response:
-        return EventStreamResponse(engine, job, sse_keepalive)
+        return EventStreamResponse(engine, job, sse_keepalive, streams)
 
     @app.post("/v1/reload")
     async def reload_config() -> Response:

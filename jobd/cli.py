@@ -288,10 +288,10 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def _config_path(args: argparse.Namespace) -> Path:
-    from jobd.config import DEFAULT_CONFIG_PATH
+    """``--config``, else ``$JOBD_CONFIG``, else ``/etc/jobd/jobd.toml`` (as the daemon does)."""
+    from jobd.config import resolve_config_path
 
-    given = getattr(args, "config", None) or os.environ.get("JOBD_CONFIG")
-    return Path(given) if given else DEFAULT_CONFIG_PATH
+    return resolve_config_path(getattr(args, "config", None))
 
 
 def _console(stderr: bool = False) -> Console:
@@ -310,7 +310,8 @@ def _print_json(data: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """``jobd run``: the daemon stack is imported here and nowhere else in the CLI."""
     daemon = importlib.import_module("jobd.daemon")
-    return int(daemon.main(_config_path(args)))
+    # The daemon resolves --config / $JOBD_CONFIG / the default path itself.
+    return int(daemon.main(getattr(args, "config", None)))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -385,23 +386,25 @@ def _wait_for(client: Client, job_id: int) -> dict[str, Any]:
     """Follow ``job_id``'s events (printed on stderr) until it has finished; the final job.
 
     The stream is opened before the state is read, so a job that finishes in
-    between is seen either in the state or in the stream, never missed.
+    between is seen either in the state or in the stream, never missed. A
+    stream the daemon ends early (it drops a reader that falls behind) is
+    reopened; a daemon that is gone raises :class:`DaemonUnreachable`.
     """
     from jobd.render import event_line
 
     console = _console(stderr=True)
-    with client.events(job_id) as events:
-        job = client.get_job(job_id)
-        if job.get("state") in FINISHED:
-            return job
-        for event in events:
-            console.print(event_line(event))
-            if event.get("kind") == "deleted":
-                raise ApiError(404, "not-found", f"job {job_id} was deleted while waiting")
-            if event.get("kind") == "state" and event.get("to") in FINISHED:
-                return client.get_job(job_id)
-    raise DaemonUnreachable(f"jobd closed the event stream while job {job_id} was "
-                            f"{job.get('state')} (daemon stopping?)")
+    while True:
+        with client.events(job_id) as events:
+            job = client.get_job(job_id)
+            if job.get("state") in FINISHED:
+                return job
+            for event in events:
+                console.print(event_line(event))
+                if event.get("kind") == "deleted":
+                    raise ApiError(404, "not-found", f"job {job_id} was deleted while waiting")
+                if event.get("kind") == "state" and event.get("to") in FINISHED:
+                    return client.get_job(job_id)
+        time.sleep(0.5)  # the stream ended early: reconnect at a modest pace
 
 
 # --------------------------------------------------------------------------- jobs

@@ -24,7 +24,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from jobd import logging as jlog
-from jobd.api import MAX_BODY, create_app
+from jobd.api import MAX_BODY, create_app, end_event_streams
 from jobd.config import Config, LoggingConfig, PoolConfig, ResourceConfig
 from jobd.engine import Engine
 from jobd.errors import ConfigError
@@ -482,6 +482,7 @@ class Stream:
     def __init__(self, messages: Any, disconnect: anyio.Event) -> None:
         self._messages, self._disconnect = messages, disconnect
         self.buffer = ""
+        self.finished = False
 
     async def start(self) -> dict[str, Any]:
         message: dict[str, Any] = await self._messages.receive()
@@ -491,10 +492,20 @@ class Stream:
     async def read_until(self, text: str) -> str:
         """Read body chunks until ``text`` has arrived; returns everything read so far."""
         while text not in self.buffer:
-            message = await self._messages.receive()
-            assert message["type"] == "http.response.body"
-            self.buffer += message.get("body", b"").decode()
+            assert not self.finished, f"the stream ended before {text!r}"
+            await self._read_one()
         return self.buffer
+
+    async def read_to_end(self) -> str:
+        while not self.finished:
+            await self._read_one()
+        return self.buffer
+
+    async def _read_one(self) -> None:
+        message = await self._messages.receive()
+        assert message["type"] == "http.response.body"
+        self.buffer += message.get("body", b"").decode()
+        self.finished = not message.get("more_body", False)
 
     def frames(self) -> list[dict[str, Any]]:
         out = []
@@ -528,9 +539,7 @@ async def open_stream(app: Any, query: str = "") -> AsyncIterator[Stream]:
             stream = Stream(messages, disconnect)
             yield stream
             stream.disconnect()
-            # The app ends its response once the client has gone.
-            while (await messages.receive()).get("more_body", False):
-                pass
+            await stream.read_to_end()  # the app ends its response once the client has gone
 
 
 async def test_events_stream_every_change_as_sse(config: Config) -> None:
@@ -614,3 +623,14 @@ def test_metrics_measure_lock_waits_runs_and_steps_from_events() -> None:
     source.broken = True
     assert b"jobd_transitions_total" in metrics.render()[0]  # a failing engine costs only gauges
     assert b"jobd_queue_depth" not in other.render()[0]
+
+
+async def test_end_event_streams_completes_open_streams(config: Config) -> None:
+    async with api(config) as (_, client), open_stream(client.app) as stream:
+        await stream.start()
+        await stream.read_until(": connected\n\n")
+        end_event_streams(client.app)
+        await stream.read_to_end()  # without the client leaving
+        async with open_stream(client.app) as late:  # and new ones end at once
+            await late.start()
+            await late.read_to_end()
