@@ -200,7 +200,8 @@ def _install_handler(handler: logging.Handler, level: int) -> None:
     root.setLevel(level)
     _state.handler = handler
     for name, quiet in _QUIET_LOGGERS.items():
-        logging.getLogger(name).setLevel(max(quiet, level))
+        # Debugging brings them back; otherwise they stay quiet at INFO.
+        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(quiet, level))
     for name, floor in _FLOOR_LOGGERS.items():
         logging.getLogger(name).setLevel(max(floor, level))
 

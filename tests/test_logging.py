@@ -216,3 +216,10 @@ async def test_lines_from_other_threads_reach_the_sink_on_its_loop() -> None:
         await arrived.wait()
     assert worker != loop_thread
     assert got == [(9, "from a thread", loop_thread)]
+
+
+def test_debug_brings_the_quiet_loggers_back() -> None:
+    stream = configure("json", "debug")
+    logging.getLogger("uvicorn.access").info("GET / 200")
+    logging.getLogger("aiosqlite").debug("executing")  # stays at INFO: one line per statement
+    assert [line["event"] for line in lines(stream)] == ["GET / 200"]
