@@ -33,7 +33,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from jobd import __version__
-from jobd.api import create_app
+from jobd.api import create_app, end_event_streams
 from jobd.config import Config, load_config, resolve_config_path
 from jobd.engine import Engine
 from jobd.errors import ConfigError, JobdError
@@ -189,11 +189,14 @@ class Daemon:
             self._tg = tg
             await tg.start(self._receive_signals)
             await tg.start(engine.run)
-            await tg.start(partial(serve, app(), unix_socket=api.socket,
-                                   socket_mode=api.socket_mode))
+            unix_app = app()
+            await tg.start(partial(serve, unix_app, unix_socket=api.socket,
+                                   socket_mode=api.socket_mode,
+                                   on_stop=partial(end_event_streams, unix_app)))
             if self.tcp is not None:
-                await tg.start(partial(serve, app(token=self.token), unix_socket=None,
-                                       tcp=self.tcp))
+                tcp_app = app(token=self.token)
+                await tg.start(partial(serve, tcp_app, unix_socket=None, tcp=self.tcp,
+                                       on_stop=partial(end_event_streams, tcp_app)))
             self._announce_ready()
             if self.watchdog is not None:
                 probe = StoreProbe(store.flush, self.watchdog)

@@ -211,6 +211,13 @@ async def _run_shielded(server: _EmbeddedServer, sockets: list[socket.socket]) -
         await server.serve(sockets=sockets)
 
 
+def _call_quietly(hook: Callable[[], None]) -> None:
+    try:
+        hook()
+    except Exception:  # a failing hook must not keep the server (and jobd) from stopping
+        log.exception("API stop hook failed")
+
+
 def _describe(unix_socket: Path | None, tcp: tuple[str, int] | None) -> dict[str, str]:
     where = {}
     if unix_socket is not None:
@@ -226,6 +233,7 @@ async def serve(
     unix_socket: Path | None,
     socket_mode: int = 0o660,
     tcp: tuple[str, int] | None = None,
+    on_stop: Callable[[], None] | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``unix_socket`` and/or ``tcp`` until cancelled.
@@ -233,7 +241,8 @@ async def serve(
     Start it with ``await tg.start(serve, app, ...)``: ``started()`` is signalled
     once the listeners accept connections. Raises :class:`SocketInUse` or
     :class:`ConfigError` before that if a listener cannot be bound. On
-    cancellation it stops accepting, gives open requests up to
+    cancellation it calls ``on_stop()`` (e.g. to end the app's never-ending
+    event streams), stops accepting, gives open requests up to
     ``SHUTDOWN_TIMEOUT`` s, closes the sockets and removes the socket file.
     """
     if unix_socket is None and tcp is None:
@@ -255,6 +264,8 @@ async def serve(
                 task_status.started()
                 await anyio.sleep_forever()
             finally:
+                if on_stop is not None:
+                    _call_quietly(on_stop)
                 server.should_exit = True
     finally:
         for sock in sockets:

@@ -245,6 +245,14 @@ def test_sigterm_drains_a_running_job_with_the_api_up(base: Path) -> None:
         wait_for_state(again, late.json()["id"], "completed")  # it runs after the restart
 
 
+def test_sigterm_ends_open_event_streams(base: Path) -> None:
+    with e2e.running_daemon(base) as daemon, http(daemon) as client, \
+            client.stream("GET", "/v1/events") as events:
+        assert events.status_code == 200
+        assert daemon.stop() == 0, daemon.log_text()
+        assert not daemon.layout.socket.exists()
+
+
 def test_a_second_sigterm_forces_the_stop(base: Path) -> None:
     flag = base / "never"
     with e2e.running_daemon(base, shutdown_grace=600) as daemon:

@@ -216,3 +216,17 @@ def test_read_token_refuses_empty_or_missing(tmp_path: Path) -> None:
     assert str(empty) in str(info.value)
     with pytest.raises(ConfigError, match="cannot read"):
         httpserver.read_token(tmp_path / "absent")
+
+
+async def test_on_stop_runs_when_the_server_stops_even_if_it_raises(sock_dir: Path) -> None:
+    calls: list[str] = []
+
+    def hook() -> None:
+        calls.append("stopped")
+        raise RuntimeError("hook broke")
+
+    path = sock_dir / "jobd.sock"
+    with anyio.fail_after(20):
+        async with serving(unix_socket=path, socket_mode=0o600, on_stop=hook):
+            assert calls == []
+    assert calls == ["stopped"] and not path.exists()
