@@ -750,13 +750,40 @@ class Engine:
                     job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic()):
                 await self._wait_for_lock(rc)
                 return
-            await self._transition(job, "picked", S.RUNNING, cause="picked by a worker",
-                                   actor="scheduler")
+            operation, cause = "picked", "picked by a worker"
         else:
             self._lock_committed.discard(job.id)
-            await self._transition(job, "lock-granted", S.RUNNING, cause="lock granted",
-                                   actor="scheduler")
-        await self._execute(rc)
+            operation, cause = "lock-granted", "lock granted"
+        if not job.steps:
+            job.steps = await self.store.load_steps(job.id)
+        workflow = self.config.workflows.get(job.spec.workflow)
+        unit = self._prestart(rc, workflow)
+        await self._transition(job, operation, S.RUNNING, cause=cause, actor="scheduler",
+                               unit=unit)
+        for step in job.steps:
+            if step.idx == rc.prestarted:
+                self._step_event(job, step)
+        await self._execute(rc, workflow)
+
+    def _prestart(self, rc: RunControl, workflow: WorkflowConfig | None) -> Unit:
+        """Record the first step's first attempt in the same write as the job's ``running``.
+
+        Only when nothing runs before that step (no start script still to run)."""
+        job, unit = rc.job, Unit()
+        rc.started = rc.started or any(s.attempts for s in job.steps)
+        if workflow is None:
+            return unit
+        rc.defer_last = job.spec.end_at is None and workflow.end_script is None
+        if not rc.started and workflow.start_script is not None:
+            return unit
+        step = next((s for s in job.steps if s.state != StepState.COMPLETED), None)
+        if step is None:
+            return unit
+        step.attempts += 1
+        step.state, step.started_at, step.ended_at, step.error = (
+            StepState.RUNNING, self.clock(), None, None)
+        rc.prestarted = step.idx
+        return _step_update(unit, step)
 
     async def _wait_for_lock(self, rc: RunControl) -> None:
         job = rc.job
@@ -798,34 +825,58 @@ class Engine:
                 self._work.set()
             # else: its waiting-for-lock write is still landing; _wait_for_lock sees holds()
 
-    async def _execute(self, rc: RunControl) -> None:
+    async def _execute(self, rc: RunControl, workflow: WorkflowConfig | None) -> None:
+        """Run the job, then free its assets and this worker before the outcome is written.
+
+        Once the steps and the end script are over, the assets are no longer touched, so
+        the next waiter may start while the outcome's commit lands (in its own task)."""
         job = rc.job
         self.running.add(job.id)
         try:
-            if not job.steps:
-                job.steps = await self.store.load_steps(job.id)
-            rc.started = any(s.attempts for s in job.steps) or rc.started
-            workflow = self.config.workflows.get(job.spec.workflow)
-            if workflow is None:
-                result = RunResult(S.FAILED, "workflow removed from the configuration",
-                                   ErrorOverlay("unknown-workflow", f"workflow "
-                                                f"{job.spec.workflow!r} is no longer "
-                                                "configured", self.clock()))
-            else:
-                result = await self.runner.run(rc, workflow)
-            with anyio.CancelScope(shield=True):
-                await self._conclude(rc, workflow, result)
-        finally:
-            self.running.discard(job.id)
+            result = await self._run(rc, workflow)
+        except BaseException:
             self._dispatch_grants(self.locks.release(job.id))
-            self._mark_inactive(job.id)
-            if not self.running and hasattr(self, "_idle"):
-                self._idle.set()
-            if self._pending and self._tg is not None and self._accepting:
-                self._tg.start_soon(self._admit)
+            self._settled(job.id)
+            raise
+        self._dispatch_grants(self.locks.release(job.id))
+        if self._tg is None:
+            await self._record_outcome(rc, result)
+        else:
+            self._tg.start_soon(self._record_outcome, rc, result)
 
-    async def _conclude(self, rc: RunControl, workflow: WorkflowConfig | None,
-                        result: RunResult) -> None:
+    async def _run(self, rc: RunControl, workflow: WorkflowConfig | None) -> RunResult:
+        job = rc.job
+        if workflow is None:
+            return RunResult(S.FAILED, "workflow removed from the configuration",
+                             ErrorOverlay("unknown-workflow", f"workflow {job.spec.workflow!r}"
+                                          " is no longer configured", self.clock()))
+        result = await self.runner.run(rc, workflow)
+        if result.outcome in (None, S.PAUSED) or workflow.end_script is None:
+            return result
+        with anyio.CancelScope(shield=True):
+            problem = await self.run_script(job, workflow.end_script, "end", str(result.outcome))
+        if problem is None:
+            return result
+        return replace(result, error=ErrorOverlay("end-script-failed", problem, self.clock()))
+
+    async def _record_outcome(self, rc: RunControl, result: RunResult) -> None:
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._conclude(rc, result)
+        except JobdError as exc:
+            log.error("could not record a job's outcome", job_id=rc.job.id, error=str(exc))
+        finally:
+            self._settled(rc.job.id)
+
+    def _settled(self, job_id: int) -> None:
+        self.running.discard(job_id)
+        self._mark_inactive(job_id)
+        if not self.running and hasattr(self, "_idle"):
+            self._idle.set()
+        if self._pending and self._tg is not None and self._accepting:
+            self._tg.start_soon(self._admit)
+
+    async def _conclude(self, rc: RunControl, result: RunResult) -> None:
         job = rc.job
         if result.outcome is None:  # shutdown: left running, recovery resumes it
             log.info("run interrupted by shutdown", job_id=job.id)
@@ -834,16 +885,16 @@ class Engine:
             await self._transition(job, "pause", S.PAUSED, cause=result.cause, actor="api")
             return
         error = result.error
-        if workflow is not None and workflow.end_script is not None:
-            problem = await self.run_script(job, workflow.end_script, "end", str(result.outcome))
-            if problem is not None:
-                error = ErrorOverlay("end-script-failed", problem, self.clock())
-        if error is None and job.error is not None and result.outcome == S.COMPLETED:
-            error = None  # the cause (e.g. an interrupted run) is gone
-        elif error is None:
-            error = job.error
+        if error is None and result.outcome != S.COMPLETED:
+            error = job.error  # keep an overlay whose cause is not gone
+        unit = _release_unit(job.id) if job.spec.resources or job.spec.pools else Unit()
+        for step in rc.deferred:
+            _step_update(unit, step)
         await self._transition(job, "finished", result.outcome, cause=result.cause,
-                               actor="scheduler", error=error, unit=_release_unit(job.id))
+                               actor="scheduler", error=error, unit=unit)
+        for step in rc.deferred:
+            self._step_event(job, step)
+        rc.deferred.clear()
         self.booking_index.remove_job(job.id)
 
     # ================================================================ RunHost
@@ -854,11 +905,10 @@ class Engine:
         return self.clock()
 
     async def save_step(self, job: Job, step: Step) -> None:
-        await self.store.commit(Unit().add(
-            "UPDATE steps SET state = ?, attempts = ?, started_at = ?, ended_at = ?,"
-            " outputs = ?, error = ?, pgid = ? WHERE job_id = ? AND idx = ?",
-            (str(step.state), step.attempts, step.started_at, step.ended_at,
-             dumps(step.outputs), step.error, step.pgid, job.id, step.idx)))
+        await self.store.commit(_step_update(Unit(), step))
+        self._step_event(job, step)
+
+    def _step_event(self, job: Job, step: Step) -> None:
         data: dict[str, Any] = {"state": str(step.state), "attempt": step.attempts}
         if step.ended_at is not None and step.started_at is not None:
             data["duration"] = step.ended_at - step.started_at
@@ -1200,6 +1250,14 @@ class Engine:
                 "UPDATE jobs SET error = NULL, updated_at = ? WHERE id = ?", (now, job_id)))
             self._emit(JobEvent(job_id, "error", now, cause="booking valid again",
                                 actor="reload", data=None))
+
+
+def _step_update(unit: Unit, step: Step) -> Unit:
+    return unit.add(
+        "UPDATE steps SET state = ?, attempts = ?, started_at = ?, ended_at = ?,"
+        " outputs = ?, error = ?, pgid = ? WHERE job_id = ? AND idx = ?",
+        (str(step.state), step.attempts, step.started_at, step.ended_at,
+         dumps(step.outputs), step.error, step.pgid, step.job_id, step.idx))
 
 
 def _release_unit(job_id: int) -> Unit:

@@ -44,6 +44,12 @@ class RunControl:
     stop_reason: str | None = None
     #: The start script ran (or there is none): a resumed run does not run it again.
     started: bool = False
+    #: Index of a step whose first attempt was recorded with the job's ``running`` write.
+    prestarted: int | None = None
+    #: A last step whose completion is written together with the job's outcome.
+    deferred: list[Step] = field(default_factory=list)
+    #: Nothing follows the last step (no window, no end script): its write may be deferred.
+    defer_last: bool = False
 
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -144,10 +150,13 @@ class Runner:
     async def _run_step(self, rc: RunControl, step: Step) -> RunResult | None:
         """Run a step until it completes or its attempts are used up; None means completed."""
         while True:
-            step.attempts += 1
-            step.state = StepState.RUNNING
-            step.started_at, step.ended_at, step.error = self.host.now(), None, None
-            await self.host.save_step(rc.job, step)
+            if rc.prestarted == step.idx:
+                rc.prestarted = None  # its start is already durable with the job's `running`
+            else:
+                step.attempts += 1
+                step.state = StepState.RUNNING
+                step.started_at, step.ended_at, step.error = self.host.now(), None, None
+                await self.host.save_step(rc.job, step)
             try:
                 with bound_contextvars(job_id=rc.job.id, step=step.name):
                     outputs = await self._attempt(rc, step)
@@ -162,7 +171,11 @@ class Runner:
                 state = JobState.TIMED_OUT if exc.timed_out else JobState.FAILED
                 return RunResult(state, f"step {step.name} {step.state}", None)
             step.state, step.outputs, step.ended_at = StepState.COMPLETED, outputs, self.host.now()
-            await self.host.save_step(rc.job, step)
+            if rc.defer_last and step is rc.job.steps[-1]:
+                # Written in the same transaction as the job's outcome: one commit fewer.
+                rc.deferred.append(step)
+            else:
+                await self.host.save_step(rc.job, step)
             return None
 
     async def _attempt(self, rc: RunControl, step: Step) -> dict[str, Any] | None:

@@ -161,12 +161,16 @@ def _apply_batch(conn: sqlite3.Connection, units: list[Unit]) -> list[BaseExcept
 
 
 def _apply_unit(conn: sqlite3.Connection, unit: Unit) -> BaseException | None:
-    if not unit.guarded:
+    if not unit.guarded or unit.guarded == {0}:
+        # The common shapes need no savepoint: a guard, if any, is the first statement, so
+        # when it matches no row nothing of the unit has been applied yet.
         try:
-            for sql, params in unit.statements:
-                conn.execute(sql, params)
+            for i, (sql, params) in enumerate(unit.statements):
+                cur = conn.execute(sql, params)
+                if i == 0 and unit.guarded and cur.rowcount == 0:
+                    return GuardFailed(sql)
         except sqlite3.Error as exc:
-            # An unguarded unit failing halfway would leave half a change; it must not.
+            # A unit failing halfway would leave half a change: the whole batch rolls back.
             raise StoreError(f"write failed: {exc}") from exc
         return None
     conn.execute("SAVEPOINT unit")

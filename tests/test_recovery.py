@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import signal
 import subprocess
 import sys
@@ -15,6 +17,17 @@ from tests.enginekit import running_engine, wait_all, wait_state, wait_until
 
 S = JobState
 ROOT = Path(__file__).parent.parent
+
+
+def _recorded_pgids(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
+        try:
+            return int(conn.execute(
+                "SELECT count(*) FROM steps WHERE pgid IS NOT NULL").fetchone()[0])
+        except sqlite3.OperationalError:  # schema not created yet
+            return 0
 
 
 def _alive(pid: int) -> bool:
@@ -31,8 +44,8 @@ async def test_kill_9_loses_nothing_and_completed_steps_do_not_rerun(tmp_path: P
                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         # Job a holds asset A inside its second step; c is in its only step; b waits for A.
-        await wait_until(lambda: (tmp_path / "a.pid").exists() and (tmp_path / "c.pid").exists(),
-                         timeout=30)
+        # Kill only once both step processes' groups are durably recorded.
+        await wait_until(lambda: _recorded_pgids(tmp_path / "jobd.db") == 2, timeout=30)
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()

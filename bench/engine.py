@@ -1,0 +1,150 @@
+"""Engine throughput and latency with the durable store (synchronous=FULL).
+
+Prints one JSON line:
+  jobs_per_s          N no-op jobs submitted and run end to end
+  locked_jobs_per_s   the same, each job locking one of 10 assets
+  due_to_running_ms   p50/p99 from submission (due at once) to `running`, at ~1,000 jobs/s
+
+Usage: python bench/engine.py [--jobs N] [--workers W] [--inflight K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from jobd.config import Config, DaemonConfig, Defaults, StepConfig, WorkflowConfig
+from jobd.engine import Engine
+from jobd.events import JobEvent
+from jobd.models import JobSpec
+from jobd.plugins import PluginHost
+from jobd.states import JobState
+from jobd.store import open_store
+
+PLUGINS = Path(__file__).parent / "plugins"
+
+
+def bench_config(state: Path, workers: int, queue: int) -> Config:
+    flow = WorkflowConfig(name="noop", steps=(StepConfig(name="n", action="noop"),))
+    daemon = DaemonConfig(state_dir=state, workers=workers, run_queue_size=queue,
+                          plugin_dirs=(PLUGINS,), file_roots=(state,), synchronous="full")
+    return Config(daemon=daemon, defaults=Defaults(retries=0), workflows={"noop": flow})
+
+
+class Counter:
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.finished = anyio.Event()
+        self.running_at: dict[int, float] = {}
+
+    def __call__(self, event: JobEvent) -> None:
+        if event.kind != "state":
+            return
+        if event.to_state == JobState.RUNNING:
+            self.running_at[event.job_id] = time.perf_counter()
+        elif event.to_state == JobState.COMPLETED:
+            self.done += 1
+            if self.done >= self.total:
+                self.finished.set()
+
+
+async def _with_engine(state: Path, workers: int, queue: int, body: Any) -> Any:
+    plugins = PluginHost([PLUGINS], builtin=False, entry_points=False)
+    plugins.load()
+    async with open_store(state / "jobd.db", synchronous="full") as store:
+        engine = Engine(bench_config(state, workers, queue), store, plugins)
+        async with anyio.create_task_group() as tg:
+            await tg.start(engine.run)
+            result = await body(engine)
+            tg.cancel_scope.cancel()
+    return result
+
+
+async def throughput(n: int, workers: int, inflight: int, assets: int) -> float:
+    async def body(engine: Engine) -> float:
+        counter = Counter(n)
+        engine.add_listener(counter)
+        specs = [JobSpec(workflow="noop", assets=(f"asset-{i % assets}",) if assets else ())
+                 for i in range(n)]
+        limiter = anyio.Semaphore(inflight)
+
+        async def submit(spec: JobSpec) -> None:
+            async with limiter:
+                await engine.submit(spec, actor="bench")
+
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for spec in specs:
+                await limiter.acquire()
+                limiter.release()
+                tg.start_soon(submit, spec)
+        await counter.finished.wait()
+        return n / (time.perf_counter() - start)
+
+    with tempfile.TemporaryDirectory(prefix="jobd-bench-") as tmp:
+        result: float = await _with_engine(Path(tmp), workers, max(n, 1000), body)
+        return result
+
+
+async def latency(n: int, rate: float, workers: int) -> dict[str, float]:
+    async def body(engine: Engine) -> dict[str, float]:
+        counter = Counter(n)
+        engine.add_listener(counter)
+        submitted: dict[int, float] = {}
+
+        async def submit_one() -> None:
+            t0 = time.perf_counter()
+            job = await engine.submit(JobSpec(workflow="noop"), actor="bench")
+            submitted[job.id] = t0
+
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for i in range(n):
+                # Pace submissions: a due job every 1/rate seconds.
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await anyio.sleep(delay)
+                tg.start_soon(submit_one)
+        await counter.finished.wait()
+        lat = sorted((counter.running_at[j] - t0) * 1000 for j, t0 in submitted.items())
+        return {"p50": round(statistics.median(lat), 3),
+                "p99": round(lat[int(len(lat) * 0.99) - 1], 3)}
+
+    with tempfile.TemporaryDirectory(prefix="jobd-bench-") as tmp:
+        result: dict[str, float] = await _with_engine(Path(tmp), workers, 1000, body)
+        return result
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "bench": "engine",
+        "jobs": args.jobs,
+        "workers": args.workers,
+        "jobs_per_s": round(await throughput(args.jobs, args.workers, args.inflight, 0)),
+        "locked_jobs_per_s": round(await throughput(args.jobs, args.workers, args.inflight, 10)),
+        "due_to_running_ms": await latency(args.latency_jobs, 1000.0, args.workers),
+    }
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--jobs", type=int, default=20000)
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--inflight", type=int, default=512)
+    p.add_argument("--latency-jobs", type=int, default=3000)
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    print(json.dumps(anyio.run(main, parse(sys.argv[1:]))))
