@@ -4,6 +4,7 @@ this process; the daemon's own end-to-end tests live elsewhere)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -423,3 +424,34 @@ def test_watch_redraws_with_events_until_ctrl_c(daemon: Daemon,
     queue, jobs, events = seen[-1]
     assert queue["workers"] == 4 and jobs[0]["workflow"] == "quick"
     assert events[0]["kind"] == "state" and events[0]["to"] == "confirmed"
+
+
+# --------------------------------------------------------------------------- docs stay true
+
+
+def test_every_command_and_route_is_documented() -> None:
+    cli_doc = (ROOT / "docs" / "cli.md").read_text()
+    api_doc = (ROOT / "docs" / "api.md").read_text()
+    subparsers = next(a for a in cli.build_parser()._actions
+                      if isinstance(a, argparse._SubParsersAction))
+    for name, parser in subparsers.choices.items():
+        assert f"`{name}`" in cli_doc or f"`jobd {name}" in cli_doc, f"docs/cli.md: {name}"
+        for action in parser._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    assert f"`{flag}" in cli_doc, f"docs/cli.md: {name} {flag}"
+    app = create_app(_NoEngine(), version="x", started_at=0.0)  # type: ignore[arg-type]
+    for route in app.routes:
+        path = getattr(route, "path", "")
+        if path.startswith(("/v1", "/metrics", "/openapi")):
+            for method in sorted(getattr(route, "methods", ()) - {"HEAD"}):
+                documented = path.replace("{job_id}", "{id}")
+                assert f"`{method} {documented}" in api_doc or (
+                    method == "GET" and f"`{documented}`" in api_doc), f"docs/api.md: {path}"
+
+
+class _NoEngine:
+    """Enough of an engine to build the app (routes are only listed, never called)."""
+
+    def add_listener(self, listener: Any) -> None:
+        pass
