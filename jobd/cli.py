@@ -393,13 +393,17 @@ def _wait_for(client: Client, job_id: int) -> dict[str, Any]:
     from jobd.render import event_line
 
     console = _console(stderr=True)
+    last_line = ""
     while True:
         with client.events(job_id) as events:
             job = client.get_job(job_id)
             if job.get("state") in FINISHED:
                 return job
             for event in events:
-                console.print(event_line(event))
+                line = event_line(event)
+                if line.plain != last_line:  # a step re-saved in the same state says nothing new
+                    console.print(line)
+                    last_line = line.plain
                 if event.get("kind") == "deleted":
                     raise ApiError(404, "not-found", f"job {job_id} was deleted while waiting")
                 if event.get("kind") == "state" and event.get("to") in FINISHED:

@@ -39,6 +39,13 @@ _STATE_STYLES = {
 }
 
 
+def _done(table: Table) -> Table:
+    """A table with no rows says so, rather than showing bare headers."""
+    if not table.rows:
+        table.caption = "(none)"
+    return table
+
+
 def local_time(iso: str | None) -> str:
     """``2026-01-01 11:00:00`` in the terminal's zone; ``-`` for none; the text if unparseable."""
     if not iso:
@@ -86,7 +93,7 @@ def jobs_table(jobs: Iterable[Mapping[str, Any]], title: str | None = None) -> T
             local_time(job.get("start_at")), local_time(job.get("end_at")),
             _progress(job), _error_text(job.get("error")),
         )
-    return table
+    return _done(table)
 
 
 def job_detail(job: Mapping[str, Any]) -> Group:
@@ -137,7 +144,7 @@ def _steps_table(steps: list[Mapping[str, Any]]) -> Table:
                       state_text(step.get("state")), str(step.get("attempts", 0)),
                       local_time(step.get("started_at")), local_time(step.get("ended_at")),
                       Text(str(step.get("error") or ""), style="red"))
-    return table
+    return _done(table)
 
 
 def _reservations_table(reservations: list[Mapping[str, Any]]) -> Table:
@@ -147,7 +154,7 @@ def _reservations_table(reservations: list[Mapping[str, Any]]) -> Table:
     for res in reservations:
         table.add_row(str(res.get("resource", "")), str(res.get("pool") or "-"),
                       local_time(res.get("start")), local_time(res.get("end")))
-    return table
+    return _done(table)
 
 
 def _history_table(history: list[Mapping[str, Any]]) -> Table:
@@ -158,7 +165,7 @@ def _history_table(history: list[Mapping[str, Any]]) -> Table:
         table.add_row(local_time(entry.get("at")), state_text(entry.get("from")),
                       state_text(entry.get("to")), str(entry.get("cause", "")),
                       str(entry.get("actor", "")))
-    return table
+    return _done(table)
 
 
 def queue_view(info: Mapping[str, Any]) -> Table:
@@ -186,7 +193,7 @@ def locks_table(items: Iterable[Mapping[str, Any]]) -> Table:
         waiters = [f"{w.get('job_id')}:{w.get('mode', 'exclusive')} since "
                    f"{local_time(w.get('since'))}" for w in lock.get("waiters") or []]
         table.add_row(str(lock.get("asset", "")), _join(holders), "\n".join(waiters) or "-")
-    return table
+    return _done(table)
 
 
 def resources_table(items: Iterable[Mapping[str, Any]]) -> Table:
@@ -197,7 +204,7 @@ def resources_table(items: Iterable[Mapping[str, Any]]) -> Table:
         table.add_row(str(res.get("name", "")), str(res.get("capacity", 1)),
                       _join(res.get("pools") or []), _join(res.get("current") or []),
                       str(res.get("upcoming", 0)))
-    return table
+    return _done(table)
 
 
 def bookings_table(items: Iterable[Mapping[str, Any]]) -> Table:
@@ -208,13 +215,13 @@ def bookings_table(items: Iterable[Mapping[str, Any]]) -> Table:
         table.add_row(str(booking.get("resource", "")), local_time(booking.get("start")),
                       local_time(booking.get("end")), str(booking.get("job_id", "")),
                       str(booking.get("job_name", "")), state_text(booking.get("state")))
-    return table
+    return _done(table)
 
 
 def schedules_table(items: Iterable[Mapping[str, Any]]) -> Table:
     table = Table()
-    for column in ("SCHEDULE", "WORKFLOW", "WHEN", "NEXT", "LAST", "LAST JOB", "MISSED",
-                   "SKIPPED", "OVERLAP/MISFIRE"):
+    for column in ("NAME", "WORKFLOW", "WHEN", "NEXT", "LAST", "JOB", "MISSED", "SKIPPED",
+                   "POLICY"):
         table.add_column(column)
     for sched in items:
         if sched.get("cron"):
@@ -227,7 +234,7 @@ def schedules_table(items: Iterable[Mapping[str, Any]]) -> Table:
                       str(sched.get("last_job_id") or "-"), str(_count(sched.get("missed"))),
                       str(_count(sched.get("skipped"))),
                       f"{sched.get('overlap', '-')}/{sched.get('misfire', '-')}")
-    return table
+    return _done(table)
 
 
 def plugins_view(info: Mapping[str, Any]) -> Group:
