@@ -44,22 +44,26 @@ class ActionContext:
         self,
         *,
         job_id: int,
-        job: Mapping[str, Any],
+        job: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
         step: str,
         attempt: int,
         params: Mapping[str, Any],
         outputs: Mapping[str, Mapping[str, Any] | None],
         assets: Sequence[str],
         resources: Sequence[str],
-        workdir: Path,
-        log: Any,
+        workdir: Path | Callable[[], Path],
+        log: Any | Callable[[], Any],
         kill_grace: float,
         file_roots: Sequence[Path] = (),
         progress_cb: ProgressCallback | None = None,
         pgid_cb: PgidCallback | None = None,
     ) -> None:
         self.job_id = job_id
-        self.job: Mapping[str, Any] = MappingProxyType(dict(job))
+        # Built on first use: most actions never look at the whole job or log a line.
+        self._job_source = job
+        self._job: Mapping[str, Any] | None = None
+        self._log_source = log
+        self._log: Any = None
         self.step = step
         self.attempt = attempt
         self.params: Mapping[str, Any] = MappingProxyType(dict(params))
@@ -67,15 +71,32 @@ class ActionContext:
         self.assets = tuple(assets)
         self.resources = tuple(resources)
         self._workdir = workdir
-        self.log = log
         self.kill_grace = kill_grace
         self.file_roots = tuple(file_roots)
         self._progress_cb = progress_cb
         self._pgid_cb = pgid_cb
 
     @property
+    def job(self) -> Mapping[str, Any]:
+        """The job as the API shows it (read-only)."""
+        if self._job is None:
+            source = self._job_source
+            self._job = MappingProxyType(dict(source() if callable(source) else source))
+        return self._job
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to the job and step; its lines go to the job's log."""
+        if self._log is None:
+            source = self._log_source
+            self._log = source() if callable(source) and not hasattr(source, "info") else source
+        return self._log
+
+    @property
     def workdir(self) -> Path:
         """A per-job directory, created on first use (most steps never need one)."""
+        if callable(self._workdir):
+            self._workdir = self._workdir()
         self._workdir.mkdir(parents=True, exist_ok=True)
         return self._workdir
 

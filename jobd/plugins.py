@@ -381,6 +381,11 @@ class PluginHost:
         }
 
     @property
+    def validates_jobs(self) -> bool:
+        """Whether any plugin implements ``jobd_validate_job``."""
+        return bool(self._impls.get("jobd_validate_job"))
+
+    @property
     def observes_events(self) -> bool:
         """Whether any plugin implements ``jobd_job_event`` (callers may skip building dicts)."""
         return bool(self._impls.get("jobd_job_event"))
