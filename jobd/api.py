@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import anyio
 import structlog
 from anyio import CancelScope
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -552,6 +552,21 @@ def _actor(request: Request) -> str:
     return "cli" if request.headers.get("x-jobd-actor") == "cli" else "api"
 
 
+async def _refuse_unknown_query(request: Request) -> None:
+    """An unknown query parameter is a 400, as an unknown body field is: ``?stat=failed``
+    must not quietly list every job."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    allowed = {param.alias for param in dependant.query_params}
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed)) or "none"
+        raise ValidationError([f"query.{name}: unknown parameter (allowed: {known})"
+                               for name in unknown], field=unknown[0])
+
+
 def _parse_states(values: list[str] | None) -> list[JobState] | None:
     """``?state=a&state=b`` or ``?state=a,b``; an unknown state is a 400 listing the valid ones."""
     if not values:
@@ -592,7 +607,8 @@ def create_app(
         metrics = Metrics(engine)
         engine.add_listener(metrics.observe)
     app = FastAPI(title="jobd", version=version, docs_url=None, redoc_url=None,
-                  description="Job scheduler daemon for media operations (SPEC §7).")
+                  description="Job scheduler daemon for media operations (SPEC §7).",
+                  dependencies=[Depends(_refuse_unknown_query)])
     app.add_exception_handler(JobdError, _jobd_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
