@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import httpx
 
-#: Seconds to wait for an answer to an ordinary request.
-DEFAULT_TIMEOUT = 30.0
+#: Seconds to wait for an answer. Generous: a cancel may wait for a step to stop.
+DEFAULT_TIMEOUT = 120.0
+#: Seconds to wait for a connection: a daemon that is not there should be said so quickly.
+CONNECT_TIMEOUT = 5.0
 #: An event stream is silent at most 15 s (keep-alive); longer means the daemon is gone.
 STREAM_READ_TIMEOUT = 60.0
 
@@ -107,16 +109,17 @@ class Client:
         import httpx
 
         self.endpoint = endpoint
+        limits = httpx.Timeout(timeout, connect=CONNECT_TIMEOUT)
         headers = {"x-jobd-actor": "cli", "user-agent": "jobd-cli"}
         if endpoint.token:
             headers["authorization"] = f"Bearer {endpoint.token}"
         if endpoint.socket is not None:
             transport = httpx.HTTPTransport(uds=str(endpoint.socket))
             self._http = httpx.Client(transport=transport, base_url="http://jobd",
-                                      headers=headers, timeout=timeout)
+                                      headers=headers, timeout=limits)
         else:
             self._http = httpx.Client(base_url=endpoint.url or "", headers=headers,
-                                      timeout=timeout)
+                                      timeout=limits)
 
     def __enter__(self) -> Client:
         return self
@@ -218,7 +221,7 @@ class Client:
         import httpx
 
         params = {"job": job_id} if job_id is not None else None
-        timeout = httpx.Timeout(DEFAULT_TIMEOUT, read=STREAM_READ_TIMEOUT)
+        timeout = httpx.Timeout(DEFAULT_TIMEOUT, connect=CONNECT_TIMEOUT, read=STREAM_READ_TIMEOUT)
         try:
             with self._http.stream("GET", "/v1/events", params=params,
                                    timeout=timeout) as response:
