@@ -27,7 +27,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from jobd.action import Action, ActionContext
 from jobd.bookings import BookingIndex
 from jobd.config import Config, ScheduleConfig, WorkflowConfig
-from jobd.errors import InvalidTransition, JobdError, NotFound, ShuttingDown, ValidationError
+from jobd.errors import (
+    InvalidTransition,
+    JobdError,
+    NotApplicable,
+    NotFound,
+    ShuttingDown,
+    ValidationError,
+)
 from jobd.events import JobEvent
 from jobd.locks import LockManager
 from jobd.models import ErrorOverlay, Job, JobSpec, Reservation, Step
@@ -180,8 +187,11 @@ class Engine:
         unit: Unit | None = None,
         error: ErrorOverlay | None = _KEEP,
         due_at: float | None = _KEEP,
+        steps: list[Step] | None = None,
     ) -> None:
-        """Check, write (guarded), commit, then tell everyone. The job object is updated."""
+        """Check, write (guarded), commit, then tell everyone. The job object is updated.
+
+        ``steps`` were written in the same unit: their events go out before the job's."""
         check_transition(operation, job.state, target)
         now = self.clock()
         sets, params = ["state = ?", "updated_at = ?"], [str(target), now]
@@ -214,6 +224,8 @@ class Engine:
             job.error = error
         if due_at is not _KEEP:
             job.due_at = due_at
+        for step in steps or ():
+            self._step_event(job, step, previous)
         self._emit(JobEvent(job.id, "state", now, previous, target, cause, actor))
 
     async def _current_state(self, job_id: int) -> JobState | None:
@@ -481,8 +493,8 @@ class Engine:
     async def _op_stop(self, job: Job, actor: str) -> None:
         rc = self.active.get(job.id)
         if rc is None or job.spec.end_at is None:
-            raise InvalidTransition("stop", job.state, allowed_operations(job.state),
-                                    job_id=job.id)
+            raise NotApplicable(f"job {job.id} has no live window to stop (no end_at); "
+                                "use cancel to end its run", {"job_id": job.id})
         self._history_only(job, "stop requested: ending the live window now", actor)
         if rc.window_scope is not None:
             rc.window_scope.cancel()
@@ -769,7 +781,7 @@ class Engine:
                                unit=unit)
         for step in job.steps:
             if step.idx == rc.prestarted:
-                self._step_event(job, step)
+                self._step_event(job, step)  # after the job's `running`, which came first
         await self._execute(rc, workflow)
 
     def _prestart(self, rc: RunControl, workflow: WorkflowConfig | None) -> Unit:
@@ -899,9 +911,7 @@ class Engine:
         for step in rc.deferred:
             _step_update(unit, step)
         await self._transition(job, "finished", result.outcome, cause=result.cause,
-                               actor="scheduler", error=error, unit=unit)
-        for step in rc.deferred:
-            self._step_event(job, step)
+                               actor="scheduler", error=error, unit=unit, steps=rc.deferred)
         rc.deferred.clear()
         self.booking_index.remove_job(job.id)
 
@@ -916,13 +926,19 @@ class Engine:
         await self.store.commit(_step_update(Unit(), step))
         self._step_event(job, step)
 
-    def _step_event(self, job: Job, step: Step) -> None:
+    async def save_pgid(self, job: Job, step: Step) -> None:
+        await self.store.commit(Unit().add(
+            "UPDATE steps SET pgid = ? WHERE job_id = ? AND idx = ?",
+            (step.pgid, job.id, step.idx)))
+
+    def _step_event(self, job: Job, step: Step, job_state: JobState | None = None) -> None:
+        state = job.state if job_state is None else job_state
         data: dict[str, Any] = {"state": str(step.state), "attempt": step.attempts}
         if step.ended_at is not None and step.started_at is not None:
             data["duration"] = step.ended_at - step.started_at
         if step.error:
             data["error"] = step.error
-        self._emit(JobEvent(job.id, "step", self.clock(), job.state, job.state,
+        self._emit(JobEvent(job.id, "step", self.clock(), state, state,
                             f"step {step.name} {step.state}", "scheduler", step.name, data))
 
     async def set_progress(self, job: Job, pct: float, message: str | None) -> None:

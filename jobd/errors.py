@@ -88,6 +88,13 @@ class InvalidTransition(JobdError):
         self.operation, self.state, self.allowed = operation, state, allowed
 
 
+class NotApplicable(JobdError):
+    """The operation is allowed in this state but means nothing for this job (HTTP 409)."""
+
+    code = "not-applicable"
+    status = 409
+
+
 class BookingConflict(JobdError):
     """A reservation overlaps others beyond a resource's capacity (HTTP 409)."""
 

@@ -74,6 +74,10 @@ class RunHost(Protocol):
 
     async def save_step(self, job: Job, step: Step) -> None: ...
 
+    async def save_pgid(self, job: Job, step: Step) -> None:
+        """Durably record the step's process group (recovery kills what is left of it)."""
+        ...
+
     async def set_progress(self, job: Job, pct: float, message: str | None) -> None: ...
 
     async def run_isolated(self, step: Step, params: dict[str, Any],
@@ -217,7 +221,7 @@ class Runner:
 
         async def pgid(value: int | None) -> None:
             step.pgid = value
-            await self.host.save_step(job, step)
+            await self.host.save_pgid(job, step)
 
         return ActionContext(
             job_id=job.id, job=job.to_dict, step=step.name, attempt=step.attempts,
