@@ -226,7 +226,7 @@ class Engine:
             job.due_at = due_at
         for step in steps or ():
             self._step_event(job, step, previous)
-        self._emit(JobEvent(job.id, "state", now, previous, target, cause, actor))
+        self._emit(JobEvent(job.id, "state", now, previous, target, cause, actor), job)
 
     async def _current_state(self, job_id: int) -> JobState | None:
         states = await self.store.job_states([job_id])
