@@ -256,8 +256,10 @@ class Runner:
         elif rc.stop_reason == CANCEL:
             step.state, step.error = StepState.CANCELED, "canceled by an operator"
         elif rc.stop_reason == SHUTDOWN:
-            # Left 'running' on purpose: recovery treats it like a crash (an interrupted attempt).
-            step.error = "interrupted by daemon shutdown"
+            # A graceful stop is not the step's fault: like a pause, the attempt does not
+            # count. The job stays `running` in the store and recovery resumes it here.
+            step.attempts -= 1
+            step.state, step.error = StepState.QUEUED, "interrupted by daemon shutdown"
         else:  # the job's own timeout
             step.state, step.error = StepState.TIMED_OUT, "the job's timeout expired"
         step.ended_at = self.host.now()

@@ -321,3 +321,19 @@ def test_state_lock_is_exclusive_and_names_the_holder(base: Path) -> None:
         with pytest.raises(daemon_module.AlreadyRunning, match=f"pid {os.getpid()}"):
             daemon_module.StateLock.acquire(base / "state")
     daemon_module.StateLock.acquire(base / "state").release()  # free again
+
+
+def test_sigterm_past_the_grace_interrupts_and_the_next_start_resumes(base: Path) -> None:
+    flag = base / "release"
+    with e2e.running_daemon(base, shutdown_grace=0.5) as daemon:
+        job = submit_http(daemon, workflow="hold", params={"path": str(flag)})
+        wait_for_state(daemon, job["id"], "running")
+        assert daemon.stop() == 0, daemon.log_text()  # the grace runs out: step interrupted
+    flag.touch()
+    with e2e.running_daemon(base) as again:
+        wait_for_state(again, job["id"], "completed")
+        shown = again.cli_json("show", str(job["id"]))
+    step = shown["steps"][0]
+    assert step["state"] == "completed"
+    assert step["attempts"] == 1  # the interrupted attempt did not count against the step
+    assert any("interrupted" in h["cause"] for h in shown["history"])
