@@ -513,9 +513,16 @@ class Engine:
         await self._transition(job, "pause", S.PAUSED, cause="paused", actor=actor)
 
     async def _op_resume(self, job: Job, actor: str) -> None:
+        due = self._due_from_now(job)
         await self._transition(job, "resume", S.CONFIRMED, cause="resumed", actor=actor,
-                               due_at=self.clock())
-        await self._process_due()
+                               due_at=due)
+        self._schedule_due(due)
+
+    def _due_from_now(self, job: Job) -> float:
+        """Its own due time if that is still ahead, else now."""
+        now = self.clock()
+        due = job.spec.due_at
+        return due if due is not None and due > now else now
 
     async def _op_retry(self, job: Job, actor: str) -> None:
         await self._rerun(job, "retry", actor, reset_all=False)
@@ -536,13 +543,14 @@ class Engine:
         for res in reservations:
             unit.add(*_reservation_insert(res))
         try:
+            due = self._due_from_now(job)
             await self._transition(job, operation, S.CONFIRMED, cause=f"{operation} requested",
-                                   actor=actor, unit=unit, error=None, due_at=self.clock())
+                                   actor=actor, unit=unit, error=None, due_at=due)
         except BaseException:
             if not had_reservations:
                 self.booking_index.remove_job(job.id)
             raise
-        await self._process_due()
+        self._schedule_due(due)
 
     async def _op_confirm(self, job: Job, actor: str) -> None:
         await self._book_and_move(job, "confirm", S.CONFIRMED, actor)

@@ -251,3 +251,15 @@ async def test_restart_reruns_everything_and_delete_keeps_audit(config, tmp_path
             await engine.get_job(job.id)
         history = await engine.store.load_history(job.id)
         assert history[-1].cause == "deleted"
+
+
+async def test_pause_and_resume_of_a_future_job_keeps_its_start_time(config) -> None:
+    async with running_engine(config) as engine:
+        start = engine.clock() + 3600
+        job = await engine.submit(spec("noop", start_at=start))
+        assert job.state == S.CONFIRMED
+        await engine.operate(job.id, "pause")
+        resumed = await engine.operate(job.id, "resume")
+        assert resumed is not None and resumed.state == S.CONFIRMED
+        assert resumed.due_at == start  # resume does not make a future job due now
+        assert engine.queue_info()["queued"] == []
