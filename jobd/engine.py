@@ -108,6 +108,10 @@ class Engine:
         self._drained = anyio.Event()
         self._has_observers = False
         self._finishers: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._inactive_waiters: dict[int, list[anyio.Event]] = {}
+        #: When the one due timer is set for (None: not set).
+        self._next_wake: float | None = None
 
     # ================================================================ lifecycle
     def add_listener(self, listener: Callable[[JobEvent], None]) -> None:
@@ -160,7 +164,8 @@ class Engine:
         await self.store.flush()
 
     async def _wait_idle(self) -> None:
-        self._idle = anyio.Event()
+        """Wait until no job runs, or half a second (the caller re-checks)."""
+        self._idle.clear()
         with anyio.move_on_after(0.5):
             await self._idle.wait()
 
@@ -641,8 +646,6 @@ class Engine:
             self._inactive_waiters.setdefault(job_id, []).append(event)
             await event.wait()
 
-    _inactive_waiters: dict[int, list[anyio.Event]]
-
     def _mark_inactive(self, job_id: int) -> None:
         self.active.pop(job_id, None)
         for event in self._inactive_waiters.pop(job_id, []):
@@ -667,8 +670,6 @@ class Engine:
         if current is None or due_at < current:
             self._next_wake = due_at
             self.timers.wake_due_at(due_at, self._process_due)
-
-    _next_wake: float | None = None
 
     async def _process_due(self) -> None:
         """Move every confirmed job whose time has come into the queue (or pending)."""
@@ -899,7 +900,7 @@ class Engine:
     def _settled(self, job_id: int) -> None:
         self.running.discard(job_id)
         self._mark_inactive(job_id)
-        if not self.running and hasattr(self, "_idle"):
+        if not self.running:
             self._idle.set()
         if self._pending and self._tg is not None and self._accepting:
             self._tg.start_soon(self._admit)
@@ -982,7 +983,6 @@ class Engine:
 
     # ================================================================ recovery
     async def _recover(self) -> None:
-        self._inactive_waiters = {}
         self._next_id = await self.store.max_job_id()
         self.booking_index.load(await self.store.all_reservations())
         self._pending = await self.store.count_state(S.PENDING)
