@@ -349,8 +349,9 @@ class BookingIndex:
         """Adopt a new config; return ``(job_id, problem)`` for reservations it no longer allows.
 
         Reservations stay in the index either way (the engine decides what to do:
-        SPEC §2, error overlay). Problems: the resource vanished, or the resource is
-        now over capacity. For the latter, reservations are replayed in order of job
+        SPEC §2, error overlay). Problems: the resource vanished, the resource is
+        now over capacity, or a pool booking's pool vanished or no longer has that
+        member. For over capacity, reservations are replayed in order of job
         id (earlier bookings first) and the ones that no longer fit are reported,
         so the oldest bookings keep their claim. One entry per job and resource.
         """
@@ -366,7 +367,23 @@ class BookingIndex:
                 problems += [(j, f"resource {name} no longer exists") for j in jobs]
             else:
                 problems += self._over_capacity(config, track)
+        problems += self._pool_problems()
         return problems
+
+    def _pool_problems(self) -> list[tuple[int, str]]:
+        """Pool bookings whose pool vanished, or whose member left the pool."""
+        found: dict[tuple[int, str], str] = {}
+        for job_id, entries in self._by_job.items():
+            for resource, entry in entries:
+                pool = entry[4].pool
+                if pool is None or (job_id, pool) in found:
+                    continue
+                config = self._pools.get(pool)
+                if config is None:
+                    found[(job_id, pool)] = f"pool {pool} no longer exists"
+                elif resource not in config.members:
+                    found[(job_id, pool)] = f"resource {resource} is no longer in pool {pool}"
+        return [(job, problem) for (job, _), problem in sorted(found.items())]
 
     def _over_capacity(self, config: ResourceConfig, track: _Track) -> list[tuple[int, str]]:
         kept = _Track()

@@ -315,6 +315,9 @@ class Engine:
             self._work.set()
         elif job.state == S.CONFIRMED:
             self._schedule_due(job.due_at)
+        elif job.error is None:
+            # Draft or tentative: wake at its start to mark it `not-confirmed` if still so.
+            self._schedule_due(spec.start_at)
         for frm, to, cause in history:
             self._emit(JobEvent(job.id, "state", now, frm, to, cause, actor), job)
         return job
@@ -436,8 +439,8 @@ class Engine:
             self.booking_index.remove_job(job_id)
             self.booking_index.add(old)
             raise
-        if job.state == S.CONFIRMED:
-            self._schedule_due(spec.due_at)
+        # Confirmed: its due time; draft or tentative: its start (`not-confirmed` check).
+        self._schedule_due(spec.due_at if job.state == S.CONFIRMED else spec.start_at)
         return await self.get_job(job_id)
 
     # ================================================================ operations
@@ -1257,7 +1260,9 @@ class Engine:
             state_dir=self.config.daemon.state_dir))
         now = self.clock()
         problems = self.booking_index.reconfigure(config.resources, config.pools)
-        affected = {job_id: problem for job_id, problem in problems}
+        affected: dict[int, str] = {}
+        for job_id, problem in problems:  # one overlay per job, naming every problem
+            affected[job_id] = f"{affected[job_id]}; {problem}" if job_id in affected else problem
         for job_id, problem in affected.items():
             overlay = ErrorOverlay("booking-invalid", problem, now)
             await self.store.commit(Unit().add(

@@ -281,3 +281,13 @@ def test_check_matches_brute_force(existing: list[tuple[int, int]], capacity: in
         index.remove_job(rows[0][2])
         rows = rows[1:]
     assert index.check("r", query[0], query[1]) == brute_force(rows, capacity, *query)
+
+
+def test_reconfigure_reports_pool_bookings_whose_pool_or_membership_went() -> None:
+    index = make_index({"e1": 1, "e2": 1}, {"encoders": ("e1", "e2"), "spare": ("e2",)})
+    index.add([res(1, "e1", 0, 10, "encoders"), res(2, "e2", 0, 10, "spare"),
+               res(3, "e2", 20, 30, "encoders"), res(4, "e1", 20, 30)])
+    resources = {"e1": ResourceConfig("e1", 1), "e2": ResourceConfig("e2", 1)}
+    problems = index.reconfigure(resources, {"encoders": PoolConfig("encoders", ("e1",))})
+    assert problems == [(2, "pool spare no longer exists"),
+                        (3, "resource e2 is no longer in pool encoders")]

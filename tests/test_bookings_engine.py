@@ -1,0 +1,361 @@
+"""Bookings through the real engine: conflicts, pools, lifecycle, invoicing, overlays, reload.
+
+A real SQLite file and the real engine; booking windows lie far in the future so
+that nothing runs unless a test makes it due. Nothing sleeps: tests wait on the
+engine's events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from jobd.config import Config, PoolConfig, ResourceConfig
+from jobd.engine import Engine
+from jobd.errors import BookingConflict, InvalidTransition, ValidationError
+from jobd.states import JobState
+from tests.enginekit import make_config, running_engine, spec, step, wait_state, workflow
+
+S = JobState
+#: A start far enough ahead that no booking of these tests becomes due while they run.
+T = time.time() + 100_000
+
+
+def _resources(**capacities: int) -> dict[str, ResourceConfig]:
+    return {name: ResourceConfig(name=name, capacity=c) for name, c in capacities.items()}
+
+
+def _config(tmp: Path, **kw: Any) -> Config:
+    flows = [
+        workflow("noop", step("a", "t-noop")),
+        workflow("hang", step("h", "t-hang")),
+        workflow("fails", step("f", "t-flaky", params={"counter": str(tmp / "count"),
+                                                        "fail_times": 99}, retries=0)),
+    ]
+    resources = _resources(**{"studio": 1, "dual": 2, "enc-1": 1, "enc-2": 1})
+    pools = {"encoders": PoolConfig(name="encoders", members=("enc-1", "enc-2"))}
+    return make_config(tmp, flows, resources=kw.pop("resources", resources),
+                       pools=kw.pop("pools", pools), **kw)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return _config(tmp_path)
+
+
+def booking(start: float, end: float, *, workflow: str = "noop", **kw: Any) -> Any:
+    kw.setdefault("resources", ["studio"])
+    return spec(workflow, start_at=start, end_at=end, **kw)
+
+
+async def reserved(engine: Engine, job_id: int) -> list[tuple[str, float, float]]:
+    """The job's reservations as the store has them."""
+    job = await engine.get_job(job_id)
+    return [(r.resource, r.start, r.end) for r in job.reservations]
+
+
+async def test_overlap_refused_naming_the_job_touching_accepted(config: Config) -> None:
+    async with running_engine(config) as engine:
+        a = await engine.submit(booking(T, T + 100))
+        with pytest.raises(BookingConflict) as err:
+            await engine.submit(booking(T + 50, T + 150))
+        assert err.value.job_ids == [a.id]
+        assert err.value.status == 409
+        assert f"jobs {a.id}" in err.value.message and "studio" in err.value.message
+        # Half-open intervals: ending where another starts is no conflict, either side.
+        after = await engine.submit(booking(T + 100, T + 200))
+        before = await engine.submit(booking(T - 100, T))
+        # Preroll and postroll count: the reservation is [start - preroll, end + postroll].
+        touching = await engine.submit(booking(T + 210, T + 300, preroll=10))
+        with pytest.raises(BookingConflict) as err:
+            await engine.submit(booking(T + 211, T + 300, preroll=12))
+        assert err.value.job_ids == [after.id, touching.id]
+        with pytest.raises(BookingConflict) as err:
+            await engine.submit(booking(T - 200, T - 100, postroll=1))
+        assert err.value.job_ids == [before.id]
+        assert await reserved(engine, touching.id) == [("studio", T + 200, T + 300)]
+        # A refused submission leaves no job behind.
+        jobs, _ = await engine.list_jobs()
+        assert sorted(j.id for j in jobs) == sorted([a.id, after.id, before.id, touching.id])
+
+
+async def test_capacity_two_takes_two_overlapping_bookings(config: Config) -> None:
+    async with running_engine(config) as engine:
+        one = await engine.submit(booking(T, T + 100, resources=["dual"]))
+        two = await engine.submit(booking(T + 50, T + 150, resources=["dual"]))
+        # Beside either one alone there is room; where both overlap there is none.
+        await engine.submit(booking(T + 120, T + 200, resources=["dual"]))
+        with pytest.raises(BookingConflict) as err:
+            await engine.submit(booking(T + 60, T + 70, resources=["dual"]))
+        assert err.value.job_ids == [one.id, two.id]
+
+
+async def test_pool_picks_the_member_with_fewest_bookings_then_runs_out(
+        config: Config) -> None:
+    async with running_engine(config) as engine:
+        # enc-1 already carries one booking elsewhere in time.
+        await engine.submit(booking(T + 1000, T + 1100, resources=["enc-1"]))
+        first = await engine.submit(booking(T, T + 100, resources=[], pools=["encoders"]))
+        assert [(r.resource, r.pool) for r in first.reservations] == [("enc-2", "encoders")]
+        second = await engine.submit(booking(T, T + 100, resources=[], pools=["encoders"]))
+        assert [r.resource for r in second.reservations] == ["enc-1"]
+        with pytest.raises(BookingConflict) as err:
+            await engine.submit(booking(T + 10, T + 20, resources=[], pools=["encoders"]))
+        assert "pool encoders" in err.value.message
+        assert err.value.job_ids == sorted([first.id, second.id])
+        stored = await engine.get_job(first.id)
+        assert [r.to_dict()["pool"] for r in stored.reservations] == ["encoders"]
+
+
+async def test_unknown_resource_and_booking_without_times_refused(config: Config) -> None:
+    async with running_engine(config) as engine:
+        with pytest.raises(ValidationError, match="unknown resource 'nope'"):
+            await engine.submit(booking(T, T + 1, resources=["nope"]))
+        with pytest.raises(ValidationError, match="needs start_at"):
+            await engine.submit(spec("noop", resources=["studio"]))
+        with pytest.raises(ValidationError, match="end_at is before start_at"):
+            await engine.submit(booking(T, T - 1))
+
+
+async def test_draft_holds_nothing_then_tentative_reserves(config: Config) -> None:
+    async with running_engine(config) as engine:
+        blocker = await engine.submit(booking(T, T + 100, state=S.TENTATIVE))
+        assert await reserved(engine, blocker.id) == [("studio", T, T + 100)]
+        draft = await engine.submit(booking(T, T + 100, state=S.DRAFT))
+        assert draft.state == S.DRAFT and await reserved(engine, draft.id) == []
+        assert [b["job_id"] for b in await engine.bookings(T, T + 100)] == [blocker.id]
+        with pytest.raises(BookingConflict) as err:
+            await engine.operate(draft.id, "tentative")
+        assert err.value.job_ids == [blocker.id]
+        with pytest.raises(BookingConflict):
+            await engine.operate(draft.id, "confirm")
+        assert (await engine.get_job(draft.id)).state == S.DRAFT
+        await engine.operate(blocker.id, "cancel")
+        held = await engine.operate(draft.id, "tentative")
+        assert held is not None and held.state == S.TENTATIVE
+        assert await reserved(engine, draft.id) == [("studio", T, T + 100)]
+        # Confirm and unconfirm keep the reservation.
+        confirmed = await engine.operate(draft.id, "confirm")
+        assert confirmed is not None and confirmed.state == S.CONFIRMED
+        assert await reserved(engine, draft.id) == [("studio", T, T + 100)]
+        back = await engine.operate(draft.id, "unconfirm")
+        assert back is not None and back.state == S.TENTATIVE
+        assert await reserved(engine, draft.id) == [("studio", T, T + 100)]
+        with pytest.raises(BookingConflict):
+            await engine.submit(booking(T, T + 100))
+        # State rules of SPEC §2.
+        with pytest.raises(InvalidTransition, match="allowed in tentative"):
+            await engine.operate(draft.id, "unconfirm")
+        with pytest.raises(InvalidTransition):
+            await engine.operate(draft.id, "tentative")
+
+
+async def test_cancel_complete_and_fail_release_the_resource(config: Config) -> None:
+    async with running_engine(config) as engine:
+        # Cancel.
+        a = await engine.submit(booking(T, T + 100))
+        await engine.operate(a.id, "cancel")
+        assert await reserved(engine, a.id) == []
+        b = await engine.submit(booking(T, T + 100))
+        await engine.operate(b.id, "cancel")
+        # Complete and fail: held (tentative) until confirmed, then run at once.
+        now = time.time()
+        for flow, outcome in (("noop", S.COMPLETED), ("fails", S.FAILED)):
+            job = await engine.submit(booking(now, now, workflow=flow, state=S.TENTATIVE))
+            with pytest.raises(BookingConflict):
+                await engine.submit(booking(now - 1, now + 1, state=S.TENTATIVE))
+            await engine.operate(job.id, "confirm")
+            done = await wait_state(engine, job.id, {S.COMPLETED, S.FAILED})
+            assert done.state == outcome
+            assert done.reservations == []
+            again = await engine.submit(booking(now - 1, now + 1, state=S.TENTATIVE))
+            await engine.operate(again.id, "cancel")
+
+
+async def test_edit_rechecks_reservations(config: Config) -> None:
+    async with running_engine(config) as engine:
+        a = await engine.submit(booking(T, T + 100))
+        b = await engine.submit(booking(T + 200, T + 300, state=S.TENTATIVE))
+        with pytest.raises(BookingConflict) as err:
+            await engine.edit(b.id, {"start_at": T + 50, "end_at": T + 150})
+        assert err.value.job_ids == [a.id]
+        kept = await engine.get_job(b.id)
+        assert (kept.spec.start_at, kept.state) == (T + 200, S.TENTATIVE)
+        assert await reserved(engine, b.id) == [("studio", T + 200, T + 300)]
+        # The old slot is still held in the index too.
+        with pytest.raises(BookingConflict):
+            await engine.submit(booking(T + 250, T + 260))
+        moved = await engine.edit(b.id, {"start_at": T + 400, "end_at": T + 500})
+        assert moved.state == S.TENTATIVE
+        assert await reserved(engine, b.id) == [("studio", T + 400, T + 500)]
+        free = await engine.submit(booking(T + 200, T + 300))
+        assert [r.resource for r in free.reservations] == ["studio"]
+        # Editing onto its own old slot is no conflict with itself; a pool edit rebooks.
+        await engine.edit(b.id, {"end_at": T + 510})
+        pooled = await engine.edit(b.id, {"resources": [], "pools": ["encoders"]})
+        assert [r.resource for r in pooled.reservations] == ["enc-1"]
+        # A draft's edit books nothing.
+        d = await engine.submit(booking(T, T + 100, state=S.DRAFT))
+        edited = await engine.edit(d.id, {"end_at": T + 120})
+        assert edited.reservations == []
+
+
+async def test_invoicing_ends_the_life_of_a_job(config: Config) -> None:
+    async with running_engine(config) as engine:
+        job = await engine.submit(spec("noop"))
+        await wait_state(engine, job.id, S.COMPLETED)
+        with pytest.raises(InvalidTransition, match="allowed in completed"):
+            await engine.operate(job.id, "invoiced")
+        ready = await engine.operate(job.id, "invoice-ready")
+        assert ready is not None and ready.state == S.READY_FOR_INVOICE
+        for op in ("cancel", "retry", "restart", "confirm", "pause", "delete", "invoice-ready"):
+            with pytest.raises(InvalidTransition, match="allowed in ready-for-invoice: "
+                                                        "resubmit, invoiced"):
+                await engine.operate(job.id, op)
+        with pytest.raises(InvalidTransition):
+            await engine.edit(job.id, {"priority": 5})
+        billed = await engine.operate(job.id, "invoiced")
+        assert billed is not None and billed.state == S.INVOICED
+        for op in ("invoiced", "invoice-ready", "cancel", "delete"):
+            with pytest.raises(InvalidTransition, match="allowed in invoiced: resubmit"):
+                await engine.operate(job.id, op)
+        with pytest.raises(InvalidTransition):
+            await engine.edit(job.id, {"name": "x"})
+        assert [h.to_state for h in billed.history][-2:] == [S.READY_FOR_INVOICE, S.INVOICED]
+        # A canceled booking may be invoiced too (a late cancellation is billed).
+        canceled = await engine.submit(booking(T, T + 100))
+        await engine.operate(canceled.id, "cancel")
+        fixed = await engine.operate(canceled.id, "invoice-ready")
+        assert fixed is not None and fixed.state == S.READY_FOR_INVOICE
+        # Resubmit makes a new job; the invoiced one is unchanged.
+        new = await engine.operate(job.id, "resubmit")
+        assert new is not None and new.id != job.id
+        assert (await engine.get_job(job.id)).state == S.INVOICED
+
+
+async def _error_event(engine: Engine, job_id: int, code: str | None) -> None:
+    """Wait for the job's overlay to become ``code`` (None: cleared), on the engine's events."""
+    with anyio.fail_after(20):
+        async with engine.subscribe() as events:
+            job = await engine.get_job(job_id)
+            while (job.error.code if job.error else None) != code:
+                async for event in events:
+                    if event.job_id == job_id and event.kind == "error":
+                        break
+                job = await engine.get_job(job_id)
+
+
+async def test_tentative_job_whose_start_passes_gets_not_confirmed_and_never_runs(
+        config: Config) -> None:
+    async with running_engine(config) as engine:
+        start = time.time() + 1
+        job = await engine.submit(booking(start, start + 1, state=S.TENTATIVE))
+        assert job.error is None
+        await _error_event(engine, job.id, "not-confirmed")
+        marked = await engine.get_job(job.id)
+        assert marked.state == S.TENTATIVE
+        assert marked.error is not None and "not confirmed" in marked.error.message
+        assert [h.to_state for h in marked.history] == [S.TENTATIVE]
+        assert marked.steps[0].attempts == 0
+        # Moving it to a future start clears the overlay; confirming it then runs it there.
+        later = time.time() + 0.5
+        edited = await engine.edit(job.id, {"start_at": later, "end_at": later})
+        assert edited.error is None
+        await engine.operate(job.id, "confirm")
+        done = await wait_state(engine, job.id, {S.COMPLETED, S.FAILED})
+        assert done.state == S.COMPLETED and done.error is None
+        # A draft submitted with a start already past carries the overlay at once.
+        past = time.time() - 10
+        draft = await engine.submit(booking(past, past + 1, state=S.DRAFT))
+        assert draft.error is not None and draft.error.code == "not-confirmed"
+
+
+async def test_confirm_with_a_future_start_clears_not_confirmed(tmp_path: Path) -> None:
+    offset = [0.0]
+    config = _config(tmp_path)
+    async with running_engine(config, clock=lambda: time.time() + offset[0]) as engine:
+        start = time.time() + 1
+        job = await engine.submit(booking(start, start + 100, state=S.TENTATIVE))
+        await _error_event(engine, job.id, "not-confirmed")
+        # The wall clock is stepped back (NTP): the start lies ahead again.
+        offset[0] = -60
+        confirmed = await engine.operate(job.id, "confirm")
+        assert confirmed is not None and confirmed.state == S.CONFIRMED
+        assert confirmed.error is None
+
+
+async def test_reload_removing_a_resource_or_pool_marks_jobs_then_restoring_clears(
+        config: Config) -> None:
+    async with running_engine(config) as engine:
+        studio = await engine.submit(booking(T, T + 100, state=S.TENTATIVE))
+        pooled = await engine.submit(booking(T, T + 100, resources=[], pools=["encoders"]))
+        draft = await engine.submit(booking(T, T + 100, state=S.DRAFT))
+        other = await engine.submit(booking(T, T + 100, resources=["dual"]))
+
+        without_studio = dataclasses.replace(
+            config, resources={k: v for k, v in config.resources.items() if k != "studio"})
+        warnings = await engine.reload(without_studio)
+        assert any(f"job {studio.id}" in w and "studio" in w for w in warnings)
+        marked = await engine.get_job(studio.id)
+        assert marked.error is not None and marked.error.code == "booking-invalid"
+        assert "studio" in marked.error.message and marked.state == S.TENTATIVE
+        for unaffected in (pooled.id, draft.id, other.id):
+            assert (await engine.get_job(unaffected)).error is None
+        info = await engine.resources_info()
+        assert "studio" not in [r["name"] for r in info]
+
+        warnings = await engine.reload(config)
+        assert warnings == []
+        assert (await engine.get_job(studio.id)).error is None
+
+        without_pool = dataclasses.replace(config, pools={})
+        warnings = await engine.reload(without_pool)
+        assert any(f"job {pooled.id}" in w and "encoders" in w for w in warnings)
+        marked = await engine.get_job(pooled.id)
+        assert marked.error is not None and marked.error.code == "booking-invalid"
+        assert "encoders" in marked.error.message
+        assert (await engine.get_job(studio.id)).error is None
+
+        await engine.reload(config)
+        assert (await engine.get_job(pooled.id)).error is None
+
+
+async def test_bookings_and_resources_info(config: Config) -> None:
+    async with running_engine(config) as engine:
+        now = time.time()
+        live = await engine.submit(booking(now, now + 3600, workflow="noop", name="live"))
+        await wait_state(engine, live.id, S.RUNNING)
+        later = await engine.submit(booking(T, T + 100, name="later", state=S.TENTATIVE))
+        pooled = await engine.submit(booking(T, T + 100, resources=[], pools=["encoders"]))
+
+        everything = await engine.bookings(None, None)
+        assert [(b["job_id"], b["resource"]) for b in everything] == [
+            (live.id, "studio"), (pooled.id, "enc-1"), (later.id, "studio")]
+        first = everything[0]
+        assert (first["job_name"], first["state"], first["pool"]) == ("live", "running", None)
+        assert (first["start"], first["end"]) == (now, now + 3600)
+        assert everything[1]["pool"] == "encoders"
+        # Half-open range queries.
+        assert [b["job_id"] for b in await engine.bookings(T + 100, None)] == []
+        assert [b["job_id"] for b in await engine.bookings(None, T)] == [live.id]
+        assert {b["job_id"] for b in await engine.bookings(T + 99, T + 200)} == {
+            later.id, pooled.id}
+
+        info = {r["name"]: r for r in await engine.resources_info()}
+        assert info["studio"]["capacity"] == 1 and info["studio"]["pools"] == []
+        assert info["studio"]["current"] == [live.id]
+        assert info["studio"]["upcoming"] == 1
+        assert info["studio"]["bookings"] == 2
+        assert info["enc-1"]["pools"] == ["encoders"] and info["enc-1"]["upcoming"] == 1
+        assert info["enc-2"]["bookings"] == 0 and info["dual"]["capacity"] == 2
+
+        await engine.operate(live.id, "stop")
+        done = await wait_state(engine, live.id, S.COMPLETED)
+        assert done.reservations == []
+        info = {r["name"]: r for r in await engine.resources_info()}
+        assert info["studio"]["current"] == [] and info["studio"]["bookings"] == 1
