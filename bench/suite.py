@@ -1,0 +1,374 @@
+"""The benchmark suite: jobd and its peers side by side, on this machine, in one run.
+
+Runs every benchmark in its own process (``python -m bench.<name>``, each prints one
+JSON line), repeats the noisy ones and keeps medians, then prints a Markdown table and
+writes everything (table rows, raw outputs, machine) to ``bench/results/latest.json``.
+Peers need ``huey`` and ``sqlalchemy``: use ``bench/run``, which makes ``bench/.venv``;
+without them the peer rows say "skipped".
+
+Usage: ``bench/run [--quick]`` or ``python -m bench.suite [--quick] [--only NAME,...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+BENCHES = ("workers", "latency", "peers", "api", "scale", "bookings", "breakdown", "disk")
+
+#: Arguments per benchmark: (default, --quick).
+ARGS: dict[str, tuple[list[str], list[str]]] = {
+    "workers": (["--jobs", "10000", "--repeat", "3"], ["--jobs", "3000", "--repeat", "1"]),
+    "latency": (["--jobs", "500", "--timer-jobs", "3000", "--due-now-jobs", "3000"],
+                ["--jobs", "200", "--timer-jobs", "1000", "--due-now-jobs", "1000"]),
+    "peers": (["--huey", "3000", "--aps", "10000", "--aps-sql", "1000", "--repeat", "3"],
+              ["--huey", "1000", "--aps", "3000", "--aps-sql", "300", "--repeat", "1",
+               "--latency-jobs", "1000"]),
+    "api": (["--jobs", "2000"], ["--jobs", "500"]),
+    "scale": (["--jobs", "1000000"], ["--jobs", "100000"]),
+    "bookings": (["--reservations", "100000"], ["--reservations", "100000", "--calls", "1000"]),
+    "breakdown": (["--breakdown", "--jobs", "10000", "--workers", "1,8,64"],
+                  ["--breakdown", "--jobs", "3000", "--workers", "8,64"]),
+}
+MODULE = {"workers": "bench.workers", "latency": "bench.handoff", "peers": "bench.peers",
+          "api": "bench.api", "scale": "bench.scale", "breakdown": "bench.workers"}
+#: Repeated in separate processes; the suite keeps the medians (the others repeat inside).
+REPEAT = {"latency": (3, 1), "api": (3, 1)}
+
+TARGETS = {
+    "durable": 10_000, "locked": 8_000, "p99_ms": 2.0, "handoff_ms": 0.2, "api": 2_000,
+    "rss_mb": 200, "ready_s": 10.0, "check_us": 1000.0,
+}
+
+
+@dataclass
+class Row:
+    figure: str
+    jobd: str
+    peer: str = ""
+    peer_value: str = ""
+    ratio: str = ""
+    target: str = ""
+    meets: str = ""
+
+
+# ------------------------------------------------------------------------ running
+
+
+def run_bench(name: str, quick: bool) -> dict[str, Any]:
+    args = ARGS[name][1 if quick else 0]
+    if name == "bookings":
+        cmd = [sys.executable, str(ROOT / "bench" / "bookings.py"), *args]
+    else:
+        cmd = [sys.executable, "-m", MODULE[name], *args]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[1:])} exited {done.returncode}:\n"
+                           f"{done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def fsync_probe(count: int = 300) -> dict[str, Any]:
+    """Latency of write(4 KiB) + fsync on the disk the benchmarks use (tempdir)."""
+    samples = []
+    with tempfile.NamedTemporaryFile(prefix="jobd-fsync-") as f:
+        block = os.urandom(4096)
+        for _ in range(count):
+            t0 = time.perf_counter()
+            os.write(f.fileno(), block)
+            os.fsync(f.fileno())
+            samples.append((time.perf_counter() - t0) * 1000)
+    samples.sort()
+    return {"bench": "disk", "count": count, "fsync_ms_p50": round(statistics.median(samples), 3),
+            "fsync_ms_p99": round(samples[int(count * 0.99) - 1], 3),
+            "fsync_ms_max": round(samples[-1], 3)}
+
+
+def median_runs(runs: list[dict[str, Any]], top: bool = True) -> dict[str, Any]:
+    """Element-wise median of numeric leaves over runs of the same shape."""
+    first = runs[0]
+    out: dict[str, Any] = {}
+    for key, value in first.items():
+        values = [r.get(key) for r in runs]
+        if isinstance(value, dict):
+            out[key] = median_runs([v for v in values if isinstance(v, dict)], top=False)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            nums = [v for v in values if isinstance(v, int | float)]
+            out[key] = round(statistics.median(nums), 3)
+        else:
+            out[key] = value
+    if top and len(runs) > 1:
+        out["runs"] = len(runs)
+    return out
+
+
+def collect(names: list[str], quick: bool, log: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    have_peers = all(importlib.util.find_spec(m) for m in ("huey", "sqlalchemy"))
+    for name in names:
+        t0 = time.perf_counter()
+        try:
+            if name == "disk":
+                raw[name] = fsync_probe()
+            elif name == "peers" and not have_peers:
+                raw[name] = {"skipped": "huey/sqlalchemy not installed: use bench/run"}
+            else:
+                repeat = REPEAT.get(name, (1, 1))[1 if quick else 0]
+                raw[name] = median_runs([run_bench(name, quick) for _ in range(repeat)])
+        except Exception as exc:  # one broken benchmark must not lose the others
+            raw[name] = {"error": str(exc)}
+        log(f"  {name}: {time.perf_counter() - t0:.1f} s")
+    return raw
+
+
+# ------------------------------------------------------------------------ the table
+
+
+def _n(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, int | float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _ratio(a: Any, b: Any) -> str:
+    try:
+        return f"{a / b:.2f}"
+    except (TypeError, ZeroDivisionError):
+        return ""
+
+
+def _meets(ok: bool | None) -> str:
+    return "" if ok is None else ("yes" if ok else "**no**")
+
+
+def _by_workers(raw: dict[str, Any], kind: str, workers: int) -> Any:
+    for entry in raw.get("workers", {}).get(kind, []):
+        if entry.get("workers") == workers:
+            return entry.get("jobs_per_s")
+    return None
+
+
+def throughput_rows(raw: dict[str, Any]) -> list[Row]:
+    peers = raw.get("peers", {})
+    skipped = peers.get("skipped") or peers.get("error")
+    huey = peers.get("huey_sqlite_4_threads", {}).get("per_s")
+    aps_sql = peers.get("apscheduler_sqlalchemy_sqlite", {}).get("per_s")
+    aps_mem = peers.get("apscheduler_memory", {}).get("per_s")
+    rows = []
+    for w in (64, 8):
+        jobd = _by_workers(raw, "plain", w)
+        ok = None if jobd is None else jobd >= TARGETS["durable"]
+        rows.append(Row(f"1. durable no-op jobs/s, {w} workers", _n(jobd),
+                        target="≥ 10,000", meets=_meets(ok)))
+        if skipped:
+            rows.append(Row("", "", "peers", f"skipped: {skipped}"[:80]))
+            continue
+        rows += [
+            Row("", "", "huey SqliteHuey, 4 threads", _n(huey), _ratio(jobd, huey)),
+            Row("", "", "APScheduler 3 SQLAlchemyJobStore (SQLite)", _n(aps_sql),
+                _ratio(jobd, aps_sql)),
+            Row("", "", "APScheduler 3 MemoryJobStore (not durable)", _n(aps_mem),
+                _ratio(jobd, aps_mem)),
+        ]
+    for w in (64, 8):
+        jobd = _by_workers(raw, "locked", w)
+        ok = None if jobd is None else jobd >= TARGETS["locked"]
+        rows.append(Row(f"2. with locks (1 of 10 assets), {w} workers", _n(jobd),
+                        "peers", "no per-asset locks", target="≥ 8,000", meets=_meets(ok)))
+    return rows
+
+
+def latency_rows(raw: dict[str, Any]) -> list[Row]:
+    lat = raw.get("latency", {})
+    aps = raw.get("peers", {}).get("apscheduler_memory_latency_ms", {})
+    now = lat.get("due_now", {}).get("due_to_running_ms", {})
+    timer = lat.get("timer", {}).get("due_to_running_ms", {})
+    hand = lat.get("handoff", {})
+    rows = []
+    for label, d in (("3. due → running at 1,000/s, submitted due now, p50 / p99 ms", now),
+                     ("3. due → running at 1,000/s, from start_at (timer), p50 / p99 ms",
+                      timer)):
+        p99 = d.get("p99")
+        ok = None if p99 is None else p99 <= TARGETS["p99_ms"]
+        rows.append(Row(label, f"{_n(d.get('p50'), 2)} / {_n(p99, 2)}", target="p99 ≤ 2",
+                        meets=_meets(ok)))
+    if aps:
+        rows.append(Row("", "", "APScheduler 3 memory store, scheduled → run",
+                        f"{_n(aps.get('p50'), 2)} / {_n(aps.get('p99'), 2)}",
+                        _ratio(timer.get("p99"), aps.get("p99"))))
+    run = hand.get("to_running_ms", {})
+    grant = hand.get("to_grant_ms", {})
+    ok = None if run.get("p50") is None else run["p50"] <= TARGETS["handoff_ms"]
+    rows.append(Row("4. lock hand-off → next job running (durable), p50 / p99 ms",
+                    f"{_n(run.get('p50'), 3)} / {_n(run.get('p99'), 3)}", "peers",
+                    "no per-asset locks", target="p50 ≤ 0.2", meets=_meets(ok)))
+    rows.append(Row("4. lock hand-off → lock granted (in memory), p50 / p99 ms",
+                    f"{_n(grant.get('p50'), 3)} / {_n(grant.get('p99'), 3)}"))
+    return rows
+
+
+def api_rows(raw: dict[str, Any]) -> list[Row]:
+    api = raw.get("api", {})
+    rows = []
+    labels = (("sequential", "one request at a time, httpx"),
+              ("concurrent", "16 in flight, httpx.AsyncClient"),
+              ("raw", "16 in flight, minimal client"))
+    for kind, what in (("stored", "jobs stored (due tomorrow)"), ("run", "jobs due now")):
+        for key, label in labels:
+            d = api.get(f"{key}_{kind}", {})
+            value = d.get("per_s")
+            ok = None if value is None or key == "raw" else value >= TARGETS["api"]
+            cpu = (f" (daemon {d.get('daemon_cpu_us')} µs, client {d.get('client_cpu_us')} µs "
+                   "CPU/req)") if d else ""
+            rows.append(Row(f"5. API submissions/s, {what}, {label}", _n(value) + cpu,
+                            target="≥ 2,000" if key != "raw" else "", meets=_meets(ok)))
+    return rows
+
+
+def scale_rows(raw: dict[str, Any]) -> list[Row]:
+    scale = raw.get("scale", {})
+    rows = []
+    for key in ("full", "empty"):
+        d = scale.get(key)
+        if not d:
+            continue
+        r = d.get("restart", {})
+        n = d.get("jobs")
+        rss, ready = r.get("rss_mb"), r.get("ready_s")
+        ok = None if rss is None else rss <= TARGETS["rss_mb"] and ready <= TARGETS["ready_s"]
+        rows.append(Row(f"6. {_n(n)} scheduled jobs: restart → READY s; RSS / peak MB",
+                        f"{_n(ready, 2)} s; {_n(rss, 1)} / {_n(r.get('peak_rss_mb'), 1)} MB",
+                        target="≤ 10 s; ≤ 200 MB" if n else "", meets=_meets(ok) if n else ""))
+        due = r.get("due_to_running", {})
+        if due:
+            rows.append(Row(f"6. {_n(n)} scheduled jobs: start_at → running, p50 / max ms",
+                            f"{_n(due.get('p50_ms'), 1)} / {_n(due.get('max_ms'), 1)}"))
+    return rows
+
+
+def bookings_rows(raw: dict[str, Any]) -> list[Row]:
+    b = raw.get("bookings", {})
+    check, plan = b.get("check", {}), b.get("plan", {})
+    ok = None if check.get("p99_us") is None else check["p99_us"] <= TARGETS["check_us"]
+    return [
+        Row(f"7. booking conflict check, {_n(b.get('reservations'))} reservations, "
+            "p50 / p99 µs", f"{_n(check.get('median_us'), 1)} / {_n(check.get('p99_us'), 1)}",
+            target="≤ 1,000", meets=_meets(ok)),
+        Row("7. booking plan (resources + 2 pools), p50 / p99 µs",
+            f"{_n(plan.get('median_us'), 1)} / {_n(plan.get('p99_us'), 1)}"),
+    ]
+
+
+def workers_rows(raw: dict[str, Any]) -> list[Row]:
+    plain = raw.get("workers", {}).get("plain", [])
+    return [Row(f"8. durable no-op jobs/s, {e['workers']} worker(s)", _n(e["jobs_per_s"]))
+            for e in plain]
+
+
+def context_rows(raw: dict[str, Any]) -> list[Row]:
+    disk = raw.get("disk", {})
+    rows = [Row("disk: write 4 KiB + fsync, p50 / p99 / max ms",
+                f"{_n(disk.get('fsync_ms_p50'), 3)} / {_n(disk.get('fsync_ms_p99'), 3)} / "
+                f"{_n(disk.get('fsync_ms_max'), 1)}")]
+    for run in raw.get("breakdown", {}).get("runs", []):
+        rows.append(Row(
+            f"cost per job, {run['workers']} worker(s): event loop / other threads CPU µs",
+            f"{run['loop_cpu_us_per_job']} / {run['other_threads_cpu_us_per_job']} "
+            f"(loop busy {run['loop_busy_pct']}%, {run['units_per_batch']} commits per batch, "
+            f"batch p50 {run['batch_ms_p50']} ms)"))
+    return rows
+
+
+def table(raw: dict[str, Any]) -> list[Row]:
+    return [*throughput_rows(raw), *latency_rows(raw), *api_rows(raw), *scale_rows(raw),
+            *bookings_rows(raw), *workers_rows(raw), *context_rows(raw)]
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["| figure | jobd | peer | peer figure | jobd/peer | target | meets |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r.figure} | {r.jobd} | {r.peer} | {r.peer_value} | {r.ratio} "
+                     f"| {r.target} | {r.meets} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------ machine
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version, "platform": platform.platform(),
+            "jobd_commit": commit}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small N, one run each (~1 min)")
+    p.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHES)}")
+    p.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    args = p.parse_args(argv)
+    names = [n for n in (args.only.split(",") if args.only else BENCHES) if n]
+    unknown = set(names) - set(BENCHES)
+    if unknown:
+        p.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    log(f"jobd benchmark suite ({'quick' if args.quick else 'full'}): {', '.join(names)}")
+    t0 = time.perf_counter()
+    raw = collect(names, args.quick, log)
+    rows = table(raw)
+    meta = machine() | {"mode": "quick" if args.quick else "full",
+                        "suite_s": round(time.perf_counter() - t0, 1)}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows],
+                                       "raw": raw}, indent=2) + "\n")
+    print(f"{meta['date']} · {meta['cpus']} CPUs ({meta['cpu']}) · Python {meta['python']} · "
+          f"SQLite {meta['sqlite']} · jobd {meta['jobd_commit']} · {meta['mode']} run in "
+          f"{meta['suite_s']} s\n")
+    print(markdown(rows))
+    errors = {k: v["error"] for k, v in raw.items() if isinstance(v, dict) and "error" in v}
+    for name, error in errors.items():
+        log(f"\n{name} failed: {error}")
+    log(f"\nwritten: {args.output}")
+    if errors:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The benchmarks still run: each jobd benchmark function with a tiny N.
+
+No timing is asserted (a loaded CI machine is slow, and that is not a bug): only that
+each benchmark ran and produced positive numbers. The peers (huey, SQLAlchemy) live in
+``bench/.venv``, not in the project's environment: their test skips without them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import api, handoff, scale, suite, workers
+from bench import bookings as bench_bookings
+from bench import engine as bench_engine
+from bench import locks as bench_locks
+
+
+def positive(value: Any) -> bool:
+    """Every number in ``value`` (nested dicts and lists too) is > 0."""
+    if isinstance(value, dict):
+        return all(positive(v) for v in value.values())
+    if isinstance(value, list):
+        return all(positive(v) for v in value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return True
+    return value > 0
+
+
+async def test_engine_throughput_and_latency() -> None:
+    assert await bench_engine.throughput(40, 2, 8, 0) > 0
+    assert await bench_engine.throughput(40, 2, 8, 3) > 0
+    lat = await bench_engine.latency(20, 1000.0, 2)
+    assert lat["p50"] > 0 and lat["p99"] > 0
+
+
+def test_workers_sweep_and_breakdown() -> None:
+    result = workers.sweep(40, [1, 2], [2], repeat=1)
+    assert [e["workers"] for e in result["plain"]] == [1, 2]
+    assert result["locked"][0]["assets"] == 10
+    for entry in (*result["plain"], *result["locked"]):
+        assert entry["jobs_per_s"] > 0 and positive(entry["samples"])
+    report = workers.breakdown(40, 2)
+    assert report["commits_per_job"] > 0 and report["loop_cpu_us_per_job"] > 0
+
+
+async def test_handoff_and_timer_latency() -> None:
+    result = await handoff.handoff(12, workers=2)
+    assert result["to_running_ms"]["n"] == 11
+    assert positive(result)
+    timer = await handoff.timer_latency(20, rate=1000.0, workers=2, lead=0.3)
+    assert timer["due_to_running_ms"]["n"] == 20
+    assert positive(timer["due_to_running_ms"])
+
+
+def test_api_against_the_real_daemon() -> None:
+    result = api.run(12, concurrency=3, workers=2)
+    for phase in ("sequential", "concurrent", "raw"):
+        for kind in ("stored", "run"):
+            assert result[f"{phase}_{kind}"]["per_s"] > 0
+    assert result["ready_s"] > 0
+
+
+def test_scale_populates_and_starts_the_daemon(tmp_path: Path) -> None:
+    result = scale.run(300, keep_db=tmp_path / "kept.db")
+    assert result["jobs"] == 300 and (tmp_path / "kept.db").exists()
+    for start in ("start", "restart"):
+        assert positive(result[start]) and result[start]["rss_mb"] > 0
+    assert result["restart"]["due_to_running"]["jobs"] == 20
+
+
+def test_bookings_and_locks_micro_benchmarks() -> None:
+    import random
+
+    rng = random.Random(1)
+    index, rows = bench_bookings.build(500, rng)
+    index.load(rows)
+    checks = bench_bookings.time_checks(index, rng, 50)
+    plans, _ = bench_bookings.time_plans(index, rng, 50)
+    assert positive(bench_bookings.percentiles(checks))
+    assert positive(bench_bookings.percentiles(plans))
+    assert bench_locks.uncontended(100) > 0
+    assert positive(list(bench_locks.handoff(100, depth=3)))
+
+
+def test_suite_table_from_results() -> None:
+    disk = suite.fsync_probe(5)
+    assert disk["fsync_ms_p50"] > 0
+    runs = [{"a": 1, "b": {"c": 2.0}, "s": "x"}, {"a": 3, "b": {"c": 4.0}, "s": "x"}]
+    assert suite.median_runs(runs) == {"a": 2, "b": {"c": 3.0}, "s": "x", "runs": 2}
+    raw = {"workers": {"plain": [{"workers": 8, "jobs_per_s": 100}], "locked": []},
+           "peers": {"skipped": "not installed"}, "disk": disk}
+    text = suite.markdown(suite.table(raw))
+    assert "| 1. durable no-op jobs/s, 8 workers | 100 |" in text
+
+
+def test_peers_when_installed() -> None:
+    pytest.importorskip("huey")
+    pytest.importorskip("sqlalchemy")
+    from bench import peers
+
+    assert peers.huey_throughput(20, workers=2) > 0
+    assert peers.aps_throughput(20, "memory") > 0
+    assert peers.aps_throughput(10, "sqlalchemy") > 0
+    assert positive(peers.aps_latency(20, rate=1000.0, lead=0.3))
