@@ -37,7 +37,7 @@ from jobd.errors import (
 )
 from jobd.events import JobEvent
 from jobd.locks import LockManager
-from jobd.models import ErrorOverlay, Job, JobSpec, Reservation, Step
+from jobd.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
 from jobd.plugins import PluginHost
 from jobd.runner import CANCEL, PAUSE, SHUTDOWN, RunControl, Runner, RunResult
 from jobd.runqueue import RunQueue
@@ -320,7 +320,11 @@ class Engine:
             self._schedule_due(spec.start_at)
         for frm, to, cause in history:
             self._emit(JobEvent(job.id, "state", now, frm, to, cause, actor), job)
-        return job
+        # The caller gets the job as GET would show it (with its history); the engine's
+        # own copy keeps no history in memory.
+        shown = replace_job(job, steps=job.steps, reservations=job.reservations)
+        shown.history = [HistoryEntry(now, frm, to, cause, actor) for frm, to, cause in history]
+        return shown
 
     def _workflow(self, name: str) -> WorkflowConfig:
         workflow = self.config.workflows.get(name)

@@ -263,3 +263,11 @@ async def test_pause_and_resume_of_a_future_job_keeps_its_start_time(config) -> 
         assert resumed is not None and resumed.state == S.CONFIRMED
         assert resumed.due_at == start  # resume does not make a future job due now
         assert engine.queue_info()["queued"] == []
+
+
+async def test_submit_returns_the_job_with_its_history(config) -> None:
+    async with running_engine(config) as engine:
+        job = await engine.submit(spec("noop", state=S.DRAFT))
+        assert [(h.from_state, h.to_state) for h in job.history] == [(None, S.DRAFT)]
+        stored = await engine.get_job(job.id)
+        assert [(h.from_state, h.to_state) for h in stored.history] == [(None, S.DRAFT)]
