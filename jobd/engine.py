@@ -67,6 +67,8 @@ from jobd.timers import Timers, plan_misfires
 S = JobState
 log = structlog.get_logger("jobd.engine")
 _KEEP: Any = object()
+#: How long cancel/pause/stop of a running job wait for it to stop before answering.
+OPERATION_WAIT = 5.0
 
 
 class Engine:
@@ -495,7 +497,7 @@ class Engine:
                 await self._transition(job, "cancel", S.CANCEL_REQUESTED,
                                        cause="cancel requested", actor=actor)
             rc.stop(CANCEL)
-            await self._wait_until_inactive(job.id)
+            await self._settle_briefly(job.id)
             return
         await self._leave_line(job)
         await self._transition(job, "cancel", S.CANCELED, cause="canceled", actor=actor,
@@ -513,13 +515,13 @@ class Engine:
         else:
             # Steps still running: end the window as soon as they are done.
             rc.job.spec = replace(rc.job.spec, end_at=self.clock(), postroll=0.0)
-        await self._wait_until_inactive(job.id)
+        await self._settle_briefly(job.id)
 
     async def _op_pause(self, job: Job, actor: str) -> None:
         rc = self.active.get(job.id)
         if job.state == S.RUNNING and rc is not None:
             rc.stop(PAUSE)
-            await self._wait_until_inactive(job.id)
+            await self._settle_briefly(job.id)
             return
         await self._leave_line(job)
         await self._transition(job, "pause", S.PAUSED, cause="paused", actor=actor)
@@ -646,6 +648,12 @@ class Engine:
         if job_id in self._granted:
             self._granted.remove(job_id)
         self.active.pop(job_id, None)
+
+    async def _settle_briefly(self, job_id: int) -> None:
+        """Give a stopping run a few seconds to finish, so the answer usually shows the end
+        state; a slow end script or kill grace leaves it in ``cancel-requested``/``running``."""
+        with anyio.move_on_after(OPERATION_WAIT):
+            await self._wait_until_inactive(job_id)
 
     async def _wait_until_inactive(self, job_id: int) -> None:
         while job_id in self.active:
