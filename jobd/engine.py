@@ -1112,6 +1112,9 @@ class Engine:
             resources=schedule.resources, pools=schedule.pools, priority=schedule.priority,
             timeout=schedule.timeout, schedule=schedule.name,
         )
+        if schedule.resources or schedule.pools:
+            # A booking needs a span: the schedule books its resources at the firing time.
+            spec = replace(spec, start_at=fire_time, end_at=fire_time)
         try:
             job = await self.submit(spec, actor=f"schedule:{schedule.name}")
         except JobdError as exc:
