@@ -1000,6 +1000,9 @@ class Engine:
     async def _recover(self) -> None:
         self._next_id = await self.store.max_job_id()
         self.booking_index.load(await self.store.all_reservations())
+        invalid = await self._revalidate_bookings("recovery")  # the config may have changed
+        if invalid:
+            log.warning("bookings the configuration no longer allows", warnings=invalid)
         self._pending = await self.store.count_state(S.PENDING)
         active = await self.store.jobs_in_states(ACTIVE)
         waiting = []
@@ -1273,20 +1276,7 @@ class Engine:
             config.daemon, workers=self.config.daemon.workers,
             run_queue_size=self.config.daemon.run_queue_size,
             state_dir=self.config.daemon.state_dir))
-        now = self.clock()
-        problems = self.booking_index.reconfigure(config.resources, config.pools)
-        affected: dict[int, str] = {}
-        for job_id, problem in problems:  # one overlay per job, naming every problem
-            affected[job_id] = f"{affected[job_id]}; {problem}" if job_id in affected else problem
-        for job_id, problem in affected.items():
-            overlay = ErrorOverlay("booking-invalid", problem, now)
-            await self.store.commit(Unit().add(
-                "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ?",
-                (dumps(overlay.to_dict()), now, job_id)))
-            self._emit(JobEvent(job_id, "error", now, cause=problem, actor="reload",
-                                data=overlay.to_dict()))
-            warnings.append(f"job {job_id}: {problem}")
-        await self._clear_booking_overlays(set(affected), now)
+        warnings += await self._revalidate_bookings("reload")
         rows = await self.store.schedule_rows()
         self.timers.set_schedules(self.config.schedules, self._fire,
                                   {n: r.get("last_fire_at") for n, r in rows.items()})
@@ -1294,14 +1284,35 @@ class Engine:
             log.warning("reload affected jobs", warnings=warnings)
         return warnings
 
-    async def _clear_booking_overlays(self, still_bad: set[int], now: float) -> None:
+    async def _revalidate_bookings(self, actor: str) -> list[str]:
+        """Check the reservations against ``self.config`` (reload, start-up): the overlay
+        ``booking-invalid`` on the jobs it no longer allows, cleared on the others."""
+        now = self.clock()
+        problems = self.booking_index.reconfigure(self.config.resources, self.config.pools)
+        affected: dict[int, str] = {}
+        for job_id, problem in problems:  # one overlay per job, naming every problem
+            affected[job_id] = f"{affected[job_id]}; {problem}" if job_id in affected else problem
+        warnings = []
+        for job_id, problem in affected.items():
+            overlay = ErrorOverlay("booking-invalid", problem, now)
+            await self.store.commit(Unit().add(
+                "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ?",
+                (dumps(overlay.to_dict()), now, job_id)))
+            self._emit(JobEvent(job_id, "error", now, cause=problem, actor=actor,
+                                data=overlay.to_dict()))
+            warnings.append(f"job {job_id}: {problem}")
+        await self._clear_booking_overlays(set(affected), now, actor)
+        return warnings
+
+    async def _clear_booking_overlays(self, still_bad: set[int], now: float,
+                                      actor: str) -> None:
         for job_id in await self.store.jobs_with_error("booking-invalid"):
             if job_id in still_bad:
                 continue
             await self.store.commit(Unit().add(
                 "UPDATE jobs SET error = NULL, updated_at = ? WHERE id = ?", (now, job_id)))
             self._emit(JobEvent(job_id, "error", now, cause="booking valid again",
-                                actor="reload", data=None))
+                                actor=actor, data=None))
 
 
 def _step_update(unit: Unit, step: Step) -> Unit:

@@ -359,3 +359,38 @@ async def test_bookings_and_resources_info(config: Config) -> None:
         assert done.reservations == []
         info = {r["name"]: r for r in await engine.resources_info()}
         assert info["studio"]["current"] == [] and info["studio"]["bookings"] == 1
+
+
+async def test_restart_with_a_resource_gone_marks_jobs_and_its_return_clears(
+        tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    async with running_engine(config) as engine:
+        job = await engine.submit(booking(T, T + 100, state=S.TENTATIVE))
+    without_studio = dataclasses.replace(
+        config, resources={k: v for k, v in config.resources.items() if k != "studio"})
+    async with running_engine(without_studio) as engine:
+        marked = await engine.get_job(job.id)
+        assert marked.error is not None and marked.error.code == "booking-invalid"
+        assert "studio" in marked.error.message
+    async with running_engine(config) as engine:
+        assert (await engine.get_job(job.id)).error is None
+        with pytest.raises(BookingConflict):  # still held after both restarts
+            await engine.submit(booking(T, T + 100))
+
+
+async def test_retry_of_a_failed_booking_books_again(config: Config) -> None:
+    async with running_engine(config) as engine:
+        now = time.time()
+        job = await engine.submit(booking(now, now, workflow="fails"))
+        failed = await wait_state(engine, job.id, {S.FAILED, S.COMPLETED})
+        assert failed.state == S.FAILED and failed.reservations == []
+        taker = await engine.submit(booking(now - 1, now + 1, state=S.TENTATIVE))
+        with pytest.raises(BookingConflict) as err:
+            await engine.operate(job.id, "retry")
+        assert err.value.job_ids == [taker.id]
+        assert (await engine.get_job(job.id)).state == S.FAILED
+        await engine.operate(taker.id, "cancel")
+        await engine.operate(job.id, "retry")
+        again = await wait_state(engine, job.id, {S.FAILED, S.COMPLETED})
+        assert again.state == S.FAILED and again.reservations == []
+        assert [h.to_state for h in again.history].count(S.RUNNING) == 2
