@@ -7,6 +7,7 @@ check that nothing happened *early* (lower bounds), never that it happened fast 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from jobd.config import Config
+from jobd.config import Config, ResourceConfig
 from jobd.engine import Engine
 from jobd.errors import InvalidTransition, NotApplicable
 from jobd.models import Job
@@ -191,3 +192,22 @@ async def test_due_timer_rebuilt_from_the_store_after_a_restart(config: Config,
     assert done.state == S.COMPLETED
     assert at(done, S.QUEUED) >= start and at(done, S.COMPLETED) >= start + 0.5
     assert out.read_text().splitlines() == ["start", "end completed"]
+
+
+async def test_cancel_during_the_window_runs_the_end_script_and_releases(
+        tmp_path: Path, out: Path, config: Config) -> None:
+    config = dataclasses.replace(config, resources={"studio": ResourceConfig("studio")})
+    async with running_engine(config) as engine:
+        start = time.time()
+        job = await engine.submit(spec("live", start_at=start, end_at=start + 3600,
+                                       resources=["studio"]))
+        await step_completed(engine, job.id)
+        canceled = await engine.operate(job.id, "cancel")
+        assert canceled is not None and canceled.state == S.CANCELED
+        assert canceled.reservations == []
+        assert [h.to_state for h in canceled.history][-2:] == [S.CANCEL_REQUESTED, S.CANCELED]
+        # The slot is free again.
+        again = await engine.submit(spec("live", start_at=start + 10, end_at=start + 20,
+                                         resources=["studio"], state=S.TENTATIVE))
+        assert [r.resource for r in again.reservations] == ["studio"]
+    assert out.read_text().splitlines() == ["start", "end canceled"]
