@@ -1083,7 +1083,9 @@ class Engine:
         # Everything up to now is handled: the live timers must not fire it again.
         handled = {s.name: now for s in self.config.schedules}
         for schedule in self.config.schedules:
-            if rows.get(schedule.name, {}).get("last_fire_at") is None:
+            # New, or disabled: the time until now is not missed (enabling it later starts
+            # from here).
+            if rows.get(schedule.name, {}).get("last_fire_at") is None or not schedule.enabled:
                 await self._record_schedule(schedule.name, now, None, None, None)
         self.timers.set_schedules(self.config.schedules, self._fire, handled)
 
@@ -1272,12 +1274,19 @@ class Engine:
                 config.daemon.run_queue_size != self.config.daemon.run_queue_size or \
                 config.daemon.state_dir != self.config.daemon.state_dir:
             warnings.append("daemon.workers, run_queue_size and state_dir take effect on restart")
+        enabled = {s.name for s in self.config.schedules if s.enabled}
         self.config = replace(config, daemon=replace(
             config.daemon, workers=self.config.daemon.workers,
             run_queue_size=self.config.daemon.run_queue_size,
             state_dir=self.config.daemon.state_dir))
         warnings += await self._revalidate_bookings("reload")
         rows = await self.store.schedule_rows()
+        now = self.clock()
+        for schedule in self.config.schedules:
+            if schedule.name not in rows or (schedule.enabled and schedule.name not in enabled):
+                # New or (re-)enabled: it fires from now on; nothing before is missed.
+                await self._record_schedule(schedule.name, now, None, None, None)
+                rows[schedule.name] = {"last_fire_at": now}
         self.timers.set_schedules(self.config.schedules, self._fire,
                                   {n: r.get("last_fire_at") for n, r in rows.items()})
         if warnings:

@@ -242,3 +242,34 @@ async def test_schedule_books_its_resource_at_each_firing(tmp_path: Path) -> Non
         assert (await engine.get_job(blocker.id)).state == S.TENTATIVE
     refused = next(e for e in state["recent"] if e["fire_time"] == G + 180)
     assert refused["kind"] == "skipped" and f"by jobs {blocker.id}" in refused["reason"]
+
+
+async def test_schedule_added_by_reload_counts_missed_firings_after_downtime(
+        tmp_path: Path) -> None:
+    bare = _config(tmp_path)
+    config = dataclasses.replace(bare, schedules=(schedule(interval=60, misfire="skip"),))
+    async with running_engine(bare, clock=lambda: G - 55) as engine:
+        assert await engine.reload(config) == []
+        assert (await info(engine))["last_fire_at"] == G - 55
+    async with running_engine(config, clock=lambda: G + 270) as engine:
+        state = await info(engine)
+    assert fire_times(state, "missed") == MISSED
+
+
+async def test_schedule_enabled_by_reload_fires_from_then_on(tmp_path: Path) -> None:
+    """The firings of the time it was disabled are neither fired nor counted as missed."""
+    offset = [-20.0]
+    disabled = _config(tmp_path, schedule(interval=2, enabled=False, overlap="allow"))
+    enabled = dataclasses.replace(disabled, schedules=(schedule(interval=2, overlap="allow"),))
+    async with running_engine(disabled, clock=lambda: time.time() + offset[0]) as engine:
+        offset[0] = 0.0  # twenty seconds later
+        reloaded = time.time()
+        await engine.reload(enabled)
+
+        async def fired() -> bool:
+            return bool(await scheduled_jobs(engine))
+
+        await wait_until(fired)
+        state = await info(engine)
+    assert all(e["fire_time"] > reloaded for e in state["recent"])
+    assert (state["missed"], state["skipped"]) == (0, 0)
