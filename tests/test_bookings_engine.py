@@ -394,3 +394,41 @@ async def test_retry_of_a_failed_booking_books_again(config: Config) -> None:
         again = await wait_state(engine, job.id, {S.FAILED, S.COMPLETED})
         assert again.state == S.FAILED and again.reservations == []
         assert [h.to_state for h in again.history].count(S.RUNNING) == 2
+
+
+SELECTOR = '''
+import jobd
+
+
+@jobd.hookimpl
+def jobd_select_resource(pool, candidates, job):
+    want = job["params"].get("want")
+    if want == "boom":
+        raise RuntimeError("selector bug")
+    return want
+'''
+
+
+async def test_select_resource_hook_chooses_the_pool_member(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "selector.py").write_text(SELECTOR)
+    config = _config(tmp_path)
+    config = dataclasses.replace(config, daemon=dataclasses.replace(
+        config.daemon, plugin_dirs=(*config.daemon.plugin_dirs, plugins)))
+
+    def pooled(start: float, want: str | None = None) -> Any:
+        return booking(start, start + 10, resources=[], pools=["encoders"],
+                       params={} if want is None else {"want": want})
+
+    async with running_engine(config) as engine:
+        # Default (no answer): fewest bookings, then name.
+        assert [r.resource for r in (await engine.submit(pooled(T))).reservations] == ["enc-1"]
+        chosen = await engine.submit(pooled(T + 100, "enc-2"))
+        assert [r.resource for r in chosen.reservations] == ["enc-2"]
+        # An answer that is not a free candidate (enc-2 is taken at T + 100), unknown, or
+        # raising: the default, fewest bookings first (1/1, then 2/1, then 2/2), then name.
+        for start, want, expected in ((T + 100, "enc-2", "enc-1"), (T + 200, "nope", "enc-2"),
+                                      (T + 300, "boom", "enc-1")):
+            job = await engine.submit(pooled(start, want))
+            assert [r.resource for r in job.reservations] == [expected], want
