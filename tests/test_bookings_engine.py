@@ -432,3 +432,22 @@ async def test_select_resource_hook_chooses_the_pool_member(tmp_path: Path) -> N
                                       (T + 300, "boom", "enc-1")):
             job = await engine.submit(pooled(start, want))
             assert [r.resource for r in job.reservations] == [expected], want
+
+
+async def test_concurrent_submissions_for_one_slot_book_it_once(config: Config) -> None:
+    outcomes: list[int | str] = []
+
+    async def attempt(engine: Engine) -> None:
+        try:
+            outcomes.append((await engine.submit(booking(T, T + 100))).id)
+        except BookingConflict as exc:
+            outcomes.append(f"conflict {exc.job_ids}")
+
+    async with running_engine(config) as engine:
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(attempt, engine)
+        winners = [o for o in outcomes if isinstance(o, int)]
+        assert len(winners) == 1
+        assert outcomes.count(f"conflict {winners}") == 9
+        assert [b["job_id"] for b in await engine.bookings(None, None)] == winners

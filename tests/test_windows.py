@@ -211,3 +211,17 @@ async def test_cancel_during_the_window_runs_the_end_script_and_releases(
                                          resources=["studio"], state=S.TENTATIVE))
         assert [r.resource for r in again.reservations] == ["studio"]
     assert out.read_text().splitlines() == ["start", "end canceled"]
+
+
+async def test_a_live_window_resumes_after_a_daemon_restart(config: Config, out: Path) -> None:
+    async with running_engine(config) as engine:
+        start = time.time()
+        job = await engine.submit(spec("live", start_at=start, end_at=start + 2))
+        await step_completed(engine, job.id)
+    # The engine stopped abruptly in the window: the job is still `running` in the store.
+    async with running_engine(config) as engine:
+        done = await wait_state(engine, job.id, {S.COMPLETED, S.FAILED})
+    assert done.state == S.COMPLETED and done.error is None
+    assert at(done, S.COMPLETED) >= start + 2
+    assert done.steps[0].attempts == 1  # the completed step did not run again
+    assert out.read_text().splitlines() == ["start", "end completed"]
