@@ -205,12 +205,12 @@ _OPAQUE = frozenset({"params", "outputs", "data", "details"})
 
 
 def _is_time_key(key: str) -> bool:
-    return key in {"at", "start", "end", "since"} or key.endswith("_at")
+    return key in {"at", "start", "end", "since", "fire_time"} or key.endswith("_at")
 
 
 def iso_times(value: Any) -> Any:
     """A copy of ``value`` with every POSIX time (keys ``at``, ``start``, ``end``,
-    ``since``, ``*_at``) rewritten by :func:`format_time`; user data untouched."""
+    ``since``, ``fire_time``, ``*_at``) rewritten by :func:`format_time`; user data untouched."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():

@@ -120,6 +120,7 @@ def test_conflicts_bookings_resources_schedules_and_a_live_window(base: Path) ->
         assert schedule["name"] == "every-second" and schedule["last_job_id"] is not None
         assert any(e["kind"] == "skipped" and "still running" in e["reason"]
                    for e in schedule["recent"])
+        assert all(utc(e["fire_time"]) <= utc(e["at"]) for e in schedule["recent"])
         table = e2e.run_cli("schedules", env=e2e.jobd_env(
             JOBD_SOCKET=str(daemon.layout.socket), COLUMNS="200"))
         assert table.returncode == 0 and "every-second" in table.stdout
