@@ -70,10 +70,10 @@ def short_dir() -> Path:
 
 
 def write_config(base: Path, *, workers: int = 8, queue: int = 1000,
-                 level: str = "info") -> Path:
+                 level: str = "info", extra: str = "") -> Path:
     path = base / "jobd.toml"
     path.write_text(CONFIG.format(state=base / "state", plugins=PLUGINS, workers=workers,
-                                  queue=queue, socket=base / "jobd.sock", level=level))
+                                  queue=queue, socket=base / "jobd.sock", level=level) + extra)
     return path
 
 

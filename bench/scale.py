@@ -10,7 +10,9 @@ each timed from spawn to ``READY=1``; RSS (``VmRSS``) and peak RSS (``VmHWM``) a
 from ``/proc/<pid>/status`` at READY and again after the daemon has idled a moment.
 After the restart, 20 jobs are submitted due a second later, 50 ms apart, and their
 ``start_at`` → ``running`` delay is read from the daemon's own history: the due path
-over a big table. The same with an empty database, for comparison.
+over a big table. The same with an empty database, for comparison. ``--booked`` (not in the suite's
+default run) gives every job a 10 s reservation of one of 20 resources too, which the
+daemon loads into its booking index at start.
 
 Prints one JSON line. Usage: ``python -m bench.scale [--jobs N] [--keep-db PATH]``.
 """
@@ -38,15 +40,26 @@ from jobd.store import HISTORY_INSERT, job_insert, open_store, step_insert
 
 BATCH = 50_000
 IDLE = 1.0  # s after READY before the second memory reading
+#: With --booked, job i books RESOURCES[i % 20] for 10 s at start_at (jobs are 1 s apart:
+#: no two bookings of one resource overlap).
+RESOURCES = [f"res-{i:02d}" for i in range(20)]
+RESERVATION_INSERT = ('INSERT INTO reservations (job_id, resource, start, "end", pool)'
+                      " VALUES (?,?,?,?,?)")  # as jobd.engine writes it
+Rows = list[tuple[Any, ...]]
 
 
-def _rows(n: int, first_start: float, now: float
-          ) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
-    jobs: list[tuple[Any, ...]] = []
-    steps: list[tuple[Any, ...]] = []
-    history: list[tuple[Any, ...]] = []
+def _rows(n: int, first_start: float, now: float, booked: bool
+          ) -> Iterator[tuple[Rows, Rows, Rows, Rows]]:
+    jobs: Rows = []
+    steps: Rows = []
+    history: Rows = []
+    bookings: Rows = []
     for job_id in range(1, n + 1):
-        spec = JobSpec(workflow="noop", start_at=first_start + job_id)
+        start = first_start + job_id
+        resource = RESOURCES[job_id % len(RESOURCES)]
+        spec = (JobSpec(workflow="noop", start_at=start, end_at=start + 10,
+                        resources=(resource,)) if booked
+                else JobSpec(workflow="noop", start_at=start))
         job = Job(id=job_id, spec=spec, state=JobState.CONFIRMED, created_at=now,
                   updated_at=now, due_at=spec.due_at)
         step = Step(job_id=job_id, idx=0, name="n", action="noop", params={},
@@ -54,14 +67,16 @@ def _rows(n: int, first_start: float, now: float
         jobs.append(job_insert(job)[1])
         steps.append(step_insert(step)[1])
         history.append((job_id, now, None, str(JobState.CONFIRMED), "submitted", "bench"))
+        if booked:
+            bookings.append((job_id, resource, start, start + 10, None))
         if len(jobs) >= BATCH:
-            yield jobs, steps, history
-            jobs, steps, history = [], [], []
+            yield jobs, steps, history, bookings
+            jobs, steps, history, bookings = [], [], [], []
     if jobs:
-        yield jobs, steps, history
+        yield jobs, steps, history, bookings
 
 
-def populate(db: Path, n: int) -> float:
+def populate(db: Path, n: int, booked: bool = False) -> float:
     """Create ``db`` with jobd's schema and N future confirmed jobs; returns seconds taken."""
     t0 = time.perf_counter()
 
@@ -79,10 +94,11 @@ def populate(db: Path, n: int) -> float:
     try:
         conn.execute("PRAGMA synchronous = OFF")  # loading only; the daemon sets its own
         conn.execute("BEGIN")
-        for jobs, steps, history in _rows(n, now + 86400.0, now):
+        for jobs, steps, history, bookings in _rows(n, now + 86400.0, now, booked):
             conn.executemany(job_sql, jobs)
             conn.executemany(step_sql, steps)
             conn.executemany(HISTORY_INSERT, history)
+            conn.executemany(RESERVATION_INSERT, bookings)
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
@@ -141,23 +157,24 @@ def start_once(base: Path, config: Path, latency: bool = False) -> dict[str, Any
                 **({"due_to_running": due} if due is not None else {})}
 
 
-def run(n: int, keep_db: Path | None = None) -> dict[str, Any]:
+def run(n: int, keep_db: Path | None = None, booked: bool = False) -> dict[str, Any]:
     base = short_dir()
     try:
-        config = write_config(base, level="warning")
+        extra = "".join(f"\n[resources.{r}]\n" for r in RESOURCES) if booked else ""
+        config = write_config(base, level="warning", extra=extra)
         db = base / "state" / "jobd.db"
         db.parent.mkdir(parents=True)
         if keep_db is not None and keep_db.exists():
             shutil.copy(keep_db, db)
             load_s = None
         else:
-            load_s = round(populate(db, n), 1)
+            load_s = round(populate(db, n, booked), 1)
             if keep_db is not None:
                 shutil.copy(db, keep_db)
         size = db.stat().st_size
         first = start_once(base, config)
         second = start_once(base, config, latency=True)
-        return {"jobs": n, "db_mb": round(size / 2**20, 1), "populate_s": load_s,
+        return {"jobs": n, "booked": booked, "db_mb": round(size / 2**20, 1), "populate_s": load_s,
                 "start": first, "restart": second}
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -167,10 +184,13 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=1_000_000)
     p.add_argument("--no-empty", action="store_true", help="skip the empty-database run")
+    p.add_argument("--booked", action="store_true",
+                   help="each job also books a resource (the booking index is loaded at start)")
     p.add_argument("--keep-db", type=Path,
                    help="reuse this populated database if it exists (else write it there)")
     args = p.parse_args(argv)
-    out: dict[str, Any] = {"bench": "scale", "full": run(args.jobs, args.keep_db)}
+    out: dict[str, Any] = {"bench": "scale",
+                           "full": run(args.jobs, args.keep_db, args.booked)}
     if not args.no_empty:
         out["empty"] = run(0)
     print(json.dumps(out))

@@ -30,6 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BENCHES = ("workers", "latency", "peers", "api", "scale", "bookings", "breakdown", "disk")
+#: Not in the default run (about a minute more): ``--only scale-booked`` or ``--booked``.
+EXTRA = ("scale-booked",)
 
 #: Arguments per benchmark: (default, --quick).
 ARGS: dict[str, tuple[list[str], list[str]]] = {
@@ -39,14 +41,17 @@ ARGS: dict[str, tuple[list[str], list[str]]] = {
     "peers": (["--huey", "3000", "--aps", "10000", "--aps-sql", "1000", "--repeat", "3"],
               ["--huey", "1000", "--aps", "3000", "--aps-sql", "300", "--repeat", "1",
                "--latency-jobs", "1000"]),
-    "api": (["--jobs", "2000"], ["--jobs", "500"]),
+    "api": (["--jobs", "1500"], ["--jobs", "500"]),
     "scale": (["--jobs", "1000000"], ["--jobs", "100000"]),
+    "scale-booked": (["--jobs", "1000000", "--booked", "--no-empty"],
+                     ["--jobs", "100000", "--booked", "--no-empty"]),
     "bookings": (["--reservations", "100000"], ["--reservations", "100000", "--calls", "1000"]),
     "breakdown": (["--breakdown", "--jobs", "10000", "--workers", "1,8,64"],
                   ["--breakdown", "--jobs", "3000", "--workers", "8,64"]),
 }
 MODULE = {"workers": "bench.workers", "latency": "bench.handoff", "peers": "bench.peers",
-          "api": "bench.api", "scale": "bench.scale", "breakdown": "bench.workers"}
+          "api": "bench.api", "scale": "bench.scale", "scale-booked": "bench.scale",
+          "breakdown": "bench.workers"}
 #: Repeated in separate processes; the suite keeps the medians (the others repeat inside).
 REPEAT = {"latency": (3, 1), "api": (3, 1)}
 
@@ -245,22 +250,22 @@ def api_rows(raw: dict[str, Any]) -> list[Row]:
 
 
 def scale_rows(raw: dict[str, Any]) -> list[Row]:
-    scale = raw.get("scale", {})
     rows = []
-    for key in ("full", "empty"):
-        d = scale.get(key)
+    for bench, key in (("scale", "full"), ("scale", "empty"), ("scale-booked", "full")):
+        d = raw.get(bench, {}).get(key)
         if not d:
             continue
         r = d.get("restart", {})
         n = d.get("jobs")
         rss, ready = r.get("rss_mb"), r.get("ready_s")
         ok = None if rss is None else rss <= TARGETS["rss_mb"] and ready <= TARGETS["ready_s"]
-        rows.append(Row(f"6. {_n(n)} scheduled jobs: restart → READY s; RSS / peak MB",
+        what = "booked (1 reservation each)" if d.get("booked") else "scheduled"
+        rows.append(Row(f"6. {_n(n)} {what} jobs: restart → READY s; RSS / peak MB",
                         f"{_n(ready, 2)} s; {_n(rss, 1)} / {_n(r.get('peak_rss_mb'), 1)} MB",
                         target="≤ 10 s; ≤ 200 MB" if n else "", meets=_meets(ok) if n else ""))
         due = r.get("due_to_running", {})
         if due:
-            rows.append(Row(f"6. {_n(n)} scheduled jobs: start_at → running, p50 / max ms",
+            rows.append(Row(f"6. {_n(n)} {what} jobs: start_at → running, p50 / max ms",
                             f"{_n(due.get('p50_ms'), 1)} / {_n(due.get('max_ms'), 1)}"))
     return rows
 
@@ -285,10 +290,11 @@ def workers_rows(raw: dict[str, Any]) -> list[Row]:
 
 
 def context_rows(raw: dict[str, Any]) -> list[Row]:
-    disk = raw.get("disk", {})
-    rows = [Row("disk: write 4 KiB + fsync, p50 / p99 / max ms",
-                f"{_n(disk.get('fsync_ms_p50'), 3)} / {_n(disk.get('fsync_ms_p99'), 3)} / "
-                f"{_n(disk.get('fsync_ms_max'), 1)}")]
+    disk = raw.get("disk")
+    rows = [] if disk is None else [Row(
+        "disk: write 4 KiB + fsync, p50 / p99 / max ms",
+        f"{_n(disk.get('fsync_ms_p50'), 3)} / {_n(disk.get('fsync_ms_p99'), 3)} / "
+        f"{_n(disk.get('fsync_ms_max'), 1)}")]
     for run in raw.get("breakdown", {}).get("runs", []):
         rows.append(Row(
             f"cost per job, {run['workers']} worker(s): event loop / other threads CPU µs",
@@ -299,8 +305,18 @@ def context_rows(raw: dict[str, Any]) -> list[Row]:
 
 
 def table(raw: dict[str, Any]) -> list[Row]:
-    return [*throughput_rows(raw), *latency_rows(raw), *api_rows(raw), *scale_rows(raw),
-            *bookings_rows(raw), *workers_rows(raw), *context_rows(raw)]
+    """The rows of the benchmarks that ran (``--only`` leaves the others out)."""
+    sections = (("workers", throughput_rows), ("latency", latency_rows), ("api", api_rows),
+                ("scale", scale_rows), ("scale-booked", scale_rows),
+                ("bookings", bookings_rows), ("workers", workers_rows),
+                ("disk", context_rows), ("breakdown", context_rows))
+    rows: list[Row] = []
+    done: set[Any] = set()
+    for name, section in sections:
+        if name in raw and section not in done:
+            done.add(section)
+            rows += section(raw)
+    return rows
 
 
 def markdown(rows: list[Row]) -> str:
@@ -338,11 +354,16 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small N, one run each (~1 min)")
-    p.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHES)}")
+    p.add_argument("--only",
+                   help=f"comma-separated subset of: {', '.join((*BENCHES, *EXTRA))}")
+    p.add_argument("--booked", action="store_true",
+                   help="also 1,000,000 jobs that each book a resource (about a minute more)")
     p.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     args = p.parse_args(argv)
     names = [n for n in (args.only.split(",") if args.only else BENCHES) if n]
-    unknown = set(names) - set(BENCHES)
+    if args.booked and "scale-booked" not in names:
+        names.append("scale-booked")
+    unknown = set(names) - set(BENCHES) - set(EXTRA)
     if unknown:
         p.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
 

@@ -71,6 +71,17 @@ def test_scale_populates_and_starts_the_daemon(tmp_path: Path) -> None:
     assert result["restart"]["due_to_running"]["jobs"] == 20
 
 
+def test_scale_booked_database_has_a_reservation_per_job(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "jobd.db"
+    assert scale.populate(db, 50, booked=True) > 0
+    with sqlite3.connect(db) as conn:
+        counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                  for t in ("jobs", "steps", "history", "reservations")]
+    assert counts == [50, 50, 50, 50]
+
+
 def test_bookings_and_locks_micro_benchmarks() -> None:
     import random
 
