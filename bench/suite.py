@@ -38,10 +38,10 @@ ARGS: dict[str, tuple[list[str], list[str]]] = {
     "workers": (["--jobs", "10000", "--repeat", "3"], ["--jobs", "3000", "--repeat", "1"]),
     "latency": (["--jobs", "500", "--timer-jobs", "3000", "--due-now-jobs", "3000"],
                 ["--jobs", "200", "--timer-jobs", "1000", "--due-now-jobs", "1000"]),
-    "peers": (["--huey", "3000", "--aps", "10000", "--aps-sql", "1000", "--repeat", "3"],
+    "peers": (["--huey", "3000", "--aps", "10000", "--aps-sql", "500", "--repeat", "3"],
               ["--huey", "1000", "--aps", "3000", "--aps-sql", "300", "--repeat", "1",
                "--latency-jobs", "1000"]),
-    "api": (["--jobs", "1500"], ["--jobs", "500"]),
+    "api": (["--jobs", "1000"], ["--jobs", "500"]),
     "scale": (["--jobs", "1000000"], ["--jobs", "100000"]),
     "scale-booked": (["--jobs", "1000000", "--booked", "--no-empty"],
                      ["--jobs", "100000", "--booked", "--no-empty"]),
@@ -114,13 +114,16 @@ def median_runs(runs: list[dict[str, Any]], top: bool = True) -> dict[str, Any]:
         values = [r.get(key) for r in runs]
         if isinstance(value, dict):
             out[key] = median_runs([v for v in values if isinstance(v, dict)], top=False)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            same = [v for v in values if isinstance(v, list) and len(v) == len(value)]
+            out[key] = [median_runs(list(items), top=False) for items in zip(*same, strict=True)]
         elif isinstance(value, int | float) and not isinstance(value, bool):
             nums = [v for v in values if isinstance(v, int | float)]
             out[key] = round(statistics.median(nums), 3)
         else:
             out[key] = value
     if top and len(runs) > 1:
-        out["runs"] = len(runs)
+        out["repeats"] = len(runs)
     return out
 
 
@@ -351,6 +354,23 @@ def machine() -> dict[str, Any]:
             "jobd_commit": commit}
 
 
+def combine(paths: list[Path], output: Path) -> None:
+    """Median of several runs, benchmark by benchmark (those present in every run)."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    names = [n for n in runs[0]["raw"] if all(n in r["raw"] for r in runs)]
+    raw = {n: median_runs([r["raw"][n] for r in runs]) for n in names}
+    rows = table(raw)
+    meta = runs[-1]["meta"] | {"combined": [str(p) for p in paths],
+                               "dates": [r["meta"]["date"] for r in runs]}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows],
+                                  "raw": raw}, indent=2) + "\n")
+    print(f"median of {len(runs)} runs ({', '.join(meta['dates'])}) · {meta['cpus']} CPUs "
+          f"({meta['cpu']}) · Python {meta['python']} · SQLite {meta['sqlite']} · "
+          f"jobd {meta['jobd_commit']}\n")
+    print(markdown(rows))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small N, one run each (~1 min)")
@@ -359,7 +379,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--booked", action="store_true",
                    help="also 1,000,000 jobs that each book a resource (about a minute more)")
     p.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    p.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
+                   help="no run: the median table of earlier runs' JSON files (to --output)")
     args = p.parse_args(argv)
+    if args.combine:
+        combine(args.combine, args.output)
+        return
     names = [n for n in (args.only.split(",") if args.only else BENCHES) if n]
     if args.booked and "scale-booked" not in names:
         names.append("scale-booked")
