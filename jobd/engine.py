@@ -26,7 +26,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from jobd.action import Action, ActionContext
 from jobd.bookings import BookingIndex
-from jobd.config import Config, ScheduleConfig, WorkflowConfig
+from jobd.config import Config, WorkflowConfig
 from jobd.errors import (
     InvalidTransition,
     JobdError,
@@ -41,6 +41,7 @@ from jobd.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, S
 from jobd.plugins import PluginHost
 from jobd.runner import CANCEL, PAUSE, SHUTDOWN, RunControl, Runner, RunResult
 from jobd.runqueue import RunQueue
+from jobd.schedules import Schedules
 from jobd.states import (
     ACTIVE,
     EDITABLE,
@@ -62,7 +63,7 @@ from jobd.store import (
     step_insert,
 )
 from jobd.templating import render
-from jobd.timers import Timers, plan_misfires
+from jobd.timers import Timers
 
 S = JobState
 log = structlog.get_logger("jobd.engine")
@@ -93,6 +94,7 @@ class Engine:
         self.booking_index = BookingIndex(config.resources, config.pools)
         self.timers = Timers(clock=clock)
         self.runner = Runner(self)
+        self.schedules = Schedules(self)
         self.active: dict[int, RunControl] = {}
         self.running: set[int] = set()
         self._granted: deque[int] = deque()
@@ -116,6 +118,11 @@ class Engine:
         self._next_wake: float | None = None
 
     # ================================================================ lifecycle
+    @property
+    def accepting(self) -> bool:
+        """False while draining: due jobs stay in the store for the next start."""
+        return self._accepting
+
     def add_listener(self, listener: Callable[[JobEvent], None]) -> None:
         """Call ``listener(event)`` (synchronously, on the event loop) after each committed
         change; metrics use this. A raising listener is logged and ignored."""
@@ -135,7 +142,7 @@ class Engine:
             for _ in range(self.config.daemon.workers):
                 tg.start_soon(self._worker)
             self._accepting = True
-            await self._start_schedules()
+            await self.schedules.start()
             await self._process_due()
             await self._admit()
             log.info("engine ready", workers=self.config.daemon.workers,
@@ -1085,93 +1092,6 @@ class Engine:
         self.locks.acquire(job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic())
         await self._make_due(job)
 
-    # ================================================================ schedules
-    async def _start_schedules(self) -> None:
-        """Run or record the firings missed while jobd was down, then arm the live timers."""
-        rows = await self.store.schedule_rows()
-        now = self.clock()
-        for schedule in self.config.schedules:
-            last = rows.get(schedule.name, {}).get("last_fire_at")
-            if schedule.enabled and last is not None:
-                await self._catch_up(schedule, last, now)
-        # Everything up to now is handled: the live timers must not fire it again.
-        handled = {s.name: now for s in self.config.schedules}
-        for schedule in self.config.schedules:
-            # New, or disabled: the time until now is not missed (enabling it later starts
-            # from here).
-            if rows.get(schedule.name, {}).get("last_fire_at") is None or not schedule.enabled:
-                await self._record_schedule(schedule.name, now, None, None, None)
-        self.timers.set_schedules(self.config.schedules, self._fire, handled)
-
-    async def _catch_up(self, schedule: ScheduleConfig, last: float, now: float) -> None:
-        plan = await anyio.to_thread.run_sync(plan_misfires, schedule, last, now)
-        reason = f"missed while jobd was down (misfire={schedule.misfire})"
-        for fire_time in plan.skipped:
-            await self._record_schedule(schedule.name, fire_time, None, "missed", reason)
-        if plan.skipped_omitted:
-            await self._record_schedule(
-                schedule.name, last, None, "missed",
-                f"{plan.skipped_omitted} more firings {reason}, too many to list one by one")
-        for fire_time in plan.run:
-            await self._fire(schedule, fire_time)
-
-    async def _fire(self, schedule: ScheduleConfig, fire_time: float) -> None:
-        if not self._accepting:
-            return
-        if schedule.overlap == "skip" and await self._schedule_busy(schedule.name):
-            await self._record_schedule(schedule.name, fire_time, None, "skipped",
-                                        "the previous job of this schedule is still running")
-            return
-        assets = schedule.assets
-        if schedule.overlap == "queue":
-            assets = (*assets, f"schedule:{schedule.name}")
-        spec = JobSpec(
-            workflow=schedule.workflow, name=f"{schedule.name}", params=dict(schedule.params),
-            assets=tuple(assets), shared_assets=schedule.shared_assets,
-            resources=schedule.resources, pools=schedule.pools, priority=schedule.priority,
-            timeout=schedule.timeout, schedule=schedule.name,
-        )
-        if schedule.resources or schedule.pools:
-            # A booking needs a span: the schedule books its resources at the firing time.
-            spec = replace(spec, start_at=fire_time, end_at=fire_time)
-        try:
-            job = await self.submit(spec, actor=f"schedule:{schedule.name}")
-        except JobdError as exc:
-            await self._record_schedule(schedule.name, fire_time, None, "skipped",
-                                        f"submission refused: {exc}")
-            return
-        await self._record_schedule(schedule.name, fire_time, job.id, "fired", None)
-
-    async def _schedule_busy(self, name: str) -> bool:
-        row = (await self.store.schedule_rows()).get(name)
-        if not row or row.get("last_job_id") is None:
-            return False
-        job_id = row["last_job_id"]
-        states = await self.store.job_states([job_id])
-        return job_id in states and states[job_id][1] in (
-            ACTIVE | {S.CONFIRMED, S.PENDING, S.PAUSED})
-
-    async def _record_schedule(self, name: str, fire_time: float, job_id: int | None,
-                               kind: str | None, reason: str | None) -> None:
-        now = self.clock()
-        unit = Unit().add("INSERT OR IGNORE INTO schedules (name) VALUES (?)", (name,))
-        if kind == "fired":
-            unit.add("UPDATE schedules SET last_fire_at = ?, last_job_id = ? WHERE name = ?",
-                     (fire_time, job_id, name))
-        elif kind is None:
-            unit.add("UPDATE schedules SET last_fire_at = ? WHERE name = ?", (fire_time, name))
-        else:
-            column = "missed" if kind == "missed" else "skipped"
-            unit.add(f"UPDATE schedules SET {column} = {column} + 1,"
-                     " last_fire_at = max(coalesce(last_fire_at, 0), ?) WHERE name = ?",
-                     (fire_time, name))
-        if kind is not None:
-            unit.add("INSERT INTO schedule_events (schedule, at, fire_time, kind, job_id, reason)"
-                     " VALUES (?,?,?,?,?,?)", (name, now, fire_time, kind, job_id, reason))
-            if kind != "fired":
-                log.warning("schedule firing not run", schedule=name, kind=kind, reason=reason)
-        await self.store.commit(unit)
-
     # ================================================================ reading
     async def get_job(self, job_id: int) -> Job:
         """One job with steps, reservations and history. Raises NotFound."""
@@ -1246,22 +1166,8 @@ class Engine:
         return await self.bookings_info(start, end)
 
     async def schedules_info(self) -> list[dict[str, Any]]:
-        """Per schedule: ``{name, workflow, cron, interval, timezone, next_fire_at, last_fire_at,
-        last_job_id, missed, skipped, overlap, misfire, recent}``."""
-        rows = await self.store.schedule_rows()
-        nexts = self.timers.next_fire_times()
-        out = []
-        for s in self.config.schedules:
-            row = rows.get(s.name, {})
-            out.append({
-                "name": s.name, "workflow": s.workflow, "cron": s.cron, "interval": s.interval,
-                "timezone": s.timezone, "overlap": s.overlap, "misfire": s.misfire,
-                "enabled": s.enabled, "next_fire_at": nexts.get(s.name),
-                "last_fire_at": row.get("last_fire_at"), "last_job_id": row.get("last_job_id"),
-                "missed": row.get("missed", 0), "skipped": row.get("skipped", 0),
-                "recent": await self.store.schedule_events(s.name, 10),
-            })
-        return out
+        """Per schedule: next and last firing, missed and skipped counts, recent events."""
+        return await self.schedules.info()
 
     def plugins_info(self) -> dict[str, Any]:
         """``{plugins: [{name, file, actions, error}], actions: [{name, plugin, description}]}``."""
@@ -1294,15 +1200,7 @@ class Engine:
             run_queue_size=self.config.daemon.run_queue_size,
             state_dir=self.config.daemon.state_dir))
         warnings += await self._revalidate_bookings("reload")
-        rows = await self.store.schedule_rows()
-        now = self.clock()
-        for schedule in self.config.schedules:
-            if schedule.name not in rows or (schedule.enabled and schedule.name not in enabled):
-                # New or (re-)enabled: it fires from now on; nothing before is missed.
-                await self._record_schedule(schedule.name, now, None, None, None)
-                rows[schedule.name] = {"last_fire_at": now}
-        self.timers.set_schedules(self.config.schedules, self._fire,
-                                  {n: r.get("last_fire_at") for n, r in rows.items()})
+        await self.schedules.reload(enabled)
         if warnings:
             log.warning("reload affected jobs", warnings=warnings)
         return warnings
