@@ -105,6 +105,7 @@ class Engine:
         self._pending = 0
         self._next_id = 0
         self._accepting = False
+        self._draining = False
         self._tg: TaskGroup | None = None
         self._due_lock = anyio.Lock()
         self._admit_lock = anyio.Lock()
@@ -159,6 +160,7 @@ class Engine:
         """Stop admitting jobs; let running steps finish for ``grace`` s, then interrupt them
         (recorded as interrupted, resumed on the next start)."""
         self._accepting = False
+        self._draining = True
         self.timers.wake_due_at(None, self._process_due)
         with anyio.move_on_after(grace):
             while self.running:
@@ -797,6 +799,10 @@ class Engine:
 
     async def _take(self) -> tuple[int, bool]:
         while True:
+            if self._draining:
+                # Draining starts nothing new: queued jobs stay queued in the store and the
+                # next start takes them in the same order.
+                await anyio.sleep_forever()
             if self._granted:
                 return self._granted.popleft(), True
             job_id = self.queue.pop()

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import anyio
 import pytest
 
 from jobd.errors import InvalidTransition, NotFound, ValidationError
@@ -271,3 +272,21 @@ async def test_submit_returns_the_job_with_its_history(config) -> None:
         assert [(h.from_state, h.to_state) for h in job.history] == [(None, S.DRAFT)]
         stored = await engine.get_job(job.id)
         assert [(h.from_state, h.to_state) for h in stored.history] == [(None, S.DRAFT)]
+
+
+async def test_drain_lets_the_running_job_finish_and_starts_nothing_new(tmp_path: Path) -> None:
+    config = make_config(tmp_path, _flows(tmp_path), workers=1)
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    async with running_engine(config) as engine:
+        first = await engine.submit(spec("record", params={"log": str(log), "gate": str(gate)}))
+        await wait_state(engine, first.id, S.RUNNING)
+        second = await engine.submit(spec("noop"))
+        assert second.state == S.QUEUED
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.drain, 30.0)
+            await wait_until(lambda: not engine.accepting)
+            gate.write_text("go")
+        assert (await engine.get_job(first.id)).state == S.COMPLETED
+        assert (await engine.get_job(second.id)).state == S.QUEUED
+    async with running_engine(config) as engine:
+        assert (await wait_state(engine, second.id, S.COMPLETED)).state == S.COMPLETED
