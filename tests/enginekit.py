@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -82,6 +83,19 @@ async def wait_until(predicate: Any, timeout: float = 20, interval: float = 0.01
             if result:
                 return
             await anyio.sleep(interval)
+
+
+def pid_gone(pid: int) -> bool:
+    """True when ``pid`` does not exist or is a zombie (dead, not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2] == "Z"
 
 
 def spec(workflow: str, **kw: Any) -> JobSpec:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import anyio
@@ -13,6 +12,7 @@ from jobd.errors import InvalidTransition, NotFound, ValidationError
 from jobd.states import JobState, StepState
 from tests.enginekit import (
     make_config,
+    pid_gone,
     running_engine,
     spec,
     step,
@@ -102,15 +102,8 @@ async def test_step_timeout_kills_grandchild(config, tmp_path: Path) -> None:
     assert done.steps[0].state == StepState.TIMED_OUT
     pid = int(pidfile.read_text())
 
-    def gone() -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        stat = Path(f"/proc/{pid}/stat")
-        return not stat.exists() or stat.read_text().split()[2] == "Z"
 
-    await wait_until(gone, timeout=10)
+    await wait_until(lambda: pid_gone(pid), timeout=10)
 
 
 async def test_pause_resume_continues_and_cancel(config, tmp_path: Path) -> None:

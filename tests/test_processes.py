@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -29,6 +28,7 @@ from jobd.processes import (
     process_group_alive,
     run_process,
 )
+from tests.enginekit import pid_gone, wait_until
 
 PY = sys.executable
 
@@ -50,26 +50,6 @@ class ListLog:
                 if event == "process output" and stream in (None, kw["stream"])]
 
 
-async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s: {predicate}")
-        await anyio.sleep(0.01)
-
-
-def pid_gone(pid: int) -> bool:
-    """True when ``pid`` does not exist or is a zombie (dead, not yet reaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rfind(")") + 2] == "Z"
 
 
 def read_pid(path: Path) -> int | None:

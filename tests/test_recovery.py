@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from jobd.states import JobState, StepState
 from tests.crash_child import crash_config
-from tests.enginekit import running_engine, wait_all, wait_state, wait_until
+from tests.enginekit import pid_gone, running_engine, wait_all, wait_state, wait_until
 
 S = JobState
 ROOT = Path(__file__).parent.parent
@@ -30,15 +29,6 @@ def _recorded_pgids(db: Path) -> int:
             return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
-
-
 async def test_kill_9_loses_nothing_and_completed_steps_do_not_rerun(tmp_path: Path) -> None:
     child = subprocess.Popen([sys.executable, "-m", "tests.crash_child", str(tmp_path)],
                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -52,13 +42,13 @@ async def test_kill_9_loses_nothing_and_completed_steps_do_not_rerun(tmp_path: P
         assert child.stdout is not None
         child.stdout.close()
     orphans = [int((tmp_path / f"{n}.pid").read_text()) for n in ("a", "c")]
-    assert all(_alive(pid) for pid in orphans)  # the step processes outlived the daemon
+    assert all(not pid_gone(pid) for pid in orphans)  # the step processes outlived the daemon
 
     (tmp_path / "a.pid").unlink()
     async with running_engine(crash_config(tmp_path)) as engine:
         # Recovery killed the orphans' groups before retrying anything.
         for pid in orphans:
-            await wait_until(lambda pid=pid: not _alive(pid), timeout=15)
+            await wait_until(lambda pid=pid: pid_gone(pid), timeout=15)
         c = await wait_state(engine, 3, {S.FAILED, S.COMPLETED})
         assert c.state == S.FAILED and c.error is not None and c.error.code == "interrupted"
         await wait_until((tmp_path / "a.pid").exists, timeout=15)  # a's retry started

@@ -6,17 +6,16 @@ import json
 import os
 import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 import structlog
 from structlog.testing import capture_logs
 
 from jobd.scripts import ScriptResult, run_script, script_env
+from tests.enginekit import pid_gone, wait_until
 
 PY = sys.executable
 
@@ -54,26 +53,6 @@ class ListLog:
         return [kw for _, event, kw in self.records if event == "script output"]
 
 
-async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s: {predicate}")
-        await anyio.sleep(0.01)
-
-
-def pid_gone(pid: int) -> bool:
-    """True when ``pid`` does not exist or is a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rfind(")") + 2] == "Z"
 
 
 def write_script(path: Path, body: str, mode: int = 0o755) -> Path:
