@@ -322,12 +322,12 @@ class Store:
         """Jobs (with steps) in these states, oldest due first: recovery's input."""
         names = [str(s) for s in states]
         rows = await self._fetchall(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({','.join('?' * len(names))})"
+            f"SELECT id FROM jobs WHERE state IN ({','.join('?' * len(names))})"
             " ORDER BY due_at, id", names)
-        jobs = [_job_from_row(r) for r in rows]
-        for job in jobs:
-            job.steps = await self.load_steps(job.id)
-            job.reservations = await self.load_reservations(job.id)
+        ids = [r[0] for r in rows]
+        jobs: list[Job] = []
+        for start in range(0, len(ids), 500):  # SQLite caps the number of ? in one query
+            jobs += await self.load_jobs(ids[start:start + 500])
         return jobs
 
     async def load_jobs(self, job_ids: Sequence[int]) -> list[Job]:
