@@ -15,31 +15,54 @@ Interval rules, used everywhere in this module:
   at ``t``. Internally it is stored as ``[t, nextafter(t))``.
 * Capacity ``N`` means at most ``N`` reservations overlapping at any instant.
 
-Layout: per resource, a list of entries ``(start, end, job_id, seq, reservation)``
-sorted by start, plus an upper bound on the entries' durations. A check only
-looks at entries whose start lies in ``[start - max_duration, end)``, found
-with :mod:`bisect`: ``O(log n + k)`` for ``k`` neighbours.
+Layout (lean: about 50 bytes per reservation): per resource, parallel arrays
+(:mod:`array`) of starts, effective ends, job ids and a small ``meta`` word
+(pool number and a zero-length flag), sorted by start (ties: in the order they
+were added), plus an upper bound on the durations. A check only looks at
+entries whose start lies in ``[start - max_duration, end)``, found with
+:mod:`bisect`: ``O(log n + k)`` for ``k`` neighbours. To find a job's
+reservations, the ones :meth:`BookingIndex.load` ed sit in arrays sorted by job
+id (``job id, resource number, start``; removed ones are blanked, not moved),
+those added afterwards in a small dict. :class:`Reservation` objects are only
+built when a query returns them.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import sys
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import compress, islice
+from operator import eq, itemgetter, le, sub
 
 from jobd.config import PoolConfig, ResourceConfig
 from jobd.errors import BookingConflict, ValidationError
 from jobd.models import Reservation
 
-#: ``(start, effective end, job id, sequence number, reservation)``. The sequence
-#: number is unique, so tuple comparison never reaches the (unordered) reservation.
-_Entry = tuple[float, float, int, int, Reservation]
+#: A reservation as the store reads it: ``(job_id, resource, start, end, pool)``.
+Row = tuple[int, str, float, float, str | None]
+
+#: ``(start, effective end, job id)``: what a conflict check needs of a reservation.
+_Span = tuple[float, float, int]
+
+#: A reservation planned earlier in the same :meth:`BookingIndex.plan` call:
+#: ``(start, effective end, job id, reservation)``.
+_Planned = tuple[float, float, int, Reservation]
 
 #: The pool hook: ``select(pool, candidates)`` returns the member to book, or ``None``.
 Selector = Callable[[str, list[str]], str | None]
+
+#: ``meta`` of an entry: ``pool number << 1 | ZERO``; pool number 0 is "no pool".
+ZERO = 1
+#: Resource number of a loaded reservation that has been removed since.
+_GONE = -1
+
+_start_of = itemgetter(2)
+_job_of = itemgetter(0)
 
 
 def iso(t: float) -> str:
@@ -59,39 +82,99 @@ def _check_span(start: float, end: float) -> None:
         raise ValidationError(f"reservation ends ({iso(end)}) before it starts ({iso(start)})")
 
 
-@dataclass(slots=True)
+def _is_sorted(values: Sequence[float]) -> bool:
+    return all(map(le, values, islice(values, 1, None)))
+
+
 class _Track:
-    """The reservations of one resource, sorted by start."""
+    """The reservations of one resource: parallel arrays sorted by start.
 
-    entries: list[_Entry] = field(default_factory=list)
-    #: Upper bound on ``end - start`` over ``entries``; recomputed lazily when stale.
-    max_duration: float = 0.0
-    stale: bool = False
+    Among equal starts, entries keep the order they were added in.
+    """
 
-    def insert(self, entry: _Entry) -> None:
-        bisect.insort(self.entries, entry)
-        self.max_duration = max(self.max_duration, entry[1] - entry[0])
+    __slots__ = ("ends", "jobs", "max_duration", "meta", "stale", "starts")
 
-    def delete(self, entry: _Entry) -> None:
-        i = bisect.bisect_left(self.entries, entry)
-        if i < len(self.entries) and self.entries[i][3] == entry[3]:
-            del self.entries[i]
-            # Only the longest entry leaving can lower the bound; recompute on next use.
-            if entry[1] - entry[0] >= self.max_duration:
-                self.stale = True
+    def __init__(self, starts: array[float] | None = None, ends: array[float] | None = None,
+                 jobs: array[int] | None = None, meta: array[int] | None = None) -> None:
+        self.starts: array[float] = array("d") if starts is None else starts
+        #: Effective ends (a zero-length entry ends at ``nextafter(start)``; ``meta`` says so).
+        self.ends: array[float] = array("d") if ends is None else ends
+        self.jobs: array[int] = array("q") if jobs is None else jobs
+        self.meta: array[int] = array("i") if meta is None else meta
+        #: Upper bound on ``end - start`` over the entries; recomputed lazily when stale.
+        self.max_duration = 0.0
+        self.stale = bool(self.starts)
 
-    def overlapping(self, start: float, end: float, ignore_job: int | None) -> list[_Entry]:
-        """Entries overlapping ``[start, end)`` (``end`` effective), minus ``ignore_job``'s."""
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def insert(self, start: float, end: float, job_id: int, meta: int) -> None:
+        i = bisect.bisect_right(self.starts, start)
+        self.starts.insert(i, start)
+        self.ends.insert(i, end)
+        self.jobs.insert(i, job_id)
+        self.meta.insert(i, meta)
+        if not self.stale:
+            self.max_duration = max(self.max_duration, end - start)
+
+    def delete(self, start: float, job_id: int) -> None:
+        """Delete ``job_id``'s entries that start at ``start``."""
+        starts, jobs = self.starts, self.jobs
+        lo = bisect.bisect_left(starts, start)
+        hi = bisect.bisect_right(starts, start, lo)
+        for i in reversed(range(lo, hi)):
+            if jobs[i] == job_id:
+                # Only the longest entry leaving can lower the bound; recompute on next use.
+                if self.ends[i] - starts[i] >= self.max_duration:
+                    self.stale = True
+                del starts[i], self.ends[i], jobs[i], self.meta[i]
+
+    def find(self, start: float, job_id: int, nth: int) -> int | None:
+        """Index of ``job_id``'s ``nth`` entry (from 0, in the order added) at ``start``."""
+        starts, jobs = self.starts, self.jobs
+        lo = bisect.bisect_left(starts, start)
+        for i in range(lo, bisect.bisect_right(starts, start, lo)):
+            if jobs[i] == job_id:
+                if nth == 0:
+                    return i
+                nth -= 1
+        return None
+
+    def _bounds(self, start: float, end: float) -> tuple[int, int]:
+        """Index range of the entries that may overlap ``[start, end)``."""
         if self.stale:
-            self.max_duration = max((e[1] - e[0] for e in self.entries), default=0.0)
+            self.max_duration = max(map(sub, self.ends, self.starts), default=0.0)
             self.stale = False
-        lo = bisect.bisect_left(self.entries, (start - self.max_duration,))
-        hi = bisect.bisect_left(self.entries, (end,))
-        return [e for e in self.entries[lo:hi] if e[1] > start and e[2] != ignore_job]
+        lo = bisect.bisect_left(self.starts, start - self.max_duration)
+        return lo, bisect.bisect_left(self.starts, end, lo)
+
+    def overlapping(self, start: float, end: float, ignore_job: int | None) -> list[_Span]:
+        """Entries overlapping ``[start, end)`` (``end`` effective), minus ``ignore_job``'s."""
+        lo, hi = self._bounds(start, end)
+        return [(s, e, j) for s, e, j in zip(self.starts[lo:hi], self.ends[lo:hi],
+                                             self.jobs[lo:hi], strict=True)
+                if e > start and j != ignore_job]
+
+    def overlapping_indices(self, start: float, end: float) -> list[int]:
+        lo, hi = self._bounds(start, end)
+        return [i for i, e in zip(range(lo, hi), self.ends[lo:hi], strict=True) if e > start]
+
+    def load_at_most(self, capacity: int) -> bool:
+        """Whether at no instant more than ``capacity`` entries overlap (``capacity >= 1``).
+
+        With starts sorted and ends sorted, the load just after the ``i``-th start is
+        ``i + 1`` minus the ends at or before it, so it stays within ``capacity`` iff
+        the ``(i - capacity)``-th smallest end is at or before the ``i``-th start.
+        """
+        n = len(self.starts)
+        if n <= capacity:
+            return True
+        ends = sorted(self.ends)
+        return all(map(le, islice(ends, n - capacity), islice(self.starts, capacity, None)))
 
 
 def _overloaded_jobs(
-    entries: Sequence[_Entry], start: float, end: float, capacity: int
+    entries: Sequence[_Span], start: float, end: float, capacity: int
 ) -> list[int]:
     """Jobs present at an instant of ``[start, end)`` where ``entries`` already use ``capacity``.
 
@@ -135,8 +218,18 @@ class BookingIndex:
         # Tracks exist for every resource holding reservations, configured or not,
         # so reservations on a resource that vanished stay visible until removed.
         self._tracks: dict[str, _Track] = {}
-        self._by_job: dict[int, list[tuple[str, _Entry]]] = {}
-        self._seq = 0
+        # Resource and pool names by number (interned; never shrink).
+        self._res_names: list[str] = []
+        self._res_ids: dict[str, int] = {}
+        self._pool_names: list[str | None] = [None]
+        self._pool_ids: dict[str | None, int] = {None: 0}
+        # Who holds what: the loaded reservations sorted by job id (resource number
+        # _GONE once removed), then those added since, per job.
+        self._loaded_jobs: array[int] = array("q")
+        self._loaded_res: array[int] = array("i")
+        self._loaded_starts: array[float] = array("d")
+        self._gone = 0
+        self._added: dict[int, list[tuple[int, float]]] = {}
 
     # -- changing the index -------------------------------------------------
 
@@ -146,44 +239,132 @@ class BookingIndex:
         No capacity check: the store is the truth. Call :meth:`reconfigure` with
         the current config afterwards to learn which of them it no longer allows.
         """
+        self.load_rows([(r.job_id, r.resource, r.start, r.end, r.pool) for r in reservations])
+
+    def load_rows(self, rows: Iterable[Row]) -> None:
+        """:meth:`load` from plain ``(job_id, resource, start, end, pool)`` tuples.
+
+        Builds each resource's arrays with one sort, not one insertion per row.
+        """
+        rows = rows if isinstance(rows, list) else list(rows)
         self._tracks.clear()
-        self._by_job.clear()
-        per_resource: dict[str, list[_Entry]] = {}
-        for r in reservations:
-            entry = self._entry(r)
-            per_resource.setdefault(r.resource, []).append(entry)
-            self._by_job.setdefault(r.job_id, []).append((r.resource, entry))
-        for name, entries in per_resource.items():
-            entries.sort()  # one sort instead of n insorts
-            track = _Track(entries, max((e[1] - e[0] for e in entries), default=0.0))
-            self._tracks[name] = track
+        self._added.clear()
+        self._gone = 0
+        groups: dict[str, list[Row]] = {}
+        for row in rows:
+            try:
+                groups[row[1]].append(row)
+            except KeyError:
+                groups[row[1]] = [row]
+        for name, group in groups.items():
+            self._res_id(name)
+            group.sort(key=_start_of)  # stable: equal starts keep the order given
+            self._tracks[self._res_names[self._res_ids[name]]] = self._build_track(group)
+        del groups
+        by_job = rows if _is_sorted(array("q", map(_job_of, rows))) else sorted(rows, key=_job_of)
+        self._loaded_jobs = array("q", map(_job_of, by_job))
+        self._loaded_res = array("i", map(self._res_ids.__getitem__, map(itemgetter(1), by_job)))
+        self._loaded_starts = array("d", map(_start_of, by_job))
+
+    def _build_track(self, group: list[Row]) -> _Track:
+        n = len(group)
+        starts = array("d", map(_start_of, group))
+        ends = array("d", map(itemgetter(3), group))
+        pools = list(map(itemgetter(4), group))
+        if pools.count(None) == n:
+            meta = array("i", bytes(4 * n))
+        else:
+            meta = array("i", [self._pool_id(p) << 1 for p in pools])
+        for i in compress(range(n), map(eq, starts, ends)):
+            ends[i] = math.nextafter(starts[i], math.inf)
+            meta[i] |= ZERO
+        return _Track(starts, ends, array("q", map(_job_of, group)), meta)
+
+    def _res_id(self, name: str) -> int:
+        rid = self._res_ids.get(name)
+        if rid is None:
+            rid = self._res_ids[name] = len(self._res_names)
+            self._res_names.append(sys.intern(name))
+        return rid
+
+    def _pool_id(self, pool: str | None) -> int:
+        pid = self._pool_ids.get(pool)
+        if pid is None:
+            pid = self._pool_ids[pool] = len(self._pool_names)
+            self._pool_names.append(None if pool is None else sys.intern(pool))
+        return pid
 
     def add(self, reservations: Iterable[Reservation]) -> None:
         """Insert ``reservations`` as they are (the result of :meth:`plan`, once stored)."""
         for r in reservations:
-            entry = self._entry(r)
-            self._tracks.setdefault(r.resource, _Track()).insert(entry)
-            self._by_job.setdefault(r.job_id, []).append((r.resource, entry))
+            rid = self._res_id(r.resource)
+            name = self._res_names[rid]
+            track = self._tracks.get(name)
+            if track is None:
+                track = self._tracks[name] = _Track()
+            meta = self._pool_id(r.pool) << 1 | (ZERO if r.end == r.start else 0)
+            track.insert(r.start, _effective_end(r.start, r.end), r.job_id, meta)
+            self._added.setdefault(r.job_id, []).append((rid, r.start))
 
     def remove_job(self, job_id: int) -> None:
         """Drop every reservation of ``job_id`` (a no-op if it has none)."""
-        for resource, entry in self._by_job.pop(job_id, []):
-            self._tracks[resource].delete(entry)
+        for rid, start in self._take(job_id):
+            self._tracks[self._res_names[rid]].delete(start, job_id)
 
-    def _entry(self, r: Reservation) -> _Entry:
-        self._seq += 1
-        return (r.start, _effective_end(r.start, r.end), r.job_id, self._seq, r)
+    def _take(self, job_id: int) -> list[tuple[int, float]]:
+        """``_holdings(job_id)``, forgotten."""
+        held = self._holdings(job_id)
+        if held:
+            jobs, res = self._loaded_jobs, self._loaded_res
+            lo = bisect.bisect_left(jobs, job_id)
+            for i in range(lo, bisect.bisect_right(jobs, job_id, lo)):
+                if res[i] != _GONE:
+                    res[i] = _GONE
+                    self._gone += 1
+            self._added.pop(job_id, None)
+            if self._gone > 1024 and self._gone * 2 > len(jobs):
+                self._compact()
+        return held
+
+    def _compact(self) -> None:
+        keep = [r != _GONE for r in self._loaded_res]
+        self._loaded_jobs = array("q", compress(self._loaded_jobs, keep))
+        self._loaded_starts = array("d", compress(self._loaded_starts, keep))
+        self._loaded_res = array("i", compress(self._loaded_res, keep))
+        self._gone = 0
+
+    def _holdings(self, job_id: int) -> list[tuple[int, float]]:
+        """``(resource number, start)`` of each reservation of ``job_id``, in the order added."""
+        jobs, res = self._loaded_jobs, self._loaded_res
+        lo = bisect.bisect_left(jobs, job_id)
+        held = [(res[i], self._loaded_starts[i])
+                for i in range(lo, bisect.bisect_right(jobs, job_id, lo)) if res[i] != _GONE]
+        return held + self._added.get(job_id, [])
+
+    def _reservation(self, name: str, track: _Track, i: int) -> Reservation:
+        start, meta = track.starts[i], track.meta[i]
+        end = start if meta & ZERO else track.ends[i]
+        return Reservation(track.jobs[i], name, start, end, self._pool_names[meta >> 1])
 
     # -- queries --------------------------------------------------------------
 
     def for_job(self, job_id: int) -> list[Reservation]:
         """The reservations of ``job_id``, in the order they were added."""
-        return [entry[4] for _, entry in self._by_job.get(job_id, [])]
+        found: list[Reservation] = []
+        seen: Counter[tuple[int, float]] = Counter()
+        for key in self._holdings(job_id):
+            name = self._res_names[key[0]]
+            track = self._tracks[name]
+            i = track.find(key[1], job_id, seen[key])
+            seen[key] += 1
+            if i is not None:
+                found.append(self._reservation(name, track, i))
+        return found
 
     def count(self, resource: str) -> int:
         """How many reservations ``resource`` holds now, whatever their times."""
         track = self._tracks.get(resource)
-        return 0 if track is None else len(track.entries)
+        return 0 if track is None else len(track)
 
     def between(self, start: float | None, end: float | None) -> list[Reservation]:
         """Reservations overlapping ``[start, end)`` (``None``: unbounded), sorted by start.
@@ -192,11 +373,12 @@ class BookingIndex:
         """
         lo = -math.inf if start is None else start
         hi = math.inf if end is None else _effective_end(lo, end)
-        found: list[_Entry] = []
-        for track in self._tracks.values():
-            found.extend(track.overlapping(lo, hi, None))
-        found.sort(key=lambda e: (e[0], e[4].resource, e[2], e[3]))
-        return [e[4] for e in found]
+        found: list[tuple[float, str, int, int]] = []
+        for name, track in self._tracks.items():
+            starts, jobs = track.starts, track.jobs
+            found += [(starts[i], name, jobs[i], i) for i in track.overlapping_indices(lo, hi)]
+        found.sort()  # the index breaks ties between one job's entries: the order added
+        return [self._reservation(name, self._tracks[name], i) for _, name, _, i in found]
 
     def check(
         self, resource: str, start: float, end: float, *, ignore_job: int | None = None
@@ -233,14 +415,14 @@ class BookingIndex:
         start: float,
         end: float,
         ignore_job: int | None,
-        extra: Sequence[_Entry],
+        extra: Sequence[_Planned],
     ) -> list[int]:
         """:meth:`check`, also counting ``extra`` entries (planned earlier in the same call)."""
         _check_span(start, end)
         eff_end = _effective_end(start, end)
         track = self._tracks.get(config.name)
         near = [] if track is None else track.overlapping(start, eff_end, ignore_job)
-        near += [e for e in extra if e[0] < eff_end and e[1] > start]
+        near += [(e[0], e[1], e[2]) for e in extra if e[0] < eff_end and e[1] > start]
         if config.capacity < 1:
             return sorted({e[2] for e in near})
         return _overloaded_jobs(near, start, eff_end, config.capacity)
@@ -279,7 +461,7 @@ class BookingIndex:
         """
         _check_span(start, end)
         self._validate_names(resources, pools)
-        planned: list[_Entry] = []
+        planned: list[_Planned] = []
         for name in resources:
             config = self._resources[name]
             blockers = self._blockers(config, start, end, job_id, planned)
@@ -289,7 +471,7 @@ class BookingIndex:
         for pool in pools:
             member = self._pick_member(job_id, pool, start, end, planned, select)
             planned.append(self._planned_entry(job_id, member, pool, start, end))
-        return [e[4] for e in planned]
+        return [e[3] for e in planned]
 
     def _validate_names(self, resources: Sequence[str], pools: Sequence[str]) -> None:
         problems = [f"unknown resource {r!r}" for r in resources if r not in self._resources]
@@ -299,23 +481,22 @@ class BookingIndex:
 
     def _blockers(
         self, config: ResourceConfig, start: float, end: float, job_id: int,
-        planned: Sequence[_Entry],
+        planned: Sequence[_Planned],
     ) -> list[int] | None:
         """``None`` when ``[start, end)`` fits on ``config``, else the jobs in the way."""
-        mine = [e for e in planned if e[4].resource == config.name]
+        mine = [e for e in planned if e[3].resource == config.name]
         blockers = self._conflicts(config, start, end, job_id, mine)
         return blockers if blockers or config.capacity < 1 else None
 
     def _planned_entry(
         self, job_id: int, resource: str, pool: str | None, start: float, end: float
-    ) -> _Entry:
-        # Sequence numbers of planned entries are negative: they never enter a track.
+    ) -> _Planned:
         r = Reservation(job_id=job_id, resource=resource, start=start, end=end, pool=pool)
-        return (start, _effective_end(start, end), job_id, -1, r)
+        return (start, _effective_end(start, end), job_id, r)
 
     def _pick_member(
         self, job_id: int, pool: str, start: float, end: float,
-        planned: Sequence[_Entry], select: Selector | None,
+        planned: Sequence[_Planned], select: Selector | None,
     ) -> str:
         candidates: list[str] = []
         blockers: set[int] = set()
@@ -335,10 +516,11 @@ class BookingIndex:
         choice = select(pool, list(candidates)) if select is not None else None
         return choice if choice in candidates else candidates[0]
 
-    def _load_excluding(self, resource: str, job_id: int, planned: Sequence[_Entry]) -> int:
+    def _load_excluding(self, resource: str, job_id: int, planned: Sequence[_Planned]) -> int:
         """Reservations on ``resource``, without ``job_id``'s old ones, with those just planned."""
-        own_old = sum(1 for r, _ in self._by_job.get(job_id, []) if r == resource)
-        own_new = sum(1 for e in planned if e[4].resource == resource)
+        rid = self._res_ids.get(resource)
+        own_old = sum(1 for r, _ in self._holdings(job_id) if r == rid)
+        own_new = sum(1 for e in planned if e[3].resource == resource)
         return self.count(resource) - own_old + own_new
 
     # -- configuration reload ---------------------------------------------------
@@ -359,11 +541,11 @@ class BookingIndex:
         self._pools = dict(pools)
         problems: list[tuple[int, str]] = []
         for name, track in self._tracks.items():
-            if not track.entries:
+            if not len(track):
                 continue
             config = self._resources.get(name)
             if config is None:
-                jobs = sorted({e[2] for e in track.entries})
+                jobs = sorted(set(track.jobs))
                 problems += [(j, f"resource {name} no longer exists") for j in jobs]
             else:
                 problems += self._over_capacity(config, track)
@@ -372,32 +554,60 @@ class BookingIndex:
 
     def _pool_problems(self) -> list[tuple[int, str]]:
         """Pool bookings whose pool vanished, or whose member left the pool."""
+        suspects: set[int] = set()
+        for name, track in self._tracks.items():
+            bad = set()
+            for meta in set(track.meta):
+                pool = self._pool_names[meta >> 1]
+                if pool is not None:
+                    config = self._pools.get(pool)
+                    if config is None or name not in config.members:
+                        bad.add(meta)
+            if bad:
+                suspects.update(compress(track.jobs, [m in bad for m in track.meta]))
         found: dict[tuple[int, str], str] = {}
-        for job_id, entries in self._by_job.items():
-            for resource, entry in entries:
-                pool = entry[4].pool
+        for job_id in suspects:
+            for r in self.for_job(job_id):  # the first bad booking per pool, in the order added
+                pool = r.pool
                 if pool is None or (job_id, pool) in found:
                     continue
                 config = self._pools.get(pool)
                 if config is None:
                     found[(job_id, pool)] = f"pool {pool} no longer exists"
-                elif resource not in config.members:
-                    found[(job_id, pool)] = f"resource {resource} is no longer in pool {pool}"
+                elif r.resource not in config.members:
+                    found[(job_id, pool)] = f"resource {r.resource} is no longer in pool {pool}"
         return [(job, problem) for (job, _), problem in sorted(found.items())]
 
     def _over_capacity(self, config: ResourceConfig, track: _Track) -> list[tuple[int, str]]:
+        if config.capacity >= 1 and track.load_at_most(config.capacity):
+            return []  # never more than capacity at once: the replay below keeps everything
         kept = _Track()
-        rejected: dict[int, _Entry] = {}
-        for entry in sorted(track.entries, key=lambda e: (e[2], e[3])):
-            near = kept.overlapping(entry[0], entry[1], None)
-            if config.capacity >= 1 and not _overloaded_jobs(
-                near, entry[0], entry[1], config.capacity
-            ):
-                kept.insert(entry)
+        rejected: dict[int, int] = {}
+        starts, ends, jobs = track.starts, track.ends, track.jobs
+        for i in self._replay_order(config.name, track):
+            start, end, job_id = starts[i], ends[i], jobs[i]
+            near = kept.overlapping(start, end, None)
+            if config.capacity >= 1 and not _overloaded_jobs(near, start, end, config.capacity):
+                kept.insert(start, end, job_id, 0)
             else:
-                rejected.setdefault(entry[2], entry)
+                rejected.setdefault(job_id, i)
+        name = config.name
         return [
-            (job, f"resource {config.name} is over its capacity {config.capacity} "
-                  f"between {iso(e[0])} and {iso(e[4].end)}")
-            for job, e in sorted(rejected.items())
+            (job, f"resource {name} is over its capacity {config.capacity} "
+                  f"between {iso(starts[i])} and {iso(self._reservation(name, track, i).end)}")
+            for job, i in sorted(rejected.items())
         ]
+
+    def _replay_order(self, name: str, track: _Track) -> list[int]:
+        """Indices of ``track``'s entries by job id, then in the order they were added."""
+        rid = self._res_ids[name]
+        order: list[int] = []
+        for job_id in sorted(set(track.jobs)):
+            seen: Counter[tuple[int, float]] = Counter()
+            for key in self._holdings(job_id):
+                if key[0] == rid:
+                    i = track.find(key[1], job_id, seen[key])
+                    seen[key] += 1
+                    if i is not None:
+                        order.append(i)
+        return order
