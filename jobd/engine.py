@@ -68,6 +68,10 @@ from jobd.timers import Timers
 S = JobState
 log = structlog.get_logger("jobd.engine")
 _KEEP: Any = object()
+#: Bounds on what a job may ask for: a year for a duration, times before the year 9000, so that
+#: every stored time can still be shown as a date (and arithmetic on it stays finite).
+MAX_DURATION = 366 * 86400.0
+LATEST_TIME = 221845392000.0  # 9000-01-01T00:00:00Z
 #: How long cancel/pause/stop of a running job wait for it to stop before answering.
 OPERATION_WAIT = 5.0
 
@@ -356,12 +360,17 @@ class Engine:
         if (spec.resources or spec.pools) and spec.start_at is None:
             problems.append("booking resources or pools needs start_at (and end_at)")
         for name in ("preroll", "postroll"):
-            if getattr(spec, name) < 0:
-                problems.append(f"{name} must be >= 0")
+            value = getattr(spec, name)
+            if not 0 <= value <= MAX_DURATION:
+                problems.append(f"{name} must be between 0 and {MAX_DURATION:.0f} s, got {value}")
         for name in ("timeout", "lock_timeout"):
             value = getattr(spec, name)
-            if value is not None and value <= 0:
-                problems.append(f"{name} must be > 0")
+            if value is not None and not 0 < value <= MAX_DURATION:
+                problems.append(f"{name} must be > 0 and at most {MAX_DURATION:.0f} s, got {value}")
+        for name in ("start_at", "end_at"):
+            value = getattr(spec, name)
+            if value is not None and not 0 <= value <= LATEST_TIME:
+                problems.append(f"{name} must lie between 1970 and 9000")
         for asset in (*spec.assets, *spec.shared_assets):
             if not isinstance(asset, str) or not asset:
                 problems.append(f"asset names must be non-empty strings, got {asset!r}")

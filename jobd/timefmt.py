@@ -77,7 +77,12 @@ def format_time(ts: float | None) -> str | None:
     """
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat()
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        # Out of the calendar's range: jobd refuses such times, but a row written by
+        # something else must not make a job unreadable through the API.
+        return None
 
 
 def format_duration(seconds: float | None) -> str:

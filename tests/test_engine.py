@@ -283,3 +283,17 @@ async def test_drain_lets_the_running_job_finish_and_starts_nothing_new(tmp_path
         assert (await engine.get_job(second.id)).state == S.QUEUED
     async with running_engine(config) as engine:
         assert (await wait_state(engine, second.id, S.COMPLETED)).state == S.COMPLETED
+
+
+@pytest.mark.parametrize("changes", [
+    {"postroll": 1.9e211}, {"preroll": -1.0}, {"timeout": 1.7e308}, {"lock_timeout": 0.0},
+    {"start_at": 1e15}, {"start_at": -5.0},
+])
+async def test_absurd_times_and_durations_are_refused(config, changes) -> None:
+    async with running_engine(config) as engine:
+        with pytest.raises(ValidationError):
+            await engine.submit(spec("noop", **changes))
+        job = await engine.submit(spec("noop", state=S.DRAFT))
+        with pytest.raises(ValidationError):
+            await engine.edit(job.id, changes)
+        assert (await engine.get_job(job.id)).spec == job.spec  # nothing stored changed

@@ -79,3 +79,8 @@ def test_bad_durations_are_refused(text: str) -> None:
 ])
 def test_format_duration(seconds: float | None, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_format_time_never_raises_on_a_time_out_of_range() -> None:
+    assert format_time(1.9e211) is None
+    assert format_time(float("inf")) is None
