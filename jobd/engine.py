@@ -1035,7 +1035,7 @@ class Engine:
     # ================================================================ recovery
     async def _recover(self) -> None:
         self._next_id = await self.store.max_job_id()
-        self.booking_index.load(await self.store.all_reservations())
+        self.booking_index.load_rows(await self.store.reservation_rows())
         invalid = await self._revalidate_bookings("recovery")  # the config may have changed
         if invalid:
             log.warning("bookings the configuration no longer allows", warnings=invalid)

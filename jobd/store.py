@@ -398,8 +398,13 @@ class Store:
         return 0 if row is None or row[0] is None else int(row[0])
 
     async def all_reservations(self) -> list[Reservation]:
+        return [Reservation(*r) for r in await self.reservation_rows()]
+
+    async def reservation_rows(self) -> list[tuple[int, str, float, float, str | None]]:
+        """Every reservation as a plain ``(job_id, resource, start, end, pool)`` tuple: what
+        ``BookingIndex.load_rows`` takes, without a ``Reservation`` object per row."""
         rows = await self._fetchall('SELECT job_id, resource, start, "end", pool FROM reservations')
-        return [Reservation(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        return cast(list[tuple[int, str, float, float, str | None]], rows)
 
     async def job_states(self, job_ids: Sequence[int]) -> dict[int, tuple[str, JobState]]:
         if not job_ids:
