@@ -1161,10 +1161,9 @@ class Engine:
         out = []
         for name, res in sorted(self.config.resources.items()):
             pools = sorted(p.name for p in self.config.pools.values() if name in p.members)
-            mine = [r for r in self.booking_index.between(now, None) if r.resource == name]
-            current = sorted({r.job_id for r in mine if r.start <= now < r.end})
+            current, upcoming = self.booking_index.occupancy(name, now)
             out.append({"name": name, "capacity": res.capacity, "pools": pools,
-                        "current": current, "upcoming": sum(1 for r in mine if r.start > now),
+                        "current": current, "upcoming": upcoming,
                         "bookings": self.booking_index.count(name)})
         return out
 

@@ -291,3 +291,13 @@ def test_reconfigure_reports_pool_bookings_whose_pool_or_membership_went() -> No
     problems = index.reconfigure(resources, {"encoders": PoolConfig("encoders", ("e1",))})
     assert problems == [(2, "pool spare no longer exists"),
                         (3, "resource e2 is no longer in pool encoders")]
+
+
+def test_occupancy_counts_current_holders_and_later_starts() -> None:
+    index = BookingIndex({"enc": ResourceConfig("enc", capacity=3)}, {})
+    index.add([Reservation(1, "enc", 0.0, 10.0), Reservation(2, "enc", 10.0, 20.0),
+               Reservation(3, "enc", 15.0, 30.0), Reservation(4, "enc", 5.0, 5.0)])
+    assert index.occupancy("enc", 10.0) == ([2], 1)
+    assert index.occupancy("enc", 0.0) == ([1], 3)
+    assert index.occupancy("enc", 40.0) == ([], 0)
+    assert index.occupancy("nothing", 1.0) == ([], 0)
