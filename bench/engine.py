@@ -11,6 +11,7 @@ Usage: python bench/engine.py [--jobs N] [--workers W] [--inflight K]
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -30,6 +31,13 @@ from jobd.states import JobState
 from jobd.store import open_store
 
 PLUGINS = Path(__file__).parent / "plugins"
+#: The event loop the daemon runs on (jobd.daemon picks uvloop when it is installed).
+LOOP_OPTIONS = {"use_uvloop": importlib.util.find_spec("uvloop") is not None}
+
+
+def run(func: Any, *args: Any) -> Any:
+    """``anyio.run`` on the daemon's event loop."""
+    return anyio.run(func, *args, backend_options=LOOP_OPTIONS)
 
 
 def bench_config(state: Path, workers: int, queue: int) -> Config:
@@ -144,4 +152,4 @@ if __name__ == "__main__":
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
-    print(json.dumps(anyio.run(main, parse(sys.argv[1:]))))
+    print(json.dumps(run(main, parse(sys.argv[1:]))))

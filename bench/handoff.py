@@ -34,6 +34,7 @@ from typing import Any
 import anyio
 
 from bench.engine import PLUGINS, Counter, latency
+from bench.engine import run as run_loop
 from jobd.config import Config, DaemonConfig, Defaults, StepConfig, WorkflowConfig
 from jobd.engine import Engine
 from jobd.events import JobEvent
@@ -205,10 +206,10 @@ def main(argv: list[str] | None = None) -> None:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     out = {"bench": "handoff",
-           "handoff": anyio.run(handoff, args.jobs, args.workers),
-           "timer": anyio.run(timer_latency, args.timer_jobs, args.rate, args.workers),
+           "handoff": run_loop(handoff, args.jobs, args.workers),
+           "timer": run_loop(timer_latency, args.timer_jobs, args.rate, args.workers),
            "due_now": {"jobs": args.due_now_jobs, "rate": args.rate, "workers": args.workers,
-                       "due_to_running_ms": anyio.run(latency, args.due_now_jobs, args.rate,
+                       "due_to_running_ms": run_loop(latency, args.due_now_jobs, args.rate,
                                                       args.workers)}}
     print(json.dumps(out))
 

@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 
 from bench.engine import Counter, _with_engine, throughput
+from bench.engine import run as run_loop
 from jobd.engine import Engine
 from jobd.models import JobSpec
 
@@ -42,7 +43,7 @@ def jobs_for(n: int, workers: int) -> int:
 
 def median_of(repeat: int, n: int, workers: int, assets: int,
               inflight: int = INFLIGHT) -> dict[str, Any]:
-    samples = [anyio.run(throughput, n, workers, inflight, assets) for _ in range(repeat)]
+    samples = [run_loop(throughput, n, workers, inflight, assets) for _ in range(repeat)]
     return {"jobs": n, "workers": workers, "assets": assets, "inflight": inflight,
             "jobs_per_s": round(statistics.median(samples)),
             "samples": [round(s) for s in samples]}
@@ -61,7 +62,7 @@ def profile(kind: str, n: int, workers: int, assets: int) -> None:
 
         profiler = Profiler(interval=0.0005, async_mode="disabled")
         profiler.start()
-        rate = anyio.run(throughput, n, workers, INFLIGHT, assets)
+        rate = run_loop(throughput, n, workers, INFLIGHT, assets)
         profiler.stop()
         print(profiler.output_text(unicode=False, color=False, show_all=False),
               file=sys.stderr)
@@ -70,7 +71,7 @@ def profile(kind: str, n: int, workers: int, assets: int) -> None:
         import pstats
 
         prof = cProfile.Profile()
-        rate = prof.runcall(anyio.run, throughput, n, workers, INFLIGHT, assets)
+        rate = prof.runcall(run_loop, throughput, n, workers, INFLIGHT, assets)
         stats = pstats.Stats(prof, stream=sys.stderr)
         stats.sort_stats("tottime").print_stats(30)
     print(json.dumps({"bench": "workers-profile", "profiler": kind, "jobs": n,
@@ -127,7 +128,7 @@ def breakdown(n: int, workers: int, assets: int = 0) -> dict[str, Any]:
                 Path(tmp), workers, max(n, 1000), partial(_breakdown_body, n=n, assets=assets))
             return result
 
-    return {"jobs": n, "workers": workers, "assets": assets, **anyio.run(go)}
+    return {"jobs": n, "workers": workers, "assets": assets, **run_loop(go)}
 
 
 def _ints(text: str) -> list[int]:

@@ -352,7 +352,8 @@ def main(config_path: str | None) -> int:
     daemon = Daemon(path, config, notifier, watchdog=interval, token=token, tcp=tcp)
     with lock:
         try:
-            anyio.run(daemon.run, backend="asyncio")
+            anyio.run(daemon.run, backend="asyncio",
+                      backend_options={"use_uvloop": _uvloop_available()})
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
         except BaseException as exc:  # the process' last word: log it, exit 1
@@ -362,6 +363,15 @@ def main(config_path: str | None) -> int:
             set_job_log_sink(None)
             notifier.close()
     return EXIT_OK
+
+
+def _uvloop_available() -> bool:
+    """uvloop's event loop: about a tenth less CPU per job than asyncio's (bench/)."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _os_problem(exc: OSError) -> str:
