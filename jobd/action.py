@@ -134,6 +134,3 @@ class ActionContext:
             check=check,
         )
 
-
-def readonly(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(dict(mapping))

@@ -699,8 +699,7 @@ def _inspect_routes(app: FastAPI, engine: Engine) -> None:
         lo, hi = _field_time("from", start), _field_time("to", end)
         if lo is not None and hi is not None and hi < lo:
             raise ValidationError("to: must not be before from", field="to")
-        # Engine.bookings is shadowed by its BookingIndex attribute; bookings_info is the method.
-        return _items(await engine.bookings_info(lo, hi))
+        return _items(await engine.bookings(lo, hi))
 
     @app.get("/v1/schedules")
     async def schedules() -> dict[str, Any]:

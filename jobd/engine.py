@@ -1167,17 +1167,14 @@ class Engine:
                         "bookings": self.booking_index.count(name)})
         return out
 
-    async def bookings_info(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
+    async def bookings(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
+        """Reservations overlapping ``[start, end]``: ``{job_id, job_name, state, resource,
+        start, end}``."""
         reservations = self.booking_index.between(start, end)
         names = await self.store.job_states(sorted({r.job_id for r in reservations}))
         return [{"job_id": r.job_id, "job_name": names.get(r.job_id, ("?", None))[0],
                  "state": str(names.get(r.job_id, ("?", None))[1]), "resource": r.resource,
                  "pool": r.pool, "start": r.start, "end": r.end} for r in reservations]
-
-    async def bookings(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
-        """Reservations overlapping ``[start, end]``: ``{job_id, job_name, state, resource,
-        start, end}``."""
-        return await self.bookings_info(start, end)
 
     async def schedules_info(self) -> list[dict[str, Any]]:
         """Per schedule: next and last firing, missed and skipped counts, recent events."""

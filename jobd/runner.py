@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -299,6 +298,3 @@ def _check_outputs(step: Step, result: object) -> dict[str, Any] | None:
             f"action {step.action!r} returned outputs that are not JSON: {exc}") from exc
     return dict(result)
 
-
-def monotonic() -> float:
-    return time.monotonic()
