@@ -76,21 +76,29 @@ async def _with_engine(state: Path, workers: int, queue: int, body: Any) -> Any:
     return result
 
 
+def noop_specs(n: int, assets: int) -> list[JobSpec]:
+    """``n`` no-op jobs, each locking one of ``assets`` assets in turn (none if 0)."""
+    return [JobSpec(workflow="noop", assets=(f"asset-{i % assets}",) if assets else ())
+            for i in range(n)]
+
+
+async def submit_all(engine: Engine, specs: list[JobSpec], inflight: int) -> None:
+    """Submit ``specs`` from ``inflight`` concurrent submitters."""
+    async def submitter(mine: list[JobSpec]) -> None:
+        for spec in mine:
+            await engine.submit(spec, actor="bench")
+
+    async with anyio.create_task_group() as tg:
+        for k in range(inflight):
+            tg.start_soon(submitter, specs[k::inflight])
+
+
 async def throughput(n: int, workers: int, inflight: int, assets: int) -> float:
     async def body(engine: Engine) -> float:
         counter = Counter(n)
         engine.add_listener(counter)
-        specs = [JobSpec(workflow="noop", assets=(f"asset-{i % assets}",) if assets else ())
-                 for i in range(n)]
-
-        async def submitter(mine: list[JobSpec]) -> None:
-            for spec in mine:
-                await engine.submit(spec, actor="bench")
-
         start = time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            for k in range(inflight):
-                tg.start_soon(submitter, specs[k::inflight])
+        await submit_all(engine, noop_specs(n, assets), inflight)
         await counter.finished.wait()
         return n / (time.perf_counter() - start)
 

@@ -26,12 +26,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import anyio
-
-from bench.engine import Counter, _with_engine, throughput
+from bench.engine import Counter, _with_engine, noop_specs, submit_all, throughput
 from bench.engine import run as run_loop
 from jobd.engine import Engine
-from jobd.models import JobSpec
 
 INFLIGHT = 512
 
@@ -93,18 +90,10 @@ async def _breakdown_body(engine: Engine, n: int, assets: int) -> dict[str, Any]
     store._run_in_writer = timed  # type: ignore[method-assign]
     counter = Counter(n)
     engine.add_listener(counter)
-    specs = [JobSpec(workflow="noop", assets=(f"asset-{i % assets}",) if assets else ())
-             for i in range(n)]
-
-    async def submitter(mine: list[JobSpec]) -> None:
-        for spec in mine:
-            await engine.submit(spec, actor="bench")
-
+    specs = noop_specs(n, assets)
     b0, u0 = store.batches, store.units
     cpu0, loop0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for k in range(INFLIGHT):
-            tg.start_soon(submitter, specs[k::INFLIGHT])
+    await submit_all(engine, specs, INFLIGHT)
     await counter.finished.wait()
     wall = time.perf_counter() - t0
     cpu, loop = time.process_time() - cpu0, time.thread_time() - loop0

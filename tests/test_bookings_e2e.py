@@ -5,12 +5,8 @@ Readiness is READY=1 on our own NOTIFY_SOCKET (tests/e2e.py); nothing sleeps.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pytest
 
 from tests import e2e
 
@@ -36,13 +32,6 @@ params = {{ path = "{gate}" }}
 """
 
 
-@pytest.fixture
-def base() -> Iterator[Path]:
-    path = e2e.short_dir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def iso(hour: int, minute: int = 0) -> str:

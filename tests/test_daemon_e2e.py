@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import socket
 from collections.abc import Iterator
@@ -21,15 +20,6 @@ import pytest
 from jobd import daemon as daemon_module
 from jobd.config import Config
 from tests import e2e
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    path = e2e.short_dir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from jobd.processes import (
     process_group_alive,
     run_process,
 )
+from tests.conftest import read_pid
 from tests.enginekit import pid_gone, wait_until
 
 PY = sys.executable
@@ -52,21 +53,6 @@ class ListLog:
 
 
 
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-@pytest.fixture
-def pidfile(tmp_path: Path) -> Iterator[Path]:
-    """Where a child writes its grandchild's pid; the grandchild is killed if a test fails."""
-    path = tmp_path / "grandchild.pid"
-    yield path
-    pid = read_pid(path)
-    if pid is not None and not pid_gone(pid):
-        os.kill(pid, signal.SIGKILL)
 
 
 def grandchild_argv(pidfile: Path, leader_waits: bool = True) -> list[str]:

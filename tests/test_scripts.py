@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import structlog
 from structlog.testing import capture_logs
 
 from jobd.scripts import ScriptResult, run_script, script_env
+from tests.conftest import read_pid
 from tests.enginekit import pid_gone, wait_until
 
 PY = sys.executable
@@ -177,21 +175,6 @@ async def test_script_without_interpreter_line_is_reported(tmp_path: Path) -> No
     assert "cannot be run" in result.error
 
 
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-@pytest.fixture
-def pidfile(tmp_path: Path) -> Iterator[Path]:
-    """Where a script writes its grandchild's pid; the grandchild is killed if a test fails."""
-    path = tmp_path / "grandchild.pid"
-    yield path
-    pid = read_pid(path)
-    if pid is not None and not pid_gone(pid):
-        os.kill(pid, signal.SIGKILL)
 
 
 async def test_timeout_kills_the_script_group_and_is_reported(
