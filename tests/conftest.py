@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import structlog
 
+from jobd import logging as jlog
 from tests import e2e
 from tests.enginekit import pid_gone
 
@@ -42,3 +46,23 @@ def base() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """Leave structlog, the root logger and the noisy libraries' levels as they were."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    levels = {n: logging.getLogger(n).level for n in ("uvicorn.access", "apscheduler", "aiosqlite")}
+    try:
+        yield
+    finally:
+        jlog.set_job_log_sink(None)
+        if jlog._state.handler is not None:
+            root.removeHandler(jlog._state.handler)
+            jlog._state.handler = None
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, lvl in levels.items():
+            logging.getLogger(name).setLevel(lvl)
+        structlog.reset_defaults()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +19,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from jobd import logging as jlog
@@ -29,6 +27,7 @@ from jobd.config import Config, LoggingConfig, PoolConfig, ResourceConfig
 from jobd.engine import Engine
 from jobd.errors import ConfigError
 from jobd.states import PUBLIC_OPERATIONS, JobState
+from tests.conftest import logging_restored
 from tests.enginekit import make_config, running_engine, step, wait_state, workflow
 
 S = JobState
@@ -217,17 +216,9 @@ async def test_patch_changes_only_the_fields_sent(config: Config) -> None:
 @pytest.fixture
 def job_logging() -> Iterator[None]:
     """Configure jobd's logging (job lines reach the store only through it), then restore."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    jlog.configure_logging(LoggingConfig(format="json", level="info"), stream=io.StringIO())
-    yield
-    jlog.set_job_log_sink(None)
-    if jlog._state.handler is not None:
-        root.removeHandler(jlog._state.handler)
-        jlog._state.handler = None
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+    with logging_restored():
+        jlog.configure_logging(LoggingConfig(format="json", level="info"), stream=io.StringIO())
+        yield
 
 
 @pytest.mark.usefixtures("job_logging")

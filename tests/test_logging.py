@@ -17,24 +17,14 @@ from structlog.contextvars import bound_contextvars
 
 from jobd import logging as jlog
 from jobd.config import LoggingConfig
+from tests.conftest import logging_restored
 
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     """Leave structlog and the root logger as we found them for the other test modules."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    levels = {n: logging.getLogger(n).level for n in ("uvicorn.access", "apscheduler", "aiosqlite")}
-    yield
-    jlog.set_job_log_sink(None)
-    if jlog._state.handler is not None:
-        root.removeHandler(jlog._state.handler)
-        jlog._state.handler = None
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, lvl in levels.items():
-        logging.getLogger(name).setLevel(lvl)
-    structlog.reset_defaults()
+    with logging_restored():
+        yield
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
