@@ -145,8 +145,9 @@ class Runner:
         assert spec.end_at is not None
         rc.window_scope = anyio.CancelScope()
         with rc.window_scope:
-            remaining = spec.end_at + spec.postroll - self.host.now()
-            if remaining > 0:
+            # Loop, because the event loop's timers (libuv's are whole
+            # milliseconds) may wake a little before the wall-clock end.
+            while (remaining := spec.end_at + spec.postroll - self.host.now()) > 0:
                 await anyio.sleep(remaining)
         rc.window_scope = None
 
