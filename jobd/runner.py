@@ -145,9 +145,9 @@ class Runner:
         assert spec.end_at is not None
         rc.window_scope = anyio.CancelScope()
         with rc.window_scope:
-            # Loop, because the event loop's timers (libuv's are whole
-            # milliseconds) may wake a little before the wall-clock end.
-            while (remaining := spec.end_at + spec.postroll - self.host.now()) > 0:
+            # Not polling: the loop's timers (uvloop's are whole milliseconds, truncated)
+            # may wake a little before the wall-clock end, so sleep again for the rest.
+            while (remaining := spec.end_at + spec.postroll - self.host.now()) > 0:  # noqa: ASYNC110
                 await anyio.sleep(remaining)
         rc.window_scope = None
 
