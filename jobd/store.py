@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ import aiosqlite
 import anyio
 import structlog
 
+from jobd import sqlwriter
 from jobd.errors import StoreError
 from jobd.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
 from jobd.states import JobState, StepState
@@ -146,65 +149,84 @@ HISTORY_INSERT = (
 LOG_INSERT = "INSERT INTO job_log (job_id, at, step, level, message) VALUES (?,?,?,?,?)"
 
 
-def _apply_batch(conn: sqlite3.Connection, units: list[Unit]) -> list[BaseException | None]:
-    """Runs in the database thread: one transaction for the whole batch."""
-    results: list[BaseException | None] = []
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for unit in units:
-            results.append(_apply_unit(conn, unit))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return results
+class _Writer:
+    """The daemon's end of the writer process (:mod:`jobd.sqlwriter`): frames over its pipes."""
 
+    def __init__(self, path: Path, proc: asyncio.subprocess.Process) -> None:
+        self.path, self.proc = path, proc
+        assert proc.stdin is not None and proc.stdout is not None
+        self._stdin, self._stdout = proc.stdin, proc.stdout
 
-def _apply_unit(conn: sqlite3.Connection, unit: Unit) -> BaseException | None:
-    if not unit.guarded or unit.guarded == {0}:
-        # The common shapes need no savepoint: a guard, if any, is the first statement, so
-        # when it matches no row nothing of the unit has been applied yet.
+    @classmethod
+    async def start(cls, path: Path, synchronous: str) -> _Writer:
+        schema = resources.files("jobd").joinpath("sql/schema.sql")
+        # -I -S: the writer needs only the standard library, and starts faster without site.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-I", "-S", sqlwriter.__file__, str(path), synchronous,
+            str(schema), str(SCHEMA_VERSION),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        writer = cls(path, proc)
         try:
-            for i, (sql, params) in enumerate(unit.statements):
-                cur = conn.execute(sql, params)
-                if i == 0 and unit.guarded and cur.rowcount == 0:
-                    return GuardFailed(sql)
-        except sqlite3.Error as exc:
-            # A unit failing halfway would leave half a change: the whole batch rolls back.
-            raise StoreError(f"write failed: {exc}") from exc
-        return None
-    conn.execute("SAVEPOINT unit")
-    try:
-        for i, (sql, params) in enumerate(unit.statements):
-            cur = conn.execute(sql, params)
-            if i in unit.guarded and cur.rowcount == 0:
-                raise GuardFailed(sql)
-    except (GuardFailed, sqlite3.Error) as exc:
-        conn.execute("ROLLBACK TO unit")
-        conn.execute("RELEASE unit")
-        return exc
-    conn.execute("RELEASE unit")
-    return None
+            kind, message = await writer.receive()
+        except BaseException:
+            await writer.close()
+            raise
+        if kind != "ready":
+            await writer.close()
+            raise StoreError(str(message))
+        return writer
+
+    def send(self, units: list[Unit]) -> None:
+        self._stdin.write(sqlwriter.encode_frame([(u.statements, u.guarded) for u in units]))
+
+    async def receive(self) -> Any:
+        try:
+            await self._stdin.drain()
+            head = await self._stdout.readexactly(sqlwriter.HEADER.size)
+            (size,) = sqlwriter.HEADER.unpack(head)
+            return pickle.loads(await self._stdout.readexactly(size))
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            code = await self.proc.wait()
+            raise StoreError(f"the database writer process for {self.path} exited "
+                             f"(exit status {code})") from exc
+
+    async def close(self) -> None:
+        """End of input: the writer finishes and exits (killed if it has not in 30 s)."""
+        if self.proc.returncode is not None:
+            return
+        with anyio.CancelScope(shield=True):
+            self._stdin.close()
+            with anyio.move_on_after(30):
+                await self.proc.wait()
+                return
+            log.error("the database writer did not exit; killing it", pid=self.proc.pid)
+            self.proc.kill()
+            await self.proc.wait()
 
 
 class Store:
     """The job database. Create with :func:`open_store`."""
 
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+    def __init__(self, path: Path, writer: _Writer, reader: aiosqlite.Connection):
         self.path = path
         self._writer = writer
         self._reader = reader
         self._queue: list[tuple[Unit, asyncio.Future[None] | None]] = []
+        #: The batch sent to the writer whose answer has not come yet.
+        self._inflight: list[tuple[Unit, asyncio.Future[None] | None]] | None = None
+        self._flushing = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self._closed = False
+        #: Why the store can take no more writes (its writer process is gone).
+        self._broken: StoreError | None = None
         self.batches = 0
         self.units = 0
 
     # ----------------------------------------------------------------- writing
     async def commit(self, unit: Unit) -> None:
         """Apply ``unit`` durably; returns after COMMIT. Raises GuardFailed or StoreError."""
-        if self._closed:
-            raise StoreError("the store is closed")
+        if self._closed or self._broken:
+            raise self._broken or StoreError("the store is closed")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((unit, fut))
         self._wakeup.set()
@@ -212,7 +234,7 @@ class Store:
 
     def commit_nowait(self, unit: Unit) -> None:
         """Queue ``unit`` for the next batch without waiting (log lines, progress)."""
-        if not self._closed:
+        if not self._closed and not self._broken:
             self._queue.append((unit, None))
             self._wakeup.set()
 
@@ -224,37 +246,55 @@ class Store:
             await self._flush()
 
     async def _flush(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            units = [unit for unit, _ in batch]
-            try:
-                results = await self._run_in_writer(units)
-            except BaseException as exc:
-                error = exc if isinstance(exc, Exception) else StoreError("write interrupted")
-                log.error("batch write failed", error=str(exc), units=len(units))
-                for _, fut in batch:
-                    if fut is not None and not fut.done():
-                        fut.set_exception(error)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            self.batches += 1
-            self.units += len(units)
-            for (_, fut), result in zip(batch, results, strict=True):
-                if fut is None or fut.done():
-                    continue
-                if result is None:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(GuardFailed(str(result)) if isinstance(
-                        result, GuardFailed) else StoreError(str(result)))
+        """Send batches and wake their callers until nothing is queued or in flight.
 
-    async def _run_in_writer(self, units: list[Unit]) -> list[BaseException | None]:
-        # aiosqlite's own thread runs the whole batch: one hop per batch, not per statement.
-        execute = self._writer._execute
-        conn = self._writer._conn
-        result = await execute(_apply_batch, conn, units)  # type: ignore[no-untyped-call]
-        return cast(list[BaseException | None], result)
+        One batch is in flight at a time; all that queues meanwhile is the next batch, sent
+        as soon as the answer comes and BEFORE that answer's callers are woken, so the
+        writer commits it while the loop runs them. Raises StoreError if the writer died."""
+        async with self._flushing:
+            while self._inflight is not None or self._queue:
+                if self._inflight is None:
+                    self._inflight = self._send_queue()
+                try:
+                    kind, results = await self._writer.receive()
+                except StoreError as exc:
+                    self._fail_all(exc)
+                    raise
+                done, self._inflight = self._inflight, None
+                if self._queue:
+                    self._inflight = self._send_queue()
+                self._resolve(done, kind, results)
+
+    def _send_queue(self) -> list[tuple[Unit, asyncio.Future[None] | None]]:
+        batch, self._queue = self._queue, []
+        self._writer.send([unit for unit, _ in batch])
+        return batch
+
+    def _resolve(self, batch: list[tuple[Unit, asyncio.Future[None] | None]], kind: str,
+                 results: Any) -> None:
+        if kind != "ok":
+            log.error("batch write failed", error=str(results), units=len(batch))
+            results = [("error", f"write failed: {results}")] * len(batch)
+        self.batches += 1
+        self.units += len(batch)
+        for (_, fut), result in zip(batch, results, strict=True):
+            if fut is None or fut.done():
+                continue
+            if result is None:
+                fut.set_result(None)
+            elif result[0] == "guard":
+                fut.set_exception(GuardFailed(result[1]))
+            else:
+                fut.set_exception(StoreError(result[1]))
+
+    def _fail_all(self, exc: StoreError) -> None:
+        self._broken = exc
+        log.error("the store can take no more writes", error=str(exc))
+        batch = (self._inflight or []) + self._queue
+        self._inflight, self._queue = None, []
+        for _, fut in batch:
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
@@ -444,29 +484,16 @@ async def _connect(path: Path, synchronous: str) -> aiosqlite.Connection:
     return conn
 
 
-async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
-    rows = list(await conn.execute_fetchall("PRAGMA user_version"))
-    version = int(rows[0][0])
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"{path} has schema version {version}, newer than this jobd ({SCHEMA_VERSION});"
-            " upgrade jobd or restore a backup")
-    if version < 1:
-        schema = resources.files("jobd").joinpath("sql/schema.sql").read_text()
-        await conn.executescript(f"BEGIN; {schema}; PRAGMA user_version = 1; COMMIT;")
-
-
 @asynccontextmanager
 async def open_store(path: Path, *, synchronous: str = "full") -> AsyncIterator[Store]:
     """Open (creating and migrating as needed) the database at ``path``; run its writer."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    writer = await _Writer.start(path, synchronous)
     try:
-        writer = await _connect(path, synchronous)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open {path}: {exc}") from exc
-    try:
-        await _migrate(writer, path)
-        reader = await _connect(path, synchronous)
+        try:
+            reader = await _connect(path, synchronous)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from exc
         store = Store(path, writer, reader)
         try:
             async with anyio.create_task_group() as tg:
@@ -475,7 +502,8 @@ async def open_store(path: Path, *, synchronous: str = "full") -> AsyncIterator[
                     yield store
                 finally:
                     with anyio.CancelScope(shield=True):
-                        await store._flush()
+                        if store._broken is None:
+                            await store._flush()
                     store._closed = True
                     tg.cancel_scope.cancel()
         finally:

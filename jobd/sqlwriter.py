@@ -1,0 +1,188 @@
+"""The database writer: a process of its own that applies the store's batches.
+
+Why a process: the writer's work is Python too (binding every statement's
+parameters, looping over units), and in the daemon's process it would take the
+GIL from the event loop, so the two could never use both cores; they would
+also run in turn, the loop idle while a batch commits and the writer idle
+while the loop prepares the next. As a process it commits batch *k + 1* on
+the second core while the loop wakes the callers of batch *k*.
+
+Run as ``python -I -S sqlwriter.py DB SYNCHRONOUS SCHEMA VERSION [LOCK_WAIT]``: standard
+library only, so it starts in a few tens of milliseconds. It speaks frames on
+stdin/stdout (a 4-byte big-endian length, then a pickle, trusted: both ends
+are this program):
+
+- first it sends ``("ready", None)`` or ``("error", message)``;
+- then, for each batch ``[(statements, guarded), ...]`` it receives, it
+  applies the whole batch in ONE transaction and answers ``("ok", results)``
+  (per unit: ``None``, ``("guard", sql)`` or ``("error", message)``) or
+  ``("failed", message)`` when the batch as a whole was rolled back.
+
+It exits at end of input: when the daemon closes the store, or when the daemon
+dies (even by SIGKILL), after finishing the batch in hand, which is then either
+committed whole or not at all. It holds an exclusive ``flock`` on
+``DB-writer.lock`` while it lives, so the next writer (a restarted daemon)
+starts only after the previous one has finished.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import pickle
+import signal
+import sqlite3
+import struct
+import sys
+from typing import IO, Any
+
+HEADER = struct.Struct("!I")
+#: Seconds to wait for the previous writer's lock before giving up.
+LOCK_WAIT = 30.0
+#: The lock file, open for as long as the process lives.
+_held: list[IO[str]] = []
+
+Statement = tuple[str, Any]
+#: One unit: its statements, and the indexes of those that must change a row.
+UnitFrame = tuple[list[Statement], set[int]]
+
+
+def read_frame(stream: IO[bytes]) -> Any:
+    """The next frame's object, or None at end of input."""
+    head = stream.read(HEADER.size)
+    if len(head) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(head)
+    body = stream.read(size)
+    if len(body) < size:
+        return None
+    return pickle.loads(body)
+
+
+def encode_frame(obj: Any) -> bytes:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(data)) + data
+
+
+def apply_batch(conn: sqlite3.Connection, units: list[UnitFrame]) -> list[Any]:
+    """One transaction for the whole batch; a failing unit rolls back only itself when it
+    can (a guard), the whole batch when it cannot (an SQL error halfway through a unit)."""
+    results: list[Any] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statements, guarded in units:
+            results.append(_apply_unit(conn, statements, guarded))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return results
+
+
+def _apply_unit(conn: sqlite3.Connection, statements: list[Statement],
+                guarded: set[int]) -> Any:
+    if not guarded or guarded == {0}:
+        # The common shapes need no savepoint: a guard, if any, is the first statement, so
+        # when it matches no row nothing of the unit has been applied yet.
+        for i, (sql, params) in enumerate(statements):
+            cur = conn.execute(sql, params)
+            if i == 0 and guarded and cur.rowcount == 0:
+                return ("guard", sql)
+        return None
+    conn.execute("SAVEPOINT unit")
+    try:
+        for i, (sql, params) in enumerate(statements):
+            cur = conn.execute(sql, params)
+            if i in guarded and cur.rowcount == 0:
+                conn.execute("ROLLBACK TO unit")
+                conn.execute("RELEASE unit")
+                return ("guard", sql)
+    except sqlite3.Error as exc:
+        conn.execute("ROLLBACK TO unit")
+        conn.execute("RELEASE unit")
+        return ("error", str(exc))
+    conn.execute("RELEASE unit")
+    return None
+
+
+def lock_writer(path: str, wait: float = LOCK_WAIT) -> None:
+    """Hold ``DB-writer.lock`` for the life of this process, waiting up to ``wait`` seconds
+    for a previous writer (of a daemon killed a moment ago) to finish its last batch."""
+    lock = open(f"{path}-writer.lock", "a")  # noqa: SIM115 (held until the process ends)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _held.append(lock)
+        return
+    except BlockingIOError:
+        pass
+
+    def expired(signum: int, frame: object) -> None:
+        raise OSError(f"another writer has held {lock.name} for {wait:g} s")
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, wait)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    _held.append(lock)
+
+
+def connect(path: str, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30, cached_statements=256)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: str, schema_file: str, version: int) -> None:
+    current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if current > version:
+        raise ValueError(f"{path} has schema version {current}, newer than this jobd "
+                         f"({version}); upgrade jobd or restore a backup")
+    if current < 1:
+        with open(schema_file, encoding="utf-8") as f:
+            schema = f.read()
+        conn.executescript(f"BEGIN; {schema}; PRAGMA user_version = {version}; COMMIT;")
+
+
+def serve(conn: sqlite3.Connection, inp: IO[bytes], out: IO[bytes]) -> None:
+    while (units := read_frame(inp)) is not None:
+        try:
+            reply: Any = ("ok", apply_batch(conn, units))
+        except sqlite3.Error as exc:
+            reply = ("failed", str(exc))
+        out.write(encode_frame(reply))
+        out.flush()
+
+
+def main(argv: list[str]) -> int:
+    path, synchronous, schema_file, version = argv[:4]
+    wait = float(argv[4]) if len(argv) > 4 else LOCK_WAIT
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    # The daemon decides when the writer ends (by closing its input), not a terminal's ^C
+    # sent to the whole process group, nor a SIGTERM meant for the daemon.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        lock_writer(path, wait)
+        conn = connect(path, synchronous)
+        migrate(conn, path, schema_file, int(version))
+    except (sqlite3.Error, OSError, ValueError) as exc:
+        out.write(encode_frame(("error", f"cannot open {path}: {exc}")))
+        out.flush()
+        return 1
+    out.write(encode_frame(("ready", None)))
+    out.flush()
+    try:
+        serve(conn, inp, out)
+    except BrokenPipeError:  # the daemon is gone: nothing left to answer
+        return 0
+    finally:
+        conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
