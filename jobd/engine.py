@@ -214,17 +214,16 @@ class Engine:
         ``steps`` were written in the same unit: their events go out before the job's."""
         check_transition(operation, job.state, target)
         now = self.clock()
-        sets, params = ["state = ?", "updated_at = ?"], [str(target), now]
+        params: list[Any] = [str(target), now]
         if error is not _KEEP:
-            sets.append("error = ?")
             params.append(None if error is None else dumps(error.to_dict()))
         if due_at is not _KEEP:
-            sets.append("due_at = ?")
             params.append(due_at)
+        params += (job.id, str(job.state))
         u = unit if unit is not None else Unit()
-        u.statements.insert(0, (f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND state = ?",
-                                (*params, job.id, str(job.state))))
-        u.guarded = {0} | {i + 1 for i in u.guarded}
+        sql = _TRANSITION_SQL[error is not _KEEP, due_at is not _KEEP]
+        u.statements.insert(0, (sql, params))
+        u.guarded = {0, *(i + 1 for i in u.guarded)} if u.guarded else {0}
         u.add(HISTORY_INSERT, (job.id, now, str(job.state), str(target), cause, actor))
         previous = job.state
         job.state = target  # claim it now: a concurrent operation sees the new state
@@ -1245,6 +1244,16 @@ class Engine:
                 "UPDATE jobs SET error = NULL, updated_at = ? WHERE id = ?", (now, job_id)))
             self._emit(JobEvent(job_id, "error", now, cause="booking valid again",
                                 actor=actor, data=None))
+
+
+def _transition_sql(error: bool, due_at: bool) -> str:
+    sets = ["state = ?", "updated_at = ?", *(["error = ?"] * error), *(["due_at = ?"] * due_at)]
+    return f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND state = ?"
+
+
+#: The guarded UPDATE of a transition, by (sets error, sets due_at): the same string objects
+#: every time, so a batch sent to the writer process carries each one once.
+_TRANSITION_SQL = {(e, d): _transition_sql(e, d) for e in (False, True) for d in (False, True)}
 
 
 def _step_update(unit: Unit, step: Step) -> Unit:

@@ -13,10 +13,12 @@ stdin/stdout (a 4-byte big-endian length, then a pickle, trusted: both ends
 are this program):
 
 - first it sends ``("ready", None)`` or ``("error", message)``;
-- then, for each batch ``[(statements, guarded), ...]`` it receives, it
-  applies the whole batch in ONE transaction and answers ``("ok", results)``
-  (per unit: ``None``, ``("guard", sql)`` or ``("error", message)``) or
-  ``("failed", message)`` when the batch as a whole was rolled back.
+- then it answers each batch ``[(statements, guarded), ...]`` it receives, in
+  order, with ``("ok", results)`` (per unit: ``None``, ``("guard", sql)`` or
+  ``("error", message)``) or ``("failed", message)`` when the batch was
+  rolled back as a whole. All the batches that arrived while it was busy are
+  applied in ONE transaction (one fsync): the daemon sends batches as they
+  fill up, and the writer groups them.
 
 It exits at end of input: when the daemon closes the store, or when the daemon
 dies (even by SIGKILL), after finishing the batch in hand, which is then either
@@ -28,6 +30,7 @@ starts only after the previous one has finished.
 from __future__ import annotations
 
 import fcntl
+import os
 import pickle
 import signal
 import sqlite3
@@ -46,16 +49,25 @@ Statement = tuple[str, Any]
 UnitFrame = tuple[list[Statement], set[int]]
 
 
-def read_frame(stream: IO[bytes]) -> Any:
-    """The next frame's object, or None at end of input."""
-    head = stream.read(HEADER.size)
-    if len(head) < HEADER.size:
-        return None
-    (size,) = HEADER.unpack(head)
-    body = stream.read(size)
-    if len(body) < size:
-        return None
-    return pickle.loads(body)
+def read_frames(fd: int, buf: bytearray) -> list[Any] | None:
+    """Every complete frame that has arrived (waiting for at least one); None at end of
+    input. Frames that came in together are applied together: that is the group commit."""
+    while True:
+        frames, used = [], 0
+        while len(buf) - used >= HEADER.size:
+            (size,) = HEADER.unpack_from(buf, used)
+            if len(buf) - used - HEADER.size < size:
+                break
+            start = used + HEADER.size
+            frames.append(pickle.loads(buf[start:start + size]))
+            used = start + size
+        del buf[:used]
+        if frames:
+            return frames
+        data = os.read(fd, 1 << 20)
+        if not data:
+            return None
+        buf += data
 
 
 def encode_frame(obj: Any) -> bytes:
@@ -63,15 +75,20 @@ def encode_frame(obj: Any) -> bytes:
     return HEADER.pack(len(data)) + data
 
 
-def apply_batch(conn: sqlite3.Connection, units: list[UnitFrame]) -> list[Any]:
-    """One transaction for the whole batch; a failing unit rolls back only itself when it
-    can (a guard), the whole batch when it cannot (an SQL error halfway through a unit)."""
+def apply_batches(conn: sqlite3.Connection, batches: list[list[UnitFrame]]) -> list[Any]:
+    """One transaction for all ``batches``: the reply to each. A failing unit rolls back only
+    itself when it can (a guard), everything when it cannot (an SQL error halfway through a
+    unit): then every batch is answered ``("failed", message)``."""
     results: list[Any] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statements, guarded in units:
-            results.append(_apply_unit(conn, statements, guarded))
+        for units in batches:
+            results.append(("ok", [_apply_unit(conn, statements, guarded)
+                                   for statements, guarded in units]))
         conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        conn.execute("ROLLBACK")
+        return [("failed", str(exc))] * len(batches)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -147,20 +164,17 @@ def migrate(conn: sqlite3.Connection, path: str, schema_file: str, version: int)
         conn.executescript(f"BEGIN; {schema}; PRAGMA user_version = {version}; COMMIT;")
 
 
-def serve(conn: sqlite3.Connection, inp: IO[bytes], out: IO[bytes]) -> None:
-    while (units := read_frame(inp)) is not None:
-        try:
-            reply: Any = ("ok", apply_batch(conn, units))
-        except sqlite3.Error as exc:
-            reply = ("failed", str(exc))
-        out.write(encode_frame(reply))
+def serve(conn: sqlite3.Connection, inp: int, out: IO[bytes]) -> None:
+    buf = bytearray()
+    while (batches := read_frames(inp, buf)) is not None:
+        out.write(b"".join(encode_frame(reply) for reply in apply_batches(conn, batches)))
         out.flush()
 
 
 def main(argv: list[str]) -> int:
     path, synchronous, schema_file, version = argv[:4]
     wait = float(argv[4]) if len(argv) > 4 else LOCK_WAIT
-    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    inp, out = sys.stdin.fileno(), sys.stdout.buffer
     # The daemon decides when the writer ends (by closing its input), not a terminal's ^C
     # sent to the whole process group, nor a SIGTERM meant for the daemon.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

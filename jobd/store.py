@@ -20,6 +20,7 @@ import json
 import pickle
 import sqlite3
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from jobd.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, S
 from jobd.states import JobState, StepState
 
 SCHEMA_VERSION = 1
+#: Units queued in one turn of the event loop that are sent without waiting for its end.
+SEND_AT = 32
 log = structlog.get_logger("jobd.store")
 
 Params = Sequence[Any]
@@ -60,8 +63,13 @@ class Unit:
         return self
 
 
+#: Built once: json.dumps with any option builds a new encoder on every call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), default=str)
+_SPEC = json.JSONEncoder(separators=(",", ":"))
+
+
 def dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+    return None if value is None else _COMPACT.encode(value)
 
 
 def _loads(text: str | None) -> Any:
@@ -77,7 +85,7 @@ def spec_to_json(spec: JobSpec) -> str:
         "postroll": spec.postroll, "priority": spec.priority, "timeout": spec.timeout,
         "lock_timeout": spec.lock_timeout, "state": str(spec.state), "schedule": spec.schedule,
     }
-    return json.dumps(data, separators=(",", ":"))
+    return _SPEC.encode(data)
 
 
 def spec_from_json(text: str) -> JobSpec:
@@ -123,9 +131,12 @@ def _step_from_row(r: sqlite3.Row | tuple[Any, ...]) -> Step:
     )
 
 
+_STEP_INSERT = f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+
+
 def step_insert(step: Step) -> tuple[str, Params]:
     return (
-        f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        _STEP_INSERT,
         (step.job_id, step.idx, step.name, step.action, json.dumps(step.params),
          str(step.state), step.attempts, step.started_at, step.ended_at, dumps(step.outputs),
          step.error, step.timeout, step.retries, step.retry_backoff, step.isolation, step.pgid),
@@ -212,8 +223,8 @@ class Store:
         self._writer = writer
         self._reader = reader
         self._queue: list[tuple[Unit, asyncio.Future[None] | None]] = []
-        #: The batch sent to the writer whose answer has not come yet.
-        self._inflight: list[tuple[Unit, asyncio.Future[None] | None]] | None = None
+        #: Batches sent to the writer, oldest first, whose answers have not come yet.
+        self._inflight: deque[list[tuple[Unit, asyncio.Future[None] | None]]] = deque()
         self._flushing = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self._closed = False
@@ -228,15 +239,21 @@ class Store:
         if self._closed or self._broken:
             raise self._broken or StoreError("the store is closed")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((unit, fut))
-        self._wakeup.set()
+        self._enqueue(unit, fut)
         await fut
 
     def commit_nowait(self, unit: Unit) -> None:
         """Queue ``unit`` for the next batch without waiting (log lines, progress)."""
         if not self._closed and not self._broken:
-            self._queue.append((unit, None))
-            self._wakeup.set()
+            self._enqueue(unit, None)
+
+    def _enqueue(self, unit: Unit, fut: asyncio.Future[None] | None) -> None:
+        self._queue.append((unit, fut))
+        if len(self._queue) >= SEND_AT:
+            # Mid-way through a burst of commits (one turn of the event loop may make
+            # hundreds): the writer starts on these while the loop makes the rest.
+            self._send_queue()
+        self._wakeup.set()
 
     async def _writer_loop(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         task_status.started()
@@ -246,29 +263,23 @@ class Store:
             await self._flush()
 
     async def _flush(self) -> None:
-        """Send batches and wake their callers until nothing is queued or in flight.
-
-        One batch is in flight at a time; all that queues meanwhile is the next batch, sent
-        as soon as the answer comes and BEFORE that answer's callers are woken, so the
-        writer commits it while the loop runs them. Raises StoreError if the writer died."""
+        """Send what is queued and wake the callers of each batch as its answer comes, until
+        nothing is queued or in flight. Raises StoreError if the writer died."""
         async with self._flushing:
-            while self._inflight is not None or self._queue:
-                if self._inflight is None:
-                    self._inflight = self._send_queue()
+            while self._inflight or self._queue:
+                if self._queue:
+                    self._send_queue()
                 try:
                     kind, results = await self._writer.receive()
                 except StoreError as exc:
                     self._fail_all(exc)
                     raise
-                done, self._inflight = self._inflight, None
-                if self._queue:
-                    self._inflight = self._send_queue()
-                self._resolve(done, kind, results)
+                self._resolve(self._inflight.popleft(), kind, results)
 
-    def _send_queue(self) -> list[tuple[Unit, asyncio.Future[None] | None]]:
+    def _send_queue(self) -> None:
         batch, self._queue = self._queue, []
         self._writer.send([unit for unit, _ in batch])
-        return batch
+        self._inflight.append(batch)
 
     def _resolve(self, batch: list[tuple[Unit, asyncio.Future[None] | None]], kind: str,
                  results: Any) -> None:
@@ -290,8 +301,9 @@ class Store:
     def _fail_all(self, exc: StoreError) -> None:
         self._broken = exc
         log.error("the store can take no more writes", error=str(exc))
-        batch = (self._inflight or []) + self._queue
-        self._inflight, self._queue = None, []
+        batch = [item for sent in self._inflight for item in sent] + self._queue
+        self._inflight.clear()
+        self._queue = []
         for _, fut in batch:
             if fut is not None and not fut.done():
                 fut.set_exception(exc)
