@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from copy import copy
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -315,29 +316,32 @@ class Engine:
             unit.add(*_reservation_insert(res))
         for frm, to, cause in history:
             unit.add(HISTORY_INSERT, (job.id, now, frm and str(frm), str(to), cause, actor))
-        if job.state == S.QUEUED:
+        # The caller gets the job as GET would show it right after this write (with its
+        # history), not as a worker may have changed it meanwhile; the engine's own copy
+        # keeps no history in memory.
+        shown = replace_job(job, steps=[copy(step) for step in steps],
+                            reservations=job.reservations)
+        shown.history = [HistoryEntry(now, frm, to, cause, actor) for frm, to, cause in history]
+        if shown.state == S.QUEUED:
             self._enqueue_reserved(job)
+            # A worker may take it now: its `running` write queues behind this insert, and
+            # the writer applies them in order, so the run starts one commit sooner.
+            self._work.set()
         try:
             await self.store.commit(unit)
         except BaseException:
             self.booking_index.remove_job(job.id)
             self._unqueue(job.id)
             raise
-        if job.state == S.PENDING:
+        if shown.state == S.PENDING:
             self._pending += 1
-        elif job.state == S.QUEUED:
-            self._work.set()
-        elif job.state == S.CONFIRMED:
+        elif shown.state == S.CONFIRMED:
             self._schedule_due(job.due_at)
-        elif job.error is None:
+        elif shown.state != S.QUEUED and job.error is None:
             # Draft or tentative: wake at its start to mark it `not-confirmed` if still so.
             self._schedule_due(spec.start_at)
         for frm, to, cause in history:
             self._emit(JobEvent(job.id, "state", now, frm, to, cause, actor), job)
-        # The caller gets the job as GET would show it (with its history); the engine's
-        # own copy keeps no history in memory.
-        shown = replace_job(job, steps=job.steps, reservations=job.reservations)
-        shown.history = [HistoryEntry(now, frm, to, cause, actor) for frm, to, cause in history]
         return shown
 
     def _workflow(self, name: str) -> WorkflowConfig:
@@ -801,7 +805,10 @@ class Engine:
             try:
                 await self._pick(rc, granted)
             except JobdError as exc:
+                # Canceled, deleted, or its submission failed to commit, while being picked.
                 log.info("job left the line before it ran", job_id=job_id, reason=str(exc))
+                if self.locks.holds(job_id) or self.locks.is_waiting(job_id):
+                    self._dispatch_grants(self.locks.release(job_id))
             except Exception:
                 log.exception("worker failed on a job", job_id=job_id)
 

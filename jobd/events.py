@@ -8,9 +8,12 @@ from typing import Any
 from jobd.states import JobState
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JobEvent:
-    """One committed transition of one job (or a step/progress change when ``kind`` says so)."""
+    """One committed transition of one job (or a step/progress change when ``kind`` says so).
+
+    Read-only by convention, not ``frozen``: a frozen dataclass is built several times
+    slower, and jobd makes six of these for every job it runs."""
 
     job_id: int
     kind: str  # "state" | "step" | "progress" | "deleted" | "error"

@@ -39,7 +39,7 @@ from jobd.states import JobState, StepState
 
 SCHEMA_VERSION = 1
 #: Units queued in one turn of the event loop that are sent without waiting for its end.
-SEND_AT = 32
+SEND_AT = 16
 log = structlog.get_logger("jobd.store")
 
 Params = Sequence[Any]
