@@ -77,15 +77,23 @@ def _loads(text: str | None) -> Any:
 
 
 def spec_to_json(spec: JobSpec) -> str:
-    data = {
-        "workflow": spec.workflow, "name": spec.name, "params": spec.params,
-        "assets": list(spec.assets), "shared_assets": list(spec.shared_assets),
-        "resources": list(spec.resources), "pools": list(spec.pools),
-        "start_at": spec.start_at, "end_at": spec.end_at, "preroll": spec.preroll,
-        "postroll": spec.postroll, "priority": spec.priority, "timeout": spec.timeout,
-        "lock_timeout": spec.lock_timeout, "state": str(spec.state), "schedule": spec.schedule,
-    }
+    """The spec without the fields left at their defaults (``spec_from_json`` puts them
+    back): a third of the JSON to build for a typical job, on the path of every submit."""
+    data: dict[str, Any] = {"workflow": spec.workflow, "state": str(spec.state)}
+    for key in _SPEC_NONE_DEFAULT:
+        if (value := getattr(spec, key)) is not None:
+            data[key] = value
+    for key in _SPEC_EMPTY_DEFAULT:
+        if value := getattr(spec, key):
+            data[key] = list(value) if type(value) is tuple else value
     return _SPEC.encode(data)
+
+
+#: JobSpec fields written only when set: those whose default is None (0.0 is a value) ...
+_SPEC_NONE_DEFAULT = ("name", "start_at", "end_at", "timeout", "lock_timeout", "schedule")
+#: ... and those whose default is empty or zero.
+_SPEC_EMPTY_DEFAULT = ("params", "assets", "shared_assets", "resources", "pools", "preroll",
+                       "postroll", "priority")
 
 
 def spec_from_json(text: str) -> JobSpec:

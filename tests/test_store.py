@@ -19,7 +19,9 @@ import pytest
 
 from jobd import sqlwriter
 from jobd.errors import StoreError
-from jobd.store import GuardFailed, Unit, open_store
+from jobd.models import JobSpec
+from jobd.states import JobState
+from jobd.store import GuardFailed, Unit, open_store, spec_from_json, spec_to_json
 from tests.enginekit import pid_gone, wait_until
 
 ROOT = Path(__file__).parent.parent
@@ -182,3 +184,19 @@ async def test_a_writer_waits_for_the_previous_one_to_finish(held_writer_lock: I
     out, _ = proc.communicate(input=b"", timeout=30)
     assert proc.returncode == 0
     assert _first_frame(out) == ("ready", None)
+
+
+@pytest.mark.parametrize("spec", [
+    JobSpec(workflow="w"),
+    JobSpec(workflow="w", name="n", params={"a": [1]}, assets=("x",), shared_assets=("y",),
+            resources=("r",), pools=("p",), start_at=0.0, end_at=5.0, preroll=1.5,
+            postroll=2.0, priority=-3, timeout=0.0, lock_timeout=3.0, state=JobState.DRAFT,
+            schedule="s"),
+])
+def test_a_spec_survives_the_round_trip_through_its_sparse_json(spec: JobSpec) -> None:
+    text = spec_to_json(spec)
+    assert spec_from_json(text) == spec
+    if spec == JobSpec(workflow="w"):  # defaults are left out; 0.0 (a time) is not
+        assert text == '{"workflow":"w","state":"confirmed"}'
+    else:
+        assert '"start_at":0.0' in text and '"timeout":0.0' in text
