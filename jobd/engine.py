@@ -713,10 +713,10 @@ class Engine:
             return
         async with self._due_lock:
             while True:
-                ids = await self.store.due_jobs(self.clock(), 500)
-                if not ids:
+                loaded = await self.store.load_due_jobs(self.clock(), 500)
+                if not loaded:
                     break
-                jobs = [job for job in await self.store.load_jobs(ids)
+                jobs = [job for job in loaded
                         if job.state == S.CONFIRMED and job.id not in self.active]
                 # All at once: their writes share one commit (at 1,000 due jobs/s, one at a
                 # time falls behind). Each decides queue or pending before its first await.
@@ -733,12 +733,12 @@ class Engine:
     async def _make_due(self, job: Job) -> None:
         if self._has_room():
             self._enqueue_reserved(job)
+            self._work.set()  # a worker's `running` write may follow this one (see submit)
             try:
                 await self._transition(job, "due", S.QUEUED, cause="due", actor="scheduler")
             except BaseException:
                 self._unqueue(job.id)
                 raise
-            self._work.set()
         else:
             await self._transition(job, "due", S.PENDING, cause="due; run queue full",
                                    actor="scheduler")
@@ -776,6 +776,7 @@ class Engine:
 
     async def _admit_one(self, job: Job) -> None:
         self._enqueue_reserved(job)
+        self._work.set()  # a worker's `running` write may follow this one (see submit)
         try:
             await self._transition(job, "admitted", S.QUEUED, cause="admitted",
                                    actor="scheduler")
@@ -783,7 +784,6 @@ class Engine:
             self._unqueue(job.id)
             raise
         self._pending -= 1
-        self._work.set()
 
     async def _each(self, operation: Callable[[Job], Awaitable[None]], jobs: list[Job]) -> None:
         """Run ``operation`` on every job concurrently (their commits share a batch); a job
