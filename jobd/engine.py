@@ -75,6 +75,8 @@ MAX_DURATION = 366 * 86400.0
 LATEST_TIME = 221845392000.0  # 9000-01-01T00:00:00Z
 #: How long cancel/pause/stop of a running job wait for it to stop before answering.
 OPERATION_WAIT = 5.0
+#: Due jobs moved per read (SQLite caps the ``?`` in one ``IN (...)``).
+DUE_BATCH = 500
 
 
 class Engine:
@@ -712,23 +714,19 @@ class Engine:
         if not self._accepting:
             return
         async with self._due_lock:
-            while True:
-                loaded = await self.store.load_due_jobs(self.clock(), 500)
-                if not loaded:
-                    break
+            more = True
+            while more:
+                loaded = await self.store.load_due_jobs(self.clock(), DUE_BATCH)
+                more = len(loaded) == DUE_BATCH  # fewer: that was all, as of now
                 jobs = [job for job in loaded
                         if job.state == S.CONFIRMED and job.id not in self.active]
                 # All at once: their writes share one commit (at 1,000 due jobs/s, one at a
                 # time falls behind). Each decides queue or pending before its first await.
                 await self._each(self._make_due, jobs)
-            await self._mark_unconfirmed()
-            self._next_wake = await self._next_wake_time()
+            now = self.clock()
+            started, self._next_wake = await self.store.due_plan(now)
+            await self._mark_unconfirmed(started, now)
             self.timers.wake_due_at(self._next_wake, self._process_due)
-
-    async def _next_wake_time(self) -> float | None:
-        times = [t for t in (await self.store.next_due_at(),
-                             await self.store.next_unconfirmed_start()) if t is not None]
-        return min(times) if times else None
 
     async def _make_due(self, job: Job) -> None:
         if self._has_room():
@@ -744,9 +742,8 @@ class Engine:
                                    actor="scheduler")
             self._pending += 1
 
-    async def _mark_unconfirmed(self) -> None:
-        now = self.clock()
-        for job_id in await self.store.unconfirmed_started(now):
+    async def _mark_unconfirmed(self, started: list[int], now: float) -> None:
+        for job_id in started:
             overlay = ErrorOverlay("not-confirmed", "the start time passed while the job was "
                                    "not confirmed; it will not run", now)
             await self.store.commit(Unit().add(

@@ -430,24 +430,23 @@ class Store:
         result = await execute(fn, self._reader._conn, *args)  # type: ignore[no-untyped-call]
         return cast(T, result)
 
-    async def next_due_at(self) -> float | None:
-        row = await self._fetchone(
-            "SELECT min(due_at) FROM jobs INDEXED BY jobs_due WHERE state = 'confirmed'")
-        return None if row is None else row[0]
+    async def due_plan(self, now: float) -> tuple[list[int], float | None]:
+        """What the due timer does next, in one hop: the draft or tentative jobs whose start
+        has passed by ``now`` (to be marked ``not-confirmed``), and when to wake next (the
+        next confirmed job's due time or a later unconfirmed start)."""
+        def read(conn: sqlite3.Connection) -> tuple[list[int], float | None]:
+            unconfirmed = "jobs INDEXED BY jobs_unconfirmed WHERE state IN ('draft', " \
+                "'tentative') AND error IS NULL AND start_at IS NOT NULL"
+            started = [r[0] for r in conn.execute(
+                f"SELECT id FROM {unconfirmed} AND start_at <= ? ORDER BY start_at", (now,))]
+            times = [conn.execute("SELECT min(due_at) FROM jobs INDEXED BY jobs_due"
+                                  " WHERE state = 'confirmed'").fetchone()[0],
+                     conn.execute(f"SELECT min(start_at) FROM {unconfirmed}"
+                                  " AND start_at > ?", (now,)).fetchone()[0]]
+            wake = [t for t in times if t is not None]
+            return started, min(wake) if wake else None
 
-    async def next_unconfirmed_start(self) -> float | None:
-        row = await self._fetchone(
-            "SELECT min(start_at) FROM jobs INDEXED BY jobs_unconfirmed"
-            " WHERE state IN ('draft', 'tentative')"
-            " AND error IS NULL AND start_at IS NOT NULL")
-        return None if row is None else row[0]
-
-    async def unconfirmed_started(self, now: float) -> list[int]:
-        rows = await self._fetchall(
-            "SELECT id FROM jobs INDEXED BY jobs_unconfirmed"
-            " WHERE state IN ('draft', 'tentative') AND error IS NULL"
-            " AND start_at IS NOT NULL AND start_at <= ? ORDER BY start_at", (now,))
-        return [r[0] for r in rows]
+        return await self._read(read)
 
     async def jobs_with_error(self, code: str) -> list[int]:
         rows = await self._fetchall(
