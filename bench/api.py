@@ -83,19 +83,29 @@ class Daemon:
     socket: Path
     ready_s: float  # from spawn to READY=1
 
+    def pids(self) -> list[int]:
+        """The daemon and its child processes (its database writer, steps running)."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [self.proc.pid, *(int(p) for p in children.read_text().split())]
+
     def status(self) -> dict[str, int]:
-        """VmRSS and VmHWM (peak) in kB, from /proc."""
-        out: dict[str, int] = {}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0])
+        """VmRSS and VmHWM (peak) in kB, from /proc: the daemon's plus its children's (the
+        writer process), so the figure is the whole footprint (peaks summed: an upper bound)."""
+        out = {"VmRSS": 0, "VmHWM": 0}
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in out:
+                    out[key] += int(value.split()[0])
         return out
 
     def cpu_s(self) -> float:
-        """User + system CPU seconds the daemon used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU seconds the daemon and its writer process used so far."""
+        total = 0.0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
 
 def _env(notify: Path) -> dict[str, str]:
