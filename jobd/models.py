@@ -78,6 +78,12 @@ class Step:
     isolation: str = "inline"
     pgid: int | None = None
 
+    def copy(self) -> Step:
+        """A shallow copy (``copy.copy`` takes the slow generic path for slotted classes)."""
+        return Step(self.job_id, self.idx, self.name, self.action, self.params, self.state,
+                    self.attempts, self.started_at, self.ended_at, self.outputs, self.error,
+                    self.timeout, self.retries, self.retry_backoff, self.isolation, self.pgid)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

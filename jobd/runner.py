@@ -38,7 +38,9 @@ class RunControl:
     """The handle the engine keeps on a job it is running."""
 
     job: Job
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    #: Made when the run starts, not when the job is queued: most jobs never need one
+    #: before, and making an anyio scope is not free (the backend is looked up each time).
+    scope: anyio.CancelScope | None = None
     window_scope: anyio.CancelScope | None = None
     stop_reason: str | None = None
     #: The start script ran (or there is none): a resumed run does not run it again.
@@ -53,7 +55,8 @@ class RunControl:
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
-        self.scope.cancel()
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,9 @@ class Runner:
 
     async def run(self, rc: RunControl, workflow: WorkflowConfig) -> RunResult:
         job = rc.job
+        rc.scope = anyio.CancelScope()
+        if rc.stop_reason is not None:  # stopped between its `running` write and now
+            rc.scope.cancel()
         with rc.scope:
             try:
                 with _deadline(job.spec.timeout):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import pickle
@@ -19,8 +20,8 @@ import pytest
 
 from jobd import sqlwriter
 from jobd.errors import StoreError
-from jobd.models import JobSpec
-from jobd.states import JobState
+from jobd.models import JobSpec, Step
+from jobd.states import JobState, StepState
 from jobd.store import GuardFailed, Unit, open_store, spec_from_json, spec_to_json
 from tests.enginekit import pid_gone, wait_until
 
@@ -200,3 +201,14 @@ def test_a_spec_survives_the_round_trip_through_its_sparse_json(spec: JobSpec) -
         assert text == '{"workflow":"w","state":"confirmed"}'
     else:
         assert '"start_at":0.0' in text and '"timeout":0.0' in text
+
+
+def test_a_step_copy_has_every_field() -> None:
+    values = {"job_id": 7, "idx": 2, "name": "n", "action": "a", "params": {"p": 1},
+              "state": StepState.FAILED, "attempts": 3, "started_at": 1.0, "ended_at": 2.0,
+              "outputs": {"o": 2}, "error": "e", "timeout": 9.0, "retries": 4,
+              "retry_backoff": 0.5, "isolation": "process", "pgid": 123}
+    assert set(values) == {f.name for f in dataclasses.fields(Step)}
+    step = Step(**values)  # type: ignore[arg-type]
+    copied = step.copy()
+    assert copied == step and copied is not step
