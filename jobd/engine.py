@@ -212,6 +212,7 @@ class Engine:
         error: ErrorOverlay | None = _KEEP,
         due_at: float | None = _KEEP,
         steps: list[Step] | None = None,
+        urgent: bool = False,
     ) -> None:
         """Check, write (guarded), commit, then tell everyone. The job object is updated.
 
@@ -232,7 +233,7 @@ class Engine:
         previous = job.state
         job.state = target  # claim it now: a concurrent operation sees the new state
         try:
-            await self.store.commit(u)
+            await self.store.commit(u, urgent=urgent)
         except GuardFailed:
             job.state = previous
             current = await self._current_state(job.id)
@@ -853,8 +854,9 @@ class Engine:
             job.steps = await self.store.load_steps(job.id)
         workflow = self.config.workflows.get(job.spec.workflow)
         unit = self._prestart(rc, workflow)
+        # Urgent when its assets were handed on: every job waiting for them waits on this.
         await self._transition(job, operation, S.RUNNING, cause=cause, actor="scheduler",
-                               unit=unit)
+                               unit=unit, urgent=granted)
         for step in job.steps:
             if step.idx == rc.prestarted:
                 self._step_event(job, step)  # after the job's `running`, which came first

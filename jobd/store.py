@@ -258,12 +258,17 @@ class Store:
         self.units = 0
 
     # ----------------------------------------------------------------- writing
-    async def commit(self, unit: Unit) -> None:
-        """Apply ``unit`` durably; returns after COMMIT. Raises GuardFailed or StoreError."""
+    async def commit(self, unit: Unit, *, urgent: bool = False) -> None:
+        """Apply ``unit`` durably; returns after COMMIT. Raises GuardFailed or StoreError.
+
+        ``urgent``: send it (with what queued before it) to the writer now, not when the
+        batch fills or the loop's turn ends: for a write that something else waits on."""
         if self._closed or self._broken:
             raise self._broken or StoreError("the store is closed")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._enqueue(unit, fut)
+        if urgent and self._queue:
+            self._send_queue()
         await fut
 
     def commit_nowait(self, unit: Unit) -> None:
