@@ -300,10 +300,10 @@ def context_rows(raw: dict[str, Any]) -> list[Row]:
         f"{_n(disk.get('fsync_ms_max'), 1)}")]
     for run in raw.get("breakdown", {}).get("runs", []):
         rows.append(Row(
-            f"cost per job, {run['workers']} worker(s): event loop / other threads CPU µs",
-            f"{run['loop_cpu_us_per_job']} / {run['other_threads_cpu_us_per_job']} "
-            f"(loop busy {run['loop_busy_pct']}%, {run['units_per_batch']} commits per batch, "
-            f"batch p50 {run['batch_ms_p50']} ms)"))
+            f"cost per job, {run['workers']} worker(s): event loop / writer process CPU µs",
+            f"{run['loop_cpu_us_per_job']} / {run.get('writer_process_cpu_us_per_job', '–')} "
+            f"(loop busy {run['loop_busy_pct']}%, {run['units_per_batch']} units per batch "
+            f"sent, batch p50 {run['batch_ms_p50']} ms)"))
     return rows
 
 

@@ -1,16 +1,19 @@
 """SQLite persistence: the truth about every job.
 
-One writer connection with **group commit**: callers hand in :class:`Unit`\\ s
-(statements that must land together), a single writer task takes everything
-that queued up while the previous transaction was being written, applies it
-in ONE transaction with ONE hop to the database thread, commits, and only then
-wakes the callers. Throughput follows the number of units in flight; latency
-stays at one commit. A guarded statement (``UPDATE ... WHERE state IN (...)``)
-that changes no row rolls back its own unit (a savepoint) and raises
-:class:`GuardFailed` to its caller, without touching the rest of the batch.
+Writes use **group commit** through a writer process (:mod:`jobd.sqlwriter`):
+callers hand in :class:`Unit`\\ s (statements that must land together); the
+store sends them to the writer in batches, as a batch fills (``SEND_AT``
+units), at once for an ``urgent`` unit, or at the end of the event loop's
+turn; the writer applies every batch that arrived while it was busy in ONE
+transaction, commits, and answers; only then are the callers woken. Throughput
+follows the number of units in flight; latency stays at about one commit. A
+guarded statement (``UPDATE ... WHERE state = ?``) that changes no row rolls
+back its own unit and raises :class:`GuardFailed` to its caller, without
+touching the rest of the batch.
 
-Reads use a second connection (WAL lets it read while the writer writes), so
-the API never waits behind a batch and never sees an uncommitted change.
+Reads use a connection of this process (aiosqlite; WAL lets it read while the
+writer writes), so the API never waits behind a batch and never sees an
+uncommitted change.
 """
 
 from __future__ import annotations
