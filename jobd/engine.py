@@ -716,19 +716,19 @@ class Engine:
         if not self._accepting:
             return
         async with self._due_lock:
-            more = True
-            while more:
-                loaded = await self.store.load_due_jobs(self.clock(), DUE_BATCH)
-                more = len(loaded) == DUE_BATCH  # fewer: that was all, as of now
-                jobs = [job for job in loaded
+            while True:
+                now = self.clock()
+                plan = await self.store.load_due(now, DUE_BATCH)
+                jobs = [job for job in plan.due
                         if job.state == S.CONFIRMED and job.id not in self.active]
                 # All at once: their writes share one commit (at 1,000 due jobs/s, one at a
                 # time falls behind). Each decides queue or pending before its first await.
                 await self._each(self._make_due, jobs)
-            now = self.clock()
-            started, self._next_wake = await self.store.due_plan(now)
-            await self._mark_unconfirmed(started, now)
+                if len(plan.due) < DUE_BATCH:  # that was all, as of now
+                    break
+            self._next_wake = plan.next_wake
             self.timers.wake_due_at(self._next_wake, self._process_due)
+            await self._mark_unconfirmed(plan.unconfirmed_started, now)
 
     async def _make_due(self, job: Job) -> None:
         if self._has_room():

@@ -187,6 +187,15 @@ def _read_jobs(conn: sqlite3.Connection, job_ids: list[int]) -> list[Job]:
     return [jobs[i] for i in job_ids if i in jobs]
 
 
+@dataclass(slots=True)
+class DuePlan:
+    """See :meth:`Store.load_due`."""
+
+    due: list[Job]
+    unconfirmed_started: list[int]
+    next_wake: float | None
+
+
 class _Writer:
     """The daemon's end of the writer process (:mod:`jobd.sqlwriter`): frames over its pipes."""
 
@@ -253,7 +262,10 @@ class Store:
         #: Batches sent to the writer, oldest first, whose answers have not come yet.
         self._inflight: deque[list[tuple[Unit, asyncio.Future[None] | None]]] = deque()
         self._flushing = asyncio.Lock()
+        #: Set when a batch was sent: the writer task waits for the answers.
         self._wakeup = asyncio.Event()
+        #: A send of the queue is scheduled for the end of this turn of the event loop.
+        self._send_scheduled = False
         self._closed = False
         #: Why the store can take no more writes (its writer process is gone).
         self._broken: StoreError | None = None
@@ -270,7 +282,7 @@ class Store:
             raise self._broken or StoreError("the store is closed")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._enqueue(unit, fut)
-        if urgent and self._queue:
+        if urgent:
             self._send_queue()
         await fut
 
@@ -285,7 +297,12 @@ class Store:
             # Mid-way through a burst of commits (one turn of the event loop may make
             # hundreds): the writer starts on these while the loop makes the rest.
             self._send_queue()
-        self._wakeup.set()
+        elif not self._send_scheduled:
+            # The rest at the end of this turn: callbacks added now run after every one
+            # that is ready already. Not after the batch in flight: the writer takes
+            # whatever arrived meanwhile into its next transaction.
+            self._send_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_queue)
 
     async def _writer_loop(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         task_status.started()
@@ -299,8 +316,7 @@ class Store:
         nothing is queued or in flight. Raises StoreError if the writer died."""
         async with self._flushing:
             while self._inflight or self._queue:
-                if self._queue:
-                    self._send_queue()
+                self._send_queue()
                 try:
                     kind, results = await self._writer.receive()
                 except StoreError as exc:
@@ -309,9 +325,13 @@ class Store:
                 self._resolve(self._inflight.popleft(), kind, results)
 
     def _send_queue(self) -> None:
+        self._send_scheduled = False
+        if not self._queue or self._broken:
+            return
         batch, self._queue = self._queue, []
         self._writer.send([unit for unit, _ in batch])
         self._inflight.append(batch)
+        self._wakeup.set()
 
     def _resolve(self, batch: list[tuple[Unit, asyncio.Future[None] | None]], kind: str,
                  results: Any) -> None:
@@ -421,14 +441,28 @@ class Store:
             return []
         return await self._read(_read_jobs, list(job_ids))
 
-    async def load_due_jobs(self, now: float, limit: int) -> list[Job]:
-        """Up to ``limit`` confirmed jobs due by ``now``, oldest first, loaded as by
-        :meth:`load_jobs`: the timer's path to running, so one hop for all four queries."""
-        def read(conn: sqlite3.Connection) -> list[Job]:
+    async def load_due(self, now: float, limit: int) -> DuePlan:
+        """What the due timer needs, in one hop to the reader's thread (it is on the path
+        from a job's due time to its run): up to ``limit`` confirmed jobs due by ``now``,
+        oldest first, loaded as by :meth:`load_jobs`; the draft or tentative jobs whose start
+        has passed (to be marked ``not-confirmed``); and when to wake next: the next
+        confirmed job due after ``now`` (those due by then are being moved) or the next
+        unconfirmed start."""
+        def read(conn: sqlite3.Connection) -> DuePlan:
             ids = [r[0] for r in conn.execute(
                 "SELECT id FROM jobs INDEXED BY jobs_due WHERE state = 'confirmed'"
                 " AND due_at <= ? ORDER BY due_at, id LIMIT ?", (now, limit))]
-            return _read_jobs(conn, ids)
+            unconfirmed = "jobs INDEXED BY jobs_unconfirmed WHERE state IN ('draft', " \
+                "'tentative') AND error IS NULL AND start_at IS NOT NULL"
+            started = [r[0] for r in conn.execute(
+                f"SELECT id FROM {unconfirmed} AND start_at <= ? ORDER BY start_at", (now,))]
+            times = [conn.execute("SELECT min(due_at) FROM jobs INDEXED BY jobs_due"
+                                  " WHERE state = 'confirmed' AND due_at > ?",
+                                  (now,)).fetchone()[0],
+                     conn.execute(f"SELECT min(start_at) FROM {unconfirmed}"
+                                  " AND start_at > ?", (now,)).fetchone()[0]]
+            wake = [t for t in times if t is not None]
+            return DuePlan(_read_jobs(conn, ids), started, min(wake) if wake else None)
 
         return await self._read(read)
 
@@ -437,24 +471,6 @@ class Store:
         execute = self._reader._execute
         result = await execute(fn, self._reader._conn, *args)  # type: ignore[no-untyped-call]
         return cast(T, result)
-
-    async def due_plan(self, now: float) -> tuple[list[int], float | None]:
-        """What the due timer does next, in one hop: the draft or tentative jobs whose start
-        has passed by ``now`` (to be marked ``not-confirmed``), and when to wake next (the
-        next confirmed job's due time or a later unconfirmed start)."""
-        def read(conn: sqlite3.Connection) -> tuple[list[int], float | None]:
-            unconfirmed = "jobs INDEXED BY jobs_unconfirmed WHERE state IN ('draft', " \
-                "'tentative') AND error IS NULL AND start_at IS NOT NULL"
-            started = [r[0] for r in conn.execute(
-                f"SELECT id FROM {unconfirmed} AND start_at <= ? ORDER BY start_at", (now,))]
-            times = [conn.execute("SELECT min(due_at) FROM jobs INDEXED BY jobs_due"
-                                  " WHERE state = 'confirmed'").fetchone()[0],
-                     conn.execute(f"SELECT min(start_at) FROM {unconfirmed}"
-                                  " AND start_at > ?", (now,)).fetchone()[0]]
-            wake = [t for t in times if t is not None]
-            return started, min(wake) if wake else None
-
-        return await self._read(read)
 
     async def jobs_with_error(self, code: str) -> list[int]:
         rows = await self._fetchall(
