@@ -80,19 +80,27 @@ def apply_batches(conn: sqlite3.Connection, batches: list[list[UnitFrame]]) -> l
     itself when it can (a guard), everything when it cannot (an SQL error halfway through a
     unit): then every batch is answered ``("failed", message)``."""
     results: list[Any] = []
-    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("BEGIN IMMEDIATE")  # fails on a lock held past busy_timeout, for one
+    except sqlite3.Error as exc:
+        return [("failed", str(exc))] * len(batches)
     try:
         for units in batches:
             results.append(("ok", [_apply_unit(conn, statements, guarded)
                                    for statements, guarded in units]))
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         return [("failed", str(exc))] * len(batches)
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
     return results
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:  # a failed COMMIT (I/O error, disk full) may have ended it
+        conn.execute("ROLLBACK")
 
 
 def _apply_unit(conn: sqlite3.Connection, statements: list[Statement],

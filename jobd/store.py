@@ -224,11 +224,13 @@ class _Writer:
         return writer
 
     def send(self, units: list[Unit]) -> None:
+        # Never waits (no drain): what is sent is bounded by the units whose callers wait,
+        # and waiting for the writer to read here while it waits for us to read its answers
+        # could deadlock the two.
         self._stdin.write(sqlwriter.encode_frame([(u.statements, u.guarded) for u in units]))
 
     async def receive(self) -> Any:
         try:
-            await self._stdin.drain()
             head = await self._stdout.readexactly(sqlwriter.HEADER.size)
             (size,) = sqlwriter.HEADER.unpack(head)
             return pickle.loads(await self._stdout.readexactly(size))

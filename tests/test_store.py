@@ -212,3 +212,15 @@ def test_a_step_copy_has_every_field() -> None:
     step = Step(**values)  # type: ignore[arg-type]
     copied = step.copy()
     assert copied == step and copied is not step
+
+
+async def test_a_failing_statement_fails_its_batch_and_the_writer_goes_on(
+        tmp_path: Path) -> None:
+    db = tmp_path / "jobd.db"
+    async with open_store(db) as store:
+        await store.commit(_log_unit("before"))
+        broken = _log_unit("rolled back with its unit").add("INSERT INTO nowhere VALUES (1)", ())
+        with pytest.raises(StoreError, match="no such table: nowhere"):
+            await store.commit(broken)
+        await store.commit(_log_unit("after"))
+    assert _messages(db) == ["before", "after"]
