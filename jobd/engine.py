@@ -1053,7 +1053,9 @@ class Engine:
     # ================================================================ recovery
     async def _recover(self) -> None:
         self._next_id = await self.store.max_job_id()
-        self.booking_index.load_rows(await self.store.reservation_rows())
+        # In the reader's thread, before anything else uses the index (workers and the API
+        # start after recovery).
+        await self.store.read_reservations(self.booking_index.load_sorted)
         invalid = await self._revalidate_bookings("recovery")  # the config may have changed
         if invalid:
             log.warning("bookings the configuration no longer allows", warnings=invalid)

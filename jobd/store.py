@@ -46,6 +46,8 @@ SEND_AT = 16
 log = structlog.get_logger("jobd.store")
 
 Params = Sequence[Any]
+#: A reservation as ``(job_id, resource, start, end, pool)``.
+ReservationRow = tuple[int, str, float, float, str | None]
 T = TypeVar("T")
 
 
@@ -497,14 +499,20 @@ class Store:
             " SELECT max(job_id) FROM history)")
         return 0 if row is None or row[0] is None else int(row[0])
 
-    async def all_reservations(self) -> list[Reservation]:
-        return [Reservation(*r) for r in await self.reservation_rows()]
+    async def read_reservations(
+            self, load: Callable[[Iterable[ReservationRow], Iterable[tuple[int, str, float]]],
+                                 None]) -> None:
+        """Call ``load(by_resource, by_job)`` in the reader's thread with every reservation
+        streamed twice, from the two indexes: as ``(job_id, resource, start, end, pool)``
+        ordered by resource and start, and as ``(job_id, resource, start)`` ordered by job:
+        ``BookingIndex.load_sorted``, without all the rows in memory at once."""
+        def read(conn: sqlite3.Connection) -> None:
+            load(conn.execute('SELECT job_id, resource, start, "end", pool FROM reservations'
+                              " INDEXED BY reservations_by_span ORDER BY resource, start"),
+                 conn.execute("SELECT job_id, resource, start FROM reservations"
+                              " INDEXED BY reservations_by_job ORDER BY job_id"))
 
-    async def reservation_rows(self) -> list[tuple[int, str, float, float, str | None]]:
-        """Every reservation as a plain ``(job_id, resource, start, end, pool)`` tuple: what
-        ``BookingIndex.load_rows`` takes, without a ``Reservation`` object per row."""
-        rows = await self._fetchall('SELECT job_id, resource, start, "end", pool FROM reservations')
-        return cast(list[tuple[int, str, float, float, str | None]], rows)
+        await self._read(read)
 
     async def job_states(self, job_ids: Sequence[int]) -> dict[int, tuple[str, JobState]]:
         if not job_ids:

@@ -451,3 +451,26 @@ async def test_concurrent_submissions_for_one_slot_book_it_once(config: Config) 
         assert len(winners) == 1
         assert outcomes.count(f"conflict {winners}") == 9
         assert [b["job_id"] for b in await engine.bookings(None, None)] == winners
+
+
+async def test_a_restart_loads_every_booking_back_from_the_store(config: Config) -> None:
+    async with running_engine(config) as engine:
+        ids = [(await engine.submit(booking(T + 10 * i, T + 10 * i + 5, state=S.TENTATIVE,
+                                            resources=[name]))).id
+               for i in range(3) for name in ("dual", "studio")]
+        pooled = (await engine.submit(booking(T, T + 5, resources=[],
+                                              pools=["encoders"]))).id
+        before = await engine.bookings(None, None)
+        await engine.operate(ids[1], "cancel")  # released: not loaded back
+    async with running_engine(config) as engine:
+        after = await engine.bookings(None, None)
+        assert after == [b for b in before if b["job_id"] != ids[1]]
+        assert {b["job_id"] for b in after} == {*ids, pooled} - {ids[1]}
+        with pytest.raises(BookingConflict):  # the loaded ones conflict as before
+            await engine.submit(booking(T + 20, T + 21))
+        await engine.submit(booking(T + 1, T + 2))  # the slot released before is free
+        await engine.submit(booking(T + 1, T + 2, resources=["dual"]))  # capacity 2
+        with pytest.raises(BookingConflict):
+            await engine.submit(booking(T + 1, T + 2, resources=["dual"]))
+        await engine.operate(ids[0], "cancel")  # a loaded booking can be released
+        await engine.submit(booking(T + 1, T + 2, resources=["dual"]))
