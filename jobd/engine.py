@@ -115,8 +115,11 @@ class Engine:
         self._accepting = False
         self._draining = False
         self._tg: TaskGroup | None = None
-        self._due_lock = anyio.Lock()
-        self._admit_lock = anyio.Lock()
+        # asyncio.Lock: anyio's yields to the loop even when free, which put a due job behind
+        # a whole turn of other work.
+        self._due_lock = asyncio.Lock()
+        #: Due jobs whose move to queued or pending is being written (see _process_due).
+        self._moving: set[int] = set()
         self._admitting = False
         self._drained = anyio.Event()
         self._has_observers = False
@@ -719,16 +722,29 @@ class Engine:
             while True:
                 now = self.clock()
                 plan = await self.store.load_due(now, DUE_BATCH)
-                jobs = [job for job in plan.due
-                        if job.state == S.CONFIRMED and job.id not in self.active]
-                # All at once: their writes share one commit (at 1,000 due jobs/s, one at a
-                # time falls behind). Each decides queue or pending before its first await.
-                await self._each(self._make_due, jobs)
+                jobs = [job for job in plan.due if job.state == S.CONFIRMED
+                        and job.id not in self.active and job.id not in self._moving]
                 if len(plan.due) < DUE_BATCH:  # that was all, as of now
                     break
+                # A backlog: move this part before reading the next (it reads the same rows
+                # until these writes land). All at once: their writes share one commit.
+                await self._each(self._make_due, jobs)
+            if jobs and self._tg is not None:
+                # The usual case, a few jobs: the timer goes on to the next due time while
+                # their writes land. Each decides queue or pending before its first await.
+                self._moving.update(job.id for job in jobs)
+                self._tg.start_soon(self._move_due, jobs)
             self._next_wake = plan.next_wake
             self.timers.wake_due_at(self._next_wake, self._process_due)
             await self._mark_unconfirmed(plan.unconfirmed_started, now)
+
+    async def _move_due(self, jobs: list[Job]) -> None:
+        try:
+            await self._each(self._make_due, jobs)
+        except Exception:
+            log.exception("moving due jobs failed", jobs=[job.id for job in jobs])
+        finally:
+            self._moving.difference_update(job.id for job in jobs)
 
     async def _make_due(self, job: Job) -> None:
         if self._has_room():

@@ -62,6 +62,7 @@ from apscheduler.triggers.base import BaseTrigger  # type: ignore[import-untyped
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
+from jobd.alarm import WallClockAlarm
 from jobd.config import ScheduleConfig
 
 log = structlog.get_logger(__name__)
@@ -437,20 +438,35 @@ class Timers:
         return self._due_at
 
     async def _due_loop(self) -> None:
-        while True:
-            self._due_changed = changed = anyio.Event()
-            at, callback = self._due_at, self._due_callback
-            if at is None or callback is None:
-                await changed.wait()
-                continue
-            delay = at - self._clock()
-            if delay > 0:
-                # Wake early on a change, and every max_sleep to re-read the wall clock.
-                with anyio.move_on_after(min(delay, self._max_sleep)):
+        # On the real wall clock, a timerfd wakes the loop at the due time to the
+        # microsecond (the loop's own timers count in milliseconds; see jobd.alarm).
+        alarm = WallClockAlarm.create(self._ring) if self._clock is time.time else None
+        try:
+            while True:
+                self._due_changed = changed = anyio.Event()
+                at, callback = self._due_at, self._due_callback
+                if at is None or callback is None:
                     await changed.wait()
-                continue
-            self._due_at = self._due_callback = None
-            await _guarded(callback, timer="due", due_at=at)
+                    continue
+                delay = at - self._clock()
+                if delay > 0 and alarm is not None:
+                    alarm.arm(at)  # rings `changed`, as a new due time would
+                    await changed.wait()
+                    continue
+                if delay > 0:
+                    # Wake early on a change, and every max_sleep to re-read the wall clock.
+                    with anyio.move_on_after(min(delay, self._max_sleep)):
+                        await changed.wait()
+                    continue
+                self._due_at = self._due_callback = None
+                await _guarded(callback, timer="due", due_at=at)
+        finally:
+            if alarm is not None:
+                alarm.close()
+
+    def _ring(self) -> None:
+        if self._due_changed is not None:
+            self._due_changed.set()
 
     # -- schedules --------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import pytest
 from anyio.abc import TaskGroup
 from structlog.testing import capture_logs
 
+from jobd.alarm import WallClockAlarm
 from jobd.config import ScheduleConfig
 from jobd.timers import (
     MisfirePlan,
@@ -410,3 +411,56 @@ async def test_timers_can_run_again_after_being_stopped() -> None:
                 timers.wake_due_at(time.time(), due)
                 await done.wait()
                 tg.cancel_scope.cancel()
+
+
+async def test_due_wake_ups_on_the_wall_clock_are_never_early() -> None:
+    # The loop's own timers count in milliseconds and may wake before the time asked;
+    # jobd's due wake-up must not start a job before it is due.
+    timers = Timers()
+    first = time.time() + 0.05
+    due_times = [first + k * 0.0037 for k in range(20)]
+    seen: list[tuple[float, float]] = []
+    done = anyio.Event()
+
+    def callback(at: float) -> Callable[[], Awaitable[None]]:
+        async def call() -> None:
+            seen.append((at, time.time()))
+            if len(seen) < len(due_times):
+                timers.wake_due_at(due_times[len(seen)], callback(due_times[len(seen)]))
+            else:
+                done.set()
+        return call
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await started(tg, timers)
+            timers.wake_due_at(due_times[0], callback(due_times[0]))
+            await done.wait()
+            tg.cancel_scope.cancel()
+    assert [at for at, _ in seen] == due_times
+    assert all(fired >= at for at, fired in seen)
+
+
+async def test_the_alarm_fires_at_once_for_a_past_time_and_rearming_replaces() -> None:
+    rang: list[float] = []
+    ring = anyio.Event()
+
+    def on_ring() -> None:
+        rang.append(time.time())
+        ring.set()
+
+    alarm = WallClockAlarm.create(on_ring)
+    if alarm is None:
+        pytest.skip("no timerfd on this platform")
+    try:
+        with anyio.fail_after(10):
+            alarm.arm(time.time() - 5)
+            await ring.wait()
+            ring = anyio.Event()
+            alarm.arm(time.time() + 3600)  # replaced below: were it kept, this would hang
+            at = time.time() + 0.02
+            alarm.arm(at)
+            await ring.wait()
+        assert len(rang) == 2 and rang[1] >= at
+    finally:
+        alarm.close()
