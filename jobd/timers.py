@@ -11,7 +11,8 @@ Two halves:
 * :class:`Timers`, the service the engine starts in its task group: the
   recurring ``[[schedules]]`` run on an APScheduler ``AsyncIOScheduler``; the
   single "earliest due job" wake-up is a plain anyio task (see
-  :meth:`Timers.wake_due_at` for why).
+  :meth:`Timers.wake_due_at` for why), rung by a wall-clock ``timerfd``
+  (:mod:`jobd.alarm`) on Linux.
 
 Cron semantics (5 fields, in the schedule's ``timezone``) follow Vixie cron /
 cronie, not APScheduler 3's ``CronTrigger.from_crontab``, which differs from
