@@ -118,8 +118,11 @@ class Engine:
         # asyncio.Lock: anyio's yields to the loop even when free, which put a due job behind
         # a whole turn of other work.
         self._due_lock = asyncio.Lock()
-        #: Due jobs whose move to queued or pending is being written (see _process_due).
+        #: Due jobs whose move to queued or pending is being written (see _process_due),
+        #: and an event set when there are none.
         self._moving: set[int] = set()
+        self._moves_landed = asyncio.Event()
+        self._moves_landed.set()
         self._admitting = False
         self._drained = anyio.Event()
         self._has_observers = False
@@ -728,7 +731,13 @@ class Engine:
                     break
                 # A backlog: move this part before reading the next (it reads the same rows
                 # until these writes land). All at once: their writes share one commit.
-                await self._each(self._make_due, jobs)
+                if jobs:
+                    await self._each(self._make_due, jobs)
+                elif self._moving:  # all of them are being moved already: let that land
+                    await self._moves_landed.wait()
+                else:  # all in other hands (an operation on each is landing): look again
+                    plan.next_wake = now + 0.05  # soon, for the due ones not read yet
+                    break
             if jobs and self._tg is not None:
                 # The usual case, a few jobs: the timer goes on to the next due time while
                 # their writes land. Each decides queue or pending before its first await.
@@ -739,12 +748,15 @@ class Engine:
             await self._mark_unconfirmed(plan.unconfirmed_started, now)
 
     async def _move_due(self, jobs: list[Job]) -> None:
+        self._moves_landed.clear()
         try:
             await self._each(self._make_due, jobs)
         except Exception:
             log.exception("moving due jobs failed", jobs=[job.id for job in jobs])
         finally:
             self._moving.difference_update(job.id for job in jobs)
+            if not self._moving:
+                self._moves_landed.set()
 
     async def _make_due(self, job: Job) -> None:
         if self._has_room():

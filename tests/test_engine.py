@@ -297,3 +297,16 @@ async def test_absurd_times_and_durations_are_refused(config, changes) -> None:
         with pytest.raises(ValidationError):
             await engine.edit(job.id, changes)
         assert (await engine.get_job(job.id)).spec == job.spec  # nothing stored changed
+
+
+async def test_a_backlog_of_due_jobs_larger_than_one_read_all_run(tmp_path: Path) -> None:
+    # Restart long after 1,200 jobs fell due: the due timer reads them 500 at a time.
+    config = make_config(tmp_path, _flows(tmp_path), workers=8, run_queue_size=300)
+    t0 = 2_000_000_000.0
+    async with running_engine(config, clock=lambda: t0) as engine:
+        ids = [(await engine.submit(spec("noop", start_at=t0 + 10 + i / 1000))).id
+               for i in range(1200)]
+        assert {(await engine.get_job(i)).state for i in ids[:3]} == {S.CONFIRMED}
+    async with running_engine(config, clock=lambda: t0 + 3600) as engine:
+        jobs = await wait_all(engine, ids, timeout=120)
+    assert {job.state for job in jobs} == {S.COMPLETED}
