@@ -7,6 +7,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -66,3 +67,25 @@ def logging_restored() -> Iterator[None]:
         for name, lvl in levels.items():
             logging.getLogger(name).setLevel(lvl)
         structlog.reset_defaults()
+
+
+class ListLog:
+    """A structlog-shaped logger that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str, dict[str, Any]]] = []
+
+    def info(self, event: str, **kw: Any) -> None:
+        self.records.append(("info", event, kw))
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self.records.append(("warning", event, kw))
+
+    def lines(self, stream: str | None = None) -> list[str]:
+        """Lines a process printed (on ``stream``, or on either)."""
+        return [kw["line"] for _, event, kw in self.records
+                if event == "process output" and stream in (None, kw["stream"])]
+
+    def output(self) -> list[dict[str, Any]]:
+        """What a workflow script printed, one record per line."""
+        return [kw for _, event, kw in self.records if event == "script output"]

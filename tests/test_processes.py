@@ -28,31 +28,10 @@ from jobd.processes import (
     process_group_alive,
     run_process,
 )
-from tests.conftest import read_pid
+from tests.conftest import ListLog, read_pid
 from tests.enginekit import pid_gone, wait_until
 
 PY = sys.executable
-
-
-class ListLog:
-    """A structlog-shaped logger that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict[str, Any]]] = []
-
-    def info(self, event: str, **kw: Any) -> None:
-        self.records.append(("info", event, kw))
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self.records.append(("warning", event, kw))
-
-    def lines(self, stream: str | None = None) -> list[str]:
-        return [kw["line"] for _, event, kw in self.records
-                if event == "process output" and stream in (None, kw["stream"])]
-
-
-
-
 
 
 def grandchild_argv(pidfile: Path, leader_waits: bool = True) -> list[str]:

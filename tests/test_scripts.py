@@ -12,7 +12,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from jobd.scripts import ScriptResult, run_script, script_env
-from tests.conftest import read_pid
+from tests.conftest import ListLog, read_pid
 from tests.enginekit import pid_gone, wait_until
 
 PY = sys.executable
@@ -33,24 +33,6 @@ JOB: dict[str, Any] = {
         {"resource": "encoder-1", "start": 3.0, "end": 4.0},
     ],
 }
-
-
-class ListLog:
-    """A structlog-shaped logger that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict[str, Any]]] = []
-
-    def info(self, event: str, **kw: Any) -> None:
-        self.records.append(("info", event, kw))
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self.records.append(("warning", event, kw))
-
-    def output(self) -> list[dict[str, Any]]:
-        return [kw for _, event, kw in self.records if event == "script output"]
-
-
 
 
 def write_script(path: Path, body: str, mode: int = 0o755) -> Path:
