@@ -69,11 +69,21 @@ def short_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="jobd-b-"))
 
 
-def write_config(base: Path, *, workers: int = 8, queue: int = 1000,
-                 level: str = "info", extra: str = "") -> Path:
+def write_config(
+    base: Path, *, workers: int = 8, queue: int = 1000, level: str = "info", extra: str = ""
+) -> Path:
     path = base / "jobd.toml"
-    path.write_text(CONFIG.format(state=base / "state", plugins=PLUGINS, workers=workers,
-                                  queue=queue, socket=base / "jobd.sock", level=level) + extra)
+    path.write_text(
+        CONFIG.format(
+            state=base / "state",
+            plugins=PLUGINS,
+            workers=workers,
+            queue=queue,
+            socket=base / "jobd.sock",
+            level=level,
+        )
+        + extra
+    )
     return path
 
 
@@ -109,8 +119,11 @@ class Daemon:
 
 
 def _env(notify: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("JOBD_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JOBD_", "NOTIFY_SOCKET", "WATCHDOG_"))
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["NOTIFY_SOCKET"] = str(notify)
     return env
@@ -142,9 +155,13 @@ def daemon(base: Path, config: Path, *, python: str = sys.executable) -> Iterato
         notify.bind(str(notify_path))
         with (base / "daemon.log").open("ab") as out:
             t0 = time.perf_counter()
-            proc = subprocess.Popen([python, "-m", "jobd", "run", "--config", str(config)],
-                                    stdout=out, stderr=subprocess.STDOUT,
-                                    env=_env(notify_path), cwd=ROOT)
+            proc = subprocess.Popen(
+                [python, "-m", "jobd", "run", "--config", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=_env(notify_path),
+                cwd=ROOT,
+            )
         try:
             try:
                 _wait_ready(notify, proc, START_TIMEOUT)
@@ -188,8 +205,9 @@ async def _concurrent(sock: Path, n: int, concurrency: int, future: bool) -> flo
     body = _body(future)
     transport = httpx.AsyncHTTPTransport(uds=str(sock))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(transport=transport, base_url="http://jobd", timeout=60,
-                                 limits=limits) as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://jobd", timeout=60, limits=limits
+    ) as client:
         (await client.get("/v1/health")).raise_for_status()
 
         async def poster(count: int) -> None:
@@ -212,8 +230,10 @@ async def _raw(sock: Path, n: int, concurrency: int, future: bool) -> float:
     """The same POSTs from a minimal hand-written HTTP/1.1 client (asyncio streams, keep-alive):
     what the daemon can take when the client costs next to nothing."""
     payload = json.dumps(_body(future)).encode()
-    request = (b"POST /v1/jobs HTTP/1.1\r\nhost: jobd\r\ncontent-type: application/json\r\n"
-               b"content-length: %d\r\n\r\n" % len(payload)) + payload
+    request = (
+        b"POST /v1/jobs HTTP/1.1\r\nhost: jobd\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n" % len(payload)
+    ) + payload
 
     async def poster(count: int) -> None:
         reader, writer = await asyncio.open_unix_connection(str(sock))
@@ -243,9 +263,11 @@ def measure(d: Daemon, fn: Any, *args: Any) -> dict[str, float]:
     n = args[1]
     cpu0, client0 = d.cpu_s(), time.process_time()
     rate = fn(*args)
-    return {"per_s": round(rate),
-            "daemon_cpu_us": round((d.cpu_s() - cpu0) / n * 1e6),
-            "client_cpu_us": round((time.process_time() - client0) / n * 1e6)}
+    return {
+        "per_s": round(rate),
+        "daemon_cpu_us": round((d.cpu_s() - cpu0) / n * 1e6),
+        "client_cpu_us": round((time.process_time() - client0) / n * 1e6),
+    }
 
 
 def run(n: int, concurrency: int, workers: int = 8) -> dict[str, Any]:
@@ -253,13 +275,15 @@ def run(n: int, concurrency: int, workers: int = 8) -> dict[str, Any]:
     try:
         config = write_config(base, workers=workers, queue=max(1000, 2 * n))
         with daemon(base, config) as d:
-            out: dict[str, Any] = {"jobs": n, "concurrency": concurrency,
-                                   "ready_s": round(d.ready_s, 3)}
+            out: dict[str, Any] = {
+                "jobs": n,
+                "concurrency": concurrency,
+                "ready_s": round(d.ready_s, 3),
+            }
             for future in (True, False):
                 kind = "stored" if future else "run"
                 out[f"sequential_{kind}"] = measure(d, sequential, d.socket, n, future)
-                out[f"concurrent_{kind}"] = measure(d, concurrent, d.socket, n, concurrency,
-                                                    future)
+                out[f"concurrent_{kind}"] = measure(d, concurrent, d.socket, n, concurrency, future)
                 out[f"raw_{kind}"] = measure(d, raw, d.socket, n, concurrency, future)
             return out
     finally:

@@ -42,8 +42,10 @@ def _random_reservation(job: int, resource: str, rng: random.Random) -> Reservat
 def percentiles(samples_ns: list[int]) -> dict[str, float]:
     ordered = sorted(samples_ns)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return {"median_us": round(statistics.median(ordered) / 1000, 2),
-            "p99_us": round(p99 / 1000, 2)}
+    return {
+        "median_us": round(statistics.median(ordered) / 1000, 2),
+        "p99_us": round(p99 / 1000, 2),
+    }
 
 
 def time_checks(index: BookingIndex, rng: random.Random, calls: int) -> list[int]:
@@ -82,13 +84,17 @@ def main() -> None:
     load_ms = (time.perf_counter() - t0) * 1000
     checks = time_checks(index, rng, args.calls)
     plans, conflicts = time_plans(index, rng, args.calls)
-    print(json.dumps({
-        "reservations": args.reservations,
-        "resources": len(RESOURCES),
-        "load_ms": round(load_ms, 1),
-        "check": percentiles(checks),
-        "plan": percentiles(plans) | {"conflicts": conflicts, "calls": args.calls},
-    }))
+    print(
+        json.dumps(
+            {
+                "reservations": args.reservations,
+                "resources": len(RESOURCES),
+                "load_ms": round(load_ms, 1),
+                "check": percentiles(checks),
+                "plan": percentiles(plans) | {"conflicts": conflicts, "calls": args.calls},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

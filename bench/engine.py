@@ -42,8 +42,14 @@ def run(func: Any, *args: Any) -> Any:
 
 def bench_config(state: Path, workers: int, queue: int) -> Config:
     flow = WorkflowConfig(name="noop", steps=(StepConfig(name="n", action="noop"),))
-    daemon = DaemonConfig(state_dir=state, workers=workers, run_queue_size=queue,
-                          plugin_dirs=(PLUGINS,), file_roots=(state,), synchronous="full")
+    daemon = DaemonConfig(
+        state_dir=state,
+        workers=workers,
+        run_queue_size=queue,
+        plugin_dirs=(PLUGINS,),
+        file_roots=(state,),
+        synchronous="full",
+    )
     return Config(daemon=daemon, defaults=Defaults(retries=0), workflows={"noop": flow})
 
 
@@ -78,12 +84,15 @@ async def _with_engine(state: Path, workers: int, queue: int, body: Any) -> Any:
 
 def noop_specs(n: int, assets: int) -> list[JobSpec]:
     """``n`` no-op jobs, each locking one of ``assets`` assets in turn (none if 0)."""
-    return [JobSpec(workflow="noop", assets=(f"asset-{i % assets}",) if assets else ())
-            for i in range(n)]
+    return [
+        JobSpec(workflow="noop", assets=(f"asset-{i % assets}",) if assets else ())
+        for i in range(n)
+    ]
 
 
 async def submit_all(engine: Engine, specs: list[JobSpec], inflight: int) -> None:
     """Submit ``specs`` from ``inflight`` concurrent submitters."""
+
     async def submitter(mine: list[JobSpec]) -> None:
         for spec in mine:
             await engine.submit(spec, actor="bench")
@@ -128,8 +137,10 @@ async def latency(n: int, rate: float, workers: int) -> dict[str, float]:
                 tg.start_soon(submit_one)
         await counter.finished.wait()
         lat = sorted((counter.running_at[j] - t0) * 1000 for j, t0 in submitted.items())
-        return {"p50": round(statistics.median(lat), 3),
-                "p99": round(lat[int(len(lat) * 0.99) - 1], 3)}
+        return {
+            "p50": round(statistics.median(lat), 3),
+            "p99": round(lat[int(len(lat) * 0.99) - 1], 3),
+        }
 
     with tempfile.TemporaryDirectory(prefix="jobd-bench-") as tmp:
         result: dict[str, float] = await _with_engine(Path(tmp), workers, 1000, body)

@@ -44,7 +44,7 @@ from jobd.states import JobState
 from jobd.store import open_store
 
 #: A drop-in written next to the state: its action stamps the time it returns.
-MARK_PLUGIN = '''\
+MARK_PLUGIN = """\
 from __future__ import annotations
 
 import time
@@ -71,14 +71,16 @@ async def mark(ctx, **params):
 @jobd.hookimpl
 def jobd_actions():
     return [jobd.Action("bench_mark", mark, "stamps when it returns (bench/handoff.py)")]
-'''
+"""
 
 
 def pcts(ms: list[float]) -> dict[str, float]:
     ordered = sorted(ms)
-    return {"p50": round(statistics.median(ordered), 3),
-            "p99": round(ordered[max(0, int(len(ordered) * 0.99) - 1)], 3),
-            "n": len(ordered)}
+    return {
+        "p50": round(statistics.median(ordered), 3),
+        "p99": round(ordered[max(0, int(len(ordered) * 0.99) - 1)], 3),
+        "n": len(ordered),
+    }
 
 
 def _config(state: Path, plugin_dir: Path, workers: int, queue: int) -> Config:
@@ -86,9 +88,14 @@ def _config(state: Path, plugin_dir: Path, workers: int, queue: int) -> Config:
         "mark": WorkflowConfig(name="mark", steps=(StepConfig(name="m", action="bench_mark"),)),
         "noop": WorkflowConfig(name="noop", steps=(StepConfig(name="n", action="noop"),)),
     }
-    daemon = DaemonConfig(state_dir=state, workers=workers, run_queue_size=queue,
-                          plugin_dirs=(plugin_dir, PLUGINS), file_roots=(state,),
-                          synchronous="full")
+    daemon = DaemonConfig(
+        state_dir=state,
+        workers=workers,
+        run_queue_size=queue,
+        plugin_dirs=(plugin_dir, PLUGINS),
+        file_roots=(state,),
+        synchronous="full",
+    )
     return Config(daemon=daemon, defaults=Defaults(retries=0), workflows=flows)
 
 
@@ -112,6 +119,7 @@ async def _with_engine(workers: int, queue: int, body: Any) -> Any:
 
 async def handoff(n: int, workers: int = 8) -> dict[str, Any]:
     """Hand-offs of one asset between ``n`` jobs; see the module docstring."""
+
     async def body(engine: Engine, recorder: Any) -> dict[str, Any]:
         recorder.gate = gate = anyio.Event()
         counter = Counter(n)
@@ -150,16 +158,22 @@ async def handoff(n: int, workers: int = 8) -> dict[str, Any]:
         for (_, end), (nxt, _) in pairwise(ended):
             to_grant.append((granted_at[nxt] - end) * 1000)
             to_running.append((running_at[nxt] - end) * 1000)
-        return {"jobs": n, "workers": workers, "to_grant_ms": pcts(to_grant),
-                "to_running_ms": pcts(to_running)}
+        return {
+            "jobs": n,
+            "workers": workers,
+            "to_grant_ms": pcts(to_grant),
+            "to_running_ms": pcts(to_running),
+        }
 
     result: dict[str, Any] = await _with_engine(workers, max(n, 1000), body)
     return result
 
 
-async def timer_latency(n: int, rate: float = 1000.0, workers: int = 8,
-                        lead: float = 1.5) -> dict[str, Any]:
+async def timer_latency(
+    n: int, rate: float = 1000.0, workers: int = 8, lead: float = 1.5
+) -> dict[str, Any]:
     """Jobs due from the timer at ``rate``/s: ``start_at`` → ``running`` (wall clock)."""
+
     async def body(engine: Engine, recorder: Any) -> dict[str, Any]:
         counter = Counter(n)
         running_wall: dict[int, float] = {}
@@ -176,8 +190,9 @@ async def timer_latency(n: int, rate: float = 1000.0, workers: int = 8,
         async def submit(mine: range) -> None:
             for i in mine:
                 start_at = first + i / rate
-                job = await engine.submit(JobSpec(workflow="noop", start_at=start_at),
-                                          actor="bench")
+                job = await engine.submit(
+                    JobSpec(workflow="noop", start_at=start_at), actor="bench"
+                )
                 starts[job.id] = start_at
 
         async with anyio.create_task_group() as tg:
@@ -186,8 +201,13 @@ async def timer_latency(n: int, rate: float = 1000.0, workers: int = 8,
         late = time.time() > first
         await counter.finished.wait()
         lat = [(running_wall[j] - s) * 1000 for j, s in starts.items()]
-        return {"jobs": n, "rate": rate, "workers": workers, "submitted_late": late,
-                "due_to_running_ms": pcts(lat)}
+        return {
+            "jobs": n,
+            "rate": rate,
+            "workers": workers,
+            "submitted_late": late,
+            "due_to_running_ms": pcts(lat),
+        }
 
     result: dict[str, Any] = await _with_engine(workers, 1000, body)
     return result
@@ -199,18 +219,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timer-jobs", type=int, default=3000)
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--workers", type=int, default=8)
-    p.add_argument("--due-now-jobs", type=int, default=3000,
-                   help="for bench/engine.py's latency (submitted due at once)")
+    p.add_argument(
+        "--due-now-jobs",
+        type=int,
+        default=3000,
+        help="for bench/engine.py's latency (submitted due at once)",
+    )
     args = p.parse_args(argv)
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
-    out = {"bench": "handoff",
-           "handoff": run_loop(handoff, args.jobs, args.workers),
-           "timer": run_loop(timer_latency, args.timer_jobs, args.rate, args.workers),
-           "due_now": {"jobs": args.due_now_jobs, "rate": args.rate, "workers": args.workers,
-                       "due_to_running_ms": run_loop(latency, args.due_now_jobs, args.rate,
-                                                      args.workers)}}
+    out = {
+        "bench": "handoff",
+        "handoff": run_loop(handoff, args.jobs, args.workers),
+        "timer": run_loop(timer_latency, args.timer_jobs, args.rate, args.workers),
+        "due_now": {
+            "jobs": args.due_now_jobs,
+            "rate": args.rate,
+            "workers": args.workers,
+            "due_to_running_ms": run_loop(latency, args.due_now_jobs, args.rate, args.workers),
+        },
+    }
     print(json.dumps(out))
 
 

@@ -45,8 +45,7 @@ def huey_throughput(n: int, workers: int = 4) -> float:
     from huey.signals import SIGNAL_COMPLETE
 
     with tempfile.TemporaryDirectory(prefix="huey-bench-") as tmp:
-        huey = SqliteHuey("bench", filename=str(Path(tmp) / "huey.db"), fsync=True,
-                          results=True)
+        huey = SqliteHuey("bench", filename=str(Path(tmp) / "huey.db"), fsync=True, results=True)
         done = threading.Event()
         lock = threading.Lock()
         count = 0
@@ -63,8 +62,14 @@ def huey_throughput(n: int, workers: int = 4) -> float:
                 if count >= n:
                     done.set()
 
-        consumer = Consumer(huey, workers=workers, worker_type="thread", periodic=False,
-                            initial_delay=0.01, check_worker_health=False)
+        consumer = Consumer(
+            huey,
+            workers=workers,
+            worker_type="thread",
+            periodic=False,
+            initial_delay=0.01,
+            check_worker_health=False,
+        )
         consumer.start()
         try:
             t0 = time.perf_counter()
@@ -112,8 +117,11 @@ def _scheduler(store: str, tmp: Path) -> Any:
         from apscheduler.jobstores.memory import MemoryJobStore
 
         jobstore = MemoryJobStore()
-    return AsyncIOScheduler(jobstores={"default": jobstore}, timezone=UTC,
-                            job_defaults={"misfire_grace_time": None, "coalesce": False})
+    return AsyncIOScheduler(
+        jobstores={"default": jobstore},
+        timezone=UTC,
+        job_defaults={"misfire_grace_time": None, "coalesce": False},
+    )
 
 
 async def _aps_throughput(n: int, store: str) -> float:
@@ -152,17 +160,22 @@ async def _aps_latency(n: int, rate: float, lead: float) -> dict[str, Any]:
             first = time.time() + lead
             for i in range(n):
                 at = first + i / rate
-                scheduler.add_job(aps_stamp, DateTrigger(datetime.fromtimestamp(at, UTC)),
-                                  args=[at])
+                scheduler.add_job(
+                    aps_stamp, DateTrigger(datetime.fromtimestamp(at, UTC)), args=[at]
+                )
             late = time.time() > first
             await asyncio.wait_for(_Count.done.wait(), timeout=600)
         finally:
             scheduler.shutdown(wait=False)
             await asyncio.sleep(0)
         ordered = sorted(_Count.late_ms)
-        return {"jobs": n, "rate": rate, "scheduled_late": late,
-                "p50": round(statistics.median(ordered), 3),
-                "p99": round(ordered[max(0, int(len(ordered) * 0.99) - 1)], 3)}
+        return {
+            "jobs": n,
+            "rate": rate,
+            "scheduled_late": late,
+            "p50": round(statistics.median(ordered), 3),
+            "p99": round(ordered[max(0, int(len(ordered) * 0.99) - 1)], 3),
+        }
 
 
 def aps_latency(n: int, rate: float = 1000.0, lead: float = 1.5) -> dict[str, Any]:
@@ -187,18 +200,27 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     from importlib.metadata import version
 
-    print(json.dumps({
-        "bench": "peers",
-        "versions": {name: version(name) for name in ("huey", "APScheduler", "SQLAlchemy")},
-        "huey_sqlite_4_threads": {"jobs": args.huey,
-                                  **_median(args.repeat, huey_throughput, args.huey)},
-        "apscheduler_memory": {"jobs": args.aps,
-                               **_median(args.repeat, aps_throughput, args.aps, "memory")},
-        "apscheduler_sqlalchemy_sqlite": {
-            "jobs": args.aps_sql,
-            **_median(args.repeat, aps_throughput, args.aps_sql, "sqlalchemy")},
-        "apscheduler_memory_latency_ms": aps_latency(args.latency_jobs),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "peers",
+                "versions": {name: version(name) for name in ("huey", "APScheduler", "SQLAlchemy")},
+                "huey_sqlite_4_threads": {
+                    "jobs": args.huey,
+                    **_median(args.repeat, huey_throughput, args.huey),
+                },
+                "apscheduler_memory": {
+                    "jobs": args.aps,
+                    **_median(args.repeat, aps_throughput, args.aps, "memory"),
+                },
+                "apscheduler_sqlalchemy_sqlite": {
+                    "jobs": args.aps_sql,
+                    **_median(args.repeat, aps_throughput, args.aps_sql, "sqlalchemy"),
+                },
+                "apscheduler_memory_latency_ms": aps_latency(args.latency_jobs),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

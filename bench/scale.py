@@ -43,13 +43,16 @@ IDLE = 1.0  # s after READY before the second memory reading
 #: With --booked, job i books RESOURCES[i % 20] for 10 s at start_at (jobs are 1 s apart:
 #: no two bookings of one resource overlap).
 RESOURCES = [f"res-{i:02d}" for i in range(20)]
-RESERVATION_INSERT = ('INSERT INTO reservations (job_id, resource, start, "end", pool)'
-                      " VALUES (?,?,?,?,?)")  # as jobd.engine writes it
+RESERVATION_INSERT = (
+    'INSERT INTO reservations (job_id, resource, start, "end", pool)'
+    " VALUES (?,?,?,?,?)"
+)  # as jobd.engine writes it
 Rows = list[tuple[Any, ...]]
 
 
-def _rows(n: int, first_start: float, now: float, booked: bool
-          ) -> Iterator[tuple[Rows, Rows, Rows, Rows]]:
+def _rows(
+    n: int, first_start: float, now: float, booked: bool
+) -> Iterator[tuple[Rows, Rows, Rows, Rows]]:
     jobs: Rows = []
     steps: Rows = []
     history: Rows = []
@@ -57,13 +60,30 @@ def _rows(n: int, first_start: float, now: float, booked: bool
     for job_id in range(1, n + 1):
         start = first_start + job_id
         resource = RESOURCES[job_id % len(RESOURCES)]
-        spec = (JobSpec(workflow="noop", start_at=start, end_at=start + 10,
-                        resources=(resource,)) if booked
-                else JobSpec(workflow="noop", start_at=start))
-        job = Job(id=job_id, spec=spec, state=JobState.CONFIRMED, created_at=now,
-                  updated_at=now, due_at=spec.due_at)
-        step = Step(job_id=job_id, idx=0, name="n", action="noop", params={},
-                    state=StepState.QUEUED, timeout=3600.0, retries=0, retry_backoff=5.0)
+        spec = (
+            JobSpec(workflow="noop", start_at=start, end_at=start + 10, resources=(resource,))
+            if booked
+            else JobSpec(workflow="noop", start_at=start)
+        )
+        job = Job(
+            id=job_id,
+            spec=spec,
+            state=JobState.CONFIRMED,
+            created_at=now,
+            updated_at=now,
+            due_at=spec.due_at,
+        )
+        step = Step(
+            job_id=job_id,
+            idx=0,
+            name="n",
+            action="noop",
+            params={},
+            state=StepState.QUEUED,
+            timeout=3600.0,
+            retries=0,
+            retry_backoff=5.0,
+        )
         jobs.append(job_insert(job)[1])
         steps.append(step_insert(step)[1])
         history.append((job_id, now, None, str(JobState.CONFIRMED), "submitted", "bench"))
@@ -86,8 +106,13 @@ def populate(db: Path, n: int, booked: bool = False) -> float:
 
     anyio.run(create)
     now = time.time()
-    template = Job(id=0, spec=JobSpec(workflow="noop"), state=JobState.CONFIRMED,
-                   created_at=now, updated_at=now)
+    template = Job(
+        id=0,
+        spec=JobSpec(workflow="noop"),
+        state=JobState.CONFIRMED,
+        created_at=now,
+        updated_at=now,
+    )
     job_sql = job_insert(template)[0]
     step_sql = step_insert(Step(job_id=0, idx=0, name="n", action="noop", params={}))[0]
     conn = sqlite3.connect(str(db), isolation_level=None)
@@ -110,8 +135,9 @@ def _mb(kb: int) -> float:
     return round(kb / 1024, 1)
 
 
-def due_latency(sock: Path, count: int = 20, spacing: float = 0.05,
-                lead: float = 1.0) -> dict[str, Any]:
+def due_latency(
+    sock: Path, count: int = 20, spacing: float = 0.05, lead: float = 1.0
+) -> dict[str, Any]:
     """Submit ``count`` jobs due ``lead`` s ahead, ``spacing`` s apart; from the daemon's own
     history, ``start_at`` → ``running`` in ms (p50, max). Over a big table, each due wake-up
     pays for the queries that find the due jobs and the next wake-up time."""
@@ -138,8 +164,11 @@ def due_latency(sock: Path, count: int = 20, spacing: float = 0.05,
                     return {"jobs": count, "ran": len(late), "error": "not all ran in time"}
                 time.sleep(0.05)  # polling a daemon from outside; not a timing
     late.sort()
-    return {"jobs": count, "p50_ms": round(statistics.median(late), 1),
-            "max_ms": round(late[-1], 1)}
+    return {
+        "jobs": count,
+        "p50_ms": round(statistics.median(late), 1),
+        "max_ms": round(late[-1], 1),
+    }
 
 
 def start_once(base: Path, config: Path, latency: bool = False) -> dict[str, Any]:
@@ -151,10 +180,14 @@ def start_once(base: Path, config: Path, latency: bool = False) -> dict[str, Any
         t0 = time.perf_counter()
         d.proc.terminate()
         d.proc.wait(timeout=120)
-        return {"ready_s": round(d.ready_s, 3), "rss_mb_at_ready": _mb(at_ready["VmRSS"]),
-                "rss_mb": _mb(settled["VmRSS"]), "peak_rss_mb": _mb(settled["VmHWM"]),
-                "stop_s": round(time.perf_counter() - t0, 3),
-                **({"due_to_running": due} if due is not None else {})}
+        return {
+            "ready_s": round(d.ready_s, 3),
+            "rss_mb_at_ready": _mb(at_ready["VmRSS"]),
+            "rss_mb": _mb(settled["VmRSS"]),
+            "peak_rss_mb": _mb(settled["VmHWM"]),
+            "stop_s": round(time.perf_counter() - t0, 3),
+            **({"due_to_running": due} if due is not None else {}),
+        }
 
 
 def run(n: int, keep_db: Path | None = None, booked: bool = False) -> dict[str, Any]:
@@ -174,8 +207,14 @@ def run(n: int, keep_db: Path | None = None, booked: bool = False) -> dict[str, 
         size = db.stat().st_size
         first = start_once(base, config)
         second = start_once(base, config, latency=True)
-        return {"jobs": n, "booked": booked, "db_mb": round(size / 2**20, 1), "populate_s": load_s,
-                "start": first, "restart": second}
+        return {
+            "jobs": n,
+            "booked": booked,
+            "db_mb": round(size / 2**20, 1),
+            "populate_s": load_s,
+            "start": first,
+            "restart": second,
+        }
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -184,13 +223,18 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=1_000_000)
     p.add_argument("--no-empty", action="store_true", help="skip the empty-database run")
-    p.add_argument("--booked", action="store_true",
-                   help="each job also books a resource (the booking index is loaded at start)")
-    p.add_argument("--keep-db", type=Path,
-                   help="reuse this populated database if it exists (else write it there)")
+    p.add_argument(
+        "--booked",
+        action="store_true",
+        help="each job also books a resource (the booking index is loaded at start)",
+    )
+    p.add_argument(
+        "--keep-db",
+        type=Path,
+        help="reuse this populated database if it exists (else write it there)",
+    )
     args = p.parse_args(argv)
-    out: dict[str, Any] = {"bench": "scale",
-                           "full": run(args.jobs, args.keep_db, args.booked)}
+    out: dict[str, Any] = {"bench": "scale", "full": run(args.jobs, args.keep_db, args.booked)}
     if not args.no_empty:
         out["empty"] = run(0)
     print(json.dumps(out))

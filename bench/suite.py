@@ -36,28 +36,58 @@ EXTRA = ("scale-booked",)
 #: Arguments per benchmark: (default, --quick).
 ARGS: dict[str, tuple[list[str], list[str]]] = {
     "workers": (["--jobs", "10000", "--repeat", "3"], ["--jobs", "3000", "--repeat", "1"]),
-    "latency": (["--jobs", "500", "--timer-jobs", "3000", "--due-now-jobs", "3000"],
-                ["--jobs", "200", "--timer-jobs", "1000", "--due-now-jobs", "1000"]),
-    "peers": (["--huey", "3000", "--aps", "10000", "--aps-sql", "500", "--repeat", "3"],
-              ["--huey", "1000", "--aps", "3000", "--aps-sql", "300", "--repeat", "1",
-               "--latency-jobs", "1000"]),
+    "latency": (
+        ["--jobs", "500", "--timer-jobs", "3000", "--due-now-jobs", "3000"],
+        ["--jobs", "200", "--timer-jobs", "1000", "--due-now-jobs", "1000"],
+    ),
+    "peers": (
+        ["--huey", "3000", "--aps", "10000", "--aps-sql", "500", "--repeat", "3"],
+        [
+            "--huey",
+            "1000",
+            "--aps",
+            "3000",
+            "--aps-sql",
+            "300",
+            "--repeat",
+            "1",
+            "--latency-jobs",
+            "1000",
+        ],
+    ),
     "api": (["--jobs", "1000"], ["--jobs", "500"]),
     "scale": (["--jobs", "1000000"], ["--jobs", "100000"]),
-    "scale-booked": (["--jobs", "1000000", "--booked", "--no-empty"],
-                     ["--jobs", "100000", "--booked", "--no-empty"]),
+    "scale-booked": (
+        ["--jobs", "1000000", "--booked", "--no-empty"],
+        ["--jobs", "100000", "--booked", "--no-empty"],
+    ),
     "bookings": (["--reservations", "100000"], ["--reservations", "100000", "--calls", "1000"]),
-    "breakdown": (["--breakdown", "--jobs", "10000", "--workers", "1,8,64"],
-                  ["--breakdown", "--jobs", "3000", "--workers", "8,64"]),
+    "breakdown": (
+        ["--breakdown", "--jobs", "10000", "--workers", "1,8,64"],
+        ["--breakdown", "--jobs", "3000", "--workers", "8,64"],
+    ),
 }
-MODULE = {"workers": "bench.workers", "latency": "bench.handoff", "peers": "bench.peers",
-          "api": "bench.api", "scale": "bench.scale", "scale-booked": "bench.scale",
-          "breakdown": "bench.workers"}
+MODULE = {
+    "workers": "bench.workers",
+    "latency": "bench.handoff",
+    "peers": "bench.peers",
+    "api": "bench.api",
+    "scale": "bench.scale",
+    "scale-booked": "bench.scale",
+    "breakdown": "bench.workers",
+}
 #: Repeated in separate processes; the suite keeps the medians (the others repeat inside).
 REPEAT = {"latency": (3, 1), "api": (3, 1)}
 
 TARGETS = {
-    "durable": 10_000, "locked": 8_000, "p99_ms": 2.0, "handoff_ms": 0.2, "api": 2_000,
-    "rss_mb": 200, "ready_s": 10.0, "check_us": 1000.0,
+    "durable": 10_000,
+    "locked": 8_000,
+    "p99_ms": 2.0,
+    "handoff_ms": 0.2,
+    "api": 2_000,
+    "rss_mb": 200,
+    "ready_s": 10.0,
+    "check_us": 1000.0,
 }
 
 
@@ -81,11 +111,16 @@ def run_bench(name: str, quick: bool) -> dict[str, Any]:
         cmd = [sys.executable, str(ROOT / "bench" / "bookings.py"), *args]
     else:
         cmd = [sys.executable, "-m", MODULE[name], *args]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[1:])} exited {done.returncode}:\n"
-                           f"{done.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(cmd[1:])} exited {done.returncode}:\n{done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -101,9 +136,13 @@ def fsync_probe(count: int = 300) -> dict[str, Any]:
             os.fsync(f.fileno())
             samples.append((time.perf_counter() - t0) * 1000)
     samples.sort()
-    return {"bench": "disk", "count": count, "fsync_ms_p50": round(statistics.median(samples), 3),
-            "fsync_ms_p99": round(samples[int(count * 0.99) - 1], 3),
-            "fsync_ms_max": round(samples[-1], 3)}
+    return {
+        "bench": "disk",
+        "count": count,
+        "fsync_ms_p50": round(statistics.median(samples), 3),
+        "fsync_ms_p99": round(samples[int(count * 0.99) - 1], 3),
+        "fsync_ms_max": round(samples[-1], 3),
+    }
 
 
 def median_runs(runs: list[dict[str, Any]], top: bool = True) -> dict[str, Any]:
@@ -185,23 +224,47 @@ def throughput_rows(raw: dict[str, Any]) -> list[Row]:
     for w in (64, 8):
         jobd = _by_workers(raw, "plain", w)
         ok = None if jobd is None else jobd >= TARGETS["durable"]
-        rows.append(Row(f"1. durable no-op jobs/s, {w} workers", _n(jobd),
-                        target="≥ 10,000", meets=_meets(ok)))
+        rows.append(
+            Row(
+                f"1. durable no-op jobs/s, {w} workers",
+                _n(jobd),
+                target="≥ 10,000",
+                meets=_meets(ok),
+            )
+        )
         if skipped:
             rows.append(Row("", "", "peers", f"skipped: {skipped}"[:80]))
             continue
         rows += [
             Row("", "", "huey SqliteHuey, 4 threads", _n(huey), _ratio(jobd, huey)),
-            Row("", "", "APScheduler 3 SQLAlchemyJobStore (SQLite)", _n(aps_sql),
-                _ratio(jobd, aps_sql)),
-            Row("", "", "APScheduler 3 MemoryJobStore (not durable)", _n(aps_mem),
-                _ratio(jobd, aps_mem)),
+            Row(
+                "",
+                "",
+                "APScheduler 3 SQLAlchemyJobStore (SQLite)",
+                _n(aps_sql),
+                _ratio(jobd, aps_sql),
+            ),
+            Row(
+                "",
+                "",
+                "APScheduler 3 MemoryJobStore (not durable)",
+                _n(aps_mem),
+                _ratio(jobd, aps_mem),
+            ),
         ]
     for w in (64, 8):
         jobd = _by_workers(raw, "locked", w)
         ok = None if jobd is None else jobd >= TARGETS["locked"]
-        rows.append(Row(f"2. with locks (1 of 10 assets), {w} workers", _n(jobd),
-                        "peers", "no per-asset locks", target="≥ 8,000", meets=_meets(ok)))
+        rows.append(
+            Row(
+                f"2. with locks (1 of 10 assets), {w} workers",
+                _n(jobd),
+                "peers",
+                "no per-asset locks",
+                target="≥ 8,000",
+                meets=_meets(ok),
+            )
+        )
     return rows
 
 
@@ -212,43 +275,76 @@ def latency_rows(raw: dict[str, Any]) -> list[Row]:
     timer = lat.get("timer", {}).get("due_to_running_ms", {})
     hand = lat.get("handoff", {})
     rows = []
-    for label, d in (("3. due → running at 1,000/s, submitted due now, p50 / p99 ms", now),
-                     ("3. due → running at 1,000/s, from start_at (timer), p50 / p99 ms",
-                      timer)):
+    for label, d in (
+        ("3. due → running at 1,000/s, submitted due now, p50 / p99 ms", now),
+        ("3. due → running at 1,000/s, from start_at (timer), p50 / p99 ms", timer),
+    ):
         p99 = d.get("p99")
         ok = None if p99 is None else p99 <= TARGETS["p99_ms"]
-        rows.append(Row(label, f"{_n(d.get('p50'), 2)} / {_n(p99, 2)}", target="p99 ≤ 2",
-                        meets=_meets(ok)))
+        rows.append(
+            Row(label, f"{_n(d.get('p50'), 2)} / {_n(p99, 2)}", target="p99 ≤ 2", meets=_meets(ok))
+        )
     if aps:
-        rows.append(Row("", "", "APScheduler 3 memory store, scheduled → run",
-                        f"{_n(aps.get('p50'), 2)} / {_n(aps.get('p99'), 2)}",
-                        _ratio(timer.get("p99"), aps.get("p99"))))
+        rows.append(
+            Row(
+                "",
+                "",
+                "APScheduler 3 memory store, scheduled → run",
+                f"{_n(aps.get('p50'), 2)} / {_n(aps.get('p99'), 2)}",
+                _ratio(timer.get("p99"), aps.get("p99")),
+            )
+        )
     run = hand.get("to_running_ms", {})
     grant = hand.get("to_grant_ms", {})
     ok = None if run.get("p50") is None else run["p50"] <= TARGETS["handoff_ms"]
-    rows.append(Row("4. lock hand-off → next job running (durable), p50 / p99 ms",
-                    f"{_n(run.get('p50'), 3)} / {_n(run.get('p99'), 3)}", "peers",
-                    "no per-asset locks", target="p50 ≤ 0.2", meets=_meets(ok)))
-    rows.append(Row("4. lock hand-off → lock granted (in memory), p50 / p99 ms",
-                    f"{_n(grant.get('p50'), 3)} / {_n(grant.get('p99'), 3)}"))
+    rows.append(
+        Row(
+            "4. lock hand-off → next job running (durable), p50 / p99 ms",
+            f"{_n(run.get('p50'), 3)} / {_n(run.get('p99'), 3)}",
+            "peers",
+            "no per-asset locks",
+            target="p50 ≤ 0.2",
+            meets=_meets(ok),
+        )
+    )
+    rows.append(
+        Row(
+            "4. lock hand-off → lock granted (in memory), p50 / p99 ms",
+            f"{_n(grant.get('p50'), 3)} / {_n(grant.get('p99'), 3)}",
+        )
+    )
     return rows
 
 
 def api_rows(raw: dict[str, Any]) -> list[Row]:
     api = raw.get("api", {})
     rows = []
-    labels = (("sequential", "one request at a time, httpx"),
-              ("concurrent", "16 in flight, httpx.AsyncClient"),
-              ("raw", "16 in flight, minimal client"))
+    labels = (
+        ("sequential", "one request at a time, httpx"),
+        ("concurrent", "16 in flight, httpx.AsyncClient"),
+        ("raw", "16 in flight, minimal client"),
+    )
     for kind, what in (("stored", "jobs stored (due tomorrow)"), ("run", "jobs due now")):
         for key, label in labels:
             d = api.get(f"{key}_{kind}", {})
             value = d.get("per_s")
             ok = None if value is None or key == "raw" else value >= TARGETS["api"]
-            cpu = (f" (daemon {d.get('daemon_cpu_us')} µs, client {d.get('client_cpu_us')} µs "
-                   "CPU/req)") if d else ""
-            rows.append(Row(f"5. API submissions/s, {what}, {label}", _n(value) + cpu,
-                            target="≥ 2,000" if key != "raw" else "", meets=_meets(ok)))
+            cpu = (
+                (
+                    f" (daemon {d.get('daemon_cpu_us')} µs, client {d.get('client_cpu_us')} µs "
+                    "CPU/req)"
+                )
+                if d
+                else ""
+            )
+            rows.append(
+                Row(
+                    f"5. API submissions/s, {what}, {label}",
+                    _n(value) + cpu,
+                    target="≥ 2,000" if key != "raw" else "",
+                    meets=_meets(ok),
+                )
+            )
     return rows
 
 
@@ -263,13 +359,22 @@ def scale_rows(raw: dict[str, Any]) -> list[Row]:
         rss, ready = r.get("rss_mb"), r.get("ready_s")
         ok = None if rss is None else rss <= TARGETS["rss_mb"] and ready <= TARGETS["ready_s"]
         what = "booked (1 reservation each)" if d.get("booked") else "scheduled"
-        rows.append(Row(f"6. {_n(n)} {what} jobs: restart → READY s; RSS / peak MB",
-                        f"{_n(ready, 2)} s; {_n(rss, 1)} / {_n(r.get('peak_rss_mb'), 1)} MB",
-                        target="≤ 10 s; ≤ 200 MB" if n else "", meets=_meets(ok) if n else ""))
+        rows.append(
+            Row(
+                f"6. {_n(n)} {what} jobs: restart → READY s; RSS / peak MB",
+                f"{_n(ready, 2)} s; {_n(rss, 1)} / {_n(r.get('peak_rss_mb'), 1)} MB",
+                target="≤ 10 s; ≤ 200 MB" if n else "",
+                meets=_meets(ok) if n else "",
+            )
+        )
         due = r.get("due_to_running", {})
         if due:
-            rows.append(Row(f"6. {_n(n)} {what} jobs: start_at → running, p50 / max ms",
-                            f"{_n(due.get('p50_ms'), 1)} / {_n(due.get('max_ms'), 1)}"))
+            rows.append(
+                Row(
+                    f"6. {_n(n)} {what} jobs: start_at → running, p50 / max ms",
+                    f"{_n(due.get('p50_ms'), 1)} / {_n(due.get('max_ms'), 1)}",
+                )
+            )
     return rows
 
 
@@ -278,41 +383,65 @@ def bookings_rows(raw: dict[str, Any]) -> list[Row]:
     check, plan = b.get("check", {}), b.get("plan", {})
     ok = None if check.get("p99_us") is None else check["p99_us"] <= TARGETS["check_us"]
     return [
-        Row(f"7. booking conflict check, {_n(b.get('reservations'))} reservations, "
-            "p50 / p99 µs", f"{_n(check.get('median_us'), 1)} / {_n(check.get('p99_us'), 1)}",
-            target="≤ 1,000", meets=_meets(ok)),
-        Row("7. booking plan (resources + 2 pools), p50 / p99 µs",
-            f"{_n(plan.get('median_us'), 1)} / {_n(plan.get('p99_us'), 1)}"),
+        Row(
+            f"7. booking conflict check, {_n(b.get('reservations'))} reservations, p50 / p99 µs",
+            f"{_n(check.get('median_us'), 1)} / {_n(check.get('p99_us'), 1)}",
+            target="≤ 1,000",
+            meets=_meets(ok),
+        ),
+        Row(
+            "7. booking plan (resources + 2 pools), p50 / p99 µs",
+            f"{_n(plan.get('median_us'), 1)} / {_n(plan.get('p99_us'), 1)}",
+        ),
     ]
 
 
 def workers_rows(raw: dict[str, Any]) -> list[Row]:
     plain = raw.get("workers", {}).get("plain", [])
-    return [Row(f"8. durable no-op jobs/s, {e['workers']} worker(s)", _n(e["jobs_per_s"]))
-            for e in plain]
+    return [
+        Row(f"8. durable no-op jobs/s, {e['workers']} worker(s)", _n(e["jobs_per_s"]))
+        for e in plain
+    ]
 
 
 def context_rows(raw: dict[str, Any]) -> list[Row]:
     disk = raw.get("disk")
-    rows = [] if disk is None else [Row(
-        "disk: write 4 KiB + fsync, p50 / p99 / max ms",
-        f"{_n(disk.get('fsync_ms_p50'), 3)} / {_n(disk.get('fsync_ms_p99'), 3)} / "
-        f"{_n(disk.get('fsync_ms_max'), 1)}")]
+    rows = (
+        []
+        if disk is None
+        else [
+            Row(
+                "disk: write 4 KiB + fsync, p50 / p99 / max ms",
+                f"{_n(disk.get('fsync_ms_p50'), 3)} / {_n(disk.get('fsync_ms_p99'), 3)} / "
+                f"{_n(disk.get('fsync_ms_max'), 1)}",
+            )
+        ]
+    )
     for run in raw.get("breakdown", {}).get("runs", []):
-        rows.append(Row(
-            f"cost per job, {run['workers']} worker(s): event loop / writer process CPU µs",
-            f"{run['loop_cpu_us_per_job']} / {run.get('writer_process_cpu_us_per_job', '–')} "
-            f"(loop busy {run['loop_busy_pct']}%, {run['units_per_batch']} units per batch "
-            f"sent, batch p50 {run['batch_ms_p50']} ms)"))
+        rows.append(
+            Row(
+                f"cost per job, {run['workers']} worker(s): event loop / writer process CPU µs",
+                f"{run['loop_cpu_us_per_job']} / {run.get('writer_process_cpu_us_per_job', '–')} "
+                f"(loop busy {run['loop_busy_pct']}%, {run['units_per_batch']} units per batch "
+                f"sent, batch p50 {run['batch_ms_p50']} ms)",
+            )
+        )
     return rows
 
 
 def table(raw: dict[str, Any]) -> list[Row]:
     """The rows of the benchmarks that ran (``--only`` leaves the others out)."""
-    sections = (("workers", throughput_rows), ("latency", latency_rows), ("api", api_rows),
-                ("scale", scale_rows), ("scale-booked", scale_rows),
-                ("bookings", bookings_rows), ("workers", workers_rows),
-                ("disk", context_rows), ("breakdown", context_rows))
+    sections = (
+        ("workers", throughput_rows),
+        ("latency", latency_rows),
+        ("api", api_rows),
+        ("scale", scale_rows),
+        ("scale-booked", scale_rows),
+        ("bookings", bookings_rows),
+        ("workers", workers_rows),
+        ("disk", context_rows),
+        ("breakdown", context_rows),
+    )
     rows: list[Row] = []
     done: set[Any] = set()
     for name, section in sections:
@@ -323,11 +452,15 @@ def table(raw: dict[str, Any]) -> list[Row]:
 
 
 def markdown(rows: list[Row]) -> str:
-    lines = ["| figure | jobd | peer | peer figure | jobd/peer | target | meets |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| figure | jobd | peer | peer figure | jobd/peer | target | meets |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        lines.append(f"| {r.figure} | {r.jobd} | {r.peer} | {r.peer_value} | {r.ratio} "
-                     f"| {r.target} | {r.meets} |")
+        lines.append(
+            f"| {r.figure} | {r.jobd} | {r.peer} | {r.peer_value} | {r.ratio} "
+            f"| {r.target} | {r.meets} |"
+        )
     return "\n".join(lines)
 
 
@@ -344,14 +477,24 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True, check=False).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
     except OSError:
         commit = ""
-    return {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "cpus": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version, "platform": platform.platform(),
-            "jobd_commit": commit}
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+        "jobd_commit": commit,
+    }
 
 
 def combine(paths: list[Path], output: Path) -> None:
@@ -360,27 +503,39 @@ def combine(paths: list[Path], output: Path) -> None:
     names = [n for n in runs[0]["raw"] if all(n in r["raw"] for r in runs)]
     raw = {n: median_runs([r["raw"][n] for r in runs]) for n in names}
     rows = table(raw)
-    meta = runs[-1]["meta"] | {"combined": [str(p) for p in paths],
-                               "dates": [r["meta"]["date"] for r in runs]}
+    meta = runs[-1]["meta"] | {
+        "combined": [str(p) for p in paths],
+        "dates": [r["meta"]["date"] for r in runs],
+    }
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows],
-                                  "raw": raw}, indent=2) + "\n")
-    print(f"median of {len(runs)} runs ({', '.join(meta['dates'])}) · {meta['cpus']} CPUs "
-          f"({meta['cpu']}) · Python {meta['python']} · SQLite {meta['sqlite']} · "
-          f"jobd {meta['jobd_commit']}\n")
+    output.write_text(
+        json.dumps({"meta": meta, "rows": [asdict(r) for r in rows], "raw": raw}, indent=2) + "\n"
+    )
+    print(
+        f"median of {len(runs)} runs ({', '.join(meta['dates'])}) · {meta['cpus']} CPUs "
+        f"({meta['cpu']}) · Python {meta['python']} · SQLite {meta['sqlite']} · "
+        f"jobd {meta['jobd_commit']}\n"
+    )
     print(markdown(rows))
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small N, one run each (~1 min)")
-    p.add_argument("--only",
-                   help=f"comma-separated subset of: {', '.join((*BENCHES, *EXTRA))}")
-    p.add_argument("--booked", action="store_true",
-                   help="also 1,000,000 jobs that each book a resource (about a minute more)")
+    p.add_argument("--only", help=f"comma-separated subset of: {', '.join((*BENCHES, *EXTRA))}")
+    p.add_argument(
+        "--booked",
+        action="store_true",
+        help="also 1,000,000 jobs that each book a resource (about a minute more)",
+    )
     p.add_argument("--output", type=Path, default=RESULTS / "latest.json")
-    p.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
-                   help="no run: the median table of earlier runs' JSON files (to --output)")
+    p.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="no run: the median table of earlier runs' JSON files (to --output)",
+    )
     args = p.parse_args(argv)
     if args.combine:
         combine(args.combine, args.output)
@@ -399,14 +554,19 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     raw = collect(names, args.quick, log)
     rows = table(raw)
-    meta = machine() | {"mode": "quick" if args.quick else "full",
-                        "suite_s": round(time.perf_counter() - t0, 1)}
+    meta = machine() | {
+        "mode": "quick" if args.quick else "full",
+        "suite_s": round(time.perf_counter() - t0, 1),
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows],
-                                       "raw": raw}, indent=2) + "\n")
-    print(f"{meta['date']} · {meta['cpus']} CPUs ({meta['cpu']}) · Python {meta['python']} · "
-          f"SQLite {meta['sqlite']} · jobd {meta['jobd_commit']} · {meta['mode']} run in "
-          f"{meta['suite_s']} s\n")
+    args.output.write_text(
+        json.dumps({"meta": meta, "rows": [asdict(r) for r in rows], "raw": raw}, indent=2) + "\n"
+    )
+    print(
+        f"{meta['date']} · {meta['cpus']} CPUs ({meta['cpu']}) · Python {meta['python']} · "
+        f"SQLite {meta['sqlite']} · jobd {meta['jobd_commit']} · {meta['mode']} run in "
+        f"{meta['suite_s']} s\n"
+    )
     print(markdown(rows))
     errors = {k: v["error"] for k, v in raw.items() if isinstance(v, dict) and "error" in v}
     for name, error in errors.items():

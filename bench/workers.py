@@ -39,12 +39,18 @@ def jobs_for(n: int, workers: int) -> int:
     return min(n, max(2000, n * workers // 8))
 
 
-def median_of(repeat: int, n: int, workers: int, assets: int,
-              inflight: int = INFLIGHT) -> dict[str, Any]:
+def median_of(
+    repeat: int, n: int, workers: int, assets: int, inflight: int = INFLIGHT
+) -> dict[str, Any]:
     samples = [run_loop(throughput, n, workers, inflight, assets) for _ in range(repeat)]
-    return {"jobs": n, "workers": workers, "assets": assets, "inflight": inflight,
-            "jobs_per_s": round(statistics.median(samples)),
-            "samples": [round(s) for s in samples]}
+    return {
+        "jobs": n,
+        "workers": workers,
+        "assets": assets,
+        "inflight": inflight,
+        "jobs_per_s": round(statistics.median(samples)),
+        "samples": [round(s) for s in samples],
+    }
 
 
 def sweep(n: int, workers: list[int], locked: list[int], repeat: int) -> dict[str, Any]:
@@ -62,8 +68,7 @@ def profile(kind: str, n: int, workers: int, assets: int) -> None:
         profiler.start()
         rate = run_loop(throughput, n, workers, INFLIGHT, assets)
         profiler.stop()
-        print(profiler.output_text(unicode=False, color=False, show_all=False),
-              file=sys.stderr)
+        print(profiler.output_text(unicode=False, color=False, show_all=False), file=sys.stderr)
     else:
         import cProfile
         import pstats
@@ -72,8 +77,18 @@ def profile(kind: str, n: int, workers: int, assets: int) -> None:
         rate = prof.runcall(run_loop, throughput, n, workers, INFLIGHT, assets)
         stats = pstats.Stats(prof, stream=sys.stderr)
         stats.sort_stats("tottime").print_stats(30)
-    print(json.dumps({"bench": "workers-profile", "profiler": kind, "jobs": n,
-                      "workers": workers, "assets": assets, "jobs_per_s": round(rate)}))
+    print(
+        json.dumps(
+            {
+                "bench": "workers-profile",
+                "profiler": kind,
+                "jobs": n,
+                "workers": workers,
+                "assets": assets,
+                "jobs_per_s": round(rate),
+            }
+        )
+    )
 
 
 async def _breakdown_body(engine: Engine, n: int, assets: int) -> dict[str, Any]:
@@ -107,15 +122,17 @@ async def _breakdown_body(engine: Engine, n: int, assets: int) -> dict[str, Any]
     cpu, loop = time.process_time() - cpu0, time.thread_time() - loop0
     writer_cpu = _process_cpu(writer.proc.pid) - writer_cpu0
     batches, units = store.batches - b0, store.units - u0
-    return {"jobs_per_s": round(n / wall),
-            "loop_cpu_us_per_job": round(loop / n * 1e6, 1),
-            "other_threads_cpu_us_per_job": round((cpu - loop) / n * 1e6, 1),
-            "writer_process_cpu_us_per_job": round(writer_cpu / n * 1e6, 1),
-            "loop_busy_pct": round(100 * loop / wall),
-            "commits_per_job": round(units / n, 2),
-            "units_per_batch": round(units / max(batches, 1), 1),
-            "batch_ms_p50": round(statistics.median(batch_s) * 1000, 3),
-            "batch_ms_p99": round(sorted(batch_s)[int(len(batch_s) * 0.99)] * 1000, 3)}
+    return {
+        "jobs_per_s": round(n / wall),
+        "loop_cpu_us_per_job": round(loop / n * 1e6, 1),
+        "other_threads_cpu_us_per_job": round((cpu - loop) / n * 1e6, 1),
+        "writer_process_cpu_us_per_job": round(writer_cpu / n * 1e6, 1),
+        "loop_busy_pct": round(100 * loop / wall),
+        "commits_per_job": round(units / n, 2),
+        "units_per_batch": round(units / max(batches, 1), 1),
+        "batch_ms_p50": round(statistics.median(batch_s) * 1000, 3),
+        "batch_ms_p99": round(sorted(batch_s)[int(len(batch_s) * 0.99)] * 1000, 3),
+    }
 
 
 def _process_cpu(pid: int) -> float:
@@ -127,10 +144,12 @@ def _process_cpu(pid: int) -> float:
 def breakdown(n: int, workers: int, assets: int = 0) -> dict[str, Any]:
     """Where one run's time goes: event-loop CPU, other threads, the writer process, batch sizes and
     batch latency (one BEGIN..COMMIT with its fsync, from sending the batch to the answer)."""
+
     async def go() -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="jobd-bench-") as tmp:
             result: dict[str, Any] = await _with_engine(
-                Path(tmp), workers, max(n, 1000), partial(_breakdown_body, n=n, assets=assets))
+                Path(tmp), workers, max(n, 1000), partial(_breakdown_body, n=n, assets=assets)
+            )
             return result
 
     return {"jobs": n, "workers": workers, "assets": assets, **run_loop(go)}
@@ -148,8 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--profile", choices=["cprofile", "pyinstrument"])
     p.add_argument("--assets", type=int, default=0, help="with --profile/--breakdown")
-    p.add_argument("--breakdown", action="store_true",
-                   help="loop and writer-process CPU per job, batch sizes and latency")
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="loop and writer-process CPU per job, batch sizes and latency",
+    )
     args = p.parse_args(argv)
     import structlog
 
@@ -158,11 +180,18 @@ def main(argv: list[str] | None = None) -> None:
         profile(args.profile, args.jobs, args.workers[0], args.assets)
         return
     if args.breakdown:
-        print(json.dumps({"bench": "workers-breakdown",
-                          "runs": [breakdown(args.jobs, w, args.assets) for w in args.workers]}))
+        print(
+            json.dumps(
+                {
+                    "bench": "workers-breakdown",
+                    "runs": [breakdown(args.jobs, w, args.assets) for w in args.workers],
+                }
+            )
+        )
         return
-    print(json.dumps({"bench": "workers",
-                      **sweep(args.jobs, args.workers, args.locked, args.repeat)}))
+    print(
+        json.dumps({"bench": "workers", **sweep(args.jobs, args.workers, args.locked, args.repeat)})
+    )
 
 
 if __name__ == "__main__":

@@ -133,4 +133,3 @@ class ActionContext:
             on_pgid=self._pgid_cb,
             check=check,
         )
-

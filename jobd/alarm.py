@@ -40,8 +40,13 @@ class WallClockAlarm:
     One alarm at a time: :meth:`arm` replaces the previous time. Use from the loop's
     thread; :meth:`close` when done."""
 
-    def __init__(self, fd: int, settime: Callable[..., int],
-                 loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        fd: int,
+        settime: Callable[..., int],
+        loop: asyncio.AbstractEventLoop,
+        callback: Callable[[], None],
+    ) -> None:
         self._fd, self._settime, self._loop, self._callback = fd, settime, loop, callback
         loop.add_reader(fd, self._on_ready)
 
@@ -55,8 +60,12 @@ class WallClockAlarm:
             create, settime = libc.timerfd_create, libc.timerfd_settime
         except (OSError, AttributeError):
             return None
-        settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Itimerspec),
-                            ctypes.c_void_p]
+        settime.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.POINTER(_Itimerspec),
+            ctypes.c_void_p,
+        ]
         fd = create(_CLOCK_REALTIME, os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
             return None

@@ -242,8 +242,13 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
-def _error(status: int, code: str, message: str, details: dict[str, Any] | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
 
 
@@ -261,8 +266,13 @@ _HTTP_CODES = {
 async def _jobd_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, JobdError)
     if exc.status >= 500:
-        log.error("request failed", method=request.method, path=request.url.path,
-                  code=exc.code, error=exc.message)
+        log.error(
+            "request failed",
+            method=request.method,
+            path=request.url.path,
+            code=exc.code,
+            error=exc.message,
+        )
     return _error(exc.status, exc.code, exc.message, exc.details)
 
 
@@ -288,8 +298,12 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     if request.method in {"POST", "PATCH", "PUT"} and "json" not in content_type:
         messages.append("send the body as JSON with Content-Type: application/json")
     # Only loc/msg/type: ``input`` may echo a megabyte back, ``ctx`` may hold exceptions.
-    details = {"errors": [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"),
-                           "type": e.get("type")} for e in errors]}
+    details = {
+        "errors": [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
+            for e in errors
+        ]
+    }
     return _error(400, code, "; ".join(messages) or "invalid request", details)
 
 
@@ -309,16 +323,26 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 # --------------------------------------------------------------------------- middleware
 
 
-async def _send_error(send: Send, status: int, code: str, message: str,
-                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     """Answer with the error shape straight from ASGI (before the app ran)."""
     body = json.dumps(error_body(code, message)).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()), *(headers or [])],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -346,11 +370,13 @@ class CatchAllMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception:
-            log.exception("unhandled error in API", method=scope.get("method"),
-                          path=scope.get("path"))
+            log.exception(
+                "unhandled error in API", method=scope.get("method"), path=scope.get("path")
+            )
             if not started:
-                await _send_error(send, 500, "internal",
-                                  "internal error (a bug in jobd; see the daemon log)")
+                await _send_error(
+                    send, 500, "internal", "internal error (a bug in jobd; see the daemon log)"
+                )
 
 
 class AuthMiddleware:
@@ -370,8 +396,9 @@ class AuthMiddleware:
         # compare_digest on bytes: constant time, and no TypeError on non-ASCII headers.
         if not hmac.compare_digest(candidate, self._expected):
             message = "missing bearer token" if not provided else "invalid bearer token"
-            await _send_error(send, 401, "unauthorized", message,
-                              [(b"www-authenticate", b"Bearer")])
+            await _send_error(
+                send, 401, "unauthorized", message, [(b"www-authenticate", b"Bearer")]
+            )
             return
         await self.app(scope, receive, send)
 
@@ -418,9 +445,13 @@ class BodyLimitMiddleware:
                 return b"".join(chunks)
 
     async def _too_large(self, send: Send) -> None:
-        await _send_error(send, 413, "too-large",
-                          f"request body larger than {self.limit} bytes",
-                          [(b"connection", b"close")])
+        await _send_error(
+            send,
+            413,
+            "too-large",
+            f"request body larger than {self.limit} bytes",
+            [(b"connection", b"close")],
+        )
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -488,8 +519,9 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, engine: Engine, job_id: int | None, keepalive: float,
-                 streams: EventStreams) -> None:
+    def __init__(
+        self, engine: Engine, job_id: int | None, keepalive: float, streams: EventStreams
+    ) -> None:
         super().__init__(status_code=200)
         self._engine, self._job_id, self._keepalive = engine, job_id, keepalive
         self._streams = streams
@@ -501,11 +533,17 @@ class EventStreamResponse(Response):
 
     async def _stream(self, receive: Receive, send: Send) -> None:
         async with self._engine.subscribe() as events:
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"text/event-stream; charset=utf-8"),
-                (b"cache-control", b"no-cache"),
-                (b"x-accel-buffering", b"no"),
-            ]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                        (b"x-accel-buffering", b"no"),
+                    ],
+                }
+            )
             await self._chunk(send, b": connected\n\n")
             with self._streams.track():
                 async with anyio.create_task_group() as tg:
@@ -563,8 +601,10 @@ async def _refuse_unknown_query(request: Request) -> None:
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
         known = ", ".join(sorted(allowed)) or "none"
-        raise ValidationError([f"query.{name}: unknown parameter (allowed: {known})"
-                               for name in unknown], field=unknown[0])
+        raise ValidationError(
+            [f"query.{name}: unknown parameter (allowed: {known})" for name in unknown],
+            field=unknown[0],
+        )
 
 
 def _parse_states(values: list[str] | None) -> list[JobState] | None:
@@ -579,8 +619,9 @@ def _parse_states(values: list[str] | None) -> list[JobState] | None:
             states.append(JobState(value))
         except ValueError:
             valid = ", ".join(s.value for s in JobState)
-            raise ValidationError(f"state: unknown state {value!r} (one of: {valid})",
-                                  field="state") from None
+            raise ValidationError(
+                f"state: unknown state {value!r} (one of: {valid})", field="state"
+            ) from None
     return states or None
 
 
@@ -606,9 +647,14 @@ def create_app(
     if metrics is None:
         metrics = Metrics(engine)
         engine.add_listener(metrics.observe)
-    app = FastAPI(title="jobd", version=version, docs_url=None, redoc_url=None,
-                  description="Job scheduler daemon for media operations (SPEC §7).",
-                  dependencies=[Depends(_refuse_unknown_query)])
+    app = FastAPI(
+        title="jobd",
+        version=version,
+        docs_url=None,
+        redoc_url=None,
+        description="Job scheduler daemon for media operations (SPEC §7).",
+        dependencies=[Depends(_refuse_unknown_query)],
+    )
     app.add_exception_handler(JobdError, _jobd_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -619,8 +665,15 @@ def create_app(
     app.add_middleware(CatchAllMiddleware)
     _job_routes(app, engine)
     _inspect_routes(app, engine)
-    _service_routes(app, engine, version=version, started_at=started_at, reload=reload,
-                    metrics=metrics, sse_keepalive=sse_keepalive)
+    _service_routes(
+        app,
+        engine,
+        version=version,
+        started_at=started_at,
+        reload=reload,
+        metrics=metrics,
+        sse_keepalive=sse_keepalive,
+    )
     return app
 
 
@@ -628,8 +681,9 @@ def _job_routes(app: FastAPI, engine: Engine) -> None:
     @app.post("/v1/jobs", status_code=201)
     async def submit_job(body: SubmitBody, request: Request) -> JSONResponse:
         job = await engine.submit(_spec_from(body), actor=_actor(request))
-        return JSONResponse(_json(job.to_dict()), status_code=201,
-                            headers={"location": f"/v1/jobs/{job.id}"})
+        return JSONResponse(
+            _json(job.to_dict()), status_code=201, headers={"location": f"/v1/jobs/{job.id}"}
+        )
 
     @app.get("/v1/jobs")
     async def list_jobs(
@@ -658,9 +712,12 @@ def _job_routes(app: FastAPI, engine: Engine) -> None:
     async def operate(job_id: JobId, operation: str, request: Request) -> Response:
         if operation not in PUBLIC_OPERATIONS:
             known = ", ".join(PUBLIC_OPERATIONS)
-            return _error(404, "unknown-operation",
-                          f"unknown operation {operation!r} (one of: {known})",
-                          {"operation": operation, "operations": list(PUBLIC_OPERATIONS)})
+            return _error(
+                404,
+                "unknown-operation",
+                f"unknown operation {operation!r} (one of: {known})",
+                {"operation": operation, "operations": list(PUBLIC_OPERATIONS)},
+            )
         job = await engine.operate(job_id, operation, actor=_actor(request))
         if job is None:
             return Response(status_code=204)
@@ -710,14 +767,26 @@ def _inspect_routes(app: FastAPI, engine: Engine) -> None:
         return _json(engine.plugins_info())
 
 
-def _service_routes(app: FastAPI, engine: Engine, *, version: str, started_at: float,
-                    reload: ReloadFunc | None, metrics: Metrics, sse_keepalive: float) -> None:
+def _service_routes(
+    app: FastAPI,
+    engine: Engine,
+    *,
+    version: str,
+    started_at: float,
+    reload: ReloadFunc | None,
+    metrics: Metrics,
+    sse_keepalive: float,
+) -> None:
     streams = app.state.event_streams = EventStreams()
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "version": version, "started_at": format_time(started_at),
-                "uptime": round(max(0.0, time.time() - started_at), 3)}
+        return {
+            "status": "ok",
+            "version": version,
+            "started_at": format_time(started_at),
+            "uptime": round(max(0.0, time.time() - started_at), 3),
+        }
 
     @app.get("/v1/events")
     async def events(

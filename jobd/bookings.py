@@ -90,8 +90,13 @@ class _Track:
 
     __slots__ = ("ends", "jobs", "max_duration", "meta", "stale", "starts")
 
-    def __init__(self, starts: array[float] | None = None, ends: array[float] | None = None,
-                 jobs: array[int] | None = None, meta: array[int] | None = None) -> None:
+    def __init__(
+        self,
+        starts: array[float] | None = None,
+        ends: array[float] | None = None,
+        jobs: array[int] | None = None,
+        meta: array[int] | None = None,
+    ) -> None:
         self.starts: array[float] = array("d") if starts is None else starts
         #: Effective ends (a zero-length entry ends at ``nextafter(start)``; ``meta`` says so).
         self.ends: array[float] = array("d") if ends is None else ends
@@ -147,9 +152,11 @@ class _Track:
     def overlapping(self, start: float, end: float, ignore_job: int | None) -> list[_Span]:
         """Entries overlapping ``[start, end)`` (``end`` effective), minus ``ignore_job``'s."""
         lo, hi = self._bounds(start, end)
-        return [(s, e, j) for s, e, j in zip(self.starts[lo:hi], self.ends[lo:hi],
-                                             self.jobs[lo:hi], strict=True)
-                if e > start and j != ignore_job]
+        return [
+            (s, e, j)
+            for s, e, j in zip(self.starts[lo:hi], self.ends[lo:hi], self.jobs[lo:hi], strict=True)
+            if e > start and j != ignore_job
+        ]
 
     def overlapping_indices(self, start: float, end: float) -> list[int]:
         lo, hi = self._bounds(start, end)
@@ -241,11 +248,14 @@ class BookingIndex:
         """:meth:`load` from plain ``(job_id, resource, start, end, pool)`` tuples."""
         rows = rows if isinstance(rows, list) else list(rows)
         # Stable sorts: equal keys keep the order given, as the store's indexes keep rowid's.
-        self.load_sorted(sorted(rows, key=itemgetter(1, 2)),
-                         [(r[0], r[1], r[2]) for r in sorted(rows, key=_job_of)])
+        self.load_sorted(
+            sorted(rows, key=itemgetter(1, 2)),
+            [(r[0], r[1], r[2]) for r in sorted(rows, key=_job_of)],
+        )
 
-    def load_sorted(self, by_resource: Iterable[Row],
-                    by_job: Iterable[tuple[int, str, float]]) -> None:
+    def load_sorted(
+        self, by_resource: Iterable[Row], by_job: Iterable[tuple[int, str, float]]
+    ) -> None:
         """:meth:`load` from two streams of the same reservations, ``by_resource`` ordered by
         (resource, start) and ``by_job`` (job id, resource, start) ordered by job id: what
         the store's two indexes give. One resource's rows are in memory at a time, not all
@@ -335,8 +345,11 @@ class BookingIndex:
         """``(resource number, start)`` of each reservation of ``job_id``, in the order added."""
         jobs, res = self._loaded_jobs, self._loaded_res
         lo = bisect.bisect_left(jobs, job_id)
-        held = [(res[i], self._loaded_starts[i])
-                for i in range(lo, bisect.bisect_right(jobs, job_id, lo)) if res[i] != _GONE]
+        held = [
+            (res[i], self._loaded_starts[i])
+            for i in range(lo, bisect.bisect_right(jobs, job_id, lo))
+            if res[i] != _GONE
+        ]
         return held + self._added.get(job_id, [])
 
     def _reservation(self, name: str, track: _Track, i: int) -> Reservation:
@@ -488,7 +501,11 @@ class BookingIndex:
             raise ValidationError(problems, field="resources" if resources else "pools")
 
     def _blockers(
-        self, config: ResourceConfig, start: float, end: float, job_id: int,
+        self,
+        config: ResourceConfig,
+        start: float,
+        end: float,
+        job_id: int,
         planned: Sequence[_Planned],
     ) -> list[int] | None:
         """``None`` when ``[start, end)`` fits on ``config``, else the jobs in the way."""
@@ -503,8 +520,13 @@ class BookingIndex:
         return (start, _effective_end(start, end), job_id, r)
 
     def _pick_member(
-        self, job_id: int, pool: str, start: float, end: float,
-        planned: Sequence[_Planned], select: Selector | None,
+        self,
+        job_id: int,
+        pool: str,
+        start: float,
+        end: float,
+        planned: Sequence[_Planned],
+        select: Selector | None,
     ) -> str:
         candidates: list[str] = []
         blockers: set[int] = set()
@@ -601,8 +623,11 @@ class BookingIndex:
                 rejected.setdefault(job_id, i)
         name = config.name
         return [
-            (job, f"resource {name} is over its capacity {config.capacity} "
-                  f"between {iso(starts[i])} and {iso(self._reservation(name, track, i).end)}")
+            (
+                job,
+                f"resource {name} is over its capacity {config.capacity} "
+                f"between {iso(starts[i])} and {iso(self._reservation(name, track, i).end)}",
+            )
             for job, i in sorted(rejected.items())
         ]
 

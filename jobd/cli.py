@@ -48,8 +48,9 @@ OPERATIONS = {
     "delete": "delete draft or finished jobs",
 }
 #: States after which a job does not run again by itself: ``submit --wait`` and ``logs -f`` stop.
-FINISHED = frozenset({"completed", "failed", "timed-out", "canceled", "ready-for-invoice",
-                      "invoiced"})
+FINISHED = frozenset(
+    {"completed", "failed", "timed-out", "canceled", "ready-for-invoice", "invoiced"}
+)
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -120,14 +121,26 @@ def _common_options() -> argparse.ArgumentParser:
     """Where the daemon is; accepted before and after the command (SUPPRESS keeps either)."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("connection")
-    group.add_argument("--socket", default=argparse.SUPPRESS, metavar="PATH",
-                       help="daemon's Unix socket (env JOBD_SOCKET)")
-    group.add_argument("--url", default=argparse.SUPPRESS,
-                       help="daemon's TCP URL, e.g. http://host:8470 (env JOBD_URL)")
-    group.add_argument("--token", default=argparse.SUPPRESS,
-                       help="bearer token for --url (env JOBD_TOKEN)")
-    group.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH",
-                       help="config file (env JOBD_CONFIG; default /etc/jobd/jobd.toml)")
+    group.add_argument(
+        "--socket",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="daemon's Unix socket (env JOBD_SOCKET)",
+    )
+    group.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help="daemon's TCP URL, e.g. http://host:8470 (env JOBD_URL)",
+    )
+    group.add_argument(
+        "--token", default=argparse.SUPPRESS, help="bearer token for --url (env JOBD_TOKEN)"
+    )
+    group.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="config file (env JOBD_CONFIG; default /etc/jobd/jobd.toml)",
+    )
     return common
 
 
@@ -135,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole ``jobd`` command line."""
     common = _common_options()
     parser = argparse.ArgumentParser(
-        prog="jobd", parents=[common],
+        prog="jobd",
+        parents=[common],
         description="jobd: job scheduler daemon for media operations, and its client.",
         epilog="exit codes: 0 ok, 1 refused or failed, 2 usage, 3 daemon unreachable",
     )
@@ -148,10 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command(sub: Any, common: argparse.ArgumentParser, name: str, func: Command, help_text: str,
-             *, reading: bool = False) -> argparse.ArgumentParser:
-    cmd: argparse.ArgumentParser = sub.add_parser(name, parents=[common], help=help_text,
-                                                  description=help_text)
+def _command(
+    sub: Any,
+    common: argparse.ArgumentParser,
+    name: str,
+    func: Command,
+    help_text: str,
+    *,
+    reading: bool = False,
+) -> argparse.ArgumentParser:
+    cmd: argparse.ArgumentParser = sub.add_parser(
+        name, parents=[common], help=help_text, description=help_text
+    )
     cmd.set_defaults(func=func)
     if reading:
         cmd.add_argument("--json", action="store_true", help="print the API's JSON")
@@ -160,55 +182,97 @@ def _command(sub: Any, common: argparse.ArgumentParser, name: str, func: Command
 
 def _add_daemon_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     _command(sub, common, "run", cmd_run, "run the daemon in the foreground")
-    _command(sub, common, "check-config", cmd_check_config,
-             "validate the configuration and summarise it")
+    _command(
+        sub, common, "check-config", cmd_check_config, "validate the configuration and summarise it"
+    )
     _command(sub, common, "reload", cmd_reload, "make the daemon re-read its configuration")
 
 
 def _add_submit(sub: Any, common: argparse.ArgumentParser) -> None:
     cmd = _command(sub, common, "submit", cmd_submit, "create a job", reading=True)
     cmd.add_argument("workflow")
-    cmd.add_argument("-p", "--param", action="append", type=_key_value, default=[],
-                     metavar="KEY=VALUE", help="a job parameter (string value); repeatable")
-    cmd.add_argument("--params-json", type=_json_object, metavar="JSON",
-                     help="parameters as a JSON object (-p values override its keys)")
-    for flag, dest, what in (("--asset", "assets", "an asset to hold exclusively"),
-                             ("--shared-asset", "shared_assets", "an asset to hold shared"),
-                             ("--resource", "resources", "a resource to book"),
-                             ("--pool", "pools", "book any one free member of this pool")):
-        cmd.add_argument(flag, dest=dest, action="append", default=[], metavar=flag[2:].upper(),
-                         help=f"{what}; repeatable")
-    cmd.add_argument("--start", type=_time_arg, metavar="T",
-                     help="start time: ISO 8601 with a zone, 'now' or +30s/+5m/+2h")
+    cmd.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a job parameter (string value); repeatable",
+    )
+    cmd.add_argument(
+        "--params-json",
+        type=_json_object,
+        metavar="JSON",
+        help="parameters as a JSON object (-p values override its keys)",
+    )
+    for flag, dest, what in (
+        ("--asset", "assets", "an asset to hold exclusively"),
+        ("--shared-asset", "shared_assets", "an asset to hold shared"),
+        ("--resource", "resources", "a resource to book"),
+        ("--pool", "pools", "book any one free member of this pool"),
+    ):
+        cmd.add_argument(
+            flag,
+            dest=dest,
+            action="append",
+            default=[],
+            metavar=flag[2:].upper(),
+            help=f"{what}; repeatable",
+        )
+    cmd.add_argument(
+        "--start",
+        type=_time_arg,
+        metavar="T",
+        help="start time: ISO 8601 with a zone, 'now' or +30s/+5m/+2h",
+    )
     cmd.add_argument("--end", type=_time_arg, metavar="T", help="end of the live window")
     for flag in ("--preroll", "--postroll", "--timeout", "--lock-timeout"):
-        cmd.add_argument(flag, type=_duration_arg, metavar="S",
-                         help="seconds, or 30s/5m/2h")
+        cmd.add_argument(flag, type=_duration_arg, metavar="S", help="seconds, or 30s/5m/2h")
     cmd.add_argument("--priority", type=_priority_arg, metavar="N", help="-1000..1000 (0)")
     cmd.add_argument("--name", help="a name for the job")
     state = cmd.add_mutually_exclusive_group()
     state.add_argument("--draft", action="store_true", help="submit as draft (nothing booked)")
-    state.add_argument("--tentative", action="store_true",
-                       help="submit tentative (booked, not run until confirmed)")
-    cmd.add_argument("--wait", action="store_true",
-                     help="follow the job to its end; exit 0 only if it completed")
+    state.add_argument(
+        "--tentative",
+        action="store_true",
+        help="submit tentative (booked, not run until confirmed)",
+    )
+    cmd.add_argument(
+        "--wait", action="store_true", help="follow the job to its end; exit 0 only if it completed"
+    )
 
 
 def _add_job_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     cmd = _command(sub, common, "list", cmd_list, "list jobs, newest first", reading=True)
-    cmd.add_argument("--state", action="append", default=[], metavar="S",
-                     help="only jobs in this state; repeatable")
-    cmd.add_argument("--limit", type=_positive_int, default=50, metavar="N",
-                     help="at most N jobs (50)")
-    cmd.add_argument("--cursor", type=_positive_int, metavar="ID",
-                     help="continue below this job id (printed when more remain)")
-    cmd = _command(sub, common, "show", cmd_show, "one job: steps, reservations, history",
-                   reading=True)
+    cmd.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        metavar="S",
+        help="only jobs in this state; repeatable",
+    )
+    cmd.add_argument(
+        "--limit", type=_positive_int, default=50, metavar="N", help="at most N jobs (50)"
+    )
+    cmd.add_argument(
+        "--cursor",
+        type=_positive_int,
+        metavar="ID",
+        help="continue below this job id (printed when more remain)",
+    )
+    cmd = _command(
+        sub, common, "show", cmd_show, "one job: steps, reservations, history", reading=True
+    )
     cmd.add_argument("job_id", type=_positive_int, metavar="ID")
     cmd = _command(sub, common, "logs", cmd_logs, "a job's log lines", reading=True)
     cmd.add_argument("job_id", type=_positive_int, metavar="ID")
-    cmd.add_argument("-f", "--follow", action="store_true",
-                     help="keep printing new lines until the job has finished")
+    cmd.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing new lines until the job has finished",
+    )
 
 
 def _add_operations(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -222,19 +286,31 @@ def _add_inspect_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     _command(sub, common, "queue", cmd_queue, "the run queue and workers", reading=True)
     _command(sub, common, "locks", cmd_locks, "asset locks: holders and waiters", reading=True)
     _command(sub, common, "resources", cmd_resources, "resources and their use", reading=True)
-    cmd = _command(sub, common, "bookings", cmd_bookings, "reservations in a time range",
-                   reading=True)
+    cmd = _command(
+        sub, common, "bookings", cmd_bookings, "reservations in a time range", reading=True
+    )
     cmd.add_argument("--from", dest="start", type=_time_arg, metavar="T")
     cmd.add_argument("--to", dest="end", type=_time_arg, metavar="T")
-    _command(sub, common, "schedules", cmd_schedules,
-             "schedules: next and last firing, missed and skipped", reading=True)
-    _command(sub, common, "plugins", cmd_plugins, "plugins, their actions and load errors",
-             reading=True)
+    _command(
+        sub,
+        common,
+        "schedules",
+        cmd_schedules,
+        "schedules: next and last firing, missed and skipped",
+        reading=True,
+    )
+    _command(
+        sub, common, "plugins", cmd_plugins, "plugins, their actions and load errors", reading=True
+    )
     cmd = _command(sub, common, "watch", cmd_watch, "a live view of the queue and jobs (Ctrl-C)")
-    cmd.add_argument("--interval", type=_duration_arg, default=2.0, metavar="S",
-                     help="refresh at least this often (2 s)")
-    cmd.add_argument("--limit", type=_positive_int, default=15, metavar="N",
-                     help="jobs shown (15)")
+    cmd.add_argument(
+        "--interval",
+        type=_duration_arg,
+        default=2.0,
+        metavar="S",
+        help="refresh at least this often (2 s)",
+    )
+    cmd.add_argument("--limit", type=_positive_int, default=15, metavar="N", help="jobs shown (15)")
 
 
 # --------------------------------------------------------------------------- main
@@ -280,10 +356,12 @@ def _err(message: str) -> None:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    endpoint = resolve_endpoint(socket=getattr(args, "socket", None),
-                                url=getattr(args, "url", None),
-                                token=getattr(args, "token", None),
-                                config=getattr(args, "config", None))
+    endpoint = resolve_endpoint(
+        socket=getattr(args, "socket", None),
+        url=getattr(args, "url", None),
+        token=getattr(args, "token", None),
+        config=getattr(args, "config", None),
+    )
     return Client(endpoint)
 
 
@@ -348,9 +426,16 @@ def _submit_body(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("assets", "shared_assets", "resources", "pools"):
         if getattr(args, key):
             body[key] = getattr(args, key)
-    optional = {"start_at": args.start, "end_at": args.end, "preroll": args.preroll,
-                "postroll": args.postroll, "timeout": args.timeout,
-                "lock_timeout": args.lock_timeout, "priority": args.priority, "name": args.name}
+    optional = {
+        "start_at": args.start,
+        "end_at": args.end,
+        "preroll": args.preroll,
+        "postroll": args.postroll,
+        "timeout": args.timeout,
+        "lock_timeout": args.lock_timeout,
+        "priority": args.priority,
+        "name": args.name,
+    }
     body.update({key: value for key, value in optional.items() if value is not None})
     if args.draft:
         body["state"] = "draft"
@@ -459,8 +544,9 @@ def _print_log_line(line: dict[str, Any], *, as_json: bool) -> None:
     _console().print(log_line(line))
 
 
-def _log_lines(client: Client, job_id: int, *, follow: bool,
-               interval: float = 0.5) -> Iterator[dict[str, Any]]:
+def _log_lines(
+    client: Client, job_id: int, *, follow: bool, interval: float = 0.5
+) -> Iterator[dict[str, Any]]:
     """Every log line of the job; with ``follow``, new ones until the job has finished.
 
     The job's state is read *before* each fetch, so once it is finished the
@@ -511,8 +597,11 @@ def _operation_report(job_id: int, operation: str, job: dict[str, Any] | None) -
 # --------------------------------------------------------------------------- inspection
 
 
-def _show(args: argparse.Namespace, fetch: Callable[[Client], dict[str, Any]],
-          render: Callable[[dict[str, Any]], Any]) -> int:
+def _show(
+    args: argparse.Namespace,
+    fetch: Callable[[Client], dict[str, Any]],
+    render: Callable[[dict[str, Any]], Any],
+) -> int:
     """Fetch, then print JSON (``--json``) or the rendered table."""
     with _client(args) as client:
         data = fetch(client)
@@ -538,22 +627,27 @@ def cmd_locks(args: argparse.Namespace) -> int:
 def cmd_resources(args: argparse.Namespace) -> int:
     from jobd import render
 
-    return _show(args, Client.resources,
-                 lambda data: render.resources_table(data.get("items") or []))
+    return _show(
+        args, Client.resources, lambda data: render.resources_table(data.get("items") or [])
+    )
 
 
 def cmd_bookings(args: argparse.Namespace) -> int:
     from jobd import render
 
-    return _show(args, lambda client: client.bookings(args.start, args.end),
-                 lambda data: render.bookings_table(data.get("items") or []))
+    return _show(
+        args,
+        lambda client: client.bookings(args.start, args.end),
+        lambda data: render.bookings_table(data.get("items") or []),
+    )
 
 
 def cmd_schedules(args: argparse.Namespace) -> int:
     from jobd import render
 
-    return _show(args, Client.schedules,
-                 lambda data: render.schedules_table(data.get("items") or []))
+    return _show(
+        args, Client.schedules, lambda data: render.schedules_table(data.get("items") or [])
+    )
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -586,8 +680,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _watch_loop(args: argparse.Namespace, client: Client, live: Any,
-                follower: _EventFollower) -> None:
+def _watch_loop(
+    args: argparse.Namespace, client: Client, live: Any, follower: _EventFollower
+) -> None:
     from jobd.render import watch_view
 
     queue: dict[str, Any] = {}

@@ -39,8 +39,9 @@ class DaemonUnreachable(Exception):
 class ApiError(Exception):
     """The daemon answered with an error: ``status`` and the ``{code, message, details}`` shape."""
 
-    def __init__(self, status: int, code: str, message: str,
-                 details: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.details: dict[str, Any] = dict(details or {})
@@ -92,8 +93,11 @@ def _configured_socket(config_path: str | None) -> Path:
     try:
         return load_config(path).api.socket
     except (JobdError, OSError) as exc:
-        print(f"jobd: warning: cannot read {path} to find the socket ({exc}); "
-              f"trying {ApiConfig().socket}", file=sys.stderr)
+        print(
+            f"jobd: warning: cannot read {path} to find the socket ({exc}); "
+            f"trying {ApiConfig().socket}",
+            file=sys.stderr,
+        )
         return ApiConfig().socket
 
 
@@ -115,11 +119,11 @@ class Client:
             headers["authorization"] = f"Bearer {endpoint.token}"
         if endpoint.socket is not None:
             transport = httpx.HTTPTransport(uds=str(endpoint.socket))
-            self._http = httpx.Client(transport=transport, base_url="http://jobd",
-                                      headers=headers, timeout=limits)
+            self._http = httpx.Client(
+                transport=transport, base_url="http://jobd", headers=headers, timeout=limits
+            )
         else:
-            self._http = httpx.Client(base_url=endpoint.url or "", headers=headers,
-                                      timeout=limits)
+            self._http = httpx.Client(base_url=endpoint.url or "", headers=headers, timeout=limits)
 
     def __enter__(self) -> Client:
         return self
@@ -132,8 +136,7 @@ class Client:
 
     # ------------------------------------------------------------------ transport
 
-    def request(self, method: str, path: str, *, json_body: Any = None,
-                params: Any = None) -> Any:
+    def request(self, method: str, path: str, *, json_body: Any = None, params: Any = None) -> Any:
         """One request; the decoded JSON body (``None`` for 204)."""
         import httpx
 
@@ -155,8 +158,9 @@ class Client:
     def submit(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return dict(self.request("POST", "/v1/jobs", json_body=dict(body)))
 
-    def list_jobs(self, states: list[str] | None = None, limit: int | None = None,
-                  cursor: int | None = None) -> dict[str, Any]:
+    def list_jobs(
+        self, states: list[str] | None = None, limit: int | None = None, cursor: int | None = None
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {}
         if states:
             params["state"] = states
@@ -223,8 +227,7 @@ class Client:
         params = {"job": job_id} if job_id is not None else None
         timeout = httpx.Timeout(DEFAULT_TIMEOUT, connect=CONNECT_TIMEOUT, read=STREAM_READ_TIMEOUT)
         try:
-            with self._http.stream("GET", "/v1/events", params=params,
-                                   timeout=timeout) as response:
+            with self._http.stream("GET", "/v1/events", params=params, timeout=timeout) as response:
                 if response.status_code >= 400:
                     response.read()
                     _decode(response)
@@ -247,14 +250,21 @@ def _decode(response: httpx.Response) -> Any:
     try:
         payload = response.json()
     except ValueError:
-        raise ApiError(response.status_code, "bad-answer",
-                       f"HTTP {response.status_code}: the daemon's answer is not JSON") from None
+        raise ApiError(
+            response.status_code,
+            "bad-answer",
+            f"HTTP {response.status_code}: the daemon's answer is not JSON",
+        ) from None
     if response.status_code >= 400:
         error = payload.get("error") if isinstance(payload, dict) else None
         if not isinstance(error, dict):
             raise ApiError(response.status_code, "http-error", f"HTTP {response.status_code}")
-        raise ApiError(response.status_code, str(error.get("code", "error")),
-                       str(error.get("message", "")), error.get("details") or {})
+        raise ApiError(
+            response.status_code,
+            str(error.get("code", "error")),
+            str(error.get("message", "")),
+            error.get("details") or {},
+        )
     return payload
 
 

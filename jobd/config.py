@@ -188,12 +188,14 @@ def summarize(config: Config) -> str:
         "plugin dirs: " + _join(map(str, daemon.plugin_dirs)),
         "file roots: " + _join(map(str, daemon.file_roots)),
         f"logging: {config.logging.format}, level {config.logging.level}",
-        _counted("resources", [f"{r.name} (capacity {r.capacity})"
-                               for r in config.resources.values()]),
-        _counted("pools", [f"{p.name} = [{', '.join(p.members)}]"
-                           for p in config.pools.values()]),
-        _counted("workflows", [f"{w.name} ({_plural(len(w.steps), 'step')})"
-                               for w in config.workflows.values()]),
+        _counted(
+            "resources", [f"{r.name} (capacity {r.capacity})" for r in config.resources.values()]
+        ),
+        _counted("pools", [f"{p.name} = [{', '.join(p.members)}]" for p in config.pools.values()]),
+        _counted(
+            "workflows",
+            [f"{w.name} ({_plural(len(w.steps), 'step')})" for w in config.workflows.values()],
+        ),
         _counted("schedules", [_describe_schedule(s) for s in config.schedules]),
     ]
     return "\n".join(lines)
@@ -229,7 +231,10 @@ def _parse(file: Path) -> dict[str, Any]:
 
 
 def _merge(
-    into: dict[str, Any], new: Mapping[str, Any], path: _KeyPath, source: Path,
+    into: dict[str, Any],
+    new: Mapping[str, Any],
+    path: _KeyPath,
+    source: Path,
     origins: dict[_KeyPath, Path],
 ) -> None:
     """Deep-merge ``new`` (from ``source``) into ``into``, recording where each key came from.
@@ -294,7 +299,11 @@ class _Table:
     checked values. ``allowed`` maps each accepted key to its checker."""
 
     def __init__(
-        self, ctx: _Context, path: _KeyPath, data: Any, allowed: Mapping[str, _Checker],
+        self,
+        ctx: _Context,
+        path: _KeyPath,
+        data: Any,
+        allowed: Mapping[str, _Checker],
     ) -> None:
         if not isinstance(data, dict):
             raise ctx.error(path, f"expected a table, got {_show(data)}")
@@ -333,17 +342,22 @@ def _seconds(*, allow_zero: bool = False) -> _Checker:
             bound = ">= 0" if allow_zero else "> 0"
             raise _Bad(f"expected a number of seconds {bound}, got {_show(value)}")
         return float(value)
+
     return check
 
 
 def _integer(low: int, high: int | None = None) -> _Checker:
     def check(value: Any, _base: Path) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or value < low or (
-            high is not None and value > high
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or value < low
+            or (high is not None and value > high)
         ):
             span = f"from {low} up" if high is None else f"from {low} to {high}"
             raise _Bad(f"expected an integer {span}, got {_show(value)}")
         return value
+
     return check
 
 
@@ -372,6 +386,7 @@ def _choice(*options: str, fold_case: bool = False) -> _Checker:
             hint = _suggest(value, options) if isinstance(value, str) else ""
             raise _Bad(f"expected one of {listed}, got {_show(value)}{hint}")
         return str(text)
+
     return check
 
 
@@ -383,15 +398,18 @@ def _boolean(value: Any, _base: Path) -> bool:
 
 def _names(*, non_empty: bool = False) -> _Checker:
     """An array of names, without repeats."""
+
     def check(value: Any, base: Path) -> tuple[str, ...]:
         if not isinstance(value, list) or (non_empty and not value):
-            raise _Bad(f"expected a{' non-empty' if non_empty else 'n'} array of names, "
-                       f"got {_show(value)}")
+            raise _Bad(
+                f"expected a{' non-empty' if non_empty else 'n'} array of names, got {_show(value)}"
+            )
         items = tuple(_each(value, _name, base))
         for index, item in enumerate(items):
             if item in items[:index]:
                 raise _Bad(f"{item!r} is listed twice", (index,))
         return items
+
     return check
 
 
@@ -419,8 +437,7 @@ def _params(value: Any, _base: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Bad(f"expected a table, got {_show(value)}")
     if (where := _find_datetime(value)) is not None:
-        raise _Bad("TOML dates and times are not allowed in params; quote them as strings",
-                   where)
+        raise _Bad("TOML dates and times are not allowed in params; quote them as strings", where)
     return value
 
 
@@ -428,8 +445,11 @@ def _find_datetime(value: Any, at: _KeyPath = ()) -> _KeyPath | None:
     if isinstance(value, dt.date | dt.time):  # datetime is a date
         return at
     children: Iterable[tuple[str | int, Any]] = (
-        value.items() if isinstance(value, dict)
-        else enumerate(value) if isinstance(value, list) else ()
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
     )
     for key, child in children:
         if (found := _find_datetime(child, (*at, key))) is not None:
@@ -466,40 +486,76 @@ def _timezone(value: Any, base: Path) -> str:
 
 _DAEMON = _fields(
     DaemonConfig,
-    state_dir=_path, run_queue_size=_integer(1), workers=_integer(1),
-    shutdown_grace=_seconds(allow_zero=True), kill_grace=_seconds(allow_zero=True),
-    plugin_dirs=_paths, file_roots=_paths, synchronous=_choice("full", "normal"),
+    state_dir=_path,
+    run_queue_size=_integer(1),
+    workers=_integer(1),
+    shutdown_grace=_seconds(allow_zero=True),
+    kill_grace=_seconds(allow_zero=True),
+    plugin_dirs=_paths,
+    file_roots=_paths,
+    synchronous=_choice("full", "normal"),
 )
-_API = _fields(ApiConfig, socket=_path, socket_mode=_octal_mode, listen=_listen,
-               token_file=_path)
+_API = _fields(ApiConfig, socket=_path, socket_mode=_octal_mode, listen=_listen, token_file=_path)
 _LOGGING = _fields(
-    LoggingConfig, format=_choice("json", "console", "auto"),
+    LoggingConfig,
+    format=_choice("json", "console", "auto"),
     level=_choice("debug", "info", "warning", "error", fold_case=True),
 )
 _DEFAULTS = _fields(
-    Defaults, timeout=_seconds(), retries=_integer(0),
-    retry_backoff=_seconds(allow_zero=True), script_timeout=_seconds(),
+    Defaults,
+    timeout=_seconds(),
+    retries=_integer(0),
+    retry_backoff=_seconds(allow_zero=True),
+    script_timeout=_seconds(),
 )
 _RESOURCE = _fields(ResourceConfig, capacity=_integer(1))
 _POOL = _fields(PoolConfig, members=_names(non_empty=True))
 _STEP = _fields(
-    StepConfig, name=_name, action=_text, params=_params, timeout=_seconds(),
-    retries=_integer(0), retry_backoff=_seconds(allow_zero=True),
+    StepConfig,
+    name=_name,
+    action=_text,
+    params=_params,
+    timeout=_seconds(),
+    retries=_integer(0),
+    retry_backoff=_seconds(allow_zero=True),
     isolation=_choice("inline", "process"),
 )
 _WORKFLOW = _fields(
-    WorkflowConfig, steps=lambda value, _base: value,  # checked item by item in _workflow
-    start_script=_path, end_script=_path, script_timeout=_seconds(),
+    WorkflowConfig,
+    steps=lambda value, _base: value,  # checked item by item in _workflow
+    start_script=_path,
+    end_script=_path,
+    script_timeout=_seconds(),
 )
 _SCHEDULE = _fields(
-    ScheduleConfig, name=_name, workflow=_text, cron=_text, interval=_seconds(),
-    timezone=_timezone, params=_params, assets=_names(), shared_assets=_names(),
-    resources=_names(), pools=_names(), priority=_integer(-1000, 1000), timeout=_seconds(),
-    overlap=_choice("skip", "queue", "allow"), misfire=_choice("skip", "once", "all"),
-    misfire_grace=_seconds(allow_zero=True), enabled=_boolean,
+    ScheduleConfig,
+    name=_name,
+    workflow=_text,
+    cron=_text,
+    interval=_seconds(),
+    timezone=_timezone,
+    params=_params,
+    assets=_names(),
+    shared_assets=_names(),
+    resources=_names(),
+    pools=_names(),
+    priority=_integer(-1000, 1000),
+    timeout=_seconds(),
+    overlap=_choice("skip", "queue", "allow"),
+    misfire=_choice("skip", "once", "all"),
+    misfire_grace=_seconds(allow_zero=True),
+    enabled=_boolean,
 )
-_ROOT_KEYS = ("daemon", "api", "logging", "defaults", "resources", "pools", "workflows",
-              "schedules")
+_ROOT_KEYS = (
+    "daemon",
+    "api",
+    "logging",
+    "defaults",
+    "resources",
+    "pools",
+    "workflows",
+    "schedules",
+)
 
 
 def _build(ctx: _Context, merged: dict[str, Any], sources: tuple[Path, ...]) -> Config:
@@ -514,8 +570,9 @@ def _build(ctx: _Context, merged: dict[str, Any], sources: tuple[Path, ...]) -> 
         api=ApiConfig(**section("api", _API)),
         logging=LoggingConfig(**section("logging", _LOGGING)),
         defaults=Defaults(**section("defaults", _DEFAULTS)),
-        resources=_named(ctx, merged, "resources",
-                         lambda t, n: ResourceConfig(name=n, **t.values())),
+        resources=_named(
+            ctx, merged, "resources", lambda t, n: ResourceConfig(name=n, **t.values())
+        ),
         pools=_named(ctx, merged, "pools", _pool),
         workflows=_named(ctx, merged, "workflows", _workflow),
         schedules=_schedules(ctx, merged.get("schedules", [])),
@@ -524,12 +581,17 @@ def _build(ctx: _Context, merged: dict[str, Any], sources: tuple[Path, ...]) -> 
 
 
 _SECTION_CHECKERS: dict[str, Mapping[str, _Checker]] = {
-    "resources": _RESOURCE, "pools": _POOL, "workflows": _WORKFLOW,
+    "resources": _RESOURCE,
+    "pools": _POOL,
+    "workflows": _WORKFLOW,
 }
 
 
 def _named(
-    ctx: _Context, merged: dict[str, Any], key: str, build: Callable[[_Table, str], T],
+    ctx: _Context,
+    merged: dict[str, Any],
+    key: str,
+    build: Callable[[_Table, str], T],
 ) -> dict[str, T]:
     """A table of named tables (``[resources.X]``, ``[pools.X]``, ``[workflows.X]``)."""
     container = merged.get(key, {})
@@ -555,15 +617,17 @@ def _workflow(table: _Table, name: str) -> WorkflowConfig:
     values = table.values()
     raw_steps = values.pop("steps", [])
     if not isinstance(raw_steps, list):
-        raise table.ctx.error((*table.path, "steps"),
-                              f"expected an array of step tables, got {_show(raw_steps)}")
+        raise table.ctx.error(
+            (*table.path, "steps"), f"expected an array of step tables, got {_show(raw_steps)}"
+        )
     steps: list[StepConfig] = []
     for index, raw in enumerate(raw_steps):
         path = (*table.path, "steps", index)
         step = StepConfig(**_Table(table.ctx, path, raw, _STEP).values(["name", "action"]))
         if any(s.name == step.name for s in steps):
-            raise table.ctx.error((*path, "name"),
-                                  f"duplicate step name {step.name!r} in workflow {name!r}")
+            raise table.ctx.error(
+                (*path, "name"), f"duplicate step name {step.name!r} in workflow {name!r}"
+            )
         steps.append(step)
     return WorkflowConfig(name=name, steps=tuple(steps), **values)
 
@@ -571,17 +635,22 @@ def _workflow(table: _Table, name: str) -> WorkflowConfig:
 def _schedules(ctx: _Context, raw: Any) -> tuple[ScheduleConfig, ...]:
     """``[[schedules]]`` entries; names are unique across all files."""
     if not isinstance(raw, list):
-        raise ctx.error(("schedules",), f"expected an array of tables ([[schedules]]), "
-                                        f"got {_show(raw)}")
+        raise ctx.error(
+            ("schedules",), f"expected an array of tables ([[schedules]]), got {_show(raw)}"
+        )
     built: list[ScheduleConfig] = []
     for index, data in enumerate(raw):
         path: _KeyPath = ("schedules", index)
         values = _Table(ctx, path, data, _SCHEDULE).values(required=["name", "workflow"])
         for earlier, other in enumerate(built):
             if other.name == values["name"]:
-                raise ctx.error((*path, "name"), (
-                    f"duplicate schedule name {other.name!r} (first defined in "
-                    f"{ctx.file_of(('schedules', earlier))} as schedules[{earlier}])"))
+                raise ctx.error(
+                    (*path, "name"),
+                    (
+                        f"duplicate schedule name {other.name!r} (first defined in "
+                        f"{ctx.file_of(('schedules', earlier))} as schedules[{earlier}])"
+                    ),
+                )
         built.append(ScheduleConfig(**values))
     return tuple(built)
 
@@ -594,32 +663,40 @@ def _cross_check(ctx: _Context, config: Config) -> None:
     api = config.api
     if api.listen is not None and api.token_file is None:
         # Blame the file that turned TCP on: that is where the fix belongs.
-        raise ConfigError(str(ctx.file_of(("api", "listen"))), "api.token_file",
-                          f"required when api.listen is set (listen = {api.listen!r})")
+        raise ConfigError(
+            str(ctx.file_of(("api", "listen"))),
+            "api.token_file",
+            f"required when api.listen is set (listen = {api.listen!r})",
+        )
     for pool in config.pools.values():
         if pool.name in config.resources:
-            raise ctx.error(("pools", pool.name),
-                            f"name {pool.name!r} is used by both a resource and a pool")
-        _check_refs(ctx, ("pools", pool.name, "members"), pool.members,
-                    config.resources, "resource")
+            raise ctx.error(
+                ("pools", pool.name), f"name {pool.name!r} is used by both a resource and a pool"
+            )
+        _check_refs(
+            ctx, ("pools", pool.name, "members"), pool.members, config.resources, "resource"
+        )
     for index, schedule in enumerate(config.schedules):
         _check_schedule(ctx, ("schedules", index), schedule, config)
 
 
-def _check_schedule(ctx: _Context, path: _KeyPath, schedule: ScheduleConfig,
-                    config: Config) -> None:
+def _check_schedule(
+    ctx: _Context, path: _KeyPath, schedule: ScheduleConfig, config: Config
+) -> None:
     _check_refs(ctx, (*path, "workflow"), schedule.workflow, config.workflows, "workflow")
     _check_refs(ctx, (*path, "resources"), schedule.resources, config.resources, "resource")
     _check_refs(ctx, (*path, "pools"), schedule.pools, config.pools, "pool")
     if (schedule.cron is None) == (schedule.interval is None):
         both = "has both" if schedule.cron is not None else "needs one of"
-        raise ctx.error(path, f"schedule {schedule.name!r} {both} 'cron' and 'interval'; "
-                              "give exactly one")
+        raise ctx.error(
+            path, f"schedule {schedule.name!r} {both} 'cron' and 'interval'; give exactly one"
+        )
     if schedule.cron is not None:
         problem = _cron_problem(schedule.cron, schedule.timezone)
         if problem:
-            raise ctx.error((*path, "cron"), f"invalid cron expression "
-                                             f"{schedule.cron!r}: {problem}")
+            raise ctx.error(
+                (*path, "cron"), f"invalid cron expression {schedule.cron!r}: {problem}"
+            )
 
 
 def _cron_problem(expression: str, timezone: str) -> str | None:
@@ -634,16 +711,26 @@ def _cron_problem(expression: str, timezone: str) -> str | None:
     return None
 
 
-def _check_refs(ctx: _Context, path: _KeyPath, names: str | tuple[str, ...],
-                declared: Mapping[str, Any], kind: str) -> None:
+def _check_refs(
+    ctx: _Context,
+    path: _KeyPath,
+    names: str | tuple[str, ...],
+    declared: Mapping[str, Any],
+    kind: str,
+) -> None:
     """Every name in ``names`` is a key of ``declared``; else an error at that item."""
-    items = [(path, names)] if isinstance(names, str) else [
-        ((*path, i), n) for i, n in enumerate(names)]
+    items = (
+        [(path, names)]
+        if isinstance(names, str)
+        else [((*path, i), n) for i, n in enumerate(names)]
+    )
     for where, name in items:
         if name not in declared:
             known = ", ".join(declared) or "none"
-            raise ctx.error(where, f"{name!r} is not a declared {kind}"
-                                   f"{_suggest(name, declared)} (declared: {known})")
+            raise ctx.error(
+                where,
+                f"{name!r} is not a declared {kind}{_suggest(name, declared)} (declared: {known})",
+            )
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -698,7 +785,10 @@ def _counted(kind: str, names: list[str]) -> str:
 
 
 def _describe_schedule(schedule: ScheduleConfig) -> str:
-    when = (f"cron {schedule.cron!r} {schedule.timezone}" if schedule.cron is not None
-            else f"every {schedule.interval:g} s")
+    when = (
+        f"cron {schedule.cron!r} {schedule.timezone}"
+        if schedule.cron is not None
+        else f"every {schedule.interval:g} s"
+    )
     off = "" if schedule.enabled else ", disabled"
     return f"{schedule.name} ({when} -> {schedule.workflow}{off})"

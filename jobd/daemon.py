@@ -58,8 +58,10 @@ class AlreadyRunning(JobdError):
 
     def __init__(self, state_dir: Path, pid: str) -> None:
         holder = f" (pid {pid})" if pid else ""
-        super().__init__(f"another jobd is already running on {state_dir}{holder}",
-                         {"state_dir": str(state_dir), "pid": pid})
+        super().__init__(
+            f"another jobd is already running on {state_dir}{holder}",
+            {"state_dir": str(state_dir), "pid": pid},
+        )
 
 
 class StateLock:
@@ -133,11 +135,13 @@ _RESTART_ONLY_DAEMON_KEYS = ("synchronous", "plugin_dirs")
 def _keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
     """Keep what cannot change while running (API listeners, the open database's
     ``synchronous``, loaded plugins), and say which changes wait for a restart."""
-    changed = [f"api.{f.name}" for f in dataclasses.fields(old.api)
-               if getattr(old.api, f.name) != getattr(new.api, f.name)]
+    changed = [
+        f"api.{f.name}"
+        for f in dataclasses.fields(old.api)
+        if getattr(old.api, f.name) != getattr(new.api, f.name)
+    ]
     kept = {key: getattr(old.daemon, key) for key in _RESTART_ONLY_DAEMON_KEYS}
-    changed += [f"daemon.{key}" for key, value in kept.items()
-                if getattr(new.daemon, key) != value]
+    changed += [f"daemon.{key}" for key, value in kept.items() if getattr(new.daemon, key) != value]
     if not changed:
         return new, []
     new = dataclasses.replace(new, api=old.api, daemon=dataclasses.replace(new.daemon, **kept))
@@ -147,9 +151,16 @@ def _keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
 class Daemon:
     """One running jobd: owns the task group, the reload path and the stop path."""
 
-    def __init__(self, config_path: Path, config: Config, notifier: Notifier, *,
-                 watchdog: float | None = None, token: str | None = None,
-                 tcp: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        notifier: Notifier,
+        *,
+        watchdog: float | None = None,
+        token: str | None = None,
+        tcp: tuple[str, int] | None = None,
+    ) -> None:
         self.config_path = config_path
         self.config = config
         self.notifier = notifier
@@ -182,21 +193,40 @@ class Daemon:
         self.engine = engine
         metrics = Metrics(engine)
         engine.add_listener(metrics.observe)
-        app = partial(create_app, engine, version=__version__, started_at=self.started_at,
-                      reload=self.reload, metrics=metrics)
+        app = partial(
+            create_app,
+            engine,
+            version=__version__,
+            started_at=self.started_at,
+            reload=self.reload,
+            metrics=metrics,
+        )
         api = self.config.api
         async with anyio.create_task_group() as tg:
             self._tg = tg
             await tg.start(self._receive_signals)
             await tg.start(engine.run)
             unix_app = app()
-            await tg.start(partial(serve, unix_app, unix_socket=api.socket,
-                                   socket_mode=api.socket_mode,
-                                   on_stop=partial(end_event_streams, unix_app)))
+            await tg.start(
+                partial(
+                    serve,
+                    unix_app,
+                    unix_socket=api.socket,
+                    socket_mode=api.socket_mode,
+                    on_stop=partial(end_event_streams, unix_app),
+                )
+            )
             if self.tcp is not None:
                 tcp_app = app(token=self.token)
-                await tg.start(partial(serve, tcp_app, unix_socket=None, tcp=self.tcp,
-                                       on_stop=partial(end_event_streams, tcp_app)))
+                await tg.start(
+                    partial(
+                        serve,
+                        tcp_app,
+                        unix_socket=None,
+                        tcp=self.tcp,
+                        on_stop=partial(end_event_streams, tcp_app),
+                    )
+                )
             self._announce_ready()
             if self.watchdog is not None:
                 probe = StoreProbe(store.flush, self.watchdog)
@@ -212,9 +242,14 @@ class Daemon:
     def _announce_ready(self) -> None:
         self._ready = True
         self.notifier.ready(self._status())
-        log.info("jobd ready", version=__version__, pid=os.getpid(),
-                 socket=str(self.config.api.socket), config=str(self.config_path),
-                 watchdog=self.watchdog)
+        log.info(
+            "jobd ready",
+            version=__version__,
+            pid=os.getpid(),
+            socket=str(self.config.api.socket),
+            config=str(self.config_path),
+            watchdog=self.watchdog,
+        )
 
     # ------------------------------------------------------------------ signals
 
@@ -231,8 +266,9 @@ class Daemon:
             if self._ready and not self._stopping:
                 tg.start_soon(self._reload_on_signal)
             else:
-                log.warning("SIGHUP ignored: not serving", starting=not self._ready,
-                            stopping=self._stopping)
+                log.warning(
+                    "SIGHUP ignored: not serving", starting=not self._ready, stopping=self._stopping
+                )
         elif self._stopping:
             log.warning("second stop signal: stopping now, without waiting", signal=signum.name)
             tg.cancel_scope.cancel()
@@ -282,8 +318,11 @@ class Daemon:
         try:
             new = await anyio.to_thread.run_sync(load_config, self.config_path)
         except ConfigError as exc:
-            log.error("config reload refused; keeping the running config", error=str(exc),
-                      config=str(self.config_path))
+            log.error(
+                "config reload refused; keeping the running config",
+                error=str(exc),
+                config=str(self.config_path),
+            )
             raise
         new, warnings = _keep_restart_only(self.config, new)
         engine = self.engine
@@ -291,8 +330,12 @@ class Daemon:
         warnings += await engine.reload(new)
         configure_logging(new.logging)
         self.config = new
-        log.info("config reloaded", config=str(self.config_path), warnings=warnings,
-                 workflows=sorted(new.workflows))
+        log.info(
+            "config reloaded",
+            config=str(self.config_path),
+            warnings=warnings,
+            workflows=sorted(new.workflows),
+        )
         return warnings
 
 
@@ -343,8 +386,9 @@ def main(config_path: str | None) -> int:
     try:
         lock = StateLock.acquire(config.daemon.state_dir)
     except (AlreadyRunning, OSError) as exc:
-        print(f"jobd: {exc if isinstance(exc, AlreadyRunning) else _os_problem(exc)}",
-              file=sys.stderr)
+        print(
+            f"jobd: {exc if isinstance(exc, AlreadyRunning) else _os_problem(exc)}", file=sys.stderr
+        )
         return EXIT_FAILURE
     notifier = Notifier.from_env()
     interval = watchdog_interval()
@@ -352,8 +396,9 @@ def main(config_path: str | None) -> int:
     daemon = Daemon(path, config, notifier, watchdog=interval, token=token, tcp=tcp)
     with lock:
         try:
-            anyio.run(daemon.run, backend="asyncio",
-                      backend_options={"use_uvloop": _uvloop_available()})
+            anyio.run(
+                daemon.run, backend="asyncio", backend_options={"use_uvloop": _uvloop_available()}
+            )
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
         except BaseException as exc:  # the process' last word: log it, exit 1

@@ -160,8 +160,12 @@ class Engine:
             await self.schedules.start()
             await self._process_due()
             await self._admit()
-            log.info("engine ready", workers=self.config.daemon.workers,
-                     run_queue_size=self.queue.capacity, pending=self._pending)
+            log.info(
+                "engine ready",
+                workers=self.config.daemon.workers,
+                run_queue_size=self.queue.capacity,
+                pending=self._pending,
+            )
             task_status.started()
             try:
                 await anyio.sleep_forever()
@@ -201,8 +205,7 @@ class Engine:
             return
         set_job_log_sink(self._log_line)
 
-    def _log_line(self, job_id: int, step: str | None, level: str, message: str,
-                  at: float) -> None:
+    def _log_line(self, job_id: int, step: str | None, level: str, message: str, at: float) -> None:
         self.store.commit_nowait(Unit().add(LOG_INSERT, (job_id, at, step, level, message)))
 
     # ================================================================ the one path
@@ -243,9 +246,12 @@ class Engine:
         except GuardFailed:
             job.state = previous
             current = await self._current_state(job.id)
-            raise InvalidTransition(operation, current or previous,
-                                    allowed_operations(current or previous),
-                                    job_id=job.id) from None
+            raise InvalidTransition(
+                operation,
+                current or previous,
+                allowed_operations(current or previous),
+                job_id=job.id,
+            ) from None
         except BaseException:
             job.state = previous
             raise
@@ -279,9 +285,10 @@ class Engine:
                 self._subscribers.discard(stream)
         if self._has_observers:
             rc = self.active.get(event.job_id)
-            data = (job or (rc.job if rc else None))
-            self.plugins.job_event(data.to_dict() if data else {"id": event.job_id},
-                                   event.to_dict())
+            data = job or (rc.job if rc else None)
+            self.plugins.job_event(
+                data.to_dict() if data else {"id": event.job_id}, event.to_dict()
+            )
 
     # ================================================================ submit & edit
     async def submit(self, spec: JobSpec, *, actor: str = "api") -> Job:
@@ -291,14 +298,22 @@ class Engine:
             raise ShuttingDown()
         workflow = self._workflow(spec.workflow)
         if spec.state not in (S.DRAFT, S.TENTATIVE, S.CONFIRMED):
-            raise ValidationError(f"a job is submitted as draft, tentative or confirmed, "
-                                  f"not {spec.state}", field="state")
+            raise ValidationError(
+                f"a job is submitted as draft, tentative or confirmed, not {spec.state}",
+                field="state",
+            )
         self._validate_spec(spec)
         steps = self._build_steps(workflow, spec)
         now = self.clock()
         self._next_id += 1
-        job = Job(id=self._next_id, spec=spec, state=spec.state, created_at=now,
-                  updated_at=now, steps=steps)
+        job = Job(
+            id=self._next_id,
+            spec=spec,
+            state=spec.state,
+            created_at=now,
+            updated_at=now,
+            steps=steps,
+        )
         if self.plugins.validates_jobs:
             problems = self.plugins.validate_job(job.to_dict(), self.config)
             if problems:
@@ -307,12 +322,17 @@ class Engine:
             step.job_id = job.id
         reservations = self._reserve(job) if spec.state in HOLDS_RESERVATION else []
         job.reservations = reservations
-        history: list[tuple[JobState | None, JobState, str]] = [
-            (None, spec.state, "submitted")]
-        if spec.state in (S.DRAFT, S.TENTATIVE) and spec.start_at is not None \
-                and spec.start_at <= now:
-            job.error = ErrorOverlay("not-confirmed", "the start time passed before the job "
-                                     "was confirmed; it will not run", now)
+        history: list[tuple[JobState | None, JobState, str]] = [(None, spec.state, "submitted")]
+        if (
+            spec.state in (S.DRAFT, S.TENTATIVE)
+            and spec.start_at is not None
+            and spec.start_at <= now
+        ):
+            job.error = ErrorOverlay(
+                "not-confirmed",
+                "the start time passed before the job was confirmed; it will not run",
+                now,
+            )
         due_now = spec.state == S.CONFIRMED and (spec.due_at is None or spec.due_at <= now)
         job.due_at = spec.due_at if spec.due_at is not None else now
         if due_now and self._accepting:
@@ -329,8 +349,9 @@ class Engine:
         # The caller gets the job as GET would show it right after this write (with its
         # history), not as a worker may have changed it meanwhile; the engine's own copy
         # keeps no history in memory.
-        shown = replace_job(job, steps=[step.copy() for step in steps],
-                            reservations=job.reservations)
+        shown = replace_job(
+            job, steps=[step.copy() for step in steps], reservations=job.reservations
+        )
         shown.history = [HistoryEntry(now, frm, to, cause, actor) for frm, to, cause in history]
         if shown.state == S.QUEUED:
             self._enqueue_reserved(job)
@@ -358,8 +379,9 @@ class Engine:
         workflow = self.config.workflows.get(name)
         if workflow is None:
             known = ", ".join(sorted(self.config.workflows)) or "none"
-            raise ValidationError(f"unknown workflow {name!r} (configured: {known})",
-                                  field="workflow")
+            raise ValidationError(
+                f"unknown workflow {name!r} (configured: {known})", field="workflow"
+            )
         return workflow
 
     def _validate_spec(self, spec: JobSpec) -> None:
@@ -398,16 +420,24 @@ class Engine:
                 raise ValidationError(
                     f"workflow {workflow.name!r} step {sc.name!r} uses unknown action "
                     f"{sc.action!r} (loaded: {', '.join(sorted(self.plugins.actions)) or 'none'})",
-                    field="workflow")
+                    field="workflow",
+                )
             params = render(sc.params, spec.params, where=f"steps.{sc.name}.params")
-            steps.append(Step(
-                job_id=0, idx=idx, name=sc.name, action=sc.action, params=params,
-                timeout=sc.timeout if sc.timeout is not None else defaults.timeout,
-                retries=sc.retries if sc.retries is not None else defaults.retries,
-                retry_backoff=(sc.retry_backoff if sc.retry_backoff is not None
-                               else defaults.retry_backoff),
-                isolation=sc.isolation,
-            ))
+            steps.append(
+                Step(
+                    job_id=0,
+                    idx=idx,
+                    name=sc.name,
+                    action=sc.action,
+                    params=params,
+                    timeout=sc.timeout if sc.timeout is not None else defaults.timeout,
+                    retries=sc.retries if sc.retries is not None else defaults.retries,
+                    retry_backoff=(
+                        sc.retry_backoff if sc.retry_backoff is not None else defaults.retry_backoff
+                    ),
+                    isolation=sc.isolation,
+                )
+            )
         return steps
 
     def _reserve(self, job: Job) -> list[Reservation]:
@@ -424,8 +454,9 @@ class Engine:
         def select(pool: str, candidates: list[str]) -> str | None:
             return self.plugins.select_resource(pool, candidates, job_dict)
 
-        planned = self.booking_index.plan(job.id, spec.resources, spec.pools, window[0], window[1],
-                                     select=select)
+        planned = self.booking_index.plan(
+            job.id, spec.resources, spec.pools, window[0], window[1], select=select
+        )
         self.booking_index.add(planned)
         return planned
 
@@ -433,11 +464,22 @@ class Engine:
         """PATCH: change spec fields while draft/tentative/confirmed; reservations re-checked."""
         job = await self._load(job_id)
         if job.state not in EDITABLE:
-            raise InvalidTransition("edit", job.state, allowed_operations(job.state),
-                                    job_id=job_id)
-        allowed = {"name", "params", "assets", "shared_assets", "resources", "pools",
-                   "start_at", "end_at", "preroll", "postroll", "priority", "timeout",
-                   "lock_timeout"}
+            raise InvalidTransition("edit", job.state, allowed_operations(job.state), job_id=job_id)
+        allowed = {
+            "name",
+            "params",
+            "assets",
+            "shared_assets",
+            "resources",
+            "pools",
+            "start_at",
+            "end_at",
+            "preroll",
+            "postroll",
+            "priority",
+            "timeout",
+            "lock_timeout",
+        }
         unknown = set(changes) - allowed
         if unknown:
             raise ValidationError(f"cannot edit {', '.join(sorted(unknown))}")
@@ -465,13 +507,21 @@ class Engine:
         unit.add("DELETE FROM reservations WHERE job_id = ?", (job_id,))
         for res in new_res:
             unit.add(*_reservation_insert(res))
-        unit.add("UPDATE jobs SET spec = ?, name = ?, priority = ?, start_at = ?, end_at = ?,"
-                 " due_at = ?, error = NULL WHERE id = ?",
-                 (spec_to_json(spec), spec.name, spec.priority, spec.start_at, spec.end_at,
-                  spec.due_at if spec.due_at is not None else self.clock(), job_id))
+        unit.add(
+            "UPDATE jobs SET spec = ?, name = ?, priority = ?, start_at = ?, end_at = ?,"
+            " due_at = ?, error = NULL WHERE id = ?",
+            (
+                spec_to_json(spec),
+                spec.name,
+                spec.priority,
+                spec.start_at,
+                spec.end_at,
+                spec.due_at if spec.due_at is not None else self.clock(),
+                job_id,
+            ),
+        )
         try:
-            await self._transition(job, "edit", job.state, cause="edited", actor=actor,
-                                   unit=unit)
+            await self._transition(job, "edit", job.state, cause="edited", actor=actor, unit=unit)
         except BaseException:
             self.booking_index.remove_job(job_id)
             self.booking_index.add(old)
@@ -492,7 +542,8 @@ class Engine:
         if handler is None:
             raise ValidationError(
                 f"unknown operation {operation!r} (known: {', '.join(self._operations())})",
-                field="operation")
+                field="operation",
+            )
         job = await self._load(job_id)
         check_transition(operation, job.state)
         result = await handler(job, actor)
@@ -504,11 +555,18 @@ class Engine:
 
     def _operations(self) -> dict[str, Callable[[Job, str], Any]]:
         return {
-            "cancel": self._op_cancel, "stop": self._op_stop, "pause": self._op_pause,
-            "resume": self._op_resume, "retry": self._op_retry, "restart": self._op_restart,
-            "confirm": self._op_confirm, "tentative": self._op_tentative,
-            "unconfirm": self._op_unconfirm, "resubmit": self._op_resubmit,
-            "invoice-ready": self._op_invoice_ready, "invoiced": self._op_invoiced,
+            "cancel": self._op_cancel,
+            "stop": self._op_stop,
+            "pause": self._op_pause,
+            "resume": self._op_resume,
+            "retry": self._op_retry,
+            "restart": self._op_restart,
+            "confirm": self._op_confirm,
+            "tentative": self._op_tentative,
+            "unconfirm": self._op_unconfirm,
+            "resubmit": self._op_resubmit,
+            "invoice-ready": self._op_invoice_ready,
+            "invoiced": self._op_invoiced,
             "delete": self._op_delete,
         }
 
@@ -525,21 +583,25 @@ class Engine:
         rc = self.active.get(job.id)
         if job.state in (S.RUNNING, S.CANCEL_REQUESTED) and rc is not None:
             if job.state == S.RUNNING:
-                await self._transition(job, "cancel", S.CANCEL_REQUESTED,
-                                       cause="cancel requested", actor=actor)
+                await self._transition(
+                    job, "cancel", S.CANCEL_REQUESTED, cause="cancel requested", actor=actor
+                )
             rc.stop(CANCEL)
             await self._settle_briefly(job.id)
             return
         await self._leave_line(job)
-        await self._transition(job, "cancel", S.CANCELED, cause="canceled", actor=actor,
-                               unit=_release_unit(job.id))
+        await self._transition(
+            job, "cancel", S.CANCELED, cause="canceled", actor=actor, unit=_release_unit(job.id)
+        )
         self.booking_index.remove_job(job.id)
 
     async def _op_stop(self, job: Job, actor: str) -> None:
         rc = self.active.get(job.id)
         if rc is None or job.spec.end_at is None:
-            raise NotApplicable(f"job {job.id} has no live window to stop (no end_at); "
-                                "use cancel to end its run", {"job_id": job.id})
+            raise NotApplicable(
+                f"job {job.id} has no live window to stop (no end_at); use cancel to end its run",
+                {"job_id": job.id},
+            )
         self._history_only(job, "stop requested: ending the live window now", actor)
         if rc.window_scope is not None:
             rc.window_scope.cancel()
@@ -559,8 +621,7 @@ class Engine:
 
     async def _op_resume(self, job: Job, actor: str) -> None:
         due = self._due_from_now(job)
-        await self._transition(job, "resume", S.CONFIRMED, cause="resumed", actor=actor,
-                               due_at=due)
+        await self._transition(job, "resume", S.CONFIRMED, cause="resumed", actor=actor, due_at=due)
         self._schedule_due(due)
 
     def _due_from_now(self, job: Job) -> float:
@@ -580,17 +641,28 @@ class Engine:
         unit = Unit()
         for step in job.steps:
             if reset_all or step.state != StepState.COMPLETED:
-                unit.add("UPDATE steps SET state = 'queued', attempts = 0, started_at = NULL,"
-                         " ended_at = NULL, outputs = NULL, error = NULL, pgid = NULL"
-                         " WHERE job_id = ? AND idx = ?", (job.id, step.idx))
+                unit.add(
+                    "UPDATE steps SET state = 'queued', attempts = 0, started_at = NULL,"
+                    " ended_at = NULL, outputs = NULL, error = NULL, pgid = NULL"
+                    " WHERE job_id = ? AND idx = ?",
+                    (job.id, step.idx),
+                )
         had_reservations = job.state == S.PAUSED
         reservations = [] if had_reservations else self._reserve(job)
         for res in reservations:
             unit.add(*_reservation_insert(res))
         try:
             due = self._due_from_now(job)
-            await self._transition(job, operation, S.CONFIRMED, cause=f"{operation} requested",
-                                   actor=actor, unit=unit, error=None, due_at=due)
+            await self._transition(
+                job,
+                operation,
+                S.CONFIRMED,
+                cause=f"{operation} requested",
+                actor=actor,
+                unit=unit,
+                error=None,
+                due_at=due,
+            )
         except BaseException:
             if not had_reservations:
                 self.booking_index.remove_job(job.id)
@@ -618,8 +690,16 @@ class Engine:
         if error is not None and error.code == "not-confirmed" and target == S.CONFIRMED:
             error = None if (job.spec.start_at or 0) > self.clock() else error
         try:
-            await self._transition(job, op, target, cause=f"{op} requested", actor=actor,
-                                   unit=unit, due_at=due, error=error)
+            await self._transition(
+                job,
+                op,
+                target,
+                cause=f"{op} requested",
+                actor=actor,
+                unit=unit,
+                due_at=due,
+                error=error,
+            )
         except BaseException:
             if new:
                 self.booking_index.remove_job(job.id)
@@ -629,47 +709,60 @@ class Engine:
         await self._transition(job, "unconfirm", S.TENTATIVE, cause="unconfirmed", actor=actor)
 
     async def _op_resubmit(self, job: Job, actor: str) -> Job:
-        spec = replace(job.spec, state=S.CONFIRMED if job.spec.state not in (
-            S.DRAFT, S.TENTATIVE) else job.spec.state)
+        spec = replace(
+            job.spec,
+            state=S.CONFIRMED if job.spec.state not in (S.DRAFT, S.TENTATIVE) else job.spec.state,
+        )
         new = await self.submit(spec, actor=actor)
         self._history_only(job, f"resubmitted as job {new.id}", actor)
         return new
 
     async def _op_invoice_ready(self, job: Job, actor: str) -> None:
-        await self._transition(job, "invoice-ready", S.READY_FOR_INVOICE,
-                               cause="final figures fixed", actor=actor)
+        await self._transition(
+            job, "invoice-ready", S.READY_FOR_INVOICE, cause="final figures fixed", actor=actor
+        )
 
     async def _op_invoiced(self, job: Job, actor: str) -> None:
         await self._transition(job, "invoiced", S.INVOICED, cause="invoiced", actor=actor)
 
     async def _op_delete(self, job: Job, actor: str) -> None:
         now = self.clock()
-        unit = (Unit()
-                .add("DELETE FROM jobs WHERE id = ? AND state = ?", (job.id, str(job.state)),
-                     guard=True)
-                .add("DELETE FROM steps WHERE job_id = ?", (job.id,))
-                .add("DELETE FROM reservations WHERE job_id = ?", (job.id,))
-                .add("DELETE FROM job_log WHERE job_id = ?", (job.id,))
-                .add(HISTORY_INSERT, (job.id, now, str(job.state), None, "deleted", actor)))
+        unit = (
+            Unit()
+            .add(
+                "DELETE FROM jobs WHERE id = ? AND state = ?", (job.id, str(job.state)), guard=True
+            )
+            .add("DELETE FROM steps WHERE job_id = ?", (job.id,))
+            .add("DELETE FROM reservations WHERE job_id = ?", (job.id,))
+            .add("DELETE FROM job_log WHERE job_id = ?", (job.id,))
+            .add(HISTORY_INSERT, (job.id, now, str(job.state), None, "deleted", actor))
+        )
         try:
             await self.store.commit(unit)
         except GuardFailed:
-            raise InvalidTransition("delete", job.state, allowed_operations(job.state),
-                                    job_id=job.id) from None
+            raise InvalidTransition(
+                "delete", job.state, allowed_operations(job.state), job_id=job.id
+            ) from None
         self.booking_index.remove_job(job.id)
         self._emit(JobEvent(job.id, "deleted", now, job.state, None, "deleted", actor))
 
     def _history_only(self, job: Job, cause: str, actor: str) -> None:
-        self.store.commit_nowait(Unit().add(
-            HISTORY_INSERT, (job.id, self.clock(), str(job.state), str(job.state), cause, actor)))
+        self.store.commit_nowait(
+            Unit().add(
+                HISTORY_INSERT, (job.id, self.clock(), str(job.state), str(job.state), cause, actor)
+            )
+        )
 
     async def _leave_line(self, job: Job) -> None:
         """Take a job that is not running out of the queue, lock waits, or pending count."""
         if job.state == S.PENDING:
             self._pending = max(0, self._pending - 1)
         self._unqueue(job.id)
-        granted = self.locks.release(job.id) if self.locks.is_waiting(job.id) or \
-            self.locks.holds(job.id) else []
+        granted = (
+            self.locks.release(job.id)
+            if self.locks.is_waiting(job.id) or self.locks.holds(job.id)
+            else []
+        )
         self._lock_committed.discard(job.id)
         self._dispatch_grants(granted)
         await self._admit()
@@ -725,8 +818,13 @@ class Engine:
             while True:
                 now = self.clock()
                 plan = await self.store.load_due(now, DUE_BATCH)
-                jobs = [job for job in plan.due if job.state == S.CONFIRMED
-                        and job.id not in self.active and job.id not in self._moving]
+                jobs = [
+                    job
+                    for job in plan.due
+                    if job.state == S.CONFIRMED
+                    and job.id not in self.active
+                    and job.id not in self._moving
+                ]
                 if len(plan.due) < DUE_BATCH:  # that was all, as of now
                     break
                 # A backlog: move this part before reading the next (it reads the same rows
@@ -768,19 +866,34 @@ class Engine:
                 self._unqueue(job.id)
                 raise
         else:
-            await self._transition(job, "due", S.PENDING, cause="due; run queue full",
-                                   actor="scheduler")
+            await self._transition(
+                job, "due", S.PENDING, cause="due; run queue full", actor="scheduler"
+            )
             self._pending += 1
 
     async def _mark_unconfirmed(self, started: list[int], now: float) -> None:
         for job_id in started:
-            overlay = ErrorOverlay("not-confirmed", "the start time passed while the job was "
-                                   "not confirmed; it will not run", now)
-            await self.store.commit(Unit().add(
-                "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ? AND error IS NULL",
-                (dumps(overlay.to_dict()), now, job_id)))
-            self._emit(JobEvent(job_id, "error", now, cause="not-confirmed",
-                                actor="scheduler", data=overlay.to_dict()))
+            overlay = ErrorOverlay(
+                "not-confirmed",
+                "the start time passed while the job was not confirmed; it will not run",
+                now,
+            )
+            await self.store.commit(
+                Unit().add(
+                    "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ? AND error IS NULL",
+                    (dumps(overlay.to_dict()), now, job_id),
+                )
+            )
+            self._emit(
+                JobEvent(
+                    job_id,
+                    "error",
+                    now,
+                    cause="not-confirmed",
+                    actor="scheduler",
+                    data=overlay.to_dict(),
+                )
+            )
 
     async def _admit(self) -> None:
         """Fill free queue places from ``pending``: priority first, then due time."""
@@ -793,8 +906,11 @@ class Engine:
                 if not ids:
                     self._pending = 0
                     break
-                jobs = [job for job in await self.store.load_jobs(ids)
-                        if job.state == S.PENDING and job.id not in self.active]
+                jobs = [
+                    job
+                    for job in await self.store.load_jobs(ids)
+                    if job.state == S.PENDING and job.id not in self.active
+                ]
                 if not jobs:
                     break
                 await self._each(self._admit_one, jobs)
@@ -805,8 +921,7 @@ class Engine:
         self._enqueue_reserved(job)
         self._wake_worker()  # a worker's `running` write may follow this one (see submit)
         try:
-            await self._transition(job, "admitted", S.QUEUED, cause="admitted",
-                                   actor="scheduler")
+            await self._transition(job, "admitted", S.QUEUED, cause="admitted", actor="scheduler")
         except BaseException:
             self._unqueue(job.id)
             raise
@@ -871,7 +986,8 @@ class Engine:
         job = rc.job
         if not granted:
             if not self.locks.holds(job.id) and not self.locks.acquire(
-                    job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic()):
+                job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic()
+            ):
                 await self._wait_for_lock(rc)
                 return
             operation, cause = "picked", "picked by a worker"
@@ -883,8 +999,9 @@ class Engine:
         workflow = self.config.workflows.get(job.spec.workflow)
         unit = self._prestart(rc, workflow)
         # Urgent when its assets were handed on: every job waiting for them waits on this.
-        await self._transition(job, operation, S.RUNNING, cause=cause, actor="scheduler",
-                               unit=unit, urgent=granted)
+        await self._transition(
+            job, operation, S.RUNNING, cause=cause, actor="scheduler", unit=unit, urgent=granted
+        )
         for step in job.steps:
             if step.idx == rc.prestarted:
                 self._step_event(job, step)  # after the job's `running`, which came first
@@ -906,15 +1023,24 @@ class Engine:
             return unit
         step.attempts += 1
         step.state, step.started_at, step.ended_at, step.error = (
-            StepState.RUNNING, self.clock(), None, None)
+            StepState.RUNNING,
+            self.clock(),
+            None,
+            None,
+        )
         rc.prestarted = step.idx
         return _step_update(unit, step)
 
     async def _wait_for_lock(self, rc: RunControl) -> None:
         job = rc.job
         held = ", ".join((*job.spec.assets, *job.spec.shared_assets))
-        await self._transition(job, "picked", S.WAITING_FOR_LOCK,
-                               cause=f"waiting for assets: {held}", actor="scheduler")
+        await self._transition(
+            job,
+            "picked",
+            S.WAITING_FOR_LOCK,
+            cause=f"waiting for assets: {held}",
+            actor="scheduler",
+        )
         if self.locks.holds(job.id):  # granted while the write was landing
             self._granted.append(job.id)
             self._wake_worker()
@@ -931,13 +1057,22 @@ class Engine:
             return
         self._dispatch_grants(self.locks.release(job.id))
         self._lock_committed.discard(job.id)
-        overlay = ErrorOverlay("lock-timeout", f"waited more than {timeout:g} s for assets "
-                               f"{', '.join((*job.spec.assets, *job.spec.shared_assets))}",
-                               self.clock())
+        overlay = ErrorOverlay(
+            "lock-timeout",
+            f"waited more than {timeout:g} s for assets "
+            f"{', '.join((*job.spec.assets, *job.spec.shared_assets))}",
+            self.clock(),
+        )
         try:
-            await self._transition(job, "lock-timeout", S.FAILED, cause="lock timeout",
-                                   actor="scheduler", error=overlay,
-                                   unit=_release_unit(job.id))
+            await self._transition(
+                job,
+                "lock-timeout",
+                S.FAILED,
+                cause="lock timeout",
+                actor="scheduler",
+                error=overlay,
+                unit=_release_unit(job.id),
+            )
         finally:
             self.booking_index.remove_job(job.id)
             self._mark_inactive(job.id)
@@ -973,9 +1108,15 @@ class Engine:
     async def _run(self, rc: RunControl, workflow: WorkflowConfig | None) -> RunResult:
         job = rc.job
         if workflow is None:
-            return RunResult(S.FAILED, "workflow removed from the configuration",
-                             ErrorOverlay("unknown-workflow", f"workflow {job.spec.workflow!r}"
-                                          " is no longer configured", self.clock()))
+            return RunResult(
+                S.FAILED,
+                "workflow removed from the configuration",
+                ErrorOverlay(
+                    "unknown-workflow",
+                    f"workflow {job.spec.workflow!r} is no longer configured",
+                    self.clock(),
+                ),
+            )
         result = await self.runner.run(rc, workflow)
         if result.outcome in (None, S.PAUSED) or workflow.end_script is None:
             return result
@@ -1016,8 +1157,16 @@ class Engine:
         unit = _release_unit(job.id) if job.spec.resources or job.spec.pools else Unit()
         for step in rc.deferred:
             _step_update(unit, step)
-        await self._transition(job, "finished", result.outcome, cause=result.cause,
-                               actor="scheduler", error=error, unit=unit, steps=rc.deferred)
+        await self._transition(
+            job,
+            "finished",
+            result.outcome,
+            cause=result.cause,
+            actor="scheduler",
+            error=error,
+            unit=unit,
+            steps=rc.deferred,
+        )
         rc.deferred.clear()
         self.booking_index.remove_job(job.id)
 
@@ -1033,9 +1182,12 @@ class Engine:
         self._step_event(job, step)
 
     async def save_pgid(self, job: Job, step: Step) -> None:
-        await self.store.commit(Unit().add(
-            "UPDATE steps SET pgid = ? WHERE job_id = ? AND idx = ?",
-            (step.pgid, job.id, step.idx)))
+        await self.store.commit(
+            Unit().add(
+                "UPDATE steps SET pgid = ? WHERE job_id = ? AND idx = ?",
+                (step.pgid, job.id, step.idx),
+            )
+        )
 
     def _step_event(self, job: Job, step: Step, job_state: JobState | None = None) -> None:
         state = job.state if job_state is None else job_state
@@ -1044,27 +1196,50 @@ class Engine:
             data["duration"] = step.ended_at - step.started_at
         if step.error:
             data["error"] = step.error
-        self._emit(JobEvent(job.id, "step", self.clock(), state, state,
-                            f"step {step.name} {step.state}", "scheduler", step.name, data))
+        self._emit(
+            JobEvent(
+                job.id,
+                "step",
+                self.clock(),
+                state,
+                state,
+                f"step {step.name} {step.state}",
+                "scheduler",
+                step.name,
+                data,
+            )
+        )
 
     async def set_progress(self, job: Job, pct: float, message: str | None) -> None:
         job.progress, job.progress_message = pct, message
-        self.store.commit_nowait(Unit().add(
-            "UPDATE jobs SET progress = ?, progress_message = ? WHERE id = ?",
-            (pct, message, job.id)))
-        self._emit(JobEvent(job.id, "progress", self.clock(), cause="progress",
-                            actor="scheduler", data={"progress": pct, "message": message}))
+        self.store.commit_nowait(
+            Unit().add(
+                "UPDATE jobs SET progress = ?, progress_message = ? WHERE id = ?",
+                (pct, message, job.id),
+            )
+        )
+        self._emit(
+            JobEvent(
+                job.id,
+                "progress",
+                self.clock(),
+                cause="progress",
+                actor="scheduler",
+                data={"progress": pct, "message": message},
+            )
+        )
 
-    async def run_isolated(self, step: Step, params: dict[str, Any],
-                           ctx: ActionContext) -> Mapping[str, Any] | None:
+    async def run_isolated(
+        self, step: Step, params: dict[str, Any], ctx: ActionContext
+    ) -> Mapping[str, Any] | None:
         from jobd.isolation import context_data, run_isolated
 
         plugin_file, module_name = self.plugins.isolation_target(step.action)
-        return await run_isolated(step.action, plugin_file, module_name, params,
-                                  context_data(ctx), log=ctx.log)
+        return await run_isolated(
+            step.action, plugin_file, module_name, params, context_data(ctx), log=ctx.log
+        )
 
-    async def run_script(self, job: Job, path: Path, event: str,
-                         outcome: str | None) -> str | None:
+    async def run_script(self, job: Job, path: Path, event: str, outcome: str | None) -> str | None:
         from jobd.scripts import run_script
 
         timeout = self.config.defaults.script_timeout
@@ -1072,10 +1247,15 @@ class Engine:
         if workflow is not None and workflow.script_timeout is not None:
             timeout = workflow.script_timeout
         slog = structlog.get_logger("jobd.script").bind(job_id=job.id, step=f"{event}-script")
-        result = await run_script(path, event=event, job=job.to_dict(),  # type: ignore[arg-type]
-                                  outcome=outcome, timeout=timeout,
-                                  kill_grace=self.config.daemon.kill_grace,
-                                  log=slog)
+        result = await run_script(
+            path,
+            event=event,
+            job=job.to_dict(),  # type: ignore[arg-type]
+            outcome=outcome,
+            timeout=timeout,
+            kill_grace=self.config.daemon.kill_grace,
+            log=slog,
+        )
         return None if result.ok else f"{event} script {path}: {result.problem}"
 
     # ================================================================ recovery
@@ -1100,8 +1280,9 @@ class Engine:
         for job in sorted(waiting, key=lambda j: (j.updated_at, j.id)):
             rc = RunControl(job)
             self.active[job.id] = rc
-            granted = self.locks.acquire(job.id, job.spec.assets, job.spec.shared_assets,
-                                         now=time.monotonic())
+            granted = self.locks.acquire(
+                job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic()
+            )
             if granted:
                 self._granted.append(job.id)
             else:
@@ -1120,9 +1301,14 @@ class Engine:
             if step.pgid:
                 await kill_process_group(step.pgid, grace=self.config.daemon.kill_grace)
         if job.state == S.CANCEL_REQUESTED:
-            await self._transition(job, "finished", S.CANCELED, cause="canceled (completed "
-                                   "after a daemon restart)", actor="recovery",
-                                   unit=_release_unit(job.id))
+            await self._transition(
+                job,
+                "finished",
+                S.CANCELED,
+                cause="canceled (completed after a daemon restart)",
+                actor="recovery",
+                unit=_release_unit(job.id),
+            )
             self.booking_index.remove_job(job.id)
             return
         overlay = ErrorOverlay("interrupted", "the run was interrupted by a daemon restart", now)
@@ -1132,25 +1318,41 @@ class Engine:
             if step.state not in (StepState.RUNNING, StepState.SOFT_FAILED):
                 continue
             if step.attempts <= step.retries:
-                unit.add("UPDATE steps SET state = 'queued', error = ?, pgid = NULL"
-                         " WHERE job_id = ? AND idx = ?",
-                         ("interrupted by a daemon restart", job.id, step.idx))
+                unit.add(
+                    "UPDATE steps SET state = 'queued', error = ?, pgid = NULL"
+                    " WHERE job_id = ? AND idx = ?",
+                    ("interrupted by a daemon restart", job.id, step.idx),
+                )
             else:
                 exhausted = step
-                unit.add("UPDATE steps SET state = 'failed', error = ?, ended_at = ?,"
-                         " pgid = NULL WHERE job_id = ? AND idx = ?",
-                         ("interrupted by a daemon restart; no attempts left", now, job.id,
-                          step.idx))
+                unit.add(
+                    "UPDATE steps SET state = 'failed', error = ?, ended_at = ?,"
+                    " pgid = NULL WHERE job_id = ? AND idx = ?",
+                    ("interrupted by a daemon restart; no attempts left", now, job.id, step.idx),
+                )
         if exhausted is not None:
             unit.statements.extend(_release_unit(job.id).statements)
-            await self._transition(job, "recover", S.FAILED, cause=f"step {exhausted.name} "
-                                   "interrupted with no attempts left", actor="recovery",
-                                   unit=unit, error=overlay)
+            await self._transition(
+                job,
+                "recover",
+                S.FAILED,
+                cause=f"step {exhausted.name} interrupted with no attempts left",
+                actor="recovery",
+                unit=unit,
+                error=overlay,
+            )
             self.booking_index.remove_job(job.id)
             return
-        await self._transition(job, "recover", S.CONFIRMED, cause="interrupted by a daemon "
-                               "restart; resuming", actor="recovery", unit=unit, error=overlay,
-                               due_at=now)
+        await self._transition(
+            job,
+            "recover",
+            S.CONFIRMED,
+            cause="interrupted by a daemon restart; resuming",
+            actor="recovery",
+            unit=unit,
+            error=overlay,
+            due_at=now,
+        )
         # It held its assets when the daemon died: it gets them back before any waiter does.
         self.locks.acquire(job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic())
         await self._make_due(job)
@@ -1176,9 +1378,7 @@ class Engine:
         jobs = jobs[:limit]
         return jobs, (jobs[-1].id if more and jobs else None)
 
-    async def job_log(
-        self, job_id: int, after: int = 0, limit: int = 1000
-    ) -> list[dict[str, Any]]:
+    async def job_log(self, job_id: int, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """Log lines of a job with ``seq > after``: each ``{seq, at, step, level, message}``."""
         if job_id not in self.active and await self._current_state(job_id) is None:
             raise NotFound("job", job_id)
@@ -1210,9 +1410,16 @@ class Engine:
         for name, res in sorted(self.config.resources.items()):
             pools = sorted(p.name for p in self.config.pools.values() if name in p.members)
             current, upcoming = self.booking_index.occupancy(name, now)
-            out.append({"name": name, "capacity": res.capacity, "pools": pools,
-                        "current": current, "upcoming": upcoming,
-                        "bookings": self.booking_index.count(name)})
+            out.append(
+                {
+                    "name": name,
+                    "capacity": res.capacity,
+                    "pools": pools,
+                    "current": current,
+                    "upcoming": upcoming,
+                    "bookings": self.booking_index.count(name),
+                }
+            )
         return out
 
     async def bookings(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
@@ -1220,9 +1427,18 @@ class Engine:
         start, end}``."""
         reservations = self.booking_index.between(start, end)
         names = await self.store.job_states(sorted({r.job_id for r in reservations}))
-        return [{"job_id": r.job_id, "job_name": names.get(r.job_id, ("?", None))[0],
-                 "state": str(names.get(r.job_id, ("?", None))[1]), "resource": r.resource,
-                 "pool": r.pool, "start": r.start, "end": r.end} for r in reservations]
+        return [
+            {
+                "job_id": r.job_id,
+                "job_name": names.get(r.job_id, ("?", None))[0],
+                "state": str(names.get(r.job_id, ("?", None))[1]),
+                "resource": r.resource,
+                "pool": r.pool,
+                "start": r.start,
+                "end": r.end,
+            }
+            for r in reservations
+        ]
 
     async def schedules_info(self) -> list[dict[str, Any]]:
         """Per schedule: next and last firing, missed and skipped counts, recent events."""
@@ -1249,15 +1465,22 @@ class Engine:
         """Swap in a new, already-validated config; returns warnings (e.g. jobs whose resources
         vanished, which now carry an error overlay)."""
         warnings = []
-        if config.daemon.workers != self.config.daemon.workers or \
-                config.daemon.run_queue_size != self.config.daemon.run_queue_size or \
-                config.daemon.state_dir != self.config.daemon.state_dir:
+        if (
+            config.daemon.workers != self.config.daemon.workers
+            or config.daemon.run_queue_size != self.config.daemon.run_queue_size
+            or config.daemon.state_dir != self.config.daemon.state_dir
+        ):
             warnings.append("daemon.workers, run_queue_size and state_dir take effect on restart")
         enabled = {s.name for s in self.config.schedules if s.enabled}
-        self.config = replace(config, daemon=replace(
-            config.daemon, workers=self.config.daemon.workers,
-            run_queue_size=self.config.daemon.run_queue_size,
-            state_dir=self.config.daemon.state_dir))
+        self.config = replace(
+            config,
+            daemon=replace(
+                config.daemon,
+                workers=self.config.daemon.workers,
+                run_queue_size=self.config.daemon.run_queue_size,
+                state_dir=self.config.daemon.state_dir,
+            ),
+        )
         warnings += await self._revalidate_bookings("reload")
         await self.schedules.reload(enabled)
         if warnings:
@@ -1275,24 +1498,31 @@ class Engine:
         warnings = []
         for job_id, problem in affected.items():
             overlay = ErrorOverlay("booking-invalid", problem, now)
-            await self.store.commit(Unit().add(
-                "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ?",
-                (dumps(overlay.to_dict()), now, job_id)))
-            self._emit(JobEvent(job_id, "error", now, cause=problem, actor=actor,
-                                data=overlay.to_dict()))
+            await self.store.commit(
+                Unit().add(
+                    "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ?",
+                    (dumps(overlay.to_dict()), now, job_id),
+                )
+            )
+            self._emit(
+                JobEvent(job_id, "error", now, cause=problem, actor=actor, data=overlay.to_dict())
+            )
             warnings.append(f"job {job_id}: {problem}")
         await self._clear_booking_overlays(set(affected), now, actor)
         return warnings
 
-    async def _clear_booking_overlays(self, still_bad: set[int], now: float,
-                                      actor: str) -> None:
+    async def _clear_booking_overlays(self, still_bad: set[int], now: float, actor: str) -> None:
         for job_id in await self.store.jobs_with_error("booking-invalid"):
             if job_id in still_bad:
                 continue
-            await self.store.commit(Unit().add(
-                "UPDATE jobs SET error = NULL, updated_at = ? WHERE id = ?", (now, job_id)))
-            self._emit(JobEvent(job_id, "error", now, cause="booking valid again",
-                                actor=actor, data=None))
+            await self.store.commit(
+                Unit().add(
+                    "UPDATE jobs SET error = NULL, updated_at = ? WHERE id = ?", (now, job_id)
+                )
+            )
+            self._emit(
+                JobEvent(job_id, "error", now, cause="booking valid again", actor=actor, data=None)
+            )
 
 
 def _transition_sql(error: bool, due_at: bool) -> str:
@@ -1309,8 +1539,18 @@ def _step_update(unit: Unit, step: Step) -> Unit:
     return unit.add(
         "UPDATE steps SET state = ?, attempts = ?, started_at = ?, ended_at = ?,"
         " outputs = ?, error = ?, pgid = ? WHERE job_id = ? AND idx = ?",
-        (str(step.state), step.attempts, step.started_at, step.ended_at,
-         dumps(step.outputs), step.error, step.pgid, step.job_id, step.idx))
+        (
+            str(step.state),
+            step.attempts,
+            step.started_at,
+            step.ended_at,
+            dumps(step.outputs),
+            step.error,
+            step.pgid,
+            step.job_id,
+            step.idx,
+        ),
+    )
 
 
 def _release_unit(job_id: int) -> Unit:
@@ -1318,13 +1558,22 @@ def _release_unit(job_id: int) -> Unit:
 
 
 def _reservation_insert(res: Reservation) -> tuple[str, tuple[Any, ...]]:
-    return ('INSERT INTO reservations (job_id, resource, start, "end", pool)'
-            " VALUES (?,?,?,?,?)", (res.job_id, res.resource, res.start, res.end, res.pool))
+    return (
+        'INSERT INTO reservations (job_id, resource, start, "end", pool) VALUES (?,?,?,?,?)',
+        (res.job_id, res.resource, res.start, res.end, res.pool),
+    )
 
 
 def replace_job(job: Job, **changes: Any) -> Job:
-    new = Job(id=job.id, spec=job.spec, state=job.state, created_at=job.created_at,
-              updated_at=job.updated_at, error=job.error, due_at=job.due_at)
+    new = Job(
+        id=job.id,
+        spec=job.spec,
+        state=job.state,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        error=job.error,
+        due_at=job.due_at,
+    )
     for key, value in changes.items():
         setattr(new, key, value)
     return new

@@ -31,8 +31,10 @@ class ConfigError(JobdError):
 
     def __init__(self, file: str | None, key: str | None, problem: str) -> None:
         where = ": ".join(part for part in (file, key) if part)
-        super().__init__(f"{where}: {problem}" if where else problem,
-                         {"file": file, "key": key, "problem": problem})
+        super().__init__(
+            f"{where}: {problem}" if where else problem,
+            {"file": file, "key": key, "problem": problem},
+        )
         self.file, self.key, self.problem = file, key, problem
 
 
@@ -117,8 +119,9 @@ class PluginError(JobdError):
 
     def __init__(self, plugin: str, file: str | None, problem: str) -> None:
         where = f"{plugin} ({file})" if file else plugin
-        super().__init__(f"plugin {where}: {problem}",
-                         {"plugin": plugin, "file": file, "problem": problem})
+        super().__init__(
+            f"plugin {where}: {problem}", {"plugin": plugin, "file": file, "problem": problem}
+        )
 
 
 class ActionError(JobdError):

@@ -161,9 +161,11 @@ def read_token(path: Path) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(where, "api.token_file", f"cannot read the token: {exc}") from exc
     if st.st_mode & 0o004:
-        raise ConfigError(where, "api.token_file",
-                          f"is world-readable (mode {stat.S_IMODE(st.st_mode):04o}); "
-                          "chmod o-rwx it")
+        raise ConfigError(
+            where,
+            "api.token_file",
+            f"is world-readable (mode {stat.S_IMODE(st.st_mode):04o}); chmod o-rwx it",
+        )
     if not text:
         raise ConfigError(where, "api.token_file", "is empty")
     return text

@@ -96,8 +96,14 @@ async def run_isolated(
     raises ``anyio.BrokenWorkerProcess``. Cancellation kills the worker process.
     """
     outputs, error, records = await anyio.to_process.run_sync(
-        _entry, action_name, plugin_file, module_name, params, ctx_data,
-        cancellable=True, limiter=_process_limiter(),
+        _entry,
+        action_name,
+        plugin_file,
+        module_name,
+        params,
+        ctx_data,
+        cancellable=True,
+        limiter=_process_limiter(),
     )
     _replay(records, log if log is not None else structlog.get_logger("jobd.isolation"))
     if error is not None:
@@ -204,14 +210,17 @@ def _checked_outputs(action_name: str, outputs: object) -> dict[str, Any] | None
     if outputs is None:
         return None
     if not isinstance(outputs, Mapping):
-        raise ActionError(f"action {action_name!r} returned {type(outputs).__name__}, "
-                          "not a dict or None")
+        raise ActionError(
+            f"action {action_name!r} returned {type(outputs).__name__}, not a dict or None"
+        )
     result = dict(outputs)
     try:
         pickle.dumps(result)  # fail here with a clear message rather than inside anyio
     except Exception as exc:
-        raise ActionError(f"action {action_name!r} returned outputs that cannot be sent "
-                          f"back from the worker: {describe_exception(exc)}") from exc
+        raise ActionError(
+            f"action {action_name!r} returned outputs that cannot be sent "
+            f"back from the worker: {describe_exception(exc)}"
+        ) from exc
     return result
 
 

@@ -36,8 +36,18 @@ JobLogSink = Callable[[int, str | None, str, str, float], None]
 
 #: Keys that are the line's frame, not its content: left out of a job log message.
 _FRAME_KEYS = frozenset(
-    {"event", "job_id", "step", "level", "timestamp", "logger", "_record", "_from_structlog",
-     "exc_info", "stack_info"}
+    {
+        "event",
+        "job_id",
+        "step",
+        "level",
+        "timestamp",
+        "logger",
+        "_record",
+        "_from_structlog",
+        "exc_info",
+        "stack_info",
+    }
 )
 #: A job log line longer than this is cut: a runaway plugin must not bloat the database.
 MAX_JOB_MESSAGE = 8192
@@ -133,8 +143,13 @@ def capture_job_line(_logger: WrappedLogger, method: str, event_dict: EventDict)
         job_id = int(event_dict["job_id"])
         step = event_dict.get("step")
         level = str(event_dict.get("level") or method).lower()
-        line = (job_id, None if step is None else str(step), level,
-                render_job_message(event_dict), _event_time(event_dict))
+        line = (
+            job_id,
+            None if step is None else str(step),
+            level,
+            render_job_message(event_dict),
+            _event_time(event_dict),
+        )
         loop = _state.loop
         if loop is not None and threading.get_ident() != _state.thread:
             loop.call_soon_threadsafe(_deliver, sink, line)  # RuntimeError once it closed

@@ -104,23 +104,33 @@ class Metrics:
     def __init__(self, engine: QueueSource) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._transitions = Counter(
-            "jobd_transitions", "Committed job state changes", ["from", "to"],
+            "jobd_transitions",
+            "Committed job state changes",
+            ["from", "to"],
             registry=self.registry,
         )
         self._step_events = Counter(
             "jobd_step_events", "Step state changes", ["state"], registry=self.registry
         )
         self._job_duration = Histogram(
-            "jobd_job_duration_seconds", "Time from running to the run's outcome",
-            ["outcome"], buckets=_JOB_BUCKETS, registry=self.registry,
+            "jobd_job_duration_seconds",
+            "Time from running to the run's outcome",
+            ["outcome"],
+            buckets=_JOB_BUCKETS,
+            registry=self.registry,
         )
         self._step_duration = Histogram(
-            "jobd_step_duration_seconds", "Duration of a step attempt that ended",
-            ["outcome"], buckets=_STEP_BUCKETS, registry=self.registry,
+            "jobd_step_duration_seconds",
+            "Duration of a step attempt that ended",
+            ["outcome"],
+            buckets=_STEP_BUCKETS,
+            registry=self.registry,
         )
         self._lock_wait = Histogram(
-            "jobd_lock_wait_seconds", "Time a job waited for its asset locks before running",
-            buckets=_LOCK_BUCKETS, registry=self.registry,
+            "jobd_lock_wait_seconds",
+            "Time a job waited for its asset locks before running",
+            buckets=_LOCK_BUCKETS,
+            registry=self.registry,
         )
         self.registry.register(_QueueCollector(engine))
         # Start times of the current spell per job; entries leave when the spell ends,

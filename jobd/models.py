@@ -80,9 +80,24 @@ class Step:
 
     def copy(self) -> Step:
         """A shallow copy (``copy.copy`` takes the slow generic path for slotted classes)."""
-        return Step(self.job_id, self.idx, self.name, self.action, self.params, self.state,
-                    self.attempts, self.started_at, self.ended_at, self.outputs, self.error,
-                    self.timeout, self.retries, self.retry_backoff, self.isolation, self.pgid)
+        return Step(
+            self.job_id,
+            self.idx,
+            self.name,
+            self.action,
+            self.params,
+            self.state,
+            self.attempts,
+            self.started_at,
+            self.ended_at,
+            self.outputs,
+            self.error,
+            self.timeout,
+            self.retries,
+            self.retry_backoff,
+            self.isolation,
+            self.pgid,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,8 +123,13 @@ class Reservation:
     pool: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "resource": self.resource, "start": self.start,
-                "end": self.end, "pool": self.pool}
+        return {
+            "job_id": self.job_id,
+            "resource": self.resource,
+            "start": self.start,
+            "end": self.end,
+            "pool": self.pool,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,8 +88,13 @@ class PluginInfo:
     module: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "file": self.file, "source": self.source,
-                "actions": list(self.actions), "error": self.error}
+        return {
+            "name": self.name,
+            "file": self.file,
+            "source": self.source,
+            "actions": list(self.actions),
+            "error": self.error,
+        }
 
 
 @dataclass
@@ -261,8 +266,14 @@ class PluginHost:
             if path.name.startswith((".", "_")) or not path.is_file():
                 continue
             module = dropin_module_name(path, prefix)
-            yield _Candidate(path.stem, module, source, str(path.absolute()), module,
-                             partial(load_module_from_file, path, module))
+            yield _Candidate(
+                path.stem,
+                module,
+                source,
+                str(path.absolute()),
+                module,
+                partial(load_module_from_file, path, module),
+            )
 
     def _entry_point_candidates(self) -> Iterator[_Candidate]:
         try:
@@ -271,8 +282,9 @@ class PluginHost:
             log.exception("cannot read entry points", group=ENTRY_POINT_GROUP)
             return
         for ep in sorted(found, key=lambda e: e.name):
-            yield _Candidate(ep.name, f"entry-point:{ep.name}", "entry-point", None,
-                             ep.module, ep.load)
+            yield _Candidate(
+                ep.name, f"entry-point:{ep.name}", "entry-point", None, ep.module, ep.load
+            )
 
     def _load_one(self, cand: _Candidate) -> None:
         """Import and register one candidate; record it, broken or not."""
@@ -284,8 +296,11 @@ class PluginHost:
         if cand.file is None:  # an entry point: its file is known once imported
             cand.file = _module_file(cand.module)
         if not self._has_hooks(plugin):
-            log.warning("not a plugin: no function decorated with @jobd.hookimpl",
-                        plugin=cand.name, file=cand.file)
+            log.warning(
+                "not a plugin: no function decorated with @jobd.hookimpl",
+                plugin=cand.name,
+                file=cand.file,
+            )
             return
         try:
             self._pm.register(plugin, name=cand.key)
@@ -300,15 +315,23 @@ class PluginHost:
             self._record_broken(cand, exc)
             return
         self._add_actions(cand, actions)
-        self._infos[cand.key] = PluginInfo(cand.name, cand.file, cand.source,
-                                           tuple(a.name for a in actions), None, cand.module)
+        self._infos[cand.key] = PluginInfo(
+            cand.name, cand.file, cand.source, tuple(a.name for a in actions), None, cand.module
+        )
 
     def _record_broken(self, cand: _Candidate, exc: BaseException) -> None:
         error = describe_exception(exc)
-        log.error("plugin failed to load", plugin=cand.name, file=cand.file,
-                  source=cand.source, error=error, exc_info=exc)
-        self._infos[cand.key] = PluginInfo(cand.name, cand.file, cand.source, (), error,
-                                           cand.module)
+        log.error(
+            "plugin failed to load",
+            plugin=cand.name,
+            file=cand.file,
+            source=cand.source,
+            error=error,
+            exc_info=exc,
+        )
+        self._infos[cand.key] = PluginInfo(
+            cand.name, cand.file, cand.source, (), error, cand.module
+        )
 
     def _has_hooks(self, plugin: object) -> bool:
         return any(self._pm.parse_hookimpl_opts(plugin, name) is not None for name in dir(plugin))
@@ -334,8 +357,12 @@ class PluginHost:
             owner = self._action_owner.get(action.name)
             if owner is not None:
                 first = self._infos[owner].file or self._infos[owner].name
-                raise ConfigError(None, None, f"action {action.name!r} is offered by two "
-                                  f"plugins: {first} and {cand.file or cand.name}")
+                raise ConfigError(
+                    None,
+                    None,
+                    f"action {action.name!r} is offered by two "
+                    f"plugins: {first} and {cand.file or cand.name}",
+                )
             self._actions[action.name] = action
             self._action_owner[action.name] = cand.key
 
@@ -375,9 +402,14 @@ class PluginHost:
         """``{plugins: [...], actions: [{name, plugin, description}]}`` for the API and CLI."""
         return {
             "plugins": [info.to_dict() for info in self._infos.values()],
-            "actions": [{"name": name, "plugin": self.action_plugin(name).name,
-                         "description": action.description}
-                        for name, action in sorted(self._actions.items())],
+            "actions": [
+                {
+                    "name": name,
+                    "plugin": self.action_plugin(name).name,
+                    "description": action.description,
+                }
+                for name, action in sorted(self._actions.items())
+            ],
         }
 
     @property
@@ -403,8 +435,9 @@ class PluginHost:
             try:
                 result = impl.function(*[kwargs[arg] for arg in impl.argnames])
             except Exception:
-                log.exception("plugin hook raised; ignored", plugin=info.name,
-                              file=info.file, hook=hook)
+                log.exception(
+                    "plugin hook raised; ignored", plugin=info.name, file=info.file, hook=hook
+                )
                 continue
             yield info, result
 
@@ -426,8 +459,12 @@ class PluginHost:
             if isinstance(result, list) and all(isinstance(p, str) for p in result):
                 problems.extend(result)
             else:
-                log.error("plugin validator returned garbage; ignored", plugin=info.name,
-                          file=info.file, returned=type(result).__name__)
+                log.error(
+                    "plugin validator returned garbage; ignored",
+                    plugin=info.name,
+                    file=info.file,
+                    returned=type(result).__name__,
+                )
         return problems
 
     def select_resource(self, pool: str, candidates: list[str], job: dict[str, Any]) -> str | None:
@@ -440,15 +477,21 @@ class PluginHost:
         if not candidates:
             return None
         offered = list(candidates)  # a plugin mutating its list must not change the check
-        for info, answer in self._results("jobd_select_resource", pool=pool,
-                                          candidates=list(offered), job=job):
+        for info, answer in self._results(
+            "jobd_select_resource", pool=pool, candidates=list(offered), job=job
+        ):
             if answer is None:
                 continue
             if answer in offered:
                 return str(answer)
-            log.warning("plugin chose a resource that is not a candidate; ignored",
-                        plugin=info.name, file=info.file, pool=pool, answer=repr(answer),
-                        candidates=offered)
+            log.warning(
+                "plugin chose a resource that is not a candidate; ignored",
+                plugin=info.name,
+                file=info.file,
+                pool=pool,
+                answer=repr(answer),
+                candidates=offered,
+            )
         return None
 
     def job_event(self, job: dict[str, Any], event: dict[str, Any]) -> None:

@@ -91,8 +91,10 @@ class ProcessStartError(ActionError):
 
     def __init__(self, argv: Sequence[str], exc: OSError) -> None:
         reason = exc.strerror or str(exc)
-        super().__init__(f"cannot start {argv[0]}: {reason}",
-                         {"argv": list(argv), "errno": exc.errno, "reason": reason})
+        super().__init__(
+            f"cannot start {argv[0]}: {reason}",
+            {"argv": list(argv), "errno": exc.errno, "reason": reason},
+        )
 
 
 # --------------------------------------------------------------------------- output
@@ -385,13 +387,16 @@ def _failure(result: ProcessResult, timeout: float | None) -> ActionError:
         last = next((line for line in reversed(result.stderr.splitlines()) if line.strip()), "")
         if last:
             message += f": {last.strip()}"
-    return ActionError(message, {
-        "argv": list(result.argv),
-        "exit_code": result.exit_code,
-        "timed_out": result.timed_out,
-        "stdout": result.stdout,
-        "stderr": result.stderr,
-    })
+    return ActionError(
+        message,
+        {
+            "argv": list(result.argv),
+            "exit_code": result.exit_code,
+            "timed_out": result.timed_out,
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+        },
+    )
 
 
 async def run_process(

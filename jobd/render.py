@@ -88,19 +88,27 @@ def jobs_table(jobs: Iterable[Mapping[str, Any]], title: str | None = None) -> T
         table.add_column(column, justify="right" if column in {"ID", "PRI", "PROG"} else "left")
     for job in jobs:
         table.add_row(
-            str(job.get("id", "?")), str(job.get("name", "")), str(job.get("workflow", "")),
-            state_text(job.get("state")), str(job.get("priority", 0)),
-            local_time(job.get("start_at")), local_time(job.get("end_at")),
-            _progress(job), _error_text(job.get("error")),
+            str(job.get("id", "?")),
+            str(job.get("name", "")),
+            str(job.get("workflow", "")),
+            state_text(job.get("state")),
+            str(job.get("priority", 0)),
+            local_time(job.get("start_at")),
+            local_time(job.get("end_at")),
+            _progress(job),
+            _error_text(job.get("error")),
         )
     return _done(table)
 
 
 def job_detail(job: Mapping[str, Any]) -> Group:
     """``jobd show``: the job's fields, then its steps, reservations and history."""
-    return Group(_job_fields(job), _steps_table(job.get("steps") or []),
-                 _reservations_table(job.get("reservations") or []),
-                 _history_table(job.get("history") or []))
+    return Group(
+        _job_fields(job),
+        _steps_table(job.get("steps") or []),
+        _reservations_table(job.get("reservations") or []),
+        _history_table(job.get("history") or []),
+    )
 
 
 def _job_fields(job: Mapping[str, Any]) -> Table:
@@ -118,17 +126,23 @@ def _job_fields(job: Mapping[str, Any]) -> Table:
         ("priority", str(job.get("priority", 0))),
         ("start / end", f"{local_time(job.get('start_at'))} / {local_time(job.get('end_at'))}"),
         ("preroll / postroll", f"{job.get('preroll', 0)} s / {job.get('postroll', 0)} s"),
-        ("timeout / lock timeout",
-         f"{job.get('timeout') or '-'} / {job.get('lock_timeout') or '-'}"),
+        (
+            "timeout / lock timeout",
+            f"{job.get('timeout') or '-'} / {job.get('lock_timeout') or '-'}",
+        ),
         ("assets", _join(job.get("assets") or [])),
         ("shared assets", _join(job.get("shared_assets") or [])),
-        ("resources / pools", f"{_join(job.get('resources') or [])} / "
-                              f"{_join(job.get('pools') or [])}"),
+        (
+            "resources / pools",
+            f"{_join(job.get('resources') or [])} / {_join(job.get('pools') or [])}",
+        ),
         ("params", json.dumps(job.get("params") or {}, ensure_ascii=False)),
         ("progress", progress),
         ("schedule", job.get("schedule") or "-"),
-        ("created / updated", f"{local_time(job.get('created_at'))} / "
-                              f"{local_time(job.get('updated_at'))}"),
+        (
+            "created / updated",
+            f"{local_time(job.get('created_at'))} / {local_time(job.get('updated_at'))}",
+        ),
     ]
     for key, value in rows:
         grid.add_row(key, value if isinstance(value, Text) else str(value))
@@ -140,10 +154,16 @@ def _steps_table(steps: list[Mapping[str, Any]]) -> Table:
     for column in ("#", "STEP", "ACTION", "STATE", "TRIES", "STARTED", "ENDED", "ERROR"):
         table.add_column(column)
     for idx, step in enumerate(steps, start=1):
-        table.add_row(str(idx), str(step.get("name", "")), str(step.get("action", "")),
-                      state_text(step.get("state")), str(step.get("attempts", 0)),
-                      local_time(step.get("started_at")), local_time(step.get("ended_at")),
-                      Text(str(step.get("error") or ""), style="red"))
+        table.add_row(
+            str(idx),
+            str(step.get("name", "")),
+            str(step.get("action", "")),
+            state_text(step.get("state")),
+            str(step.get("attempts", 0)),
+            local_time(step.get("started_at")),
+            local_time(step.get("ended_at")),
+            Text(str(step.get("error") or ""), style="red"),
+        )
     return _done(table)
 
 
@@ -152,8 +172,12 @@ def _reservations_table(reservations: list[Mapping[str, Any]]) -> Table:
     for column in ("RESOURCE", "POOL", "START", "END"):
         table.add_column(column)
     for res in reservations:
-        table.add_row(str(res.get("resource", "")), str(res.get("pool") or "-"),
-                      local_time(res.get("start")), local_time(res.get("end")))
+        table.add_row(
+            str(res.get("resource", "")),
+            str(res.get("pool") or "-"),
+            local_time(res.get("start")),
+            local_time(res.get("end")),
+        )
     return _done(table)
 
 
@@ -162,9 +186,13 @@ def _history_table(history: list[Mapping[str, Any]]) -> Table:
     for column in ("AT", "FROM", "TO", "CAUSE", "ACTOR"):
         table.add_column(column)
     for entry in history:
-        table.add_row(local_time(entry.get("at")), state_text(entry.get("from")),
-                      state_text(entry.get("to")), str(entry.get("cause", "")),
-                      str(entry.get("actor", "")))
+        table.add_row(
+            local_time(entry.get("at")),
+            state_text(entry.get("from")),
+            state_text(entry.get("to")),
+            str(entry.get("cause", "")),
+            str(entry.get("actor", "")),
+        )
     return _done(table)
 
 
@@ -188,10 +216,13 @@ def locks_table(items: Iterable[Mapping[str, Any]]) -> Table:
     for column in ("ASSET", "HOLDERS", "WAITERS (FIFO)"):
         table.add_column(column)
     for lock in items:
-        holders = [f"{h.get('job_id')}:{h.get('mode', 'exclusive')}"
-                   for h in lock.get("holders") or []]
-        waiters = [f"{w.get('job_id')}:{w.get('mode', 'exclusive')} since "
-                   f"{local_time(w.get('since'))}" for w in lock.get("waiters") or []]
+        holders = [
+            f"{h.get('job_id')}:{h.get('mode', 'exclusive')}" for h in lock.get("holders") or []
+        ]
+        waiters = [
+            f"{w.get('job_id')}:{w.get('mode', 'exclusive')} since {local_time(w.get('since'))}"
+            for w in lock.get("waiters") or []
+        ]
         table.add_row(str(lock.get("asset", "")), _join(holders), "\n".join(waiters) or "-")
     return _done(table)
 
@@ -201,9 +232,13 @@ def resources_table(items: Iterable[Mapping[str, Any]]) -> Table:
     for column in ("RESOURCE", "CAPACITY", "POOLS", "IN USE BY", "UPCOMING"):
         table.add_column(column)
     for res in items:
-        table.add_row(str(res.get("name", "")), str(res.get("capacity", 1)),
-                      _join(res.get("pools") or []), _join(res.get("current") or []),
-                      str(res.get("upcoming", 0)))
+        table.add_row(
+            str(res.get("name", "")),
+            str(res.get("capacity", 1)),
+            _join(res.get("pools") or []),
+            _join(res.get("current") or []),
+            str(res.get("upcoming", 0)),
+        )
     return _done(table)
 
 
@@ -212,28 +247,47 @@ def bookings_table(items: Iterable[Mapping[str, Any]]) -> Table:
     for column in ("RESOURCE", "START", "END", "JOB", "NAME", "STATE"):
         table.add_column(column)
     for booking in items:
-        table.add_row(str(booking.get("resource", "")), local_time(booking.get("start")),
-                      local_time(booking.get("end")), str(booking.get("job_id", "")),
-                      str(booking.get("job_name", "")), state_text(booking.get("state")))
+        table.add_row(
+            str(booking.get("resource", "")),
+            local_time(booking.get("start")),
+            local_time(booking.get("end")),
+            str(booking.get("job_id", "")),
+            str(booking.get("job_name", "")),
+            state_text(booking.get("state")),
+        )
     return _done(table)
 
 
 def schedules_table(items: Iterable[Mapping[str, Any]]) -> Table:
     table = Table()
-    for column in ("NAME", "WORKFLOW", "WHEN", "NEXT", "LAST", "JOB", "MISSED", "SKIPPED",
-                   "POLICY"):
+    for column in (
+        "NAME",
+        "WORKFLOW",
+        "WHEN",
+        "NEXT",
+        "LAST",
+        "JOB",
+        "MISSED",
+        "SKIPPED",
+        "POLICY",
+    ):
         table.add_column(column)
     for sched in items:
         if sched.get("cron"):
             when = f"cron {sched['cron']} ({sched.get('timezone', 'UTC')})"
         else:
             when = f"every {format_duration(sched.get('interval'))}"
-        table.add_row(str(sched.get("name", "")), str(sched.get("workflow", "")), when,
-                      local_time(sched.get("next_fire_at")),
-                      local_time(sched.get("last_fire_at")),
-                      str(sched.get("last_job_id") or "-"), str(_count(sched.get("missed"))),
-                      str(_count(sched.get("skipped"))),
-                      f"{sched.get('overlap', '-')}/{sched.get('misfire', '-')}")
+        table.add_row(
+            str(sched.get("name", "")),
+            str(sched.get("workflow", "")),
+            when,
+            local_time(sched.get("next_fire_at")),
+            local_time(sched.get("last_fire_at")),
+            str(sched.get("last_job_id") or "-"),
+            str(_count(sched.get("missed"))),
+            str(_count(sched.get("skipped"))),
+            f"{sched.get('overlap', '-')}/{sched.get('misfire', '-')}",
+        )
     return _done(table)
 
 
@@ -243,15 +297,21 @@ def plugins_view(info: Mapping[str, Any]) -> Group:
     for column in ("PLUGIN", "FILE", "ACTIONS", "ERROR"):
         plugins.add_column(column)
     for plugin in info.get("plugins") or []:
-        plugins.add_row(str(plugin.get("name", "")), str(plugin.get("file") or "-"),
-                        _join(plugin.get("actions") or []),
-                        Text(str(plugin.get("error") or ""), style="red"))
+        plugins.add_row(
+            str(plugin.get("name", "")),
+            str(plugin.get("file") or "-"),
+            _join(plugin.get("actions") or []),
+            Text(str(plugin.get("error") or ""), style="red"),
+        )
     actions = Table(title="actions", title_justify="left")
     for column in ("ACTION", "PLUGIN", "DESCRIPTION"):
         actions.add_column(column)
     for action in info.get("actions") or []:
-        actions.add_row(str(action.get("name", "")), str(action.get("plugin", "")),
-                        str(action.get("description", "")))
+        actions.add_row(
+            str(action.get("name", "")),
+            str(action.get("plugin", "")),
+            str(action.get("description", "")),
+        )
     return Group(plugins, actions)
 
 
@@ -287,13 +347,18 @@ def event_line(event: Mapping[str, Any]) -> Text:
         return text
     if kind == "progress":
         message = f" {data['message']}" if data.get("message") else ""
-        return Text(f"{prefix}progress {float(data.get('progress', data.get('pct', 0))):.0f}%"
-                    f"{message}")
+        return Text(
+            f"{prefix}progress {float(data.get('progress', data.get('pct', 0))):.0f}%{message}"
+        )
     return Text(f"{prefix}{kind}: {event.get('cause') or json.dumps(data)}")
 
 
-def watch_view(queue: Mapping[str, Any], jobs: Sequence[Mapping[str, Any]],
-               events: Iterable[Mapping[str, Any]], problem: str | None) -> RenderableType:
+def watch_view(
+    queue: Mapping[str, Any],
+    jobs: Sequence[Mapping[str, Any]],
+    events: Iterable[Mapping[str, Any]],
+    problem: str | None,
+) -> RenderableType:
     """``jobd watch``: the queue, the latest jobs and the latest events."""
     parts: list[RenderableType] = [queue_view(queue), jobs_table(jobs, title="latest jobs")]
     recent = list(events)

@@ -82,11 +82,11 @@ class RunHost(Protocol):
 
     async def set_progress(self, job: Job, pct: float, message: str | None) -> None: ...
 
-    async def run_isolated(self, step: Step, params: dict[str, Any],
-                           ctx: ActionContext) -> Mapping[str, Any] | None: ...
+    async def run_isolated(
+        self, step: Step, params: dict[str, Any], ctx: ActionContext
+    ) -> Mapping[str, Any] | None: ...
 
-    async def run_script(self, job: Job, path: Path, event: str,
-                         outcome: str | None) -> str | None:
+    async def run_script(self, job: Job, path: Path, event: str, outcome: str | None) -> str | None:
         """Run a workflow script; returns None on success, else the problem."""
         ...
 
@@ -114,9 +114,14 @@ class Runner:
                     return await self._run_body(rc, workflow)
             except TimeoutError:
                 return RunResult(
-                    JobState.TIMED_OUT, f"job timeout of {job.spec.timeout:g} s",
-                    ErrorOverlay("timeout", f"the job exceeded its timeout of "
-                                 f"{job.spec.timeout:g} s", self.host.now()))
+                    JobState.TIMED_OUT,
+                    f"job timeout of {job.spec.timeout:g} s",
+                    ErrorOverlay(
+                        "timeout",
+                        f"the job exceeded its timeout of {job.spec.timeout:g} s",
+                        self.host.now(),
+                    ),
+                )
         return self._stopped(rc)
 
     def _stopped(self, rc: RunControl) -> RunResult:
@@ -132,8 +137,11 @@ class Runner:
             if workflow.start_script is not None:
                 problem = await self.host.run_script(job, workflow.start_script, "start", None)
                 if problem is not None:
-                    return RunResult(JobState.FAILED, "start script failed", ErrorOverlay(
-                        "start-script-failed", problem, self.host.now()))
+                    return RunResult(
+                        JobState.FAILED,
+                        "start script failed",
+                        ErrorOverlay("start-script-failed", problem, self.host.now()),
+                    )
             rc.started = True
         for step in job.steps:
             if step.state == StepState.COMPLETED:
@@ -198,8 +206,7 @@ class Runner:
         timeout = step.timeout
         # A bare CancelScope with a deadline: fail_after's context-manager wrapper costs more
         # on the hottest path of jobd, and cancelled_caught tells a timeout apart.
-        scope = anyio.CancelScope(
-            deadline=anyio.current_time() + timeout if timeout else math.inf)
+        scope = anyio.CancelScope(deadline=anyio.current_time() + timeout if timeout else math.inf)
         result: Any = None
         try:
             with scope:
@@ -230,12 +237,20 @@ class Runner:
             await self.host.save_pgid(job, step)
 
         return ActionContext(
-            job_id=job.id, job=job.to_dict, step=step.name, attempt=step.attempts,
-            params=step.params, outputs=outputs, assets=job.spec.assets,
-            resources=[r.resource for r in job.reservations], workdir=workdir,
+            job_id=job.id,
+            job=job.to_dict,
+            step=step.name,
+            attempt=step.attempts,
+            params=step.params,
+            outputs=outputs,
+            assets=job.spec.assets,
+            resources=[r.resource for r in job.reservations],
+            workdir=workdir,
             log=lambda: structlog.get_logger("jobd.action").bind(job_id=job.id, step=step.name),
-            kill_grace=cfg.daemon.kill_grace, file_roots=cfg.daemon.file_roots,
-            progress_cb=progress, pgid_cb=pgid,
+            kill_grace=cfg.daemon.kill_grace,
+            file_roots=cfg.daemon.file_roots,
+            progress_cb=progress,
+            pgid_cb=pgid,
         )
 
     async def _record_failed_attempt(self, rc: RunControl, step: Step, exc: StepFailed) -> bool:
@@ -244,14 +259,20 @@ class Runner:
         if step.attempts <= step.retries:
             step.state = StepState.SOFT_FAILED
             await self.host.save_step(rc.job, step)
-            log.warning("attempt failed, retrying", job_id=rc.job.id, step=step.name,
-                        attempt=step.attempts, error=str(exc))
+            log.warning(
+                "attempt failed, retrying",
+                job_id=rc.job.id,
+                step=step.name,
+                attempt=step.attempts,
+                error=str(exc),
+            )
             await anyio.sleep(backoff(step.retry_backoff, step.attempts))
             return True
         step.state = StepState.TIMED_OUT if exc.timed_out else StepState.FAILED
         await self.host.save_step(rc.job, step)
-        log.warning("step failed", job_id=rc.job.id, step=step.name, attempts=step.attempts,
-                    error=str(exc))
+        log.warning(
+            "step failed", job_id=rc.job.id, step=step.name, attempts=step.attempts, error=str(exc)
+        )
         return False
 
     async def _record_stopped_step(self, rc: RunControl, step: Step) -> None:
@@ -297,11 +318,12 @@ def _check_outputs(step: Step, result: object) -> dict[str, Any] | None:
         return None
     if not isinstance(result, Mapping):
         raise StepFailed(
-            f"action {step.action!r} returned {type(result).__name__}, expected a dict or None")
+            f"action {step.action!r} returned {type(result).__name__}, expected a dict or None"
+        )
     try:
         json.dumps(result)
     except (TypeError, ValueError) as exc:
         raise StepFailed(
-            f"action {step.action!r} returned outputs that are not JSON: {exc}") from exc
+            f"action {step.action!r} returned outputs that are not JSON: {exc}"
+        ) from exc
     return dict(result)
-

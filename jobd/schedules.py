@@ -59,12 +59,14 @@ class Schedules:
         now = engine.clock()
         for schedule in engine.config.schedules:
             if schedule.name not in rows or (
-                    schedule.enabled and schedule.name not in previously_enabled):
+                schedule.enabled and schedule.name not in previously_enabled
+            ):
                 # New or (re-)enabled: it fires from now on; nothing before is missed.
                 await self._record(schedule.name, now, None, None, None)
                 rows[schedule.name] = {"last_fire_at": now}
-        engine.timers.set_schedules(engine.config.schedules, self.fire,
-                                    {n: r.get("last_fire_at") for n, r in rows.items()})
+        engine.timers.set_schedules(
+            engine.config.schedules, self.fire, {n: r.get("last_fire_at") for n, r in rows.items()}
+        )
 
     async def _catch_up(self, schedule: ScheduleConfig, last: float, now: float) -> None:
         plan = await anyio.to_thread.run_sync(plan_misfires, schedule, last, now)
@@ -73,8 +75,12 @@ class Schedules:
             await self._record(schedule.name, fire_time, None, "missed", reason)
         if plan.skipped_omitted:
             await self._record(
-                schedule.name, last, None, "missed",
-                f"{plan.skipped_omitted} more firings {reason}, too many to list one by one")
+                schedule.name,
+                last,
+                None,
+                "missed",
+                f"{plan.skipped_omitted} more firings {reason}, too many to list one by one",
+            )
         for fire_time in plan.run:
             await self.fire(schedule, fire_time)
 
@@ -84,15 +90,22 @@ class Schedules:
         if not engine.accepting:
             return
         if schedule.overlap == "skip" and await self._busy(schedule.name):
-            await self._record(schedule.name, fire_time, None, "skipped",
-                               "the previous job of this schedule is still running")
+            await self._record(
+                schedule.name,
+                fire_time,
+                None,
+                "skipped",
+                "the previous job of this schedule is still running",
+            )
             return
         try:
-            job = await engine.submit(job_spec(schedule, fire_time),
-                                      actor=f"schedule:{schedule.name}")
+            job = await engine.submit(
+                job_spec(schedule, fire_time), actor=f"schedule:{schedule.name}"
+            )
         except JobdError as exc:
-            await self._record(schedule.name, fire_time, None, "skipped",
-                               f"submission refused: {exc}")
+            await self._record(
+                schedule.name, fire_time, None, "skipped", f"submission refused: {exc}"
+            )
             return
         await self._record(schedule.name, fire_time, job.id, "fired", None)
 
@@ -105,24 +118,31 @@ class Schedules:
         states = await store.job_states([job_id])
         return job_id in states and states[job_id][1] in BUSY
 
-    async def _record(self, name: str, fire_time: float, job_id: int | None,
-                      kind: str | None, reason: str | None) -> None:
+    async def _record(
+        self, name: str, fire_time: float, job_id: int | None, kind: str | None, reason: str | None
+    ) -> None:
         """Remember a firing; ``kind`` None only moves the schedule's clock forward."""
         unit = Unit().add("INSERT OR IGNORE INTO schedules (name) VALUES (?)", (name,))
         if kind == "fired":
-            unit.add("UPDATE schedules SET last_fire_at = ?, last_job_id = ? WHERE name = ?",
-                     (fire_time, job_id, name))
+            unit.add(
+                "UPDATE schedules SET last_fire_at = ?, last_job_id = ? WHERE name = ?",
+                (fire_time, job_id, name),
+            )
         elif kind is None:
             unit.add("UPDATE schedules SET last_fire_at = ? WHERE name = ?", (fire_time, name))
         else:
             column = "missed" if kind == "missed" else "skipped"
-            unit.add(f"UPDATE schedules SET {column} = {column} + 1,"
-                     " last_fire_at = max(coalesce(last_fire_at, 0), ?) WHERE name = ?",
-                     (fire_time, name))
+            unit.add(
+                f"UPDATE schedules SET {column} = {column} + 1,"
+                " last_fire_at = max(coalesce(last_fire_at, 0), ?) WHERE name = ?",
+                (fire_time, name),
+            )
         if kind is not None:
-            unit.add("INSERT INTO schedule_events (schedule, at, fire_time, kind, job_id, reason)"
-                     " VALUES (?,?,?,?,?,?)",
-                     (name, self.engine.clock(), fire_time, kind, job_id, reason))
+            unit.add(
+                "INSERT INTO schedule_events (schedule, at, fire_time, kind, job_id, reason)"
+                " VALUES (?,?,?,?,?,?)",
+                (name, self.engine.clock(), fire_time, kind, job_id, reason),
+            )
             if kind != "fired":
                 log.warning("schedule firing not run", schedule=name, kind=kind, reason=reason)
         await self.engine.store.commit(unit)
@@ -136,14 +156,24 @@ class Schedules:
         out = []
         for s in engine.config.schedules:
             row = rows.get(s.name, {})
-            out.append({
-                "name": s.name, "workflow": s.workflow, "cron": s.cron, "interval": s.interval,
-                "timezone": s.timezone, "overlap": s.overlap, "misfire": s.misfire,
-                "enabled": s.enabled, "next_fire_at": nexts.get(s.name),
-                "last_fire_at": row.get("last_fire_at"), "last_job_id": row.get("last_job_id"),
-                "missed": row.get("missed", 0), "skipped": row.get("skipped", 0),
-                "recent": await engine.store.schedule_events(s.name, 10),
-            })
+            out.append(
+                {
+                    "name": s.name,
+                    "workflow": s.workflow,
+                    "cron": s.cron,
+                    "interval": s.interval,
+                    "timezone": s.timezone,
+                    "overlap": s.overlap,
+                    "misfire": s.misfire,
+                    "enabled": s.enabled,
+                    "next_fire_at": nexts.get(s.name),
+                    "last_fire_at": row.get("last_fire_at"),
+                    "last_job_id": row.get("last_job_id"),
+                    "missed": row.get("missed", 0),
+                    "skipped": row.get("skipped", 0),
+                    "recent": await engine.store.schedule_events(s.name, 10),
+                }
+            )
         return out
 
 
@@ -154,10 +184,16 @@ def job_spec(schedule: ScheduleConfig, fire_time: float) -> JobSpec:
     if schedule.overlap == "queue":
         assets = (*assets, f"schedule:{schedule.name}")
     spec = JobSpec(
-        workflow=schedule.workflow, name=schedule.name, params=dict(schedule.params),
-        assets=tuple(assets), shared_assets=schedule.shared_assets,
-        resources=schedule.resources, pools=schedule.pools, priority=schedule.priority,
-        timeout=schedule.timeout, schedule=schedule.name,
+        workflow=schedule.workflow,
+        name=schedule.name,
+        params=dict(schedule.params),
+        assets=tuple(assets),
+        shared_assets=schedule.shared_assets,
+        resources=schedule.resources,
+        pools=schedule.pools,
+        priority=schedule.priority,
+        timeout=schedule.timeout,
+        schedule=schedule.name,
     )
     if schedule.resources or schedule.pools:
         # A booking needs a span: the schedule books its resources at the firing time.

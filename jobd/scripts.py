@@ -97,9 +97,7 @@ def _resources(job: Mapping[str, Any]) -> str:
     return _joined(job.get("resources"))
 
 
-def script_env(
-    job: Mapping[str, Any], event: ScriptEvent, outcome: str | None
-) -> dict[str, str]:
+def script_env(job: Mapping[str, Any], event: ScriptEvent, outcome: str | None) -> dict[str, str]:
     """The ``JOBD_*`` variables a script gets (on top of jobd's own environment).
 
     ``JOBD_START_AT``/``JOBD_END_AT`` are ISO 8601 in UTC (``+00:00``), empty
@@ -193,6 +191,11 @@ async def run_script(
         output_tail=_tail(result.stdout, result.stderr),
         error=None,
     )
-    log.info("script finished", **fields, exit_code=result.exit_code,
-             timed_out=result.timed_out, ok=outcome_of_run.ok)
+    log.info(
+        "script finished",
+        **fields,
+        exit_code=result.exit_code,
+        timed_out=result.timed_out,
+        ok=outcome_of_run.ok,
+    )
     return outcome_of_run

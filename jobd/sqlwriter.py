@@ -59,7 +59,7 @@ def read_frames(fd: int, buf: bytearray) -> list[Any] | None:
             if len(buf) - used - HEADER.size < size:
                 break
             start = used + HEADER.size
-            frames.append(pickle.loads(buf[start:start + size]))
+            frames.append(pickle.loads(buf[start : start + size]))
             used = start + size
         del buf[:used]
         if frames:
@@ -86,8 +86,9 @@ def apply_batches(conn: sqlite3.Connection, batches: list[list[UnitFrame]]) -> l
         return [("failed", str(exc))] * len(batches)
     try:
         for units in batches:
-            results.append(("ok", [_apply_unit(conn, statements, guarded)
-                                   for statements, guarded in units]))
+            results.append(
+                ("ok", [_apply_unit(conn, statements, guarded) for statements, guarded in units])
+            )
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
         _rollback(conn)
@@ -103,8 +104,7 @@ def _rollback(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
-def _apply_unit(conn: sqlite3.Connection, statements: list[Statement],
-                guarded: set[int]) -> Any:
+def _apply_unit(conn: sqlite3.Connection, statements: list[Statement], guarded: set[int]) -> Any:
     if not guarded or guarded == {0}:
         # The common shapes need no savepoint: a guard, if any, is the first statement, so
         # when it matches no row nothing of the unit has been applied yet.
@@ -164,8 +164,10 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
 def migrate(conn: sqlite3.Connection, path: str, schema_file: str, version: int) -> None:
     current = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if current > version:
-        raise ValueError(f"{path} has schema version {current}, newer than this jobd "
-                         f"({version}); upgrade jobd or restore a backup")
+        raise ValueError(
+            f"{path} has schema version {current}, newer than this jobd "
+            f"({version}); upgrade jobd or restore a backup"
+        )
     if current < 1:
         with open(schema_file, encoding="utf-8") as f:
             schema = f.read()

@@ -64,7 +64,8 @@ OUTCOMES = frozenset({S.COMPLETED, S.FAILED, S.TIMED_OUT, S.CANCELED})
 NEVER_RUN_AGAIN = frozenset({S.COMPLETED, S.CANCELED, S.READY_FOR_INVOICE, S.INVOICED})
 EDITABLE = frozenset({S.DRAFT, S.TENTATIVE, S.CONFIRMED})
 STEP_FINAL = frozenset(
-    {StepState.COMPLETED, StepState.FAILED, StepState.TIMED_OUT, StepState.CANCELED})
+    {StepState.COMPLETED, StepState.FAILED, StepState.TIMED_OUT, StepState.CANCELED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,18 +98,25 @@ TRANSITIONS: dict[str, Rule] = {
     # A lock wait that times out fails the job (error overlay ``lock-timeout``).
     "lock-timeout": _rule({S.WAITING_FOR_LOCK}, S.FAILED, public=False),
     "finished": _rule(
-        {S.RUNNING, S.CANCEL_REQUESTED}, S.COMPLETED, S.FAILED, S.TIMED_OUT, S.CANCELED,
+        {S.RUNNING, S.CANCEL_REQUESTED},
+        S.COMPLETED,
+        S.FAILED,
+        S.TIMED_OUT,
+        S.CANCELED,
         public=False,
     ),
     # Recovery puts a job that was executing when the daemon died back in line.
     "recover": _rule(
         {S.QUEUED, S.WAITING_FOR_LOCK, S.RUNNING, S.CANCEL_REQUESTED},
-        S.CONFIRMED, S.FAILED, S.CANCELED,
+        S.CONFIRMED,
+        S.FAILED,
+        S.CANCELED,
         public=False,
     ),
     "cancel": _rule(
         _ALL - {S.COMPLETED, S.CANCELED, S.READY_FOR_INVOICE, S.INVOICED},
-        S.CANCELED, S.CANCEL_REQUESTED,
+        S.CANCELED,
+        S.CANCEL_REQUESTED,
     ),
     "stop": _rule({S.RUNNING}, S.RUNNING, S.COMPLETED),
     "pause": _rule({S.CONFIRMED, S.PENDING, S.QUEUED, S.WAITING_FOR_LOCK, S.RUNNING}, S.PAUSED),

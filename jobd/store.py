@@ -98,35 +98,55 @@ def spec_to_json(spec: JobSpec) -> str:
 #: JobSpec fields written only when set: those whose default is None (0.0 is a value) ...
 _SPEC_NONE_DEFAULT = ("name", "start_at", "end_at", "timeout", "lock_timeout", "schedule")
 #: ... and those whose default is empty or zero.
-_SPEC_EMPTY_DEFAULT = ("params", "assets", "shared_assets", "resources", "pools", "preroll",
-                       "postroll", "priority")
+_SPEC_EMPTY_DEFAULT = (
+    "params",
+    "assets",
+    "shared_assets",
+    "resources",
+    "pools",
+    "preroll",
+    "postroll",
+    "priority",
+)
 
 
 def spec_from_json(text: str) -> JobSpec:
     d = json.loads(text)
     return JobSpec(
-        workflow=d["workflow"], name=d.get("name"), params=d.get("params") or {},
-        assets=tuple(d.get("assets") or ()), shared_assets=tuple(d.get("shared_assets") or ()),
-        resources=tuple(d.get("resources") or ()), pools=tuple(d.get("pools") or ()),
-        start_at=d.get("start_at"), end_at=d.get("end_at"), preroll=d.get("preroll") or 0.0,
-        postroll=d.get("postroll") or 0.0, priority=d.get("priority") or 0,
-        timeout=d.get("timeout"), lock_timeout=d.get("lock_timeout"),
-        state=JobState(d.get("state") or "confirmed"), schedule=d.get("schedule"),
+        workflow=d["workflow"],
+        name=d.get("name"),
+        params=d.get("params") or {},
+        assets=tuple(d.get("assets") or ()),
+        shared_assets=tuple(d.get("shared_assets") or ()),
+        resources=tuple(d.get("resources") or ()),
+        pools=tuple(d.get("pools") or ()),
+        start_at=d.get("start_at"),
+        end_at=d.get("end_at"),
+        preroll=d.get("preroll") or 0.0,
+        postroll=d.get("postroll") or 0.0,
+        priority=d.get("priority") or 0,
+        timeout=d.get("timeout"),
+        lock_timeout=d.get("lock_timeout"),
+        state=JobState(d.get("state") or "confirmed"),
+        schedule=d.get("schedule"),
     )
 
 
-_JOB_COLUMNS = (
-    "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at"
-)
+_JOB_COLUMNS = "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at"
 
 
 def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
     err = _loads(row[5])
     return Job(
-        id=row[0], spec=spec_from_json(row[2]), state=JobState(row[1]), created_at=row[3],
+        id=row[0],
+        spec=spec_from_json(row[2]),
+        state=JobState(row[1]),
+        created_at=row[3],
         updated_at=row[4],
         error=None if err is None else ErrorOverlay(err["code"], err["message"], err["at"]),
-        progress=row[6], progress_message=row[7], due_at=row[8],
+        progress=row[6],
+        progress_message=row[7],
+        due_at=row[8],
     )
 
 
@@ -138,10 +158,22 @@ _STEP_COLUMNS = (
 
 def _step_from_row(r: sqlite3.Row | tuple[Any, ...]) -> Step:
     return Step(
-        job_id=r[0], idx=r[1], name=r[2], action=r[3], params=json.loads(r[4]),
-        state=StepState(r[5]), attempts=r[6], started_at=r[7], ended_at=r[8],
-        outputs=_loads(r[9]), error=r[10], timeout=r[11], retries=r[12], retry_backoff=r[13],
-        isolation=r[14], pgid=r[15],
+        job_id=r[0],
+        idx=r[1],
+        name=r[2],
+        action=r[3],
+        params=json.loads(r[4]),
+        state=StepState(r[5]),
+        attempts=r[6],
+        started_at=r[7],
+        ended_at=r[8],
+        outputs=_loads(r[9]),
+        error=r[10],
+        timeout=r[11],
+        retries=r[12],
+        retry_backoff=r[13],
+        isolation=r[14],
+        pgid=r[15],
     )
 
 
@@ -151,9 +183,24 @@ _STEP_INSERT = f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?
 def step_insert(step: Step) -> tuple[str, Params]:
     return (
         _STEP_INSERT,
-        (step.job_id, step.idx, step.name, step.action, json.dumps(step.params),
-         str(step.state), step.attempts, step.started_at, step.ended_at, dumps(step.outputs),
-         step.error, step.timeout, step.retries, step.retry_backoff, step.isolation, step.pgid),
+        (
+            step.job_id,
+            step.idx,
+            step.name,
+            step.action,
+            json.dumps(step.params),
+            str(step.state),
+            step.attempts,
+            step.started_at,
+            step.ended_at,
+            dumps(step.outputs),
+            step.error,
+            step.timeout,
+            step.retries,
+            step.retry_backoff,
+            step.isolation,
+            step.pgid,
+        ),
     )
 
 
@@ -162,9 +209,21 @@ def job_insert(job: Job) -> tuple[str, Params]:
     return (
         "INSERT INTO jobs (id, name, workflow, state, spec, priority, start_at, end_at, due_at,"
         " error, schedule, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (job.id, s.name, s.workflow, str(job.state), spec_to_json(s), s.priority, s.start_at,
-         s.end_at, job.due_at, None if job.error is None else dumps(job.error.to_dict()),
-         s.schedule, job.created_at, job.updated_at),
+        (
+            job.id,
+            s.name,
+            s.workflow,
+            str(job.state),
+            spec_to_json(s),
+            s.priority,
+            s.start_at,
+            s.end_at,
+            job.due_at,
+            None if job.error is None else dumps(job.error.to_dict()),
+            s.schedule,
+            job.created_at,
+            job.updated_at,
+        ),
     )
 
 
@@ -178,13 +237,19 @@ def _read_jobs(conn: sqlite3.Connection, job_ids: list[int]) -> list[Job]:
     if not job_ids:
         return []
     marks = ",".join("?" * len(job_ids))
-    jobs = {row[0]: _job_from_row(row) for row in conn.execute(
-        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN ({marks})", job_ids)}
-    for r in conn.execute(f"SELECT {_STEP_COLUMNS} FROM steps WHERE job_id IN ({marks})"
-                          " ORDER BY job_id, idx", job_ids):
+    jobs = {
+        row[0]: _job_from_row(row)
+        for row in conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN ({marks})", job_ids)
+    }
+    for r in conn.execute(
+        f"SELECT {_STEP_COLUMNS} FROM steps WHERE job_id IN ({marks}) ORDER BY job_id, idx", job_ids
+    ):
         jobs[r[0]].steps.append(_step_from_row(r))
-    for r in conn.execute('SELECT job_id, resource, start, "end", pool FROM reservations'
-                          f" WHERE job_id IN ({marks}) ORDER BY start, resource", job_ids):
+    for r in conn.execute(
+        'SELECT job_id, resource, start, "end", pool FROM reservations'
+        f" WHERE job_id IN ({marks}) ORDER BY start, resource",
+        job_ids,
+    ):
         jobs[r[0]].reservations.append(Reservation(r[0], r[1], r[2], r[3], r[4]))
     return [jobs[i] for i in job_ids if i in jobs]
 
@@ -211,9 +276,17 @@ class _Writer:
         schema = resources.files("jobd").joinpath("sql/schema.sql")
         # -I -S: the writer needs only the standard library, and starts faster without site.
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", sqlwriter.__file__, str(path), synchronous,
-            str(schema), str(SCHEMA_VERSION),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-I",
+            "-S",
+            sqlwriter.__file__,
+            str(path),
+            synchronous,
+            str(schema),
+            str(SCHEMA_VERSION),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
         writer = cls(path, proc)
         try:
             kind, message = await writer.receive()
@@ -238,8 +311,9 @@ class _Writer:
             return pickle.loads(await self._stdout.readexactly(size))
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             code = await self.proc.wait()
-            raise StoreError(f"the database writer process for {self.path} exited "
-                             f"(exit status {code})") from exc
+            raise StoreError(
+                f"the database writer process for {self.path} exited (exit status {code})"
+            ) from exc
 
     async def close(self) -> None:
         """End of input: the writer finishes and exits (killed if it has not in 30 s)."""
@@ -337,8 +411,9 @@ class Store:
         self._inflight.append(batch)
         self._wakeup.set()
 
-    def _resolve(self, batch: list[tuple[Unit, asyncio.Future[None] | None]], kind: str,
-                 results: Any) -> None:
+    def _resolve(
+        self, batch: list[tuple[Unit, asyncio.Future[None] | None]], kind: str, results: Any
+    ) -> None:
         if kind != "ok":
             log.error("batch write failed", error=str(results), units=len(batch))
             results = [("error", f"write failed: {results}")] * len(batch)
@@ -390,22 +465,32 @@ class Store:
 
     async def load_steps(self, job_id: int) -> list[Step]:
         rows = await self._fetchall(
-            f"SELECT {_STEP_COLUMNS} FROM steps WHERE job_id = ? ORDER BY idx", (job_id,))
+            f"SELECT {_STEP_COLUMNS} FROM steps WHERE job_id = ? ORDER BY idx", (job_id,)
+        )
         return [_step_from_row(r) for r in rows]
 
     async def load_reservations(self, job_id: int) -> list[Reservation]:
         rows = await self._fetchall(
             'SELECT job_id, resource, start, "end", pool FROM reservations WHERE job_id = ?'
-            " ORDER BY start, resource", (job_id,))
+            " ORDER BY start, resource",
+            (job_id,),
+        )
         return [Reservation(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     async def load_history(self, job_id: int) -> list[HistoryEntry]:
         rows = await self._fetchall(
             "SELECT at, from_state, to_state, cause, actor FROM history WHERE job_id = ?"
-            " ORDER BY id", (job_id,))
+            " ORDER BY id",
+            (job_id,),
+        )
         return [
-            HistoryEntry(r[0], None if r[1] is None else JobState(r[1]),
-                         None if r[2] is None else JobState(r[2]), r[3], r[4])
+            HistoryEntry(
+                r[0],
+                None if r[1] is None else JobState(r[1]),
+                None if r[2] is None else JobState(r[2]),
+                r[3],
+                r[4],
+            )
             for r in rows
         ]
 
@@ -422,8 +507,8 @@ class Store:
             params.append(cursor)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = await self._fetchall(
-            f"SELECT {_JOB_COLUMNS} FROM jobs {clause} ORDER BY id DESC LIMIT ?",
-            (*params, limit))
+            f"SELECT {_JOB_COLUMNS} FROM jobs {clause} ORDER BY id DESC LIMIT ?", (*params, limit)
+        )
         return [_job_from_row(r) for r in rows]
 
     async def jobs_in_states(self, states: Iterable[JobState]) -> list[Job]:
@@ -431,11 +516,13 @@ class Store:
         names = [str(s) for s in states]
         rows = await self._fetchall(
             f"SELECT id FROM jobs WHERE state IN ({','.join('?' * len(names))})"
-            " ORDER BY due_at, id", names)
+            " ORDER BY due_at, id",
+            names,
+        )
         ids = [r[0] for r in rows]
         jobs: list[Job] = []
         for start in range(0, len(ids), 500):  # SQLite caps the number of ? in one query
-            jobs += await self.load_jobs(ids[start:start + 500])
+            jobs += await self.load_jobs(ids[start : start + 500])
         return jobs
 
     async def load_jobs(self, job_ids: Sequence[int]) -> list[Job]:
@@ -452,19 +539,36 @@ class Store:
         has passed (to be marked ``not-confirmed``); and when to wake next: the next
         confirmed job due after ``now`` (those due by then are being moved) or the next
         unconfirmed start."""
+
         def read(conn: sqlite3.Connection) -> DuePlan:
-            ids = [r[0] for r in conn.execute(
-                "SELECT id FROM jobs INDEXED BY jobs_due WHERE state = 'confirmed'"
-                " AND due_at <= ? ORDER BY due_at, id LIMIT ?", (now, limit))]
-            unconfirmed = "jobs INDEXED BY jobs_unconfirmed WHERE state IN ('draft', " \
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM jobs INDEXED BY jobs_due WHERE state = 'confirmed'"
+                    " AND due_at <= ? ORDER BY due_at, id LIMIT ?",
+                    (now, limit),
+                )
+            ]
+            unconfirmed = (
+                "jobs INDEXED BY jobs_unconfirmed WHERE state IN ('draft', "
                 "'tentative') AND error IS NULL AND start_at IS NOT NULL"
-            started = [r[0] for r in conn.execute(
-                f"SELECT id FROM {unconfirmed} AND start_at <= ? ORDER BY start_at", (now,))]
-            times = [conn.execute("SELECT min(due_at) FROM jobs INDEXED BY jobs_due"
-                                  " WHERE state = 'confirmed' AND due_at > ?",
-                                  (now,)).fetchone()[0],
-                     conn.execute(f"SELECT min(start_at) FROM {unconfirmed}"
-                                  " AND start_at > ?", (now,)).fetchone()[0]]
+            )
+            started = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT id FROM {unconfirmed} AND start_at <= ? ORDER BY start_at", (now,)
+                )
+            ]
+            times = [
+                conn.execute(
+                    "SELECT min(due_at) FROM jobs INDEXED BY jobs_due"
+                    " WHERE state = 'confirmed' AND due_at > ?",
+                    (now,),
+                ).fetchone()[0],
+                conn.execute(
+                    f"SELECT min(start_at) FROM {unconfirmed} AND start_at > ?", (now,)
+                ).fetchone()[0],
+            ]
             wake = [t for t in times if t is not None]
             return DuePlan(_read_jobs(conn, ids), started, min(wake) if wake else None)
 
@@ -479,14 +583,17 @@ class Store:
     async def jobs_with_error(self, code: str) -> list[int]:
         rows = await self._fetchall(
             "SELECT id FROM jobs WHERE error IS NOT NULL AND json_extract(error, '$.code') = ?",
-            (code,))
+            (code,),
+        )
         return [r[0] for r in rows]
 
     async def pending_jobs(self, limit: int) -> list[int]:
         rows = await self._fetchall(
             "SELECT id FROM jobs INDEXED BY jobs_pending WHERE state = 'pending'"
             " ORDER BY priority DESC, due_at, id"
-            " LIMIT ?", (limit,))
+            " LIMIT ?",
+            (limit,),
+        )
         return [r[0] for r in rows]
 
     async def count_state(self, state: JobState) -> int:
@@ -496,21 +603,29 @@ class Store:
     async def max_job_id(self) -> int:
         row = await self._fetchone(
             "SELECT max(m) FROM (SELECT max(id) AS m FROM jobs UNION ALL"
-            " SELECT max(job_id) FROM history)")
+            " SELECT max(job_id) FROM history)"
+        )
         return 0 if row is None or row[0] is None else int(row[0])
 
     async def read_reservations(
-            self, load: Callable[[Iterable[ReservationRow], Iterable[tuple[int, str, float]]],
-                                 None]) -> None:
+        self, load: Callable[[Iterable[ReservationRow], Iterable[tuple[int, str, float]]], None]
+    ) -> None:
         """Call ``load(by_resource, by_job)`` in the reader's thread with every reservation
         streamed twice, from the two indexes: as ``(job_id, resource, start, end, pool)``
         ordered by resource and start, and as ``(job_id, resource, start)`` ordered by job:
         ``BookingIndex.load_sorted``, without all the rows in memory at once."""
+
         def read(conn: sqlite3.Connection) -> None:
-            load(conn.execute('SELECT job_id, resource, start, "end", pool FROM reservations'
-                              " INDEXED BY reservations_by_span ORDER BY resource, start"),
-                 conn.execute("SELECT job_id, resource, start FROM reservations"
-                              " INDEXED BY reservations_by_job ORDER BY job_id"))
+            load(
+                conn.execute(
+                    'SELECT job_id, resource, start, "end", pool FROM reservations'
+                    " INDEXED BY reservations_by_span ORDER BY resource, start"
+                ),
+                conn.execute(
+                    "SELECT job_id, resource, start FROM reservations"
+                    " INDEXED BY reservations_by_job ORDER BY job_id"
+                ),
+            )
 
         await self._read(read)
 
@@ -519,28 +634,40 @@ class Store:
             return {}
         rows = await self._fetchall(
             f"SELECT id, name, workflow, state FROM jobs WHERE id IN"
-            f" ({','.join('?' * len(job_ids))})", list(job_ids))
+            f" ({','.join('?' * len(job_ids))})",
+            list(job_ids),
+        )
         return {r[0]: (r[1] or f"{r[2]}-{r[0]}", JobState(r[3])) for r in rows}
 
     async def job_log(self, job_id: int, after: int, limit: int) -> list[dict[str, Any]]:
         rows = await self._fetchall(
             "SELECT seq, at, step, level, message FROM job_log WHERE job_id = ? AND seq > ?"
-            " ORDER BY seq LIMIT ?", (job_id, after, limit))
-        return [{"seq": r[0], "at": r[1], "step": r[2], "level": r[3], "message": r[4]}
-                for r in rows]
+            " ORDER BY seq LIMIT ?",
+            (job_id, after, limit),
+        )
+        return [
+            {"seq": r[0], "at": r[1], "step": r[2], "level": r[3], "message": r[4]} for r in rows
+        ]
 
     async def schedule_rows(self) -> dict[str, dict[str, Any]]:
         rows = await self._fetchall(
-            "SELECT name, last_fire_at, last_job_id, missed, skipped FROM schedules")
-        return {r[0]: {"last_fire_at": r[1], "last_job_id": r[2], "missed": r[3],
-                       "skipped": r[4]} for r in rows}
+            "SELECT name, last_fire_at, last_job_id, missed, skipped FROM schedules"
+        )
+        return {
+            r[0]: {"last_fire_at": r[1], "last_job_id": r[2], "missed": r[3], "skipped": r[4]}
+            for r in rows
+        }
 
     async def schedule_events(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
         rows = await self._fetchall(
             "SELECT at, fire_time, kind, job_id, reason FROM schedule_events WHERE schedule = ?"
-            " ORDER BY id DESC LIMIT ?", (name, limit))
-        return [{"at": r[0], "fire_time": r[1], "kind": r[2], "job_id": r[3], "reason": r[4]}
-                for r in rows]
+            " ORDER BY id DESC LIMIT ?",
+            (name, limit),
+        )
+        return [
+            {"at": r[0], "fire_time": r[1], "kind": r[2], "job_id": r[3], "reason": r[4]}
+            for r in rows
+        ]
 
 
 async def _connect(path: Path, synchronous: str) -> aiosqlite.Connection:

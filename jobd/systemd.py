@@ -72,8 +72,9 @@ class Notifier:
             self._sock.sendto(payload.encode(), self.address)
         except OSError as exc:
             if not self._warned:
-                log.warning("sd_notify failed", address=self.address.replace("\0", "@"),
-                            error=str(exc))
+                log.warning(
+                    "sd_notify failed", address=self.address.replace("\0", "@"), error=str(exc)
+                )
                 self._warned = True
             return False
         return True
@@ -140,9 +141,7 @@ def forget_notify_env(env: MutableMapping[str, str] | None = None) -> None:
         env.pop(name, None)
 
 
-async def watchdog_loop(
-    notifier: Notifier, interval: float, healthy: Callable[[], bool]
-) -> None:
+async def watchdog_loop(notifier: Notifier, interval: float, healthy: Callable[[], bool]) -> None:
     """Send ``WATCHDOG=1`` every ``interval`` s while ``healthy()`` is true; runs until cancelled.
 
     When ``healthy()`` is false (or raises) the ping is withheld, so systemd's

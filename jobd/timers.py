@@ -130,8 +130,10 @@ def _cron_triggers(expr: str, tz: tzinfo) -> list[Any]:
     if dom.startswith("*") or dow.startswith("*"):
         return [CronTrigger(day=dom, day_of_week=aps_dow, **common)]
     # Both restricted: crontab fires when either matches.
-    return [CronTrigger(day=dom, day_of_week="*", **common),
-            CronTrigger(day="*", day_of_week=aps_dow, **common)]
+    return [
+        CronTrigger(day=dom, day_of_week="*", **common),
+        CronTrigger(day="*", day_of_week=aps_dow, **common),
+    ]
 
 
 # -- the trigger -----------------------------------------------------------------
@@ -178,8 +180,9 @@ class ScheduleTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 is un
         return n
 
     def _raw_next_after(self, t: float) -> float | None:
-        found = [n for n in (_trigger_next_after(raw, t, self.tz) for raw in self.raw)
-                 if n is not None]
+        found = [
+            n for n in (_trigger_next_after(raw, t, self.tz) for raw in self.raw) if n is not None
+        ]
         return min(found, default=None)
 
     def _second_pass(self, t: float) -> bool:
@@ -538,8 +541,12 @@ class Timers:
         if first is None:
             return
         self._scheduler.add_job(
-            self._on_fired, trigger=trigger, args=(schedule,), id=_job_id(schedule.name),
-            name=schedule.name, next_run_time=datetime.fromtimestamp(first, UTC),
+            self._on_fired,
+            trigger=trigger,
+            args=(schedule,),
+            id=_job_id(schedule.name),
+            name=schedule.name,
+            next_run_time=datetime.fromtimestamp(first, UTC),
             replace_existing=True,
         )
 
@@ -564,8 +571,12 @@ class Timers:
                 schedule, at = self._fired.popleft()
                 fire = self._fire
                 if fire is not None:
-                    await _guarded(partial(fire, schedule, at), timer="schedule",
-                                   schedule=schedule.name, scheduled_at=at)
+                    await _guarded(
+                        partial(fire, schedule, at),
+                        timer="schedule",
+                        schedule=schedule.name,
+                        scheduled_at=at,
+                    )
             await ready.wait()
 
 
@@ -573,14 +584,18 @@ def _job_id(name: str) -> str:
     return SCHEDULE_JOB_PREFIX + name
 
 
-def _warn_dropped(schedule: ScheduleConfig, trigger: ScheduleTrigger, given: float,
-                  start: float) -> None:
+def _warn_dropped(
+    schedule: ScheduleConfig, trigger: ScheduleTrigger, given: float, start: float
+) -> None:
     count, _ = _latest(trigger, given, start, 0)
     if count:
         log.warning(
             "schedule firings older than misfire_grace not fired by the timer; "
-            "plan them with plan_misfires", schedule=schedule.name, count=count,
-            after=given, until=start,
+            "plan them with plan_misfires",
+            schedule=schedule.name,
+            count=count,
+            after=given,
+            until=start,
         )
 
 

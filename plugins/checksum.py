@@ -29,8 +29,9 @@ CHUNK = 1024 * 1024
 def _algorithm(algorithm: Any) -> str:
     name = str(algorithm).lower()
     if name not in ALGORITHMS:
-        raise jobd.ActionError(f"checksum: 'algorithm' must be one of {', '.join(ALGORITHMS)}, "
-                               f"not {algorithm!r}")
+        raise jobd.ActionError(
+            f"checksum: 'algorithm' must be one of {', '.join(ALGORITHMS)}, not {algorithm!r}"
+        )
     return name
 
 
@@ -44,8 +45,9 @@ def _hash_file(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-async def run(ctx: jobd.ActionContext, path: Any = None,
-              algorithm: Any = "sha256") -> dict[str, Any]:
+async def run(
+    ctx: jobd.ActionContext, path: Any = None, algorithm: Any = "sha256"
+) -> dict[str, Any]:
     """Hash the file at ``path`` and return ``algorithm`` and the hex ``digest``."""
     name = _algorithm(algorithm)
     file = resolve_in_roots(path, ctx.file_roots, "path")

@@ -41,8 +41,9 @@ def _cwd(cwd: Any) -> str | None:
     return cwd
 
 
-async def run(ctx: jobd.ActionContext, argv: Any = None, env: Any = None,
-              cwd: Any = None) -> dict[str, Any]:
+async def run(
+    ctx: jobd.ActionContext, argv: Any = None, env: Any = None, cwd: Any = None
+) -> dict[str, Any]:
     """Run ``argv``; a non-zero exit raises ActionError (and so fails the attempt)."""
     result = await ctx.run_process(_argv(argv), env=_env(env), cwd=_cwd(cwd), check=True)
     return {"exit_code": result.exit_code, "stdout": result.stdout}

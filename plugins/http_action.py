@@ -46,7 +46,8 @@ def _timeout(timeout: Any) -> float:
         seconds = float(timeout)
     except (TypeError, ValueError):
         raise jobd.ActionError(
-            f"http: 'timeout' must be a number of seconds, not {timeout!r}") from None
+            f"http: 'timeout' must be a number of seconds, not {timeout!r}"
+        ) from None
     if seconds <= 0:
         raise jobd.ActionError("http: 'timeout' must be positive")
     return seconds
@@ -73,8 +74,12 @@ def _decode(response: httpx.Response, raw: bytes, truncated: bool) -> Any:
 
 
 async def run(
-    ctx: jobd.ActionContext, url: Any = None, method: Any = "GET", headers: Any = None,
-    json: Any = None, timeout: Any = 30,  # noqa: ASYNC109 - the action's documented param
+    ctx: jobd.ActionContext,
+    url: Any = None,
+    method: Any = "GET",
+    headers: Any = None,
+    json: Any = None,
+    timeout: Any = 30,  # noqa: ASYNC109 - the action's documented param
 ) -> dict[str, Any]:
     """Send the request; return ``status`` and ``body``; raise ActionError unless 2xx."""
     request = {"method": _method(method), "url": _url(url), "headers": _headers(headers)}
@@ -92,9 +97,10 @@ async def run(
     ctx.log.info("http answer", url=url, status=response.status_code, truncated=truncated)
     if not response.is_success:
         snippet = raw[:200].decode("utf-8", errors="replace")
-        raise jobd.ActionError(f"http: {request['method']} {url} answered "
-                               f"{response.status_code}: {snippet}",
-                               {"status": response.status_code, "body": body})
+        raise jobd.ActionError(
+            f"http: {request['method']} {url} answered {response.status_code}: {snippet}",
+            {"status": response.status_code, "body": body},
+        )
     return {"status": response.status_code, "body": body}
 
 

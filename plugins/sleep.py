@@ -24,8 +24,7 @@ def _seconds(seconds: Any) -> float:
     try:
         value = float(seconds)
     except (TypeError, ValueError):
-        raise jobd.ActionError(
-            f"sleep: 'seconds' must be a number, not {seconds!r}") from None
+        raise jobd.ActionError(f"sleep: 'seconds' must be a number, not {seconds!r}") from None
     if not math.isfinite(value) or value < 0:
         raise jobd.ActionError(f"sleep: 'seconds' must be a finite number >= 0, not {seconds!r}")
     return value

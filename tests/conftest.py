@@ -83,8 +83,11 @@ class ListLog:
 
     def lines(self, stream: str | None = None) -> list[str]:
         """Lines a process printed (on ``stream``, or on either)."""
-        return [kw["line"] for _, event, kw in self.records
-                if event == "process output" and stream in (None, kw["stream"])]
+        return [
+            kw["line"]
+            for _, event, kw in self.records
+            if event == "process output" and stream in (None, kw["stream"])
+        ]
 
     def output(self) -> list[dict[str, Any]]:
         """What a workflow script printed, one record per line."""

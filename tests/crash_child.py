@@ -17,19 +17,27 @@ from tests.enginekit import make_config, running_engine, step, workflow
 
 def crash_config(tmp: Path) -> Config:
     wait_gate = ["sh", "-c", "echo $$ > {pidfile}; while [ ! -e {gate} ]; do sleep 0.02; done"]
-    return make_config(tmp, [
-        workflow("two-step",
-                 step("first", "t-record", params={"log": "{log}", "hold": 0}),
-                 step("second", "exec", params={"argv": wait_gate}, retries=1,
-                      retry_backoff=0.01)),
-        workflow("no-retry", step("only", "exec", params={"argv": wait_gate}, retries=0)),
-    ], workers=4)
+    return make_config(
+        tmp,
+        [
+            workflow(
+                "two-step",
+                step("first", "t-record", params={"log": "{log}", "hold": 0}),
+                step("second", "exec", params={"argv": wait_gate}, retries=1, retry_backoff=0.01),
+            ),
+            workflow("no-retry", step("only", "exec", params={"argv": wait_gate}, retries=0)),
+        ],
+        workers=4,
+    )
 
 
 def crash_jobs(tmp: Path) -> list[JobSpec]:
     def params(name: str) -> dict[str, str]:
-        return {"log": str(tmp / "steps.log"), "gate": str(tmp / "gate"),
-                "pidfile": str(tmp / f"{name}.pid")}
+        return {
+            "log": str(tmp / "steps.log"),
+            "gate": str(tmp / "gate"),
+            "pidfile": str(tmp / f"{name}.pid"),
+        }
 
     return [
         JobSpec(workflow="two-step", params=params("a"), assets=("A",)),

@@ -77,8 +77,11 @@ def short_dir() -> Path:
 def jobd_env(**extra: str) -> dict[str, str]:
     """The environment for jobd subprocesses: this checkout importable, no inherited jobd/systemd
     variables."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("JOBD_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JOBD_", "NOTIFY_SOCKET", "WATCHDOG_"))
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
@@ -105,10 +108,17 @@ class Layout:
         self.log = self.base / "daemon.log"
 
 
-def config_text(layout: Layout, *, workflows: str = DEMO_WORKFLOWS, api_extra: str = "",
-                daemon_extra: str = "", shutdown_grace: float = 10) -> str:
+def config_text(
+    layout: Layout,
+    *,
+    workflows: str = DEMO_WORKFLOWS,
+    api_extra: str = "",
+    daemon_extra: str = "",
+    shutdown_grace: float = 10,
+) -> str:
     """A complete config for ``layout``; JSON logs at info so tests can read them."""
-    return textwrap.dedent(f"""\
+    return (
+        textwrap.dedent(f"""\
         [daemon]
         state_dir = "{layout.state}"
         plugin_dirs = ["{layout.plugins}"]
@@ -125,7 +135,9 @@ def config_text(layout: Layout, *, workflows: str = DEMO_WORKFLOWS, api_extra: s
         [logging]
         format = "json"
         level = "info"
-        """) + workflows
+        """)
+        + workflows
+    )
 
 
 def write_layout(base: Path, **config_kwargs: Any) -> Layout:
@@ -152,8 +164,13 @@ class NotifyListener:
             raise
         self.messages: list[dict[str, str]] = []
 
-    def wait_for(self, key: str, value: str = "1", timeout: float = START_TIMEOUT,
-                 alive: Callable[[], bool] = lambda: True) -> dict[str, str]:
+    def wait_for(
+        self,
+        key: str,
+        value: str = "1",
+        timeout: float = START_TIMEOUT,
+        alive: Callable[[], bool] = lambda: True,
+    ) -> dict[str, str]:
         """The next message with ``key=value``; AssertionError on timeout or if ``alive()``
         turns false (the daemon died instead of answering)."""
         deadline = time.monotonic() + timeout
@@ -209,8 +226,7 @@ class Daemon:
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run the real CLI against this daemon (through ``JOBD_SOCKET``)."""
-        return run_cli(*args, env=jobd_env(JOBD_SOCKET=str(self.layout.socket)),
-                       timeout=timeout)
+        return run_cli(*args, env=jobd_env(JOBD_SOCKET=str(self.layout.socket)), timeout=timeout)
 
     def cli_json(self, *args: str) -> Any:
         done = self.cli(*args, "--json")
@@ -238,15 +254,23 @@ class Daemon:
             raise AssertionError(f"jobd did not exit within {timeout} s of SIGTERM") from None
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """``python -m jobd ARGS`` with output captured as text."""
-    return subprocess.run([sys.executable, "-m", "jobd", *args], capture_output=True, text=True,
-                          env=env if env is not None else jobd_env(), timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "jobd", *args],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else jobd_env(),
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
-def run_daemon_to_exit(config: Path, timeout: float = START_TIMEOUT
-                       ) -> subprocess.CompletedProcess[str]:
+def run_daemon_to_exit(
+    config: Path, timeout: float = START_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
     """``jobd run`` expected to refuse to start: returns once it has exited."""
     return run_cli("run", "--config", str(config), timeout=timeout)
 
@@ -258,7 +282,10 @@ def start_daemon(layout: Layout, *, extra_env: dict[str, str] | None = None) -> 
     with layout.log.open("ab") as out:  # a file, not a pipe: a full pipe would block jobd
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobd", "run", "--config", str(layout.config)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
         )
     daemon = Daemon(layout, proc, notify, env)
     try:
@@ -299,8 +326,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0,
-               what: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition"
+) -> None:
     """Poll ``predicate`` until true, with a deadline (for state seen only from outside)."""
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -34,10 +34,14 @@ def workflow(name: str, *steps: StepConfig, **kw: Any) -> WorkflowConfig:
 def make_config(tmp: Path, workflows: Iterable[WorkflowConfig], **daemon: Any) -> Config:
     defaults = daemon.pop("defaults", Defaults(timeout=30, retries=0, retry_backoff=0.01))
     extra = {k: daemon.pop(k) for k in ("resources", "pools", "schedules") if k in daemon}
-    d = DaemonConfig(state_dir=tmp, plugin_dirs=(TEST_PLUGINS,), file_roots=(tmp,),
-                     kill_grace=1.0, **{"workers": 4, "run_queue_size": 100, **daemon})
-    return Config(daemon=d, defaults=defaults, workflows={w.name: w for w in workflows},
-                  **extra)
+    d = DaemonConfig(
+        state_dir=tmp,
+        plugin_dirs=(TEST_PLUGINS,),
+        file_roots=(tmp,),
+        kill_grace=1.0,
+        **{"workers": 4, "run_queue_size": 100, **daemon},
+    )
+    return Config(daemon=d, defaults=defaults, workflows={w.name: w for w in workflows}, **extra)
 
 
 @asynccontextmanager
@@ -54,8 +58,9 @@ async def running_engine(config: Config, **kw: Any) -> AsyncIterator[Engine]:
                 tg.cancel_scope.cancel()
 
 
-async def wait_state(engine: Engine, job_id: int, states: Iterable[JobState] | JobState,
-                     timeout: float = 20) -> Job:
+async def wait_state(
+    engine: Engine, job_id: int, states: Iterable[JobState] | JobState, timeout: float = 20
+) -> Job:
     """Wait (on the engine's events, with a deadline) until the job is in one of ``states``."""
     wanted = {states} if isinstance(states, JobState) else set(states)
     with anyio.fail_after(timeout):

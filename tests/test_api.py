@@ -42,12 +42,18 @@ def config(tmp_path: Path) -> Config:
         workflow("quick", step("nap", "sleep", params={"seconds": 0})),
         workflow("hold", step("nap", "sleep", params={"seconds": "{seconds}"})),
         workflow("boom", step("explode", "fail", params={"message": "kaboom"})),
-        workflow("say", step("echo", "exec",
-                            params={"argv": [sys.executable, "-c", "print('{word}')"],
-                                    "cwd": str(tmp_path)})),
+        workflow(
+            "say",
+            step(
+                "echo",
+                "exec",
+                params={"argv": [sys.executable, "-c", "print('{word}')"], "cwd": str(tmp_path)},
+            ),
+        ),
     ]
     return make_config(
-        tmp_path, flows,
+        tmp_path,
+        flows,
         resources={"enc-1": ResourceConfig("enc-1"), "enc-2": ResourceConfig("enc-2")},
         pools={"encoders": PoolConfig("encoders", ("enc-1", "enc-2"))},
     )
@@ -95,19 +101,39 @@ async def test_health_needs_nothing_and_openapi_lists_the_routes(config: Config)
         assert health["status"] == "ok" and health["version"] == "9.9.9"
         assert health["uptime"] >= 5
         spec = (await client.get("/openapi.json")).json()
-    for path in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/{operation}",
-                 "/v1/jobs/{job_id}/log", "/v1/queue", "/v1/locks", "/v1/resources",
-                 "/v1/bookings", "/v1/schedules", "/v1/plugins", "/v1/events", "/v1/reload",
-                 "/v1/health", "/metrics"):
+    for path in (
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/{operation}",
+        "/v1/jobs/{job_id}/log",
+        "/v1/queue",
+        "/v1/locks",
+        "/v1/resources",
+        "/v1/bookings",
+        "/v1/schedules",
+        "/v1/plugins",
+        "/v1/events",
+        "/v1/reload",
+        "/v1/health",
+        "/metrics",
+    ):
         assert path in spec["paths"], path
     assert "SubmitBody" in spec["components"]["schemas"]
 
 
 async def test_submit_runs_and_the_job_reads_back_with_iso_times(config: Config) -> None:
     async with api(config) as (engine, client):
-        response = await client.post("/v1/jobs", json={
-            "workflow": "say", "params": {"word": "hello"}, "name": "greeting",
-            "priority": 5, "assets": ["tape-1"], "timeout": 60})
+        response = await client.post(
+            "/v1/jobs",
+            json={
+                "workflow": "say",
+                "params": {"word": "hello"},
+                "name": "greeting",
+                "priority": 5,
+                "assets": ["tape-1"],
+                "timeout": 60,
+            },
+        )
         assert response.status_code == 201, response.text
         job = response.json()
         assert response.headers["location"] == f"/v1/jobs/{job['id']}"
@@ -115,9 +141,27 @@ async def test_submit_runs_and_the_job_reads_back_with_iso_times(config: Config)
         done = (await client.get(f"/v1/jobs/{job['id']}")).json()
     assert done["state"] == "completed" and done["error"] is None
     assert done["name"] == "greeting" and done["priority"] == 5 and done["assets"] == ["tape-1"]
-    for key in ("id", "name", "workflow", "state", "error", "priority", "params", "assets",
-                "shared_assets", "start_at", "end_at", "preroll", "postroll", "progress",
-                "created_at", "updated_at", "steps", "reservations", "history"):
+    for key in (
+        "id",
+        "name",
+        "workflow",
+        "state",
+        "error",
+        "priority",
+        "params",
+        "assets",
+        "shared_assets",
+        "start_at",
+        "end_at",
+        "preroll",
+        "postroll",
+        "progress",
+        "created_at",
+        "updated_at",
+        "steps",
+        "reservations",
+        "history",
+    ):
         assert key in done, key
     assert is_iso_utc(done["created_at"]) and is_iso_utc(done["updated_at"])
     (only,) = done["steps"]
@@ -130,10 +174,20 @@ async def test_submit_runs_and_the_job_reads_back_with_iso_times(config: Config)
 
 async def test_times_in_other_zones_are_stored_as_the_same_instant(config: Config) -> None:
     async with api(config) as (_, client):
-        job = (await client.post("/v1/jobs", json={
-            "workflow": "quick", "state": "tentative", "resources": ["enc-1"],
-            "start_at": "2099-01-01T11:00:00+01:00", "end_at": FAR_END,
-            "preroll": 60, "postroll": 30})).json()
+        job = (
+            await client.post(
+                "/v1/jobs",
+                json={
+                    "workflow": "quick",
+                    "state": "tentative",
+                    "resources": ["enc-1"],
+                    "start_at": "2099-01-01T11:00:00+01:00",
+                    "end_at": FAR_END,
+                    "preroll": 60,
+                    "postroll": 30,
+                },
+            )
+        ).json()
     assert job["state"] == "tentative"
     assert job["start_at"] == "2099-01-01T10:00:00+00:00"
     (res,) = job["reservations"]
@@ -143,10 +197,17 @@ async def test_times_in_other_zones_are_stored_as_the_same_instant(config: Confi
 
 async def test_list_is_newest_first_filtered_and_paginated(config: Config) -> None:
     async with api(config) as (_, client):
-        ids = [(await client.post("/v1/jobs", json={"workflow": "quick", "state": "draft"}))
-               .json()["id"] for _ in range(3)]
-        tentative = (await client.post("/v1/jobs", json={
-            "workflow": "quick", "state": "tentative", "start_at": FAR})).json()["id"]
+        ids = [
+            (await client.post("/v1/jobs", json={"workflow": "quick", "state": "draft"})).json()[
+                "id"
+            ]
+            for _ in range(3)
+        ]
+        tentative = (
+            await client.post(
+                "/v1/jobs", json={"workflow": "quick", "state": "tentative", "start_at": FAR}
+            )
+        ).json()["id"]
         first = (await client.get("/v1/jobs", params={"limit": 2})).json()
         rest = (await client.get("/v1/jobs", params={"cursor": first["next_cursor"]})).json()
         drafts = (await client.get("/v1/jobs", params={"state": "draft"})).json()
@@ -162,8 +223,11 @@ async def test_list_is_newest_first_filtered_and_paginated(config: Config) -> No
 
 async def test_operations_follow_the_state_table(config: Config) -> None:
     async with api(config) as (_, client):
-        job_id = (await client.post("/v1/jobs", json={
-            "workflow": "quick", "state": "draft", "start_at": FAR})).json()["id"]
+        job_id = (
+            await client.post(
+                "/v1/jobs", json={"workflow": "quick", "state": "draft", "start_at": FAR}
+            )
+        ).json()["id"]
 
         async def op(name: str) -> httpx.Response:
             return await client.post(f"/v1/jobs/{job_id}/{name}")
@@ -187,8 +251,12 @@ async def test_operations_follow_the_state_table(config: Config) -> None:
 
 async def test_delete_and_post_delete_remove_a_job(config: Config) -> None:
     async with api(config) as (_, client):
-        ids = [(await client.post("/v1/jobs", json={"workflow": "quick", "state": "draft"}))
-               .json()["id"] for _ in range(2)]
+        ids = [
+            (await client.post("/v1/jobs", json={"workflow": "quick", "state": "draft"})).json()[
+                "id"
+            ]
+            for _ in range(2)
+        ]
         assert (await client.delete(f"/v1/jobs/{ids[0]}")).status_code == 204
         assert (await client.post(f"/v1/jobs/{ids[1]}/delete")).status_code == 204
         for job_id in ids:
@@ -198,12 +266,29 @@ async def test_delete_and_post_delete_remove_a_job(config: Config) -> None:
 
 async def test_patch_changes_only_the_fields_sent(config: Config) -> None:
     async with api(config) as (_, client):
-        job = (await client.post("/v1/jobs", json={
-            "workflow": "quick", "state": "draft", "name": "a", "priority": 1,
-            "start_at": FAR, "timeout": 10})).json()
+        job = (
+            await client.post(
+                "/v1/jobs",
+                json={
+                    "workflow": "quick",
+                    "state": "draft",
+                    "name": "a",
+                    "priority": 1,
+                    "start_at": FAR,
+                    "timeout": 10,
+                },
+            )
+        ).json()
         url = f"/v1/jobs/{job['id']}"
-        edited = await client.patch(url, json={"priority": 7, "start_at": "2099-02-01T00:00Z",
-                                               "timeout": None, "assets": ["x", "y"]})
+        edited = await client.patch(
+            url,
+            json={
+                "priority": 7,
+                "start_at": "2099-02-01T00:00Z",
+                "timeout": None,
+                "assets": ["x", "y"],
+            },
+        )
         assert edited.status_code == 200, edited.text
         assert_error(await client.patch(url, json={"priority": None}), 400, "invalid")
         assert_error(await client.patch(url, json={"workflow": "say"}), 400, "invalid")
@@ -228,8 +313,9 @@ async def test_log_lines_of_a_failed_job(config: Config) -> None:
         await wait_done(engine, job_id)
         job = (await client.get(f"/v1/jobs/{job_id}")).json()
         log = (await client.get(f"/v1/jobs/{job_id}/log")).json()
-        later = (await client.get(f"/v1/jobs/{job_id}/log",
-                                  params={"after": log["items"][-1]["seq"]})).json()
+        later = (
+            await client.get(f"/v1/jobs/{job_id}/log", params={"after": log["items"][-1]["seq"]})
+        ).json()
         assert_error(await client.get(f"/v1/jobs/{job_id}/log", params={"after": -1}), 400)
     assert job["state"] == "failed" and "kaboom" in job["steps"][0]["error"]
     assert log["items"] and later["items"] == [] and log["next_cursor"] is None
@@ -240,19 +326,37 @@ async def test_log_lines_of_a_failed_job(config: Config) -> None:
 
 async def test_inspection_routes(config: Config) -> None:
     async with api(config) as (engine, client):
-        booked = (await client.post("/v1/jobs", json={
-            "workflow": "quick", "state": "tentative", "pools": ["encoders"],
-            "start_at": FAR, "end_at": FAR_END})).json()
-        holder = (await client.post("/v1/jobs", json={
-            "workflow": "hold", "params": {"seconds": "30"}, "assets": ["vt-1"]})).json()
-        waiter = (await client.post("/v1/jobs", json={
-            "workflow": "quick", "assets": ["vt-1"]})).json()
+        booked = (
+            await client.post(
+                "/v1/jobs",
+                json={
+                    "workflow": "quick",
+                    "state": "tentative",
+                    "pools": ["encoders"],
+                    "start_at": FAR,
+                    "end_at": FAR_END,
+                },
+            )
+        ).json()
+        holder = (
+            await client.post(
+                "/v1/jobs",
+                json={"workflow": "hold", "params": {"seconds": "30"}, "assets": ["vt-1"]},
+            )
+        ).json()
+        waiter = (
+            await client.post("/v1/jobs", json={"workflow": "quick", "assets": ["vt-1"]})
+        ).json()
         await wait_state(engine, waiter["id"], S.WAITING_FOR_LOCK)
         queue = (await client.get("/v1/queue")).json()
         locks = (await client.get("/v1/locks")).json()
         resources = (await client.get("/v1/resources")).json()
-        bookings = (await client.get("/v1/bookings", params={
-            "from": "2098-12-31T00:00:00Z", "to": "2099-01-02T00:00:00+02:00"})).json()
+        bookings = (
+            await client.get(
+                "/v1/bookings",
+                params={"from": "2098-12-31T00:00:00Z", "to": "2099-01-02T00:00:00+02:00"},
+            )
+        ).json()
         none = (await client.get("/v1/bookings", params={"to": "2000-01-01T00:00Z"})).json()
         schedules = (await client.get("/v1/schedules")).json()
         plugins = (await client.get("/v1/plugins")).json()
@@ -292,69 +396,196 @@ async def test_metrics_count_transitions_durations_and_queue_gauges(config: Conf
 
 BAD_SUBMITS: list[tuple[str, dict[str, Any], int, str, str]] = [
     # (label, request kwargs, status, error code, text the message must contain)
-    ("malformed JSON", {"content": b'{"workflow": ', "headers": {"content-type":
-                        "application/json"}}, 400, "invalid-json", "malformed JSON"),
+    (
+        "malformed JSON",
+        {"content": b'{"workflow": ', "headers": {"content-type": "application/json"}},
+        400,
+        "invalid-json",
+        "malformed JSON",
+    ),
     ("not an object", {"json": ["quick"]}, 400, "invalid", "body"),
     ("no body", {}, 400, "invalid", "body"),
-    ("form body", {"content": b"workflow=quick", "headers": {
-        "content-type": "application/x-www-form-urlencoded"}}, 400, "invalid", "JSON"),
-    ("string priority", {"json": {"workflow": "quick", "priority": "5"}}, 400, "invalid",
-     "body.priority"),
-    ("float priority", {"json": {"workflow": "quick", "priority": 1.5}}, 400, "invalid",
-     "body.priority"),
-    ("bool timeout", {"json": {"workflow": "quick", "timeout": True}}, 400, "invalid",
-     "body.timeout"),
-    ("params list", {"json": {"workflow": "quick", "params": []}}, 400, "invalid",
-     "body.params"),
-    ("assets string", {"json": {"workflow": "quick", "assets": "vt-1"}}, 400, "invalid",
-     "body.assets"),
-    ("asset number", {"json": {"workflow": "quick", "assets": [1]}}, 400, "invalid",
-     "body.assets.0"),
-    ("negative preroll", {"json": {"workflow": "quick", "preroll": -1}}, 400, "invalid",
-     "body.preroll"),
-    ("unknown field", {"json": {"workflow": "quick", "priorty": 3}}, 400, "invalid",
-     "body.priorty: unknown field"),
+    (
+        "form body",
+        {
+            "content": b"workflow=quick",
+            "headers": {"content-type": "application/x-www-form-urlencoded"},
+        },
+        400,
+        "invalid",
+        "JSON",
+    ),
+    (
+        "string priority",
+        {"json": {"workflow": "quick", "priority": "5"}},
+        400,
+        "invalid",
+        "body.priority",
+    ),
+    (
+        "float priority",
+        {"json": {"workflow": "quick", "priority": 1.5}},
+        400,
+        "invalid",
+        "body.priority",
+    ),
+    (
+        "bool timeout",
+        {"json": {"workflow": "quick", "timeout": True}},
+        400,
+        "invalid",
+        "body.timeout",
+    ),
+    ("params list", {"json": {"workflow": "quick", "params": []}}, 400, "invalid", "body.params"),
+    (
+        "assets string",
+        {"json": {"workflow": "quick", "assets": "vt-1"}},
+        400,
+        "invalid",
+        "body.assets",
+    ),
+    (
+        "asset number",
+        {"json": {"workflow": "quick", "assets": [1]}},
+        400,
+        "invalid",
+        "body.assets.0",
+    ),
+    (
+        "negative preroll",
+        {"json": {"workflow": "quick", "preroll": -1}},
+        400,
+        "invalid",
+        "body.preroll",
+    ),
+    (
+        "unknown field",
+        {"json": {"workflow": "quick", "priorty": 3}},
+        400,
+        "invalid",
+        "body.priorty: unknown field",
+    ),
     ("missing workflow", {"json": {"params": {}}}, 400, "invalid", "body.workflow"),
     ("unknown workflow", {"json": {"workflow": "nope"}}, 400, "invalid", "nope"),
-    ("unknown resource", {"json": {"workflow": "quick", "resources": ["vtr-9"],
-                                   "start_at": FAR, "end_at": FAR_END}}, 400, "invalid",
-     "vtr-9"),
-    ("zone-less time", {"json": {"workflow": "quick", "start_at": "2026-01-01T10:00"}}, 400,
-     "invalid", "time '2026-01-01T10:00' has no zone; add Z or +01:00"),
-    ("garbage time", {"json": {"workflow": "quick", "end_at": "tomorrow"}}, 400, "invalid",
-     "end_at"),
-    ("priority too high", {"json": {"workflow": "quick", "priority": 1001}}, 400, "invalid",
-     "body.priority: Input should be less than or equal to 1000"),
-    ("priority too low", {"json": {"workflow": "quick", "priority": -1001}}, 400, "invalid",
-     "body.priority"),
-    ("running state", {"json": {"workflow": "quick", "state": "running"}}, 400, "invalid",
-     "body.state"),
-    ("NaN param", {"content": b'{"workflow": "quick", "params": {"x": NaN}}',
-                   "headers": {"content-type": "application/json"}}, 400, "invalid", "NaN"),
-    ("Infinity timeout", {"content": b'{"workflow": "quick", "timeout": Infinity}',
-                          "headers": {"content-type": "application/json"}}, 400, "invalid",
-     "body.timeout"),
-    ("lone surrogate name", {"content": b'{"workflow": "quick", "name": "\\ud800"}',
-                             "headers": {"content-type": "application/json"}}, 400, "invalid",
-     "body.name"),
-    ("lone surrogate param", {"content": b'{"workflow": "quick", "params": {"x": "\\udc00"}}',
-                              "headers": {"content-type": "application/json"}}, 400, "invalid",
-     "surrogate"),
-    ("deep nesting", {"content": b'{"workflow": "quick", "params": {"x": ' + b"[" * 100_000,
-                      "headers": {"content-type": "application/json"}}, 400, "", ""),
-    ("huge integer", {"content": b'{"workflow": "quick", "params": {"x": 1' + b"0" * 5000
-                      + b"}}", "headers": {"content-type": "application/json"}}, 400, "", ""),
-    ("one megabyte", {"json": {"workflow": "quick", "params": {"x": "a" * MAX_BODY}}}, 413,
-     "too-large", "larger than"),
+    (
+        "unknown resource",
+        {"json": {"workflow": "quick", "resources": ["vtr-9"], "start_at": FAR, "end_at": FAR_END}},
+        400,
+        "invalid",
+        "vtr-9",
+    ),
+    (
+        "zone-less time",
+        {"json": {"workflow": "quick", "start_at": "2026-01-01T10:00"}},
+        400,
+        "invalid",
+        "time '2026-01-01T10:00' has no zone; add Z or +01:00",
+    ),
+    (
+        "garbage time",
+        {"json": {"workflow": "quick", "end_at": "tomorrow"}},
+        400,
+        "invalid",
+        "end_at",
+    ),
+    (
+        "priority too high",
+        {"json": {"workflow": "quick", "priority": 1001}},
+        400,
+        "invalid",
+        "body.priority: Input should be less than or equal to 1000",
+    ),
+    (
+        "priority too low",
+        {"json": {"workflow": "quick", "priority": -1001}},
+        400,
+        "invalid",
+        "body.priority",
+    ),
+    (
+        "running state",
+        {"json": {"workflow": "quick", "state": "running"}},
+        400,
+        "invalid",
+        "body.state",
+    ),
+    (
+        "NaN param",
+        {
+            "content": b'{"workflow": "quick", "params": {"x": NaN}}',
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "invalid",
+        "NaN",
+    ),
+    (
+        "Infinity timeout",
+        {
+            "content": b'{"workflow": "quick", "timeout": Infinity}',
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "invalid",
+        "body.timeout",
+    ),
+    (
+        "lone surrogate name",
+        {
+            "content": b'{"workflow": "quick", "name": "\\ud800"}',
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "invalid",
+        "body.name",
+    ),
+    (
+        "lone surrogate param",
+        {
+            "content": b'{"workflow": "quick", "params": {"x": "\\udc00"}}',
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "invalid",
+        "surrogate",
+    ),
+    (
+        "deep nesting",
+        {
+            "content": b'{"workflow": "quick", "params": {"x": ' + b"[" * 100_000,
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "",
+        "",
+    ),
+    (
+        "huge integer",
+        {
+            "content": b'{"workflow": "quick", "params": {"x": 1' + b"0" * 5000 + b"}}",
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "",
+        "",
+    ),
+    (
+        "one megabyte",
+        {"json": {"workflow": "quick", "params": {"x": "a" * MAX_BODY}}},
+        413,
+        "too-large",
+        "larger than",
+    ),
 ]
 
 
 @pytest.mark.parametrize("case", BAD_SUBMITS, ids=[case[0] for case in BAD_SUBMITS])
 async def test_bad_submissions_are_4xx_and_leave_jobs_intact(
-        config: Config, case: tuple[str, dict[str, Any], int, str, str]) -> None:
+    config: Config, case: tuple[str, dict[str, Any], int, str, str]
+) -> None:
     _, kwargs, status, code, text = case
     async with api(config) as (_, client):
-        kept = (await client.post("/v1/jobs", json={"workflow": "quick", "state": "draft"}))
+        kept = await client.post("/v1/jobs", json={"workflow": "quick", "state": "draft"})
         response = await client.post("/v1/jobs", **kwargs)
         error = assert_error(response, status, code or None)
         assert text in error["message"]
@@ -371,8 +602,9 @@ async def test_a_body_streamed_without_length_is_cut_at_the_cap(config: Config) 
         yield b'"}}'
 
     async with api(config) as (_, client):
-        response = await client.post("/v1/jobs", content=chunks(),
-                                     headers={"content-type": "application/json"})
+        response = await client.post(
+            "/v1/jobs", content=chunks(), headers={"content-type": "application/json"}
+        )
         assert "content-length" not in response.request.headers
         assert_error(response, 413, "too-large")
         assert (await client.get("/v1/jobs")).json()["items"] == []
@@ -380,8 +612,9 @@ async def test_a_body_streamed_without_length_is_cut_at_the_cap(config: Config) 
 
 async def test_bad_paths_methods_and_queries(config: Config) -> None:
     async with api(config) as (_, client):
-        job_id = (await client.post("/v1/jobs", json={"workflow": "quick", "state": "draft"})
-                  ).json()["id"]
+        job_id = (
+            await client.post("/v1/jobs", json={"workflow": "quick", "state": "draft"})
+        ).json()["id"]
         missing = job_id + 1000
         for method, url, status, code in [
             ("GET", f"/v1/jobs/{missing}", 404, "not-found"),
@@ -411,9 +644,11 @@ async def test_bad_paths_methods_and_queries(config: Config) -> None:
     assert job["state"] == "draft"
 
 
-async def test_an_unexpected_exception_is_a_logged_500(config: Config,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_unexpected_exception_is_a_logged_500(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with api(config) as (engine, client):
+
         def broken() -> dict[str, Any]:
             raise RuntimeError("queue exploded")
 
@@ -422,8 +657,10 @@ async def test_an_unexpected_exception_is_a_logged_500(config: Config,
             response = await client.get("/v1/queue")
     error = assert_error(response, 500, "internal")
     assert "queue exploded" not in error["message"]  # no internals leak to clients
-    assert any(entry["event"] == "unhandled error in API" and entry["path"] == "/v1/queue"
-               for entry in logs)
+    assert any(
+        entry["event"] == "unhandled error in API" and entry["path"] == "/v1/queue"
+        for entry in logs
+    )
 
 
 # --------------------------------------------------------------------------- auth, reload
@@ -439,8 +676,9 @@ async def test_token_guards_every_route_but_health(config: Config) -> None:
             response = await client.get("/v1/jobs", headers={"authorization": header})
             assert_error(response, 401, "unauthorized")
         assert (await client.get("/v1/jobs", headers=good)).status_code == 200
-        assert (await client.get("/v1/jobs", headers={
-            "authorization": f"bearer  {TOKEN}"})).status_code == 200
+        assert (
+            await client.get("/v1/jobs", headers={"authorization": f"bearer  {TOKEN}"})
+        ).status_code == 200
         # An unauthenticated body is refused before anything reads it.
         response = await client.post("/v1/jobs", json={"workflow": "quick"})
         assert_error(response, 401)
@@ -448,8 +686,10 @@ async def test_token_guards_every_route_but_health(config: Config) -> None:
 
 
 async def test_reload_reports_warnings_and_refuses_a_bad_config(config: Config) -> None:
-    outcomes: list[Any] = [["job 3: resource enc-9 vanished"],
-                           ConfigError("/etc/jobd/jobd.toml", "daemon.workers", "must be > 0")]
+    outcomes: list[Any] = [
+        ["job 3: resource enc-9 vanished"],
+        ConfigError("/etc/jobd/jobd.toml", "daemon.workers", "must be > 0"),
+    ]
 
     async def reload() -> list[str]:
         outcome = outcomes.pop(0)
@@ -523,10 +763,20 @@ async def open_stream(app: Any, query: str = "") -> AsyncIterator[Stream]:
         await disconnect.wait()
         return {"type": "http.disconnect"}
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "GET", "scheme": "http", "path": "/v1/events",
-             "raw_path": b"/v1/events", "query_string": query.encode(), "root_path": "",
-             "headers": [(b"host", b"jobd")], "client": ("test", 1), "server": ("jobd", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/v1/events",
+        "raw_path": b"/v1/events",
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"jobd")],
+        "client": ("test", 1),
+        "server": ("jobd", 80),
+    }
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg, send_messages, messages:
             tg.start_soon(app, scope, receive, send_messages.send)
@@ -545,19 +795,25 @@ async def test_events_stream_every_change_as_sse(config: Config) -> None:
         await stream.read_until('"to":"completed"')
     events = [e for e in stream.frames() if e["job_id"] == job_id and e["kind"] == "state"]
     assert [(e["from"], e["to"]) for e in events] == [
-        (None, "confirmed"), ("confirmed", "queued"), ("queued", "running"),
-        ("running", "completed")]
+        (None, "confirmed"),
+        ("confirmed", "queued"),
+        ("queued", "running"),
+        ("running", "completed"),
+    ]
     assert all(is_iso_utc(e["at"]) for e in events)
     assert {"job_id", "kind", "at", "from", "to", "cause", "actor", "step", "data"} == set(
-        events[0])
+        events[0]
+    )
 
 
 async def test_events_can_be_filtered_by_job_and_keep_alive(config: Config) -> None:
     async with api(config, sse_keepalive=0.05) as (_, client):
-        first = (await client.post("/v1/jobs", json={"workflow": "quick", "state": "draft"})
-                 ).json()["id"]
-        second = (await client.post("/v1/jobs", json={"workflow": "quick", "state": "draft"})
-                  ).json()["id"]
+        first = (
+            await client.post("/v1/jobs", json={"workflow": "quick", "state": "draft"})
+        ).json()["id"]
+        second = (
+            await client.post("/v1/jobs", json={"workflow": "quick", "state": "draft"})
+        ).json()["id"]
         async with open_stream(client.app, f"job={second}") as stream:
             await stream.start()
             await stream.read_until(": keepalive\n\n")
@@ -577,8 +833,15 @@ class FakeQueue:
     def queue_info(self) -> dict[str, Any]:
         if self.broken:
             raise RuntimeError("engine stopping")
-        return {"capacity": 10, "queued": [4, 5], "pending": 7, "running": [1],
-                "waiting_for_lock": [2, 3], "workers": 2, "busy_workers": 1}
+        return {
+            "capacity": 10,
+            "queued": [4, 5],
+            "pending": 7,
+            "running": [1],
+            "waiting_for_lock": [2, 3],
+            "workers": 2,
+            "busy_workers": 1,
+        }
 
 
 def test_metrics_measure_lock_waits_runs_and_steps_from_events() -> None:
@@ -590,10 +853,24 @@ def test_metrics_measure_lock_waits_runs_and_steps_from_events() -> None:
     for event in [
         JobEvent(1, "state", 10.0, S.QUEUED, S.WAITING_FOR_LOCK),
         JobEvent(1, "state", 13.0, S.WAITING_FOR_LOCK, S.RUNNING),
-        JobEvent(1, "step", 14.0, S.RUNNING, S.RUNNING, step="a",
-                 data={"state": "soft-failed", "duration": 0.4}),
-        JobEvent(1, "step", 15.0, S.RUNNING, S.RUNNING, step="a",
-                 data={"state": "completed", "duration": 0.2}),
+        JobEvent(
+            1,
+            "step",
+            14.0,
+            S.RUNNING,
+            S.RUNNING,
+            step="a",
+            data={"state": "soft-failed", "duration": 0.4},
+        ),
+        JobEvent(
+            1,
+            "step",
+            15.0,
+            S.RUNNING,
+            S.RUNNING,
+            step="a",
+            data={"state": "completed", "duration": 0.2},
+        ),
         JobEvent(1, "state", 20.0, S.RUNNING, S.CANCEL_REQUESTED),
         JobEvent(1, "state", 21.0, S.CANCEL_REQUESTED, S.CANCELED),
         JobEvent(2, "state", 30.0, S.QUEUED, S.RUNNING),
@@ -610,9 +887,14 @@ def test_metrics_measure_lock_waits_runs_and_steps_from_events() -> None:
     assert 'jobd_step_duration_seconds_count{outcome="soft-failed"} 1.0' in body
     assert 'jobd_step_events_total{state="completed"} 1.0' in body
     assert 'jobd_transitions_total{from="running",to="paused"} 1.0' in body
-    for gauge in ("jobd_queue_depth 2.0", "jobd_jobs_pending 7.0", "jobd_jobs_running 1.0",
-                  "jobd_jobs_waiting_for_lock 2.0", "jobd_workers_busy 1.0",
-                  "jobd_queue_capacity 10.0"):
+    for gauge in (
+        "jobd_queue_depth 2.0",
+        "jobd_jobs_pending 7.0",
+        "jobd_jobs_running 1.0",
+        "jobd_jobs_waiting_for_lock 2.0",
+        "jobd_workers_busy 1.0",
+        "jobd_queue_capacity 10.0",
+    ):
         assert gauge in body
     source.broken = True
     assert b"jobd_transitions_total" in metrics.render()[0]  # a failing engine costs only gauges

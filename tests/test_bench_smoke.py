@@ -78,8 +78,10 @@ def test_scale_booked_database_has_a_reservation_per_job(tmp_path: Path) -> None
     db = tmp_path / "jobd.db"
     assert scale.populate(db, 50, booked=True) > 0
     with closing(sqlite3.connect(db)) as conn:
-        counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                  for t in ("jobs", "steps", "history", "reservations")]
+        counts = [
+            conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("jobs", "steps", "history", "reservations")
+        ]
     assert counts == [50, 50, 50, 50]
 
 
@@ -102,8 +104,11 @@ def test_suite_table_from_results() -> None:
     assert disk["fsync_ms_p50"] > 0
     runs = [{"a": 1, "b": {"c": 2.0}, "s": "x"}, {"a": 3, "b": {"c": 4.0}, "s": "x"}]
     assert suite.median_runs(runs) == {"a": 2, "b": {"c": 3.0}, "s": "x", "repeats": 2}
-    raw = {"workers": {"plain": [{"workers": 8, "jobs_per_s": 100}], "locked": []},
-           "peers": {"skipped": "not installed"}, "disk": disk}
+    raw = {
+        "workers": {"plain": [{"workers": 8, "jobs_per_s": 100}], "locked": []},
+        "peers": {"skipped": "not installed"},
+        "disk": disk,
+    }
     text = suite.markdown(suite.table(raw))
     assert "| 1. durable no-op jobs/s, 8 workers | 100 |" in text
 

@@ -10,34 +10,35 @@ from jobd.errors import BookingConflict, ValidationError
 from jobd.models import Reservation
 
 
-def make_index(capacities: dict[str, int], pools: dict[str, tuple[str, ...]] | None = None
-               ) -> BookingIndex:
+def make_index(
+    capacities: dict[str, int], pools: dict[str, tuple[str, ...]] | None = None
+) -> BookingIndex:
     resources = {n: ResourceConfig(name=n, capacity=c) for n, c in capacities.items()}
     pool_cfg = {n: PoolConfig(name=n, members=m) for n, m in (pools or {}).items()}
     return BookingIndex(resources, pool_cfg)
 
 
-def res(job: int, resource: str, start: float, end: float, pool: str | None = None
-        ) -> Reservation:
+def res(job: int, resource: str, start: float, end: float, pool: str | None = None) -> Reservation:
     return Reservation(job_id=job, resource=resource, start=start, end=end, pool=pool)
 
 
 # -- conflict matrix, capacity 1, existing booking [100, 200) -------------------
 
+
 @pytest.mark.parametrize(
     ("start", "end", "conflicts"),
     [
-        (150, 250, [1]),   # overlaps the end
-        (50, 150, [1]),    # overlaps the start
-        (200, 300, []),    # touches the end: half-open, no conflict
-        (0, 100, []),      # touches the start
-        (120, 180, [1]),   # contained in the existing booking
-        (50, 250, [1]),    # contains the existing booking
-        (100, 200, [1]),   # identical
-        (300, 400, []),    # disjoint
-        (150, 150, [1]),   # an instant inside it
-        (100, 100, [1]),   # the instant it starts
-        (200, 200, []),    # the instant it ends (not held any more)
+        (150, 250, [1]),  # overlaps the end
+        (50, 150, [1]),  # overlaps the start
+        (200, 300, []),  # touches the end: half-open, no conflict
+        (0, 100, []),  # touches the start
+        (120, 180, [1]),  # contained in the existing booking
+        (50, 250, [1]),  # contains the existing booking
+        (100, 200, [1]),  # identical
+        (300, 400, []),  # disjoint
+        (150, 150, [1]),  # an instant inside it
+        (100, 100, [1]),  # the instant it starts
+        (200, 200, []),  # the instant it ends (not held any more)
     ],
 )
 def test_conflict_matrix(start: float, end: float, conflicts: list[int]) -> None:
@@ -112,6 +113,7 @@ def test_unknown_resource_and_bad_span_are_validation_errors() -> None:
 
 
 # -- plan -------------------------------------------------------------------------
+
 
 def test_plan_books_resources_and_raises_conflict_with_details() -> None:
     index = make_index({"enc": 1, "studio": 1})
@@ -198,6 +200,7 @@ def test_pool_exhausted_names_the_pool_and_the_jobs() -> None:
 
 # -- queries ------------------------------------------------------------------------
 
+
 def test_between_for_job_and_count() -> None:
     index = make_index({"a": 1, "b": 1})
     index.load([res(1, "b", 100, 200), res(2, "a", 100, 150), res(3, "a", 300, 400)])
@@ -221,15 +224,18 @@ def test_load_replaces_everything() -> None:
 
 # -- reconfigure -----------------------------------------------------------------------
 
+
 def test_reconfigure_reports_vanished_resources_and_capacity_drops() -> None:
     index = make_index({"gone": 1, "studio": 2, "ok": 1})
-    index.add([
-        res(1, "gone", 0, 10),
-        res(2, "studio", 0, 100),
-        res(3, "studio", 50, 150),
-        res(4, "studio", 200, 300),
-        res(5, "ok", 0, 10),
-    ])
+    index.add(
+        [
+            res(1, "gone", 0, 10),
+            res(2, "studio", 0, 100),
+            res(3, "studio", 50, 150),
+            res(4, "studio", 200, 300),
+            res(5, "ok", 0, 10),
+        ]
+    )
     problems = index.reconfigure(
         {"studio": ResourceConfig("studio", 1), "ok": ResourceConfig("ok", 1)}, {}
     )
@@ -245,9 +251,12 @@ def test_reconfigure_reports_vanished_resources_and_capacity_drops() -> None:
 
 # -- property: check agrees with a brute-force reference ------------------------------
 
-def brute_force(existing: list[tuple[float, float, int]], capacity: int, start: float,
-                end: float) -> list[int]:
+
+def brute_force(
+    existing: list[tuple[float, float, int]], capacity: int, start: float, end: float
+) -> list[int]:
     """Check every instant that matters (each boundary inside the span) one by one."""
+
     def holds(a: float, b: float, t: float) -> bool:
         return a <= t < b if a != b else t == a
 
@@ -271,8 +280,9 @@ spans = st.tuples(st.integers(0, 60), st.integers(0, 20)).map(lambda t: (t[0], t
     capacity=st.integers(1, 3),
     query=spans,
 )
-def test_check_matches_brute_force(existing: list[tuple[int, int]], capacity: int,
-                                   query: tuple[int, int]) -> None:
+def test_check_matches_brute_force(
+    existing: list[tuple[int, int]], capacity: int, query: tuple[int, int]
+) -> None:
     index = make_index({"r": capacity})
     rows = [(float(a), float(b), job) for job, (a, b) in enumerate(existing, start=1)]
     index.add(res(job, "r", a, b) for a, b, job in rows)
@@ -285,18 +295,32 @@ def test_check_matches_brute_force(existing: list[tuple[int, int]], capacity: in
 
 def test_reconfigure_reports_pool_bookings_whose_pool_or_membership_went() -> None:
     index = make_index({"e1": 1, "e2": 1}, {"encoders": ("e1", "e2"), "spare": ("e2",)})
-    index.add([res(1, "e1", 0, 10, "encoders"), res(2, "e2", 0, 10, "spare"),
-               res(3, "e2", 20, 30, "encoders"), res(4, "e1", 20, 30)])
+    index.add(
+        [
+            res(1, "e1", 0, 10, "encoders"),
+            res(2, "e2", 0, 10, "spare"),
+            res(3, "e2", 20, 30, "encoders"),
+            res(4, "e1", 20, 30),
+        ]
+    )
     resources = {"e1": ResourceConfig("e1", 1), "e2": ResourceConfig("e2", 1)}
     problems = index.reconfigure(resources, {"encoders": PoolConfig("encoders", ("e1",))})
-    assert problems == [(2, "pool spare no longer exists"),
-                        (3, "resource e2 is no longer in pool encoders")]
+    assert problems == [
+        (2, "pool spare no longer exists"),
+        (3, "resource e2 is no longer in pool encoders"),
+    ]
 
 
 def test_occupancy_counts_current_holders_and_later_starts() -> None:
     index = BookingIndex({"enc": ResourceConfig("enc", capacity=3)}, {})
-    index.add([Reservation(1, "enc", 0.0, 10.0), Reservation(2, "enc", 10.0, 20.0),
-               Reservation(3, "enc", 15.0, 30.0), Reservation(4, "enc", 5.0, 5.0)])
+    index.add(
+        [
+            Reservation(1, "enc", 0.0, 10.0),
+            Reservation(2, "enc", 10.0, 20.0),
+            Reservation(3, "enc", 15.0, 30.0),
+            Reservation(4, "enc", 5.0, 5.0),
+        ]
+    )
     assert index.occupancy("enc", 10.0) == ([2], 1)
     assert index.occupancy("enc", 0.0) == ([1], 3)
     assert index.occupancy("enc", 40.0) == ([], 0)

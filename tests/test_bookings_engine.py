@@ -34,13 +34,18 @@ def _config(tmp: Path, **kw: Any) -> Config:
     flows = [
         workflow("noop", step("a", "t-noop")),
         workflow("hang", step("h", "t-hang")),
-        workflow("fails", step("f", "t-flaky", params={"counter": str(tmp / "count"),
-                                                        "fail_times": 99}, retries=0)),
+        workflow(
+            "fails",
+            step(
+                "f", "t-flaky", params={"counter": str(tmp / "count"), "fail_times": 99}, retries=0
+            ),
+        ),
     ]
     resources = _resources(**{"studio": 1, "dual": 2, "enc-1": 1, "enc-2": 1})
     pools = {"encoders": PoolConfig(name="encoders", members=("enc-1", "enc-2"))}
-    return make_config(tmp, flows, resources=kw.pop("resources", resources),
-                       pools=kw.pop("pools", pools), **kw)
+    return make_config(
+        tmp, flows, resources=kw.pop("resources", resources), pools=kw.pop("pools", pools), **kw
+    )
 
 
 @pytest.fixture
@@ -95,8 +100,7 @@ async def test_capacity_two_takes_two_overlapping_bookings(config: Config) -> No
         assert err.value.job_ids == [one.id, two.id]
 
 
-async def test_pool_picks_the_member_with_fewest_bookings_then_runs_out(
-        config: Config) -> None:
+async def test_pool_picks_the_member_with_fewest_bookings_then_runs_out(config: Config) -> None:
     async with running_engine(config) as engine:
         # enc-1 already carries one booking elsewhere in time.
         await engine.submit(booking(T + 1000, T + 1100, resources=["enc-1"]))
@@ -214,8 +218,9 @@ async def test_invoicing_ends_the_life_of_a_job(config: Config) -> None:
         ready = await engine.operate(job.id, "invoice-ready")
         assert ready is not None and ready.state == S.READY_FOR_INVOICE
         for op in ("cancel", "retry", "restart", "confirm", "pause", "delete", "invoice-ready"):
-            with pytest.raises(InvalidTransition, match="allowed in ready-for-invoice: "
-                                                        "resubmit, invoiced"):
+            with pytest.raises(
+                InvalidTransition, match="allowed in ready-for-invoice: resubmit, invoiced"
+            ):
                 await engine.operate(job.id, op)
         with pytest.raises(InvalidTransition):
             await engine.edit(job.id, {"priority": 5})
@@ -251,7 +256,8 @@ async def _error_event(engine: Engine, job_id: int, code: str | None) -> None:
 
 
 async def test_tentative_job_whose_start_passes_gets_not_confirmed_and_never_runs(
-        config: Config) -> None:
+    config: Config,
+) -> None:
     async with running_engine(config) as engine:
         start = time.time() + 1
         job = await engine.submit(booking(start, start + 1, state=S.TENTATIVE))
@@ -290,7 +296,8 @@ async def test_confirm_with_a_future_start_clears_not_confirmed(tmp_path: Path) 
 
 
 async def test_reload_removing_a_resource_or_pool_marks_jobs_then_restoring_clears(
-        config: Config) -> None:
+    config: Config,
+) -> None:
     async with running_engine(config) as engine:
         studio = await engine.submit(booking(T, T + 100, state=S.TENTATIVE))
         pooled = await engine.submit(booking(T, T + 100, resources=[], pools=["encoders"]))
@@ -298,7 +305,8 @@ async def test_reload_removing_a_resource_or_pool_marks_jobs_then_restoring_clea
         other = await engine.submit(booking(T, T + 100, resources=["dual"]))
 
         without_studio = dataclasses.replace(
-            config, resources={k: v for k, v in config.resources.items() if k != "studio"})
+            config, resources={k: v for k, v in config.resources.items() if k != "studio"}
+        )
         warnings = await engine.reload(without_studio)
         assert any(f"job {studio.id}" in w and "studio" in w for w in warnings)
         marked = await engine.get_job(studio.id)
@@ -335,7 +343,10 @@ async def test_bookings_and_resources_info(config: Config) -> None:
 
         everything = await engine.bookings(None, None)
         assert [(b["job_id"], b["resource"]) for b in everything] == [
-            (live.id, "studio"), (pooled.id, "enc-1"), (later.id, "studio")]
+            (live.id, "studio"),
+            (pooled.id, "enc-1"),
+            (later.id, "studio"),
+        ]
         first = everything[0]
         assert (first["job_name"], first["state"], first["pool"]) == ("live", "running", None)
         assert (first["start"], first["end"]) == (now, now + 3600)
@@ -344,7 +355,9 @@ async def test_bookings_and_resources_info(config: Config) -> None:
         assert [b["job_id"] for b in await engine.bookings(T + 100, None)] == []
         assert [b["job_id"] for b in await engine.bookings(None, T)] == [live.id]
         assert {b["job_id"] for b in await engine.bookings(T + 99, T + 200)} == {
-            later.id, pooled.id}
+            later.id,
+            pooled.id,
+        }
 
         info = {r["name"]: r for r in await engine.resources_info()}
         assert info["studio"]["capacity"] == 1 and info["studio"]["pools"] == []
@@ -362,12 +375,14 @@ async def test_bookings_and_resources_info(config: Config) -> None:
 
 
 async def test_restart_with_a_resource_gone_marks_jobs_and_its_return_clears(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     config = _config(tmp_path)
     async with running_engine(config) as engine:
         job = await engine.submit(booking(T, T + 100, state=S.TENTATIVE))
     without_studio = dataclasses.replace(
-        config, resources={k: v for k, v in config.resources.items() if k != "studio"})
+        config, resources={k: v for k, v in config.resources.items() if k != "studio"}
+    )
     async with running_engine(without_studio) as engine:
         marked = await engine.get_job(job.id)
         assert marked.error is not None and marked.error.code == "booking-invalid"
@@ -396,7 +411,7 @@ async def test_retry_of_a_failed_booking_books_again(config: Config) -> None:
         assert [h.to_state for h in again.history].count(S.RUNNING) == 2
 
 
-SELECTOR = '''
+SELECTOR = """
 import jobd
 
 
@@ -406,7 +421,7 @@ def jobd_select_resource(pool, candidates, job):
     if want == "boom":
         raise RuntimeError("selector bug")
     return want
-'''
+"""
 
 
 async def test_select_resource_hook_chooses_the_pool_member(tmp_path: Path) -> None:
@@ -414,12 +429,21 @@ async def test_select_resource_hook_chooses_the_pool_member(tmp_path: Path) -> N
     plugins.mkdir()
     (plugins / "selector.py").write_text(SELECTOR)
     config = _config(tmp_path)
-    config = dataclasses.replace(config, daemon=dataclasses.replace(
-        config.daemon, plugin_dirs=(*config.daemon.plugin_dirs, plugins)))
+    config = dataclasses.replace(
+        config,
+        daemon=dataclasses.replace(
+            config.daemon, plugin_dirs=(*config.daemon.plugin_dirs, plugins)
+        ),
+    )
 
     def pooled(start: float, want: str | None = None) -> Any:
-        return booking(start, start + 10, resources=[], pools=["encoders"],
-                       params={} if want is None else {"want": want})
+        return booking(
+            start,
+            start + 10,
+            resources=[],
+            pools=["encoders"],
+            params={} if want is None else {"want": want},
+        )
 
     async with running_engine(config) as engine:
         # Default (no answer): fewest bookings, then name.
@@ -428,8 +452,11 @@ async def test_select_resource_hook_chooses_the_pool_member(tmp_path: Path) -> N
         assert [r.resource for r in chosen.reservations] == ["enc-2"]
         # An answer that is not a free candidate (enc-2 is taken at T + 100), unknown, or
         # raising: the default, fewest bookings first (1/1, then 2/1, then 2/2), then name.
-        for start, want, expected in ((T + 100, "enc-2", "enc-1"), (T + 200, "nope", "enc-2"),
-                                      (T + 300, "boom", "enc-1")):
+        for start, want, expected in (
+            (T + 100, "enc-2", "enc-1"),
+            (T + 200, "nope", "enc-2"),
+            (T + 300, "boom", "enc-1"),
+        ):
             job = await engine.submit(pooled(start, want))
             assert [r.resource for r in job.reservations] == [expected], want
 
@@ -455,11 +482,16 @@ async def test_concurrent_submissions_for_one_slot_book_it_once(config: Config) 
 
 async def test_a_restart_loads_every_booking_back_from_the_store(config: Config) -> None:
     async with running_engine(config) as engine:
-        ids = [(await engine.submit(booking(T + 10 * i, T + 10 * i + 5, state=S.TENTATIVE,
-                                            resources=[name]))).id
-               for i in range(3) for name in ("dual", "studio")]
-        pooled = (await engine.submit(booking(T, T + 5, resources=[],
-                                              pools=["encoders"]))).id
+        ids = [
+            (
+                await engine.submit(
+                    booking(T + 10 * i, T + 10 * i + 5, state=S.TENTATIVE, resources=[name])
+                )
+            ).id
+            for i in range(3)
+            for name in ("dual", "studio")
+        ]
+        pooled = (await engine.submit(booking(T, T + 5, resources=[], pools=["encoders"]))).id
         before = await engine.bookings(None, None)
         await engine.operate(ids[1], "cancel")  # released: not loaded back
     async with running_engine(config) as engine:

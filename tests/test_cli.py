@@ -35,18 +35,35 @@ from tests.enginekit import make_config, running_engine, step, workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What a client command must never load (SPEC §6, ARCHITECTURE "Known traps").
-DAEMON_STACK = ("fastapi", "starlette", "uvicorn", "apscheduler", "aiosqlite", "pydantic",
-                "jobd.engine", "jobd.store", "jobd.api", "jobd.daemon", "prometheus_client")
+DAEMON_STACK = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "apscheduler",
+    "aiosqlite",
+    "pydantic",
+    "jobd.engine",
+    "jobd.store",
+    "jobd.api",
+    "jobd.daemon",
+    "prometheus_client",
+)
 
 
-def run_jobd(*args: str, env: dict[str, str] | None = None,
-             python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def run_jobd(
+    *args: str, env: dict[str, str] | None = None, python_flags: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     """The real command in a child process, isolated from the caller's JOBD_* settings."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("JOBD_")}
     clean["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, *python_flags, "-m", "jobd", *args],
-                          capture_output=True, text=True, env={**clean, **(env or {})},
-                          timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, *python_flags, "-m", "jobd", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, **(env or {})},
+        timeout=60,
+        check=False,
+    )
 
 
 # --------------------------------------------------------------------------- parsing
@@ -57,19 +74,58 @@ def parse(*argv: str) -> Any:
 
 
 def test_submit_flags_become_the_api_body() -> None:
-    args = parse("submit", "ingest", "-p", "source=/a b.mxf", "-p", "expr=x=y",
-                 "--params-json", '{"source": "old", "n": 2}', "--asset", "vt-1",
-                 "--asset", "vt-2", "--shared-asset", "lib", "--resource", "enc-1",
-                 "--pool", "encoders", "--start", "2026-01-01T11:00:00+01:00",
-                 "--end", "2026-01-01T12:00Z", "--preroll", "5m", "--postroll", "30",
-                 "--priority", "-20", "--timeout", "1h", "--lock-timeout", "90s",
-                 "--tentative", "--name", "morning")
+    args = parse(
+        "submit",
+        "ingest",
+        "-p",
+        "source=/a b.mxf",
+        "-p",
+        "expr=x=y",
+        "--params-json",
+        '{"source": "old", "n": 2}',
+        "--asset",
+        "vt-1",
+        "--asset",
+        "vt-2",
+        "--shared-asset",
+        "lib",
+        "--resource",
+        "enc-1",
+        "--pool",
+        "encoders",
+        "--start",
+        "2026-01-01T11:00:00+01:00",
+        "--end",
+        "2026-01-01T12:00Z",
+        "--preroll",
+        "5m",
+        "--postroll",
+        "30",
+        "--priority",
+        "-20",
+        "--timeout",
+        "1h",
+        "--lock-timeout",
+        "90s",
+        "--tentative",
+        "--name",
+        "morning",
+    )
     assert cli._submit_body(args) == {
-        "workflow": "ingest", "params": {"source": "/a b.mxf", "expr": "x=y", "n": 2},
-        "assets": ["vt-1", "vt-2"], "shared_assets": ["lib"], "resources": ["enc-1"],
-        "pools": ["encoders"], "start_at": "2026-01-01T10:00:00+00:00",
-        "end_at": "2026-01-01T12:00:00+00:00", "preroll": 300.0, "postroll": 30.0,
-        "priority": -20, "timeout": 3600.0, "lock_timeout": 90.0, "state": "tentative",
+        "workflow": "ingest",
+        "params": {"source": "/a b.mxf", "expr": "x=y", "n": 2},
+        "assets": ["vt-1", "vt-2"],
+        "shared_assets": ["lib"],
+        "resources": ["enc-1"],
+        "pools": ["encoders"],
+        "start_at": "2026-01-01T10:00:00+00:00",
+        "end_at": "2026-01-01T12:00:00+00:00",
+        "preroll": 300.0,
+        "postroll": 30.0,
+        "priority": -20,
+        "timeout": 3600.0,
+        "lock_timeout": 90.0,
+        "state": "tentative",
         "name": "morning",
     }
 
@@ -98,34 +154,50 @@ def test_connection_options_work_before_and_after_the_command() -> None:
 def test_batch_operations_take_several_ids() -> None:
     args = parse("invoice-ready", "3", "4", "5")
     assert args.operation == "invoice-ready" and args.job_ids == [3, 4, 5]
-    assert set(cli.OPERATIONS) == {"cancel", "stop", "pause", "resume", "retry", "restart",
-                                   "confirm", "tentative", "unconfirm", "resubmit",
-                                   "invoice-ready", "invoiced", "delete"}
+    assert set(cli.OPERATIONS) == {
+        "cancel",
+        "stop",
+        "pause",
+        "resume",
+        "retry",
+        "restart",
+        "confirm",
+        "tentative",
+        "unconfirm",
+        "resubmit",
+        "invoice-ready",
+        "invoiced",
+        "delete",
+    }
 
 
-@pytest.mark.parametrize(("argv", "says"), [
-    ([], "usage"),
-    (["bogus"], "invalid choice"),
-    (["submit"], "workflow"),
-    (["submit", "w", "--priority", "2000"], "outside -1000..1000"),
-    (["submit", "w", "--priority", "high"], "not an integer"),
-    (["submit", "w", "--start", "2026-01-01T10:00"], "has no zone; add Z or +01:00"),
-    (["submit", "w", "--end", "tomorrow"], "not ISO 8601"),
-    (["submit", "w", "--preroll", "-5"], "duration"),
-    (["submit", "w", "-p", "novalue"], "not key=value"),
-    (["submit", "w", "--params-json", "[1]"], "JSON object"),
-    (["submit", "w", "--params-json", "{"], "not valid JSON"),
-    (["submit", "w", "--draft", "--tentative"], "not allowed with"),
-    (["submit", "w", "--wait", "--draft"], "--wait needs a confirmed job"),
-    (["show"], "required"),
-    (["show", "abc"], "not a positive integer"),
-    (["cancel"], "required"),
-    (["cancel", "1", "0"], "not a positive integer"),
-    (["list", "--limit", "0"], "not a positive integer"),
-    (["bookings", "--from", "2026-01-01"], "has no zone"),
-])
-def test_usage_errors_exit_2_and_say_why(argv: list[str], says: str,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        ([], "usage"),
+        (["bogus"], "invalid choice"),
+        (["submit"], "workflow"),
+        (["submit", "w", "--priority", "2000"], "outside -1000..1000"),
+        (["submit", "w", "--priority", "high"], "not an integer"),
+        (["submit", "w", "--start", "2026-01-01T10:00"], "has no zone; add Z or +01:00"),
+        (["submit", "w", "--end", "tomorrow"], "not ISO 8601"),
+        (["submit", "w", "--preroll", "-5"], "duration"),
+        (["submit", "w", "-p", "novalue"], "not key=value"),
+        (["submit", "w", "--params-json", "[1]"], "JSON object"),
+        (["submit", "w", "--params-json", "{"], "not valid JSON"),
+        (["submit", "w", "--draft", "--tentative"], "not allowed with"),
+        (["submit", "w", "--wait", "--draft"], "--wait needs a confirmed job"),
+        (["show"], "required"),
+        (["show", "abc"], "not a positive integer"),
+        (["cancel"], "required"),
+        (["cancel", "1", "0"], "not a positive integer"),
+        (["list", "--limit", "0"], "not a positive integer"),
+        (["bookings", "--from", "2026-01-01"], "has no zone"),
+    ],
+)
+def test_usage_errors_exit_2_and_say_why(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli.main(["--socket", "/nonexistent/jobd.sock", *argv]) == 2
     assert says in capsys.readouterr().err
 
@@ -133,8 +205,18 @@ def test_usage_errors_exit_2_and_say_why(argv: list[str], says: str,
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("run", "check-config", "submit", "list", "show", "logs", "watch",
-                    "bookings", "invoice-ready", "reload"):
+    for command in (
+        "run",
+        "check-config",
+        "submit",
+        "list",
+        "show",
+        "logs",
+        "watch",
+        "bookings",
+        "invoice-ready",
+        "reload",
+    ):
         assert command in out
 
 
@@ -158,20 +240,26 @@ def test_a_closed_tcp_port_is_exit_3() -> None:
 def test_endpoint_resolution_order(tmp_path: Path) -> None:
     config = tmp_path / "jobd.toml"
     config.write_text(f'[api]\nsocket = "{tmp_path / "from-config.sock"}"\n')
-    env = {"JOBD_SOCKET": "/env.sock", "JOBD_URL": "http://env:1", "JOBD_TOKEN": "envtok",
-           "JOBD_CONFIG": str(config)}
+    env = {
+        "JOBD_SOCKET": "/env.sock",
+        "JOBD_URL": "http://env:1",
+        "JOBD_TOKEN": "envtok",
+        "JOBD_CONFIG": str(config),
+    }
     assert resolve_endpoint(socket="/opt.sock", environ=env) == Endpoint(socket=Path("/opt.sock"))
     assert resolve_endpoint(environ=env) == Endpoint(socket=Path("/env.sock"))
     del env["JOBD_SOCKET"]
     assert resolve_endpoint(environ=env) == Endpoint(url="http://env:1", token="envtok")
     assert resolve_endpoint(url="http://opt:2/", token="o", environ=env) == Endpoint(
-        url="http://opt:2", token="o")
+        url="http://opt:2", token="o"
+    )
     del env["JOBD_URL"]
     assert resolve_endpoint(environ=env).socket == tmp_path / "from-config.sock"
 
 
 def test_an_unreadable_config_falls_back_to_the_default_socket(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "jobd.toml"
     config.write_text("[daemon]\nworkers = 'many'\n")
     assert resolve_endpoint(config=str(config), environ={}).socket == Path("/run/jobd/jobd.sock")
@@ -192,13 +280,16 @@ def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def _imported_modules(stderr: str) -> set[str]:
-    return {m.group(1).strip() for m in re.finditer(r"^import time:.*\|\s*(\S+)\s*$", stderr,
-                                                     re.MULTILINE)}
+    return {
+        m.group(1).strip()
+        for m in re.finditer(r"^import time:.*\|\s*(\S+)\s*$", stderr, re.MULTILINE)
+    }
 
 
 def test_a_client_command_does_not_import_the_daemon_stack(tmp_path: Path) -> None:
-    result = run_jobd("--socket", str(tmp_path / "x.sock"), "list",
-                      python_flags=("-X", "importtime"))
+    result = run_jobd(
+        "--socket", str(tmp_path / "x.sock"), "list", python_flags=("-X", "importtime")
+    )
     assert result.returncode == 3
     modules = _imported_modules(result.stderr)
     assert "jobd.cli" in modules and "httpx" in modules  # the measurement works
@@ -207,10 +298,18 @@ def test_a_client_command_does_not_import_the_daemon_stack(tmp_path: Path) -> No
 
 
 def test_importing_the_cli_loads_neither_httpx_nor_rich() -> None:
-    code = (f"import sys, jobd.cli; heavy = ('httpx', 'rich', *{DAEMON_STACK!r}); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, check=True)
+    code = (
+        f"import sys, jobd.cli; heavy = ('httpx', 'rich', *{DAEMON_STACK!r}); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+        check=True,
+    )
     assert result.stdout.strip() == "[]"
 
 
@@ -218,8 +317,21 @@ def test_importing_the_cli_loads_neither_httpx_nor_rich() -> None:
 
 
 def test_sse_parsing_skips_comments_and_joins_data_lines() -> None:
-    lines = [": connected", "", "event: job", 'data: {"job_id": 1,', 'data: "kind": "state"}', "",
-             ": keepalive", "", "event: other", "data: {}", "", 'data: {"job_id": 2}', ""]
+    lines = [
+        ": connected",
+        "",
+        "event: job",
+        'data: {"job_id": 1,',
+        'data: "kind": "state"}',
+        "",
+        ": keepalive",
+        "",
+        "event: other",
+        "data: {}",
+        "",
+        'data: {"job_id": 2}',
+        "",
+    ]
     assert list(parse_sse(iter(lines))) == [{"job_id": 1, "kind": "state"}, {"job_id": 2}]
 
 
@@ -233,14 +345,20 @@ def test_error_answers_become_api_errors() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/queue":
             return httpx.Response(502, text="<html>bad gateway</html>")
-        return httpx.Response(409, json={"error": {"code": "invalid-transition",
-                                                   "message": "no", "details": {"a": 1}}})
+        return httpx.Response(
+            409,
+            json={"error": {"code": "invalid-transition", "message": "no", "details": {"a": 1}}},
+        )
 
     with _mock_client(handler) as client:
         with pytest.raises(ApiError) as caught:
             client.operate(1, "cancel")
-        assert (caught.value.status, caught.value.code, caught.value.message,
-                caught.value.details) == (409, "invalid-transition", "no", {"a": 1})
+        assert (
+            caught.value.status,
+            caught.value.code,
+            caught.value.message,
+            caught.value.details,
+        ) == (409, "invalid-transition", "no", {"a": 1})
         with pytest.raises(ApiError, match="not JSON"):
             client.queue()
 
@@ -272,14 +390,19 @@ async def _serving(config: Config, sock: Path) -> AsyncIterator[Engine]:
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     """The engine and API on a Unix socket, served from a thread so the CLI can block."""
-    flows = [workflow("quick", step("nap", "sleep", params={"seconds": 0})),
-             workflow("hold", step("nap", "sleep", params={"seconds": 30})),
-             workflow("boom", step("explode", "fail", params={"message": "kaboom"}))]
+    flows = [
+        workflow("quick", step("nap", "sleep", params={"seconds": 0})),
+        workflow("hold", step("nap", "sleep", params={"seconds": 30})),
+        workflow("boom", step("explode", "fail", params={"message": "kaboom"})),
+    ]
     config = make_config(tmp_path, flows)
     short = Path(tempfile.mkdtemp(prefix="jobd-cli-"))  # sun_path is 107 bytes at most
     try:
-        with capture_logs(), start_blocking_portal() as portal, \
-                portal.wrap_async_context_manager(_serving(config, short / "s")) as engine:
+        with (
+            capture_logs(),
+            start_blocking_portal() as portal,
+            portal.wrap_async_context_manager(_serving(config, short / "s")) as engine,
+        ):
             yield Daemon(short / "s", engine)
     finally:
         shutil.rmtree(short, ignore_errors=True)
@@ -310,8 +433,9 @@ def test_submit_wait_list_show_logs(daemon: Daemon, capsys: pytest.CaptureFixtur
     assert "job 999 not found" in capsys.readouterr().err
 
 
-def test_batch_operations_report_each_id(daemon: Daemon,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_batch_operations_report_each_id(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
     ids = []
     for _ in range(2):
         assert daemon.jobd("submit", "quick", "--draft") == 0
@@ -326,8 +450,9 @@ def test_batch_operations_report_each_id(daemon: Daemon,
     assert f"job {ids[1]}: cannot invoice-ready a job in state draft" in err
     assert "job 999 not found" in err
     assert daemon.jobd("resubmit", ids[1]) == 0
-    assert re.fullmatch(rf"job {ids[1]}: resubmitted as job \d+ \(draft\)\n",
-                        capsys.readouterr().out)
+    assert re.fullmatch(
+        rf"job {ids[1]}: resubmitted as job \d+ \(draft\)\n", capsys.readouterr().out
+    )
     assert daemon.jobd("delete", ids[1]) == 0
     assert capsys.readouterr().out == f"job {ids[1]}: deleted\n"
 
@@ -352,14 +477,16 @@ def test_inspection_commands(daemon: Daemon, capsys: pytest.CaptureFixture[str])
     assert daemon.jobd("cancel", holder) == 0
 
 
-def test_an_api_error_during_a_read_is_exit_1(daemon: Daemon,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_api_error_during_a_read_is_exit_1(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert daemon.jobd("submit", "no-such-workflow") == 1
     assert "unknown workflow 'no-such-workflow'" in capsys.readouterr().err
 
 
-def test_wait_prints_each_change_until_the_end(daemon: Daemon,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_wait_prints_each_change_until_the_end(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
     import threading
 
     with Client(Endpoint(socket=daemon.sock)) as client:
@@ -375,8 +502,7 @@ def test_wait_prints_each_change_until_the_end(daemon: Daemon,
         waiter.join(20)
     assert result["state"] == "completed"
     err = capsys.readouterr().err
-    for change in ("draft -> confirmed", "queued -> running", "running -> completed",
-                   "step nap "):
+    for change in ("draft -> confirmed", "queued -> running", "running -> completed", "step nap "):
         assert change in err, err
 
 
@@ -393,13 +519,16 @@ def test_the_client_follows_events_after_subscribing(daemon: Daemon) -> None:
 # one-shot CLI process); here that ResourceWarning would otherwise fail the run.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_the_client_raises_daemon_unreachable_in_process(tmp_path: Path) -> None:
-    with Client(Endpoint(socket=tmp_path / "elsewhere")) as client, \
-            pytest.raises(DaemonUnreachable, match="elsewhere"):
+    with (
+        Client(Endpoint(socket=tmp_path / "elsewhere")) as client,
+        pytest.raises(DaemonUnreachable, match="elsewhere"),
+    ):
         client.health()
 
 
-def test_watch_redraws_with_events_until_ctrl_c(daemon: Daemon,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watch_redraws_with_events_until_ctrl_c(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from jobd import render
 
     real_view = render.watch_view
@@ -432,8 +561,9 @@ def test_watch_redraws_with_events_until_ctrl_c(daemon: Daemon,
 def test_every_command_and_route_is_documented() -> None:
     cli_doc = (ROOT / "docs" / "cli.md").read_text()
     api_doc = (ROOT / "docs" / "api.md").read_text()
-    subparsers = next(a for a in cli.build_parser()._actions
-                      if isinstance(a, argparse._SubParsersAction))
+    subparsers = next(
+        a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
     for name, parser in subparsers.choices.items():
         assert f"`{name}`" in cli_doc or f"`jobd {name}" in cli_doc, f"docs/cli.md: {name}"
         for action in parser._actions:
@@ -447,7 +577,8 @@ def test_every_command_and_route_is_documented() -> None:
             for method in sorted(getattr(route, "methods", ()) - {"HEAD"}):
                 documented = path.replace("{job_id}", "{id}")
                 assert f"`{method} {documented}" in api_doc or (
-                    method == "GET" and f"`{documented}`" in api_doc), f"docs/api.md: {path}"
+                    method == "GET" and f"`{documented}`" in api_doc
+                ), f"docs/api.md: {path}"
 
 
 class _NoEngine:

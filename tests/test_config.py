@@ -80,7 +80,10 @@ def test_defaults_when_file_is_empty(tmp_path: Path) -> None:
 
 
 def test_values_are_converted(tmp_path: Path) -> None:
-    config = load_text(tmp_path, MINIMAL_WORKFLOW + """
+    config = load_text(
+        tmp_path,
+        MINIMAL_WORKFLOW
+        + """
 [api]
 socket_mode = "0640"
 listen = "[::1]:8470"
@@ -93,7 +96,8 @@ workflow = "w"
 cron = "*/5 * * * *"
 timezone = "Europe/Brussels"
 priority = -1000
-""")
+""",
+    )
     assert config.api.socket_mode == 0o640
     assert config.api.listen == "[::1]:8470"
     assert config.logging.level == "warning"
@@ -122,29 +126,36 @@ def test_relative_paths_resolve_against_their_own_file(tmp_path: Path) -> None:
 def test_dropins_merge_in_name_order(tmp_path: Path) -> None:
     config = load_text(
         tmp_path,
-        '[daemon]\nworkers = 2\nfile_roots = ["/a", "/b"]\n[resources.r1]\n' + MINIMAL_WORKFLOW
+        '[daemon]\nworkers = 2\nfile_roots = ["/a", "/b"]\n[resources.r1]\n'
+        + MINIMAL_WORKFLOW
         + '[[schedules]]\nname = "s0"\nworkflow = "w"\ninterval = 60\n',
         **{
             "20-late.toml": '[daemon]\nworkers = 5\n[[schedules]]\nname = "s2"\n'
-                            'workflow = "w"\ninterval = 1\n',
+            'workflow = "w"\ninterval = 1\n',
             "10-early.toml": '[daemon]\nworkers = 3\nfile_roots = ["/c"]\n'
-                             '[resources.r2]\ncapacity = 4\n[[schedules]]\nname = "s1"\n'
-                             'workflow = "w"\ninterval = 1\n',
+            '[resources.r2]\ncapacity = 4\n[[schedules]]\nname = "s1"\n'
+            'workflow = "w"\ninterval = 1\n',
             "ignored.txt": "not toml at all [",
         },
     )
     dropins = tmp_path / "jobd.d"
-    assert config.sources == (tmp_path / "jobd.toml", dropins / "10-early.toml",
-                              dropins / "20-late.toml")
-    assert config.daemon.workers == 5                      # later scalar wins
-    assert config.daemon.file_roots == (Path("/c"),)       # arrays replace, never append
-    assert set(config.resources) == {"r1", "r2"}           # tables merge
+    assert config.sources == (
+        tmp_path / "jobd.toml",
+        dropins / "10-early.toml",
+        dropins / "20-late.toml",
+    )
+    assert config.daemon.workers == 5  # later scalar wins
+    assert config.daemon.file_roots == (Path("/c"),)  # arrays replace, never append
+    assert set(config.resources) == {"r1", "r2"}  # tables merge
     assert [s.name for s in config.schedules] == ["s0", "s1", "s2"]  # concatenated
 
 
 def test_a_later_array_replaces_the_earlier_one_with_its_provenance(tmp_path: Path) -> None:
-    error = error_of(tmp_path, MINIMAL_WORKFLOW, **{
-        "10-x.toml": '[workflows.w]\nsteps = [{ name = "a", action = "x", timeout = 0 }]\n'})
+    error = error_of(
+        tmp_path,
+        MINIMAL_WORKFLOW,
+        **{"10-x.toml": '[workflows.w]\nsteps = [{ name = "a", action = "x", timeout = 0 }]\n'},
+    )
     assert error.file == str(tmp_path / "jobd.d" / "10-x.toml")
     assert error.key == "workflows.w.steps[0].timeout"
 
@@ -161,70 +172,200 @@ def test_duplicate_schedule_names_across_files_name_both(tmp_path: Path) -> None
 
 ERROR_CASES = [
     # (id, main file text, dropin text or "", key path, words in the problem)
-    ("unknown-key", "[daemon]\nworkerz = 3\n", "", "daemon.workerz",
-     ["unknown key 'workerz'", "did you mean 'workers'?"]),
+    (
+        "unknown-key",
+        "[daemon]\nworkerz = 3\n",
+        "",
+        "daemon.workerz",
+        ["unknown key 'workerz'", "did you mean 'workers'?"],
+    ),
     ("unknown-section", "[deamon]\n", "", "deamon", ["did you mean 'daemon'?"]),
-    ("unknown-step-key", '[workflows.w]\nsteps = [{ name = "a", action = "b", retrys = 1 }]\n',
-     "", "workflows.w.steps[0].retrys", ["did you mean 'retries'?"]),
-    ("wrong-type-seconds", '[defaults]\ntimeout = "abc"\n', "", "defaults.timeout",
-     ["expected a number of seconds > 0, got 'abc'"]),
-    ("bool-is-not-int", "[daemon]\nworkers = true\n", "", "daemon.workers",
-     ["expected an integer from 1 up, got true"]),
+    (
+        "unknown-step-key",
+        '[workflows.w]\nsteps = [{ name = "a", action = "b", retrys = 1 }]\n',
+        "",
+        "workflows.w.steps[0].retrys",
+        ["did you mean 'retries'?"],
+    ),
+    (
+        "wrong-type-seconds",
+        '[defaults]\ntimeout = "abc"\n',
+        "",
+        "defaults.timeout",
+        ["expected a number of seconds > 0, got 'abc'"],
+    ),
+    (
+        "bool-is-not-int",
+        "[daemon]\nworkers = true\n",
+        "",
+        "daemon.workers",
+        ["expected an integer from 1 up, got true"],
+    ),
     ("workers-zero", "[daemon]\nworkers = 0\n", "", "daemon.workers", ["from 1 up, got 0"]),
     ("queue-zero", "[daemon]\nrun_queue_size = 0\n", "", "daemon.run_queue_size", ["got 0"]),
-    ("missing-required", '[workflows.w]\nsteps = [{ name = "a" }]\n', "",
-     "workflows.w.steps[0].action", ["missing required key 'action'"]),
-    ("duplicate-step", '[workflows.w]\nsteps = [{ name = "a", action = "x" }, '
-     '{ name = "a", action = "y" }]\n', "", "workflows.w.steps[1].name", ["duplicate step"]),
-    ("isolation", '[workflows.w]\nsteps = [{ name = "a", action = "x", isolation = "proc" }]\n',
-     "", "workflows.w.steps[0].isolation", ["'inline', 'process'", "did you mean 'process'?"]),
-    ("bad-cron", MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\n'
-     'cron = "0 2 * *"\n', "", "schedules[0].cron", ["Wrong number of fields"]),
-    ("bad-cron-value", MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\n'
-     'cron = "61 2 * * *"\n', "", "schedules[0].cron", ["invalid cron expression"]),
-    ("bad-timezone", MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\n'
-     'interval = 5\ntimezone = "Europe/Brusels"\n', "", "schedules[0].timezone",
-     ["unknown timezone", "did you mean 'Europe/Brussels'?"]),
-    ("cron-and-interval", MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\n'
-     'cron = "* * * * *"\ninterval = 5\n', "", "schedules[0]", ["exactly one"]),
-    ("neither", MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\n', "",
-     "schedules[0]", ["exactly one"]),
-    ("unknown-workflow", MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "v"\n'
-     "interval = 5\n", "", "schedules[0].workflow", ["'v' is not a declared workflow"]),
-    ("overlap-enum", MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\n'
-     'interval = 5\noverlap = "never"\n', "", "schedules[0].overlap", ["'skip'"]),
-    ("priority-range", MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\n'
-     "interval = 5\npriority = 1001\n", "", "schedules[0].priority", ["-1000 to 1000"]),
-    ("pool-undeclared-member", '[resources.enc-1]\n[pools.p]\nmembers = ["enc-1", "enc-2"]\n',
-     "", "pools.p.members[1]", ["'enc-2' is not a declared resource", "did you mean 'enc-1'?"]),
-    ("pool-resource-collision", '[resources.x]\n[pools.x]\nmembers = ["x"]\n', "", "pools.x",
-     ["both a resource and a pool"]),
+    (
+        "missing-required",
+        '[workflows.w]\nsteps = [{ name = "a" }]\n',
+        "",
+        "workflows.w.steps[0].action",
+        ["missing required key 'action'"],
+    ),
+    (
+        "duplicate-step",
+        '[workflows.w]\nsteps = [{ name = "a", action = "x" }, { name = "a", action = "y" }]\n',
+        "",
+        "workflows.w.steps[1].name",
+        ["duplicate step"],
+    ),
+    (
+        "isolation",
+        '[workflows.w]\nsteps = [{ name = "a", action = "x", isolation = "proc" }]\n',
+        "",
+        "workflows.w.steps[0].isolation",
+        ["'inline', 'process'", "did you mean 'process'?"],
+    ),
+    (
+        "bad-cron",
+        MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\ncron = "0 2 * *"\n',
+        "",
+        "schedules[0].cron",
+        ["Wrong number of fields"],
+    ),
+    (
+        "bad-cron-value",
+        MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\ncron = "61 2 * * *"\n',
+        "",
+        "schedules[0].cron",
+        ["invalid cron expression"],
+    ),
+    (
+        "bad-timezone",
+        MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\n'
+        'interval = 5\ntimezone = "Europe/Brusels"\n',
+        "",
+        "schedules[0].timezone",
+        ["unknown timezone", "did you mean 'Europe/Brussels'?"],
+    ),
+    (
+        "cron-and-interval",
+        MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\n'
+        'cron = "* * * * *"\ninterval = 5\n',
+        "",
+        "schedules[0]",
+        ["exactly one"],
+    ),
+    (
+        "neither",
+        MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\n',
+        "",
+        "schedules[0]",
+        ["exactly one"],
+    ),
+    (
+        "unknown-workflow",
+        MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "v"\ninterval = 5\n',
+        "",
+        "schedules[0].workflow",
+        ["'v' is not a declared workflow"],
+    ),
+    (
+        "overlap-enum",
+        MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\n'
+        'interval = 5\noverlap = "never"\n',
+        "",
+        "schedules[0].overlap",
+        ["'skip'"],
+    ),
+    (
+        "priority-range",
+        MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\n'
+        "interval = 5\npriority = 1001\n",
+        "",
+        "schedules[0].priority",
+        ["-1000 to 1000"],
+    ),
+    (
+        "pool-undeclared-member",
+        '[resources.enc-1]\n[pools.p]\nmembers = ["enc-1", "enc-2"]\n',
+        "",
+        "pools.p.members[1]",
+        ["'enc-2' is not a declared resource", "did you mean 'enc-1'?"],
+    ),
+    (
+        "pool-resource-collision",
+        '[resources.x]\n[pools.x]\nmembers = ["x"]\n',
+        "",
+        "pools.x",
+        ["both a resource and a pool"],
+    ),
     ("pool-without-members", "[pools.p]\n", "", "pools.p.members", ["missing required"]),
-    ("listen-without-token", '[api]\nlisten = "127.0.0.1:8470"\n', "", "api.token_file",
-     ["required when api.listen is set"]),
-    ("listen-format", '[api]\nlisten = "8470"\ntoken_file = "t"\n', "", "api.listen",
-     ['"host:port"']),
-    ("socket-mode-int", "[api]\nsocket_mode = 660\n", "", "api.socket_mode",
-     ['octal mode string like "0660", got 660']),
+    (
+        "listen-without-token",
+        '[api]\nlisten = "127.0.0.1:8470"\n',
+        "",
+        "api.token_file",
+        ["required when api.listen is set"],
+    ),
+    (
+        "listen-format",
+        '[api]\nlisten = "8470"\ntoken_file = "t"\n',
+        "",
+        "api.listen",
+        ['"host:port"'],
+    ),
+    (
+        "socket-mode-int",
+        "[api]\nsocket_mode = 660\n",
+        "",
+        "api.socket_mode",
+        ['octal mode string like "0660", got 660'],
+    ),
     ("log-level", '[logging]\nlevel = "verbose"\n', "", "logging.level", ["'debug'"]),
     ("log-format", '[logging]\nformat = "xml"\n', "", "logging.format", ["'json'"]),
-    ("quoted-key-path", '[resources."studio a"]\n', "", 'resources."studio a"',
-     ["whitespace or commas"]),
-    ("datetime-param", '[workflows.w]\nsteps = [{ name = "a", action = "x", '
-     "params = { at = 2024-01-01T00:00:00Z } }]\n", "", "workflows.w.steps[0].params.at",
-     ["quote them as strings"]),
+    (
+        "quoted-key-path",
+        '[resources."studio a"]\n',
+        "",
+        'resources."studio a"',
+        ["whitespace or commas"],
+    ),
+    (
+        "datetime-param",
+        '[workflows.w]\nsteps = [{ name = "a", action = "x", '
+        "params = { at = 2024-01-01T00:00:00Z } }]\n",
+        "",
+        "workflows.w.steps[0].params.at",
+        ["quote them as strings"],
+    ),
     ("nan-seconds", "[daemon]\nkill_grace = nan\n", "", "daemon.kill_grace", [">= 0, got nan"]),
-    ("dropin-unknown-key", "[daemon]\nworkers = 2\n", "[daemon]\nworkers = 3\nstate_dri = 'x'\n",
-     "daemon.state_dri", ["did you mean 'state_dir'?"]),
-    ("dropin-listen-blames-dropin", "", '[api]\nlisten = "0.0.0.0:1"\n', "api.token_file",
-     ["required"]),
+    (
+        "dropin-unknown-key",
+        "[daemon]\nworkers = 2\n",
+        "[daemon]\nworkers = 3\nstate_dri = 'x'\n",
+        "daemon.state_dri",
+        ["did you mean 'state_dir'?"],
+    ),
+    (
+        "dropin-listen-blames-dropin",
+        "",
+        '[api]\nlisten = "0.0.0.0:1"\n',
+        "api.token_file",
+        ["required"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("text", "dropin", "key", "words"),
-                         [case[1:] for case in ERROR_CASES], ids=[c[0] for c in ERROR_CASES])
+@pytest.mark.parametrize(
+    ("text", "dropin", "key", "words"),
+    [case[1:] for case in ERROR_CASES],
+    ids=[c[0] for c in ERROR_CASES],
+)
 def test_errors_name_file_key_and_problem(
-    tmp_path: Path, text: str, dropin: str, key: str, words: list[str],
+    tmp_path: Path,
+    text: str,
+    dropin: str,
+    key: str,
+    words: list[str],
 ) -> None:
     error = error_of(tmp_path, text, **({"10-drop.toml": dropin} if dropin else {}))
     expected_file = tmp_path / ("jobd.d/10-drop.toml" if dropin else "jobd.toml")
@@ -234,8 +375,9 @@ def test_errors_name_file_key_and_problem(
     assert str(error).startswith(f"{expected_file}: {key}: ")
 
 
-@pytest.mark.parametrize(("where", "text"), [("main", "[daemon]\nworkers = \n"),
-                                             ("dropin", "[daemon\n")])
+@pytest.mark.parametrize(
+    ("where", "text"), [("main", "[daemon]\nworkers = \n"), ("dropin", "[daemon\n")]
+)
 def test_toml_syntax_error_names_file_and_line(tmp_path: Path, where: str, text: str) -> None:
     if where == "main":
         error, file = error_of(tmp_path, text), tmp_path / "jobd.toml"
@@ -255,14 +397,20 @@ def test_missing_main_file_is_an_error(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-@pytest.mark.parametrize(("cli", "env", "expected"), [
-    ("/a.toml", "/b.toml", Path("/a.toml")),
-    (None, "/b.toml", Path("/b.toml")),
-    (None, None, DEFAULT_CONFIG_PATH),
-    (None, "", DEFAULT_CONFIG_PATH),
-])
+@pytest.mark.parametrize(
+    ("cli", "env", "expected"),
+    [
+        ("/a.toml", "/b.toml", Path("/a.toml")),
+        (None, "/b.toml", Path("/b.toml")),
+        (None, None, DEFAULT_CONFIG_PATH),
+        (None, "", DEFAULT_CONFIG_PATH),
+    ],
+)
 def test_resolve_config_path(
-    monkeypatch: pytest.MonkeyPatch, cli: str | None, env: str | None, expected: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cli: str | None,
+    env: str | None,
+    expected: Path,
 ) -> None:
     if env is None:
         monkeypatch.delenv("JOBD_CONFIG", raising=False)
@@ -281,9 +429,18 @@ def test_summarize_states_the_key_facts(tmp_path: Path) -> None:
         **{"10-x.toml": "[resources.studio]\ncapacity = 2\n"},
     )
     text = summarize(config)
-    for fact in [str(tmp_path / "jobd.toml"), str(tmp_path / "jobd.d" / "10-x.toml"),
-                 str(tmp_path / "st"), "/run/jobd/jobd.sock", "workers: 3",
-                 "run queue size: 7", "resources (3): enc-1", "studio (capacity 2)",
-                 "pools (1): encoders", "workflows (1): w (1 step)",
-                 "schedules (1): nightly", "/etc/jobd/plugins.d"]:
+    for fact in [
+        str(tmp_path / "jobd.toml"),
+        str(tmp_path / "jobd.d" / "10-x.toml"),
+        str(tmp_path / "st"),
+        "/run/jobd/jobd.sock",
+        "workers: 3",
+        "run queue size: 7",
+        "resources (3): enc-1",
+        "studio (capacity 2)",
+        "pools (1): encoders",
+        "workflows (1): w (1 step)",
+        "schedules (1): nightly",
+        "/etc/jobd/plugins.d",
+    ]:
         assert fact in text

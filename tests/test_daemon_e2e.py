@@ -30,8 +30,11 @@ def shared() -> Iterator[e2e.Daemon]:
 
 
 def http(daemon: e2e.Daemon) -> httpx.Client:
-    return httpx.Client(transport=httpx.HTTPTransport(uds=str(daemon.layout.socket)),
-                        base_url="http://jobd", timeout=30)
+    return httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(daemon.layout.socket)),
+        base_url="http://jobd",
+        timeout=30,
+    )
 
 
 def items(listing: Any) -> list[dict[str, Any]]:
@@ -100,15 +103,15 @@ def test_bad_requests_are_4xx_and_harmless(shared: e2e.Daemon) -> None:
         ("wrong types", None, {"workflow": "demo", "priority": "high", "assets": "a"}),
         ("unknown workflow", None, {"workflow": "nope"}),
         ("time without a zone", None, {"workflow": "demo", "start_at": "2030-01-01T10:00:00"}),
-        ("1 MB body", b'{"workflow": "demo", "params": {"x": "' + b"x" * 1_048_576 + b'"}}',
-         None),
+        ("1 MB body", b'{"workflow": "demo", "params": {"x": "' + b"x" * 1_048_576 + b'"}}', None),
         ("not an object", None, [1, 2, 3]),
     ]
     with http(shared) as client:
         for what, raw, body in bad:
             if raw is not None:
-                answer = client.post("/v1/jobs", content=raw,
-                                     headers={"content-type": "application/json"})
+                answer = client.post(
+                    "/v1/jobs", content=raw, headers={"content-type": "application/json"}
+                )
             else:
                 answer = client.post("/v1/jobs", json=body)
             assert 400 <= answer.status_code < 500, (what, answer.status_code, answer.text)
@@ -142,7 +145,8 @@ def test_reload_with_a_good_config_adds_a_workflow(base: Path) -> None:
         assert daemon.cli("submit", "later", "--wait").returncode == 1
         text = daemon.layout.config.read_text()
         daemon.layout.config.write_text(
-            text + '\n[workflows.later]\nsteps = [{ name = "s", action = "e2e_echo" }]\n')
+            text + '\n[workflows.later]\nsteps = [{ name = "s", action = "e2e_echo" }]\n'
+        )
         daemon.reload()
         assert any(e.get("event") == "config reloaded" for e in daemon.log_events())
         done = daemon.cli("submit", "later", "--wait")
@@ -174,7 +178,8 @@ def test_a_world_readable_token_is_refused_before_anything(base: Path) -> None:
     token.write_text("secret\n")
     token.chmod(0o644)
     layout = e2e.write_layout(
-        base, api_extra=f'listen = "127.0.0.1:{e2e.free_port()}"\ntoken_file = "{token}"')
+        base, api_extra=f'listen = "127.0.0.1:{e2e.free_port()}"\ntoken_file = "{token}"'
+    )
     done = e2e.run_daemon_to_exit(layout.config)
     assert done.returncode == 1 and "world-readable" in done.stderr
     assert not layout.socket.exists() and not layout.state.exists()
@@ -194,8 +199,9 @@ def test_sigterm_exits_0_and_removes_the_socket(base: Path) -> None:
 def test_a_second_daemon_on_the_same_state_refuses(base: Path) -> None:
     with e2e.running_daemon(base / "first") as first:
         layout = e2e.write_layout(base / "second")
-        layout.config.write_text(layout.config.read_text().replace(
-            str(layout.state), str(first.layout.state)))
+        layout.config.write_text(
+            layout.config.read_text().replace(str(layout.state), str(first.layout.state))
+        )
         done = e2e.run_daemon_to_exit(layout.config)
         assert done.returncode == 1
         assert "already running" in done.stderr and str(first.layout.state) in done.stderr
@@ -207,8 +213,9 @@ def test_a_second_daemon_on_the_same_state_refuses(base: Path) -> None:
 def test_a_live_socket_of_another_daemon_is_not_stolen(base: Path) -> None:
     with e2e.running_daemon(base / "first") as first:
         layout = e2e.write_layout(base / "second")
-        layout.config.write_text(layout.config.read_text().replace(
-            str(layout.socket), str(first.layout.socket)))
+        layout.config.write_text(
+            layout.config.read_text().replace(str(layout.socket), str(first.layout.socket))
+        )
         done = e2e.run_daemon_to_exit(layout.config)
         assert done.returncode == 1
         assert "another jobd is listening" in done.stdout + done.stderr
@@ -236,8 +243,11 @@ def test_sigterm_drains_a_running_job_with_the_api_up(base: Path) -> None:
 
 
 def test_sigterm_ends_open_event_streams(base: Path) -> None:
-    with e2e.running_daemon(base) as daemon, http(daemon) as client, \
-            client.stream("GET", "/v1/events") as events:
+    with (
+        e2e.running_daemon(base) as daemon,
+        http(daemon) as client,
+        client.stream("GET", "/v1/events") as events,
+    ):
         assert events.status_code == 200
         assert daemon.stop() == 0, daemon.log_text()
         assert not daemon.layout.socket.exists()
@@ -274,9 +284,10 @@ def test_tcp_needs_the_token(base: Path) -> None:
     token.write_text("s3cret-token\n")
     token.chmod(0o600)
     port = e2e.free_port()
-    with e2e.running_daemon(
-        base, api_extra=f'listen = "127.0.0.1:{port}"\ntoken_file = "{token}"'
-    ), httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    with (
+        e2e.running_daemon(base, api_extra=f'listen = "127.0.0.1:{port}"\ntoken_file = "{token}"'),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+    ):
         assert client.get("/v1/jobs").status_code == 401
         bad = client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"})
         assert bad.status_code == 401

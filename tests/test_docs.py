@@ -38,7 +38,8 @@ def test_hook_is_documented(hook: str) -> None:
 @pytest.mark.parametrize("hook", HOOKS)
 def test_hook_is_implemented_by_a_test_plugin(hook: str) -> None:
     assert any(f"def {hook}(" in path.read_text() for path in TEST_PLUGINS), (
-        f"no plugin in tests/plugins implements {hook}")
+        f"no plugin in tests/plugins implements {hook}"
+    )
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -48,12 +49,25 @@ def test_hook_is_exercised_by_a_test(hook: str) -> None:
 
 
 def context_members() -> list[str]:
-    ctx = ActionContext(job_id=1, job={}, step="s", attempt=1, params={}, outputs={},
-                        assets=(), resources=(), workdir=ROOT, log=None, kill_grace=1.0)
+    ctx = ActionContext(
+        job_id=1,
+        job={},
+        step="s",
+        attempt=1,
+        params={},
+        outputs={},
+        assets=(),
+        resources=(),
+        workdir=ROOT,
+        log=None,
+        kill_grace=1.0,
+    )
     attributes = [name for name in vars(ctx) if not name.startswith("_")]
-    methods = [name for name, member in inspect.getmembers(ActionContext)
-               if not name.startswith("_")
-               and (inspect.isfunction(member) or isinstance(member, property))]
+    methods = [
+        name
+        for name, member in inspect.getmembers(ActionContext)
+        if not name.startswith("_") and (inspect.isfunction(member) or isinstance(member, property))
+    ]
     return sorted(attributes + methods)
 
 
@@ -76,27 +90,43 @@ async def test_the_documented_example_plugin_works(tmp_path: Path) -> None:
     host = PluginHost([folder], builtin=False, entry_points=False)
     host.load()
     assert [(i.name, i.actions, i.error) for i in host.infos()] == [
-        ("media_notes", ("line-count",), None)]
+        ("media_notes", ("line-count",), None)
+    ]
 
     (tmp_path / "subs.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nHello\n")
-    ctx = ActionContext(job_id=1, job={}, step="count", attempt=1, params={}, outputs={},
-                        assets=(), resources=(), workdir=tmp_path,
-                        log=structlog.get_logger("test"), kill_grace=1.0, file_roots=[tmp_path])
+    ctx = ActionContext(
+        job_id=1,
+        job={},
+        step="count",
+        attempt=1,
+        params={},
+        outputs={},
+        assets=(),
+        resources=(),
+        workdir=tmp_path,
+        log=structlog.get_logger("test"),
+        kill_grace=1.0,
+        file_roots=[tmp_path],
+    )
     line_count = host.actions["line-count"].run
     assert await line_count(ctx, path=str(tmp_path / "subs.srt")) == {"lines": 3}
     with pytest.raises(ActionError, match="outside the file roots"):
         await line_count(ctx, path="/etc/passwd")
 
     assert host.validate_job({"workflow": "subtitles", "params": {}}, Config()) == [
-        "the subtitles workflow needs params.path"]
+        "the subtitles workflow needs params.path"
+    ]
     assert host.select_resource("enc", ["a", "b-gpu"], {"params": {"gpu": True}}) == "b-gpu"
     assert host.select_resource("enc", ["a", "b-gpu"], {"params": {}}) == "a"
     with structlog.testing.capture_logs() as logs:
         host.startup(Config())
         host.job_event({"workflow": "subtitles"}, {"to": "failed"})
         host.shutdown()
-    assert {"event": "failed runs by workflow", "failures": {"subtitles": 1},
-            "log_level": "info"} in logs
+    assert {
+        "event": "failed runs by workflow",
+        "failures": {"subtitles": 1},
+        "log_level": "info",
+    } in logs
     assert not any(e["event"] == "plugin hook raised; ignored" for e in logs)
 
 

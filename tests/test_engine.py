@@ -28,13 +28,23 @@ S = JobState
 def _flows(tmp: Path) -> list:
     return [
         workflow("noop", step("a", "t-noop")),
-        workflow("chain", step("first", "t-echo", params={"x": "{x}"}),
-                 step("second", "t-echo", params={"y": "pre-{x}-post"})),
+        workflow(
+            "chain",
+            step("first", "t-echo", params={"x": "{x}"}),
+            step("second", "t-echo", params={"y": "pre-{x}-post"}),
+        ),
         workflow("record", step("r", "t-record", params={"log": "{log}", "gate": "{gate}"})),
         workflow("recordhold", step("r", "t-record", params={"log": "{log}", "hold": "{hold}"})),
-        workflow("flaky", step("f", "t-flaky", params={"counter": "{counter}",
-                                                        "fail_times": "{n}"}, retries=2,
-                               retry_backoff=0.01)),
+        workflow(
+            "flaky",
+            step(
+                "f",
+                "t-flaky",
+                params={"counter": "{counter}", "fail_times": "{n}"},
+                retries=2,
+                retry_backoff=0.01,
+            ),
+        ),
         workflow("hang", step("h", "t-hang", params={"marker": "{marker}"})),
         workflow("hang-short", step("h", "t-hang", params={}, timeout=0.5)),
         workflow("spawn", step("s", "t-spawn", params={"pidfile": "{pidfile}"}, timeout=1)),
@@ -54,8 +64,7 @@ async def test_submit_runs_steps_in_order_passing_outputs(config) -> None:
     assert first.outputs == {"params": {"x": "a b"}, "seen_outputs": {}}
     assert second.outputs["params"] == {"y": "pre-a b-post"}
     assert second.outputs["seen_outputs"]["first"]["params"] == {"x": "a b"}
-    assert [h.to_state for h in done.history] == [
-        S.CONFIRMED, S.QUEUED, S.RUNNING, S.COMPLETED]
+    assert [h.to_state for h in done.history] == [S.CONFIRMED, S.QUEUED, S.RUNNING, S.COMPLETED]
     assert all(s.state == StepState.COMPLETED and s.attempts == 1 for s in done.steps)
 
 
@@ -79,8 +88,9 @@ async def test_retries_with_soft_failed_then_completed(config, tmp_path: Path) -
     assert counter.read_text() == "3"
 
 
-async def test_failure_after_retries_then_retry_runs_only_failed_step(config,
-                                                                      tmp_path: Path) -> None:
+async def test_failure_after_retries_then_retry_runs_only_failed_step(
+    config, tmp_path: Path
+) -> None:
     counter = tmp_path / "count"
     async with running_engine(config) as engine:
         job = await engine.submit(spec("flaky", params={"counter": str(counter), "n": 3}))
@@ -101,7 +111,6 @@ async def test_step_timeout_kills_grandchild(config, tmp_path: Path) -> None:
     assert done.state == S.TIMED_OUT
     assert done.steps[0].state == StepState.TIMED_OUT
     pid = int(pidfile.read_text())
-
 
     await wait_until(lambda: pid_gone(pid), timeout=10)
 
@@ -144,9 +153,14 @@ async def test_exclusive_asset_fifo_and_never_two_holders(tmp_path: Path) -> Non
     config = make_config(tmp_path, _flows(tmp_path), workers=4)
     log = tmp_path / "log"
     async with running_engine(config) as engine:
-        ids = [(await engine.submit(spec("recordhold", assets=["A"],
-                                         params={"log": str(log), "hold": 0.01}))).id
-               for _ in range(12)]
+        ids = [
+            (
+                await engine.submit(
+                    spec("recordhold", assets=["A"], params={"log": str(log), "hold": 0.01})
+                )
+            ).id
+            for _ in range(12)
+        ]
         jobs = await wait_all(engine, ids)
     assert all(j.state == S.COMPLETED for j in jobs)
     events = [json.loads(line) for line in log.read_text().splitlines()]
@@ -166,11 +180,16 @@ async def test_waiting_job_holds_no_worker(tmp_path: Path) -> None:
     config = make_config(tmp_path, _flows(tmp_path), workers=2)
     log, gate = tmp_path / "log", tmp_path / "gate"
     async with running_engine(config) as engine:
-        holder = await engine.submit(spec("record", assets=["A"],
-                                          params={"log": str(log), "gate": str(gate)}))
+        holder = await engine.submit(
+            spec("record", assets=["A"], params={"log": str(log), "gate": str(gate)})
+        )
         await wait_state(engine, holder.id, S.RUNNING)
-        waiters = [await engine.submit(spec("record", assets=["A"], params={
-            "log": str(log), "gate": str(gate)})) for _ in range(3)]
+        waiters = [
+            await engine.submit(
+                spec("record", assets=["A"], params={"log": str(log), "gate": str(gate)})
+            )
+            for _ in range(3)
+        ]
         for w in waiters:
             await wait_state(engine, w.id, S.WAITING_FOR_LOCK)
         free = await engine.submit(spec("noop"))
@@ -185,8 +204,9 @@ async def test_lock_timeout_fails_with_overlay(tmp_path: Path) -> None:
     config = make_config(tmp_path, _flows(tmp_path))
     log, gate = tmp_path / "log", tmp_path / "gate"
     async with running_engine(config) as engine:
-        holder = await engine.submit(spec("record", assets=["A"],
-                                          params={"log": str(log), "gate": str(gate)}))
+        holder = await engine.submit(
+            spec("record", assets=["A"], params={"log": str(log), "gate": str(gate)})
+        )
         await wait_state(engine, holder.id, S.RUNNING)
         waiter = await engine.submit(spec("noop", assets=["A"], lock_timeout=0.2))
         failed = await wait_state(engine, waiter.id, {S.FAILED})
@@ -200,19 +220,22 @@ async def test_full_queue_leaves_jobs_pending_admitted_by_priority(tmp_path: Pat
     config = make_config(tmp_path, _flows(tmp_path), workers=1, run_queue_size=2)
     log, gate = tmp_path / "log", tmp_path / "gate"
     async with running_engine(config) as engine:
-        blocker = await engine.submit(spec("record", params={"log": str(log),
-                                                             "gate": str(gate)}))
+        blocker = await engine.submit(spec("record", params={"log": str(log), "gate": str(gate)}))
         await wait_state(engine, blocker.id, S.RUNNING)
-        jobs = [await engine.submit(spec("recordhold", priority=p,
-                                         params={"log": str(log), "hold": 0}))
-                for p in (0, 0, 1, 5, 3)]
+        jobs = [
+            await engine.submit(spec("recordhold", priority=p, params={"log": str(log), "hold": 0}))
+            for p in (0, 0, 1, 5, 3)
+        ]
         states = [(await engine.get_job(j.id)).state for j in jobs]
         assert states == [S.QUEUED, S.QUEUED, S.PENDING, S.PENDING, S.PENDING]
         assert engine.queue_info()["pending"] == 3
         gate.write_text("go")
         await wait_all(engine, [j.id for j in jobs])
-    order = [json.loads(line)["job"] for line in log.read_text().splitlines()
-             if json.loads(line)["ev"] == "start"]
+    order = [
+        json.loads(line)["job"]
+        for line in log.read_text().splitlines()
+        if json.loads(line)["ev"] == "start"
+    ]
     assert order[0] == blocker.id
     admitted = [j for j in order if j in {jobs[2].id, jobs[3].id, jobs[4].id}]
     assert admitted == [jobs[3].id, jobs[4].id, jobs[2].id]  # priority 5, 3, then 1
@@ -285,10 +308,17 @@ async def test_drain_lets_the_running_job_finish_and_starts_nothing_new(tmp_path
         assert (await wait_state(engine, second.id, S.COMPLETED)).state == S.COMPLETED
 
 
-@pytest.mark.parametrize("changes", [
-    {"postroll": 1.9e211}, {"preroll": -1.0}, {"timeout": 1.7e308}, {"lock_timeout": 0.0},
-    {"start_at": 1e15}, {"start_at": -5.0},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"postroll": 1.9e211},
+        {"preroll": -1.0},
+        {"timeout": 1.7e308},
+        {"lock_timeout": 0.0},
+        {"start_at": 1e15},
+        {"start_at": -5.0},
+    ],
+)
 async def test_absurd_times_and_durations_are_refused(config, changes) -> None:
     async with running_engine(config) as engine:
         with pytest.raises(ValidationError):
@@ -304,8 +334,9 @@ async def test_a_backlog_of_due_jobs_larger_than_one_read_all_run(tmp_path: Path
     config = make_config(tmp_path, _flows(tmp_path), workers=8, run_queue_size=300)
     t0 = 2_000_000_000.0
     async with running_engine(config, clock=lambda: t0) as engine:
-        ids = [(await engine.submit(spec("noop", start_at=t0 + 10 + i / 1000))).id
-               for i in range(1200)]
+        ids = [
+            (await engine.submit(spec("noop", start_at=t0 + 10 + i / 1000))).id for i in range(1200)
+        ]
         assert {(await engine.get_job(i)).state for i in ids[:3]} == {S.CONFIRMED}
     async with running_engine(config, clock=lambda: t0 + 3600) as engine:
         jobs = await wait_all(engine, ids, timeout=120)

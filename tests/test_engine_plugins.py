@@ -14,15 +14,17 @@ MISBEHAVING = Path(__file__).parent / "plugins" / "misbehaving"
 
 
 def _config(tmp: Path):
-    config = make_config(tmp, [
-        wf("blocking", step("b", "blocks", timeout=1, isolation="process")),
-        wf("hanging", step("h", "hangs", timeout=0.5)),
-        wf("raising", step("r", "raises", params={"message": "boom"})),
-        wf("garbage", step("g", "non-dict")),
-        wf("ok", step("n", "t-noop")),
-    ])
-    return replace(config, daemon=replace(config.daemon,
-                                          plugin_dirs=(TEST_PLUGINS, MISBEHAVING)))
+    config = make_config(
+        tmp,
+        [
+            wf("blocking", step("b", "blocks", timeout=1, isolation="process")),
+            wf("hanging", step("h", "hangs", timeout=0.5)),
+            wf("raising", step("r", "raises", params={"message": "boom"})),
+            wf("garbage", step("g", "non-dict")),
+            wf("ok", step("n", "t-noop")),
+        ],
+    )
+    return replace(config, daemon=replace(config.daemon, plugin_dirs=(TEST_PLUGINS, MISBEHAVING)))
 
 
 async def test_blocking_action_in_a_process_is_killed_at_its_timeout(tmp_path: Path) -> None:
@@ -37,8 +39,10 @@ async def test_blocking_action_in_a_process_is_killed_at_its_timeout(tmp_path: P
 
 async def test_raising_hanging_and_garbage_actions_fail_their_attempts(tmp_path: Path) -> None:
     async with running_engine(_config(tmp_path)) as engine:
-        ids = {name: (await engine.submit(spec(name))).id
-               for name in ("hanging", "raising", "garbage", "ok")}
+        ids = {
+            name: (await engine.submit(spec(name))).id
+            for name in ("hanging", "raising", "garbage", "ok")
+        }
         final = {S.TIMED_OUT, S.FAILED, S.COMPLETED}
         jobs = {name: await wait_state(engine, jid, final) for name, jid in ids.items()}
     assert jobs["hanging"].state == S.TIMED_OUT

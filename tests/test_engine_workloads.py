@@ -14,8 +14,9 @@ from jobd.states import JobState
 from tests.enginekit import make_config, running_engine, spec, step, wait_all, workflow
 
 ASSETS = ["a", "b", "c", "d"]
-job_st = st.tuples(st.sets(st.sampled_from(ASSETS), max_size=3),
-                   st.sets(st.sampled_from(ASSETS), max_size=2))
+job_st = st.tuples(
+    st.sets(st.sampled_from(ASSETS), max_size=3), st.sets(st.sampled_from(ASSETS), max_size=2)
+)
 
 
 def _check_no_overlap(events: list[dict], modes: dict[int, tuple[set[str], set[str]]]) -> None:
@@ -47,8 +48,9 @@ async def _run_workload(tmp: Path, jobs: list[tuple[set[str], set[str]]]) -> Non
     async with running_engine(config) as engine:
         ids = []
         for exclusive, shared in jobs:
-            job = await engine.submit(spec("rec", assets=sorted(exclusive),
-                                           shared_assets=sorted(shared - exclusive)))
+            job = await engine.submit(
+                spec("rec", assets=sorted(exclusive), shared_assets=sorted(shared - exclusive))
+            )
             modes[job.id] = (set(exclusive), set(shared - exclusive))
             ids.append(job.id)
         done = await wait_all(engine, ids, timeout=60)

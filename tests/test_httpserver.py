@@ -30,8 +30,13 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.body", "body": b"data: hi\n\n", "more_body": True})
         await anyio.sleep_forever()
     body = json.dumps({"path": scope["path"]}).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -62,8 +67,9 @@ async def serving(**kwargs: object) -> AsyncIterator[None]:
 
 
 def uds_client(path: Path) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(path)),
-                             base_url="http://jobd")
+    return httpx.AsyncClient(
+        transport=httpx.AsyncHTTPTransport(uds=str(path)), base_url="http://jobd"
+    )
 
 
 async def test_serves_on_a_private_socket_and_removes_it(sock_dir: Path) -> None:
@@ -109,8 +115,10 @@ async def test_a_live_socket_is_refused(sock_dir: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as live:
         live.bind(str(path))
         live.listen()
-        with anyio.fail_after(20), pytest.raises(httpserver.SocketInUse,
-                                                 match="another jobd is listening on"):
+        with (
+            anyio.fail_after(20),
+            pytest.raises(httpserver.SocketInUse, match="another jobd is listening on"),
+        ):
             await httpserver.serve(app, unix_socket=path, socket_mode=0o660)
         assert path.exists()  # the other daemon's socket is untouched
 
@@ -178,8 +186,11 @@ def test_tcp_port_in_use_is_a_config_error() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("127.0.0.1:8470", ("127.0.0.1", 8470)), ("[::1]:8470", ("::1", 8470)),
-     ("localhost:1", ("localhost", 1))],
+    [
+        ("127.0.0.1:8470", ("127.0.0.1", 8470)),
+        ("[::1]:8470", ("::1", 8470)),
+        ("localhost:1", ("localhost", 1)),
+    ],
 )
 def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
     assert httpserver.parse_listen(text) == expected

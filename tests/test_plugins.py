@@ -70,18 +70,25 @@ def test_a_module_without_hooks_is_not_a_plugin() -> None:
     with capture_logs() as logs:
         host = host_for(GOOD)
     assert "not_a_plugin" not in [i.name for i in host.infos()]
-    assert any(e["event"].startswith("not a plugin") and e["plugin"] == "not_a_plugin"
-               for e in logs)
+    assert any(
+        e["event"].startswith("not a plugin") and e["plugin"] == "not_a_plugin" for e in logs
+    )
 
 
 BROKEN = [
     (PLUGINS, "broken_syntax", "SyntaxError: invalid syntax (broken_syntax.py, line 3)"),
-    (PLUGINS / "import_error", "import_error",
-     "ModuleNotFoundError: No module named 'jobd_no_such_module'"),
+    (
+        PLUGINS / "import_error",
+        "import_error",
+        "ModuleNotFoundError: No module named 'jobd_no_such_module'",
+    ),
     (PLUGINS / "body_error", "body_error", "RuntimeError: boom while importing body_error"),
     (PLUGINS / "raising_actions", "raising_actions", "ValueError: cannot list my actions"),
-    (PLUGINS / "garbage", "garbage_return",
-     "TypeError: jobd_actions() returned dict, not a list of Action"),
+    (
+        PLUGINS / "garbage",
+        "garbage_return",
+        "TypeError: jobd_actions() returned dict, not a list of Action",
+    ),
     (PLUGINS / "garbage", "garbage_item", "TypeError: jobd_actions() item 0 is str, not Action"),
     (PLUGINS / "garbage", "bad_action_name", "ValueError: action name 'Bad Name' does not match"),
     (PLUGINS / "garbage", "sync_run", "TypeError: action 'sync-run': run is not an async"),
@@ -140,8 +147,11 @@ def test_missing_plugin_dir_is_treated_as_empty(tmp_path: Path) -> None:
     with capture_logs() as logs:
         host = host_for(tmp_path / "nope", GOOD)
     assert set(host.actions) == {"echo"}
-    assert {"event": "plugin directory missing, treated as empty",
-            "directory": str(tmp_path / "nope"), "log_level": "info"} in logs
+    assert {
+        "event": "plugin directory missing, treated as empty",
+        "directory": str(tmp_path / "nope"),
+        "log_level": "info",
+    } in logs
 
 
 def test_load_is_called_once() -> None:
@@ -169,8 +179,9 @@ def test_shipped_plugins_are_builtin_and_not_loaded_twice() -> None:
 def test_describe_lists_plugins_and_actions() -> None:
     host = host_for(GOOD, PLUGINS / "import_error")
     described = host.describe()
-    assert described["actions"] == [{"name": "echo", "plugin": "good_echo",
-                                     "description": "Return the params as outputs"}]
+    assert described["actions"] == [
+        {"name": "echo", "plugin": "good_echo", "description": "Return the params as outputs"}
+    ]
     by_name = {p["name"]: p for p in described["plugins"]}
     assert by_name["good_echo"]["actions"] == ["echo"]
     assert by_name["import_error"]["error"].startswith("ModuleNotFoundError")
@@ -181,12 +192,14 @@ def test_describe_lists_plugins_and_actions() -> None:
 def entry_point_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An installed-looking distribution with two ``jobd.plugins`` entry points."""
     (tmp_path / "jobd_test_ep_plugin.py").write_text(
-        (GOOD / "good_echo.py").read_text().replace('Action("echo"', 'Action("ep-echo"'))
+        (GOOD / "good_echo.py").read_text().replace('Action("echo"', 'Action("ep-echo"')
+    )
     dist = tmp_path / "jobd_test_ep-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: jobd-test-ep\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
-        "[jobd.plugins]\nep_good = jobd_test_ep_plugin\nep_missing = jobd_no_such_ep_module\n")
+        "[jobd.plugins]\nep_good = jobd_test_ep_plugin\nep_missing = jobd_no_such_ep_module\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
     sys.modules.pop("jobd_test_ep_plugin", None)
@@ -271,8 +284,7 @@ def test_jobd_startup_and_jobd_shutdown_are_guarded(events_file: Path) -> None:
     with capture_logs() as logs:
         host.startup(Config())
         host.shutdown()
-    assert recorded(events_file) == [{"hook": "startup", "config": "Config"},
-                                     {"hook": "shutdown"}]
+    assert recorded(events_file) == [{"hook": "startup", "config": "Config"}, {"hook": "shutdown"}]
     failed = [e["hook"] for e in logs if e["event"] == "plugin hook raised; ignored"]
     assert failed == ["jobd_startup", "jobd_shutdown"]
 
@@ -282,9 +294,18 @@ def test_jobd_startup_and_jobd_shutdown_are_guarded(events_file: Path) -> None:
 
 def ctx_data_for(tmp_path: Path) -> dict[str, Any]:
     ctx = ActionContext(
-        job_id=42, job={"id": 42}, step="isolated", attempt=1, params={}, outputs={"a": {"x": 1}},
-        assets=("asset-1",), resources=(), workdir=tmp_path, log=structlog.get_logger("test"),
-        kill_grace=1.0, file_roots=(tmp_path,),
+        job_id=42,
+        job={"id": 42},
+        step="isolated",
+        attempt=1,
+        params={},
+        outputs={"a": {"x": 1}},
+        assets=("asset-1",),
+        resources=(),
+        workdir=tmp_path,
+        log=structlog.get_logger("test"),
+        kill_grace=1.0,
+        file_roots=(tmp_path,),
     )
     return context_data(ctx)
 
@@ -344,8 +365,9 @@ async def test_run_isolated_cancel_kills_a_blocked_worker(tmp_path: Path) -> Non
             with anyio.fail_after(float("inf")) as scope:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(receive_pid, scope)
-                    await run_isolated("blocks", file, module, {"report_to": socket_path},
-                                       ctx_data_for(tmp_path))
+                    await run_isolated(
+                        "blocks", file, module, {"report_to": socket_path}, ctx_data_for(tmp_path)
+                    )
     assert pids and pids[0] != os.getpid()
     with pytest.raises(ProcessLookupError):
         os.kill(pids[0], 0)

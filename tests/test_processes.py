@@ -79,8 +79,10 @@ async def test_exit_code_output_and_log_lines() -> None:
 
 
 async def test_check_raises_action_error_with_exit_code_and_last_stderr_line() -> None:
-    code = "import sys; print('out'); print('first', file=sys.stderr); " \
-           "print('disk full', file=sys.stderr); sys.exit(7)"
+    code = (
+        "import sys; print('out'); print('first', file=sys.stderr); "
+        "print('disk full', file=sys.stderr); sys.exit(7)"
+    )
     with pytest.raises(ActionError) as info:
         await run([PY, "-c", code])
     assert str(info.value) == f"{PY} exited with 7: disk full"
@@ -109,8 +111,9 @@ async def test_unread_stdin_is_not_an_error() -> None:
 
 async def test_env_is_merged_over_the_daemon_environment(tmp_path: Path) -> None:
     code = "import os; print(os.environ['JOBD_T'], os.environ['PATH'] == os.environ['P0'])"
-    result = await run([PY, "-c", code],
-                       env={"JOBD_T": "x y", "P0": os.environ["PATH"]}, cwd=tmp_path)
+    result = await run(
+        [PY, "-c", code], env={"JOBD_T": "x y", "P0": os.environ["PATH"]}, cwd=tmp_path
+    )
     assert result.stdout == "x y True\n"
     where = await run([PY, "-c", "import os; print(os.getcwd())"], cwd=tmp_path)
     assert where.stdout.strip() == str(tmp_path)
@@ -118,9 +121,11 @@ async def test_env_is_merged_over_the_daemon_environment(tmp_path: Path) -> None
 
 async def test_stdout_tail_is_bounded_to_64_kib() -> None:
     # 1 MiB of numbered 64-byte lines, then a marker: only the end is kept.
-    code = ("import sys\n"
-            "for i in range(16384): sys.stdout.write(f'{i:063d}\\n')\n"
-            "sys.stdout.write('END\\n')\n")
+    code = (
+        "import sys\n"
+        "for i in range(16384): sys.stdout.write(f'{i:063d}\\n')\n"
+        "sys.stdout.write('END\\n')\n"
+    )
     log = ListLog()
     result = await run([PY, "-c", code], log=log)
     assert len(result.stdout.encode()) == TAIL_BYTES
@@ -148,8 +153,11 @@ async def test_a_line_without_newline_is_logged_in_bounded_pieces() -> None:
 async def test_log_event_and_fields_are_configurable() -> None:
     log = ListLog()
     await run(["echo", "hi"], log=log, log_event="script output", log_fields={"script": "s"})
-    assert ("info", "script output", {"script": "s", "stream": "stdout", "line": "hi"}) \
-        in log.records
+    assert (
+        "info",
+        "script output",
+        {"script": "s", "stream": "stdout", "line": "hi"},
+    ) in log.records
 
 
 @pytest.mark.parametrize("argv", ["ls -l", [], ["ls", 1], b"ls"])
@@ -223,10 +231,12 @@ async def test_cancel_kills_group_and_reports_pgid_then_none(pidfile: Path) -> N
 
 async def test_sigterm_ignored_leads_to_sigkill_after_grace() -> None:
     # The child survives SIGTERM (and says so); only SIGKILL can end it.
-    code = ("import signal, sys, time\n"
-            "signal.signal(signal.SIGTERM, lambda *_: print('ignoring TERM', flush=True))\n"
-            "print('ready', flush=True)\n"
-            "while True: time.sleep(0.05)\n")
+    code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: print('ignoring TERM', flush=True))\n"
+        "print('ready', flush=True)\n"
+        "while True: time.sleep(0.05)\n"
+    )
     log, pgids = ListLog(), PgidRecorder()
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
@@ -263,8 +273,9 @@ async def test_on_pgid_failure_stops_the_process() -> None:
 
 def spawn_detached(argv: list[str]) -> subprocess.Popen[bytes]:
     """A group jobd did not start in this process, as after a daemon crash."""
-    return subprocess.Popen(argv, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 async def test_kill_process_group_kills_a_detached_group(pidfile: Path) -> None:

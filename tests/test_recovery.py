@@ -23,15 +23,20 @@ def _recorded_pgids(db: Path) -> int:
         return 0
     with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
         try:
-            return int(conn.execute(
-                "SELECT count(*) FROM steps WHERE pgid IS NOT NULL").fetchone()[0])
+            return int(
+                conn.execute("SELECT count(*) FROM steps WHERE pgid IS NOT NULL").fetchone()[0]
+            )
         except sqlite3.OperationalError:  # schema not created yet
             return 0
 
 
 async def test_kill_9_loses_nothing_and_completed_steps_do_not_rerun(tmp_path: Path) -> None:
-    child = subprocess.Popen([sys.executable, "-m", "tests.crash_child", str(tmp_path)],
-                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.crash_child", str(tmp_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         # Job a holds asset A inside its second step; c is in its only step; b waits for A.
         # Kill only once both step processes' groups are durably recorded.
@@ -57,8 +62,11 @@ async def test_kill_9_loses_nothing_and_completed_steps_do_not_rerun(tmp_path: P
     assert a.state == S.COMPLETED and b.state == S.COMPLETED
     assert a.steps[1].attempts == 2 and a.steps[1].state == StepState.COMPLETED
     assert a.error is None  # the interrupted overlay cleared when the run completed
-    starts = [json.loads(line)["job"] for line in (tmp_path / "steps.log").read_text()
-              .splitlines() if json.loads(line)["ev"] == "start"]
+    starts = [
+        json.loads(line)["job"]
+        for line in (tmp_path / "steps.log").read_text().splitlines()
+        if json.loads(line)["ev"] == "start"
+    ]
     assert starts.count(1) == 1  # a's completed first step did not run again
     assert starts.count(2) == 1
     causes = [h.cause for h in a.history]

@@ -68,6 +68,7 @@ async def info(engine: Engine, name: str = "s") -> dict[str, Any]:
 async def test_interval_schedule_fires_repeatedly(tmp_path: Path) -> None:
     config = _config(tmp_path, schedule(params={"k": "v"}, priority=3))
     async with running_engine(config) as engine:
+
         async def two_fired() -> bool:
             return len(await scheduled_jobs(engine)) >= 2
 
@@ -91,6 +92,7 @@ async def test_interval_schedule_fires_repeatedly(tmp_path: Path) -> None:
 async def test_overlap_skip_records_the_skipped_firing(tmp_path: Path) -> None:
     config = _config(tmp_path, schedule(workflow="hang", overlap="skip"))
     async with running_engine(config) as engine:
+
         async def skipped() -> bool:
             return bool((await info(engine))["skipped"] >= 1)
 
@@ -106,10 +108,18 @@ async def test_overlap_skip_records_the_skipped_firing(tmp_path: Path) -> None:
 
 async def test_overlap_queue_makes_the_next_job_wait(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    config = _config(tmp_path, schedule(
-        "q", workflow="gated", overlap="queue", assets=("tape",),
-        params={"gate": str(gate), "log": str(tmp_path / "log")}))
+    config = _config(
+        tmp_path,
+        schedule(
+            "q",
+            workflow="gated",
+            overlap="queue",
+            assets=("tape",),
+            params={"gate": str(gate), "log": str(tmp_path / "log")},
+        ),
+    )
     async with running_engine(config) as engine:
+
         async def two_fired() -> bool:
             return len(await scheduled_jobs(engine, "q")) >= 2
 
@@ -128,6 +138,7 @@ async def test_overlap_queue_makes_the_next_job_wait(tmp_path: Path) -> None:
 async def test_overlap_allow_runs_side_by_side(tmp_path: Path) -> None:
     config = _config(tmp_path, schedule(workflow="hang", overlap="allow"))
     async with running_engine(config) as engine:
+
         async def two_running() -> bool:
             jobs = await scheduled_jobs(engine)
             return sum(j.state == S.RUNNING for j in jobs) >= 2
@@ -144,8 +155,9 @@ async def test_overlap_allow_runs_side_by_side(tmp_path: Path) -> None:
 G = (math.floor(time.time() / 60) + 14_400) * 60.0
 
 
-async def downtime(config: Config, stopped_at: float, restarted_at: float
-                   ) -> tuple[list[Job], dict[str, Any]]:
+async def downtime(
+    config: Config, stopped_at: float, restarted_at: float
+) -> tuple[list[Job], dict[str, Any]]:
     """Run the engine at ``stopped_at`` (a new schedule: nothing to catch up), stop it, start
     it again at ``restarted_at``; the scheduled jobs (run to their end) and the schedule."""
     async with running_engine(config, clock=lambda: stopped_at) as engine:
@@ -168,38 +180,46 @@ def fire_times(state: dict[str, Any], kind: str) -> list[float]:
 MISSED = [G + 60 * k for k in range(5)]  # stopped at G - 55, restarted at G + 270
 
 
-@pytest.mark.parametrize(("policy", "run", "missed"), [
-    ("skip", [], MISSED),
-    ("once", MISSED[-1:], MISSED[:-1]),
-    ("all", MISSED, []),
-])
-async def test_misfire_policy_after_downtime(tmp_path: Path, policy: str, run: list[float],
-                                             missed: list[float]) -> None:
+@pytest.mark.parametrize(
+    ("policy", "run", "missed"),
+    [
+        ("skip", [], MISSED),
+        ("once", MISSED[-1:], MISSED[:-1]),
+        ("all", MISSED, []),
+    ],
+)
+async def test_misfire_policy_after_downtime(
+    tmp_path: Path, policy: str, run: list[float], missed: list[float]
+) -> None:
     config = _config(tmp_path, schedule(interval=60, misfire=policy, overlap="allow"))
     jobs, state = await downtime(config, G - 55, G + 270)
     assert [j.state for j in jobs] == [S.COMPLETED] * len(run)
     assert fire_times(state, "fired") == run
     assert fire_times(state, "missed") == missed
     assert state["missed"] == len(missed) and state["skipped"] == 0
-    assert all(f"misfire={policy}" in e["reason"] for e in state["recent"]
-               if e["kind"] == "missed")
+    assert all(f"misfire={policy}" in e["reason"] for e in state["recent"] if e["kind"] == "missed")
     assert state["last_fire_at"] == MISSED[-1]
     assert state["next_fire_at"] == G + 300
 
 
-@pytest.mark.parametrize(("policy", "grace", "restarted_at", "run"), [
-    # A firing exactly misfire_grace old is still within grace.
-    ("all", 120, G + 360, [G + 240, G + 300, G + 360]),
-    ("all", 120, G + 360.5, [G + 300, G + 360]),
-    ("once", 120, G + 360, [G + 360]),
-    # Every firing older than the grace: none runs, whatever the policy.
-    ("all", 10, G + 270, []),
-    ("once", 10, G + 270, []),
-])
-async def test_misfire_grace_edges(tmp_path: Path, policy: str, grace: float,
-                                   restarted_at: float, run: list[float]) -> None:
-    config = _config(tmp_path, schedule(interval=60, misfire=policy, overlap="allow",
-                                        misfire_grace=grace))
+@pytest.mark.parametrize(
+    ("policy", "grace", "restarted_at", "run"),
+    [
+        # A firing exactly misfire_grace old is still within grace.
+        ("all", 120, G + 360, [G + 240, G + 300, G + 360]),
+        ("all", 120, G + 360.5, [G + 300, G + 360]),
+        ("once", 120, G + 360, [G + 360]),
+        # Every firing older than the grace: none runs, whatever the policy.
+        ("all", 10, G + 270, []),
+        ("once", 10, G + 270, []),
+    ],
+)
+async def test_misfire_grace_edges(
+    tmp_path: Path, policy: str, grace: float, restarted_at: float, run: list[float]
+) -> None:
+    config = _config(
+        tmp_path, schedule(interval=60, misfire=policy, overlap="allow", misfire_grace=grace)
+    )
     jobs, state = await downtime(config, G - 55, restarted_at)
     every = [G + 60 * k for k in range(7) if G + 60 * k <= restarted_at]
     assert fire_times(state, "fired") == run and len(jobs) == len(run)
@@ -210,9 +230,16 @@ async def test_misfire_grace_edges(tmp_path: Path, policy: str, grace: float,
 async def test_cron_schedule_catches_up_in_its_timezone_across_dst(tmp_path: Path) -> None:
     """09:00 on weekdays in New York over the week in which DST starts (2100-03-14)."""
     zone = ZoneInfo("America/New_York")
-    config = _config(tmp_path, schedule(cron="0 9 * * 1-5", timezone="America/New_York",
-                                        misfire="all", overlap="allow",
-                                        misfire_grace=10 * 86400))
+    config = _config(
+        tmp_path,
+        schedule(
+            cron="0 9 * * 1-5",
+            timezone="America/New_York",
+            misfire="all",
+            overlap="allow",
+            misfire_grace=10 * 86400,
+        ),
+    )
     stopped = datetime(2100, 3, 11, tzinfo=UTC).timestamp()  # a Thursday
     jobs, state = await downtime(config, stopped, stopped + 7 * 86400)
     fired = fire_times(state, "fired")
@@ -224,19 +251,26 @@ async def test_cron_schedule_catches_up_in_its_timezone_across_dst(tmp_path: Pat
 
 
 async def test_schedule_books_its_resource_at_each_firing(tmp_path: Path) -> None:
-    config = _config(tmp_path, schedule(
-        misfire="all", overlap="allow", resources=("studio",), interval=60))
+    config = _config(
+        tmp_path, schedule(misfire="all", overlap="allow", resources=("studio",), interval=60)
+    )
     config = dataclasses.replace(config, resources={"studio": ResourceConfig("studio")})
     jobs, state = await downtime(config, G - 55, G + 150)
     assert [j.state for j in jobs] == [S.COMPLETED] * 3
     assert fire_times(state, "fired") == [G, G + 60, G + 120]
     assert [(j.spec.start_at, j.spec.end_at) for j in jobs] == [
-        (G, G), (G + 60, G + 60), (G + 120, G + 120)]
+        (G, G),
+        (G + 60, G + 60),
+        (G + 120, G + 120),
+    ]
     assert all(j.reservations == [] for j in jobs)  # released at the end
     # A booking holding the resource at the firing time: that firing is refused, on record.
     async with running_engine(config, clock=lambda: G + 150) as engine:
-        blocker = await engine.submit(JobSpec("noop", resources=("studio",), start_at=G + 170,
-                                              end_at=G + 190, state=S.TENTATIVE))
+        blocker = await engine.submit(
+            JobSpec(
+                "noop", resources=("studio",), start_at=G + 170, end_at=G + 190, state=S.TENTATIVE
+            )
+        )
     async with running_engine(config, clock=lambda: G + 200) as engine:
         state = await info(engine)
         assert (await engine.get_job(blocker.id)).state == S.TENTATIVE
@@ -245,7 +279,8 @@ async def test_schedule_books_its_resource_at_each_firing(tmp_path: Path) -> Non
 
 
 async def test_schedule_added_by_reload_counts_missed_firings_after_downtime(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     bare = _config(tmp_path)
     config = dataclasses.replace(bare, schedules=(schedule(interval=60, misfire="skip"),))
     async with running_engine(bare, clock=lambda: G - 55) as engine:

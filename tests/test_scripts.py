@@ -44,7 +44,9 @@ def write_script(path: Path, body: str, mode: int = 0o755) -> Path:
 def dumping_script(tmp_path: Path) -> tuple[Path, Path]:
     """A Python script that saves its env, stdin and cwd as JSON, and talks a little."""
     dump = tmp_path / "dump.json"
-    script = write_script(tmp_path / "dump-script", f"""#!{PY}
+    script = write_script(
+        tmp_path / "dump-script",
+        f"""#!{PY}
 import json, os, sys
 data = {{"env": dict(os.environ), "stdin": sys.stdin.read(), "cwd": os.getcwd()}}
 with open({str(dump)!r}, "w") as f:
@@ -52,7 +54,8 @@ with open({str(dump)!r}, "w") as f:
 print("hello from", os.environ["JOBD_EVENT"])
 print("second line")
 print("a warning", file=sys.stderr)
-""")
+""",
+    )
     return script, dump
 
 
@@ -87,8 +90,7 @@ async def test_start_script_gets_env_and_job_json_and_logs_lines(tmp_path: Path)
     lines = [(kw["stream"], kw["line"]) for kw in log.output()]
     assert lines[:2] == [("stdout", "hello from start"), ("stdout", "second line")]
     assert ("stderr", "a warning") in lines
-    assert all(kw["script"] == str(script) and kw["script_event"] == "start"
-               for kw in log.output())
+    assert all(kw["script"] == str(script) and kw["script_event"] == "start" for kw in log.output())
     assert "hello from start" in result.output_tail and "a warning" in result.output_tail
 
 
@@ -98,8 +100,15 @@ async def test_works_with_a_real_structlog_logger(tmp_path: Path) -> None:
     with capture_logs() as logs:
         result = await run(script, log=structlog.get_logger().bind(job_id=42))
     assert result.ok
-    assert {"event": "script output", "script": str(script), "script_event": "start",
-            "stream": "stdout", "line": "hi", "job_id": 42, "log_level": "info"} in logs
+    assert {
+        "event": "script output",
+        "script": str(script),
+        "script_event": "start",
+        "stream": "stdout",
+        "line": "hi",
+        "job_id": 42,
+        "log_level": "info",
+    } in logs
 
 
 async def test_end_script_gets_outcome(tmp_path: Path) -> None:
@@ -132,8 +141,12 @@ async def test_non_zero_exit_is_reported(tmp_path: Path) -> None:
 async def test_missing_script_is_reported_not_raised(tmp_path: Path) -> None:
     log = ListLog()
     result = await run(tmp_path / "absent", log=log)
-    assert result == ScriptResult(exit_code=None, timed_out=False, output_tail="",
-                                  error=f"script {tmp_path / 'absent'} not found")
+    assert result == ScriptResult(
+        exit_code=None,
+        timed_out=False,
+        output_tail="",
+        error=f"script {tmp_path / 'absent'} not found",
+    )
     assert not result.ok
     assert log.records[-1][0] == "warning"
 
@@ -157,16 +170,17 @@ async def test_script_without_interpreter_line_is_reported(tmp_path: Path) -> No
     assert "cannot be run" in result.error
 
 
-
-
 async def test_timeout_kills_the_script_group_and_is_reported(
     tmp_path: Path, pidfile: Path
 ) -> None:
-    script = write_script(tmp_path / "hang", f"""#!/bin/sh
+    script = write_script(
+        tmp_path / "hang",
+        f"""#!/bin/sh
 echo started
 sleep 1000 & echo $! > "{pidfile}.tmp" && mv "{pidfile}.tmp" "{pidfile}"
 wait
-""")
+""",
+    )
     result = await run(script, timeout=1.5, kill_grace=0.5)
     assert result.timed_out and not result.ok
     assert result.problem == "timed out"
@@ -177,8 +191,15 @@ wait
 
 
 def test_script_env_times_and_resource_fallback() -> None:
-    job = {"id": 7, "name": None, "workflow": "w", "start_at": "2024-06-01T12:00:00+02:00",
-           "end_at": None, "assets": [], "resources": ["r1", "r2"]}
+    job = {
+        "id": 7,
+        "name": None,
+        "workflow": "w",
+        "start_at": "2024-06-01T12:00:00+02:00",
+        "end_at": None,
+        "assets": [],
+        "resources": ["r1", "r2"],
+    }
     env = script_env(job, "start", None)
     assert env["JOBD_START_AT"] == "2024-06-01T10:00:00+00:00"
     assert env["JOBD_END_AT"] == ""

@@ -39,9 +39,19 @@ def make_ctx(
             progress.append((pct, message))
 
     return ActionContext(
-        job_id=1, job={"id": 1}, step="step", attempt=1, params={}, outputs={}, assets=(),
-        resources=(), workdir=workdir, log=structlog.get_logger("test"), kill_grace=1.0,
-        file_roots=roots, progress_cb=record,
+        job_id=1,
+        job={"id": 1},
+        step="step",
+        attempt=1,
+        params={},
+        outputs={},
+        assets=(),
+        resources=(),
+        workdir=workdir,
+        log=structlog.get_logger("test"),
+        kill_grace=1.0,
+        file_roots=roots,
+        progress_cb=record,
     )
 
 
@@ -52,8 +62,9 @@ async def run(actions: dict[str, Action], name: str, ctx: ActionContext, **param
 # --------------------------------------------------------------------------- exec
 
 
-async def test_exec_returns_exit_code_and_stdout(actions: dict[str, Action],
-                                                 tmp_path: Path) -> None:
+async def test_exec_returns_exit_code_and_stdout(
+    actions: dict[str, Action], tmp_path: Path
+) -> None:
     out = await run(actions, "exec", make_ctx(tmp_path), argv=["echo", "hello", "world"])
     assert out == {"exit_code": 0, "stdout": "hello world\n"}
 
@@ -61,13 +72,20 @@ async def test_exec_returns_exit_code_and_stdout(actions: dict[str, Action],
 async def test_exec_passes_env_and_cwd(actions: dict[str, Action], tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     argv = ["sh", "-c", 'printf "%s %s" "$GREETING" "$(pwd)"']
-    out = await run(actions, "exec", make_ctx(tmp_path), argv=argv,
-                    env={"GREETING": "hi", "COUNT": 3}, cwd=str(tmp_path / "sub"))
+    out = await run(
+        actions,
+        "exec",
+        make_ctx(tmp_path),
+        argv=argv,
+        env={"GREETING": "hi", "COUNT": 3},
+        cwd=str(tmp_path / "sub"),
+    )
     assert out["stdout"] == f"hi {tmp_path / 'sub'}"
 
 
-async def test_exec_runs_in_the_workdir_by_default(actions: dict[str, Action],
-                                                  tmp_path: Path) -> None:
+async def test_exec_runs_in_the_workdir_by_default(
+    actions: dict[str, Action], tmp_path: Path
+) -> None:
     out = await run(actions, "exec", make_ctx(tmp_path), argv=["pwd"])
     assert out["stdout"].strip() == str(tmp_path)
 
@@ -77,16 +95,20 @@ async def test_exec_non_zero_exit_fails(actions: dict[str, Action], tmp_path: Pa
         await run(actions, "exec", make_ctx(tmp_path), argv=["sh", "-c", "echo oops >&2; exit 3"])
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({}, "'argv' must be a non-empty list"),
-    ({"argv": "echo hi"}, "'argv' must be a non-empty list"),
-    ({"argv": []}, "'argv' must be a non-empty list"),
-    ({"argv": ["echo", 1]}, "every item of 'argv' must be a string"),
-    ({"argv": ["true"], "env": ["A=1"]}, "'env' must be a map"),
-    ({"argv": ["true"], "cwd": 5}, "'cwd' must be a path"),
-])
-async def test_exec_refuses_bad_params(actions: dict[str, Action], tmp_path: Path,
-                                       params: dict[str, Any], message: str) -> None:
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({}, "'argv' must be a non-empty list"),
+        ({"argv": "echo hi"}, "'argv' must be a non-empty list"),
+        ({"argv": []}, "'argv' must be a non-empty list"),
+        ({"argv": ["echo", 1]}, "every item of 'argv' must be a string"),
+        ({"argv": ["true"], "env": ["A=1"]}, "'env' must be a map"),
+        ({"argv": ["true"], "cwd": 5}, "'cwd' must be a path"),
+    ],
+)
+async def test_exec_refuses_bad_params(
+    actions: dict[str, Action], tmp_path: Path, params: dict[str, Any], message: str
+) -> None:
     with pytest.raises(ActionError, match=message):
         await run(actions, "exec", make_ctx(tmp_path), **params)
 
@@ -134,13 +156,20 @@ def server() -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                 "all_proxy"):
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
-async def test_http_get_parses_json(actions: dict[str, Action], server: str,
-                                    tmp_path: Path) -> None:
+async def test_http_get_parses_json(
+    actions: dict[str, Action], server: str, tmp_path: Path
+) -> None:
     out = await run(actions, "http", make_ctx(tmp_path), url=f"{server}/json")
     assert out == {"status": 200, "body": {"ok": True}}
 
@@ -150,24 +179,34 @@ async def test_http_text_body(actions: dict[str, Action], server: str, tmp_path:
     assert out == {"status": 200, "body": "plain text"}
 
 
-async def test_http_post_sends_json_and_headers(actions: dict[str, Action], server: str,
-                                                tmp_path: Path) -> None:
-    out = await run(actions, "http", make_ctx(tmp_path), url=f"{server}/echo", method="post",
-                    json={"asset": "A1"}, headers={"X-Test": "yes"})
-    assert out == {"status": 201,
-                   "body": {"method": "POST", "json": {"asset": "A1"}, "header": "yes"}}
+async def test_http_post_sends_json_and_headers(
+    actions: dict[str, Action], server: str, tmp_path: Path
+) -> None:
+    out = await run(
+        actions,
+        "http",
+        make_ctx(tmp_path),
+        url=f"{server}/echo",
+        method="post",
+        json={"asset": "A1"},
+        headers={"X-Test": "yes"},
+    )
+    assert out == {
+        "status": 201,
+        "body": {"method": "POST", "json": {"asset": "A1"}, "header": "yes"},
+    }
 
 
-async def test_http_long_body_is_truncated_text(actions: dict[str, Action], server: str,
-                                                tmp_path: Path) -> None:
+async def test_http_long_body_is_truncated_text(
+    actions: dict[str, Action], server: str, tmp_path: Path
+) -> None:
     out = await run(actions, "http", make_ctx(tmp_path), url=f"{server}/big")
     assert out["status"] == 200
     assert isinstance(out["body"], str) and len(out["body"]) == 64 * 1024
     assert out["body"].startswith("[1,1,")
 
 
-async def test_http_non_2xx_fails(actions: dict[str, Action], server: str,
-                                  tmp_path: Path) -> None:
+async def test_http_non_2xx_fails(actions: dict[str, Action], server: str, tmp_path: Path) -> None:
     with pytest.raises(ActionError, match="answered 503: service down") as caught:
         await run(actions, "http", make_ctx(tmp_path), url=f"{server}/fail")
     assert caught.value.details["status"] == 503
@@ -179,16 +218,20 @@ async def test_http_unreachable_fails(actions: dict[str, Action], tmp_path: Path
         await run(actions, "http", make_ctx(tmp_path), url="http://127.0.0.1:1/")
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({}, "'url' must be an http"),
-    ({"url": "ftp://example.org/x"}, "'url' must be an http"),
-    ({"url": "http://127.0.0.1:1/", "method": "BREW"}, "'method' must be one of"),
-    ({"url": "http://127.0.0.1:1/", "timeout": "soon"}, "'timeout' must be a number"),
-    ({"url": "http://127.0.0.1:1/", "timeout": 0}, "'timeout' must be positive"),
-    ({"url": "http://127.0.0.1:1/", "headers": ["X: 1"]}, "'headers' must be a map"),
-])
-async def test_http_refuses_bad_params(actions: dict[str, Action], tmp_path: Path,
-                                       params: dict[str, Any], message: str) -> None:
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({}, "'url' must be an http"),
+        ({"url": "ftp://example.org/x"}, "'url' must be an http"),
+        ({"url": "http://127.0.0.1:1/", "method": "BREW"}, "'method' must be one of"),
+        ({"url": "http://127.0.0.1:1/", "timeout": "soon"}, "'timeout' must be a number"),
+        ({"url": "http://127.0.0.1:1/", "timeout": 0}, "'timeout' must be positive"),
+        ({"url": "http://127.0.0.1:1/", "headers": ["X: 1"]}, "'headers' must be a map"),
+    ],
+)
+async def test_http_refuses_bad_params(
+    actions: dict[str, Action], tmp_path: Path, params: dict[str, Any], message: str
+) -> None:
     with pytest.raises(ActionError, match=message):
         await run(actions, "http", make_ctx(tmp_path), **params)
 
@@ -209,40 +252,59 @@ def media(tmp_path: Path) -> tuple[Path, Path]:
 
 async def test_copy_inside_the_root(actions: dict[str, Action], media: tuple[Path, Path]) -> None:
     root, _ = media
-    out = await run(actions, "copy", make_ctx(root, [root]), source=str(root / "clip.mxf"),
-                    target=str(root / "new" / "copy.mxf"))
+    out = await run(
+        actions,
+        "copy",
+        make_ctx(root, [root]),
+        source=str(root / "clip.mxf"),
+        target=str(root / "new" / "copy.mxf"),
+    )
     assert out == {"target": str(root / "new" / "copy.mxf"), "bytes": 5000}
     assert (root / "new" / "copy.mxf").read_bytes() == (root / "clip.mxf").read_bytes()
 
 
-async def test_copy_into_a_directory_keeps_the_name(actions: dict[str, Action],
-                                                    media: tuple[Path, Path]) -> None:
+async def test_copy_into_a_directory_keeps_the_name(
+    actions: dict[str, Action], media: tuple[Path, Path]
+) -> None:
     root, _ = media
     (root / "archive").mkdir()
-    out = await run(actions, "copy", make_ctx(root, [root]), source=str(root / "clip.mxf"),
-                    target=str(root / "archive"))
+    out = await run(
+        actions,
+        "copy",
+        make_ctx(root, [root]),
+        source=str(root / "clip.mxf"),
+        target=str(root / "archive"),
+    )
     assert out["target"] == str(root / "archive" / "clip.mxf")
 
 
 async def test_move_inside_the_root(actions: dict[str, Action], media: tuple[Path, Path]) -> None:
     root, _ = media
-    out = await run(actions, "move", make_ctx(root, [root]), source=str(root / "clip.mxf"),
-                    target=str(root / "moved.mxf"))
+    out = await run(
+        actions,
+        "move",
+        make_ctx(root, [root]),
+        source=str(root / "clip.mxf"),
+        target=str(root / "moved.mxf"),
+    )
     assert out == {"target": str(root / "moved.mxf"), "bytes": 5000}
     assert not (root / "clip.mxf").exists()
 
 
 @pytest.mark.parametrize("action", ["copy", "move"])
-async def test_copy_and_move_refuse_traversal(actions: dict[str, Action],
-                                              media: tuple[Path, Path], action: str) -> None:
+async def test_copy_and_move_refuse_traversal(
+    actions: dict[str, Action], media: tuple[Path, Path], action: str
+) -> None:
     root, outside = media
     ctx = make_ctx(root, [root])
     with pytest.raises(ActionError, match=r"'target'.* is outside the file roots"):
-        await run(actions, action, ctx, source=str(root / "clip.mxf"),
-                  target=f"{root}/../outside/stolen")
+        await run(
+            actions, action, ctx, source=str(root / "clip.mxf"), target=f"{root}/../outside/stolen"
+        )
     with pytest.raises(ActionError, match=r"'source'.* is outside the file roots"):
-        await run(actions, action, ctx, source=f"{root}/../outside/secret",
-                  target=str(root / "got-it"))
+        await run(
+            actions, action, ctx, source=f"{root}/../outside/secret", target=str(root / "got-it")
+        )
     assert sorted(p.name for p in outside.iterdir()) == ["secret"]
     assert (root / "clip.mxf").exists() and not (root / "got-it").exists()
 
@@ -256,13 +318,17 @@ async def test_copy_and_move_refuse_symlinks_escaping_the_root(
     (root / "drop").symlink_to(outside, target_is_directory=True)
     ctx = make_ctx(root, [root])
     with pytest.raises(ActionError, match=r"'source'.* is outside the file roots"):
-        await run(actions, action, ctx, source=str(root / "innocent.mxf"),
-                  target=str(root / "x"))
+        await run(actions, action, ctx, source=str(root / "innocent.mxf"), target=str(root / "x"))
     with pytest.raises(ActionError, match=r"'target'.* is outside the file roots"):
         await run(actions, action, ctx, source=str(root / "clip.mxf"), target=str(root / "drop"))
     with pytest.raises(ActionError, match=r"'target'.* is outside the file roots"):
-        await run(actions, action, ctx, source=str(root / "clip.mxf"),
-                  target=str(root / "drop" / "clip.mxf"))
+        await run(
+            actions,
+            action,
+            ctx,
+            source=str(root / "clip.mxf"),
+            target=str(root / "drop" / "clip.mxf"),
+        )
     assert sorted(p.name for p in outside.iterdir()) == ["secret"]
 
 
@@ -274,51 +340,77 @@ async def test_copy_into_a_directory_refuses_an_escaping_entry(
     (root / "archive").mkdir()
     (root / "archive" / "clip.mxf").symlink_to(outside / "planted")
     with pytest.raises(ActionError, match="outside the file roots"):
-        await run(actions, "copy", make_ctx(root, [root]), source=str(root / "clip.mxf"),
-                  target=str(root / "archive"))
+        await run(
+            actions,
+            "copy",
+            make_ctx(root, [root]),
+            source=str(root / "clip.mxf"),
+            target=str(root / "archive"),
+        )
     assert not (outside / "planted").exists()
 
 
-@pytest.mark.parametrize(("source", "target", "roots", "message"), [
-    ("clip.mxf", "{root}/x", True, "'source' must be an absolute path"),
-    ("{root}/missing.mxf", "{root}/x", True, "is not an existing file"),
-    ("{root}/clip.mxf", "{root}/clip.mxf", True, "the same file"),
-    ("{root}/clip.mxf", "{root}/x", False, r"outside the file roots \(none configured\)"),
-    (None, "{root}/x", True, "'source' must be a path"),
-])
-async def test_copy_refuses_bad_paths(actions: dict[str, Action], media: tuple[Path, Path],
-                                      source: str | None, target: str, roots: bool,
-                                      message: str) -> None:
+@pytest.mark.parametrize(
+    ("source", "target", "roots", "message"),
+    [
+        ("clip.mxf", "{root}/x", True, "'source' must be an absolute path"),
+        ("{root}/missing.mxf", "{root}/x", True, "is not an existing file"),
+        ("{root}/clip.mxf", "{root}/clip.mxf", True, "the same file"),
+        ("{root}/clip.mxf", "{root}/x", False, r"outside the file roots \(none configured\)"),
+        (None, "{root}/x", True, "'source' must be a path"),
+    ],
+)
+async def test_copy_refuses_bad_paths(
+    actions: dict[str, Action],
+    media: tuple[Path, Path],
+    source: str | None,
+    target: str,
+    roots: bool,
+    message: str,
+) -> None:
     root, _ = media
     ctx = make_ctx(root, [root] if roots else [])
     with pytest.raises(ActionError, match=message):
-        await run(actions, "copy", ctx, source=source and source.format(root=root),
-                  target=target.format(root=root))
+        await run(
+            actions,
+            "copy",
+            ctx,
+            source=source and source.format(root=root),
+            target=target.format(root=root),
+        )
 
 
 # --------------------------------------------------------------------------- checksum
 
 
 @pytest.mark.parametrize("algorithm", ["md5", "sha1", "sha256", "SHA256"])
-async def test_checksum_matches_hashlib(actions: dict[str, Action], tmp_path: Path,
-                                        algorithm: str) -> None:
+async def test_checksum_matches_hashlib(
+    actions: dict[str, Action], tmp_path: Path, algorithm: str
+) -> None:
     data = os.urandom(2 * 1024 * 1024 + 123)  # more than two 1 MiB chunks
     (tmp_path / "clip.mxf").write_bytes(data)
-    out = await run(actions, "checksum", make_ctx(tmp_path, [tmp_path]),
-                    path=str(tmp_path / "clip.mxf"), algorithm=algorithm)
+    out = await run(
+        actions,
+        "checksum",
+        make_ctx(tmp_path, [tmp_path]),
+        path=str(tmp_path / "clip.mxf"),
+        algorithm=algorithm,
+    )
     name = algorithm.lower()
     assert out == {"algorithm": name, "digest": hashlib.new(name, data).hexdigest()}
 
 
 async def test_checksum_defaults_to_sha256(actions: dict[str, Action], tmp_path: Path) -> None:
     (tmp_path / "empty").write_bytes(b"")
-    out = await run(actions, "checksum", make_ctx(tmp_path, [tmp_path]),
-                    path=str(tmp_path / "empty"))
+    out = await run(
+        actions, "checksum", make_ctx(tmp_path, [tmp_path]), path=str(tmp_path / "empty")
+    )
     assert out == {"algorithm": "sha256", "digest": hashlib.sha256(b"").hexdigest()}
 
 
-async def test_checksum_refuses_bad_params(actions: dict[str, Action],
-                                           media: tuple[Path, Path]) -> None:
+async def test_checksum_refuses_bad_params(
+    actions: dict[str, Action], media: tuple[Path, Path]
+) -> None:
     root, outside = media
     (root / "link").symlink_to(outside / "secret")
     ctx = make_ctx(root, [root])
@@ -337,8 +429,9 @@ async def test_sleep_accepts_a_numeric_string_and_reports_progress(
     actions: dict[str, Action], tmp_path: Path
 ) -> None:
     progress: Progress = []
-    assert await run(actions, "sleep", make_ctx(tmp_path, progress=progress),
-                     seconds="0.05") is None
+    assert (
+        await run(actions, "sleep", make_ctx(tmp_path, progress=progress), seconds="0.05") is None
+    )
     assert progress == [(100.0, "slept 0.05 of 0.05 s")]
 
 
@@ -349,14 +442,16 @@ async def test_sleep_zero_returns_at_once(actions: dict[str, Action], tmp_path: 
 
 
 @pytest.mark.parametrize("seconds", [None, "soon", -1, "nan", float("inf")])
-async def test_sleep_refuses_bad_seconds(actions: dict[str, Action], tmp_path: Path,
-                                         seconds: object) -> None:
+async def test_sleep_refuses_bad_seconds(
+    actions: dict[str, Action], tmp_path: Path, seconds: object
+) -> None:
     with pytest.raises(ActionError, match="'seconds' must be"):
         await run(actions, "sleep", make_ctx(tmp_path), seconds=seconds)
 
 
-async def test_fail_always_fails_with_its_message(actions: dict[str, Action],
-                                                  tmp_path: Path) -> None:
+async def test_fail_always_fails_with_its_message(
+    actions: dict[str, Action], tmp_path: Path
+) -> None:
     with pytest.raises(ActionError, match=r"^disk on fire$"):
         await run(actions, "fail", make_ctx(tmp_path), message="disk on fire")
     with pytest.raises(ActionError, match="failed on purpose"):

@@ -35,9 +35,22 @@ EXPECTED_SOURCES = {
 
 def test_state_values_are_the_spec_names() -> None:
     assert [s.value for s in S] == [
-        "draft", "tentative", "confirmed", "pending", "queued", "waiting-for-lock", "running",
-        "cancel-requested", "paused", "completed", "failed", "timed-out", "canceled",
-        "ready-for-invoice", "invoiced"]
+        "draft",
+        "tentative",
+        "confirmed",
+        "pending",
+        "queued",
+        "waiting-for-lock",
+        "running",
+        "cancel-requested",
+        "paused",
+        "completed",
+        "failed",
+        "timed-out",
+        "canceled",
+        "ready-for-invoice",
+        "invoiced",
+    ]
 
 
 def test_public_operations_are_the_spec_operations() -> None:
@@ -60,13 +73,21 @@ def test_every_pair(operation: str, state: JobState) -> None:
         assert operation not in allowed_operations(state)
 
 
-@pytest.mark.parametrize(("operation", "source", "target"), [
-    ("due", S.CONFIRMED, S.QUEUED), ("due", S.CONFIRMED, S.PENDING),
-    ("admitted", S.PENDING, S.QUEUED), ("picked", S.QUEUED, S.RUNNING),
-    ("picked", S.QUEUED, S.WAITING_FOR_LOCK), ("lock-granted", S.WAITING_FOR_LOCK, S.RUNNING),
-    ("finished", S.RUNNING, S.COMPLETED), ("finished", S.RUNNING, S.FAILED),
-    ("finished", S.RUNNING, S.TIMED_OUT), ("finished", S.CANCEL_REQUESTED, S.CANCELED),
-])
+@pytest.mark.parametrize(
+    ("operation", "source", "target"),
+    [
+        ("due", S.CONFIRMED, S.QUEUED),
+        ("due", S.CONFIRMED, S.PENDING),
+        ("admitted", S.PENDING, S.QUEUED),
+        ("picked", S.QUEUED, S.RUNNING),
+        ("picked", S.QUEUED, S.WAITING_FOR_LOCK),
+        ("lock-granted", S.WAITING_FOR_LOCK, S.RUNNING),
+        ("finished", S.RUNNING, S.COMPLETED),
+        ("finished", S.RUNNING, S.FAILED),
+        ("finished", S.RUNNING, S.TIMED_OUT),
+        ("finished", S.CANCEL_REQUESTED, S.CANCELED),
+    ],
+)
 def test_scheduler_transitions(operation: str, source: JobState, target: JobState) -> None:
     check_transition(operation, source, target)
 

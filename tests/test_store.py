@@ -48,8 +48,11 @@ def _writer_pids(db: Path) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(a.endswith(b"sqlwriter.py") for a in argv) and str(db).encode() in argv \
-                and not pid_gone(int(entry.name)):
+        if (
+            any(a.endswith(b"sqlwriter.py") for a in argv)
+            and str(db).encode() in argv
+            and not pid_gone(int(entry.name))
+        ):
             pids.append(int(entry.name))
     return pids
 
@@ -121,8 +124,9 @@ CHILD = textwrap.dedent("""
 
 async def test_kill_9_of_the_daemon_ends_its_writer_and_loses_nothing(tmp_path: Path) -> None:
     db = tmp_path / "jobd.db"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(db)], cwd=ROOT,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(db)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout is not None
         writer = int(child.stdout.readline())
@@ -149,18 +153,20 @@ def held_writer_lock(tmp_path: Path) -> Iterator[IO[str]]:
 def _start_writer(db: Path, wait: str) -> subprocess.Popen[bytes]:
     schema = ROOT / "jobd" / "sql" / "schema.sql"
     return subprocess.Popen(
-        [sys.executable, "-I", "-S", sqlwriter.__file__, str(db), "full", str(schema), "1",
-         wait], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        [sys.executable, "-I", "-S", sqlwriter.__file__, str(db), "full", str(schema), "1", wait],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
 
 
 def _first_frame(out: bytes) -> tuple[str, str | None]:
-    (size,) = sqlwriter.HEADER.unpack(out[:sqlwriter.HEADER.size])
-    kind, message = pickle.loads(out[sqlwriter.HEADER.size:sqlwriter.HEADER.size + size])
+    (size,) = sqlwriter.HEADER.unpack(out[: sqlwriter.HEADER.size])
+    kind, message = pickle.loads(out[sqlwriter.HEADER.size : sqlwriter.HEADER.size + size])
     return kind, message
 
 
 def test_a_second_writer_waits_for_the_lock_then_names_it(held_writer_lock: IO[str]) -> None:
-    proc = _start_writer(Path(held_writer_lock.name[:-len("-writer.lock")]), "0.2")
+    proc = _start_writer(Path(held_writer_lock.name[: -len("-writer.lock")]), "0.2")
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 1
     kind, message = _first_frame(out)
@@ -171,13 +177,14 @@ def test_a_second_writer_waits_for_the_lock_then_names_it(held_writer_lock: IO[s
 def _blocked_on(path: Path) -> bool:
     """Someone waits for a lock on ``path`` (``->`` lines of /proc/locks)."""
     inode = f":{path.stat().st_ino} "
-    return any("->" in line and inode in line
-               for line in Path("/proc/locks").read_text().splitlines())
+    return any(
+        "->" in line and inode in line for line in Path("/proc/locks").read_text().splitlines()
+    )
 
 
 async def test_a_writer_waits_for_the_previous_one_to_finish(held_writer_lock: IO[str]) -> None:
     lock = Path(held_writer_lock.name)
-    proc = _start_writer(Path(str(lock)[:-len("-writer.lock")]), "30")
+    proc = _start_writer(Path(str(lock)[: -len("-writer.lock")]), "30")
     try:
         await wait_until(lambda: _blocked_on(lock), timeout=15)
     finally:
@@ -187,13 +194,30 @@ async def test_a_writer_waits_for_the_previous_one_to_finish(held_writer_lock: I
     assert _first_frame(out) == ("ready", None)
 
 
-@pytest.mark.parametrize("spec", [
-    JobSpec(workflow="w"),
-    JobSpec(workflow="w", name="n", params={"a": [1]}, assets=("x",), shared_assets=("y",),
-            resources=("r",), pools=("p",), start_at=0.0, end_at=5.0, preroll=1.5,
-            postroll=2.0, priority=-3, timeout=0.0, lock_timeout=3.0, state=JobState.DRAFT,
-            schedule="s"),
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        JobSpec(workflow="w"),
+        JobSpec(
+            workflow="w",
+            name="n",
+            params={"a": [1]},
+            assets=("x",),
+            shared_assets=("y",),
+            resources=("r",),
+            pools=("p",),
+            start_at=0.0,
+            end_at=5.0,
+            preroll=1.5,
+            postroll=2.0,
+            priority=-3,
+            timeout=0.0,
+            lock_timeout=3.0,
+            state=JobState.DRAFT,
+            schedule="s",
+        ),
+    ],
+)
 def test_a_spec_survives_the_round_trip_through_its_sparse_json(spec: JobSpec) -> None:
     text = spec_to_json(spec)
     assert spec_from_json(text) == spec
@@ -204,18 +228,31 @@ def test_a_spec_survives_the_round_trip_through_its_sparse_json(spec: JobSpec) -
 
 
 def test_a_step_copy_has_every_field() -> None:
-    values = {"job_id": 7, "idx": 2, "name": "n", "action": "a", "params": {"p": 1},
-              "state": StepState.FAILED, "attempts": 3, "started_at": 1.0, "ended_at": 2.0,
-              "outputs": {"o": 2}, "error": "e", "timeout": 9.0, "retries": 4,
-              "retry_backoff": 0.5, "isolation": "process", "pgid": 123}
+    values = {
+        "job_id": 7,
+        "idx": 2,
+        "name": "n",
+        "action": "a",
+        "params": {"p": 1},
+        "state": StepState.FAILED,
+        "attempts": 3,
+        "started_at": 1.0,
+        "ended_at": 2.0,
+        "outputs": {"o": 2},
+        "error": "e",
+        "timeout": 9.0,
+        "retries": 4,
+        "retry_backoff": 0.5,
+        "isolation": "process",
+        "pgid": 123,
+    }
     assert set(values) == {f.name for f in dataclasses.fields(Step)}
     step = Step(**values)  # type: ignore[arg-type]
     copied = step.copy()
     assert copied == step and copied is not step
 
 
-async def test_a_failing_statement_fails_its_batch_and_the_writer_goes_on(
-        tmp_path: Path) -> None:
+async def test_a_failing_statement_fails_its_batch_and_the_writer_goes_on(tmp_path: Path) -> None:
     db = tmp_path / "jobd.db"
     async with open_store(db) as store:
         await store.commit(_log_unit("before"))

@@ -68,7 +68,9 @@ def test_unit_has_the_service_contract() -> None:
 def test_sysusers_file_creates_the_user(tmp_path: Path) -> None:
     done = subprocess.run(
         ["systemd-sysusers", f"--root={tmp_path}", "--dry-run", str(SYSUSERS)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert "Creating user 'jobd'" in done.stdout + done.stderr

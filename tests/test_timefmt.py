@@ -12,22 +12,25 @@ from jobd.timefmt import format_duration, format_time, parse_duration, parse_tim
 NOW = 1_767_261_600.0  # 2026-01-01T10:00:00Z
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("2026-01-01T10:00:00Z", NOW),
-    ("2026-01-01T10:00:00+00:00", NOW),
-    ("2026-01-01T11:00:00+01:00", NOW),
-    ("2026-01-01T05:30-04:30", NOW),
-    ("2026-01-01T10:00:00.250Z", NOW + 0.25),
-    ("  2026-01-01T10:00Z ", NOW),
-    ("now", NOW),
-    ("NOW", NOW),
-    ("+30s", NOW + 30),
-    ("+5m", NOW + 300),
-    ("+2h", NOW + 7200),
-    ("+1d", NOW + 86400),
-    ("+1h30m", NOW + 5400),
-    ("+90", NOW + 90),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-01-01T10:00:00Z", NOW),
+        ("2026-01-01T10:00:00+00:00", NOW),
+        ("2026-01-01T11:00:00+01:00", NOW),
+        ("2026-01-01T05:30-04:30", NOW),
+        ("2026-01-01T10:00:00.250Z", NOW + 0.25),
+        ("  2026-01-01T10:00Z ", NOW),
+        ("now", NOW),
+        ("NOW", NOW),
+        ("+30s", NOW + 30),
+        ("+5m", NOW + 300),
+        ("+2h", NOW + 7200),
+        ("+1d", NOW + 86400),
+        ("+1h30m", NOW + 5400),
+        ("+90", NOW + 90),
+    ],
+)
 def test_parse_time_accepts_zoned_iso_now_and_relative(text: str, expected: float) -> None:
     assert parse_time(text, now=NOW) == pytest.approx(expected)
 
@@ -38,8 +41,9 @@ def test_a_time_without_a_zone_is_refused_with_the_fix() -> None:
     assert caught.value.message == "time '2026-01-01T10:00' has no zone; add Z or +01:00"
 
 
-@pytest.mark.parametrize("text", ["2026-01-01", "tomorrow", "", "10:00Z", "+", "+5x", "+-5m",
-                                  "2026-13-01T10:00Z"])
+@pytest.mark.parametrize(
+    "text", ["2026-01-01", "tomorrow", "", "10:00Z", "+", "+5x", "+-5m", "2026-13-01T10:00Z"]
+)
 def test_unparseable_times_are_validation_errors(text: str) -> None:
     with pytest.raises(ValidationError):
         parse_time(text, now=NOW)
@@ -59,10 +63,21 @@ def test_format_then_parse_is_the_same_instant(ts: float) -> None:
     assert abs(parse_time(text) - ts) <= 1e-6
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("0", 0), ("90", 90), ("1.5", 1.5), ("30s", 30), ("5m", 300), ("2h", 7200), ("1d", 86400),
-    ("1h30m", 5400), ("1.5h", 5400), (" 10S ", 10),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("0", 0),
+        ("90", 90),
+        ("1.5", 1.5),
+        ("30s", 30),
+        ("5m", 300),
+        ("2h", 7200),
+        ("1d", 86400),
+        ("1h30m", 5400),
+        ("1.5h", 5400),
+        (" 10S ", 10),
+    ],
+)
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -73,10 +88,18 @@ def test_bad_durations_are_refused(text: str) -> None:
         parse_duration(text)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (None, "-"), (0, "0s"), (44.6, "45s"), (725, "12m05s"), (11220, "3h07m"),
-    (187200, "2d04h"), (-3, "0s"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "-"),
+        (0, "0s"),
+        (44.6, "45s"),
+        (725, "12m05s"),
+        (11220, "3h07m"),
+        (187200, "2d04h"),
+        (-3, "0s"),
+    ],
+)
 def test_format_duration(seconds: float | None, text: str) -> None:
     assert format_duration(seconds) == text
 

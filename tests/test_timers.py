@@ -38,15 +38,16 @@ def interval(seconds: float, **kw: Any) -> ScheduleConfig:
 
 # -- cron arithmetic ------------------------------------------------------------------
 
+
 def test_brussels_spring_forward_fires_at_three_local() -> None:
     nightly = cron("0 2 * * *", "Europe/Brussels")
     assert fires_between(nightly, ts(2026, 3, 27), ts(2026, 3, 31)) == [
-        ts(2026, 3, 27, 1),   # 02:00 CET
+        ts(2026, 3, 27, 1),  # 02:00 CET
         ts(2026, 3, 28, 1),
         # 02:00 does not exist on 2026-03-29; APScheduler reads it with the CET
         # offset: 01:00Z, the instant the clocks jump, i.e. 03:00 CEST.
         ts(2026, 3, 29, 1),
-        ts(2026, 3, 30, 0),   # 02:00 CEST
+        ts(2026, 3, 30, 0),  # 02:00 CEST
         ts(2026, 3, 31, 0),
     ]
 
@@ -72,8 +73,10 @@ def test_wildcard_hour_keeps_real_time_cadence_across_dst(day: tuple[int, int, i
 
 
 def weekdays(expr: str, after: float, until: float) -> list[str]:
-    return [datetime.fromtimestamp(t, UTC).strftime("%a %d") for t in
-            fires_between(cron(expr), after, until)]
+    return [
+        datetime.fromtimestamp(t, UTC).strftime("%a %d")
+        for t in fires_between(cron(expr), after, until)
+    ]
 
 
 def test_day_of_week_follows_crontab_numbering() -> None:
@@ -101,7 +104,9 @@ def test_next_fire_is_strictly_after() -> None:
 
 def test_interval_is_anchored_at_the_epoch() -> None:
     assert fires_between(interval(3600), ts(2026, 5, 1, 10, 20), ts(2026, 5, 1, 13)) == [
-        ts(2026, 5, 1, 11), ts(2026, 5, 1, 12), ts(2026, 5, 1, 13),
+        ts(2026, 5, 1, 11),
+        ts(2026, 5, 1, 12),
+        ts(2026, 5, 1, 13),
     ]
     assert fires_between(interval(7), 0, 30) == [7, 14, 21, 28]
     assert fires_between(interval(1), 0, 100, limit=3) == [1, 2, 3]
@@ -141,7 +146,8 @@ def test_misfire_policies() -> None:
     within = MISSED[-5:]  # NOW - t <= 300
     assert plan_misfires(minutely("skip"), NOW - 1000, NOW) == MisfirePlan([], MISSED)
     assert plan_misfires(minutely("once"), NOW - 1000, NOW) == MisfirePlan(
-        [MISSED[-1]], MISSED[:-1])
+        [MISSED[-1]], MISSED[:-1]
+    )
     assert plan_misfires(minutely("all"), NOW - 1000, NOW) == MisfirePlan(within, MISSED[:-5])
 
 
@@ -176,8 +182,7 @@ def test_long_downtime_lists_the_latest_skipped_and_counts_the_rest(
     policy: Literal["skip", "once", "all"], period: int, gap: float, total: int
 ) -> None:
     now = 999_999_960.0  # a whole minute
-    schedule = (interval(1, misfire=policy) if period == 1
-                else cron("* * * * *", misfire=policy))
+    schedule = interval(1, misfire=policy) if period == 1 else cron("* * * * *", misfire=policy)
     plan = plan_misfires(schedule, now - gap, now, limit=10)
     assert len(plan.run) + len(plan.skipped) + plan.skipped_omitted == total
     runs = {"skip": 0, "once": 1, "all": 10}[policy]
@@ -186,6 +191,7 @@ def test_long_downtime_lists_the_latest_skipped_and_counts_the_rest(
 
 
 # -- the timer service ------------------------------------------------------------------------
+
 
 async def started(tg: TaskGroup, timers: Timers) -> None:
     await tg.start(timers.run)
@@ -318,6 +324,7 @@ async def test_wake_due_at_replacement_and_none_cancel() -> None:
         async def call() -> None:
             calls.append(name)
             done.set()
+
         return call
 
     with anyio.fail_after(10):
@@ -429,6 +436,7 @@ async def test_due_wake_ups_on_the_wall_clock_are_never_early() -> None:
                 timers.wake_due_at(due_times[len(seen)], callback(due_times[len(seen)]))
             else:
                 done.set()
+
         return call
 
     with anyio.fail_after(10):

@@ -50,8 +50,9 @@ def config(tmp_path: Path, out: Path) -> Config:
     scripts: dict[str, Any] = {"start_script": script, "end_script": script}
     flows = [
         workflow("live", step("a", "t-echo", params={"x": 1}), **scripts),
-        workflow("gated", step("g", "t-record", params={"log": "{log}", "gate": "{gate}"}),
-                 **scripts),
+        workflow(
+            "gated", step("g", "t-record", params={"log": "{log}", "gate": "{gate}"}), **scripts
+        ),
     ]
     return make_config(tmp_path, flows)
 
@@ -74,7 +75,8 @@ async def step_completed(engine: Engine, job_id: int) -> None:
 
 
 async def test_window_runs_steps_at_start_stays_running_until_end_then_end_script(
-        config: Config, out: Path) -> None:
+    config: Config, out: Path
+) -> None:
     async with running_engine(config) as engine:
         start = time.time() + 1
         job = await engine.submit(spec("live", start_at=start, end_at=start + 1))
@@ -108,12 +110,19 @@ async def test_stop_ends_the_live_window_early(config: Config, out: Path) -> Non
 
 
 async def test_stop_while_steps_run_completes_once_they_are_done(
-        config: Config, out: Path, tmp_path: Path) -> None:
+    config: Config, out: Path, tmp_path: Path
+) -> None:
     gate, log = tmp_path / "gate", tmp_path / "log"
     async with running_engine(config) as engine:
         start = time.time()
-        job = await engine.submit(spec("gated", start_at=start, end_at=start + 3600,
-                                       params={"gate": str(gate), "log": str(log)}))
+        job = await engine.submit(
+            spec(
+                "gated",
+                start_at=start,
+                end_at=start + 3600,
+                params={"gate": str(gate), "log": str(log)},
+            )
+        )
         await wait_state(engine, job.id, S.RUNNING)
         result: list[Job | None] = []
 
@@ -135,13 +144,15 @@ async def test_stop_while_steps_run_completes_once_they_are_done(
 
 async def test_stop_without_a_window_or_while_not_running_is_refused(config: Config) -> None:
     async with running_engine(config) as engine:
-        future = await engine.submit(spec("live", start_at=time.time() + 3600,
-                                          end_at=time.time() + 7200))
+        future = await engine.submit(
+            spec("live", start_at=time.time() + 3600, end_at=time.time() + 7200)
+        )
         with pytest.raises(InvalidTransition, match="cannot stop a job in state confirmed"):
             await engine.operate(future.id, "stop")
         gate = Path(str(engine.config.daemon.state_dir)) / "gate"
-        plain = await engine.submit(spec("gated", params={"gate": str(gate),
-                                                          "log": str(gate) + ".log"}))
+        plain = await engine.submit(
+            spec("gated", params={"gate": str(gate), "log": str(gate) + ".log"})
+        )
         await wait_state(engine, plain.id, S.RUNNING)
         with pytest.raises(NotApplicable, match="no live window"):
             await engine.operate(plain.id, "stop")
@@ -150,12 +161,14 @@ async def test_stop_without_a_window_or_while_not_running_is_refused(config: Con
 
 
 async def test_preroll_makes_it_due_early_and_postroll_keeps_it_running(
-        config: Config, out: Path) -> None:
+    config: Config, out: Path
+) -> None:
     async with running_engine(config) as engine:
         now = time.time()
         # Due at start - preroll, an hour before its start.
-        early = await engine.submit(spec("live", start_at=now + 3600, end_at=now + 3700,
-                                         preroll=3599.5, postroll=10))
+        early = await engine.submit(
+            spec("live", start_at=now + 3600, end_at=now + 3700, preroll=3599.5, postroll=10)
+        )
         assert early.due_at == pytest.approx(now + 0.5)
         await step_completed(engine, early.id)
         running = await engine.get_job(early.id)
@@ -182,8 +195,7 @@ async def test_job_without_end_completes_when_its_steps_do(config: Config, out: 
     assert out.read_text().splitlines() == ["start", "end completed"]
 
 
-async def test_due_timer_rebuilt_from_the_store_after_a_restart(config: Config,
-                                                                 out: Path) -> None:
+async def test_due_timer_rebuilt_from_the_store_after_a_restart(config: Config, out: Path) -> None:
     async with running_engine(config) as engine:
         start = time.time() + 1
         job = await engine.submit(spec("live", start_at=start, end_at=start + 0.5))
@@ -195,20 +207,29 @@ async def test_due_timer_rebuilt_from_the_store_after_a_restart(config: Config,
 
 
 async def test_cancel_during_the_window_runs_the_end_script_and_releases(
-        tmp_path: Path, out: Path, config: Config) -> None:
+    tmp_path: Path, out: Path, config: Config
+) -> None:
     config = dataclasses.replace(config, resources={"studio": ResourceConfig("studio")})
     async with running_engine(config) as engine:
         start = time.time()
-        job = await engine.submit(spec("live", start_at=start, end_at=start + 3600,
-                                       resources=["studio"]))
+        job = await engine.submit(
+            spec("live", start_at=start, end_at=start + 3600, resources=["studio"])
+        )
         await step_completed(engine, job.id)
         canceled = await engine.operate(job.id, "cancel")
         assert canceled is not None and canceled.state == S.CANCELED
         assert canceled.reservations == []
         assert [h.to_state for h in canceled.history][-2:] == [S.CANCEL_REQUESTED, S.CANCELED]
         # The slot is free again.
-        again = await engine.submit(spec("live", start_at=start + 10, end_at=start + 20,
-                                         resources=["studio"], state=S.TENTATIVE))
+        again = await engine.submit(
+            spec(
+                "live",
+                start_at=start + 10,
+                end_at=start + 20,
+                resources=["studio"],
+                state=S.TENTATIVE,
+            )
+        )
         assert [r.resource for r in again.reservations] == ["studio"]
     assert out.read_text().splitlines() == ["start", "end canceled"]
 

@@ -37,8 +37,9 @@ async def record(ctx: jobd.ActionContext, log: str, **params: Any) -> dict[str, 
     return {"ok": True}
 
 
-async def flaky(ctx: jobd.ActionContext, counter: str, fail_times: int = 1,
-                **params: Any) -> dict[str, Any]:
+async def flaky(
+    ctx: jobd.ActionContext, counter: str, fail_times: int = 1, **params: Any
+) -> dict[str, Any]:
     """Fails the first ``fail_times`` attempts (counted in a file), then succeeds."""
     path = Path(counter)
     n = int(path.read_text()) if path.exists() else 0
@@ -63,7 +64,10 @@ async def spawn(ctx: jobd.ActionContext, pidfile: str, **params: Any) -> None:
 @jobd.hookimpl
 def jobd_actions() -> list[jobd.Action]:
     return [
-        jobd.Action("t-noop", noop), jobd.Action("t-echo", echo),
-        jobd.Action("t-record", record), jobd.Action("t-flaky", flaky),
-        jobd.Action("t-hang", hang), jobd.Action("t-spawn", spawn),
+        jobd.Action("t-noop", noop),
+        jobd.Action("t-echo", echo),
+        jobd.Action("t-record", record),
+        jobd.Action("t-flaky", flaky),
+        jobd.Action("t-hang", hang),
+        jobd.Action("t-spawn", spawn),
     ]
