@@ -143,7 +143,7 @@ steps = [{ name = "a", action = "sleep", params = { seconds = 1 } }]
     "dropin",
     [
         "[daemon]\nworkers = 16\n",
-        "[api]\nsocket_mode = \"0600\"\n",
+        '[api]\nsocket_mode = "0600"\n',
         '[workflows.other]\nsteps = [{ name = "b", action = "sleep" }]\n',
         "[workflows.demo]\nscript_timeout = 5\n",
     ],
@@ -167,7 +167,6 @@ def test_a_dropin_that_sets_a_path_resolves_it_in_its_own_folder(tmp_path: Path)
     )
     assert config.daemon.state_dir == tmp_path / "jobd.d" / "st"
     assert config.daemon.plugin_dirs == (tmp_path / "plugins.d",)
-
 
 
 def test_dropins_merge_in_name_order(tmp_path: Path) -> None:
