@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import structlog
@@ -291,15 +291,17 @@ class Engine:
             )
 
     # ================================================================ submit & edit
-    async def submit(self, spec: JobSpec, *, actor: str = "api") -> Job:
+    async def submit(self, spec: JobSpec, *, actor: str = "api", cause: str = "submitted") -> Job:
         """Validate ``spec`` (workflow exists, params templating, plugin validators, bookings),
         store it and return the job. Raises ValidationError, BookingConflict.
 
-        A refused submission uses no id: the id is claimed only once the job is accepted."""
+        ``cause`` is the first history row's (``resubmit`` names the job it came from).
+        The job's id is taken only once everything is checked and booked: a refusal uses
+        up no id, so ids stay dense. Nothing between that check and the id awaits."""
         if self._tg is None:
             raise ShuttingDown()
-        intake = self._intake(spec, self._next_id + 1, self.clock(), actor)
-        self._next_id += 1
+        intake = self._intake(spec, self._next_id + 1, self.clock(), actor, cause)
+        self._next_id += 1  # every check passed and the booking is held: take the id
         return (await self._store_intakes([intake]))[0]
 
     async def submit_many(self, specs: list[JobSpec], *, actor: str = "api") -> list[Job]:
@@ -326,7 +328,9 @@ class Engine:
         self._next_id += len(intakes)
         return await self._store_intakes(intakes)
 
-    def _intake(self, spec: JobSpec, job_id: int, now: float, actor: str) -> _Intake:
+    def _intake(
+        self, spec: JobSpec, job_id: int, now: float, actor: str, cause: str = "submitted"
+    ) -> _Intake:
         """Validate ``spec`` as job ``job_id`` and hold its bookings in the index; nothing is
         written and no id claimed yet. Raises ValidationError, BookingConflict."""
         workflow = self._workflow(spec.workflow)
@@ -358,7 +362,7 @@ class Engine:
                 now,
             )
         job.due_at = spec.due_at if spec.due_at is not None else now
-        return _Intake(job, now, actor, [(None, spec.state, "submitted")])
+        return _Intake(job, now, actor, [(None, spec.state, cause)])
 
     async def _store_intakes(self, intakes: list[_Intake]) -> list[Job]:
         """Place accepted jobs (queued, pending or waiting for their time), write them in ONE
@@ -454,6 +458,23 @@ class Engine:
                 problems.append(f"asset names must be non-empty strings, got {asset!r}")
         if problems:
             raise ValidationError(problems)
+        self._check_booking_names(spec)
+
+    def _check_booking_names(self, spec: JobSpec) -> None:
+        """Refuse resources and pools the config does not know, in every state (a draft
+        books nothing, but naming nothing real is a mistake now, not at confirm time)."""
+        for field, names, known in (
+            ("resources", spec.resources, self.config.resources),
+            ("pools", spec.pools, self.config.pools),
+        ):
+            unknown = [name for name in names if name not in known]
+            if unknown:
+                kind = field.rstrip("s")
+                raise ValidationError(
+                    [f"unknown {kind} {name!r}" for name in unknown]
+                    + [f"configured {field}: {', '.join(sorted(known)) or 'none'}"],
+                    field=field,
+                )
 
     def _build_steps(self, workflow: WorkflowConfig, spec: JobSpec) -> list[Step]:
         defaults = self.config.defaults
@@ -756,9 +777,9 @@ class Engine:
             job.spec,
             state=S.CONFIRMED if job.spec.state not in (S.DRAFT, S.TENTATIVE) else job.spec.state,
         )
-        new = await self.submit(spec, actor=actor)
-        self._history_only(job, f"resubmitted as job {new.id}", actor)
-        return new
+        # The old job stays exactly as it was (SPEC §2): only the new one's history says
+        # where it came from.
+        return await self.submit(spec, actor=actor, cause=f"resubmitted from job {job.id}")
 
     async def _op_invoice_ready(self, job: Job, actor: str) -> None:
         await self._transition(
@@ -1282,7 +1303,9 @@ class Engine:
             step.action, plugin_file, module_name, params, context_data(ctx), log=ctx.log
         )
 
-    async def run_script(self, job: Job, path: Path, event: str, outcome: str | None) -> str | None:
+    async def run_script(
+        self, job: Job, path: Path, event: Literal["start", "end"], outcome: str | None
+    ) -> str | None:
         from jobd.scripts import run_script
 
         timeout = self.config.defaults.script_timeout
@@ -1293,7 +1316,7 @@ class Engine:
         result = await run_script(
             path,
             event=event,
-            job=job.to_dict(),  # type: ignore[arg-type]
+            job=job.to_dict(),
             outcome=outcome,
             timeout=timeout,
             kill_grace=self.config.daemon.kill_grace,
