@@ -190,7 +190,8 @@ class LockManager:
 
         A request with no assets is granted at once (and must still be
         released). ``now`` is kept for :meth:`waiting_since` and shown by ``jobd locks``,
-        so give the wall clock (``time.time()``), not a monotonic one. Raises ValueError if owner already has a request.
+        so give the wall clock (``time.time()``), not a monotonic one. Raises ValueError
+        if owner already has a request.
         """
         if owner in self._requests:
             raise ValueError(f"job {owner} already has a lock request")

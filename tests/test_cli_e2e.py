@@ -7,7 +7,6 @@ waits for a file the test creates, so nothing here sleeps.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
