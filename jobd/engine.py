@@ -1050,7 +1050,7 @@ class Engine:
         job = rc.job
         if not granted:
             if not self.locks.holds(job.id) and not self.locks.acquire(
-                job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic()
+                job.id, job.spec.assets, job.spec.shared_assets, now=self.clock()
             ):
                 await self._wait_for_lock(rc)
                 return
@@ -1347,7 +1347,7 @@ class Engine:
             rc = RunControl(job)
             self.active[job.id] = rc
             granted = self.locks.acquire(
-                job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic()
+                job.id, job.spec.assets, job.spec.shared_assets, now=self.clock()
             )
             if granted:
                 self._granted.append(job.id)
@@ -1420,7 +1420,7 @@ class Engine:
             due_at=now,
         )
         # It held its assets when the daemon died: it gets them back before any waiter does.
-        self.locks.acquire(job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic())
+        self.locks.acquire(job.id, job.spec.assets, job.spec.shared_assets, now=self.clock())
         await self._make_due(job)
 
     # ================================================================ reading
