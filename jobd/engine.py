@@ -55,6 +55,7 @@ from jobd.store import (
     HISTORY_INSERT,
     LOG_INSERT,
     GuardFailed,
+    JobFilter,
     Store,
     Unit,
     dumps,
@@ -1432,14 +1433,13 @@ class Engine:
         return job
 
     async def list_jobs(
-        self, states: list[JobState] | None = None, limit: int = 100, cursor: int | None = None
+        self, f: JobFilter | None = None, limit: int = 100, cursor: int | None = None
     ) -> tuple[list[Job], int | None]:
-        """Newest first (by id); ``cursor`` is the id to continue below.
-
-        Returns ``(jobs, next_cursor)``.
+        """Jobs matching ``f`` (all when None), newest first (by id); ``cursor`` is the id to
+        continue below. Returns ``(jobs, next_cursor)``.
         Listed jobs carry no steps/history (empty lists) to keep lists cheap."""
         limit = max(1, min(limit, 1000))
-        jobs = await self.store.list_jobs(states, limit + 1, cursor)
+        jobs = await self.store.list_jobs(f or JobFilter(), limit + 1, cursor)
         more = len(jobs) > limit
         jobs = jobs[:limit]
         return jobs, (jobs[-1].id if more and jobs else None)
