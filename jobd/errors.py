@@ -23,6 +23,17 @@ class JobdError(Exception):
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "details": self.details}
 
+    def in_batch(self, index: int) -> JobdError:
+        """This error made the refusal of job ``index`` of a batch (``POST /v1/batch/jobs``):
+        the message prefixed ``jobs[index]: ``, ``details.index`` set and ``details.field``
+        given its path in the body; class, code and status stay. Returns ``self``."""
+        self.details["index"] = index
+        if self.details.get("field"):
+            self.details["field"] = f"jobs.{index}.{self.details['field']}"
+        self.message = f"jobs[{index}]: {self.message}"
+        self.args = (self.message,)
+        return self
+
 
 class ConfigError(JobdError):
     """A configuration file is wrong; names the file, the key path and the problem."""
