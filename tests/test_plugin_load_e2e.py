@@ -10,13 +10,13 @@ import pytest
 
 from tests import e2e
 
-BROKEN_PLUGIN = '''
+BROKEN_PLUGIN = """
 import jobd
 
 secret_local = "s3cr3t-local-value"
 numbers = list(range(40))
 raise RuntimeError("broken on purpose")
-'''
+"""
 
 
 @pytest.fixture
