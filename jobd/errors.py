@@ -49,6 +49,24 @@ class ConfigError(JobdError):
         self.file, self.key, self.problem = file, key, problem
 
 
+class ConfigErrors(ConfigError):
+    """Several configuration problems found at once (``check-config``, start, reload).
+
+    Its message is one problem per line; ``errors`` holds each :class:`ConfigError`;
+    ``file``/``key``/``problem`` are the first one's.
+    """
+
+    def __init__(self, errors: Iterable[ConfigError]) -> None:
+        self.errors = list(errors)
+        first = self.errors[0]
+        JobdError.__init__(
+            self,
+            "\n".join(error.message for error in self.errors),
+            {**first.details, "problems": [error.details for error in self.errors]},
+        )
+        self.file, self.key, self.problem = first.file, first.key, first.problem
+
+
 class ValidationError(JobdError):
     """A job spec or request body is wrong (HTTP 400)."""
 
