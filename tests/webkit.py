@@ -33,8 +33,8 @@ WORKFLOWS = (
     + """
 [workflows.talk]
 steps = [
-  { name = "say", action = "e2e_echo", params = { line = "{line}" } },
   { name = "wait", action = "e2e_wait_file", params = { path = "{path}" } },
+  { name = "say", action = "e2e_echo", params = { line = "{line}" } },
 ]
 
 [resources.enc-1]
