@@ -44,6 +44,7 @@ from jobd.models import JobSpec
 from jobd.states import PUBLIC_OPERATIONS, JobState
 from jobd.store import JobFilter
 from jobd.timefmt import format_time, parse_time
+from jobd.web import add_page_routes, is_public_path
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
@@ -428,14 +429,16 @@ class CatchAllMiddleware:
 
 
 class AuthMiddleware:
-    """``Authorization: Bearer <token>`` on every route but ``/v1/health`` (TCP listener)."""
+    """``Authorization: Bearer <token>`` on every route but ``/v1/health`` and the page's own
+    files, which hold no data (TCP listener)."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self._expected = f"bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") == "/v1/health":
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path == "/v1/health" or is_public_path(path):
             await self.app(scope, receive, send)
             return
         provided = dict(scope.get("headers") or []).get(b"authorization", b"")
@@ -814,6 +817,7 @@ def create_app(
         metrics=metrics,
         sse_keepalive=sse_keepalive,
     )
+    add_page_routes(app)
     return app
 
 

@@ -1532,7 +1532,7 @@ class Engine:
         }
 
     def locks_info(self) -> list[dict[str, Any]]:
-        """Per asset: ``{asset, holders: [{job_id, mode}], waiters: [{job_id, mode}]}``."""
+        """Per asset: ``{asset, holders: [{job_id, mode}], waiters: [{job_id, mode, since}]}``."""
         return self.locks.snapshot()
 
     async def resources_info(self) -> list[dict[str, Any]]:
@@ -1556,21 +1556,28 @@ class Engine:
 
     async def bookings(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
         """Reservations overlapping ``[start, end]``: ``{job_id, job_name, state, resource,
-        start, end}``."""
+        pool, start, end, start_at, end_at}``; ``start_at``/``end_at`` are the job's window,
+        so ``start_at - start`` is its preroll and ``end - end_at`` its postroll."""
         reservations = self.booking_index.between(start, end)
-        names = await self.store.job_states(sorted({r.job_id for r in reservations}))
-        return [
-            {
-                "job_id": r.job_id,
-                "job_name": names.get(r.job_id, ("?", None))[0],
-                "state": str(names.get(r.job_id, ("?", None))[1]),
-                "resource": r.resource,
-                "pool": r.pool,
-                "start": r.start,
-                "end": r.end,
-            }
-            for r in reservations
-        ]
+        jobs = await self.store.job_windows(sorted({r.job_id for r in reservations}))
+        unknown = ("?", None, None, None)
+        out = []
+        for r in reservations:
+            name, state, start_at, end_at = jobs.get(r.job_id, unknown)
+            out.append(
+                {
+                    "job_id": r.job_id,
+                    "job_name": name,
+                    "state": str(state),
+                    "resource": r.resource,
+                    "pool": r.pool,
+                    "start": r.start,
+                    "end": r.end,
+                    "start_at": start_at,
+                    "end_at": end_at,
+                }
+            )
+        return out
 
     async def schedules_info(self) -> list[dict[str, Any]]:
         """Per schedule: next and last firing, missed and skipped counts, recent events."""

@@ -830,6 +830,23 @@ class Store:
         )
         return {r[0]: (r[1] or f"{r[2]}-{r[0]}", JobState(r[3])) for r in rows}
 
+    async def job_windows(
+        self, job_ids: Sequence[int]
+    ) -> dict[int, tuple[str, JobState, float | None, float | None]]:
+        """Per job: name, state, ``start_at`` and ``end_at`` (what a booking's bar shows)."""
+        out: dict[int, tuple[str, JobState, float | None, float | None]] = {}
+        ids = list(job_ids)
+        for lo in range(0, len(ids), 30000):  # under SQLite's 32,766 bound parameters
+            chunk = ids[lo : lo + 30000]
+            rows = await self._fetchall(
+                "SELECT id, name, workflow, state, start_at, end_at FROM jobs WHERE id IN"
+                f" ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for r in rows:
+                out[r[0]] = (r[1] or f"{r[2]}-{r[0]}", JobState(r[3]), r[4], r[5])
+        return out
+
     async def job_log(self, job_id: int, after: int, limit: int) -> list[dict[str, Any]]:
         rows = await self._fetchall(
             "SELECT seq, at, step, level, message FROM job_log WHERE job_id = ? AND seq > ?"
