@@ -1008,6 +1008,30 @@ def _inspect_routes(app: FastAPI, engine: Engine) -> None:
     async def schedules() -> dict[str, Any]:
         return _items(await engine.schedules_info())
 
+    @app.post("/v1/schedules/{name}/{action}")
+    async def schedule_control(
+        name: Annotated[str, PathParam(max_length=200)],
+        action: Annotated[str, PathParam(description="run, pause or resume")],
+        request: Request,
+    ) -> JSONResponse:
+        """``run``: fire now (201 with the job); ``pause``/``resume``: stop and restart its
+        firings, kept in the store (200 with the schedule)."""
+        if action == "run":
+            job = await engine.run_schedule(name, actor=_actor(request))
+            return JSONResponse(
+                _json(job.to_dict()), status_code=201, headers={"location": f"/v1/jobs/{job.id}"}
+            )
+        if action in ("pause", "resume"):
+            paused = action == "pause"
+            info = await engine.pause_schedule(name, paused, actor=_actor(request))
+            return JSONResponse(_json(info))
+        return _error(
+            404,
+            "unknown-operation",
+            f"unknown schedule action {action!r} (one of: run, pause, resume)",
+            {"operation": action, "operations": ["run", "pause", "resume"]},
+        )
+
     @app.get("/v1/plugins")
     async def plugins() -> dict[str, Any]:
         return _json(engine.plugins_info())
