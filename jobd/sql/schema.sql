@@ -1,4 +1,5 @@
--- jobd schema, version 1. Applied by jobd.store when PRAGMA user_version < 1.
+-- jobd schema, version 2. Applied by jobd.store when PRAGMA user_version < 1; an older
+-- database is brought up to date by the steps in jobd.sqlwriter.MIGRATIONS.
 -- Times are POSIX seconds (REAL, UTC). States are the values of jobd.states.
 
 CREATE TABLE jobs (
@@ -15,6 +16,7 @@ CREATE TABLE jobs (
     progress         REAL,
     progress_message TEXT,
     schedule         TEXT,
+    run_started_at   REAL,                  -- the current run's start script ran (NULL: not yet)
     created_at       REAL    NOT NULL,
     updated_at       REAL    NOT NULL
 );
