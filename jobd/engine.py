@@ -55,6 +55,7 @@ from jobd.store import (
     HISTORY_INSERT,
     LOG_INSERT,
     GuardFailed,
+    JobFilter,
     Store,
     Unit,
     dumps,
@@ -1446,14 +1447,13 @@ class Engine:
         return job
 
     async def list_jobs(
-        self, states: list[JobState] | None = None, limit: int = 100, cursor: int | None = None
+        self, f: JobFilter | None = None, limit: int = 100, cursor: int | None = None
     ) -> tuple[list[Job], int | None]:
-        """Newest first (by id); ``cursor`` is the id to continue below.
-
-        Returns ``(jobs, next_cursor)``.
+        """Jobs matching ``f`` (all when None), newest first (by id); ``cursor`` is the id to
+        continue below. Returns ``(jobs, next_cursor)``.
         Listed jobs carry no steps/history (empty lists) to keep lists cheap."""
         limit = max(1, min(limit, 1000))
-        jobs = await self.store.list_jobs(states, limit + 1, cursor)
+        jobs = await self.store.list_jobs(f or JobFilter(), limit + 1, cursor)
         more = len(jobs) > limit
         jobs = jobs[:limit]
         return jobs, (jobs[-1].id if more and jobs else None)
@@ -1480,7 +1480,7 @@ class Engine:
         }
 
     def locks_info(self) -> list[dict[str, Any]]:
-        """Per asset: ``{asset, holders: [{job_id, mode}], waiters: [{job_id, mode}]}``."""
+        """Per asset: ``{asset, holders: [{job_id, mode}], waiters: [{job_id, mode, since}]}``."""
         return self.locks.snapshot()
 
     async def resources_info(self) -> list[dict[str, Any]]:
@@ -1504,21 +1504,28 @@ class Engine:
 
     async def bookings(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
         """Reservations overlapping ``[start, end]``: ``{job_id, job_name, state, resource,
-        start, end}``."""
+        pool, start, end, start_at, end_at}``; ``start_at``/``end_at`` are the job's window,
+        so ``start_at - start`` is its preroll and ``end - end_at`` its postroll."""
         reservations = self.booking_index.between(start, end)
-        names = await self.store.job_states(sorted({r.job_id for r in reservations}))
-        return [
-            {
-                "job_id": r.job_id,
-                "job_name": names.get(r.job_id, ("?", None))[0],
-                "state": str(names.get(r.job_id, ("?", None))[1]),
-                "resource": r.resource,
-                "pool": r.pool,
-                "start": r.start,
-                "end": r.end,
-            }
-            for r in reservations
-        ]
+        jobs = await self.store.job_windows(sorted({r.job_id for r in reservations}))
+        unknown = ("?", None, None, None)
+        out = []
+        for r in reservations:
+            name, state, start_at, end_at = jobs.get(r.job_id, unknown)
+            out.append(
+                {
+                    "job_id": r.job_id,
+                    "job_name": name,
+                    "state": str(state),
+                    "resource": r.resource,
+                    "pool": r.pool,
+                    "start": r.start,
+                    "end": r.end,
+                    "start_at": start_at,
+                    "end_at": end_at,
+                }
+            )
+        return out
 
     async def schedules_info(self) -> list[dict[str, Any]]:
         """Per schedule: next and last firing, missed and skipped counts, recent events."""

@@ -161,32 +161,21 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-#: What brings a database of version ``n - 1`` to version ``n`` (``schema.sql`` is the
-#: whole latest schema, applied to an empty database).
-MIGRATIONS = {
-    # jobs.run_started_at: a run's start script ran (a resumed or recovered run does not
-    # run it again). A job in a run that already ran a step is marked as started.
-    2: "ALTER TABLE jobs ADD COLUMN run_started_at REAL;"
-    " UPDATE jobs SET run_started_at = updated_at WHERE state IN ('running',"
-    " 'cancel-requested', 'paused', 'confirmed', 'pending', 'queued', 'waiting-for-lock')"
-    " AND EXISTS (SELECT 1 FROM steps WHERE steps.job_id = jobs.id AND steps.attempts > 0);",
-}
-
-
 def migrate(conn: sqlite3.Connection, path: str, schema_file: str, version: int) -> None:
+    """Bring the database to ``version``: ``schema.sql`` for a new one (version 1), then
+    each ``migrate-N.sql`` next to it in turn, each in its own transaction."""
     current = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if current > version:
         raise ValueError(
             f"{path} has schema version {current}, newer than this jobd "
             f"({version}); upgrade jobd or restore a backup"
         )
-    if current < 1:
-        with open(schema_file, encoding="utf-8") as f:
-            schema = f.read()
-        conn.executescript(f"BEGIN; {schema}; PRAGMA user_version = {version}; COMMIT;")
-        return
-    for step in range(current + 1, version + 1):
-        conn.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;")
+    folder = os.path.dirname(schema_file)
+    for step in range(max(current, 0) + 1, version + 1):
+        script = schema_file if step == 1 else os.path.join(folder, f"migrate-{step}.sql")
+        with open(script, encoding="utf-8") as f:
+            sql = f.read()
+        conn.executescript(f"BEGIN; {sql}; PRAGMA user_version = {step}; COMMIT;")
 
 
 def serve(conn: sqlite3.Connection, inp: int, out: IO[bytes]) -> None:

@@ -1,6 +1,6 @@
 """A run (SPEC §3) has one start script and one end script: pause/resume and a daemon restart
 continue the same run without its start script; retry and restart begin a new run, which
-does. Through the real engine, real scripts and a real SQLite file (also one of schema 1)."""
+does. Through the real engine, real scripts and a real SQLite file (also one of schema 2)."""
 
 from __future__ import annotations
 
@@ -111,14 +111,15 @@ async def test_retry_begins_a_new_run_with_its_start_script(
     assert lines(out) == ["start", "end failed", "start", "end completed"]
 
 
-async def test_a_schema_1_database_is_migrated_and_a_started_run_stays_started(
+async def test_a_schema_2_database_is_migrated_and_a_started_run_stays_started(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "old.db"
-    schema = (Path(__file__).parent.parent / "jobd" / "sql" / "schema.sql").read_text()
+    sql = Path(__file__).parent.parent / "jobd" / "sql"
     with closing(sqlite3.connect(db)) as conn:
-        conn.executescript(schema.replace("    run_started_at   REAL,", ""))
-        conn.execute("PRAGMA user_version = 1")
+        conn.executescript((sql / "schema.sql").read_text())
+        conn.executescript((sql / "migrate-2.sql").read_text())
+        conn.execute("PRAGMA user_version = 2")
         for job_id, state in ((1, "paused"), (2, "confirmed")):
             conn.execute(
                 "INSERT INTO jobs (id, workflow, state, spec, created_at, updated_at)"
@@ -136,4 +137,4 @@ async def test_a_schema_1_database_is_migrated_and_a_started_run_stays_started(
     assert started is not None and started.run_started_at == 5
     assert fresh is not None and fresh.run_started_at is None
     with closing(sqlite3.connect(db)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3

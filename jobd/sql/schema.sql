@@ -1,5 +1,4 @@
--- jobd schema, version 2. Applied by jobd.store when PRAGMA user_version < 1; an older
--- database is brought up to date by the steps in jobd.sqlwriter.MIGRATIONS.
+-- jobd schema, version 1. Applied by jobd.store when PRAGMA user_version < 1.
 -- Times are POSIX seconds (REAL, UTC). States are the values of jobd.states.
 
 CREATE TABLE jobs (
@@ -16,7 +15,6 @@ CREATE TABLE jobs (
     progress         REAL,
     progress_message TEXT,
     schedule         TEXT,
-    run_started_at   REAL,                  -- the current run's start script ran (NULL: not yet)
     created_at       REAL    NOT NULL,
     updated_at       REAL    NOT NULL
 );
