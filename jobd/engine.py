@@ -767,7 +767,9 @@ class Engine:
 
     async def _rerun(self, job: Job, operation: str, actor: str, *, reset_all: bool) -> None:
         job.steps = await self.store.load_steps(job.id)
-        unit = Unit()
+        # A new run: its start script runs again (SPEC §3, "A run begins ...").
+        job.run_started_at = None
+        unit = Unit().add("UPDATE jobs SET run_started_at = NULL WHERE id = ?", (job.id,))
         for step in job.steps:
             if reset_all or step.state != StepState.COMPLETED:
                 unit.add(
@@ -1141,7 +1143,9 @@ class Engine:
 
         Only when nothing runs before that step (no start script still to run)."""
         job, unit = rc.job, Unit()
-        rc.started = rc.started or any(s.attempts for s in job.steps)
+        # Stored, not guessed from the steps: a pause in the first step leaves no attempt,
+        # and a retry (a new run) keeps its completed steps' attempts.
+        rc.started = rc.started or job.run_started_at is not None
         if workflow is None:
             return unit
         rc.defer_last = job.spec.end_at is None and workflow.end_script is None
@@ -1307,6 +1311,14 @@ class Engine:
     async def save_step(self, job: Job, step: Step) -> None:
         await self.store.commit(_step_update(Unit(), step))
         self._step_event(job, step)
+
+    def run_started(self, job: Job) -> None:
+        """The run's start script succeeded: recorded before the first step's write (same
+        queue, so it lands no later), so that a resumed or recovered run skips it."""
+        job.run_started_at = now = self.clock()
+        self.store.commit_nowait(
+            Unit().add("UPDATE jobs SET run_started_at = ? WHERE id = ?", (now, job.id))
+        )
 
     async def save_pgid(self, job: Job, step: Step) -> None:
         await self.store.commit(
@@ -1773,6 +1785,7 @@ def replace_job(job: Job, **changes: Any) -> Job:
         updated_at=job.updated_at,
         error=job.error,
         due_at=job.due_at,
+        run_started_at=job.run_started_at,
     )
     for key, value in changes.items():
         setattr(new, key, value)

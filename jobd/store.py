@@ -40,7 +40,7 @@ from jobd.errors import StoreError
 from jobd.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
 from jobd.states import JobState, StepState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Units queued in one turn of the event loop that are sent without waiting for its end.
 SEND_AT = 16
 log = structlog.get_logger("jobd.store")
@@ -132,7 +132,10 @@ def spec_from_json(text: str) -> JobSpec:
     )
 
 
-_JOB_COLUMNS = "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at"
+_JOB_COLUMNS = (
+    "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at,"
+    " run_started_at"
+)
 
 
 def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
@@ -147,6 +150,7 @@ def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         progress=row[6],
         progress_message=row[7],
         due_at=row[8],
+        run_started_at=row[9],
     )
 
 
