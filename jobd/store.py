@@ -40,7 +40,7 @@ from jobd.errors import StoreError
 from jobd.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
 from jobd.states import JobState, StepState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Units queued in one turn of the event loop that are sent without waiting for its end.
 SEND_AT = 16
 log = structlog.get_logger("jobd.store")
@@ -132,7 +132,10 @@ def spec_from_json(text: str) -> JobSpec:
     )
 
 
-_JOB_COLUMNS = "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at"
+_JOB_COLUMNS = (
+    "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at,"
+    " run_started_at"
+)
 
 
 def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
@@ -147,6 +150,7 @@ def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         progress=row[6],
         progress_message=row[7],
         due_at=row[8],
+        run_started_at=row[9],
     )
 
 
@@ -231,6 +235,21 @@ HISTORY_INSERT = (
     "INSERT INTO history (job_id, at, from_state, to_state, cause, actor) VALUES (?,?,?,?,?,?)"
 )
 LOG_INSERT = "INSERT INTO job_log (job_id, at, step, level, message) VALUES (?,?,?,?,?)"
+
+
+def schedule_pause_unit(name: str, paused_at: float | None, now: float, actor: str) -> Unit:
+    """The writes of a pause (``paused_at`` a time) or resume (None), with its event row."""
+    kind = "paused" if paused_at is not None else "resumed"
+    return (
+        Unit()
+        .add("INSERT OR IGNORE INTO schedules (name) VALUES (?)", (name,))
+        .add("UPDATE schedules SET paused_at = ? WHERE name = ?", (paused_at, name))
+        .add(
+            "INSERT INTO schedule_events (schedule, at, fire_time, kind, job_id, reason)"
+            " VALUES (?,?,?,?,?,?)",
+            (name, now, now, kind, None, f"{kind} by {actor}"),
+        )
+    )
 
 
 def _read_jobs(conn: sqlite3.Connection, job_ids: list[int]) -> list[Job]:
@@ -859,10 +878,16 @@ class Store:
 
     async def schedule_rows(self) -> dict[str, dict[str, Any]]:
         rows = await self._fetchall(
-            "SELECT name, last_fire_at, last_job_id, missed, skipped FROM schedules"
+            "SELECT name, last_fire_at, last_job_id, missed, skipped, paused_at FROM schedules"
         )
         return {
-            r[0]: {"last_fire_at": r[1], "last_job_id": r[2], "missed": r[3], "skipped": r[4]}
+            r[0]: {
+                "last_fire_at": r[1],
+                "last_job_id": r[2],
+                "missed": r[3],
+                "skipped": r[4],
+                "paused_at": r[5],
+            }
             for r in rows
         }
 
