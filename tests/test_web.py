@@ -398,15 +398,80 @@ def test_the_queue_shows_a_lock_holder_and_its_waiters_in_order(page: Page, web:
 # --------------------------------------------------------------------------- other pages
 
 
-def test_schedules_plugins_and_nodes_pages(page: Page, web: WebDaemon) -> None:
+def test_schedules_run_pause_and_resume(page: Page, web: WebDaemon) -> None:
+    page.goto("/schedules")
+    line = page.locator('tr[data-schedule="new-year"]')
+    expect(line).to_have_attribute("data-schedule-state", "active")
+    line.get_by_role("button", name="pause").click()
+    expect(line).to_have_attribute("data-schedule-state", "paused")
+    line.get_by_role("button", name="resume").click()
+    expect(line).to_have_attribute("data-schedule-state", "active")
+    line.get_by_role("button", name="run").click()
+    fired = page.get_by_role("status").get_by_role("link", name=re.compile(r"job \d+"))
+    expect(fired).to_be_visible()
+    job_id = int(fired.inner_text().split()[1])
+    assert web.job(job_id)["schedule"] == "new-year"
+
+
+def test_plugins_and_nodes_pages(page: Page, web: WebDaemon) -> None:
     page.goto("/plugins")
     actions = page.get_by_role("table", name="actions")
     expect(actions.locator('tr[data-action="e2e_echo"]')).to_be_visible()
-    page.goto("/schedules")
-    expect(page.get_by_role("table", name="schedules")).to_contain_text("no schedules configured")
     page.goto("/nodes")
     expect(page.locator(".single-node, table[aria-label=nodes]")).to_be_visible()
 
 
 def iso_at(when: float) -> str:
     return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------- batch
+
+
+def test_batch_cancel_of_selected_jobs_with_a_report_of_refusals(
+    page: Page, web: WebDaemon
+) -> None:
+    drafts = [web.submit("demo", "-p", "who=b", "--draft", "--name", f"sel-{n}") for n in range(2)]
+    finished = web.submit("demo", "-p", "who=b", "--name", "sel-done")
+    e2e.wait_until(lambda: web.job(finished["id"])["state"] == "completed", what="completed")
+    page.goto("/")
+    for job in [*drafts, finished]:
+        page.get_by_role("checkbox", name=f"select job {job['id']}").check()
+    toolbar = page.get_by_role("toolbar", name="batch operations")
+    expect(toolbar).to_contain_text("3 selected")
+    toolbar.get_by_role("button", name="cancel", exact=True).click()
+    page.get_by_role("button", name="yes, cancel").click()
+    report = page.get_by_role("status", name="batch report")
+    expect(report).to_contain_text("cancel: 2 done, 1 refused")
+    refused = report.locator(f'li[data-job-id="{finished["id"]}"]')
+    expect(refused).to_contain_text("completed")
+    for job in drafts:
+        expect(row(page, job["id"])).to_have_attribute("data-state", "canceled")
+        assert web.job(job["id"])["state"] == "canceled"
+    assert web.job(finished["id"])["state"] == "completed"
+
+
+def test_batch_cancel_of_all_that_match_the_filter(page: Page, web: WebDaemon) -> None:
+    uid = uuid.uuid4().hex[:8]
+    matching = [
+        web.submit("demo", "-p", "who=m", "--draft", "--name", f"match-{uid}-{n}")
+        for n in range(3)
+    ]
+    other = web.submit("demo", "-p", "who=m", "--draft", "--name", f"other-{uid}")
+    page.goto(f"/?search=match-{uid}")
+    expect(row(page, matching[0]["id"])).to_be_visible()
+    toolbar = page.get_by_role("toolbar", name="batch operations")
+    toolbar.get_by_label("all that match the filter").check()
+    expect(toolbar).to_contain_text("all jobs that match the filter")
+    toolbar.get_by_role("button", name="cancel", exact=True).click()
+    page.get_by_role("button", name="yes, cancel").click()
+    expect(page.get_by_role("status", name="batch report")).to_contain_text("3 done, 0 refused")
+    for job in matching:
+        expect(row(page, job["id"])).to_have_attribute("data-state", "canceled")
+    assert web.job(other["id"])["state"] == "draft"
+
+
+def test_all_that_match_needs_a_filter(page: Page, web: WebDaemon) -> None:
+    page.goto("/")
+    toolbar = page.get_by_role("toolbar", name="batch operations")
+    expect(toolbar.get_by_label("all that match the filter")).to_be_disabled()

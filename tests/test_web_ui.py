@@ -102,9 +102,7 @@ def test_jobd_ui_without_a_daemon_exits_3(base: Path) -> None:
     assert "cannot reach jobd" in done.stderr
 
 
-def test_the_page_says_when_the_daemon_is_away_and_reconnects(
-    browser: Browser, base: Path
-) -> None:
+def test_the_page_says_when_the_daemon_is_away_and_reconnects(browser: Browser, base: Path) -> None:
     token = base / "token"
     token.write_text(TOKEN)
     token.chmod(0o600)

@@ -43,6 +43,13 @@ steps = [
 
 [pools.encoders]
 members = ["enc-1", "enc-2"]
+
+[[schedules]]
+name = "new-year"
+workflow = "demo"
+cron = "0 3 1 1 *"
+timezone = "UTC"
+params = { who = "schedule" }
 """
 )
 
