@@ -289,9 +289,21 @@ def _validation_message(err: Any) -> str:
     return f"{loc}: {message}"
 
 
+def _unknown_job(request: Request, errors: list[Any]) -> Response | None:
+    """A 404 when the path itself is what failed validation (``/v1/jobs/abc``, ``/0``,
+    ``/2**70``): such a path names no job, so it is "not found", not bad input (SPEC §7)."""
+    if not any(tuple(err.get("loc", ()))[:1] == ("path",) for err in errors):
+        return None
+    raw = str(request.path_params.get("job_id", request.url.path))
+    return _error(404, "not-found", f"job {raw!r} not found", {"what": "job", "id": raw})
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
+    unknown = _unknown_job(request, errors)
+    if unknown is not None:
+        return unknown
     messages = [_validation_message(err) for err in errors]
     code = "invalid-json" if any(e.get("type") == "json_invalid" for e in errors) else "invalid"
     content_type = request.headers.get("content-type", "")

@@ -274,7 +274,21 @@ def _merge(
             for stale in [p for p in origins if p[: len(here)] == here]:
                 del origins[stale]
             into[key] = value
-            origins[here] = source
+            _record(value, here, source, origins)
+
+
+def _record(value: Any, path: _KeyPath, source: Path, origins: dict[_KeyPath, Path]) -> None:
+    """Record ``source`` for ``path`` and every key below it.
+
+    Each key must answer for itself: were only the enclosing table recorded, a
+    later file merging into that table (``[daemon] workers = 16`` in a drop-in)
+    would become the origin of the keys it never set, and their relative paths
+    would move to the drop-in's folder.
+    """
+    origins[path] = source
+    if isinstance(value, dict):
+        for key, child in value.items():
+            _record(child, (*path, key), source, origins)
 
 
 # --------------------------------------------------------------------------- validation kit

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import structlog
@@ -291,9 +291,13 @@ class Engine:
             )
 
     # ================================================================ submit & edit
-    async def submit(self, spec: JobSpec, *, actor: str = "api") -> Job:
+    async def submit(self, spec: JobSpec, *, actor: str = "api", cause: str = "submitted") -> Job:
         """Validate ``spec`` (workflow exists, params templating, plugin validators, bookings),
-        store it and return the job. Raises ValidationError, BookingConflict."""
+        store it and return the job. Raises ValidationError, BookingConflict.
+
+        ``cause`` is the first history row's (``resubmit`` names the job it came from).
+        The job's id is taken only once everything is checked and booked: a refusal uses
+        up no id, so ids stay dense. Nothing between that check and the id awaits."""
         if self._tg is None:
             raise ShuttingDown()
         workflow = self._workflow(spec.workflow)
@@ -305,9 +309,8 @@ class Engine:
         self._validate_spec(spec)
         steps = self._build_steps(workflow, spec)
         now = self.clock()
-        self._next_id += 1
         job = Job(
-            id=self._next_id,
+            id=self._next_id + 1,  # provisional until taken below, after every check
             spec=spec,
             state=spec.state,
             created_at=now,
@@ -322,7 +325,8 @@ class Engine:
             step.job_id = job.id
         reservations = self._reserve(job) if spec.state in HOLDS_RESERVATION else []
         job.reservations = reservations
-        history: list[tuple[JobState | None, JobState, str]] = [(None, spec.state, "submitted")]
+        self._next_id = job.id  # every check passed and the booking is held: take the id
+        history: list[tuple[JobState | None, JobState, str]] = [(None, spec.state, cause)]
         if (
             spec.state in (S.DRAFT, S.TENTATIVE)
             and spec.start_at is not None
@@ -411,6 +415,23 @@ class Engine:
                 problems.append(f"asset names must be non-empty strings, got {asset!r}")
         if problems:
             raise ValidationError(problems)
+        self._check_booking_names(spec)
+
+    def _check_booking_names(self, spec: JobSpec) -> None:
+        """Refuse resources and pools the config does not know, in every state (a draft
+        books nothing, but naming nothing real is a mistake now, not at confirm time)."""
+        for field, names, known in (
+            ("resources", spec.resources, self.config.resources),
+            ("pools", spec.pools, self.config.pools),
+        ):
+            unknown = [name for name in names if name not in known]
+            if unknown:
+                kind = field.rstrip("s")
+                raise ValidationError(
+                    [f"unknown {kind} {name!r}" for name in unknown]
+                    + [f"configured {field}: {', '.join(sorted(known)) or 'none'}"],
+                    field=field,
+                )
 
     def _build_steps(self, workflow: WorkflowConfig, spec: JobSpec) -> list[Step]:
         defaults = self.config.defaults
@@ -713,9 +734,9 @@ class Engine:
             job.spec,
             state=S.CONFIRMED if job.spec.state not in (S.DRAFT, S.TENTATIVE) else job.spec.state,
         )
-        new = await self.submit(spec, actor=actor)
-        self._history_only(job, f"resubmitted as job {new.id}", actor)
-        return new
+        # The old job stays exactly as it was (SPEC §2): only the new one's history says
+        # where it came from.
+        return await self.submit(spec, actor=actor, cause=f"resubmitted from job {job.id}")
 
     async def _op_invoice_ready(self, job: Job, actor: str) -> None:
         await self._transition(
@@ -986,7 +1007,7 @@ class Engine:
         job = rc.job
         if not granted:
             if not self.locks.holds(job.id) and not self.locks.acquire(
-                job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic()
+                job.id, job.spec.assets, job.spec.shared_assets, now=self.clock()
             ):
                 await self._wait_for_lock(rc)
                 return
@@ -1239,7 +1260,9 @@ class Engine:
             step.action, plugin_file, module_name, params, context_data(ctx), log=ctx.log
         )
 
-    async def run_script(self, job: Job, path: Path, event: str, outcome: str | None) -> str | None:
+    async def run_script(
+        self, job: Job, path: Path, event: Literal["start", "end"], outcome: str | None
+    ) -> str | None:
         from jobd.scripts import run_script
 
         timeout = self.config.defaults.script_timeout
@@ -1250,7 +1273,7 @@ class Engine:
         result = await run_script(
             path,
             event=event,
-            job=job.to_dict(),  # type: ignore[arg-type]
+            job=job.to_dict(),
             outcome=outcome,
             timeout=timeout,
             kill_grace=self.config.daemon.kill_grace,
@@ -1281,7 +1304,7 @@ class Engine:
             rc = RunControl(job)
             self.active[job.id] = rc
             granted = self.locks.acquire(
-                job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic()
+                job.id, job.spec.assets, job.spec.shared_assets, now=self.clock()
             )
             if granted:
                 self._granted.append(job.id)
@@ -1354,7 +1377,7 @@ class Engine:
             due_at=now,
         )
         # It held its assets when the daemon died: it gets them back before any waiter does.
-        self.locks.acquire(job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic())
+        self.locks.acquire(job.id, job.spec.assets, job.spec.shared_assets, now=self.clock())
         await self._make_due(job)
 
     # ================================================================ reading
