@@ -99,10 +99,13 @@ class PeerCredentials:
 def peer_credentials(sock: Any) -> PeerCredentials:
     """``SO_PEERCRED`` of a connected Unix stream socket (or uvloop's stand-in for one).
 
-    Raises OSError when the kernel cannot say (not a Unix socket).
+    Raises OSError when the kernel cannot say: not a connected Unix socket
+    (Linux then answers uid and gid -1 rather than failing).
     """
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
+    if uid < 0 or gid < 0:
+        raise OSError(f"the kernel names no peer (uid {uid}, gid {gid})")
     return PeerCredentials(pid, uid, gid)
 
 
@@ -130,7 +133,7 @@ class Caller:
         return self.role is not None and self.role.covers(needed)
 
     def describe(self) -> str:
-        """For messages: ``user alice (uid 1001)``, ``token 'ops-desk'``, ``an anonymous caller``."""
+        """For messages: ``user alice (uid 1001)``, ``token 'ops-desk'``, ..."""
         if self.name is None:
             return "an anonymous caller" if self.via == "token" else "this caller"
         if self.via == "token":
@@ -334,8 +337,7 @@ def load_tokens(api: ApiConfig) -> list[Token]:
         secret = read_token(entry.file, key).encode()
         for other in tokens:
             if hmac.compare_digest(secret, other.secret):
-                raise ConfigError(
-                    str(entry.file), key, f"holds the same token as {other.name!r}; make each unique"
-                )
+                problem = f"holds the same token as {other.name!r}; make each unique"
+                raise ConfigError(str(entry.file), key, problem)
         tokens.append(Token(entry.name, Role(entry.role), secret))
     return tokens

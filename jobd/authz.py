@@ -121,7 +121,7 @@ def route_roles(app: FastAPI) -> dict[str, Role | None]:
         if isinstance(route, APIRoute):
             declared, role = route_role(route)
             if declared:
-                for method in sorted(route.methods):
+                for method in sorted(route.methods or ()):
                     table[f"{method} {route.path}"] = role
     return table
 
@@ -129,7 +129,7 @@ def route_roles(app: FastAPI) -> dict[str, Role | None]:
 def check_routes(app: FastAPI) -> None:
     """Refuse an app with a route that declares no role (see the module docstring)."""
     missing = [
-        f"{','.join(sorted(route.methods))} {route.path}"
+        f"{','.join(sorted(route.methods or ()))} {route.path}"
         for route in app.routes
         if isinstance(route, APIRoute) and not route_role(route)[0]
     ]
@@ -195,4 +195,3 @@ async def _unauthorized(send: Send, what: str) -> None:
     ]
     await send({"type": "http.response.start", "status": 401, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-

@@ -393,11 +393,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from jobd.access import load_tokens
     from jobd.config import load_config, summarize
 
     path = _config_path(args)
     try:
         config = load_config(path)
+        load_tokens(config.api)  # unreadable, empty or loosely-moded token files
     except (JobdError, OSError) as exc:
         _err(str(exc))
         return EXIT_FAILED

@@ -526,9 +526,7 @@ _DAEMON = _fields(
     file_roots=_paths,
     synchronous=_choice("full", "normal"),
 )
-_TOKEN = _fields(
-    TokenConfig, name=_name, file=_path, role=_choice("viewer", "operator", "admin")
-)
+_TOKEN = _fields(TokenConfig, name=_name, file=_path, role=_choice("viewer", "operator", "admin"))
 
 
 def _tokens(value: Any, base: Path) -> tuple[TokenConfig, ...]:
@@ -761,9 +759,7 @@ def _cross_check(ctx: _Context, config: Config) -> None:
             "unless [[api.tokens]] are given",
         )
     if api.token_file is not None and any(t.name == "default" for t in api.tokens):
-        raise ctx.error(
-            ("api", "tokens"), "the token name 'default' is taken by api.token_file"
-        )
+        raise ctx.error(("api", "tokens"), "the token name 'default' is taken by api.token_file")
     for pool in config.pools.values():
         if pool.name in config.resources:
             raise ctx.error(

@@ -153,6 +153,7 @@ def _unlink_if_ours(path: Path, inode: int) -> None:
 
 # --- who is at the other end ----------------------------------------------------------------
 
+
 class _PeerAwareProtocol(HttpToolsProtocol):
     """uvicorn's HTTP protocol, telling the app who the Unix socket peer is.
 
