@@ -31,7 +31,7 @@ the bearer token over TCP (401 without a valid one, but on :data:`PUBLIC_PATHS`)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
@@ -154,13 +154,20 @@ class AccessMiddleware:
     """Settles who the caller is, before anything reads the request body.
 
     ``tcp``: the TCP listener's app: a valid ``Authorization: Bearer`` token
-    is required on every path but :data:`PUBLIC_PATHS` (else 401). Otherwise
+    is required on every path for which ``public(path)`` is false (else 401;
+    default: only :data:`PUBLIC_PATHS`). Otherwise
     the Unix socket's: the kernel's peer credentials (``scope["jobd.peer"]``)
     decide, through ``access``. Only HTTP passes (no WebSocket routes exist).
     """
 
-    def __init__(self, app: ASGIApp, access: Access, tcp: bool) -> None:
-        self.app, self.access, self.tcp = app, access, tcp
+    def __init__(
+        self,
+        app: ASGIApp,
+        access: Access,
+        tcp: bool,
+        public: Callable[[str], bool] = PUBLIC_PATHS.__contains__,
+    ) -> None:
+        self.app, self.access, self.tcp, self.public = app, access, tcp, public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -174,7 +181,7 @@ class AccessMiddleware:
             authorization = dict(headers).get(b"authorization")
             caller = self.access.token_caller(authorization, client)
             if caller is None:
-                if scope.get("path") not in PUBLIC_PATHS:
+                if not self.public(scope.get("path", "")):
                     await _unauthorized(send, "invalid" if authorization else "missing")
                     return
                 caller = Caller(None, "token", None, client)

@@ -36,6 +36,7 @@ from jobd import __version__
 from jobd.access import Access, Token, load_tokens
 from jobd.api import create_app, end_event_streams
 from jobd.config import Config, load_config, resolve_config_path
+from jobd.configcheck import check_config
 from jobd.engine import Engine
 from jobd.errors import ConfigError, JobdError
 from jobd.httpserver import parse_listen, serve
@@ -320,7 +321,7 @@ class Daemon:
 
     async def _reload(self) -> list[str]:
         try:
-            new = await anyio.to_thread.run_sync(load_config, self.config_path)
+            new = await anyio.to_thread.run_sync(_load_checked, self.config_path)
         except ConfigError as exc:
             log.error(
                 "config reload refused; keeping the running config",
@@ -355,12 +356,19 @@ class Daemon:
 def _prepare(config_path: str | None) -> tuple[Path, Config, list[Token], tuple[str, int] | None]:
     """Everything that can be refused before jobd creates anything. Raises ConfigError."""
     path = Path(os.path.abspath(resolve_config_path(config_path)))
-    config = load_config(path)
+    config = _load_checked(path)
     tcp = parse_listen(config.api.listen) if config.api.listen else None
     # Read (and mode-checked) even without TCP: a bad token file is refused now, not
     # at the reload that turns TCP on.
     tokens = load_tokens(config.api)
     return path, config, tokens, tcp
+
+
+def _load_checked(path: Path) -> Config:
+    """The configuration at ``path``, read and checked (:mod:`jobd.configcheck`)."""
+    config = load_config(path)
+    check_config(config)
+    return config
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -388,7 +396,8 @@ def main(config_path: str | None) -> int:
     try:
         path, config, tokens, tcp = _prepare(config_path)
     except ConfigError as exc:
-        print(f"jobd: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # several problems: one a line
+            print(f"jobd: {line}", file=sys.stderr)
         return EXIT_FAILURE
     configure_logging(config.logging)
     try:
