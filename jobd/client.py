@@ -106,7 +106,8 @@ class Client:
 
     Every method returns the decoded JSON answer, raises :class:`ApiError` for
     an error answer and :class:`DaemonUnreachable` when nothing answers.
-    Requests carry ``X-Jobd-Actor: cli`` so the job history says who acted.
+    Requests carry ``X-Jobd-Client: cli``: the job history then records ``cli:<user>``
+    (the daemon learns the user from the kernel or the token, never from us).
     """
 
     def __init__(self, endpoint: Endpoint, *, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -114,7 +115,7 @@ class Client:
 
         self.endpoint = endpoint
         limits = httpx.Timeout(timeout, connect=CONNECT_TIMEOUT)
-        headers = {"x-jobd-actor": "cli", "user-agent": "jobd-cli"}
+        headers = {"x-jobd-client": "cli", "user-agent": "jobd-cli"}
         if endpoint.token:
             headers["authorization"] = f"Bearer {endpoint.token}"
         if endpoint.socket is not None:
