@@ -454,8 +454,7 @@ def test_batch_cancel_of_selected_jobs_with_a_report_of_refusals(
 def test_batch_cancel_of_all_that_match_the_filter(page: Page, web: WebDaemon) -> None:
     uid = uuid.uuid4().hex[:8]
     matching = [
-        web.submit("demo", "-p", "who=m", "--draft", "--name", f"match-{uid}-{n}")
-        for n in range(3)
+        web.submit("demo", "-p", "who=m", "--draft", "--name", f"match-{uid}-{n}") for n in range(3)
     ]
     other = web.submit("demo", "-p", "who=m", "--draft", "--name", f"other-{uid}")
     page.goto(f"/?search=match-{uid}")
