@@ -1,8 +1,9 @@
 """The HTTP API (SPEC §7): FastAPI on the engine.
 
 :func:`create_app` builds one ASGI app around an :class:`~jobd.engine.Engine`.
-The daemon builds one without a token for the Unix socket (file permissions
-guard it) and one with the token for the optional TCP listener.
+The daemon builds one for the Unix socket (the kernel says who the caller is)
+and one for the optional TCP listener (bearer tokens say), sharing one
+:class:`~jobd.access.Access` policy (SPEC §11).
 
 Contracts every route keeps:
 
@@ -11,6 +12,9 @@ Contracts every route keeps:
   traceback.
 * Times go out as ISO 8601 UTC (``+00:00``) and come in as ISO 8601 with a
   zone; a time without a zone is refused (:mod:`jobd.timefmt`).
+* Every route declares the role it needs, once, in its signature (``caller:
+  Operator``): see :mod:`jobd.authz`; an app with a route that declares none
+  is refused at build time. The caller's ``actor`` goes into every history row.
 * Request bodies are capped at :data:`MAX_BODY` bytes before anything parses
   them, and unknown body fields are refused rather than ignored, so a typo
   like ``"priorty"`` cannot silently submit a job at priority 0.
@@ -19,12 +23,11 @@ Contracts every route keeps:
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import anyio
 import structlog
@@ -34,14 +37,31 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jobd.access import Access, Role, Token
+from jobd.authz import (
+    ADMIN,
+    PUBLIC_PATHS,
+    VIEWER,
+    AccessMiddleware,
+    Admin,
+    Anyone,
+    Operator,
+    check_routes,
+    operation_role,
+    require,
+    undeclared_needs_admin,
+)
 from jobd.errors import JobdError, ValidationError
 from jobd.metrics import Metrics
 from jobd.models import JobSpec
 from jobd.states import PUBLIC_OPERATIONS, JobState
+from jobd.store import JobFilter
 from jobd.timefmt import format_time, parse_time
+from jobd.web import add_page_routes, is_public_path
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
@@ -53,6 +73,12 @@ log = structlog.get_logger("jobd.api")
 
 #: Largest request body accepted (413 above it).
 MAX_BODY = 1024 * 1024
+#: Most jobs or ids in one batch request (413 above it).
+MAX_BATCH = 10_000
+#: Largest body of ``POST /v1/batch/jobs``: 10,000 jobs of about 1.6 KB each.
+MAX_BATCH_BODY = 16 * 1024 * 1024
+#: Bodies allowed above :data:`MAX_BODY`, by path.
+BODY_LIMITS = {"/v1/batch/jobs": MAX_BATCH_BODY}
 #: Seconds between SSE keep-alive comments on a quiet stream.
 SSE_KEEPALIVE = 15.0
 #: Largest id SQLite can hold; bigger path/query ids are bad input, not a database overflow.
@@ -120,6 +146,34 @@ class EditBody(_Body):
     priority: _Priority | None = None
     timeout: _Seconds | None = None
     lock_timeout: _Seconds | None = None
+
+
+class BatchJobsBody(_Body):
+    """``POST /v1/batch/jobs``: up to :data:`MAX_BATCH` submit bodies, stored all or none."""
+
+    jobs: list[SubmitBody]
+
+
+_Search = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class FilterBody(_Body):
+    """The list filters of ``GET /v1/jobs`` as an object (``POST /v1/batch/{operation}``)."""
+
+    state: list[str] | None = None
+    workflow: _Name | None = None
+    asset: _Key | None = None
+    resource: _Key | None = None
+    since: _Time | None = None
+    until: _Time | None = None
+    search: _Search | None = None
+
+
+class BatchOperationBody(_Body):
+    """``POST /v1/batch/{operation}``: the jobs by ``ids`` (up to 10,000) or by ``filter``."""
+
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = None
+    filter: FilterBody | None = None
 
 
 #: PATCH fields that may be set to null (the others have no "unset" value in JobSpec).
@@ -257,6 +311,7 @@ def _error(
 _HTTP_CODES = {
     400: "bad-request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not-found",
     405: "method-not-allowed",
     413: "too-large",
@@ -391,30 +446,6 @@ class CatchAllMiddleware:
                 )
 
 
-class AuthMiddleware:
-    """``Authorization: Bearer <token>`` on every route but ``/v1/health`` (TCP listener)."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self._expected = f"bearer {token}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") == "/v1/health":
-            await self.app(scope, receive, send)
-            return
-        provided = dict(scope.get("headers") or []).get(b"authorization", b"")
-        scheme, _, rest = provided.partition(b" ")
-        candidate = scheme.lower() + b" " + rest.strip()
-        # compare_digest on bytes: constant time, and no TypeError on non-ASCII headers.
-        if not hmac.compare_digest(candidate, self._expected):
-            message = "missing bearer token" if not provided else "invalid bearer token"
-            await _send_error(
-                send, 401, "unauthorized", message, [(b"www-authenticate", b"Bearer")]
-            )
-            return
-        await self.app(scope, receive, send)
-
-
 class BodyLimitMiddleware:
     """Refuse bodies over ``limit`` bytes with 413, by Content-Length and by counting.
 
@@ -423,25 +454,30 @@ class BodyLimitMiddleware:
     is still cut off before anything parses it.
     """
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int = MAX_BODY, limits: dict[str, int] | None = None
+    ) -> None:
+        """``limits``: larger caps for some paths (the batch route)."""
         self.app = app
         self.limit = limit
+        self.limits = limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") in {"GET", "HEAD", "OPTIONS"}:
             await self.app(scope, receive, send)
             return
+        limit = self.limits.get(scope.get("path", ""), self.limit)
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await self._too_large(send)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await self._too_large(send, limit)
             return
-        body = await self._read(receive)
+        body = await self._read(receive, limit)
         if body is None:
-            await self._too_large(send)
+            await self._too_large(send, limit)
             return
         await self.app(scope, _replay(body, receive), send)
 
-    async def _read(self, receive: Receive) -> bytes | None:
+    async def _read(self, receive: Receive, limit: int) -> bytes | None:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -450,18 +486,18 @@ class BodyLimitMiddleware:
                 return b"".join(chunks)  # disconnected: the app will see an empty body
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.limit:
+            if size > limit:
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, limit: int) -> None:
         await _send_error(
             send,
             413,
             "too-large",
-            f"request body larger than {self.limit} bytes",
+            f"request body larger than {limit} bytes",
             [(b"connection", b"close")],
         )
 
@@ -594,12 +630,69 @@ async def _cancel_on_disconnect(receive: Receive, scope: CancelScope) -> None:
     scope.cancel()
 
 
+# --------------------------------------------------------------------------- bodies read by hand
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(request: Request, model: type[M]) -> M:
+    """``model`` from the request's JSON body, refused exactly as FastAPI refuses a declared
+    body (same error types and ``body.``-prefixed locations, so the same messages): for
+    routes that look at the body before validating it (a batch's size) or skip the
+    framework's machinery on the hot path."""
+    return parse_body(await request.body(), request.headers.get("content-type"), model)
+
+
+def parse_body(raw: bytes, content_type: str | None, model: type[M]) -> M:
+    """See :func:`read_body`."""
+    return validate_body(load_json(raw, content_type), model)
+
+
+def load_json(raw: bytes, content_type: str | None) -> Any:
+    """The JSON body as Python objects; RequestValidationError or 400 ``invalid-json``."""
+    if content_type is not None and "json" not in content_type:
+        raise RequestValidationError(
+            [{"type": "model_attributes_type", "loc": ("body",), "msg": "expected JSON"}]
+        )
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body", exc.pos),
+                    "msg": "JSON decode error",
+                    "ctx": {"error": exc.msg},
+                }
+            ]
+        ) from None
+    except (ValueError, RecursionError):  # an integer of 5,000 digits, nesting too deep
+        raise StarletteHTTPException(400, "There was an error parsing the body") from None
+
+
+def validate_body(data: Any, model: type[M]) -> M:
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` declaring ``model`` as the JSON body of a route that reads its body
+    by hand (its nested models must appear in the document through another route)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
 # --------------------------------------------------------------------------- the app
-
-
-def _actor(request: Request) -> str:
-    """``cli`` when the jobd client says so (recorded in history), otherwise ``api``."""
-    return "cli" if request.headers.get("x-jobd-actor") == "cli" else "api"
 
 
 async def _refuse_unknown_query(request: Request) -> None:
@@ -617,6 +710,12 @@ async def _refuse_unknown_query(request: Request) -> None:
             [f"query.{name}: unknown parameter (allowed: {known})" for name in unknown],
             field=unknown[0],
         )
+
+
+def _is_public(path: str) -> bool:
+    """Served over TCP without a token: ``/v1/health``, and the page's shell and static
+    files (they hold no data; the page's data requests need a token and a role)."""
+    return path in PUBLIC_PATHS or is_public_path(path)
 
 
 def _parse_states(values: list[str] | None) -> list[JobState] | None:
@@ -637,11 +736,37 @@ def _parse_states(values: list[str] | None) -> list[JobState] | None:
     return states or None
 
 
+def job_filter(
+    state: list[str] | None = None,
+    workflow: str | None = None,
+    asset: str | None = None,
+    resource: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    search: str | None = None,
+    *,
+    where: str = "",
+) -> JobFilter:
+    """The one reading of the list filters, from the query or a batch body (``where``
+    prefixes the names in errors: ``filter.``). Raises ValidationError naming the field."""
+    try:
+        states = _parse_states(state)
+    except ValidationError as exc:
+        raise ValidationError(f"{where}{exc.message}", field=f"{where}state") from None
+    lo = _field_time(f"{where}since", since)
+    hi = _field_time(f"{where}until", until)
+    if lo is not None and hi is not None and hi < lo:
+        raise ValidationError(f"{where}until: must not be before since", field=f"{where}until")
+    return JobFilter(tuple(states or ()), workflow, asset, resource, lo, hi, search)
+
+
 def create_app(
     engine: Engine,
     *,
     version: str,
     started_at: float,
+    access: Access | None = None,
+    tcp: bool = False,
     token: str | None = None,
     reload: ReloadFunc | None = None,
     metrics: Metrics | None = None,
@@ -649,13 +774,18 @@ def create_app(
 ) -> FastAPI:
     """The API app on ``engine``.
 
-    ``token``: when given, every route but ``/v1/health`` needs ``Authorization:
-    Bearer <token>`` (the TCP listener's app). ``reload``: what ``POST
+    ``access``: who may do what (default: nobody listed, so every socket
+    caller is admin, and no tokens). ``tcp``: the TCP listener's app: every
+    route but ``/v1/health`` needs ``Authorization: Bearer <token>`` of one of
+    ``access``'s tokens. ``token``: shorthand for ``tcp=True`` with that one
+    token as the admin token ``default``. ``reload``: what ``POST
     /v1/reload`` calls; it raises ConfigError for a bad config (→ 400, old
     config kept) or returns warnings. ``metrics``: share one :class:`Metrics`
     between apps; when omitted the app makes one and registers it with
     ``engine.add_listener``.
     """
+    if token is not None:
+        access, tcp = Access(tokens=[Token("default", Role.ADMIN, token.encode())]), True
     if metrics is None:
         metrics = Metrics(engine)
         engine.add_listener(metrics.observe)
@@ -665,17 +795,19 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         description="Job scheduler daemon for media operations (SPEC §7).",
-        dependencies=[Depends(_refuse_unknown_query)],
+        dependencies=[Depends(undeclared_needs_admin), Depends(_refuse_unknown_query)],
+        openapi_url=None,  # served below, as a viewer's route
     )
     app.add_exception_handler(JobdError, _jobd_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    # Added inner to outer: the catch-all wraps everything, auth runs before any body is read.
-    app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY)
-    if token is not None:
-        app.add_middleware(AuthMiddleware, token=token)
+    # Added inner to outer: the catch-all wraps everything, the caller is settled (and a
+    # missing token refused) before any body is read.
+    app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY, limits=BODY_LIMITS)
+    app.add_middleware(AccessMiddleware, access=access or Access(), tcp=tcp, public=_is_public)
     app.add_middleware(CatchAllMiddleware)
     _job_routes(app, engine)
+    _batch_routes(app, engine)
     _inspect_routes(app, engine)
     _service_routes(
         app,
@@ -686,57 +818,72 @@ def create_app(
         metrics=metrics,
         sse_keepalive=sse_keepalive,
     )
+    check_routes(app)
+    add_page_routes(app)  # plain routes: the page's shell and files, which hold no data
     return app
 
 
 def _job_routes(app: FastAPI, engine: Engine) -> None:
     @app.post("/v1/jobs", status_code=201)
-    async def submit_job(body: SubmitBody, request: Request) -> JSONResponse:
-        job = await engine.submit(_spec_from(body), actor=_actor(request))
+    async def submit_job(body: SubmitBody, caller: Operator) -> JSONResponse:
+        job = await engine.submit(_spec_from(body), actor=caller.actor)
         return JSONResponse(
             _json(job.to_dict()), status_code=201, headers={"location": f"/v1/jobs/{job.id}"}
         )
 
-    @app.get("/v1/jobs")
+    @app.get("/v1/jobs", dependencies=[VIEWER])
     async def list_jobs(
-        state: Annotated[list[str] | None, Query()] = None,
+        state: Annotated[list[str] | None, Query(description="repeatable or a,b")] = None,
+        workflow: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        asset: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
+        resource: Annotated[
+            str | None, Query(min_length=1, max_length=1000, description="or pool")
+        ] = None,
+        since: Annotated[
+            str | None, Query(max_length=100, description="start_at, else created_at, >=")
+        ] = None,
+        until: Annotated[
+            str | None, Query(max_length=100, description="start_at, else created_at, <=")
+        ] = None,
+        search: Annotated[
+            str | None, Query(min_length=1, max_length=200, description="in the name")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     ) -> dict[str, Any]:
-        jobs, next_cursor = await engine.list_jobs(_parse_states(state), limit, cursor)
+        """Newest first; every filter given must hold."""
+        f = job_filter(state, workflow, asset, resource, since, until, search)
+        jobs, next_cursor = await engine.list_jobs(f, limit, cursor)
         return _items([job.to_dict() for job in jobs], next_cursor)
 
-    @app.get("/v1/jobs/{job_id}")
+    @app.get("/v1/jobs/{job_id}", dependencies=[VIEWER])
     async def get_job(job_id: JobId) -> dict[str, Any]:
         return _json((await engine.get_job(job_id)).to_dict())
 
     @app.patch("/v1/jobs/{job_id}")
-    async def edit_job(job_id: JobId, body: EditBody, request: Request) -> dict[str, Any]:
-        job = await engine.edit(job_id, _changes_from(body), actor=_actor(request))
+    async def edit_job(job_id: JobId, body: EditBody, caller: Operator) -> dict[str, Any]:
+        job = await engine.edit(job_id, _changes_from(body), actor=caller.actor)
         return _json(job.to_dict())
 
     @app.delete("/v1/jobs/{job_id}", status_code=204)
-    async def delete_job(job_id: JobId, request: Request) -> Response:
-        await engine.operate(job_id, "delete", actor=_actor(request))
+    async def delete_job(job_id: JobId, caller: Admin) -> Response:
+        await engine.operate(job_id, "delete", actor=caller.actor)
         return Response(status_code=204)
 
     @app.post("/v1/jobs/{job_id}/{operation}")
-    async def operate(job_id: JobId, operation: str, request: Request) -> Response:
+    async def operate(
+        job_id: JobId, operation: str, request: Request, caller: Operator
+    ) -> Response:
         if operation not in PUBLIC_OPERATIONS:
-            known = ", ".join(PUBLIC_OPERATIONS)
-            return _error(
-                404,
-                "unknown-operation",
-                f"unknown operation {operation!r} (one of: {known})",
-                {"operation": operation, "operations": list(PUBLIC_OPERATIONS)},
-            )
-        job = await engine.operate(job_id, operation, actor=_actor(request))
+            return _unknown_operation(operation)
+        require(caller, operation_role(operation), f"{request.method} {request.url.path}")
+        job = await engine.operate(job_id, operation, actor=caller.actor)
         if job is None:
             return Response(status_code=204)
         status = 201 if operation == "resubmit" else 200
         return JSONResponse(_json(job.to_dict()), status_code=status)
 
-    @app.get("/v1/jobs/{job_id}/log")
+    @app.get("/v1/jobs/{job_id}/log", dependencies=[VIEWER])
     async def job_log(
         job_id: JobId,
         after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
@@ -747,20 +894,113 @@ def _job_routes(app: FastAPI, engine: Engine) -> None:
         return _items(lines, more)
 
 
+def _batch_routes(app: FastAPI, engine: Engine) -> None:
+    @app.post(
+        "/v1/batch/jobs",
+        status_code=201,
+        openapi_extra=body_schema(BatchJobsBody),
+        responses={413: {"description": f"more than {MAX_BATCH} jobs, or a body over 16 MiB"}},
+    )
+    async def submit_batch(request: Request, caller: Operator) -> JSONResponse:
+        """Submit up to 10,000 jobs: all validated and booked, then stored in one transaction;
+        one refusal (its index in the message and ``details.index``) stores none."""
+        data = load_json(await request.body(), request.headers.get("content-type"))
+        jobs = data.get("jobs") if isinstance(data, dict) else None
+        if isinstance(jobs, list) and len(jobs) > MAX_BATCH:
+            return _error(
+                413,
+                "too-large",
+                f"body.jobs: {len(jobs)} jobs in one batch; at most {MAX_BATCH}",
+                {"limit": MAX_BATCH, "count": len(jobs)},
+            )
+        body = validate_body(data, BatchJobsBody)
+        specs = []
+        for index, item in enumerate(body.jobs):
+            try:
+                specs.append(_spec_from(item))
+            except JobdError as exc:
+                raise exc.in_batch(index) from None
+        jobs_out = await engine.submit_many(specs, actor=caller.actor)
+        return JSONResponse({"items": [_json(job.to_dict()) for job in jobs_out]}, 201)
+
+    @app.post("/v1/batch/{operation}", responses={413: {"description": "over 10,000 jobs"}})
+    async def operate_batch(
+        operation: str, body: BatchOperationBody, request: Request, caller: Operator
+    ) -> JSONResponse:
+        """One operation on many jobs: each is done or refused (naming its state and the
+        operations allowed there); ``matched`` counts the jobs asked for or found."""
+        if operation not in PUBLIC_OPERATIONS:
+            return _unknown_operation(operation)
+        require(caller, operation_role(operation), f"{request.method} {request.url.path}")
+        ids = await _batch_ids(engine, body)
+        if isinstance(ids, JSONResponse):
+            return ids
+        outcome = await engine.operate_many(ids, operation, actor=caller.actor)
+        answer: dict[str, Any] = {
+            "operation": operation,
+            "matched": len(ids),
+            "done": outcome.done,
+            "refused": [{"id": i, "error": exc.to_dict()} for i, exc in outcome.refused],
+        }
+        if operation == "resubmit":
+            answer["created"] = outcome.created
+        return JSONResponse(answer)
+
+
+async def _batch_ids(engine: Engine, body: BatchOperationBody) -> list[int] | JSONResponse:
+    """The ids a batch operation acts on (oldest first for a filter), or the refusal."""
+    if (body.ids is None) == (body.filter is None):
+        raise ValidationError("body: give either ids or filter", field="ids")
+    if body.ids is not None:
+        if len(body.ids) > MAX_BATCH:
+            return _too_many(f"body.ids: {len(body.ids)} ids", len(body.ids))
+        return body.ids
+    assert body.filter is not None
+    f = job_filter(**body.filter.model_dump(), where="filter.")
+    if not f:
+        raise ValidationError(
+            "body.filter: give at least one filter (an empty one would select every job)",
+            field="filter",
+        )
+    ids = await engine.store.match_ids(f, MAX_BATCH + 1)
+    if len(ids) > MAX_BATCH:
+        return _too_many(f"body.filter: more than {MAX_BATCH} jobs match", None)
+    return ids
+
+
+def _too_many(what: str, count: int | None) -> JSONResponse:
+    return _error(
+        413,
+        "too-large",
+        f"{what}; at most {MAX_BATCH} per request (narrow the filter, or split the ids)",
+        {"limit": MAX_BATCH, "count": count},
+    )
+
+
+def _unknown_operation(operation: str) -> JSONResponse:
+    known = ", ".join(PUBLIC_OPERATIONS)
+    return _error(
+        404,
+        "unknown-operation",
+        f"unknown operation {operation!r} (one of: {known})",
+        {"operation": operation, "operations": list(PUBLIC_OPERATIONS)},
+    )
+
+
 def _inspect_routes(app: FastAPI, engine: Engine) -> None:
-    @app.get("/v1/queue")
+    @app.get("/v1/queue", dependencies=[VIEWER])
     async def queue() -> dict[str, Any]:
         return _json(engine.queue_info())
 
-    @app.get("/v1/locks")
+    @app.get("/v1/locks", dependencies=[VIEWER])
     async def locks() -> dict[str, Any]:
         return _items(engine.locks_info())
 
-    @app.get("/v1/resources")
+    @app.get("/v1/resources", dependencies=[VIEWER])
     async def resources() -> dict[str, Any]:
         return _items(await engine.resources_info())
 
-    @app.get("/v1/bookings")
+    @app.get("/v1/bookings", dependencies=[VIEWER])
     async def bookings(
         start: Annotated[str | None, Query(alias="from", max_length=100)] = None,
         end: Annotated[str | None, Query(alias="to", max_length=100)] = None,
@@ -770,11 +1010,35 @@ def _inspect_routes(app: FastAPI, engine: Engine) -> None:
             raise ValidationError("to: must not be before from", field="to")
         return _items(await engine.bookings(lo, hi))
 
-    @app.get("/v1/schedules")
+    @app.get("/v1/schedules", dependencies=[VIEWER])
     async def schedules() -> dict[str, Any]:
         return _items(await engine.schedules_info())
 
-    @app.get("/v1/plugins")
+    @app.post("/v1/schedules/{name}/{action}")
+    async def schedule_control(
+        name: Annotated[str, PathParam(max_length=200)],
+        action: Annotated[str, PathParam(description="run, pause or resume")],
+        caller: Operator,
+    ) -> JSONResponse:
+        """``run``: fire now (201 with the job); ``pause``/``resume``: stop and restart its
+        firings, kept in the store (200 with the schedule)."""
+        if action == "run":
+            job = await engine.run_schedule(name, actor=caller.actor)
+            return JSONResponse(
+                _json(job.to_dict()), status_code=201, headers={"location": f"/v1/jobs/{job.id}"}
+            )
+        if action in ("pause", "resume"):
+            paused = action == "pause"
+            info = await engine.pause_schedule(name, paused, actor=caller.actor)
+            return JSONResponse(_json(info))
+        return _error(
+            404,
+            "unknown-operation",
+            f"unknown schedule action {action!r} (one of: run, pause, resume)",
+            {"operation": action, "operations": ["run", "pause", "resume"]},
+        )
+
+    @app.get("/v1/plugins", dependencies=[VIEWER])
     async def plugins() -> dict[str, Any]:
         return _json(engine.plugins_info())
 
@@ -792,28 +1056,33 @@ def _service_routes(
     streams = app.state.event_streams = EventStreams()
 
     @app.get("/v1/health")
-    async def health() -> dict[str, Any]:
+    async def health(caller: Anyone) -> dict[str, Any]:
         return {
             "status": "ok",
             "version": version,
             "started_at": format_time(started_at),
             "uptime": round(max(0.0, time.time() - started_at), 3),
+            "caller": caller.to_dict(),
         }
 
-    @app.get("/v1/events")
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[VIEWER])
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/v1/events", dependencies=[VIEWER])
     async def events(
         job: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     ) -> Response:
         return EventStreamResponse(engine, job, sse_keepalive, streams)
 
-    @app.post("/v1/reload")
+    @app.post("/v1/reload", dependencies=[ADMIN])
     async def reload_config() -> Response:
         if reload is None:
             return _error(409, "reload-unavailable", "this API instance cannot reload the config")
         warnings = await reload()
         return JSONResponse({"reloaded": True, "warnings": list(warnings)})
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[VIEWER])
     async def metrics_text() -> Response:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)

@@ -391,13 +391,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from jobd.access import load_tokens
     from jobd.config import load_config, summarize
+    from jobd.configcheck import check_config
 
     path = _config_path(args)
     try:
         config = load_config(path)
+        check_config(config)
+        load_tokens(config.api)  # unreadable, empty or loosely-moded token files
     except (JobdError, OSError) as exc:
-        _err(str(exc))
+        for line in str(exc).splitlines():  # one problem a line
+            _err(line)
         return EXIT_FAILED
     print(f"{path}: OK")
     print(summarize(config))

@@ -158,7 +158,8 @@ class Client:
 
     Every method returns the decoded JSON answer, raises :class:`ApiError` for
     an error answer and :class:`DaemonUnreachable` when nothing answers.
-    Requests carry ``X-Jobd-Actor: cli`` so the job history says who acted.
+    Requests carry ``X-Jobd-Client: cli``: the job history then records ``cli:<user>``
+    (the daemon learns the user from the kernel or the token, never from us).
     One connection is kept alive for the client's requests; each event stream
     opens one of its own.
     """
@@ -166,7 +167,7 @@ class Client:
     def __init__(self, endpoint: Endpoint, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self.headers = {"x-jobd-actor": "cli", "user-agent": "jobd-cli", "accept": "*/*"}
+        self.headers = {"x-jobd-client": "cli", "user-agent": "jobd-cli", "accept": "*/*"}
         if endpoint.token:
             self.headers["authorization"] = f"Bearer {endpoint.token}"
         self._conn = self._connection(timeout)

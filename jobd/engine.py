@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +55,7 @@ from jobd.store import (
     HISTORY_INSERT,
     LOG_INSERT,
     GuardFailed,
+    JobFilter,
     Store,
     Unit,
     dumps,
@@ -76,6 +77,8 @@ LATEST_TIME = 221845392000.0  # 9000-01-01T00:00:00Z
 OPERATION_WAIT = 5.0
 #: Due jobs moved per read (SQLite caps the ``?`` in one ``IN (...)``).
 DUE_BATCH = 500
+#: Jobs of one batch operation in progress at once (their writes share transactions).
+BATCH_CONCURRENCY = 1000
 
 
 class Engine:
@@ -300,6 +303,39 @@ class Engine:
         up no id, so ids stay dense. Nothing between that check and the id awaits."""
         if self._tg is None:
             raise ShuttingDown()
+        intake = self._intake(spec, self._next_id + 1, self.clock(), actor, cause)
+        self._next_id += 1  # every check passed and the booking is held: take the id
+        return (await self._store_intakes([intake]))[0]
+
+    async def submit_many(self, specs: list[JobSpec], *, actor: str = "api") -> list[Job]:
+        """Submit ``specs`` all or nothing, in one transaction (``POST /v1/batch/jobs``).
+
+        Every job is validated and booked (against the stored bookings and the batch's
+        earlier jobs) before anything is stored; the first refusal raises the job's error
+        with ``details.index`` set and the message prefixed ``jobs[i]: ``, and then nothing
+        is stored, no booking is kept and no id is used. Returns the jobs in order."""
+        if self._tg is None:
+            raise ShuttingDown()
+        now = self.clock()
+        intakes: list[_Intake] = []
+        try:
+            for index, spec in enumerate(specs):
+                try:
+                    intakes.append(self._intake(spec, self._next_id + 1 + index, now, actor))
+                except JobdError as exc:
+                    raise exc.in_batch(index) from None
+        except BaseException:
+            for intake in intakes:
+                self.booking_index.remove_job(intake.job.id)
+            raise
+        self._next_id += len(intakes)
+        return await self._store_intakes(intakes)
+
+    def _intake(
+        self, spec: JobSpec, job_id: int, now: float, actor: str, cause: str = "submitted"
+    ) -> _Intake:
+        """Validate ``spec`` as job ``job_id`` and hold its bookings in the index; nothing is
+        written and no id claimed yet. Raises ValidationError, BookingConflict."""
         workflow = self._workflow(spec.workflow)
         if spec.state not in (S.DRAFT, S.TENTATIVE, S.CONFIRMED):
             raise ValidationError(
@@ -308,14 +344,8 @@ class Engine:
             )
         self._validate_spec(spec)
         steps = self._build_steps(workflow, spec)
-        now = self.clock()
         job = Job(
-            id=self._next_id + 1,  # provisional until taken below, after every check
-            spec=spec,
-            state=spec.state,
-            created_at=now,
-            updated_at=now,
-            steps=steps,
+            id=job_id, spec=spec, state=spec.state, created_at=now, updated_at=now, steps=steps
         )
         if self.plugins.validates_jobs:
             problems = self.plugins.validate_job(job.to_dict(), self.config)
@@ -323,10 +353,7 @@ class Engine:
                 raise ValidationError(problems)
         for step in steps:
             step.job_id = job.id
-        reservations = self._reserve(job) if spec.state in HOLDS_RESERVATION else []
-        job.reservations = reservations
-        self._next_id = job.id  # every check passed and the booking is held: take the id
-        history: list[tuple[JobState | None, JobState, str]] = [(None, spec.state, cause)]
+        job.reservations = self._reserve(job) if spec.state in HOLDS_RESERVATION else []
         if (
             spec.state in (S.DRAFT, S.TENTATIVE)
             and spec.start_at is not None
@@ -337,16 +364,38 @@ class Engine:
                 "the start time passed before the job was confirmed; it will not run",
                 now,
             )
-        due_now = spec.state == S.CONFIRMED and (spec.due_at is None or spec.due_at <= now)
         job.due_at = spec.due_at if spec.due_at is not None else now
+        return _Intake(job, now, actor, [(None, spec.state, cause)])
+
+    async def _store_intakes(self, intakes: list[_Intake]) -> list[Job]:
+        """Place accepted jobs (queued, pending or waiting for their time), write them in ONE
+        unit, then tell everyone. Returns each job as GET would show it after the write."""
+        unit = Unit()
+        shown = [self._place(intake, unit) for intake in intakes]
+        try:
+            await self.store.commit(unit)
+        except BaseException:
+            for intake in intakes:
+                self.booking_index.remove_job(intake.job.id)
+                self._unqueue(intake.job.id)
+            raise
+        for intake, job in zip(intakes, shown, strict=True):
+            self._after_stored(intake, job.state)
+        return shown
+
+    def _place(self, intake: _Intake, unit: Unit) -> Job:
+        """Due now: queued (or pending when the queue is full); add the job's rows to ``unit``."""
+        job, now, actor, history = intake.job, intake.now, intake.actor, intake.history
+        spec = job.spec
+        due_now = spec.state == S.CONFIRMED and (spec.due_at is None or spec.due_at <= now)
         if due_now and self._accepting:
             target = S.QUEUED if self._has_room() else S.PENDING
             history.append((S.CONFIRMED, target, "due"))
             job.state = target
-        unit = Unit().add(*job_insert(job))
-        for step in steps:
+        unit.add(*job_insert(job))
+        for step in job.steps:
             unit.add(*step_insert(step))
-        for res in reservations:
+        for res in job.reservations:
             unit.add(*_reservation_insert(res))
         for frm, to, cause in history:
             unit.add(HISTORY_INSERT, (job.id, now, frm and str(frm), str(to), cause, actor))
@@ -354,7 +403,7 @@ class Engine:
         # history), not as a worker may have changed it meanwhile; the engine's own copy
         # keeps no history in memory.
         shown = replace_job(
-            job, steps=[step.copy() for step in steps], reservations=job.reservations
+            job, steps=[step.copy() for step in job.steps], reservations=job.reservations
         )
         shown.history = [HistoryEntry(now, frm, to, cause, actor) for frm, to, cause in history]
         if shown.state == S.QUEUED:
@@ -362,22 +411,19 @@ class Engine:
             # A worker may take it now: its `running` write queues behind this insert, and
             # the writer applies them in order, so the run starts one commit sooner.
             self._wake_worker()
-        try:
-            await self.store.commit(unit)
-        except BaseException:
-            self.booking_index.remove_job(job.id)
-            self._unqueue(job.id)
-            raise
-        if shown.state == S.PENDING:
-            self._pending += 1
-        elif shown.state == S.CONFIRMED:
-            self._schedule_due(job.due_at)
-        elif shown.state != S.QUEUED and job.error is None:
-            # Draft or tentative: wake at its start to mark it `not-confirmed` if still so.
-            self._schedule_due(spec.start_at)
-        for frm, to, cause in history:
-            self._emit(JobEvent(job.id, "state", now, frm, to, cause, actor), job)
         return shown
+
+    def _after_stored(self, intake: _Intake, state: JobState) -> None:
+        job = intake.job
+        if state == S.PENDING:
+            self._pending += 1
+        elif state == S.CONFIRMED:
+            self._schedule_due(job.due_at)
+        elif state != S.QUEUED and job.error is None:
+            # Draft or tentative: wake at its start to mark it `not-confirmed` if still so.
+            self._schedule_due(job.spec.start_at)
+        for frm, to, cause in intake.history:
+            self._emit(JobEvent(job.id, "state", intake.now, frm, to, cause, intake.actor), job)
 
     def _workflow(self, name: str) -> WorkflowConfig:
         workflow = self.config.workflows.get(name)
@@ -574,6 +620,68 @@ class Engine:
             return result
         return await self.get_job(job_id)
 
+    async def operate_many(
+        self, job_ids: list[int], operation: str, *, actor: str = "api"
+    ) -> BatchOutcome:
+        """Apply ``operation`` to each job of ``job_ids`` (``POST /v1/batch/{operation}``),
+        concurrently so that their writes share transactions. A job whose state does not
+        allow it, or that does not exist, is refused with the error :meth:`operate` would
+        raise (naming its state and what is allowed there); the others go ahead."""
+        handler = self._operations().get(operation)
+        if handler is None:
+            raise ValidationError(
+                f"unknown operation {operation!r} (known: {', '.join(self._operations())})",
+                field="operation",
+            )
+        ids = list(dict.fromkeys(job_ids))
+        jobs = await self._load_many(ids)
+        outcome: dict[int, JobdError | Job | None] = {}
+        limiter = anyio.CapacityLimiter(BATCH_CONCURRENCY)
+
+        async def one(job_id: int) -> None:
+            async with limiter:
+                outcome[job_id] = await self._operate_one(
+                    jobs.get(job_id), job_id, operation, handler, actor
+                )
+
+        async with anyio.create_task_group() as tg:
+            for job_id in ids:
+                tg.start_soon(one, job_id)
+        return BatchOutcome.of(ids, outcome)
+
+    async def _operate_one(
+        self,
+        job: Job | None,
+        job_id: int,
+        operation: str,
+        handler: Callable[[Job, str], Any],
+        actor: str,
+    ) -> JobdError | Job | None:
+        """One job of a batch: the new job (resubmit), None (done) or the refusal."""
+        if job is None:
+            return NotFound("job", job_id)
+        try:
+            try:
+                check_transition(operation, job.state)
+            except InvalidTransition:
+                allowed = allowed_operations(job.state)
+                raise InvalidTransition(operation, job.state, allowed, job_id=job_id) from None
+            result = await handler(job, actor)
+        except JobdError as exc:
+            return exc
+        return result if isinstance(result, Job) else None
+
+    async def _load_many(self, job_ids: list[int]) -> dict[int, Job]:
+        """The jobs of ``job_ids`` that exist: a running one as the engine holds it, the others
+        read in chunks (one reader hop each)."""
+        jobs = {i: self.active[i].job for i in job_ids if i in self.active}
+        rest = [i for i in job_ids if i not in jobs]
+        for start in range(0, len(rest), DUE_BATCH):
+            for job in await self.store.load_jobs(rest[start : start + DUE_BATCH]):
+                # Loaded while the read was in flight: the engine's copy is the live one.
+                jobs[job.id] = self.active[job.id].job if job.id in self.active else job
+        return jobs
+
     def _operations(self) -> dict[str, Callable[[Job, str], Any]]:
         return {
             "cancel": self._op_cancel,
@@ -607,7 +715,7 @@ class Engine:
                 await self._transition(
                     job, "cancel", S.CANCEL_REQUESTED, cause="cancel requested", actor=actor
                 )
-            rc.stop(CANCEL)
+            rc.stop(CANCEL, actor)
             await self._settle_briefly(job.id)
             return
         await self._leave_line(job)
@@ -634,7 +742,7 @@ class Engine:
     async def _op_pause(self, job: Job, actor: str) -> None:
         rc = self.active.get(job.id)
         if job.state == S.RUNNING and rc is not None:
-            rc.stop(PAUSE)
+            rc.stop(PAUSE, actor)
             await self._settle_briefly(job.id)
             return
         await self._leave_line(job)
@@ -659,7 +767,9 @@ class Engine:
 
     async def _rerun(self, job: Job, operation: str, actor: str, *, reset_all: bool) -> None:
         job.steps = await self.store.load_steps(job.id)
-        unit = Unit()
+        # A new run: its start script runs again (SPEC §3, "A run begins ...").
+        job.run_started_at = None
+        unit = Unit().add("UPDATE jobs SET run_started_at = NULL WHERE id = ?", (job.id,))
         for step in job.steps:
             if reset_all or step.state != StepState.COMPLETED:
                 unit.add(
@@ -1033,7 +1143,9 @@ class Engine:
 
         Only when nothing runs before that step (no start script still to run)."""
         job, unit = rc.job, Unit()
-        rc.started = rc.started or any(s.attempts for s in job.steps)
+        # Stored, not guessed from the steps: a pause in the first step leaves no attempt,
+        # and a retry (a new run) keeps its completed steps' attempts.
+        rc.started = rc.started or job.run_started_at is not None
         if workflow is None:
             return unit
         rc.defer_last = job.spec.end_at is None and workflow.end_script is None
@@ -1143,9 +1255,7 @@ class Engine:
             return result
         with anyio.CancelScope(shield=True):
             problem = await self.run_script(job, workflow.end_script, "end", str(result.outcome))
-        if problem is None:
-            return result
-        return replace(result, error=ErrorOverlay("end-script-failed", problem, self.clock()))
+        return _with_end_script_problem(result, problem, self.clock())
 
     async def _record_outcome(self, rc: RunControl, result: RunResult) -> None:
         try:
@@ -1170,7 +1280,8 @@ class Engine:
             log.info("run interrupted by shutdown", job_id=job.id)
             return
         if result.outcome == S.PAUSED:
-            await self._transition(job, "pause", S.PAUSED, cause=result.cause, actor="api")
+            actor = rc.stop_actor or "scheduler"
+            await self._transition(job, "pause", S.PAUSED, cause=result.cause, actor=actor)
             return
         error = result.error
         if error is None and result.outcome != S.COMPLETED:
@@ -1183,7 +1294,8 @@ class Engine:
             "finished",
             result.outcome,
             cause=result.cause,
-            actor="scheduler",
+            # A run ended by a cancel is recorded as the act of whoever canceled it.
+            actor=(rc.stop_actor if result.outcome == S.CANCELED else None) or "scheduler",
             error=error,
             unit=unit,
             steps=rc.deferred,
@@ -1201,6 +1313,14 @@ class Engine:
     async def save_step(self, job: Job, step: Step) -> None:
         await self.store.commit(_step_update(Unit(), step))
         self._step_event(job, step)
+
+    def run_started(self, job: Job) -> None:
+        """The run's start script succeeded: recorded before the first step's write (same
+        queue, so it lands no later), so that a resumed or recovered run skips it."""
+        job.run_started_at = now = self.clock()
+        self.store.commit_nowait(
+            Unit().add("UPDATE jobs SET run_started_at = ? WHERE id = ?", (now, job.id))
+        )
 
     async def save_pgid(self, job: Job, step: Step) -> None:
         await self.store.commit(
@@ -1362,7 +1482,11 @@ class Engine:
                 cause=f"step {exhausted.name} interrupted with no attempts left",
                 actor="recovery",
                 unit=unit,
-                error=overlay,
+                error=replace(
+                    overlay,
+                    message=f"step {exhausted.name} was interrupted by a daemon restart in"
+                    f" attempt {exhausted.attempts} of {exhausted.retries + 1}; none left",
+                ),
             )
             self.booking_index.remove_job(job.id)
             return
@@ -1389,14 +1513,13 @@ class Engine:
         return job
 
     async def list_jobs(
-        self, states: list[JobState] | None = None, limit: int = 100, cursor: int | None = None
+        self, f: JobFilter | None = None, limit: int = 100, cursor: int | None = None
     ) -> tuple[list[Job], int | None]:
-        """Newest first (by id); ``cursor`` is the id to continue below.
-
-        Returns ``(jobs, next_cursor)``.
+        """Jobs matching ``f`` (all when None), newest first (by id); ``cursor`` is the id to
+        continue below. Returns ``(jobs, next_cursor)``.
         Listed jobs carry no steps/history (empty lists) to keep lists cheap."""
         limit = max(1, min(limit, 1000))
-        jobs = await self.store.list_jobs(states, limit + 1, cursor)
+        jobs = await self.store.list_jobs(f or JobFilter(), limit + 1, cursor)
         more = len(jobs) > limit
         jobs = jobs[:limit]
         return jobs, (jobs[-1].id if more and jobs else None)
@@ -1423,7 +1546,7 @@ class Engine:
         }
 
     def locks_info(self) -> list[dict[str, Any]]:
-        """Per asset: ``{asset, holders: [{job_id, mode}], waiters: [{job_id, mode}]}``."""
+        """Per asset: ``{asset, holders: [{job_id, mode}], waiters: [{job_id, mode, since}]}``."""
         return self.locks.snapshot()
 
     async def resources_info(self) -> list[dict[str, Any]]:
@@ -1447,25 +1570,42 @@ class Engine:
 
     async def bookings(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
         """Reservations overlapping ``[start, end]``: ``{job_id, job_name, state, resource,
-        start, end}``."""
+        pool, start, end, start_at, end_at}``; ``start_at``/``end_at`` are the job's window,
+        so ``start_at - start`` is its preroll and ``end - end_at`` its postroll."""
         reservations = self.booking_index.between(start, end)
-        names = await self.store.job_states(sorted({r.job_id for r in reservations}))
-        return [
-            {
-                "job_id": r.job_id,
-                "job_name": names.get(r.job_id, ("?", None))[0],
-                "state": str(names.get(r.job_id, ("?", None))[1]),
-                "resource": r.resource,
-                "pool": r.pool,
-                "start": r.start,
-                "end": r.end,
-            }
-            for r in reservations
-        ]
+        jobs = await self.store.job_windows(sorted({r.job_id for r in reservations}))
+        unknown = ("?", None, None, None)
+        out = []
+        for r in reservations:
+            name, state, start_at, end_at = jobs.get(r.job_id, unknown)
+            out.append(
+                {
+                    "job_id": r.job_id,
+                    "job_name": name,
+                    "state": str(state),
+                    "resource": r.resource,
+                    "pool": r.pool,
+                    "start": r.start,
+                    "end": r.end,
+                    "start_at": start_at,
+                    "end_at": end_at,
+                }
+            )
+        return out
 
     async def schedules_info(self) -> list[dict[str, Any]]:
         """Per schedule: next and last firing, missed and skipped counts, recent events."""
         return await self.schedules.info()
+
+    async def run_schedule(self, name: str, *, actor: str = "api") -> Job:
+        """Fire schedule ``name`` now (even paused); NotFound, NotApplicable if skipped."""
+        return await self.schedules.run_now(name, actor)
+
+    async def pause_schedule(
+        self, name: str, paused: bool, *, actor: str = "api"
+    ) -> dict[str, Any]:
+        """Pause (``paused``) or resume schedule ``name``; the schedule as listed."""
+        return await self.schedules.set_paused(name, paused, actor)
 
     def plugins_info(self) -> dict[str, Any]:
         """``{plugins: [{name, file, actions, error}], actions: [{name, plugin, description}]}``."""
@@ -1548,6 +1688,57 @@ class Engine:
             )
 
 
+def _with_end_script_problem(result: RunResult, problem: str | None, now: float) -> RunResult:
+    """The outcome after the end script: its failure sets the overlay ``end-script-failed``,
+    unless the run already failed for a reason of its own (a step, the start script, the
+    timeout): that reason stays the job's, and the end script's failure is added to it."""
+    if problem is None:
+        return result
+    if result.error is not None and result.outcome in (S.FAILED, S.TIMED_OUT):
+        first = result.error
+        return replace(
+            result,
+            error=ErrorOverlay(
+                first.code, f"{first.message}; the end script failed too: {problem}", first.at
+            ),
+        )
+    return replace(result, error=ErrorOverlay("end-script-failed", problem, now))
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What :meth:`Engine.operate_many` did: ids done and refused, in the order asked."""
+
+    done: list[int]
+    refused: list[tuple[int, JobdError]]
+    #: ``resubmit``: the new job of each job done, in the same order.
+    created: list[int]
+
+    @classmethod
+    def of(cls, ids: list[int], outcome: Mapping[int, JobdError | Job | None]) -> BatchOutcome:
+        done, refused, created = [], [], []
+        for job_id in ids:
+            result = outcome[job_id]
+            if isinstance(result, JobdError):
+                refused.append((job_id, result))
+                continue
+            done.append(job_id)
+            if isinstance(result, Job):
+                created.append(result.id)
+        return cls(done, refused, created)
+
+
+@dataclass(slots=True)
+class _Intake:
+    """A submission that passed validation and holds its bookings, not yet written."""
+
+    job: Job
+    now: float
+    actor: str
+    #: ``(from, to, cause)`` rows to write: submitted, then due if it is due at once.
+    history: list[tuple[JobState | None, JobState, str]]
+
+
 def _transition_sql(error: bool, due_at: bool) -> str:
     sets = ["state = ?", "updated_at = ?", *(["error = ?"] * error), *(["due_at = ?"] * due_at)]
     return f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND state = ?"
@@ -1596,6 +1787,7 @@ def replace_job(job: Job, **changes: Any) -> Job:
         updated_at=job.updated_at,
         error=job.error,
         due_at=job.due_at,
+        run_started_at=job.run_started_at,
     )
     for key, value in changes.items():
         setattr(new, key, value)

@@ -116,9 +116,16 @@ async def test_health_needs_nothing_and_openapi_lists_the_routes(config: Config)
         "/v1/reload",
         "/v1/health",
         "/metrics",
+        "/v1/batch/jobs",
+        "/v1/batch/{operation}",
+        "/v1/schedules/{name}/{action}",
     ):
         assert path in spec["paths"], path
     assert "SubmitBody" in spec["components"]["schemas"]
+    batch = spec["paths"]["/v1/batch/jobs"]["post"]["requestBody"]["content"]["application/json"]
+    assert batch["schema"]["properties"]["jobs"]["items"] == {
+        "$ref": "#/components/schemas/SubmitBody"
+    }
 
 
 async def test_submit_runs_and_the_job_reads_back_with_iso_times(config: Config) -> None:

@@ -609,7 +609,9 @@ def test_every_command_and_route_is_documented() -> None:
         path = getattr(route, "path", "")
         if path.startswith(("/v1", "/metrics", "/openapi")):
             for method in sorted(getattr(route, "methods", ()) - {"HEAD"}):
-                documented = path.replace("{job_id}", "{id}")
+                documented = path.replace("{job_id}", "{id}").replace(
+                    "{action}", "run|pause|resume"
+                )
                 assert f"`{method} {documented}" in api_doc or (
                     method == "GET" and f"`{documented}`" in api_doc
                 ), f"docs/api.md: {path}"

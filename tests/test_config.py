@@ -271,20 +271,6 @@ ERROR_CASES = [
         ["'inline', 'process'", "did you mean 'process'?"],
     ),
     (
-        "bad-cron",
-        MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\ncron = "0 2 * *"\n',
-        "",
-        "schedules[0].cron",
-        ["Wrong number of fields"],
-    ),
-    (
-        "bad-cron-value",
-        MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\ncron = "61 2 * * *"\n',
-        "",
-        "schedules[0].cron",
-        ["invalid cron expression"],
-    ),
-    (
         "bad-timezone",
         MINIMAL_WORKFLOW + '[[schedules]]\nname = "s"\nworkflow = "w"\n'
         'interval = 5\ntimezone = "Europe/Brusels"\n',
