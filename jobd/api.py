@@ -854,7 +854,7 @@ def _job_routes(app: FastAPI, engine: Engine) -> None:
         """Newest first; every filter given must hold."""
         f = job_filter(state, workflow, asset, resource, since, until, search)
         jobs, next_cursor = await engine.list_jobs(f, limit, cursor)
-        return _items([job.to_dict() for job in jobs], next_cursor)
+        return _items([job.to_dict(detail=False) for job in jobs], next_cursor)
 
     @app.get("/v1/jobs/{job_id}", dependencies=[VIEWER])
     async def get_job(job_id: JobId) -> dict[str, Any]:

@@ -48,8 +48,8 @@ def parse_time(text: str, *, now: float | None = None) -> float:
     """POSIX seconds from ISO 8601 *with a zone*, ``now``, or ``+``/``-<duration>`` from now.
 
     ``2026-01-01T10:00:00Z``, ``2026-01-01T11:00+01:00``, ``now``, ``+30s``,
-    ``+5m``, ``+2h``, ``+1h30m``, ``-5m`` (five minutes ago). ``now`` defaults to the current time (tests
-    pass their own). A time without a zone, or anything unparseable, raises
+    ``+5m``, ``+2h``, ``+1h30m``, ``-5m`` (five minutes ago). ``now`` defaults to
+    the current time (tests pass their own). A time without a zone, or anything unparseable, raises
     :class:`ValidationError` saying how to fix it.
     """
     stripped = text.strip()

@@ -631,7 +631,8 @@ def test_a_bad_value_prints_its_line_and_a_hint_not_the_usage_block() -> None:
     result = run_jobd("--socket", "/nonexistent.sock", "submit", "w", "--start", "2026-12-01T20:00")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "jobd submit: error: argument --start: time '2026-12-01T20:00' has no zone; add Z or +01:00",
+        "jobd submit: error: argument --start: time '2026-12-01T20:00' has no zone;"
+        " add Z or +01:00",
         "jobd submit: see 'jobd submit --help'",
     ]
 
