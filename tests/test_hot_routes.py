@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from jobd.access import Access, Role
 from jobd.api import HotRoutes, create_app, iso_times, job_json
+from jobd.authz import AccessMiddleware
 from jobd.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
 from jobd.states import JobState
 from tests.enginekit import make_config, running_engine, step, workflow
@@ -136,7 +138,9 @@ async def test_the_hot_path_serves_submissions_without_the_framework(tmp_path: P
 
     config = make_config(tmp_path, [workflow("quick", step("nap", "sleep", params={"seconds": 0}))])
     async with running_engine(config) as engine:
-        transport = httpx.ASGITransport(app=HotRoutes(not_here, engine))
+        roles = {"POST /v1/jobs": Role.OPERATOR, "POST /v1/batch/jobs": Role.OPERATOR}
+        hot = AccessMiddleware(HotRoutes(not_here, engine, roles), access=Access(), tcp=False)
+        transport = httpx.ASGITransport(app=hot)
         async with httpx.AsyncClient(transport=transport, base_url="http://jobd") as client:
             one = await client.post("/v1/jobs", json={"workflow": "quick"})
             many = await client.post("/v1/batch/jobs", json={"jobs": [{"workflow": "quick"}] * 3})
