@@ -409,3 +409,26 @@ def test_a_reload_applies_new_role_lists(setup: Setup) -> None:
         dropin.write_text(before)
         setup.daemon.reload()
     refused(cli(setup, outsider, "list"), "viewer")
+
+
+def test_a_running_job_canceled_is_the_cancelers_act_to_the_end(setup: Setup) -> None:
+    """The cancel request and the run's end (written when the step has stopped) both
+    name whoever canceled, not the scheduler."""
+    admin, operator = setup.people.admin, setup.people.operator
+    never = setup.daemon.layout.base / "never-created"
+    out = ok(cli(setup, admin, "submit", "hold", "-p", f"path={never}", "--json"))
+    job_id = int(json.loads(out)["id"])
+    e2e.wait_until(
+        lambda: setup.daemon.cli_json("show", str(job_id))["state"] == "running",
+        what="the job runs",
+    )
+    ok(cli(setup, operator, "cancel", str(job_id)))
+    e2e.wait_until(
+        lambda: setup.daemon.cli_json("show", str(job_id))["state"] == "canceled",
+        what="the run ends",
+    )
+    rows = [(row["to"], row["actor"]) for row in history(setup, job_id)]
+    assert rows[-2:] == [
+        ("cancel-requested", f"cli:{operator.name}"),
+        ("canceled", f"cli:{operator.name}"),
+    ], rows
