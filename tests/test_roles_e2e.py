@@ -66,8 +66,16 @@ class People:
 
 
 def _run(*cmd: str) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, f"{' '.join(cmd)}: {done.stderr}"
+    """Run a user-database command; retried while another suite's holds the lock on
+    /etc/passwd or /etc/group (suites of several checkouts may run side by side)."""
+    result: list[subprocess.CompletedProcess[str]] = []
+
+    def done() -> bool:
+        result[:] = [subprocess.run(cmd, capture_output=True, text=True, timeout=60)]
+        return result[0].returncode == 0 or "lock" not in result[0].stderr
+
+    e2e.wait_until(done, timeout=60, what=f"{cmd[0]} getting the user database's lock")
+    assert result[0].returncode == 0, f"{' '.join(cmd)}: {result[0].stderr}"
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +96,7 @@ def people() -> Iterator[People]:
     finally:
         for name in made:
             subprocess.run(["userdel", name], capture_output=True, timeout=60)
+            subprocess.run(["groupdel", name], capture_output=True, timeout=60)  # if left
         subprocess.run(["groupdel", group], capture_output=True, timeout=60)
 
 
