@@ -23,7 +23,7 @@ import hmac
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import anyio
@@ -65,7 +65,8 @@ SSE_KEEPALIVE = 15.0
 #: Largest id SQLite can hold; bigger path/query ids are bad input, not a database overflow.
 MAX_ID = 2**63 - 1
 
-ReloadFunc = Callable[[], Awaitable[list[str]]]
+#: ``{"warnings": [...], "plugins": [...]}``: see :meth:`jobd.daemon.Daemon.reload`.
+ReloadFunc = Callable[[], Awaitable[Mapping[str, list[str]]]]
 JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 # --------------------------------------------------------------------------- bodies
@@ -732,7 +733,7 @@ def create_app(
     ``token``: when given, every route but ``/v1/health`` needs ``Authorization:
     Bearer <token>`` (the TCP listener's app). ``reload``: what ``POST
     /v1/reload`` calls; it raises ConfigError for a bad config (→ 400, old
-    config kept) or returns warnings. ``metrics``: share one :class:`Metrics`
+    config kept) or returns its warnings and plugin changes. ``metrics``: share one :class:`Metrics`
     between apps; when omitted the app makes one and registers it with
     ``engine.add_listener``.
     """
@@ -921,8 +922,14 @@ def _service_routes(
     async def reload_config() -> Response:
         if reload is None:
             return _error(409, "reload-unavailable", "this API instance cannot reload the config")
-        warnings = await reload()
-        return JSONResponse({"reloaded": True, "warnings": list(warnings)})
+        answer = await reload()
+        return JSONResponse(
+            {
+                "reloaded": True,
+                "warnings": list(answer.get("warnings", ())),
+                "plugins": list(answer.get("plugins", ())),
+            }
+        )
 
     @app.get("/metrics")
     async def metrics_text() -> Response:
