@@ -42,7 +42,9 @@ from jobd.errors import JobdError, ValidationError
 from jobd.metrics import Metrics
 from jobd.models import JobSpec
 from jobd.states import PUBLIC_OPERATIONS, JobState
+from jobd.store import JobFilter
 from jobd.timefmt import format_time, parse_time
+from jobd.web import add_page_routes, is_public_path
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
@@ -134,6 +136,28 @@ class BatchJobsBody(_Body):
     """``POST /v1/batch/jobs``: up to :data:`MAX_BATCH` submit bodies, stored all or none."""
 
     jobs: list[SubmitBody]
+
+
+_Search = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class FilterBody(_Body):
+    """The list filters of ``GET /v1/jobs`` as an object (``POST /v1/batch/{operation}``)."""
+
+    state: list[str] | None = None
+    workflow: _Name | None = None
+    asset: _Key | None = None
+    resource: _Key | None = None
+    since: _Time | None = None
+    until: _Time | None = None
+    search: _Search | None = None
+
+
+class BatchOperationBody(_Body):
+    """``POST /v1/batch/{operation}``: the jobs by ``ids`` (up to 10,000) or by ``filter``."""
+
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = None
+    filter: FilterBody | None = None
 
 
 #: PATCH fields that may be set to null (the others have no "unset" value in JobSpec).
@@ -406,14 +430,16 @@ class CatchAllMiddleware:
 
 
 class AuthMiddleware:
-    """``Authorization: Bearer <token>`` on every route but ``/v1/health`` (TCP listener)."""
+    """``Authorization: Bearer <token>`` on every route but ``/v1/health`` and the page's own
+    files, which hold no data (TCP listener)."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self._expected = f"bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") == "/v1/health":
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path == "/v1/health" or is_public_path(path):
             await self.app(scope, receive, send)
             return
         provided = dict(scope.get("headers") or []).get(b"authorization", b"")
@@ -718,6 +744,30 @@ def _parse_states(values: list[str] | None) -> list[JobState] | None:
     return states or None
 
 
+def job_filter(
+    state: list[str] | None = None,
+    workflow: str | None = None,
+    asset: str | None = None,
+    resource: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    search: str | None = None,
+    *,
+    where: str = "",
+) -> JobFilter:
+    """The one reading of the list filters, from the query or a batch body (``where``
+    prefixes the names in errors: ``filter.``). Raises ValidationError naming the field."""
+    try:
+        states = _parse_states(state)
+    except ValidationError as exc:
+        raise ValidationError(f"{where}{exc.message}", field=f"{where}state") from None
+    lo = _field_time(f"{where}since", since)
+    hi = _field_time(f"{where}until", until)
+    if lo is not None and hi is not None and hi < lo:
+        raise ValidationError(f"{where}until: must not be before since", field=f"{where}until")
+    return JobFilter(tuple(states or ()), workflow, asset, resource, lo, hi, search)
+
+
 def create_app(
     engine: Engine,
     *,
@@ -768,6 +818,7 @@ def create_app(
         metrics=metrics,
         sse_keepalive=sse_keepalive,
     )
+    add_page_routes(app)
     return app
 
 
@@ -781,11 +832,27 @@ def _job_routes(app: FastAPI, engine: Engine) -> None:
 
     @app.get("/v1/jobs")
     async def list_jobs(
-        state: Annotated[list[str] | None, Query()] = None,
+        state: Annotated[list[str] | None, Query(description="repeatable or a,b")] = None,
+        workflow: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        asset: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
+        resource: Annotated[
+            str | None, Query(min_length=1, max_length=1000, description="or pool")
+        ] = None,
+        since: Annotated[
+            str | None, Query(max_length=100, description="start_at, else created_at, >=")
+        ] = None,
+        until: Annotated[
+            str | None, Query(max_length=100, description="start_at, else created_at, <=")
+        ] = None,
+        search: Annotated[
+            str | None, Query(min_length=1, max_length=200, description="in the name")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     ) -> dict[str, Any]:
-        jobs, next_cursor = await engine.list_jobs(_parse_states(state), limit, cursor)
+        """Newest first; every filter given must hold."""
+        f = job_filter(state, workflow, asset, resource, since, until, search)
+        jobs, next_cursor = await engine.list_jobs(f, limit, cursor)
         return _items([job.to_dict() for job in jobs], next_cursor)
 
     @app.get("/v1/jobs/{job_id}")
@@ -805,13 +872,7 @@ def _job_routes(app: FastAPI, engine: Engine) -> None:
     @app.post("/v1/jobs/{job_id}/{operation}")
     async def operate(job_id: JobId, operation: str, request: Request) -> Response:
         if operation not in PUBLIC_OPERATIONS:
-            known = ", ".join(PUBLIC_OPERATIONS)
-            return _error(
-                404,
-                "unknown-operation",
-                f"unknown operation {operation!r} (one of: {known})",
-                {"operation": operation, "operations": list(PUBLIC_OPERATIONS)},
-            )
+            return _unknown_operation(operation)
         job = await engine.operate(job_id, operation, actor=_actor(request))
         if job is None:
             return Response(status_code=204)
@@ -858,6 +919,68 @@ def _batch_routes(app: FastAPI, engine: Engine) -> None:
         jobs_out = await engine.submit_many(specs, actor=_actor(request))
         return JSONResponse({"items": [_json(job.to_dict()) for job in jobs_out]}, 201)
 
+    @app.post("/v1/batch/{operation}", responses={413: {"description": "over 10,000 jobs"}})
+    async def operate_batch(
+        operation: str, body: BatchOperationBody, request: Request
+    ) -> JSONResponse:
+        """One operation on many jobs: each is done or refused (naming its state and the
+        operations allowed there); ``matched`` counts the jobs asked for or found."""
+        if operation not in PUBLIC_OPERATIONS:
+            return _unknown_operation(operation)
+        ids = await _batch_ids(engine, body)
+        if isinstance(ids, JSONResponse):
+            return ids
+        outcome = await engine.operate_many(ids, operation, actor=_actor(request))
+        answer: dict[str, Any] = {
+            "operation": operation,
+            "matched": len(ids),
+            "done": outcome.done,
+            "refused": [{"id": i, "error": exc.to_dict()} for i, exc in outcome.refused],
+        }
+        if operation == "resubmit":
+            answer["created"] = outcome.created
+        return JSONResponse(answer)
+
+
+async def _batch_ids(engine: Engine, body: BatchOperationBody) -> list[int] | JSONResponse:
+    """The ids a batch operation acts on (oldest first for a filter), or the refusal."""
+    if (body.ids is None) == (body.filter is None):
+        raise ValidationError("body: give either ids or filter", field="ids")
+    if body.ids is not None:
+        if len(body.ids) > MAX_BATCH:
+            return _too_many(f"body.ids: {len(body.ids)} ids", len(body.ids))
+        return body.ids
+    assert body.filter is not None
+    f = job_filter(**body.filter.model_dump(), where="filter.")
+    if not f:
+        raise ValidationError(
+            "body.filter: give at least one filter (an empty one would select every job)",
+            field="filter",
+        )
+    ids = await engine.store.match_ids(f, MAX_BATCH + 1)
+    if len(ids) > MAX_BATCH:
+        return _too_many(f"body.filter: more than {MAX_BATCH} jobs match", None)
+    return ids
+
+
+def _too_many(what: str, count: int | None) -> JSONResponse:
+    return _error(
+        413,
+        "too-large",
+        f"{what}; at most {MAX_BATCH} per request (narrow the filter, or split the ids)",
+        {"limit": MAX_BATCH, "count": count},
+    )
+
+
+def _unknown_operation(operation: str) -> JSONResponse:
+    known = ", ".join(PUBLIC_OPERATIONS)
+    return _error(
+        404,
+        "unknown-operation",
+        f"unknown operation {operation!r} (one of: {known})",
+        {"operation": operation, "operations": list(PUBLIC_OPERATIONS)},
+    )
+
 
 def _inspect_routes(app: FastAPI, engine: Engine) -> None:
     @app.get("/v1/queue")
@@ -885,6 +1008,30 @@ def _inspect_routes(app: FastAPI, engine: Engine) -> None:
     @app.get("/v1/schedules")
     async def schedules() -> dict[str, Any]:
         return _items(await engine.schedules_info())
+
+    @app.post("/v1/schedules/{name}/{action}")
+    async def schedule_control(
+        name: Annotated[str, PathParam(max_length=200)],
+        action: Annotated[str, PathParam(description="run, pause or resume")],
+        request: Request,
+    ) -> JSONResponse:
+        """``run``: fire now (201 with the job); ``pause``/``resume``: stop and restart its
+        firings, kept in the store (200 with the schedule)."""
+        if action == "run":
+            job = await engine.run_schedule(name, actor=_actor(request))
+            return JSONResponse(
+                _json(job.to_dict()), status_code=201, headers={"location": f"/v1/jobs/{job.id}"}
+            )
+        if action in ("pause", "resume"):
+            paused = action == "pause"
+            info = await engine.pause_schedule(name, paused, actor=_actor(request))
+            return JSONResponse(_json(info))
+        return _error(
+            404,
+            "unknown-operation",
+            f"unknown schedule action {action!r} (one of: run, pause, resume)",
+            {"operation": action, "operations": ["run", "pause", "resume"]},
+        )
 
     @app.get("/v1/plugins")
     async def plugins() -> dict[str, Any]:

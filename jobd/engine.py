@@ -55,6 +55,7 @@ from jobd.store import (
     HISTORY_INSERT,
     LOG_INSERT,
     GuardFailed,
+    JobFilter,
     Store,
     Unit,
     dumps,
@@ -76,6 +77,8 @@ LATEST_TIME = 221845392000.0  # 9000-01-01T00:00:00Z
 OPERATION_WAIT = 5.0
 #: Due jobs moved per read (SQLite caps the ``?`` in one ``IN (...)``).
 DUE_BATCH = 500
+#: Jobs of one batch operation in progress at once (their writes share transactions).
+BATCH_CONCURRENCY = 1000
 
 
 class Engine:
@@ -617,6 +620,68 @@ class Engine:
             return result
         return await self.get_job(job_id)
 
+    async def operate_many(
+        self, job_ids: list[int], operation: str, *, actor: str = "api"
+    ) -> BatchOutcome:
+        """Apply ``operation`` to each job of ``job_ids`` (``POST /v1/batch/{operation}``),
+        concurrently so that their writes share transactions. A job whose state does not
+        allow it, or that does not exist, is refused with the error :meth:`operate` would
+        raise (naming its state and what is allowed there); the others go ahead."""
+        handler = self._operations().get(operation)
+        if handler is None:
+            raise ValidationError(
+                f"unknown operation {operation!r} (known: {', '.join(self._operations())})",
+                field="operation",
+            )
+        ids = list(dict.fromkeys(job_ids))
+        jobs = await self._load_many(ids)
+        outcome: dict[int, JobdError | Job | None] = {}
+        limiter = anyio.CapacityLimiter(BATCH_CONCURRENCY)
+
+        async def one(job_id: int) -> None:
+            async with limiter:
+                outcome[job_id] = await self._operate_one(
+                    jobs.get(job_id), job_id, operation, handler, actor
+                )
+
+        async with anyio.create_task_group() as tg:
+            for job_id in ids:
+                tg.start_soon(one, job_id)
+        return BatchOutcome.of(ids, outcome)
+
+    async def _operate_one(
+        self,
+        job: Job | None,
+        job_id: int,
+        operation: str,
+        handler: Callable[[Job, str], Any],
+        actor: str,
+    ) -> JobdError | Job | None:
+        """One job of a batch: the new job (resubmit), None (done) or the refusal."""
+        if job is None:
+            return NotFound("job", job_id)
+        try:
+            try:
+                check_transition(operation, job.state)
+            except InvalidTransition:
+                allowed = allowed_operations(job.state)
+                raise InvalidTransition(operation, job.state, allowed, job_id=job_id) from None
+            result = await handler(job, actor)
+        except JobdError as exc:
+            return exc
+        return result if isinstance(result, Job) else None
+
+    async def _load_many(self, job_ids: list[int]) -> dict[int, Job]:
+        """The jobs of ``job_ids`` that exist: a running one as the engine holds it, the others
+        read in chunks (one reader hop each)."""
+        jobs = {i: self.active[i].job for i in job_ids if i in self.active}
+        rest = [i for i in job_ids if i not in jobs]
+        for start in range(0, len(rest), DUE_BATCH):
+            for job in await self.store.load_jobs(rest[start : start + DUE_BATCH]):
+                # Loaded while the read was in flight: the engine's copy is the live one.
+                jobs[job.id] = self.active[job.id].job if job.id in self.active else job
+        return jobs
+
     def _operations(self) -> dict[str, Callable[[Job, str], Any]]:
         return {
             "cancel": self._op_cancel,
@@ -702,7 +767,9 @@ class Engine:
 
     async def _rerun(self, job: Job, operation: str, actor: str, *, reset_all: bool) -> None:
         job.steps = await self.store.load_steps(job.id)
-        unit = Unit()
+        # A new run: its start script runs again (SPEC §3, "A run begins ...").
+        job.run_started_at = None
+        unit = Unit().add("UPDATE jobs SET run_started_at = NULL WHERE id = ?", (job.id,))
         for step in job.steps:
             if reset_all or step.state != StepState.COMPLETED:
                 unit.add(
@@ -1076,7 +1143,9 @@ class Engine:
 
         Only when nothing runs before that step (no start script still to run)."""
         job, unit = rc.job, Unit()
-        rc.started = rc.started or any(s.attempts for s in job.steps)
+        # Stored, not guessed from the steps: a pause in the first step leaves no attempt,
+        # and a retry (a new run) keeps its completed steps' attempts.
+        rc.started = rc.started or job.run_started_at is not None
         if workflow is None:
             return unit
         rc.defer_last = job.spec.end_at is None and workflow.end_script is None
@@ -1242,6 +1311,14 @@ class Engine:
     async def save_step(self, job: Job, step: Step) -> None:
         await self.store.commit(_step_update(Unit(), step))
         self._step_event(job, step)
+
+    def run_started(self, job: Job) -> None:
+        """The run's start script succeeded: recorded before the first step's write (same
+        queue, so it lands no later), so that a resumed or recovered run skips it."""
+        job.run_started_at = now = self.clock()
+        self.store.commit_nowait(
+            Unit().add("UPDATE jobs SET run_started_at = ? WHERE id = ?", (now, job.id))
+        )
 
     async def save_pgid(self, job: Job, step: Step) -> None:
         await self.store.commit(
@@ -1434,14 +1511,13 @@ class Engine:
         return job
 
     async def list_jobs(
-        self, states: list[JobState] | None = None, limit: int = 100, cursor: int | None = None
+        self, f: JobFilter | None = None, limit: int = 100, cursor: int | None = None
     ) -> tuple[list[Job], int | None]:
-        """Newest first (by id); ``cursor`` is the id to continue below.
-
-        Returns ``(jobs, next_cursor)``.
+        """Jobs matching ``f`` (all when None), newest first (by id); ``cursor`` is the id to
+        continue below. Returns ``(jobs, next_cursor)``.
         Listed jobs carry no steps/history (empty lists) to keep lists cheap."""
         limit = max(1, min(limit, 1000))
-        jobs = await self.store.list_jobs(states, limit + 1, cursor)
+        jobs = await self.store.list_jobs(f or JobFilter(), limit + 1, cursor)
         more = len(jobs) > limit
         jobs = jobs[:limit]
         return jobs, (jobs[-1].id if more and jobs else None)
@@ -1468,7 +1544,7 @@ class Engine:
         }
 
     def locks_info(self) -> list[dict[str, Any]]:
-        """Per asset: ``{asset, holders: [{job_id, mode}], waiters: [{job_id, mode}]}``."""
+        """Per asset: ``{asset, holders: [{job_id, mode}], waiters: [{job_id, mode, since}]}``."""
         return self.locks.snapshot()
 
     async def resources_info(self) -> list[dict[str, Any]]:
@@ -1492,25 +1568,42 @@ class Engine:
 
     async def bookings(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
         """Reservations overlapping ``[start, end]``: ``{job_id, job_name, state, resource,
-        start, end}``."""
+        pool, start, end, start_at, end_at}``; ``start_at``/``end_at`` are the job's window,
+        so ``start_at - start`` is its preroll and ``end - end_at`` its postroll."""
         reservations = self.booking_index.between(start, end)
-        names = await self.store.job_states(sorted({r.job_id for r in reservations}))
-        return [
-            {
-                "job_id": r.job_id,
-                "job_name": names.get(r.job_id, ("?", None))[0],
-                "state": str(names.get(r.job_id, ("?", None))[1]),
-                "resource": r.resource,
-                "pool": r.pool,
-                "start": r.start,
-                "end": r.end,
-            }
-            for r in reservations
-        ]
+        jobs = await self.store.job_windows(sorted({r.job_id for r in reservations}))
+        unknown = ("?", None, None, None)
+        out = []
+        for r in reservations:
+            name, state, start_at, end_at = jobs.get(r.job_id, unknown)
+            out.append(
+                {
+                    "job_id": r.job_id,
+                    "job_name": name,
+                    "state": str(state),
+                    "resource": r.resource,
+                    "pool": r.pool,
+                    "start": r.start,
+                    "end": r.end,
+                    "start_at": start_at,
+                    "end_at": end_at,
+                }
+            )
+        return out
 
     async def schedules_info(self) -> list[dict[str, Any]]:
         """Per schedule: next and last firing, missed and skipped counts, recent events."""
         return await self.schedules.info()
+
+    async def run_schedule(self, name: str, *, actor: str = "api") -> Job:
+        """Fire schedule ``name`` now (even paused); NotFound, NotApplicable if skipped."""
+        return await self.schedules.run_now(name, actor)
+
+    async def pause_schedule(
+        self, name: str, paused: bool, *, actor: str = "api"
+    ) -> dict[str, Any]:
+        """Pause (``paused``) or resume schedule ``name``; the schedule as listed."""
+        return await self.schedules.set_paused(name, paused, actor)
 
     def plugins_info(self) -> dict[str, Any]:
         """``{plugins: [{name, file, actions, error}], actions: [{name, plugin, description}]}``."""
@@ -1615,6 +1708,29 @@ def _with_end_script_problem(result: RunResult, problem: str | None, now: float)
 
 
 @dataclass(slots=True)
+class BatchOutcome:
+    """What :meth:`Engine.operate_many` did: ids done and refused, in the order asked."""
+
+    done: list[int]
+    refused: list[tuple[int, JobdError]]
+    #: ``resubmit``: the new job of each job done, in the same order.
+    created: list[int]
+
+    @classmethod
+    def of(cls, ids: list[int], outcome: Mapping[int, JobdError | Job | None]) -> BatchOutcome:
+        done, refused, created = [], [], []
+        for job_id in ids:
+            result = outcome[job_id]
+            if isinstance(result, JobdError):
+                refused.append((job_id, result))
+                continue
+            done.append(job_id)
+            if isinstance(result, Job):
+                created.append(result.id)
+        return cls(done, refused, created)
+
+
+@dataclass(slots=True)
 class _Intake:
     """A submission that passed validation and holds its bookings, not yet written."""
 
@@ -1673,6 +1789,7 @@ def replace_job(job: Job, **changes: Any) -> Job:
         updated_at=job.updated_at,
         error=job.error,
         due_at=job.due_at,
+        run_started_at=job.run_started_at,
     )
     for key, value in changes.items():
         setattr(new, key, value)

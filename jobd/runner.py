@@ -76,6 +76,11 @@ class RunHost(Protocol):
 
     async def save_step(self, job: Job, step: Step) -> None: ...
 
+    def run_started(self, job: Job) -> None:
+        """The run's start script succeeded: record it with the job (a resumed or
+        recovered run continues without running it again)."""
+        ...
+
     async def save_pgid(self, job: Job, step: Step) -> None:
         """Durably record the step's process group (recovery kills what is left of it)."""
         ...
@@ -147,6 +152,7 @@ class Runner:
                         "start script failed",
                         ErrorOverlay("start-script-failed", problem, self.host.now()),
                     )
+                self.host.run_started(job)
             rc.started = True
         for step in job.steps:
             if step.state == StepState.COMPLETED:

@@ -40,7 +40,7 @@ from jobd.errors import StoreError
 from jobd.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
 from jobd.states import JobState, StepState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 #: Units queued in one turn of the event loop that are sent without waiting for its end.
 SEND_AT = 16
 log = structlog.get_logger("jobd.store")
@@ -132,7 +132,10 @@ def spec_from_json(text: str) -> JobSpec:
     )
 
 
-_JOB_COLUMNS = "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at"
+_JOB_COLUMNS = (
+    "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at,"
+    " run_started_at"
+)
 
 
 def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
@@ -147,6 +150,7 @@ def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         progress=row[6],
         progress_message=row[7],
         due_at=row[8],
+        run_started_at=row[9],
     )
 
 
@@ -233,6 +237,21 @@ HISTORY_INSERT = (
 LOG_INSERT = "INSERT INTO job_log (job_id, at, step, level, message) VALUES (?,?,?,?,?)"
 
 
+def schedule_pause_unit(name: str, paused_at: float | None, now: float, actor: str) -> Unit:
+    """The writes of a pause (``paused_at`` a time) or resume (None), with its event row."""
+    kind = "paused" if paused_at is not None else "resumed"
+    return (
+        Unit()
+        .add("INSERT OR IGNORE INTO schedules (name) VALUES (?)", (name,))
+        .add("UPDATE schedules SET paused_at = ? WHERE name = ?", (paused_at, name))
+        .add(
+            "INSERT INTO schedule_events (schedule, at, fire_time, kind, job_id, reason)"
+            " VALUES (?,?,?,?,?,?)",
+            (name, now, now, kind, None, f"{kind} by {actor}"),
+        )
+    )
+
+
 def _read_jobs(conn: sqlite3.Connection, job_ids: list[int]) -> list[Job]:
     if not job_ids:
         return []
@@ -252,6 +271,202 @@ def _read_jobs(conn: sqlite3.Connection, job_ids: list[int]) -> list[Job]:
     ):
         jobs[r[0]].reservations.append(Reservation(r[0], r[1], r[2], r[3], r[4]))
     return [jobs[i] for i in job_ids if i in jobs]
+
+
+# ----------------------------------------------------------------------------- filters
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """What ``GET /v1/jobs`` and ``POST /v1/batch/{operation}`` select jobs by; every field
+    set must hold (AND). Times are POSIX seconds, inclusive at both ends."""
+
+    states: tuple[JobState, ...] = ()
+    workflow: str | None = None
+    #: An exclusive or shared asset of the job.
+    asset: str | None = None
+    #: A resource or pool the job asks for, or a resource it was ever booked on.
+    resource: str | None = None
+    #: On ``start_at``, else ``created_at``.
+    since: float | None = None
+    until: float | None = None
+    #: In the name as shown, ignoring case (ASCII).
+    search: str | None = None
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, name) for name in self.__slots__)
+
+
+#: A driver whose candidates number fewer than this is read whole and sorted; above it,
+#: drivers that read in id order stop at the page's end.
+_SMALL = 2000
+#: What ``?search=`` looks in (the name as shown).
+_NAME = "coalesce(j.name, j.workflow || '-' || j.id)"
+_TIME = "coalesce(j.start_at, j.created_at)"
+_KEY_SQL = "EXISTS (SELECT 1 FROM job_keys WHERE kind = ? AND key = ? AND job_id = j.id)"
+
+
+@dataclass(slots=True)
+class _Arm:
+    """One query of a filtered read: the rows one index holds for the driving condition
+    (``own``), in id order, and the rest of the filter (``rest``) checked on each."""
+
+    source: str
+    id_column: str
+    own: list[str]
+    own_params: list[Any]
+    ordered: bool = True  # False: the index is not in id order (its rows are sorted)
+    rest: list[str] = field(default_factory=list)
+    rest_params: list[Any] = field(default_factory=list)
+
+    def sql(
+        self, columns: str, descending: bool, cursor: int | None, limit: int, rest: bool = True
+    ) -> tuple[str, tuple[Any, ...]]:
+        where, params = [*self.own], [*self.own_params]
+        if rest:
+            where += self.rest
+            params += self.rest_params
+        if cursor is not None:
+            where.append(f"{self.id_column} {'<' if descending else '>'} ?")
+            params.append(cursor)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        order = "DESC" if descending else "ASC"
+        return (
+            f"SELECT {columns} FROM {self.source}{clause}"
+            f" ORDER BY {self.id_column} {order} LIMIT ?",
+            (*params, limit),
+        )
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _residual(f: JobFilter, skip: str) -> tuple[list[str], list[Any]]:
+    """The conditions of ``f`` other than the driver ``skip``, on the row ``j``."""
+    where: list[str] = []
+    params: list[Any] = []
+    if f.states and skip != "state":
+        where.append(f"j.state IN ({','.join('?' * len(f.states))})")
+        params += [str(s) for s in f.states]
+    if f.workflow is not None and skip != "workflow":
+        where.append("j.workflow = ?")
+        params.append(f.workflow)
+    for kind in ("asset", "resource"):
+        value = getattr(f, kind)
+        if value is not None and skip != kind:
+            where.append(_KEY_SQL)
+            params += [kind, value]
+    if f.search is not None:  # checked on every row, even behind the trigram index
+        where.append(f"{_NAME} LIKE ? ESCAPE '\\'")
+        params.append(_like_pattern(f.search))
+    if skip != "time":
+        where, params = where + _time_conditions(f)[0], params + _time_conditions(f)[1]
+    return where, params
+
+
+def _time_conditions(f: JobFilter) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if f.since is not None:
+        where.append(f"{_TIME} >= ?")
+        params.append(f.since)
+    if f.until is not None:
+        where.append(f"{_TIME} <= ?")
+        params.append(f.until)
+    return where, params
+
+
+def _arm(
+    name: str,
+    f: JobFilter,
+    source: str,
+    id_column: str,
+    own: list[str],
+    own_params: list[Any],
+    ordered: bool = True,
+) -> _Arm:
+    rest, rest_params = _residual(f, name)
+    return _Arm(source, id_column, own, own_params, ordered, rest, rest_params)
+
+
+def _drivers(f: JobFilter) -> dict[str, list[_Arm]]:
+    """Every index that can drive a read of ``f``, as arms (one per state for ``state``)."""
+    out: dict[str, list[_Arm]] = {}
+    if f.search is not None and len(f.search) >= 3:  # the trigram index needs 3 characters
+        phrase = '"' + f.search.replace('"', '""') + '"'
+        source = "job_names CROSS JOIN jobs AS j ON j.id = job_names.rowid"
+        out["search"] = [
+            _arm("search", f, source, "job_names.rowid", ["job_names MATCH ?"], [phrase])
+        ]
+    for kind in ("asset", "resource"):
+        value = getattr(f, kind)
+        if value is not None:
+            source = "job_keys AS k CROSS JOIN jobs AS j ON j.id = k.job_id"
+            own = ["k.kind = ?", "k.key = ?"]
+            out[kind] = [_arm(kind, f, source, "k.job_id", own, [kind, value])]
+    if f.workflow is not None:
+        source = "jobs AS j INDEXED BY jobs_by_workflow"
+        out["workflow"] = [_arm("workflow", f, source, "j.id", ["j.workflow = ?"], [f.workflow])]
+    if f.states:
+        source = "jobs AS j INDEXED BY jobs_by_state"
+        out["state"] = [
+            _arm("state", f, source, "j.id", ["j.state = ?"], [str(s)])
+            for s in dict.fromkeys(f.states)
+        ]
+    if f.since is not None or f.until is not None:
+        own, params = _time_conditions(f)
+        source = "jobs AS j INDEXED BY jobs_by_time"
+        out["time"] = [_arm("time", f, source, "j.id", own, params, ordered=False)]
+    return out
+
+
+def _count(conn: sqlite3.Connection, arms: list[_Arm], cursor: int | None, descending: bool) -> int:
+    """How many rows the arms' indexes hold for their own condition, up to :data:`_SMALL`."""
+    total = 0
+    for arm in arms:
+        sql, params = arm.sql("1", descending, cursor, _SMALL, rest=False)
+        total += conn.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0]
+    return total
+
+
+def plan_filter(
+    conn: sqlite3.Connection, f: JobFilter, cursor: int | None, descending: bool = True
+) -> list[_Arm]:
+    """The arms to read ``f`` with: the index holding the fewest rows for its condition when
+    one holds fewer than :data:`_SMALL` (read whole), else the first of those that read in
+    id order (they stop at the end of the page), else the table in id order."""
+    drivers = _drivers(f)
+    counts = {name: _count(conn, arms, cursor, descending) for name, arms in drivers.items()}
+    small = [name for name in counts if counts[name] < _SMALL]
+    if small:
+        return drivers[min(small, key=lambda name: counts[name])]
+    for arms in drivers.values():
+        if all(arm.ordered for arm in arms):
+            return arms
+    where, params = _residual(f, "")
+    return [_Arm("jobs AS j", "j.id", where, params)]
+
+
+def read_filtered(
+    conn: sqlite3.Connection,
+    f: JobFilter,
+    columns: str,
+    limit: int,
+    cursor: int | None = None,
+    descending: bool = True,
+) -> list[tuple[Any, ...]]:
+    """Rows of ``columns`` (on ``j``, the first being ``j.id``) of the jobs matching ``f``,
+    ``limit`` at most, by id (newest first when ``descending``), after ``cursor``."""
+    arms = plan_filter(conn, f, cursor, descending)
+    rows: list[tuple[Any, ...]] = []
+    for arm in arms:
+        sql, params = arm.sql(columns, descending, cursor, limit)
+        rows += conn.execute(sql, params).fetchall()
+    if len(arms) > 1:  # one arm per state: merge them
+        rows.sort(key=lambda row: row[0], reverse=descending)
+    return rows[:limit]
 
 
 @dataclass(slots=True)
@@ -494,22 +709,17 @@ class Store:
             for r in rows
         ]
 
-    async def list_jobs(
-        self, states: Sequence[JobState] | None, limit: int, cursor: int | None
-    ) -> list[Job]:
-        where: list[str] = []
-        params: list[Any] = []
-        if states:
-            where.append(f"state IN ({','.join('?' * len(states))})")
-            params.extend(str(s) for s in states)
-        if cursor is not None:
-            where.append("id < ?")
-            params.append(cursor)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._fetchall(
-            f"SELECT {_JOB_COLUMNS} FROM jobs {clause} ORDER BY id DESC LIMIT ?", (*params, limit)
-        )
+    async def list_jobs(self, f: JobFilter, limit: int, cursor: int | None) -> list[Job]:
+        """Up to ``limit`` jobs matching ``f``, newest first, with ids below ``cursor``; in
+        one hop to the reader's thread (the plan's counts and the page)."""
+        columns = ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+        rows = await self._read(read_filtered, f, columns, limit, cursor)
         return [_job_from_row(r) for r in rows]
+
+    async def match_ids(self, f: JobFilter, limit: int) -> list[int]:
+        """The ids of up to ``limit`` jobs matching ``f``, oldest first (the batch routes)."""
+        rows = await self._read(read_filtered, f, "j.id", limit, None, False)
+        return [r[0] for r in rows]
 
     async def jobs_in_states(self, states: Iterable[JobState]) -> list[Job]:
         """Jobs (with steps) in these states, oldest due first: recovery's input."""
@@ -639,6 +849,23 @@ class Store:
         )
         return {r[0]: (r[1] or f"{r[2]}-{r[0]}", JobState(r[3])) for r in rows}
 
+    async def job_windows(
+        self, job_ids: Sequence[int]
+    ) -> dict[int, tuple[str, JobState, float | None, float | None]]:
+        """Per job: name, state, ``start_at`` and ``end_at`` (what a booking's bar shows)."""
+        out: dict[int, tuple[str, JobState, float | None, float | None]] = {}
+        ids = list(job_ids)
+        for lo in range(0, len(ids), 30000):  # under SQLite's 32,766 bound parameters
+            chunk = ids[lo : lo + 30000]
+            rows = await self._fetchall(
+                "SELECT id, name, workflow, state, start_at, end_at FROM jobs WHERE id IN"
+                f" ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for r in rows:
+                out[r[0]] = (r[1] or f"{r[2]}-{r[0]}", JobState(r[3]), r[4], r[5])
+        return out
+
     async def job_log(self, job_id: int, after: int, limit: int) -> list[dict[str, Any]]:
         rows = await self._fetchall(
             "SELECT seq, at, step, level, message FROM job_log WHERE job_id = ? AND seq > ?"
@@ -651,10 +878,16 @@ class Store:
 
     async def schedule_rows(self) -> dict[str, dict[str, Any]]:
         rows = await self._fetchall(
-            "SELECT name, last_fire_at, last_job_id, missed, skipped FROM schedules"
+            "SELECT name, last_fire_at, last_job_id, missed, skipped, paused_at FROM schedules"
         )
         return {
-            r[0]: {"last_fire_at": r[1], "last_job_id": r[2], "missed": r[3], "skipped": r[4]}
+            r[0]: {
+                "last_fire_at": r[1],
+                "last_job_id": r[2],
+                "missed": r[3],
+                "skipped": r[4],
+                "paused_at": r[5],
+            }
             for r in rows
         }
 
