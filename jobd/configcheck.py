@@ -9,7 +9,8 @@ names lives elsewhere and is checked here, with the code that will use it:
 * every step's ``action`` exists, and its ``params`` satisfy what the action
   declares (:class:`jobd.Param`: unknown names, missing required ones, types);
 * every ``start_script``/``end_script`` exists and is executable;
-* every ``plugin_dirs`` entry is a folder and the ``token_file`` exists;
+* every ``plugin_dirs`` entry is a folder; the ``token_file`` and every
+  ``[[api.tokens]]`` ``file`` exist;
 * every schedule's ``cron`` expression, parsed by :mod:`jobd.timers`, the one
   cron parser jobd has (crontab numbering: ``0`` and ``7`` are Sunday).
 
@@ -101,10 +102,16 @@ def _file_problems(config: Config) -> Iterator[ConfigError]:
         if not folder.is_dir():
             what = "is not a folder" if folder.exists() else "does not exist"
             yield error_at(config, ("daemon", "plugin_dirs", index), f"{folder} {what}")
-    token = config.api.token_file
-    if token is not None and not token.is_file():
-        what = "is not a file" if token.exists() else "does not exist"
-        yield error_at(config, ("api", "token_file"), f"{token} {what}")
+    tokens: list[tuple[KeyPath, Path]] = [
+        (("api", "tokens", index, "file"), entry.file)
+        for index, entry in enumerate(config.api.tokens)
+    ]
+    if config.api.token_file is not None:
+        tokens.insert(0, (("api", "token_file"), config.api.token_file))
+    for where, token in tokens:  # their content and mode: jobd.access.load_tokens
+        if not token.is_file():
+            what = "is not a file" if token.exists() else "does not exist"
+            yield error_at(config, where, f"{token} {what}")
 
 
 def _script_problem(path: Path) -> str | None:

@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -33,12 +33,13 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from jobd import __version__
+from jobd.access import Access, Token, load_tokens
 from jobd.api import create_app, end_event_streams
 from jobd.config import Config, load_config, resolve_config_path
 from jobd.configcheck import check_config, load_checked, load_plugins
 from jobd.engine import Engine
 from jobd.errors import ConfigError, JobdError
-from jobd.httpserver import parse_listen, read_token, serve
+from jobd.httpserver import parse_listen, serve
 from jobd.logging import configure_logging, set_job_log_sink
 from jobd.metrics import Metrics
 from jobd.plugins import PluginHost
@@ -132,21 +133,21 @@ class StoreProbe:
 #: workers, run_queue_size, state_dir). ``plugin_dirs`` is not one: a reload loads
 #: the plugins of the new configuration.
 _RESTART_ONLY_DAEMON_KEYS = ("synchronous",)
+#: ``[api]`` keys a reload applies at once (who may do what); the rest wait for a restart.
+_RELOADABLE_API_KEYS = frozenset({"viewers", "operators", "admins", "tokens", "token_file"})
 
 
 def _keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
     """Keep what cannot change while running (API listeners, the open database's
     ``synchronous``), and say which changes wait for a restart."""
-    changed = [
-        f"api.{f.name}"
-        for f in dataclasses.fields(old.api)
-        if getattr(old.api, f.name) != getattr(new.api, f.name)
-    ]
+    fixed = [f.name for f in dataclasses.fields(old.api) if f.name not in _RELOADABLE_API_KEYS]
+    changed = [f"api.{key}" for key in fixed if getattr(old.api, key) != getattr(new.api, key)]
     kept = {key: getattr(old.daemon, key) for key in _RESTART_ONLY_DAEMON_KEYS}
     changed += [f"daemon.{key}" for key, value in kept.items() if getattr(new.daemon, key) != value]
     if not changed:
         return new, []
-    new = dataclasses.replace(new, api=old.api, daemon=dataclasses.replace(new.daemon, **kept))
+    api = dataclasses.replace(new.api, **{key: getattr(old.api, key) for key in fixed})
+    new = dataclasses.replace(new, api=api, daemon=dataclasses.replace(new.daemon, **kept))
     return new, [f"{', '.join(changed)}: take effect on restart"]
 
 
@@ -161,7 +162,7 @@ class Daemon:
         *,
         plugins: PluginHost | None = None,
         watchdog: float | None = None,
-        token: str | None = None,
+        tokens: Sequence[Token] = (),
         tcp: tuple[str, int] | None = None,
     ) -> None:
         self.config_path = config_path
@@ -171,7 +172,9 @@ class Daemon:
         self.plugins = plugins
         self.notifier = notifier
         self.watchdog = watchdog
-        self.token, self.tcp = token, tcp
+        self.tcp = tcp
+        #: Who may do what; shared by both listeners' apps, updated in place on reload.
+        self.access = Access.from_config(config.api, tokens)
         self.started_at = time.time()
         self.engine: Engine | None = None
         self._tg: TaskGroup | None = None
@@ -206,6 +209,7 @@ class Daemon:
             started_at=self.started_at,
             reload=self.reload,
             metrics=metrics,
+            access=self.access,
         )
         api = self.config.api
         async with anyio.create_task_group() as tg:
@@ -223,7 +227,7 @@ class Daemon:
                 )
             )
             if self.tcp is not None:
-                tcp_app = app(token=self.token)
+                tcp_app = app(tcp=True)
                 await tg.start(
                     partial(
                         serve,
@@ -337,6 +341,11 @@ class Daemon:
             )
             raise
         new, warnings = _keep_restart_only(self.config, new)
+        try:
+            tokens = await anyio.to_thread.run_sync(load_tokens, new.api)
+        except ConfigError as exc:
+            log.error("config reload refused; keeping the running config", error=str(exc))
+            raise
         engine = self.engine
         assert engine is not None and old_plugins is not None
         warnings += await engine.reload(new, plugins)
@@ -344,6 +353,7 @@ class Daemon:
         old_plugins.shutdown(only=old_plugins.retired_by(plugins))
         plugins.startup(new, only=plugins.fresh())
         configure_logging(new.logging)
+        self.access.update(new.api, tokens)
         self.config = new
         changes = plugins.changes()
         log.info(
@@ -364,7 +374,7 @@ class _Prepared:
     path: Path
     config: Config
     plugins: PluginHost
-    token: str | None
+    tokens: list[Token]
     tcp: tuple[str, int] | None
 
 
@@ -379,13 +389,11 @@ def _prepare(config_path: str | None) -> _Prepared:
     configure_logging(config.logging)
     plugins = load_plugins(config)
     check_config(config, plugins)
-    token = tcp = None
-    if config.api.listen:
-        tcp = parse_listen(config.api.listen)
-        if config.api.token_file is None:
-            raise ConfigError(str(path), "api.token_file", "is required when api.listen is set")
-        token = read_token(config.api.token_file)
-    return _Prepared(path, config, plugins, token, tcp)
+    tcp = parse_listen(config.api.listen) if config.api.listen else None
+    # Read (and mode-checked) even without TCP: a bad token file is refused now, not
+    # at the reload that turns TCP on.
+    tokens = load_tokens(config.api)
+    return _Prepared(path, config, plugins, tokens, tcp)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -433,7 +441,7 @@ def main(config_path: str | None) -> int:
         notifier,
         plugins=ready.plugins,
         watchdog=interval,
-        token=ready.token,
+        tokens=ready.tokens,
         tcp=ready.tcp,
     )
     with lock:

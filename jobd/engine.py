@@ -715,7 +715,7 @@ class Engine:
                 await self._transition(
                     job, "cancel", S.CANCEL_REQUESTED, cause="cancel requested", actor=actor
                 )
-            rc.stop(CANCEL)
+            rc.stop(CANCEL, actor)
             await self._settle_briefly(job.id)
             return
         await self._leave_line(job)
@@ -742,7 +742,7 @@ class Engine:
     async def _op_pause(self, job: Job, actor: str) -> None:
         rc = self.active.get(job.id)
         if job.state == S.RUNNING and rc is not None:
-            rc.stop(PAUSE)
+            rc.stop(PAUSE, actor)
             await self._settle_briefly(job.id)
             return
         await self._leave_line(job)
@@ -1280,7 +1280,8 @@ class Engine:
             log.info("run interrupted by shutdown", job_id=job.id)
             return
         if result.outcome == S.PAUSED:
-            await self._transition(job, "pause", S.PAUSED, cause=result.cause, actor="api")
+            actor = rc.stop_actor or "scheduler"
+            await self._transition(job, "pause", S.PAUSED, cause=result.cause, actor=actor)
             return
         error = result.error
         if error is None and result.outcome != S.COMPLETED:
@@ -1293,7 +1294,8 @@ class Engine:
             "finished",
             result.outcome,
             cause=result.cause,
-            actor="scheduler",
+            # A run ended by a cancel is recorded as the act of whoever canceled it.
+            actor=(rc.stop_actor if result.outcome == S.CANCELED else None) or "scheduler",
             error=error,
             unit=unit,
             steps=rc.deferred,

@@ -270,3 +270,10 @@ def test_a_declaration_run_cannot_take_makes_the_plugin_broken(tmp_path: Path) -
     host.load()
     (info,) = host.infos()
     assert info.error is not None and "param 'minutes' is declared but run()" in info.error
+
+
+def test_every_named_token_file_must_exist(tmp_path: Path) -> None:
+    text = WORKFLOW + '[[api.tokens]]\nname = "ci"\nfile = "ci.token"\nrole = "operator"\n'
+    (error,) = checked(tmp_path, text)
+    assert error.key == "api.tokens[0].file"
+    assert error.problem == f"{tmp_path / 'ci.token'} does not exist"
