@@ -724,7 +724,7 @@ class Engine:
                 await self._transition(
                     job, "cancel", S.CANCEL_REQUESTED, cause="cancel requested", actor=actor
                 )
-            rc.stop(CANCEL)  # stops its steps, or makes its live window end canceled
+            rc.stop(CANCEL, actor)  # stops its steps, or makes its live window end canceled
             self._end_window_now(rc)
             await self._settle_briefly(job.id)
             return
@@ -753,7 +753,7 @@ class Engine:
             if self.windows.close(job.id):
                 await self._pause_window(rc, actor)
                 return
-            rc.stop(PAUSE)
+            rc.stop(PAUSE, actor)
             await self._settle_briefly(job.id)
             return
         await self._leave_line(job)
@@ -1387,7 +1387,8 @@ class Engine:
             log.info("run interrupted by shutdown", job_id=job.id)
             return
         if result.outcome == S.PAUSED:
-            await self._transition(job, "pause", S.PAUSED, cause=result.cause, actor="api")
+            actor = rc.stop_actor or "scheduler"
+            await self._transition(job, "pause", S.PAUSED, cause=result.cause, actor=actor)
             return
         error = result.error
         if error is None and result.outcome != S.COMPLETED:
@@ -1400,7 +1401,8 @@ class Engine:
             "finished",
             result.outcome,
             cause=result.cause,
-            actor="scheduler",
+            # A run ended by a cancel is recorded as the act of whoever canceled it.
+            actor=(rc.stop_actor if result.outcome == S.CANCELED else None) or "scheduler",
             error=error,
             unit=unit,
             steps=rc.deferred,
@@ -1705,6 +1707,16 @@ class Engine:
     async def schedules_info(self) -> list[dict[str, Any]]:
         """Per schedule: next and last firing, missed and skipped counts, recent events."""
         return await self.schedules.info()
+
+    async def run_schedule(self, name: str, *, actor: str = "api") -> Job:
+        """Fire schedule ``name`` now (even paused); NotFound, NotApplicable if skipped."""
+        return await self.schedules.run_now(name, actor)
+
+    async def pause_schedule(
+        self, name: str, paused: bool, *, actor: str = "api"
+    ) -> dict[str, Any]:
+        """Pause (``paused``) or resume schedule ``name``; the schedule as listed."""
+        return await self.schedules.set_paused(name, paused, actor)
 
     def plugins_info(self) -> dict[str, Any]:
         """``{plugins: [{name, file, actions, error}], actions: [{name, plugin, description}]}``."""

@@ -44,6 +44,8 @@ class RunControl:
     #: before, and making an anyio scope is not free (the backend is looked up each time).
     scope: anyio.CancelScope | None = None
     stop_reason: str | None = None
+    #: Who asked for the stop (``cli:alice``): the actor of the run's pause or cancel row.
+    stop_actor: str | None = None
     #: The start script ran (or there is none): a resumed run does not run it again.
     started: bool = False
     #: Index of a step whose first attempt was recorded with the job's ``running`` write.
@@ -53,9 +55,9 @@ class RunControl:
     #: Nothing follows the last step (no window, no end script): its write may be deferred.
     defer_last: bool = False
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, actor: str | None = None) -> None:
         if self.stop_reason is None:
-            self.stop_reason = reason
+            self.stop_reason, self.stop_actor = reason, actor
         if self.scope is not None:
             self.scope.cancel()
 

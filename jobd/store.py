@@ -237,6 +237,21 @@ HISTORY_INSERT = (
 LOG_INSERT = "INSERT INTO job_log (job_id, at, step, level, message) VALUES (?,?,?,?,?)"
 
 
+def schedule_pause_unit(name: str, paused_at: float | None, now: float, actor: str) -> Unit:
+    """The writes of a pause (``paused_at`` a time) or resume (None), with its event row."""
+    kind = "paused" if paused_at is not None else "resumed"
+    return (
+        Unit()
+        .add("INSERT OR IGNORE INTO schedules (name) VALUES (?)", (name,))
+        .add("UPDATE schedules SET paused_at = ? WHERE name = ?", (paused_at, name))
+        .add(
+            "INSERT INTO schedule_events (schedule, at, fire_time, kind, job_id, reason)"
+            " VALUES (?,?,?,?,?,?)",
+            (name, now, now, kind, None, f"{kind} by {actor}"),
+        )
+    )
+
+
 def _read_jobs(conn: sqlite3.Connection, job_ids: list[int]) -> list[Job]:
     if not job_ids:
         return []
@@ -315,10 +330,11 @@ class _Arm:
             where.append(f"{self.id_column} {'<' if descending else '>'} ?")
             params.append(cursor)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        order = "DESC" if descending else "ASC"
+        # A count (``rest`` left out) needs no order: ordering an index that is not in id
+        # order would sort every row it holds before the limit.
+        order = f" ORDER BY {self.id_column} {'DESC' if descending else 'ASC'}" if rest else ""
         return (
-            f"SELECT {columns} FROM {self.source}{clause}"
-            f" ORDER BY {self.id_column} {order} LIMIT ?",
+            f"SELECT {columns} FROM {self.source}{clause}{order} LIMIT ?",
             (*params, limit),
         )
 
@@ -863,10 +879,16 @@ class Store:
 
     async def schedule_rows(self) -> dict[str, dict[str, Any]]:
         rows = await self._fetchall(
-            "SELECT name, last_fire_at, last_job_id, missed, skipped FROM schedules"
+            "SELECT name, last_fire_at, last_job_id, missed, skipped, paused_at FROM schedules"
         )
         return {
-            r[0]: {"last_fire_at": r[1], "last_job_id": r[2], "missed": r[3], "skipped": r[4]}
+            r[0]: {
+                "last_fire_at": r[1],
+                "last_job_id": r[2],
+                "missed": r[3],
+                "skipped": r[4],
+                "paused_at": r[5],
+            }
             for r in rows
         }
 
