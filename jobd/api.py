@@ -23,6 +23,7 @@ Contracts every route keeps:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
@@ -260,7 +261,9 @@ def _changes_from(body: EditBody) -> dict[str, Any]:
 _OPAQUE = frozenset({"params", "outputs", "data", "details"})
 
 
+@functools.cache
 def _is_time_key(key: str) -> bool:
+    # Cached: a job has some 30 keys, each asked about on every job shown.
     return key in {"at", "start", "end", "since", "fire_time"} or key.endswith("_at")
 
 
@@ -944,6 +947,9 @@ def create_app(
         description="Job scheduler daemon for media operations (SPEC §7).",
         dependencies=[Depends(undeclared_needs_admin), Depends(_refuse_unknown_query)],
         openapi_url=None,  # served below, as a viewer's route
+        # jobd exports no OpenTelemetry: without this, FastAPI asks on every request
+        # whether a provider is configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.add_exception_handler(JobdError, _jobd_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

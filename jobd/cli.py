@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_edit(sub, common)
     _add_operations(sub, common)
     _add_inspect_commands(sub, common)
+    _add_ui_command(sub, common)
     return parser
 
 
@@ -1097,3 +1098,39 @@ class _EventFollower:
             except (DaemonUnreachable, ApiError):
                 pass
             self.stop.wait(2.0)  # daemon away: retry at a human pace
+
+
+# --------------------------------------------------------------------------- jobd ui
+
+
+def _port_arg(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0..65535, got {text!r}")
+    return int(text)
+
+
+def _add_ui_command(sub: Any, common: argparse.ArgumentParser) -> None:
+    cmd = _command(
+        sub,
+        common,
+        "ui",
+        cmd_ui,
+        "serve the web monitor on 127.0.0.1 through the Unix socket; prints a one-time URL",
+    )
+    cmd.add_argument(
+        "--port", type=_port_arg, default=0, metavar="N", help="port on 127.0.0.1 (0: any free)"
+    )
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """``jobd ui``: relay 127.0.0.1:PORT to the daemon's socket (docs/web.md says how it is
+    guarded). The relay's stack (uvicorn, starlette) is imported only here."""
+    with _client(args) as client:
+        endpoint = client.endpoint
+        if endpoint.socket is None:
+            _err(f"jobd ui relays a Unix socket; this daemon is at {endpoint.url}: open that URL")
+            return EXIT_USAGE
+        client.health()  # unreachable: exit 3 with the usual message, before printing a URL
+    from jobd.web.ui import run_ui
+
+    return run_ui(endpoint.socket, args.port)

@@ -123,7 +123,7 @@ class Timeline {
   }
 
   renderControls() {
-    const zoomButton = (name) => h("button", { type: "button", "aria-pressed": this.zoom === name,
+    const zoomButton = (name) => h("button", { type: "button", "aria-pressed": String(this.zoom === name),
       onclick: () => this.setView(name, Date.now() - ZOOMS[name].before) }, name);
     const span = ZOOMS[this.zoom].span;
     replace(this.controls, ...Object.keys(ZOOMS).map(zoomButton),
