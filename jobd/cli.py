@@ -532,14 +532,19 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Load the config and its plugins as ``jobd run`` does, check all it names, summarise."""
+    from structlog.testing import capture_logs
+
     from jobd.access import load_tokens
-    from jobd.config import load_config, summarize
-    from jobd.configcheck import check_config
+    from jobd.config import summarize
+    from jobd.configcheck import describe_plugins, load_checked
 
     path = _config_path(args)
     try:
-        config = load_config(path)
-        check_config(config)
+        # The plugin loader's log lines are the daemon's; here the summary names each
+        # broken plugin and a problem names the broken ones an action may come from.
+        with capture_logs():
+            config, plugins = load_checked(path)
         load_tokens(config.api)  # unreadable, empty or loosely-moded token files
     except (JobdError, OSError) as exc:
         for line in str(exc).splitlines():  # one problem a line
@@ -547,6 +552,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"{path}: OK")
     print(summarize(config))
+    print("\n".join(describe_plugins(plugins)))
     return EXIT_OK
 
 
@@ -554,6 +560,8 @@ def cmd_reload(args: argparse.Namespace) -> int:
     with _client(args) as client:
         answer = client.reload()
     print("configuration reloaded")
+    for change in answer.get("plugins") or []:  # new, changed, removed, broken plugin files
+        print(change)
     for warning in answer.get("warnings") or []:
         _err(f"warning: {warning}")
     return EXIT_OK

@@ -1735,9 +1735,13 @@ class Engine:
             send.close()
 
     # ================================================================ reload
-    async def reload(self, config: Config) -> list[str]:
-        """Swap in a new, already-validated config; returns warnings (e.g. jobs whose resources
-        vanished, which now carry an error overlay)."""
+    async def reload(self, config: Config, plugins: PluginHost | None = None) -> list[str]:
+        """Swap in a new, already-validated config (and the plugins loaded with it, if
+        given: steps that start from now on use their actions); returns warnings (e.g.
+        jobs whose resources vanished, which now carry an error overlay)."""
+        if plugins is not None:
+            self.plugins = plugins
+            self._has_observers = plugins.observes_events
         warnings = []
         if (
             config.daemon.workers != self.config.daemon.workers

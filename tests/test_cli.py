@@ -289,7 +289,7 @@ def test_an_unreadable_config_falls_back_to_the_default_socket(
 
 def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
-    good.write_text('[workflows.w]\nsteps = [{name = "a", action = "sleep"}]\n')
+    good.write_text('[workflows.w]\nsteps = [{name = "a", action = "sleep", params={seconds=1}}]')
     bad.write_text("[daemon]\nworkers = 0\n")
     assert cli.main(["check-config", "--config", str(good)]) == 0
     assert "workflows (1): w" in capsys.readouterr().out
