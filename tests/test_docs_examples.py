@@ -65,7 +65,7 @@ def checked_lines(example: Example) -> list[str]:
 def demo_daemon() -> Iterator[tuple[e2e.Daemon, Path]]:
     """The real daemon on a copy of config/dev.toml, and a folder with a ``jobd`` command."""
     base = e2e.short_dir()
-    shutil.copytree(e2e.ROOT / "config", base / "config", ignore=shutil.ignore_patterns("*.d"))
+    shutil.copytree(e2e.ROOT / "config", base / "config", ignore=shutil.ignore_patterns("jobd.d"))
     (base / "var" / "media").mkdir(parents=True)
     layout = e2e.Layout(base)
     layout.config = base / "config" / "dev.toml"
