@@ -25,7 +25,7 @@ def checkout() -> Iterator[Path]:
     shutil.copy2(e2e.ROOT / "scripts" / "demo", root / "scripts" / "demo")
     (root / "scripts" / "setup").write_text("#!/bin/sh\nexit 0\n")
     (root / "scripts" / "setup").chmod(0o755)
-    shutil.copytree(e2e.ROOT / "config", root / "config", ignore=shutil.ignore_patterns("*.d"))
+    shutil.copytree(e2e.ROOT / "config", root / "config", ignore=shutil.ignore_patterns("jobd.d"))
     (root / ".venv").symlink_to(e2e.ROOT / ".venv")
     try:
         yield root
