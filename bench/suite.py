@@ -37,6 +37,7 @@ BENCHES = (
     "batch",
     "scale",
     "bookings",
+    "windows",
     "breakdown",
     "disk",
 )
@@ -76,6 +77,7 @@ ARGS: dict[str, tuple[list[str], list[str]]] = {
         ["--jobs", "100000", "--booked", "--no-empty"],
     ),
     "bookings": (["--reservations", "100000"], ["--reservations", "100000", "--calls", "1000"]),
+    "windows": (["--windows", "10000", "--jobs", "500"], ["--windows", "10000", "--jobs", "200"]),
     "breakdown": (
         ["--breakdown", "--jobs", "10000", "--workers", "1,8,64"],
         ["--breakdown", "--jobs", "3000", "--workers", "8,64"],
@@ -90,6 +92,7 @@ MODULE = {
     "scale": "bench.scale",
     "scale-booked": "bench.scale",
     "breakdown": "bench.workers",
+    "windows": "bench.windows",
 }
 #: Repeated in separate processes; the suite keeps the medians (the others repeat inside).
 REPEAT = {"latency": (3, 1), "api": (3, 1)}
@@ -457,6 +460,26 @@ def bookings_rows(raw: dict[str, Any]) -> list[Row]:
     ]
 
 
+def windows_rows(raw: dict[str, Any]) -> list[Row]:
+    w = raw.get("windows", {})
+    rows = []
+    for key, label in (("no_windows", "no live window"), ("with_windows", "live windows open")):
+        d = w.get(key)
+        if not d:
+            continue
+        lat = d.get("due_to_running", {})
+        n = d.get("windows") or 0
+        what = f"{_n(n)} {label}" if n else label
+        rss = d.get("rss_mb_windows_open", d.get("rss_mb_end"))
+        rows.append(
+            Row(
+                f"9. plain jobs due → running, 8 workers, {what}: p50 / p99 ms; RSS MB",
+                f"{_n(lat.get('p50_ms'), 2)} / {_n(lat.get('p99_ms'), 2)}; {_n(rss, 1)}",
+            )
+        )
+    return rows
+
+
 def workers_rows(raw: dict[str, Any]) -> list[Row]:
     plain = raw.get("workers", {}).get("plain", [])
     return [
@@ -500,6 +523,7 @@ def table(raw: dict[str, Any]) -> list[Row]:
         ("scale", scale_rows),
         ("scale-booked", scale_rows),
         ("bookings", bookings_rows),
+        ("windows", windows_rows),
         ("workers", workers_rows),
         ("disk", context_rows),
         ("breakdown", context_rows),

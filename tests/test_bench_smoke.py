@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench import api, batch, handoff, scale, suite, workers
+from bench import api, batch, handoff, scale, suite, windows, workers
 from bench import bookings as bench_bookings
 from bench import engine as bench_engine
 from bench import locks as bench_locks
@@ -53,6 +53,12 @@ async def test_handoff_and_timer_latency() -> None:
     timer = await handoff.timer_latency(20, rate=1000.0, workers=2, lead=0.3)
     assert timer["due_to_running_ms"]["n"] == 20
     assert positive(timer["due_to_running_ms"])
+
+
+def test_live_windows_beside_plain_jobs() -> None:
+    result = windows.one_run(30, 5, rate=200.0)
+    assert result["busy_workers"] == 0 and result["live_windows_after"] == 30
+    assert positive(result["due_to_running"]) and result["rss_mb_windows_open"] > 0
 
 
 def test_api_against_the_real_daemon() -> None:
