@@ -65,6 +65,7 @@ from jobd.store import (
 )
 from jobd.templating import render
 from jobd.timers import Timers
+from jobd.windows import LiveWindows
 
 S = JobState
 log = structlog.get_logger("jobd.engine")
@@ -77,8 +78,11 @@ LATEST_TIME = 221845392000.0  # 9000-01-01T00:00:00Z
 OPERATION_WAIT = 5.0
 #: Due jobs moved per read (SQLite caps the ``?`` in one ``IN (...)``).
 DUE_BATCH = 500
+#: What a worker takes (see Engine._take): a queued job to pick, a job whose assets were
+#: handed to it, or a live window that ended and has an end script to run.
+_PICK, _GRANTED, _WINDOW_END = "pick", "granted", "window-end"
 #: Jobs of one batch operation in progress at once (their writes share transactions).
-BATCH_CONCURRENCY = 1000
+BATCH_CONCURRENCY = 10_000
 
 
 class Engine:
@@ -107,6 +111,10 @@ class Engine:
         self.active: dict[int, RunControl] = {}
         self.running: set[int] = set()
         self._granted: deque[int] = deque()
+        #: Live windows: running jobs whose steps are done, on a timer, holding no worker.
+        self.windows = LiveWindows(self._windows_ended, clock=clock)
+        #: Ended windows whose end script waits for a worker.
+        self._window_ends: deque[int] = deque()
         self._lock_committed: set[int] = set()
         #: Idle workers, each waiting on its own future: one is woken per job to take, not
         #: all of them (64 workers woken for every submission was 6 % of the loop).
@@ -156,6 +164,7 @@ class Engine:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             await tg.start(self.timers.run)
+            await tg.start(self.windows.run)
             await self._recover()
             for _ in range(self.config.daemon.workers):
                 tg.start_soon(self._worker)
@@ -636,17 +645,14 @@ class Engine:
         ids = list(dict.fromkeys(job_ids))
         jobs = await self._load_many(ids)
         outcome: dict[int, JobdError | Job | None] = {}
-        limiter = anyio.CapacityLimiter(BATCH_CONCURRENCY)
-
-        async def one(job_id: int) -> None:
-            async with limiter:
-                outcome[job_id] = await self._operate_one(
-                    jobs.get(job_id), job_id, operation, handler, actor
-                )
-
-        async with anyio.create_task_group() as tg:
-            for job_id in ids:
-                tg.start_soon(one, job_id)
+        # In chunks, each job its own asyncio task: an anyio task group and a capacity
+        # limiter cost ~100 µs a job, the whole budget of a batch cancel.
+        for start in range(0, len(ids), BATCH_CONCURRENCY):
+            chunk = ids[start : start + BATCH_CONCURRENCY]
+            results = await asyncio.gather(
+                *(self._operate_one(jobs.get(i), i, operation, handler, actor) for i in chunk)
+            )
+            outcome.update(zip(chunk, results, strict=True))
         return BatchOutcome.of(ids, outcome)
 
     async def _operate_one(
@@ -715,7 +721,8 @@ class Engine:
                 await self._transition(
                     job, "cancel", S.CANCEL_REQUESTED, cause="cancel requested", actor=actor
                 )
-            rc.stop(CANCEL, actor)
+            rc.stop(CANCEL, actor)  # stops its steps, or makes its live window end canceled
+            self._end_window_now(rc)
             await self._settle_briefly(job.id)
             return
         await self._leave_line(job)
@@ -732,9 +739,7 @@ class Engine:
                 {"job_id": job.id},
             )
         self._history_only(job, "stop requested: ending the live window now", actor)
-        if rc.window_scope is not None:
-            rc.window_scope.cancel()
-        else:
+        if not self._end_window_now(rc):
             # Steps still running: end the window as soon as they are done.
             rc.job.spec = replace(rc.job.spec, end_at=self.clock(), postroll=0.0)
         await self._settle_briefly(job.id)
@@ -742,6 +747,9 @@ class Engine:
     async def _op_pause(self, job: Job, actor: str) -> None:
         rc = self.active.get(job.id)
         if job.state == S.RUNNING and rc is not None:
+            if self.windows.close(job.id):
+                await self._pause_window(rc, actor)
+                return
             rc.stop(PAUSE, actor)
             await self._settle_briefly(job.id)
             return
@@ -1071,12 +1079,15 @@ class Engine:
     # ================================================================ workers
     async def _worker(self) -> None:
         while True:
-            job_id, granted = await self._take()
+            job_id, kind = await self._take()
             rc = self.active.get(job_id)
             if rc is None:
                 continue
             try:
-                await self._pick(rc, granted)
+                if kind is _WINDOW_END:
+                    await self._end_window(rc)
+                else:
+                    await self._pick(rc, kind is _GRANTED)
             except JobdError as exc:
                 # Canceled, deleted, or its submission failed to commit, while being picked.
                 log.info("job left the line before it ran", job_id=job_id, reason=str(exc))
@@ -1085,19 +1096,23 @@ class Engine:
             except Exception:
                 log.exception("worker failed on a job", job_id=job_id)
 
-    async def _take(self) -> tuple[int, bool]:
+    async def _take(self) -> tuple[int, str]:
+        """The next thing to do: a job granted its assets, an ended live window's end
+        script, then the run queue's next job; waits (idle) when there is none."""
         while True:
             if self._draining:
                 # Draining starts nothing new: queued jobs stay queued in the store and the
                 # next start takes them in the same order.
                 await anyio.sleep_forever()
             if self._granted:
-                return self._granted.popleft(), True
+                return self._granted.popleft(), _GRANTED
+            if self._window_ends:
+                return self._window_ends.popleft(), _WINDOW_END
             job_id = self.queue.pop()
             if job_id is not None:
                 if self._pending and self._tg is not None:
                     self._tg.start_soon(self._admit)
-                return job_id, False
+                return job_id, _PICK
             idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._idle_workers.append(idle)
             await idle
@@ -1231,12 +1246,88 @@ class Engine:
             self._dispatch_grants(self.locks.release(job.id))
             self._settled(job.id)
             raise
-        self._dispatch_grants(self.locks.release(job.id))
+        if result.outcome == S.RUNNING:
+            self._open_window(rc)
+            return
+        self._finish(rc, result)
+
+    def _finish(self, rc: RunControl, result: RunResult) -> None:
+        """Free the job's assets, then write its outcome in a task of its own."""
+        self._dispatch_grants(self.locks.release(rc.job.id))
         # A bare asyncio task: this is the hottest spawn in jobd and anyio's start_soon costs
         # several times more. It is shielded inside and awaited by run() on the way out.
         task = asyncio.get_running_loop().create_task(self._record_outcome(rc, result))
         self._finishers.add(task)
         task.add_done_callback(self._finishers.discard)
+
+    # ================================================================ live windows
+    def _open_window(self, rc: RunControl) -> None:
+        """Steps done, window ahead: the job stays ``running`` with its assets and
+        reservations, on the window timer; this worker goes back to the queue."""
+        job = rc.job
+        rc.scope = None  # the run's scope is over: cancel and pause act on the window
+        self.windows.open(job.id, _window_end(job.spec))
+        self.running.discard(job.id)
+        if not self.running:
+            self._idle.set()
+
+    def _windows_ended(self, job_ids: list[int]) -> None:
+        """The window timer's callback: each ended window's end script goes to a worker;
+        a window without an end script ends here, needing none."""
+        for job_id in job_ids:
+            rc = self.active.get(job_id)
+            if rc is None:
+                continue
+            workflow = self.config.workflows.get(rc.job.spec.workflow)
+            if workflow is None or workflow.end_script is None:
+                self._finish(rc, _window_outcome(rc))
+            else:
+                self._window_ends.append(job_id)
+                self._wake_worker()
+
+    async def _end_window(self, rc: RunControl) -> None:
+        """On a worker: the end script of an ended (or stopped, or canceled) live window,
+        then the outcome, as :meth:`_execute` does after the steps."""
+        job = rc.job
+        self.running.add(job.id)
+        try:
+            workflow = self.config.workflows.get(job.spec.workflow)
+            result = await self._end_script(job, workflow, _window_outcome(rc))
+        except BaseException:
+            self._dispatch_grants(self.locks.release(job.id))
+            self._settled(job.id)
+            raise
+        self._finish(rc, result)
+
+    def _end_window_now(self, rc: RunControl) -> bool:
+        """Stop or cancel: end the job's open live window at once; False if none is open
+        (its steps still run, or its end is already being handled)."""
+        if not self.windows.close(rc.job.id):
+            return False
+        self._windows_ended([rc.job.id])
+        return True
+
+    async def _pause_window(self, rc: RunControl, actor: str) -> None:
+        """Pause in the live window: ``paused``, the assets and the window let go (the
+        reservations stay); resume opens it again, without the start script."""
+        job = rc.job
+        end = _window_end(job.spec)
+        try:
+            await self._transition(
+                job, "pause", S.PAUSED, cause="paused in its live window", actor=actor
+            )
+        except BaseException:
+            self.windows.open(job.id, end)
+            raise
+        self._dispatch_grants(self.locks.release(job.id))
+        self._mark_inactive(job.id)
+
+    def _reopen_window(self, job: Job) -> None:
+        """Recovery of a job that was in its live window: back on the timer with its assets
+        (taken before any waiter's), with no transition and no worker."""
+        self.active[job.id] = RunControl(job, started=True)
+        self.locks.acquire(job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic())
+        self.windows.open(job.id, _window_end(job.spec))
 
     async def _run(self, rc: RunControl, workflow: WorkflowConfig | None) -> RunResult:
         job = rc.job
@@ -1251,7 +1342,20 @@ class Engine:
                 ),
             )
         result = await self.runner.run(rc, workflow)
+        if result.outcome == S.RUNNING:
+            if _window_end(job.spec) > self.clock():
+                return result  # the live window follows, on its timer
+            result = _window_outcome(rc)  # over already (stopped while the steps ran)
         if result.outcome in (None, S.PAUSED) or workflow.end_script is None:
+            return result  # (checked here too: no coroutine on the path of most jobs)
+        return await self._end_script(job, workflow, result)
+
+    async def _end_script(
+        self, job: Job, workflow: WorkflowConfig | None, result: RunResult
+    ) -> RunResult:
+        """Run the end script (if any) with the outcome, shielded; its failure sets the
+        overlay (see :func:`_with_end_script_problem`)."""
+        if workflow is None or workflow.end_script is None:
             return result
         with anyio.CancelScope(shield=True):
             problem = await self.run_script(job, workflow.end_script, "end", str(result.outcome))
@@ -1443,6 +1547,9 @@ class Engine:
         for step in job.steps:
             if step.pgid:
                 await kill_process_group(step.pgid, grace=self.config.daemon.kill_grace)
+        if job.state == S.RUNNING and _in_live_window(job):
+            self._reopen_window(job)
+            return
         if job.state == S.CANCEL_REQUESTED:
             await self._transition(
                 job,
@@ -1538,7 +1645,8 @@ class Engine:
             "capacity": self.queue.capacity,
             "queued": self.queue.ordered(),
             "pending": self._pending,
-            "running": sorted(self.running),
+            "running": sorted({*self.running, *self.windows.ids()}),
+            "live_windows": len(self.windows),
             "waiting_for_lock": waiting,
             "workers": self.config.daemon.workers,
             "busy_workers": len(self.running),
@@ -1624,9 +1732,13 @@ class Engine:
             send.close()
 
     # ================================================================ reload
-    async def reload(self, config: Config) -> list[str]:
-        """Swap in a new, already-validated config; returns warnings (e.g. jobs whose resources
-        vanished, which now carry an error overlay)."""
+    async def reload(self, config: Config, plugins: PluginHost | None = None) -> list[str]:
+        """Swap in a new, already-validated config (and the plugins loaded with it, if
+        given: steps that start from now on use their actions); returns warnings (e.g.
+        jobs whose resources vanished, which now carry an error overlay)."""
+        if plugins is not None:
+            self.plugins = plugins
+            self._has_observers = plugins.observes_events
         warnings = []
         if (
             config.daemon.workers != self.config.daemon.workers
@@ -1686,6 +1798,26 @@ class Engine:
             self._emit(
                 JobEvent(job_id, "error", now, cause="booking valid again", actor=actor, data=None)
             )
+
+
+def _in_live_window(job: Job) -> bool:
+    """A ``running`` job with a window whose steps are all done is in its live window."""
+    return job.spec.end_at is not None and all(
+        step.state == StepState.COMPLETED for step in job.steps
+    )
+
+
+def _window_end(spec: JobSpec) -> float:
+    """When a job's live window ends: ``end_at + postroll``."""
+    assert spec.end_at is not None
+    return spec.end_at + spec.postroll
+
+
+def _window_outcome(rc: RunControl) -> RunResult:
+    """The outcome of a live window that ended: canceled if an operator canceled it."""
+    if rc.stop_reason == CANCEL:
+        return RunResult(S.CANCELED, "canceled by an operator")
+    return RunResult(S.COMPLETED, "all steps completed")
 
 
 def _with_end_script_problem(result: RunResult, problem: str | None, now: float) -> RunResult:
