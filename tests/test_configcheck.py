@@ -277,3 +277,41 @@ def test_every_named_token_file_must_exist(tmp_path: Path) -> None:
     (error,) = checked(tmp_path, text)
     assert error.key == "api.tokens[0].file"
     assert error.problem == f"{tmp_path / 'ci.token'} does not exist"
+
+
+def plugin_text(action: str, version: int = 1) -> str:
+    return (
+        "import jobd\n\n"
+        f"async def run(ctx):\n    return {{'v': {version}}}\n\n"
+        "@jobd.hookimpl\n"
+        f"def jobd_actions():\n    return [jobd.Action({action!r}, run)]\n"
+    )
+
+
+def test_a_reloaded_host_reuses_unchanged_files_and_names_what_changed(tmp_path: Path) -> None:
+    for name in ("kept", "changed", "removed"):
+        (tmp_path / f"{name}.py").write_text(plugin_text(name))
+    old = PluginHost([tmp_path], builtin=False, entry_points=False)
+    old.load()
+    (tmp_path / "changed.py").write_text(plugin_text("changed", 2))
+    (tmp_path / "removed.py").unlink()
+    (tmp_path / "new.py").write_text(plugin_text("new"))
+    (tmp_path / "broken.py").write_text("raise ValueError('nope')\n")
+    new = PluginHost([tmp_path], builtin=False, entry_points=False, previous=old)
+    new.load()
+    assert new.actions["kept"].run is old.actions["kept"].run  # not executed again
+    assert new.actions["changed"].run is not old.actions["changed"].run
+    assert sorted(new.changes()) == sorted(
+        [
+            f"plugin {tmp_path / 'broken.py'} failed to load: ValueError: nope",
+            f"reloaded changed plugin {tmp_path / 'changed.py'} (actions: changed)",
+            f"loaded new plugin {tmp_path / 'new.py'} (actions: new)",
+            f"removed plugin {tmp_path / 'removed.py'}",
+        ]
+    )
+    names = {i.module: i.name for i in old.infos() + new.infos()}
+    assert {names[k] for k in new.fresh()} == {"changed", "new"}  # get jobd_startup
+    assert {names[k] for k in old.retired_by(new)} == {"changed", "removed"}  # jobd_shutdown
+    again = PluginHost([tmp_path], builtin=False, entry_points=False, previous=new)
+    again.load()
+    assert again.changes() == [] and again.fresh() == set()
