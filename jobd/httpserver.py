@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import socket
 import stat
@@ -213,7 +214,9 @@ def _server(app: ASGIApp) -> _EmbeddedServer:
         app,
         lifespan="off",  # jobd's task group owns start-up and shut-down
         log_config=None,  # jobd.logging already shaped the stdlib loggers
-        access_log=False,  # a log line per request (uvicorn.access is quieted anyway)
+        # A log line per request only when jobd debugs (jobd.logging quiets uvicorn.access
+        # otherwise); off, uvicorn also spends nothing on it.
+        access_log=logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO),
         proxy_headers=False,
         server_header=False,
         http=_PeerAwareProtocol,
