@@ -27,7 +27,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import anyio
@@ -87,7 +87,8 @@ SSE_KEEPALIVE = 15.0
 #: Largest id SQLite can hold; bigger path/query ids are bad input, not a database overflow.
 MAX_ID = 2**63 - 1
 
-ReloadFunc = Callable[[], Awaitable[list[str]]]
+#: ``{"warnings": [...], "plugins": [...]}``: see :meth:`jobd.daemon.Daemon.reload`.
+ReloadFunc = Callable[[], Awaitable[Mapping[str, list[str]]]]
 JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 # --------------------------------------------------------------------------- bodies
@@ -929,7 +930,7 @@ def create_app(
     ``access``'s tokens. ``token``: shorthand for ``tcp=True`` with that one
     token as the admin token ``default``. ``reload``: what ``POST
     /v1/reload`` calls; it raises ConfigError for a bad config (→ 400, old
-    config kept) or returns warnings. ``metrics``: share one :class:`Metrics`
+    config kept) or returns its warnings and plugin changes. ``metrics``: share one :class:`Metrics`
     between apps; when omitted the app makes one and registers it with
     ``engine.add_listener``. ``hot_routes``: answer the submissions through
     :class:`HotRoutes` (False: through FastAPI only; the tests compare the two).
@@ -1220,8 +1221,14 @@ def _service_routes(
     async def reload_config() -> Response:
         if reload is None:
             return _error(409, "reload-unavailable", "this API instance cannot reload the config")
-        warnings = await reload()
-        return JSONResponse({"reloaded": True, "warnings": list(warnings)})
+        answer = await reload()
+        return JSONResponse(
+            {
+                "reloaded": True,
+                "warnings": list(answer.get("warnings", ())),
+                "plugins": list(answer.get("plugins", ())),
+            }
+        )
 
     @app.get("/metrics", dependencies=[VIEWER])
     async def metrics_text() -> Response:

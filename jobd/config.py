@@ -718,12 +718,14 @@ def _pool(table: _Table, name: str) -> PoolConfig:
 
 
 def _workflow(table: _Table, name: str) -> WorkflowConfig:
-    """A workflow; ``steps`` may be empty (a booking that only runs scripts)."""
-    values = table.values()
-    raw_steps = values.pop("steps", [])
-    if not isinstance(raw_steps, list):
+    """A workflow: at least one step (SPEC §4; a booking's job that only holds its
+    resources can run a ``sleep`` of 0 s)."""
+    values = table.values(required=["steps"])
+    raw_steps = values.pop("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
         raise table.ctx.error(
-            (*table.path, "steps"), f"expected an array of step tables, got {_show(raw_steps)}"
+            (*table.path, "steps"),
+            f"expected a non-empty array of step tables, got {_show(raw_steps)}",
         )
     steps: list[StepConfig] = []
     for index, raw in enumerate(raw_steps):

@@ -82,7 +82,7 @@ DUE_BATCH = 500
 #: handed to it, or a live window that ended and has an end script to run.
 _PICK, _GRANTED, _WINDOW_END = "pick", "granted", "window-end"
 #: Jobs of one batch operation in progress at once (their writes share transactions).
-BATCH_CONCURRENCY = 1000
+BATCH_CONCURRENCY = 10_000
 
 
 class Engine:
@@ -645,17 +645,14 @@ class Engine:
         ids = list(dict.fromkeys(job_ids))
         jobs = await self._load_many(ids)
         outcome: dict[int, JobdError | Job | None] = {}
-        limiter = anyio.CapacityLimiter(BATCH_CONCURRENCY)
-
-        async def one(job_id: int) -> None:
-            async with limiter:
-                outcome[job_id] = await self._operate_one(
-                    jobs.get(job_id), job_id, operation, handler, actor
-                )
-
-        async with anyio.create_task_group() as tg:
-            for job_id in ids:
-                tg.start_soon(one, job_id)
+        # In chunks, each job its own asyncio task: an anyio task group and a capacity
+        # limiter cost ~100 µs a job, the whole budget of a batch cancel.
+        for start in range(0, len(ids), BATCH_CONCURRENCY):
+            chunk = ids[start : start + BATCH_CONCURRENCY]
+            results = await asyncio.gather(
+                *(self._operate_one(jobs.get(i), i, operation, handler, actor) for i in chunk)
+            )
+            outcome.update(zip(chunk, results, strict=True))
         return BatchOutcome.of(ids, outcome)
 
     async def _operate_one(
@@ -1735,9 +1732,13 @@ class Engine:
             send.close()
 
     # ================================================================ reload
-    async def reload(self, config: Config) -> list[str]:
-        """Swap in a new, already-validated config; returns warnings (e.g. jobs whose resources
-        vanished, which now carry an error overlay)."""
+    async def reload(self, config: Config, plugins: PluginHost | None = None) -> list[str]:
+        """Swap in a new, already-validated config (and the plugins loaded with it, if
+        given: steps that start from now on use their actions); returns warnings (e.g.
+        jobs whose resources vanished, which now carry an error overlay)."""
+        if plugins is not None:
+            self.plugins = plugins
+            self._has_observers = plugins.observes_events
         warnings = []
         if (
             config.daemon.workers != self.config.daemon.workers

@@ -25,6 +25,7 @@ from tests.webkit import TOKEN, WORKFLOWS, WebDaemon, launch_options
 #: Upper bound for anything the page shows; Playwright polls until then.
 WAIT_MS = 20_000
 XSS = "<img src=x onerror=alert(1)>"
+VIEWER_TOKEN = "wall-viewer-token-77c2"
 expect.set_options(timeout=WAIT_MS)
 
 
@@ -34,12 +35,15 @@ def web() -> Iterator[WebDaemon]:
     token = base / "token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
+    viewer = base / "viewer-token"
+    viewer.write_text(VIEWER_TOKEN + "\n")
+    viewer.chmod(0o600)
     port = e2e.free_port()
-    with e2e.running_daemon(
-        base,
-        workflows=WORKFLOWS,
-        api_extra=f'listen = "127.0.0.1:{port}"\ntoken_file = "{token}"',
-    ) as daemon:
+    api = (
+        f'listen = "127.0.0.1:{port}"\ntoken_file = "{token}"\n'
+        f'[[api.tokens]]\nname = "wall"\nfile = "{viewer}"\nrole = "viewer"'
+    )
+    with e2e.running_daemon(base, workflows=WORKFLOWS, api_extra=api) as daemon:
         yield WebDaemon(daemon, f"http://127.0.0.1:{port}", TOKEN)
 
 
@@ -447,7 +451,9 @@ def test_batch_cancel_of_selected_jobs_with_a_report_of_refusals(
     expect(refused).to_contain_text("completed")
     for job in drafts:
         expect(row(page, job["id"])).to_have_attribute("data-state", "canceled")
-        assert web.job(job["id"])["state"] == "canceled"
+        shown = web.job(job["id"])
+        assert shown["state"] == "canceled"
+        assert shown["history"][-1]["actor"] == "web:default"
     assert web.job(finished["id"])["state"] == "completed"
 
 
@@ -474,3 +480,29 @@ def test_all_that_match_needs_a_filter(page: Page, web: WebDaemon) -> None:
     page.goto("/")
     toolbar = page.get_by_role("toolbar", name="batch operations")
     expect(toolbar.get_by_label("all that match the filter")).to_be_disabled()
+
+
+# --------------------------------------------------------------------------- roles
+
+
+def test_a_viewer_is_offered_no_operation(browser: Browser, web: WebDaemon) -> None:
+    draft = web.submit("demo", "-p", "who=v", "--draft", "--name", "for-the-wall")
+    context = browser.new_context(base_url=web.url)
+    context.add_init_script(f"sessionStorage.setItem('jobd.token', {VIEWER_TOKEN!r})")
+    try:
+        tab = context.new_page()
+        tab.goto("/")
+        expect(tab.locator("#who")).to_have_text("wall · viewer")
+        tab.get_by_role("checkbox", name=f"select job {draft['id']}").check()
+        toolbar = tab.get_by_role("toolbar", name="batch operations")
+        expect(toolbar).to_contain_text("1 selected")
+        expect(toolbar.locator("button.op")).to_have_count(0)
+        tab.goto(f"/jobs/{draft['id']}")
+        expect(tab.locator(f'section[data-job-id="{draft["id"]}"]')).to_be_visible()
+        expect(tab.get_by_role("toolbar", name="operations").get_by_role("button")).to_have_count(0)
+        expect(tab.get_by_role("button", name="edit")).to_have_count(0)
+        tab.goto("/schedules")
+        expect(tab.locator('tr[data-schedule="new-year"]')).to_be_visible()
+        expect(tab.locator('tr[data-schedule="new-year"] button')).to_have_count(0)
+    finally:
+        context.close()

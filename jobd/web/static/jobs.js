@@ -132,6 +132,10 @@ class JobsPage {
       fragment.append(h("tr", {}, h("td", { colspan: 10, class: "muted" }, "no jobs match")));
     }
     this.tbody.replaceChildren(fragment);
+    // For bench/web.py: when the first screen of rows is in the page (ms since navigation).
+    if (!performance.getEntriesByName("jobd:first-screen").length) {
+      performance.mark("jobd:first-screen");
+    }
     this.headCheck.checked = jobs.length > 0 && jobs.every((j) => this.selected.has(j.id));
   }
 
