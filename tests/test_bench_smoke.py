@@ -148,3 +148,11 @@ def test_the_web_monitor_benchmark_in_chromium() -> None:
     assert result["timeline"]["bookings_in_view"] == 200
     assert result["timeline"]["bars_built_after_scrolling"] == 200
     assert result["events"]["events_per_s_received"] > 0
+
+
+def test_cli_startup() -> None:
+    from bench import cli as bench_cli
+
+    result = bench_cli.run(1)
+    assert set(result) == {"python -c pass", "jobd list", "jobd show 1", "jobd --help"}
+    assert all(figures["wall_ms_median"] > 0 for figures in result.values())
