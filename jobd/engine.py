@@ -51,23 +51,12 @@ from jobd.states import (
     allowed_operations,
     check_transition,
 )
-from jobd.store import (
-    HISTORY_INSERT,
-    LOG_INSERT,
-    GuardFailed,
-    Store,
-    Unit,
-    dumps,
-    job_insert,
-    spec_to_json,
-    step_insert,
-)
+from jobd.store import KEEP, Changes, GuardFailed, Store
 from jobd.templating import render
 from jobd.timers import Timers
 
 S = JobState
 log = structlog.get_logger("jobd.engine")
-_KEEP: Any = object()
 #: Bounds on what a job may ask for: a year for a duration, times before the year 9000, so that
 #: every stored time can still be shown as a date (and arithmetic on it stays finite).
 MAX_DURATION = 366 * 86400.0
@@ -206,7 +195,7 @@ class Engine:
         set_job_log_sink(self._log_line)
 
     def _log_line(self, job_id: int, step: str | None, level: str, message: str, at: float) -> None:
-        self.store.commit_nowait(Unit().add(LOG_INSERT, (job_id, at, step, level, message)))
+        self.store.commit_nowait(self.store.changes().append_log(job_id, at, step, level, message))
 
     # ================================================================ the one path
     async def _transition(
@@ -217,9 +206,9 @@ class Engine:
         *,
         cause: str,
         actor: str,
-        unit: Unit | None = None,
-        error: ErrorOverlay | None = _KEEP,
-        due_at: float | None = _KEEP,
+        unit: Changes | None = None,
+        error: ErrorOverlay | None = KEEP,
+        due_at: float | None = KEEP,
         steps: list[Step] | None = None,
         urgent: bool = False,
     ) -> None:
@@ -228,17 +217,9 @@ class Engine:
         ``steps`` were written in the same unit: their events go out before the job's."""
         check_transition(operation, job.state, target)
         now = self.clock()
-        params: list[Any] = [str(target), now]
-        if error is not _KEEP:
-            params.append(None if error is None else dumps(error.to_dict()))
-        if due_at is not _KEEP:
-            params.append(due_at)
-        params += (job.id, str(job.state))
-        u = unit if unit is not None else Unit()
-        sql = _TRANSITION_SQL[error is not _KEEP, due_at is not _KEEP]
-        u.statements.insert(0, (sql, params))
-        u.guarded = {0, *(i + 1 for i in u.guarded)} if u.guarded else {0}
-        u.add(HISTORY_INSERT, (job.id, now, str(job.state), str(target), cause, actor))
+        u = unit if unit is not None else self.store.changes()
+        u.transition(job.id, job.state, target, now, error=error, due_at=due_at)
+        u.record_history(job.id, now, job.state, target, cause, actor)
         previous = job.state
         job.state = target  # claim it now: a concurrent operation sees the new state
         try:
@@ -256,9 +237,9 @@ class Engine:
             job.state = previous
             raise
         job.updated_at = now
-        if error is not _KEEP:
+        if error is not KEEP:
             job.error = error
-        if due_at is not _KEEP:
+        if due_at is not KEEP:
             job.due_at = due_at
         for step in steps or ():
             self._step_event(job, step, previous)
@@ -339,13 +320,13 @@ class Engine:
             target = S.QUEUED if self._has_room() else S.PENDING
             history.append((S.CONFIRMED, target, "due"))
             job.state = target
-        unit = Unit().add(*job_insert(job))
+        unit = self.store.changes().insert_job(job)
         for step in steps:
-            unit.add(*step_insert(step))
+            unit.insert_step(step)
         for res in reservations:
-            unit.add(*_reservation_insert(res))
+            unit.reserve(res)
         for frm, to, cause in history:
-            unit.add(HISTORY_INSERT, (job.id, now, frm and str(frm), str(to), cause, actor))
+            unit.record_history(job.id, now, frm, to, cause, actor)
         # The caller gets the job as GET would show it right after this write (with its
         # history), not as a worker may have changed it meanwhile; the engine's own copy
         # keeps no history in memory.
@@ -501,25 +482,11 @@ class Engine:
         except JobdError:
             self.booking_index.add(old)
             raise
-        unit = Unit().add("DELETE FROM steps WHERE job_id = ?", (job_id,))
-        for step in steps:
-            unit.add(*step_insert(step))
-        unit.add("DELETE FROM reservations WHERE job_id = ?", (job_id,))
+        due = spec.due_at if spec.due_at is not None else self.clock()
+        unit = self.store.changes().release(job_id)
         for res in new_res:
-            unit.add(*_reservation_insert(res))
-        unit.add(
-            "UPDATE jobs SET spec = ?, name = ?, priority = ?, start_at = ?, end_at = ?,"
-            " due_at = ?, error = NULL WHERE id = ?",
-            (
-                spec_to_json(spec),
-                spec.name,
-                spec.priority,
-                spec.start_at,
-                spec.end_at,
-                spec.due_at if spec.due_at is not None else self.clock(),
-                job_id,
-            ),
-        )
+            unit.reserve(res)
+        unit.redefine_job(job_id, spec, due, steps)
         try:
             await self._transition(job, "edit", job.state, cause="edited", actor=actor, unit=unit)
         except BaseException:
@@ -591,7 +558,12 @@ class Engine:
             return
         await self._leave_line(job)
         await self._transition(
-            job, "cancel", S.CANCELED, cause="canceled", actor=actor, unit=_release_unit(job.id)
+            job,
+            "cancel",
+            S.CANCELED,
+            cause="canceled",
+            actor=actor,
+            unit=self.store.changes().release(job.id),
         )
         self.booking_index.remove_job(job.id)
 
@@ -638,19 +610,14 @@ class Engine:
 
     async def _rerun(self, job: Job, operation: str, actor: str, *, reset_all: bool) -> None:
         job.steps = await self.store.load_steps(job.id)
-        unit = Unit()
+        unit = self.store.changes()
         for step in job.steps:
             if reset_all or step.state != StepState.COMPLETED:
-                unit.add(
-                    "UPDATE steps SET state = 'queued', attempts = 0, started_at = NULL,"
-                    " ended_at = NULL, outputs = NULL, error = NULL, pgid = NULL"
-                    " WHERE job_id = ? AND idx = ?",
-                    (job.id, step.idx),
-                )
+                unit.reset_step(job.id, step.idx)
         had_reservations = job.state == S.PAUSED
         reservations = [] if had_reservations else self._reserve(job)
         for res in reservations:
-            unit.add(*_reservation_insert(res))
+            unit.reserve(res)
         try:
             due = self._due_from_now(job)
             await self._transition(
@@ -678,13 +645,13 @@ class Engine:
         await self._book_and_move(job, "tentative", S.TENTATIVE, actor)
 
     async def _book_and_move(self, job: Job, op: str, target: JobState, actor: str) -> None:
-        unit = Unit()
+        unit = self.store.changes()
         new = []
         if job.state == S.DRAFT:
             job.reservations = []
             new = self._reserve(job)
             for res in new:
-                unit.add(*_reservation_insert(res))
+                unit.reserve(res)
         due = job.spec.due_at if job.spec.due_at is not None else self.clock()
         error = job.error
         if error is not None and error.code == "not-confirmed" and target == S.CONFIRMED:
@@ -728,14 +695,9 @@ class Engine:
     async def _op_delete(self, job: Job, actor: str) -> None:
         now = self.clock()
         unit = (
-            Unit()
-            .add(
-                "DELETE FROM jobs WHERE id = ? AND state = ?", (job.id, str(job.state)), guard=True
-            )
-            .add("DELETE FROM steps WHERE job_id = ?", (job.id,))
-            .add("DELETE FROM reservations WHERE job_id = ?", (job.id,))
-            .add("DELETE FROM job_log WHERE job_id = ?", (job.id,))
-            .add(HISTORY_INSERT, (job.id, now, str(job.state), None, "deleted", actor))
+            self.store.changes()
+            .delete_job(job.id, job.state)
+            .record_history(job.id, now, job.state, None, "deleted", actor)
         )
         try:
             await self.store.commit(unit)
@@ -748,8 +710,8 @@ class Engine:
 
     def _history_only(self, job: Job, cause: str, actor: str) -> None:
         self.store.commit_nowait(
-            Unit().add(
-                HISTORY_INSERT, (job.id, self.clock(), str(job.state), str(job.state), cause, actor)
+            self.store.changes().record_history(
+                job.id, self.clock(), job.state, job.state, cause, actor
             )
         )
 
@@ -879,10 +841,7 @@ class Engine:
                 now,
             )
             await self.store.commit(
-                Unit().add(
-                    "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ? AND error IS NULL",
-                    (dumps(overlay.to_dict()), now, job_id),
-                )
+                self.store.changes().set_error(job_id, overlay, now, only_if_clear=True)
             )
             self._emit(
                 JobEvent(
@@ -1007,11 +966,11 @@ class Engine:
                 self._step_event(job, step)  # after the job's `running`, which came first
         await self._execute(rc, workflow)
 
-    def _prestart(self, rc: RunControl, workflow: WorkflowConfig | None) -> Unit:
+    def _prestart(self, rc: RunControl, workflow: WorkflowConfig | None) -> Changes:
         """Record the first step's first attempt in the same write as the job's ``running``.
 
         Only when nothing runs before that step (no start script still to run)."""
-        job, unit = rc.job, Unit()
+        job, unit = rc.job, self.store.changes()
         rc.started = rc.started or any(s.attempts for s in job.steps)
         if workflow is None:
             return unit
@@ -1029,7 +988,7 @@ class Engine:
             None,
         )
         rc.prestarted = step.idx
-        return _step_update(unit, step)
+        return unit.record_step(step)
 
     async def _wait_for_lock(self, rc: RunControl) -> None:
         job = rc.job
@@ -1071,7 +1030,7 @@ class Engine:
                 cause="lock timeout",
                 actor="scheduler",
                 error=overlay,
-                unit=_release_unit(job.id),
+                unit=self.store.changes().release(job.id),
             )
         finally:
             self.booking_index.remove_job(job.id)
@@ -1154,9 +1113,11 @@ class Engine:
         error = result.error
         if error is None and result.outcome != S.COMPLETED:
             error = job.error  # keep an overlay whose cause is not gone
-        unit = _release_unit(job.id) if job.spec.resources or job.spec.pools else Unit()
+        unit = self.store.changes()
+        if job.spec.resources or job.spec.pools:
+            unit.release(job.id)
         for step in rc.deferred:
-            _step_update(unit, step)
+            unit.record_step(step)
         await self._transition(
             job,
             "finished",
@@ -1178,16 +1139,11 @@ class Engine:
         return self.clock()
 
     async def save_step(self, job: Job, step: Step) -> None:
-        await self.store.commit(_step_update(Unit(), step))
+        await self.store.commit(self.store.changes().record_step(step))
         self._step_event(job, step)
 
     async def save_pgid(self, job: Job, step: Step) -> None:
-        await self.store.commit(
-            Unit().add(
-                "UPDATE steps SET pgid = ? WHERE job_id = ? AND idx = ?",
-                (step.pgid, job.id, step.idx),
-            )
-        )
+        await self.store.commit(self.store.changes().set_step_pgid(job.id, step.idx, step.pgid))
 
     def _step_event(self, job: Job, step: Step, job_state: JobState | None = None) -> None:
         state = job.state if job_state is None else job_state
@@ -1212,12 +1168,7 @@ class Engine:
 
     async def set_progress(self, job: Job, pct: float, message: str | None) -> None:
         job.progress, job.progress_message = pct, message
-        self.store.commit_nowait(
-            Unit().add(
-                "UPDATE jobs SET progress = ?, progress_message = ? WHERE id = ?",
-                (pct, message, job.id),
-            )
-        )
+        self.store.commit_nowait(self.store.changes().set_progress(job.id, pct, message))
         self._emit(
             JobEvent(
                 job.id,
@@ -1249,8 +1200,8 @@ class Engine:
         slog = structlog.get_logger("jobd.script").bind(job_id=job.id, step=f"{event}-script")
         result = await run_script(
             path,
-            event=event,
-            job=job.to_dict(),  # type: ignore[arg-type]
+            event=event,  # type: ignore[arg-type]  # "start" or "end", from the runner
+            job=job.to_dict(),
             outcome=outcome,
             timeout=timeout,
             kill_grace=self.config.daemon.kill_grace,
@@ -1307,31 +1258,31 @@ class Engine:
                 S.CANCELED,
                 cause="canceled (completed after a daemon restart)",
                 actor="recovery",
-                unit=_release_unit(job.id),
+                unit=self.store.changes().release(job.id),
             )
             self.booking_index.remove_job(job.id)
             return
         overlay = ErrorOverlay("interrupted", "the run was interrupted by a daemon restart", now)
-        unit = Unit()
+        unit = self.store.changes()
         exhausted = None
         for step in job.steps:
             if step.state not in (StepState.RUNNING, StepState.SOFT_FAILED):
                 continue
             if step.attempts <= step.retries:
-                unit.add(
-                    "UPDATE steps SET state = 'queued', error = ?, pgid = NULL"
-                    " WHERE job_id = ? AND idx = ?",
-                    ("interrupted by a daemon restart", job.id, step.idx),
+                unit.interrupt_step(
+                    job.id, step.idx, "interrupted by a daemon restart", retry=True, at=now
                 )
             else:
                 exhausted = step
-                unit.add(
-                    "UPDATE steps SET state = 'failed', error = ?, ended_at = ?,"
-                    " pgid = NULL WHERE job_id = ? AND idx = ?",
-                    ("interrupted by a daemon restart; no attempts left", now, job.id, step.idx),
+                unit.interrupt_step(
+                    job.id,
+                    step.idx,
+                    "interrupted by a daemon restart; no attempts left",
+                    retry=False,
+                    at=now,
                 )
         if exhausted is not None:
-            unit.statements.extend(_release_unit(job.id).statements)
+            unit.release(job.id)
             await self._transition(
                 job,
                 "recover",
@@ -1498,12 +1449,7 @@ class Engine:
         warnings = []
         for job_id, problem in affected.items():
             overlay = ErrorOverlay("booking-invalid", problem, now)
-            await self.store.commit(
-                Unit().add(
-                    "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ?",
-                    (dumps(overlay.to_dict()), now, job_id),
-                )
-            )
+            await self.store.commit(self.store.changes().set_error(job_id, overlay, now))
             self._emit(
                 JobEvent(job_id, "error", now, cause=problem, actor=actor, data=overlay.to_dict())
             )
@@ -1515,53 +1461,10 @@ class Engine:
         for job_id in await self.store.jobs_with_error("booking-invalid"):
             if job_id in still_bad:
                 continue
-            await self.store.commit(
-                Unit().add(
-                    "UPDATE jobs SET error = NULL, updated_at = ? WHERE id = ?", (now, job_id)
-                )
-            )
+            await self.store.commit(self.store.changes().set_error(job_id, None, now))
             self._emit(
                 JobEvent(job_id, "error", now, cause="booking valid again", actor=actor, data=None)
             )
-
-
-def _transition_sql(error: bool, due_at: bool) -> str:
-    sets = ["state = ?", "updated_at = ?", *(["error = ?"] * error), *(["due_at = ?"] * due_at)]
-    return f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND state = ?"
-
-
-#: The guarded UPDATE of a transition, by (sets error, sets due_at): the same string objects
-#: every time, so a batch sent to the writer process carries each one once.
-_TRANSITION_SQL = {(e, d): _transition_sql(e, d) for e in (False, True) for d in (False, True)}
-
-
-def _step_update(unit: Unit, step: Step) -> Unit:
-    return unit.add(
-        "UPDATE steps SET state = ?, attempts = ?, started_at = ?, ended_at = ?,"
-        " outputs = ?, error = ?, pgid = ? WHERE job_id = ? AND idx = ?",
-        (
-            str(step.state),
-            step.attempts,
-            step.started_at,
-            step.ended_at,
-            dumps(step.outputs),
-            step.error,
-            step.pgid,
-            step.job_id,
-            step.idx,
-        ),
-    )
-
-
-def _release_unit(job_id: int) -> Unit:
-    return Unit().add("DELETE FROM reservations WHERE job_id = ?", (job_id,))
-
-
-def _reservation_insert(res: Reservation) -> tuple[str, tuple[Any, ...]]:
-    return (
-        'INSERT INTO reservations (job_id, resource, start, "end", pool) VALUES (?,?,?,?,?)',
-        (res.job_id, res.resource, res.start, res.end, res.pool),
-    )
 
 
 def replace_job(job: Job, **changes: Any) -> Job:

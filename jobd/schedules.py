@@ -19,7 +19,6 @@ from jobd.config import ScheduleConfig
 from jobd.errors import JobdError
 from jobd.models import JobSpec
 from jobd.states import ACTIVE, JobState
-from jobd.store import Unit
 from jobd.timers import plan_misfires
 
 if TYPE_CHECKING:
@@ -122,30 +121,13 @@ class Schedules:
         self, name: str, fire_time: float, job_id: int | None, kind: str | None, reason: str | None
     ) -> None:
         """Remember a firing; ``kind`` None only moves the schedule's clock forward."""
-        unit = Unit().add("INSERT OR IGNORE INTO schedules (name) VALUES (?)", (name,))
-        if kind == "fired":
-            unit.add(
-                "UPDATE schedules SET last_fire_at = ?, last_job_id = ? WHERE name = ?",
-                (fire_time, job_id, name),
-            )
-        elif kind is None:
-            unit.add("UPDATE schedules SET last_fire_at = ? WHERE name = ?", (fire_time, name))
-        else:
-            column = "missed" if kind == "missed" else "skipped"
-            unit.add(
-                f"UPDATE schedules SET {column} = {column} + 1,"
-                " last_fire_at = max(coalesce(last_fire_at, 0), ?) WHERE name = ?",
-                (fire_time, name),
-            )
-        if kind is not None:
-            unit.add(
-                "INSERT INTO schedule_events (schedule, at, fire_time, kind, job_id, reason)"
-                " VALUES (?,?,?,?,?,?)",
-                (name, self.engine.clock(), fire_time, kind, job_id, reason),
-            )
-            if kind != "fired":
-                log.warning("schedule firing not run", schedule=name, kind=kind, reason=reason)
-        await self.engine.store.commit(unit)
+        engine = self.engine
+        unit = engine.store.changes().record_firing(
+            name, fire_time, kind, job_id=job_id, reason=reason, at=engine.clock()
+        )
+        if kind is not None and kind != "fired":
+            log.warning("schedule firing not run", schedule=name, kind=kind, reason=reason)
+        await engine.store.commit(unit)
 
     async def info(self) -> list[dict[str, Any]]:
         """Per schedule: ``{name, workflow, cron, interval, timezone, next_fire_at,
