@@ -24,7 +24,7 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import anyio
 import structlog
@@ -34,6 +34,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -53,6 +54,12 @@ log = structlog.get_logger("jobd.api")
 
 #: Largest request body accepted (413 above it).
 MAX_BODY = 1024 * 1024
+#: Most jobs or ids in one batch request (413 above it).
+MAX_BATCH = 10_000
+#: Largest body of ``POST /v1/batch/jobs``: 10,000 jobs of about 1.6 KB each.
+MAX_BATCH_BODY = 16 * 1024 * 1024
+#: Bodies allowed above :data:`MAX_BODY`, by path.
+BODY_LIMITS = {"/v1/batch/jobs": MAX_BATCH_BODY}
 #: Seconds between SSE keep-alive comments on a quiet stream.
 SSE_KEEPALIVE = 15.0
 #: Largest id SQLite can hold; bigger path/query ids are bad input, not a database overflow.
@@ -120,6 +127,12 @@ class EditBody(_Body):
     priority: _Priority | None = None
     timeout: _Seconds | None = None
     lock_timeout: _Seconds | None = None
+
+
+class BatchJobsBody(_Body):
+    """``POST /v1/batch/jobs``: up to :data:`MAX_BATCH` submit bodies, stored all or none."""
+
+    jobs: list[SubmitBody]
 
 
 #: PATCH fields that may be set to null (the others have no "unset" value in JobSpec).
@@ -289,9 +302,21 @@ def _validation_message(err: Any) -> str:
     return f"{loc}: {message}"
 
 
+def _unknown_job(request: Request, errors: list[Any]) -> Response | None:
+    """A 404 when the path itself is what failed validation (``/v1/jobs/abc``, ``/0``,
+    ``/2**70``): such a path names no job, so it is "not found", not bad input (SPEC §7)."""
+    if not any(tuple(err.get("loc", ()))[:1] == ("path",) for err in errors):
+        return None
+    raw = str(request.path_params.get("job_id", request.url.path))
+    return _error(404, "not-found", f"job {raw!r} not found", {"what": "job", "id": raw})
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
+    unknown = _unknown_job(request, errors)
+    if unknown is not None:
+        return unknown
     messages = [_validation_message(err) for err in errors]
     code = "invalid-json" if any(e.get("type") == "json_invalid" for e in errors) else "invalid"
     content_type = request.headers.get("content-type", "")
@@ -411,25 +436,30 @@ class BodyLimitMiddleware:
     is still cut off before anything parses it.
     """
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int = MAX_BODY, limits: dict[str, int] | None = None
+    ) -> None:
+        """``limits``: larger caps for some paths (the batch route)."""
         self.app = app
         self.limit = limit
+        self.limits = limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") in {"GET", "HEAD", "OPTIONS"}:
             await self.app(scope, receive, send)
             return
+        limit = self.limits.get(scope.get("path", ""), self.limit)
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await self._too_large(send)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await self._too_large(send, limit)
             return
-        body = await self._read(receive)
+        body = await self._read(receive, limit)
         if body is None:
-            await self._too_large(send)
+            await self._too_large(send, limit)
             return
         await self.app(scope, _replay(body, receive), send)
 
-    async def _read(self, receive: Receive) -> bytes | None:
+    async def _read(self, receive: Receive, limit: int) -> bytes | None:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -438,18 +468,18 @@ class BodyLimitMiddleware:
                 return b"".join(chunks)  # disconnected: the app will see an empty body
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.limit:
+            if size > limit:
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, limit: int) -> None:
         await _send_error(
             send,
             413,
             "too-large",
-            f"request body larger than {self.limit} bytes",
+            f"request body larger than {limit} bytes",
             [(b"connection", b"close")],
         )
 
@@ -582,6 +612,68 @@ async def _cancel_on_disconnect(receive: Receive, scope: CancelScope) -> None:
     scope.cancel()
 
 
+# --------------------------------------------------------------------------- bodies read by hand
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(request: Request, model: type[M]) -> M:
+    """``model`` from the request's JSON body, refused exactly as FastAPI refuses a declared
+    body (same error types and ``body.``-prefixed locations, so the same messages): for
+    routes that look at the body before validating it (a batch's size) or skip the
+    framework's machinery on the hot path."""
+    return parse_body(await request.body(), request.headers.get("content-type"), model)
+
+
+def parse_body(raw: bytes, content_type: str | None, model: type[M]) -> M:
+    """See :func:`read_body`."""
+    return validate_body(load_json(raw, content_type), model)
+
+
+def load_json(raw: bytes, content_type: str | None) -> Any:
+    """The JSON body as Python objects; RequestValidationError or 400 ``invalid-json``."""
+    if content_type is not None and "json" not in content_type:
+        raise RequestValidationError(
+            [{"type": "model_attributes_type", "loc": ("body",), "msg": "expected JSON"}]
+        )
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body", exc.pos),
+                    "msg": "JSON decode error",
+                    "ctx": {"error": exc.msg},
+                }
+            ]
+        ) from None
+    except (ValueError, RecursionError):  # an integer of 5,000 digits, nesting too deep
+        raise StarletteHTTPException(400, "There was an error parsing the body") from None
+
+
+def validate_body(data: Any, model: type[M]) -> M:
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` declaring ``model`` as the JSON body of a route that reads its body
+    by hand (its nested models must appear in the document through another route)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
 # --------------------------------------------------------------------------- the app
 
 
@@ -659,11 +751,12 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Added inner to outer: the catch-all wraps everything, auth runs before any body is read.
-    app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY)
+    app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY, limits=BODY_LIMITS)
     if token is not None:
         app.add_middleware(AuthMiddleware, token=token)
     app.add_middleware(CatchAllMiddleware)
     _job_routes(app, engine)
+    _batch_routes(app, engine)
     _inspect_routes(app, engine)
     _service_routes(
         app,
@@ -733,6 +826,36 @@ def _job_routes(app: FastAPI, engine: Engine) -> None:
         lines = await engine.job_log(job_id, after, limit)
         more = lines[-1].get("seq") if len(lines) >= limit else None
         return _items(lines, more)
+
+
+def _batch_routes(app: FastAPI, engine: Engine) -> None:
+    @app.post(
+        "/v1/batch/jobs",
+        status_code=201,
+        openapi_extra=body_schema(BatchJobsBody),
+        responses={413: {"description": f"more than {MAX_BATCH} jobs, or a body over 16 MiB"}},
+    )
+    async def submit_batch(request: Request) -> JSONResponse:
+        """Submit up to 10,000 jobs: all validated and booked, then stored in one transaction;
+        one refusal (its index in the message and ``details.index``) stores none."""
+        data = load_json(await request.body(), request.headers.get("content-type"))
+        jobs = data.get("jobs") if isinstance(data, dict) else None
+        if isinstance(jobs, list) and len(jobs) > MAX_BATCH:
+            return _error(
+                413,
+                "too-large",
+                f"body.jobs: {len(jobs)} jobs in one batch; at most {MAX_BATCH}",
+                {"limit": MAX_BATCH, "count": len(jobs)},
+            )
+        body = validate_body(data, BatchJobsBody)
+        specs = []
+        for index, item in enumerate(body.jobs):
+            try:
+                specs.append(_spec_from(item))
+            except JobdError as exc:
+                raise exc.in_batch(index) from None
+        jobs_out = await engine.submit_many(specs, actor=_actor(request))
+        return JSONResponse({"items": [_json(job.to_dict()) for job in jobs_out]}, 201)
 
 
 def _inspect_routes(app: FastAPI, engine: Engine) -> None:

@@ -394,12 +394,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from jobd.config import load_config, summarize
+    from jobd.configcheck import check_config
 
     path = _config_path(args)
     try:
         config = load_config(path)
+        check_config(config)
     except (JobdError, OSError) as exc:
-        _err(str(exc))
+        for line in str(exc).splitlines():  # one problem a line
+            _err(line)
         return EXIT_FAILED
     print(f"{path}: OK")
     print(summarize(config))

@@ -14,7 +14,12 @@ How a load goes:
    :class:`_Table`, whose accepted keys are the fields of the dataclasses
    below, so the accepted keys and the config shape cannot drift apart.
 4. :func:`_cross_check` checks what involves several sections (pool members,
-   schedule workflows, cron expressions in their timezone, ...).
+   schedule workflows, ...).
+
+What the configuration *names* is checked afterwards by :mod:`jobd.configcheck`
+(the plugins and their actions, step params, scripts, files, cron expressions
+with the timers' parser): ``jobd check-config``, ``jobd run`` and every reload
+call both. :attr:`Config.origins` keeps each key's file for those errors.
 """
 
 from __future__ import annotations
@@ -143,6 +148,8 @@ class Config:
     schedules: tuple[ScheduleConfig, ...] = ()
     #: The files this config was read from, in merge order (main file first).
     sources: tuple[Path, ...] = ()
+    #: Which file set each key path, for errors found after loading (:func:`error_at`).
+    origins: Mapping[KeyPath, Path] = field(default_factory=dict, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------- public API
@@ -165,7 +172,15 @@ def load_config(path: Path) -> Config:
     ctx = _Context(origins, fallback=sources[0][0])
     config = _build(ctx, merged, tuple(file for file, _ in sources))
     _cross_check(ctx, config)
-    return config
+    return dataclasses.replace(config, origins=origins)
+
+
+def error_at(config: Config, path: KeyPath, problem: str) -> ConfigError:
+    """A :class:`ConfigError` for ``path`` (e.g. ``("workflows", "x", "steps", 0, "action")``)
+    naming the file that set it, for checks made after loading (:mod:`jobd.configcheck`)."""
+    if not config.sources:  # built in code, not read from a file
+        return ConfigError(None, _dotted(path) or None, problem)
+    return _Context(config.origins, config.sources[0]).error(path, problem)
 
 
 def resolve_config_path(cli_value: str | None) -> Path:
@@ -204,7 +219,8 @@ def summarize(config: Config) -> str:
 # --------------------------------------------------------------------------- reading, merging
 
 #: A key path: table keys and array indexes from the root, e.g. ("workflows", "x", "steps", 1).
-_KeyPath = tuple[str | int, ...]
+KeyPath = tuple[str | int, ...]
+_KeyPath = KeyPath
 
 
 def _read_sources(main: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -257,7 +273,21 @@ def _merge(
             for stale in [p for p in origins if p[: len(here)] == here]:
                 del origins[stale]
             into[key] = value
-            origins[here] = source
+            _record(value, here, source, origins)
+
+
+def _record(value: Any, path: _KeyPath, source: Path, origins: dict[_KeyPath, Path]) -> None:
+    """Record ``source`` for ``path`` and every key below it.
+
+    Each key must answer for itself: were only the enclosing table recorded, a
+    later file merging into that table (``[daemon] workers = 16`` in a drop-in)
+    would become the origin of the keys it never set, and their relative paths
+    would move to the drop-in's folder.
+    """
+    origins[path] = source
+    if isinstance(value, dict):
+        for key, child in value.items():
+            _record(child, (*path, key), source, origins)
 
 
 # --------------------------------------------------------------------------- validation kit
@@ -691,24 +721,9 @@ def _check_schedule(
         raise ctx.error(
             path, f"schedule {schedule.name!r} {both} 'cron' and 'interval'; give exactly one"
         )
-    if schedule.cron is not None:
-        problem = _cron_problem(schedule.cron, schedule.timezone)
-        if problem:
-            raise ctx.error(
-                (*path, "cron"), f"invalid cron expression {schedule.cron!r}: {problem}"
-            )
-
-
-def _cron_problem(expression: str, timezone: str) -> str | None:
-    """What is wrong with a 5-field cron expression, as APScheduler (which will run it) sees it."""
-    # Imported here: apscheduler costs ~0.2 s, and CLI commands import this module.
-    from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
-
-    try:
-        CronTrigger.from_crontab(expression, timezone=zoneinfo.ZoneInfo(timezone))
-    except ValueError as exc:
-        return str(exc)
-    return None
+    # The cron expression itself is parsed by jobd.configcheck with the timers' own
+    # parser (the one that will run it), not here: one parser, and no APScheduler
+    # import for the CLI commands that only read the socket path from this file.
 
 
 def _check_refs(

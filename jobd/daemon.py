@@ -35,6 +35,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from jobd import __version__
 from jobd.api import create_app, end_event_streams
 from jobd.config import Config, load_config, resolve_config_path
+from jobd.configcheck import check_config
 from jobd.engine import Engine
 from jobd.errors import ConfigError, JobdError
 from jobd.httpserver import parse_listen, read_token, serve
@@ -316,7 +317,7 @@ class Daemon:
 
     async def _reload(self) -> list[str]:
         try:
-            new = await anyio.to_thread.run_sync(load_config, self.config_path)
+            new = await anyio.to_thread.run_sync(_load_checked, self.config_path)
         except ConfigError as exc:
             log.error(
                 "config reload refused; keeping the running config",
@@ -345,7 +346,7 @@ class Daemon:
 def _prepare(config_path: str | None) -> tuple[Path, Config, str | None, tuple[str, int] | None]:
     """Everything that can be refused before jobd creates anything. Raises ConfigError."""
     path = Path(os.path.abspath(resolve_config_path(config_path)))
-    config = load_config(path)
+    config = _load_checked(path)
     token = tcp = None
     if config.api.listen:
         tcp = parse_listen(config.api.listen)
@@ -353,6 +354,13 @@ def _prepare(config_path: str | None) -> tuple[Path, Config, str | None, tuple[s
             raise ConfigError(str(path), "api.token_file", "is required when api.listen is set")
         token = read_token(config.api.token_file)
     return path, config, token, tcp
+
+
+def _load_checked(path: Path) -> Config:
+    """The configuration at ``path``, read and checked (:mod:`jobd.configcheck`)."""
+    config = load_config(path)
+    check_config(config)
+    return config
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -380,7 +388,8 @@ def main(config_path: str | None) -> int:
     try:
         path, config, token, tcp = _prepare(config_path)
     except ConfigError as exc:
-        print(f"jobd: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # several problems: one a line
+            print(f"jobd: {line}", file=sys.stderr)
         return EXIT_FAILURE
     configure_logging(config.logging)
     try:

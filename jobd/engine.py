@@ -15,9 +15,9 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import structlog
@@ -272,11 +272,48 @@ class Engine:
             )
 
     # ================================================================ submit & edit
-    async def submit(self, spec: JobSpec, *, actor: str = "api") -> Job:
+    async def submit(self, spec: JobSpec, *, actor: str = "api", cause: str = "submitted") -> Job:
         """Validate ``spec`` (workflow exists, params templating, plugin validators, bookings),
-        store it and return the job. Raises ValidationError, BookingConflict."""
+        store it and return the job. Raises ValidationError, BookingConflict.
+
+        ``cause`` is the first history row's (``resubmit`` names the job it came from).
+        The job's id is taken only once everything is checked and booked: a refusal uses
+        up no id, so ids stay dense. Nothing between that check and the id awaits."""
         if self._tg is None:
             raise ShuttingDown()
+        intake = self._intake(spec, self._next_id + 1, self.clock(), actor, cause)
+        self._next_id += 1  # every check passed and the booking is held: take the id
+        return (await self._store_intakes([intake]))[0]
+
+    async def submit_many(self, specs: list[JobSpec], *, actor: str = "api") -> list[Job]:
+        """Submit ``specs`` all or nothing, in one transaction (``POST /v1/batch/jobs``).
+
+        Every job is validated and booked (against the stored bookings and the batch's
+        earlier jobs) before anything is stored; the first refusal raises the job's error
+        with ``details.index`` set and the message prefixed ``jobs[i]: ``, and then nothing
+        is stored, no booking is kept and no id is used. Returns the jobs in order."""
+        if self._tg is None:
+            raise ShuttingDown()
+        now = self.clock()
+        intakes: list[_Intake] = []
+        try:
+            for index, spec in enumerate(specs):
+                try:
+                    intakes.append(self._intake(spec, self._next_id + 1 + index, now, actor))
+                except JobdError as exc:
+                    raise exc.in_batch(index) from None
+        except BaseException:
+            for intake in intakes:
+                self.booking_index.remove_job(intake.job.id)
+            raise
+        self._next_id += len(intakes)
+        return await self._store_intakes(intakes)
+
+    def _intake(
+        self, spec: JobSpec, job_id: int, now: float, actor: str, cause: str = "submitted"
+    ) -> _Intake:
+        """Validate ``spec`` as job ``job_id`` and hold its bookings in the index; nothing is
+        written and no id claimed yet. Raises ValidationError, BookingConflict."""
         workflow = self._workflow(spec.workflow)
         if spec.state not in (S.DRAFT, S.TENTATIVE, S.CONFIRMED):
             raise ValidationError(
@@ -285,15 +322,8 @@ class Engine:
             )
         self._validate_spec(spec)
         steps = self._build_steps(workflow, spec)
-        now = self.clock()
-        self._next_id += 1
         job = Job(
-            id=self._next_id,
-            spec=spec,
-            state=spec.state,
-            created_at=now,
-            updated_at=now,
-            steps=steps,
+            id=job_id, spec=spec, state=spec.state, created_at=now, updated_at=now, steps=steps
         )
         if self.plugins.validates_jobs:
             problems = self.plugins.validate_job(job.to_dict(), self.config)
@@ -301,9 +331,7 @@ class Engine:
                 raise ValidationError(problems)
         for step in steps:
             step.job_id = job.id
-        reservations = self._reserve(job) if spec.state in HOLDS_RESERVATION else []
-        job.reservations = reservations
-        history: list[tuple[JobState | None, JobState, str]] = [(None, spec.state, "submitted")]
+        job.reservations = self._reserve(job) if spec.state in HOLDS_RESERVATION else []
         if (
             spec.state in (S.DRAFT, S.TENTATIVE)
             and spec.start_at is not None
@@ -314,16 +342,38 @@ class Engine:
                 "the start time passed before the job was confirmed; it will not run",
                 now,
             )
-        due_now = spec.state == S.CONFIRMED and (spec.due_at is None or spec.due_at <= now)
         job.due_at = spec.due_at if spec.due_at is not None else now
+        return _Intake(job, now, actor, [(None, spec.state, cause)])
+
+    async def _store_intakes(self, intakes: list[_Intake]) -> list[Job]:
+        """Place accepted jobs (queued, pending or waiting for their time), write them in ONE
+        unit, then tell everyone. Returns each job as GET would show it after the write."""
+        unit = self.store.changes()
+        shown = [self._place(intake, unit) for intake in intakes]
+        try:
+            await self.store.commit(unit)
+        except BaseException:
+            for intake in intakes:
+                self.booking_index.remove_job(intake.job.id)
+                self._unqueue(intake.job.id)
+            raise
+        for intake, job in zip(intakes, shown, strict=True):
+            self._after_stored(intake, job.state)
+        return shown
+
+    def _place(self, intake: _Intake, unit: Changes) -> Job:
+        """Due now: queued (or pending when the queue is full); add the job's rows to ``unit``."""
+        job, now, actor, history = intake.job, intake.now, intake.actor, intake.history
+        spec = job.spec
+        due_now = spec.state == S.CONFIRMED and (spec.due_at is None or spec.due_at <= now)
         if due_now and self._accepting:
             target = S.QUEUED if self._has_room() else S.PENDING
             history.append((S.CONFIRMED, target, "due"))
             job.state = target
-        unit = self.store.changes().insert_job(job)
-        for step in steps:
+        unit.insert_job(job)
+        for step in job.steps:
             unit.insert_step(step)
-        for res in reservations:
+        for res in job.reservations:
             unit.reserve(res)
         for frm, to, cause in history:
             unit.record_history(job.id, now, frm, to, cause, actor)
@@ -331,7 +381,7 @@ class Engine:
         # history), not as a worker may have changed it meanwhile; the engine's own copy
         # keeps no history in memory.
         shown = replace_job(
-            job, steps=[step.copy() for step in steps], reservations=job.reservations
+            job, steps=[step.copy() for step in job.steps], reservations=job.reservations
         )
         shown.history = [HistoryEntry(now, frm, to, cause, actor) for frm, to, cause in history]
         if shown.state == S.QUEUED:
@@ -339,22 +389,19 @@ class Engine:
             # A worker may take it now: its `running` write queues behind this insert, and
             # the writer applies them in order, so the run starts one commit sooner.
             self._wake_worker()
-        try:
-            await self.store.commit(unit)
-        except BaseException:
-            self.booking_index.remove_job(job.id)
-            self._unqueue(job.id)
-            raise
-        if shown.state == S.PENDING:
-            self._pending += 1
-        elif shown.state == S.CONFIRMED:
-            self._schedule_due(job.due_at)
-        elif shown.state != S.QUEUED and job.error is None:
-            # Draft or tentative: wake at its start to mark it `not-confirmed` if still so.
-            self._schedule_due(spec.start_at)
-        for frm, to, cause in history:
-            self._emit(JobEvent(job.id, "state", now, frm, to, cause, actor), job)
         return shown
+
+    def _after_stored(self, intake: _Intake, state: JobState) -> None:
+        job = intake.job
+        if state == S.PENDING:
+            self._pending += 1
+        elif state == S.CONFIRMED:
+            self._schedule_due(job.due_at)
+        elif state != S.QUEUED and job.error is None:
+            # Draft or tentative: wake at its start to mark it `not-confirmed` if still so.
+            self._schedule_due(job.spec.start_at)
+        for frm, to, cause in intake.history:
+            self._emit(JobEvent(job.id, "state", intake.now, frm, to, cause, intake.actor), job)
 
     def _workflow(self, name: str) -> WorkflowConfig:
         workflow = self.config.workflows.get(name)
@@ -392,6 +439,23 @@ class Engine:
                 problems.append(f"asset names must be non-empty strings, got {asset!r}")
         if problems:
             raise ValidationError(problems)
+        self._check_booking_names(spec)
+
+    def _check_booking_names(self, spec: JobSpec) -> None:
+        """Refuse resources and pools the config does not know, in every state (a draft
+        books nothing, but naming nothing real is a mistake now, not at confirm time)."""
+        for field, names, known in (
+            ("resources", spec.resources, self.config.resources),
+            ("pools", spec.pools, self.config.pools),
+        ):
+            unknown = [name for name in names if name not in known]
+            if unknown:
+                kind = field.rstrip("s")
+                raise ValidationError(
+                    [f"unknown {kind} {name!r}" for name in unknown]
+                    + [f"configured {field}: {', '.join(sorted(known)) or 'none'}"],
+                    field=field,
+                )
 
     def _build_steps(self, workflow: WorkflowConfig, spec: JobSpec) -> list[Step]:
         defaults = self.config.defaults
@@ -680,9 +744,9 @@ class Engine:
             job.spec,
             state=S.CONFIRMED if job.spec.state not in (S.DRAFT, S.TENTATIVE) else job.spec.state,
         )
-        new = await self.submit(spec, actor=actor)
-        self._history_only(job, f"resubmitted as job {new.id}", actor)
-        return new
+        # The old job stays exactly as it was (SPEC §2): only the new one's history says
+        # where it came from.
+        return await self.submit(spec, actor=actor, cause=f"resubmitted from job {job.id}")
 
     async def _op_invoice_ready(self, job: Job, actor: str) -> None:
         await self._transition(
@@ -945,7 +1009,7 @@ class Engine:
         job = rc.job
         if not granted:
             if not self.locks.holds(job.id) and not self.locks.acquire(
-                job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic()
+                job.id, job.spec.assets, job.spec.shared_assets, now=self.clock()
             ):
                 await self._wait_for_lock(rc)
                 return
@@ -1190,7 +1254,9 @@ class Engine:
             step.action, plugin_file, module_name, params, context_data(ctx), log=ctx.log
         )
 
-    async def run_script(self, job: Job, path: Path, event: str, outcome: str | None) -> str | None:
+    async def run_script(
+        self, job: Job, path: Path, event: Literal["start", "end"], outcome: str | None
+    ) -> str | None:
         from jobd.scripts import run_script
 
         timeout = self.config.defaults.script_timeout
@@ -1200,7 +1266,7 @@ class Engine:
         slog = structlog.get_logger("jobd.script").bind(job_id=job.id, step=f"{event}-script")
         result = await run_script(
             path,
-            event=event,  # type: ignore[arg-type]  # "start" or "end", from the runner
+            event=event,
             job=job.to_dict(),
             outcome=outcome,
             timeout=timeout,
@@ -1232,7 +1298,7 @@ class Engine:
             rc = RunControl(job)
             self.active[job.id] = rc
             granted = self.locks.acquire(
-                job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic()
+                job.id, job.spec.assets, job.spec.shared_assets, now=self.clock()
             )
             if granted:
                 self._granted.append(job.id)
@@ -1305,7 +1371,7 @@ class Engine:
             due_at=now,
         )
         # It held its assets when the daemon died: it gets them back before any waiter does.
-        self.locks.acquire(job.id, job.spec.assets, job.spec.shared_assets, now=time.monotonic())
+        self.locks.acquire(job.id, job.spec.assets, job.spec.shared_assets, now=self.clock())
         await self._make_due(job)
 
     # ================================================================ reading
@@ -1465,6 +1531,17 @@ class Engine:
             self._emit(
                 JobEvent(job_id, "error", now, cause="booking valid again", actor=actor, data=None)
             )
+
+
+@dataclass(slots=True)
+class _Intake:
+    """A submission that passed validation and holds its bookings, not yet written."""
+
+    job: Job
+    now: float
+    actor: str
+    #: ``(from, to, cause)`` rows to write: submitted, then due if it is due at once.
+    history: list[tuple[JobState | None, JobState, str]]
 
 
 def replace_job(job: Job, **changes: Any) -> Job:

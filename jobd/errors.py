@@ -23,6 +23,17 @@ class JobdError(Exception):
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "details": self.details}
 
+    def in_batch(self, index: int) -> JobdError:
+        """This error made the refusal of job ``index`` of a batch (``POST /v1/batch/jobs``):
+        the message prefixed ``jobs[index]: ``, ``details.index`` set and ``details.field``
+        given its path in the body; class, code and status stay. Returns ``self``."""
+        self.details["index"] = index
+        if self.details.get("field"):
+            self.details["field"] = f"jobs.{index}.{self.details['field']}"
+        self.message = f"jobs[{index}]: {self.message}"
+        self.args = (self.message,)
+        return self
+
 
 class ConfigError(JobdError):
     """A configuration file is wrong; names the file, the key path and the problem."""
@@ -36,6 +47,24 @@ class ConfigError(JobdError):
             {"file": file, "key": key, "problem": problem},
         )
         self.file, self.key, self.problem = file, key, problem
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration problems found at once (``check-config``, start, reload).
+
+    Its message is one problem per line; ``errors`` holds each :class:`ConfigError`;
+    ``file``/``key``/``problem`` are the first one's.
+    """
+
+    def __init__(self, errors: Iterable[ConfigError]) -> None:
+        self.errors = list(errors)
+        first = self.errors[0]
+        JobdError.__init__(
+            self,
+            "\n".join(error.message for error in self.errors),
+            {**first.details, "problems": [error.details for error in self.errors]},
+        )
+        self.file, self.key, self.problem = first.file, first.key, first.problem
 
 
 class ValidationError(JobdError):

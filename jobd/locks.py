@@ -189,8 +189,9 @@ class LockManager:
         """Enqueue the request; True if granted now (owner now holds all), False if it waits.
 
         A request with no assets is granted at once (and must still be
-        released). ``now`` (e.g. ``time.monotonic()``) is kept for
-        :meth:`waiting_since`. Raises ValueError if owner already has a request.
+        released). ``now`` is kept for :meth:`waiting_since` and shown by ``jobd locks``,
+        so give the wall clock (``time.time()``), not a monotonic one. Raises ValueError
+        if owner already has a request.
         """
         if owner in self._requests:
             raise ValueError(f"job {owner} already has a lock request")

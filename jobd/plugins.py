@@ -321,14 +321,16 @@ class PluginHost:
 
     def _record_broken(self, cand: _Candidate, exc: BaseException) -> None:
         error = describe_exception(exc)
+        # One line says which file and why; the traceback (with its locals, in the
+        # console format dozens of lines a plugin) only helps the plugin's author.
         log.error(
             "plugin failed to load",
             plugin=cand.name,
             file=cand.file,
             source=cand.source,
             error=error,
-            exc_info=exc,
         )
+        log.debug("plugin load traceback", plugin=cand.name, file=cand.file, exc_info=exc)
         self._infos[cand.key] = PluginInfo(
             cand.name, cand.file, cand.source, (), error, cand.module
         )

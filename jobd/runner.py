@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import anyio
 import structlog
@@ -86,7 +86,9 @@ class RunHost(Protocol):
         self, step: Step, params: dict[str, Any], ctx: ActionContext
     ) -> Mapping[str, Any] | None: ...
 
-    async def run_script(self, job: Job, path: Path, event: str, outcome: str | None) -> str | None:
+    async def run_script(
+        self, job: Job, path: Path, event: Literal["start", "end"], outcome: str | None
+    ) -> str | None:
         """Run a workflow script; returns None on success, else the problem."""
         ...
 

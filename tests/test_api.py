@@ -116,9 +116,14 @@ async def test_health_needs_nothing_and_openapi_lists_the_routes(config: Config)
         "/v1/reload",
         "/v1/health",
         "/metrics",
+        "/v1/batch/jobs",
     ):
         assert path in spec["paths"], path
     assert "SubmitBody" in spec["components"]["schemas"]
+    batch = spec["paths"]["/v1/batch/jobs"]["post"]["requestBody"]["content"]["application/json"]
+    assert batch["schema"]["properties"]["jobs"]["items"] == {
+        "$ref": "#/components/schemas/SubmitBody"
+    }
 
 
 async def test_submit_runs_and_the_job_reads_back_with_iso_times(config: Config) -> None:
@@ -623,9 +628,15 @@ async def test_bad_paths_methods_and_queries(config: Config) -> None:
             ("POST", f"/v1/jobs/{missing}/cancel", 404, "not-found"),
             ("GET", f"/v1/jobs/{missing}/log", 404, "not-found"),
             ("POST", f"/v1/jobs/{job_id}/frobnicate", 404, "unknown-operation"),
-            ("GET", "/v1/jobs/abc", 400, "invalid"),
-            ("GET", f"/v1/jobs/{2**70}", 400, "invalid"),
-            ("GET", "/v1/jobs/0", 400, "invalid"),
+            # A path that names no job is 404 whatever its form (SPEC §7).
+            ("GET", "/v1/jobs/abc", 404, "not-found"),
+            ("GET", f"/v1/jobs/{2**70}", 404, "not-found"),
+            ("GET", "/v1/jobs/0", 404, "not-found"),
+            ("GET", "/v1/jobs/-3", 404, "not-found"),
+            ("PATCH", "/v1/jobs/abc", 404, "not-found"),
+            ("DELETE", "/v1/jobs/1.5", 404, "not-found"),
+            ("POST", "/v1/jobs/abc/cancel", 404, "not-found"),
+            ("GET", "/v1/jobs/abc/log", 404, "not-found"),
             ("GET", "/v1/jobs?limit=0", 400, "invalid"),
             ("GET", "/v1/jobs?limit=lots", 400, "invalid"),
             ("GET", f"/v1/jobs?cursor={2**70}", 400, "invalid"),

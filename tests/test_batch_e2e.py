@@ -1,0 +1,157 @@
+"""Batch routes, list filters and schedule control, against the real daemon over its socket.
+
+One daemon serves the module (start-up costs about a second); each test makes jobs of its
+own and tells them apart by name or workflow, so the order of the tests does not matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import e2e
+
+WORKFLOWS = (
+    e2e.DEMO_WORKFLOWS
+    + """
+[workflows.booked]
+steps = []
+
+[resources.enc-1]
+capacity = 1
+
+[resources.enc-2]
+capacity = 1
+
+[pools.encoders]
+members = ["enc-1", "enc-2"]
+"""
+)
+FAR = "2099-01-01T10:00:00Z"
+FAR_END = "2099-01-01T11:00:00Z"
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[e2e.Daemon]:
+    with e2e.running_daemon(workflows=WORKFLOWS) as d:
+        yield d
+
+
+@pytest.fixture
+def client(daemon: e2e.Daemon) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(daemon.layout.socket)),
+        base_url="http://jobd",
+        timeout=60,
+    ) as c:
+        yield c
+
+
+def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code, body
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def newest_id(client: httpx.Client) -> int:
+    """The id of the newest job (0 if none): what the next accepted job's id follows."""
+    items = client.get("/v1/jobs", params={"limit": 1}).json()["items"]
+    return int(items[0]["id"]) if items else 0
+
+
+def draft(name: str, **extra: Any) -> dict[str, Any]:
+    return {"workflow": "demo", "state": "draft", "name": name, "params": {"who": "x"}, **extra}
+
+
+# ------------------------------------------------------------------------ batch submission
+
+
+def test_a_batch_is_stored_in_order_and_runs(daemon: e2e.Daemon, client: httpx.Client) -> None:
+    jobs = [{"workflow": "demo", "params": {"who": f"w{i}"}, "name": f"run-{i}"} for i in range(50)]
+    response = client.post("/v1/batch/jobs", json={"jobs": jobs})
+    assert response.status_code == 201, response.text
+    items = response.json()["items"]
+    assert [job["name"] for job in items] == [f"run-{i}" for i in range(50)]
+    ids = [job["id"] for job in items]
+    assert ids == list(range(ids[0], ids[0] + 50))  # dense, in order
+    assert all(job["history"][0]["cause"] == "submitted" for job in items)
+
+    def all_completed() -> bool:
+        states = {client.get(f"/v1/jobs/{i}").json()["state"] for i in (ids[0], ids[-1])}
+        return states == {"completed"}
+
+    e2e.wait_until(all_completed, what="the batch's first and last job completed")
+    steps = client.get(f"/v1/jobs/{ids[7]}").json()["steps"]
+    assert steps[0]["outputs"] == {"echo": {"greeting": "hello w7"}}
+
+
+def test_an_invalid_job_stores_nothing_and_uses_no_id(client: httpx.Client) -> None:
+    before = newest_id(client)
+    jobs = [draft("ok-1"), draft("ok-2"), {"workflow": "demo", "priority": 5000}, draft("ok-3")]
+    error = error_of(client.post("/v1/batch/jobs", json={"jobs": jobs}), 400, "invalid")
+    assert "body.jobs.2.priority" in error["message"], error
+    # Refused by the engine (after the body's validation): the index is named too.
+    jobs[2] = {"workflow": "no-such-flow"}
+    error = error_of(client.post("/v1/batch/jobs", json={"jobs": jobs}), 400, "invalid")
+    assert error["message"].startswith("jobs[2]: unknown workflow 'no-such-flow'"), error
+    assert error["details"]["index"] == 2 and error["details"]["field"] == "jobs.2.workflow"
+    jobs[2] = draft("no-zone", start_at="2099-01-01T10:00")  # no zone
+    error = error_of(client.post("/v1/batch/jobs", json={"jobs": jobs}), 400, "invalid")
+    assert error["message"].startswith("jobs[2]: start_at:"), error
+    assert newest_id(client) == before  # nothing stored
+    accepted = client.post("/v1/jobs", json=draft("after-refusals")).json()
+    assert accepted["id"] == before + 1  # and no id used up
+
+
+def test_a_booking_conflict_inside_the_batch_is_409_naming_the_index(
+    client: httpx.Client,
+) -> None:
+    before = newest_id(client)
+    slot = {"start_at": "2098-03-01T10:00:00Z", "end_at": "2098-03-01T11:00:00Z"}
+    jobs = [
+        {"workflow": "booked", "resources": ["enc-1"], **slot},
+        {"workflow": "booked", "pools": ["encoders"], **slot},  # takes enc-2
+        {"workflow": "booked", "pools": ["encoders"], **slot},  # nothing left
+    ]
+    error = error_of(client.post("/v1/batch/jobs", json={"jobs": jobs}), 409, "booking-conflict")
+    assert error["message"].startswith("jobs[2]: "), error
+    assert error["details"]["index"] == 2
+    assert newest_id(client) == before
+    # Nothing of the refused batch stayed booked: the same slot is free for all of it but one.
+    response = client.post("/v1/batch/jobs", json={"jobs": jobs[:2]})
+    assert response.status_code == 201, response.text
+    booked = sorted(r["resource"] for job in response.json()["items"] for r in job["reservations"])
+    assert booked == ["enc-1", "enc-2"]
+
+
+def test_batches_over_the_limits_are_413_naming_the_limit(client: httpx.Client) -> None:
+    before = newest_id(client)
+    too_many = {"jobs": [draft("many")] * 10_001}
+    error = error_of(client.post("/v1/batch/jobs", json=too_many), 413, "too-large")
+    assert "10000" in error["message"] and error["details"]["limit"] == 10_000
+    huge = {"jobs": [{"workflow": "demo", "params": {"x": "a" * 1_000_000}}] * 17}
+    error = error_of(client.post("/v1/batch/jobs", json=huge), 413, "too-large")
+    assert str(16 * 1024 * 1024) in error["message"]
+    assert newest_id(client) == before
+
+
+def test_a_batch_body_of_the_wrong_shape_is_400(client: httpx.Client) -> None:
+    for body, text in (
+        ({}, "body.jobs: Field required"),
+        ({"jobs": {"workflow": "demo"}}, "body.jobs: Input should be a valid list"),
+        ({"jobs": [], "extra": 1}, "body.extra: unknown field"),
+        ([1, 2], "body: Input should be a valid dictionary"),
+    ):
+        error = error_of(client.post("/v1/batch/jobs", json=body), 400, "invalid")
+        assert text in error["message"], (body, error)
+    response = client.post(
+        "/v1/batch/jobs", content=b'{"jobs": [', headers={"content-type": "application/json"}
+    )
+    error_of(response, 400, "invalid-json")
+    assert client.post("/v1/batch/jobs", json={"jobs": []}).json() == {"items": []}
