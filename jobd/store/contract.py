@@ -11,8 +11,10 @@ place (``jobd/store/sqlite/queries.py``).
 **Writes** are collected in a :class:`Changes` (one *unit of work*) and handed
 to :meth:`Store.commit`; a unit is applied **atomically**: all of it lands in
 one durable transaction, or none of it does. A backend may (and the SQLite one
-does) apply many callers' units in one transaction (group commit), but one
-unit's failure never undoes another's. The intents of a unit are applied in
+does) apply many callers' units in one transaction (group commit): a failed
+guard never undoes another unit, but a unit the database refuses (an error, not
+a guard) may fail the others of its transaction with
+:class:`~jobd.errors.StoreError` too; no unit is ever applied in part. The intents of a unit are applied in
 the order they were added, except the guard of :meth:`Changes.transition` and
 :meth:`Changes.delete_job`, which is checked before anything else of its unit.
 
