@@ -37,7 +37,7 @@ from bench.api import daemon, short_dir, write_config
 from jobd.models import Job, JobSpec, Step
 from jobd.states import JobState, StepState
 from jobd.store import open_store
-from jobd.store.sqlite import Unit
+from jobd.store.sqlite import job_insert, step_insert
 from jobd.store.sqlite.queries import INSERT_HISTORY as HISTORY_INSERT
 
 BATCH = 50_000
@@ -244,12 +244,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def job_insert(job: Job) -> tuple[str, Any]:
-    """The store's INSERT of ``job``, as ``(sql, params)``."""
-    return Unit().insert_job(job).statements[0]
-
-
-def step_insert(step: Step) -> tuple[str, Any]:
-    return Unit().insert_step(step).statements[0]

@@ -42,6 +42,7 @@ from jobd.errors import JobdError, ValidationError
 from jobd.metrics import Metrics
 from jobd.models import JobSpec
 from jobd.states import PUBLIC_OPERATIONS, JobState
+from jobd.store import JobFilter
 from jobd.timefmt import format_time, parse_time
 
 if TYPE_CHECKING:
@@ -133,6 +134,21 @@ class BatchJobsBody(_Body):
     """``POST /v1/batch/jobs``: up to :data:`MAX_BATCH` submit bodies, stored all or none."""
 
     jobs: list[SubmitBody]
+
+
+_Search = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class FilterBody(_Body):
+    """The list filters of ``GET /v1/jobs`` as an object (``POST /v1/batch/{operation}``)."""
+
+    state: list[str] | None = None
+    workflow: _Name | None = None
+    asset: _Key | None = None
+    resource: _Key | None = None
+    since: _Time | None = None
+    until: _Time | None = None
+    search: _Search | None = None
 
 
 #: PATCH fields that may be set to null (the others have no "unset" value in JobSpec).
@@ -717,6 +733,30 @@ def _parse_states(values: list[str] | None) -> list[JobState] | None:
     return states or None
 
 
+def job_filter(
+    state: list[str] | None = None,
+    workflow: str | None = None,
+    asset: str | None = None,
+    resource: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    search: str | None = None,
+    *,
+    where: str = "",
+) -> JobFilter:
+    """The one reading of the list filters, from the query or a batch body (``where``
+    prefixes the names in errors: ``filter.``). Raises ValidationError naming the field."""
+    try:
+        states = _parse_states(state)
+    except ValidationError as exc:
+        raise ValidationError(f"{where}{exc.message}", field=f"{where}state") from None
+    lo = _field_time(f"{where}since", since)
+    hi = _field_time(f"{where}until", until)
+    if lo is not None and hi is not None and hi < lo:
+        raise ValidationError(f"{where}until: must not be before since", field=f"{where}until")
+    return JobFilter(tuple(states or ()), workflow, asset, resource, lo, hi, search)
+
+
 def create_app(
     engine: Engine,
     *,
@@ -780,11 +820,27 @@ def _job_routes(app: FastAPI, engine: Engine) -> None:
 
     @app.get("/v1/jobs")
     async def list_jobs(
-        state: Annotated[list[str] | None, Query()] = None,
+        state: Annotated[list[str] | None, Query(description="repeatable or a,b")] = None,
+        workflow: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        asset: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
+        resource: Annotated[
+            str | None, Query(min_length=1, max_length=1000, description="or pool")
+        ] = None,
+        since: Annotated[
+            str | None, Query(max_length=100, description="start_at, else created_at, >=")
+        ] = None,
+        until: Annotated[
+            str | None, Query(max_length=100, description="start_at, else created_at, <=")
+        ] = None,
+        search: Annotated[
+            str | None, Query(min_length=1, max_length=200, description="in the name")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     ) -> dict[str, Any]:
-        jobs, next_cursor = await engine.list_jobs(_parse_states(state), limit, cursor)
+        """Newest first; every filter given must hold."""
+        f = job_filter(state, workflow, asset, resource, since, until, search)
+        jobs, next_cursor = await engine.list_jobs(f, limit, cursor)
         return _items([job.to_dict() for job in jobs], next_cursor)
 
     @app.get("/v1/jobs/{job_id}")

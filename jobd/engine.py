@@ -51,7 +51,7 @@ from jobd.states import (
     allowed_operations,
     check_transition,
 )
-from jobd.store import KEEP, Changes, GuardFailed, Store
+from jobd.store import KEEP, Changes, GuardFailed, JobFilter, Store
 from jobd.templating import render
 from jobd.timers import Timers
 
@@ -1145,9 +1145,7 @@ class Engine:
             return result
         with anyio.CancelScope(shield=True):
             problem = await self.run_script(job, workflow.end_script, "end", str(result.outcome))
-        if problem is None:
-            return result
-        return replace(result, error=ErrorOverlay("end-script-failed", problem, self.clock()))
+        return _with_end_script_problem(result, problem, self.clock())
 
     async def _record_outcome(self, rc: RunControl, result: RunResult) -> None:
         try:
@@ -1356,7 +1354,11 @@ class Engine:
                 cause=f"step {exhausted.name} interrupted with no attempts left",
                 actor="recovery",
                 unit=unit,
-                error=overlay,
+                error=replace(
+                    overlay,
+                    message=f"step {exhausted.name} was interrupted by a daemon restart in"
+                    f" attempt {exhausted.attempts} of {exhausted.retries + 1}; none left",
+                ),
             )
             self.booking_index.remove_job(job.id)
             return
@@ -1383,14 +1385,13 @@ class Engine:
         return job
 
     async def list_jobs(
-        self, states: list[JobState] | None = None, limit: int = 100, cursor: int | None = None
+        self, f: JobFilter | None = None, limit: int = 100, cursor: int | None = None
     ) -> tuple[list[Job], int | None]:
-        """Newest first (by id); ``cursor`` is the id to continue below.
-
-        Returns ``(jobs, next_cursor)``.
+        """Jobs matching ``f`` (all when None), newest first (by id); ``cursor`` is the id to
+        continue below. Returns ``(jobs, next_cursor)``.
         Listed jobs carry no steps/history (empty lists) to keep lists cheap."""
         limit = max(1, min(limit, 1000))
-        jobs = await self.store.list_jobs(states, limit + 1, cursor)
+        jobs = await self.store.list_jobs(f or JobFilter(), limit + 1, cursor)
         more = len(jobs) > limit
         jobs = jobs[:limit]
         return jobs, (jobs[-1].id if more and jobs else None)
@@ -1531,6 +1532,23 @@ class Engine:
             self._emit(
                 JobEvent(job_id, "error", now, cause="booking valid again", actor=actor, data=None)
             )
+
+
+def _with_end_script_problem(result: RunResult, problem: str | None, now: float) -> RunResult:
+    """The outcome after the end script: its failure sets the overlay ``end-script-failed``,
+    unless the run already failed for a reason of its own (a step, the start script, the
+    timeout): that reason stays the job's, and the end script's failure is added to it."""
+    if problem is None:
+        return result
+    if result.error is not None and result.outcome in (S.FAILED, S.TIMED_OUT):
+        first = result.error
+        return replace(
+            result,
+            error=ErrorOverlay(
+                first.code, f"{first.message}; the end script failed too: {problem}", first.at
+            ),
+        )
+    return replace(result, error=ErrorOverlay("end-script-failed", problem, now))
 
 
 @dataclass(slots=True)

@@ -115,12 +115,15 @@ class Runner:
                 with _deadline(job.spec.timeout):
                     return await self._run_body(rc, workflow)
             except TimeoutError:
+                # The step it stopped (if one was running) was marked timed-out on the way.
+                cut = next((s for s in job.steps if s.state == StepState.TIMED_OUT), None)
+                where = f" in step {cut.name}" if cut is not None else ""
                 return RunResult(
                     JobState.TIMED_OUT,
                     f"job timeout of {job.spec.timeout:g} s",
                     ErrorOverlay(
                         "timeout",
-                        f"the job exceeded its timeout of {job.spec.timeout:g} s",
+                        f"the job exceeded its timeout of {job.spec.timeout:g} s{where}",
                         self.host.now(),
                     ),
                 )
@@ -188,8 +191,7 @@ class Runner:
                 retry = await self._record_failed_attempt(rc, step, exc)
                 if retry:
                     continue
-                state = JobState.TIMED_OUT if exc.timed_out else JobState.FAILED
-                return RunResult(state, f"step {step.name} {step.state}", None)
+                return _step_failure(step, exc.timed_out, self.host.now())
             finally:
                 reset_contextvars(**tokens)
             step.state, step.outputs, step.ended_at = StepState.COMPLETED, outputs, self.host.now()
@@ -293,6 +295,27 @@ class Runner:
             step.state, step.error = StepState.TIMED_OUT, "the job's timeout expired"
         step.ended_at = self.host.now()
         await self.host.save_step(rc.job, step)
+
+
+#: The longest step error an overlay quotes (the step keeps all of it).
+REASON_CHARS = 1000
+
+
+def _step_failure(step: Step, timed_out: bool, now: float) -> RunResult:
+    """The outcome of a step out of attempts, with its reason as the job's error overlay
+    (``step-failed`` / ``step-timed-out``): what ``list`` and ``show`` print for the job."""
+    state = JobState.TIMED_OUT if timed_out else JobState.FAILED
+    tries = f"{step.attempts} attempt{'s' if step.attempts != 1 else ''}"
+    error = (step.error or "no error recorded")[:REASON_CHARS]
+    return RunResult(
+        state,
+        f"step {step.name} {step.state}",
+        ErrorOverlay(
+            "step-timed-out" if timed_out else "step-failed",
+            f"step {step.name} {step.state} after {tries}: {error}",
+            now,
+        ),
+    )
 
 
 class _LazyPath:

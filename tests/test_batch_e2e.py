@@ -155,3 +155,70 @@ def test_a_batch_body_of_the_wrong_shape_is_400(client: httpx.Client) -> None:
     )
     error_of(response, 400, "invalid-json")
     assert client.post("/v1/batch/jobs", json={"jobs": []}).json() == {"items": []}
+
+
+# ------------------------------------------------------------------------ list filters
+
+
+def listed(client: httpx.Client, **params: Any) -> list[str]:
+    response = client.get("/v1/jobs", params=params)
+    assert response.status_code == 200, response.text
+    return [job["name"] for job in response.json()["items"]]
+
+
+def test_each_list_filter_through_the_daemon(client: httpx.Client) -> None:
+    jobs = [
+        draft("flt-a", assets=["flt-tape"], start_at="2097-05-01T10:00:00Z"),
+        draft(
+            "flt-b",
+            shared_assets=["flt-tape"],
+            resources=["enc-1"],
+            start_at="2096-05-01T10:00:00Z",
+            end_at="2096-05-01T11:00:00Z",
+        ),
+        {
+            "workflow": "booked",
+            "name": "flt-c",
+            "pools": ["encoders"],
+            "state": "tentative",
+            "start_at": "2097-05-02T10:00:00Z",
+            "end_at": "2097-05-02T11:00:00Z",
+        },
+        {"workflow": "booked", "name": "flt-D-promo", "state": "draft"},
+    ]
+    items = client.post("/v1/batch/jobs", json={"jobs": jobs}).json()["items"]
+    booked_on = items[2]["reservations"][0]["resource"]
+    assert listed(client, search="flt-") == ["flt-D-promo", "flt-c", "flt-b", "flt-a"]
+    assert listed(client, search="FLT-d") == ["flt-D-promo"]  # case does not matter
+    assert listed(client, search="flt-", workflow="booked") == ["flt-D-promo", "flt-c"]
+    assert listed(client, asset="flt-tape") == ["flt-b", "flt-a"]
+    on_enc_1 = ["flt-c", "flt-b"] if booked_on == "enc-1" else ["flt-b"]
+    assert listed(client, resource="enc-1", search="flt-") == on_enc_1
+    assert listed(client, resource="encoders", search="flt-") == ["flt-c"]
+    assert listed(client, resource=booked_on, search="flt-c") == ["flt-c"]
+    assert listed(client, state="tentative", search="flt-") == ["flt-c"]
+    assert listed(client, state=["tentative", "draft"], search="flt-") == [
+        "flt-D-promo",
+        "flt-c",
+        "flt-b",
+        "flt-a",
+    ]
+    may = {"since": "2097-05-01T00:00:00Z", "until": "2097-05-02T00:00:00Z"}
+    assert listed(client, **may, search="flt-") == ["flt-a"]
+    assert listed(client, since="2097-05-01T00:00:00+02:00", search="flt-") == ["flt-c", "flt-a"]
+    assert listed(client, search="flt-", until="2097-01-01T00:00:00Z") == ["flt-D-promo", "flt-b"]
+    assert listed(client, search="no-such-name-anywhere") == []
+
+
+def test_bad_filter_values_are_400_naming_the_parameter(client: httpx.Client) -> None:
+    for params, text in (
+        ({"since": "2097-05-01T10:00"}, "since: time"),
+        ({"until": "yesterday-ish"}, "until:"),
+        ({"since": "2097-05-02T00:00:00Z", "until": "2097-05-01T00:00:00Z"}, "until: must not"),
+        ({"state": "runing"}, "state: unknown state 'runing'"),
+        ({"workflow": ""}, "query.workflow"),
+        ({"search": "x" * 201}, "query.search"),
+        ({"assets": "a"}, "query.assets: unknown parameter"),
+    ):
+        error = error_of(client.get("/v1/jobs", params=params), 400, "invalid")
+        assert text in error["message"], (params, error)

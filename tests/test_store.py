@@ -151,7 +151,7 @@ def held_writer_lock(tmp_path: Path) -> Iterator[IO[str]]:
 
 
 def _start_writer(db: Path, wait: str) -> subprocess.Popen[bytes]:
-    schema = ROOT / "jobd" / "store" / "sqlite" / "schema.sql"
+    schema = ROOT / "jobd" / "store" / "sqlite" / "sql" / "schema.sql"
     return subprocess.Popen(
         [sys.executable, "-I", "-S", sqlwriter.__file__, str(db), "full", str(schema), "1", wait],
         stdin=subprocess.PIPE,

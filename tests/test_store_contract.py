@@ -18,7 +18,7 @@ import pytest
 from jobd.errors import StoreError
 from jobd.models import ErrorOverlay, Job, JobSpec, Reservation, Step
 from jobd.states import JobState, StepState
-from jobd.store import GuardFailed, Store
+from jobd.store import GuardFailed, JobFilter, Store
 from jobd.store.sqlite import open_store as open_sqlite
 
 S = JobState
@@ -327,9 +327,10 @@ async def test_lists_and_many_jobs(store: Store) -> None:
     loaded = await store.load_jobs(ids)  # more ids than one statement may carry
     assert [job.id for job in loaded] == ids[:-1]
     assert all(len(job.steps) == 1 for job in loaded)
-    page = await store.list_jobs([S.QUEUED], 3, None)
+    page = await store.list_jobs(JobFilter(states=(S.QUEUED,)), 3, None)
     assert [job.id for job in page] == [1200, 1197, 1194]
-    assert [job.id for job in await store.list_jobs(None, 2, 1194)] == [1193, 1192]
+    assert [job.id for job in await store.list_jobs(JobFilter(), 2, 1194)] == [1193, 1192]
+    assert (await store.match_ids(JobFilter(states=(S.QUEUED,)), 2)) == [3, 6]
     assert all(job.steps == [] for job in page)
     queued = await store.jobs_in_states([S.QUEUED])
     assert [job.id for job in queued][:2] == [1200, 1197]  # by due time

@@ -10,13 +10,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from jobd.store.codec import spec_from_json, spec_to_json
-from jobd.store.contract import KEEP, Changes, DuePlan, GuardFailed, Store
+from jobd.store.contract import KEEP, Changes, DuePlan, GuardFailed, JobFilter, Store
 
 __all__ = [
     "KEEP",
     "Changes",
     "DuePlan",
     "GuardFailed",
+    "JobFilter",
     "Store",
     "open_store",
     "spec_from_json",

@@ -14,9 +14,10 @@ one durable transaction, or none of it does. A backend may (and the SQLite one
 does) apply many callers' units in one transaction (group commit): a failed
 guard never undoes another unit, but a unit the database refuses (an error, not
 a guard) may fail the others of its transaction with
-:class:`~jobd.errors.StoreError` too; no unit is ever applied in part. The intents of a unit are applied in
-the order they were added, except the guard of :meth:`Changes.transition` and
-:meth:`Changes.delete_job`, which is checked before anything else of its unit.
+:class:`~jobd.errors.StoreError` too; no unit is ever applied in part. The
+intents of a unit are applied in the order they were added, except the guard of
+:meth:`Changes.transition` and :meth:`Changes.delete_job`, which is checked
+before anything else of its unit.
 
 **Reads** see only committed data, never a unit still in flight; a read that
 follows a returned :meth:`Store.commit` sees that commit.
@@ -73,6 +74,27 @@ class DuePlan:
     unconfirmed_started: list[int]
     #: When to look again: the next due time or unconfirmed start after the time asked for.
     next_wake: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """What ``GET /v1/jobs`` and ``POST /v1/batch/{operation}`` select jobs by; every field
+    set must hold (AND). Times are POSIX seconds, inclusive at both ends."""
+
+    states: tuple[JobState, ...] = ()
+    workflow: str | None = None
+    #: An exclusive or shared asset of the job.
+    asset: str | None = None
+    #: A resource or pool the job asks for, or a resource it was ever booked on.
+    resource: str | None = None
+    #: On ``start_at``, else ``created_at``.
+    since: float | None = None
+    until: float | None = None
+    #: In the name as shown, ignoring case (ASCII).
+    search: str | None = None
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, name) for name in self.__slots__)
 
 
 class Changes(ABC):
@@ -282,11 +304,13 @@ class Store(ABC):
         unknown ids are left out. Any number of ids (a backend splits them as it must)."""
 
     @abstractmethod
-    async def list_jobs(
-        self, states: Sequence[JobState] | None, limit: int, cursor: int | None
-    ) -> list[Job]:
-        """Up to ``limit`` jobs, newest (highest id) first, in ``states`` if given, with ids
-        below ``cursor`` if given; without steps, reservations or history."""
+    async def list_jobs(self, f: JobFilter, limit: int, cursor: int | None) -> list[Job]:
+        """Up to ``limit`` jobs matching ``f``, newest (highest id) first, with ids below
+        ``cursor`` if given; without steps, reservations or history."""
+
+    @abstractmethod
+    async def match_ids(self, f: JobFilter, limit: int) -> list[int]:
+        """The ids of up to ``limit`` jobs matching ``f``, oldest first (the batch routes)."""
 
     @abstractmethod
     async def jobs_in_states(self, states: Iterable[JobState]) -> list[Job]:

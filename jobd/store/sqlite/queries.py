@@ -1,4 +1,4 @@
-"""Every SQL statement of the SQLite store, named, in one place (the schema is ``schema.sql``).
+"""Every SQL statement of the SQLite store, named, in one place (the schema: ``sql/``).
 
 Statements whose shape varies are built here too, once per shape, so that a
 batch sent to the writer process carries each distinct string once (pickle
@@ -141,10 +141,8 @@ def select_names_by_id(n: int) -> str:
     return f"SELECT id, name, workflow, state FROM jobs WHERE id IN ({marks(n)})"
 
 
-def list_jobs(n_states: int, cursor: bool) -> str:
-    where = [f"state IN ({marks(n_states)})"] * (n_states > 0) + ["id < ?"] * cursor
-    clause = f"WHERE {' AND '.join(where)} " if where else ""
-    return f"SELECT {JOB_COLUMNS} FROM jobs {clause}ORDER BY id DESC LIMIT ?"
+#: The job columns on the alias ``j`` of the filtered reads (:mod:`.filters`).
+FILTER_JOB_COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
 
 
 def ids_in_states(n: int) -> str:

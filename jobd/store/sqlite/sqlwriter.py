@@ -162,16 +162,20 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
 
 
 def migrate(conn: sqlite3.Connection, path: str, schema_file: str, version: int) -> None:
+    """Bring the database to ``version``: ``schema.sql`` for a new one (version 1), then
+    each ``migrate-N.sql`` next to it in turn, each in its own transaction."""
     current = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if current > version:
         raise ValueError(
             f"{path} has schema version {current}, newer than this jobd "
             f"({version}); upgrade jobd or restore a backup"
         )
-    if current < 1:
-        with open(schema_file, encoding="utf-8") as f:
-            schema = f.read()
-        conn.executescript(f"BEGIN; {schema}; PRAGMA user_version = {version}; COMMIT;")
+    folder = os.path.dirname(schema_file)
+    for step in range(max(current, 0) + 1, version + 1):
+        script = schema_file if step == 1 else os.path.join(folder, f"migrate-{step}.sql")
+        with open(script, encoding="utf-8") as f:
+            sql = f.read()
+        conn.executescript(f"BEGIN; {sql}; PRAGMA user_version = {step}; COMMIT;")
 
 
 def serve(conn: sqlite3.Connection, inp: int, out: IO[bytes]) -> None:

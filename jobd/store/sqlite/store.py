@@ -36,13 +36,14 @@ import structlog
 from jobd.errors import StoreError
 from jobd.models import HistoryEntry, Job, Reservation, Step
 from jobd.states import JobState
-from jobd.store.contract import Changes, DuePlan, GuardFailed, ReservationRow, Store
+from jobd.store.contract import Changes, DuePlan, GuardFailed, JobFilter, ReservationRow, Store
 from jobd.store.sqlite import queries as q
 from jobd.store.sqlite import sqlwriter
+from jobd.store.sqlite.filters import read_filtered
 from jobd.store.sqlite.rows import job_from_row, read_jobs, reservation_from_row, step_from_row
 from jobd.store.sqlite.units import Params, Unit
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Units queued in one turn of the event loop that are sent without waiting for its end.
 SEND_AT = 16
 log = structlog.get_logger("jobd.store")
@@ -60,7 +61,7 @@ class _Writer:
 
     @classmethod
     async def start(cls, path: Path, synchronous: str) -> _Writer:
-        schema = resources.files("jobd.store.sqlite").joinpath("schema.sql")
+        schema = resources.files("jobd.store.sqlite").joinpath("sql/schema.sql")
         # -I -S: the writer needs only the standard library, and starts faster without site.
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -284,14 +285,14 @@ class SqliteStore(Store):
             {"seq": r[0], "at": r[1], "step": r[2], "level": r[3], "message": r[4]} for r in rows
         ]
 
-    async def list_jobs(
-        self, states: Sequence[JobState] | None, limit: int, cursor: int | None
-    ) -> list[Job]:
-        params: list[Any] = [str(s) for s in states or ()]
-        if cursor is not None:
-            params.append(cursor)
-        sql = q.list_jobs(len(states or ()), cursor is not None)
-        return [job_from_row(r) for r in await self._fetchall(sql, (*params, limit))]
+    async def list_jobs(self, f: JobFilter, limit: int, cursor: int | None) -> list[Job]:
+        """In one hop to the reader's thread (the plan's counts and the page)."""
+        rows = await self._read(read_filtered, f, q.FILTER_JOB_COLUMNS, limit, cursor)
+        return [job_from_row(r) for r in rows]
+
+    async def match_ids(self, f: JobFilter, limit: int) -> list[int]:
+        rows = await self._read(read_filtered, f, "j.id", limit, None, False)
+        return [r[0] for r in rows]
 
     async def jobs_in_states(self, states: Iterable[JobState]) -> list[Job]:
         names = [str(s) for s in states]

@@ -210,3 +210,13 @@ class Unit(Changes):
         if kind is not None:
             self.add(q.INSERT_SCHEDULE_EVENT, (schedule, at, fire_time, kind, job_id, reason))
         return self
+
+
+def job_insert(job: Job) -> tuple[str, Params]:
+    """The INSERT of a new job as ``(sql, params)``, for bulk loaders (``executemany``)."""
+    return Unit().insert_job(job).statements[0]
+
+
+def step_insert(step: Step) -> tuple[str, Params]:
+    """The INSERT of a new step as ``(sql, params)``, for bulk loaders."""
+    return Unit().insert_step(step).statements[0]
