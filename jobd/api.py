@@ -44,6 +44,7 @@ from jobd.models import JobSpec
 from jobd.states import PUBLIC_OPERATIONS, JobState
 from jobd.store import JobFilter
 from jobd.timefmt import format_time, parse_time
+from jobd.web import add_page_routes, is_public_path
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
@@ -149,6 +150,13 @@ class FilterBody(_Body):
     since: _Time | None = None
     until: _Time | None = None
     search: _Search | None = None
+
+
+class BatchOperationBody(_Body):
+    """``POST /v1/batch/{operation}``: the jobs by ``ids`` (up to 10,000) or by ``filter``."""
+
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = None
+    filter: FilterBody | None = None
 
 
 #: PATCH fields that may be set to null (the others have no "unset" value in JobSpec).
@@ -421,14 +429,16 @@ class CatchAllMiddleware:
 
 
 class AuthMiddleware:
-    """``Authorization: Bearer <token>`` on every route but ``/v1/health`` (TCP listener)."""
+    """``Authorization: Bearer <token>`` on every route but ``/v1/health`` and the page's own
+    files, which hold no data (TCP listener)."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self._expected = f"bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") == "/v1/health":
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path == "/v1/health" or is_public_path(path):
             await self.app(scope, receive, send)
             return
         provided = dict(scope.get("headers") or []).get(b"authorization", b"")
@@ -807,6 +817,7 @@ def create_app(
         metrics=metrics,
         sse_keepalive=sse_keepalive,
     )
+    add_page_routes(app)
     return app
 
 
@@ -860,13 +871,7 @@ def _job_routes(app: FastAPI, engine: Engine) -> None:
     @app.post("/v1/jobs/{job_id}/{operation}")
     async def operate(job_id: JobId, operation: str, request: Request) -> Response:
         if operation not in PUBLIC_OPERATIONS:
-            known = ", ".join(PUBLIC_OPERATIONS)
-            return _error(
-                404,
-                "unknown-operation",
-                f"unknown operation {operation!r} (one of: {known})",
-                {"operation": operation, "operations": list(PUBLIC_OPERATIONS)},
-            )
+            return _unknown_operation(operation)
         job = await engine.operate(job_id, operation, actor=_actor(request))
         if job is None:
             return Response(status_code=204)
@@ -912,6 +917,68 @@ def _batch_routes(app: FastAPI, engine: Engine) -> None:
                 raise exc.in_batch(index) from None
         jobs_out = await engine.submit_many(specs, actor=_actor(request))
         return JSONResponse({"items": [_json(job.to_dict()) for job in jobs_out]}, 201)
+
+    @app.post("/v1/batch/{operation}", responses={413: {"description": "over 10,000 jobs"}})
+    async def operate_batch(
+        operation: str, body: BatchOperationBody, request: Request
+    ) -> JSONResponse:
+        """One operation on many jobs: each is done or refused (naming its state and the
+        operations allowed there); ``matched`` counts the jobs asked for or found."""
+        if operation not in PUBLIC_OPERATIONS:
+            return _unknown_operation(operation)
+        ids = await _batch_ids(engine, body)
+        if isinstance(ids, JSONResponse):
+            return ids
+        outcome = await engine.operate_many(ids, operation, actor=_actor(request))
+        answer: dict[str, Any] = {
+            "operation": operation,
+            "matched": len(ids),
+            "done": outcome.done,
+            "refused": [{"id": i, "error": exc.to_dict()} for i, exc in outcome.refused],
+        }
+        if operation == "resubmit":
+            answer["created"] = outcome.created
+        return JSONResponse(answer)
+
+
+async def _batch_ids(engine: Engine, body: BatchOperationBody) -> list[int] | JSONResponse:
+    """The ids a batch operation acts on (oldest first for a filter), or the refusal."""
+    if (body.ids is None) == (body.filter is None):
+        raise ValidationError("body: give either ids or filter", field="ids")
+    if body.ids is not None:
+        if len(body.ids) > MAX_BATCH:
+            return _too_many(f"body.ids: {len(body.ids)} ids", len(body.ids))
+        return body.ids
+    assert body.filter is not None
+    f = job_filter(**body.filter.model_dump(), where="filter.")
+    if not f:
+        raise ValidationError(
+            "body.filter: give at least one filter (an empty one would select every job)",
+            field="filter",
+        )
+    ids = await engine.store.match_ids(f, MAX_BATCH + 1)
+    if len(ids) > MAX_BATCH:
+        return _too_many(f"body.filter: more than {MAX_BATCH} jobs match", None)
+    return ids
+
+
+def _too_many(what: str, count: int | None) -> JSONResponse:
+    return _error(
+        413,
+        "too-large",
+        f"{what}; at most {MAX_BATCH} per request (narrow the filter, or split the ids)",
+        {"limit": MAX_BATCH, "count": count},
+    )
+
+
+def _unknown_operation(operation: str) -> JSONResponse:
+    known = ", ".join(PUBLIC_OPERATIONS)
+    return _error(
+        404,
+        "unknown-operation",
+        f"unknown operation {operation!r} (one of: {known})",
+        {"operation": operation, "operations": list(PUBLIC_OPERATIONS)},
+    )
 
 
 def _inspect_routes(app: FastAPI, engine: Engine) -> None:

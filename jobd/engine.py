@@ -65,6 +65,8 @@ LATEST_TIME = 221845392000.0  # 9000-01-01T00:00:00Z
 OPERATION_WAIT = 5.0
 #: Due jobs moved per read (SQLite caps the ``?`` in one ``IN (...)``).
 DUE_BATCH = 500
+#: Jobs of one batch operation in progress at once (their writes share transactions).
+BATCH_CONCURRENCY = 1000
 
 
 class Engine:
@@ -583,6 +585,68 @@ class Engine:
         if isinstance(result, Job):
             return result
         return await self.get_job(job_id)
+
+    async def operate_many(
+        self, job_ids: list[int], operation: str, *, actor: str = "api"
+    ) -> BatchOutcome:
+        """Apply ``operation`` to each job of ``job_ids`` (``POST /v1/batch/{operation}``),
+        concurrently so that their writes share transactions. A job whose state does not
+        allow it, or that does not exist, is refused with the error :meth:`operate` would
+        raise (naming its state and what is allowed there); the others go ahead."""
+        handler = self._operations().get(operation)
+        if handler is None:
+            raise ValidationError(
+                f"unknown operation {operation!r} (known: {', '.join(self._operations())})",
+                field="operation",
+            )
+        ids = list(dict.fromkeys(job_ids))
+        jobs = await self._load_many(ids)
+        outcome: dict[int, JobdError | Job | None] = {}
+        limiter = anyio.CapacityLimiter(BATCH_CONCURRENCY)
+
+        async def one(job_id: int) -> None:
+            async with limiter:
+                outcome[job_id] = await self._operate_one(
+                    jobs.get(job_id), job_id, operation, handler, actor
+                )
+
+        async with anyio.create_task_group() as tg:
+            for job_id in ids:
+                tg.start_soon(one, job_id)
+        return BatchOutcome.of(ids, outcome)
+
+    async def _operate_one(
+        self,
+        job: Job | None,
+        job_id: int,
+        operation: str,
+        handler: Callable[[Job, str], Any],
+        actor: str,
+    ) -> JobdError | Job | None:
+        """One job of a batch: the new job (resubmit), None (done) or the refusal."""
+        if job is None:
+            return NotFound("job", job_id)
+        try:
+            try:
+                check_transition(operation, job.state)
+            except InvalidTransition:
+                allowed = allowed_operations(job.state)
+                raise InvalidTransition(operation, job.state, allowed, job_id=job_id) from None
+            result = await handler(job, actor)
+        except JobdError as exc:
+            return exc
+        return result if isinstance(result, Job) else None
+
+    async def _load_many(self, job_ids: list[int]) -> dict[int, Job]:
+        """The jobs of ``job_ids`` that exist: a running one as the engine holds it, the others
+        read in chunks (one reader hop each)."""
+        jobs = {i: self.active[i].job for i in job_ids if i in self.active}
+        rest = [i for i in job_ids if i not in jobs]
+        for start in range(0, len(rest), DUE_BATCH):
+            for job in await self.store.load_jobs(rest[start : start + DUE_BATCH]):
+                # Loaded while the read was in flight: the engine's copy is the live one.
+                jobs[job.id] = self.active[job.id].job if job.id in self.active else job
+        return jobs
 
     def _operations(self) -> dict[str, Callable[[Job, str], Any]]:
         return {
@@ -1418,7 +1482,7 @@ class Engine:
         }
 
     def locks_info(self) -> list[dict[str, Any]]:
-        """Per asset: ``{asset, holders: [{job_id, mode}], waiters: [{job_id, mode}]}``."""
+        """Per asset: ``{asset, holders: [{job_id, mode}], waiters: [{job_id, mode, since}]}``."""
         return self.locks.snapshot()
 
     async def resources_info(self) -> list[dict[str, Any]]:
@@ -1442,21 +1506,28 @@ class Engine:
 
     async def bookings(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
         """Reservations overlapping ``[start, end]``: ``{job_id, job_name, state, resource,
-        start, end}``."""
+        pool, start, end, start_at, end_at}``; ``start_at``/``end_at`` are the job's window,
+        so ``start_at - start`` is its preroll and ``end - end_at`` its postroll."""
         reservations = self.booking_index.between(start, end)
-        names = await self.store.job_states(sorted({r.job_id for r in reservations}))
-        return [
-            {
-                "job_id": r.job_id,
-                "job_name": names.get(r.job_id, ("?", None))[0],
-                "state": str(names.get(r.job_id, ("?", None))[1]),
-                "resource": r.resource,
-                "pool": r.pool,
-                "start": r.start,
-                "end": r.end,
-            }
-            for r in reservations
-        ]
+        jobs = await self.store.job_windows(sorted({r.job_id for r in reservations}))
+        unknown = ("?", None, None, None)
+        out = []
+        for r in reservations:
+            name, state, start_at, end_at = jobs.get(r.job_id, unknown)
+            out.append(
+                {
+                    "job_id": r.job_id,
+                    "job_name": name,
+                    "state": str(state),
+                    "resource": r.resource,
+                    "pool": r.pool,
+                    "start": r.start,
+                    "end": r.end,
+                    "start_at": start_at,
+                    "end_at": end_at,
+                }
+            )
+        return out
 
     async def schedules_info(self) -> list[dict[str, Any]]:
         """Per schedule: next and last firing, missed and skipped counts, recent events."""
@@ -1549,6 +1620,29 @@ def _with_end_script_problem(result: RunResult, problem: str | None, now: float)
             ),
         )
     return replace(result, error=ErrorOverlay("end-script-failed", problem, now))
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What :meth:`Engine.operate_many` did: ids done and refused, in the order asked."""
+
+    done: list[int]
+    refused: list[tuple[int, JobdError]]
+    #: ``resubmit``: the new job of each job done, in the same order.
+    created: list[int]
+
+    @classmethod
+    def of(cls, ids: list[int], outcome: Mapping[int, JobdError | Job | None]) -> BatchOutcome:
+        done, refused, created = [], [], []
+        for job_id in ids:
+            result = outcome[job_id]
+            if isinstance(result, JobdError):
+                refused.append((job_id, result))
+                continue
+            done.append(job_id)
+            if isinstance(result, Job):
+                created.append(result.id)
+        return cls(done, refused, created)
 
 
 @dataclass(slots=True)

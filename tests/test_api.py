@@ -117,6 +117,7 @@ async def test_health_needs_nothing_and_openapi_lists_the_routes(config: Config)
         "/v1/health",
         "/metrics",
         "/v1/batch/jobs",
+        "/v1/batch/{operation}",
     ):
         assert path in spec["paths"], path
     assert "SubmitBody" in spec["components"]["schemas"]

@@ -222,3 +222,67 @@ def test_bad_filter_values_are_400_naming_the_parameter(client: httpx.Client) ->
     ):
         error = error_of(client.get("/v1/jobs", params=params), 400, "invalid")
         assert text in error["message"], (params, error)
+
+
+# ------------------------------------------------------------------------ batch operations
+
+
+def test_a_batch_operation_by_ids_does_what_it_may_and_refuses_the_rest(
+    client: httpx.Client,
+) -> None:
+    items = client.post(
+        "/v1/batch/jobs", json={"jobs": [draft("ops-1"), draft("ops-2"), draft("ops-3")]}
+    ).json()["items"]
+    ids = [job["id"] for job in items]
+    assert client.post(f"/v1/jobs/{ids[1]}/cancel").status_code == 200
+    missing = 10**9
+    response = client.post("/v1/batch/cancel", json={"ids": [ids[0], ids[1], missing, ids[2]]})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["done"] == [ids[0], ids[2]] and answer["matched"] == 4
+    refused = {r["id"]: r["error"] for r in answer["refused"]}
+    assert refused[ids[1]]["code"] == "invalid-transition"
+    assert refused[ids[1]]["message"] == (
+        f"job {ids[1]}: cannot cancel a job in state canceled "
+        "(allowed in canceled: resubmit, invoice-ready, delete)"
+    )
+    assert refused[ids[1]]["details"]["allowed"] == ["resubmit", "invoice-ready", "delete"]
+    assert refused[missing]["code"] == "not-found"
+    states = [client.get(f"/v1/jobs/{i}").json()["state"] for i in ids]
+    assert states == ["canceled"] * 3
+    resubmitted = client.post("/v1/batch/resubmit", json={"ids": ids[:2]}).json()
+    assert resubmitted["done"] == ids[:2] and len(resubmitted["created"]) == 2
+
+
+def test_a_batch_operation_by_filter(client: httpx.Client) -> None:
+    jobs = [draft(f"byf-{i}") for i in range(30)] + [draft("byf-keep", priority=1)]
+    ids = [job["id"] for job in client.post("/v1/batch/jobs", json={"jobs": jobs}).json()["items"]]
+    body = {"filter": {"search": "byf-", "state": ["draft"], "until": "2090-01-01T00:00:00Z"}}
+    nothing = client.post("/v1/batch/confirm", json={"filter": {"search": "byf-nomatch"}})
+    assert nothing.status_code == 200
+    assert nothing.json() == {"operation": "confirm", "matched": 0, "done": [], "refused": []}
+    answer = client.post("/v1/batch/tentative", json=body).json()
+    assert answer["matched"] == 31 and answer["done"] == ids and answer["refused"] == []
+    assert set(listed(client, search="byf-", state="tentative")) == {j["name"] for j in jobs}
+    # Again: now none is a draft, so nothing matches and nothing changes.
+    again = client.post("/v1/batch/tentative", json=body).json()
+    assert again["matched"] == 0 and again["done"] == []
+
+
+def test_batch_operation_refusals(client: httpx.Client) -> None:
+    for body, status, code, text in (
+        ({"filter": {}}, 400, "invalid", "at least one filter"),
+        ({}, 400, "invalid", "either ids or filter"),
+        ({"ids": [1], "filter": {"workflow": "demo"}}, 400, "invalid", "either ids or filter"),
+        ({"ids": ["1"]}, 400, "invalid", "body.ids.0"),
+        ({"filter": {"since": "2090-01-01"}}, 400, "invalid", "filter.since"),
+        ({"filter": {"state": ["nope"]}}, 400, "invalid", "filter.state: unknown state"),
+        ({"filter": {"colour": "red"}}, 400, "invalid", "body.filter.colour: unknown field"),
+        ({"ids": list(range(1, 10_002))}, 413, "too-large", "at most 10000"),
+    ):
+        error = error_of(client.post("/v1/batch/cancel", json=body), status, code)
+        assert text in error["message"], (body, error)
+    error = error_of(
+        client.post("/v1/batch/frobnicate", json={"ids": [1]}), 404, "unknown-operation"
+    )
+    assert "cancel" in error["details"]["operations"]

@@ -322,6 +322,13 @@ class Store(ABC):
         """``{id: (name, state)}`` for the ids that exist (the name as :attr:`Job.name`)."""
 
     @abstractmethod
+    async def job_windows(
+        self, job_ids: Sequence[int]
+    ) -> dict[int, tuple[str, JobState, float | None, float | None]]:
+        """``{id: (name, state, start_at, end_at)}`` for the ids that exist (what a booking's
+        bar shows). Any number of ids."""
+
+    @abstractmethod
     async def count_state(self, state: JobState) -> int:
         """How many jobs are in ``state``."""
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from functools import cache
 
-#: SQLite caps the ``?`` in one statement; reads by id are split in chunks of this size.
+#: SQLite caps the ``?`` in one statement; reads by id are split in chunks of this size ...
 MAX_IDS = 500
+#: ... or of this one, under SQLite's 32,766 bound parameters (one-statement reads).
+MAX_WIDE_IDS = 30000
 
 # ------------------------------------------------------------------ connection
 PRAGMAS = (
@@ -134,6 +136,10 @@ def select_reservations_by_job(n: int) -> str:
         f"SELECT {RESERVATION_COLUMNS} FROM reservations"
         f" WHERE job_id IN ({marks(n)}) ORDER BY start, resource"
     )
+
+
+def select_windows_by_id(n: int) -> str:
+    return f"SELECT id, name, workflow, state, start_at, end_at FROM jobs WHERE id IN ({marks(n)})"
 
 
 @cache

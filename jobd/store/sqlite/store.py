@@ -316,6 +316,17 @@ class SqliteStore(Store):
                 out[r[0]] = (r[1] or f"{r[2]}-{r[0]}", JobState(r[3]))
         return out
 
+    async def job_windows(
+        self, job_ids: Sequence[int]
+    ) -> dict[int, tuple[str, JobState, float | None, float | None]]:
+        out: dict[int, tuple[str, JobState, float | None, float | None]] = {}
+        ids = list(job_ids)
+        for lo in range(0, len(ids), q.MAX_WIDE_IDS):
+            chunk = ids[lo : lo + q.MAX_WIDE_IDS]
+            for r in await self._fetchall(q.select_windows_by_id(len(chunk)), chunk):
+                out[r[0]] = (r[1] or f"{r[2]}-{r[0]}", JobState(r[3]), r[4], r[5])
+        return out
+
     async def count_state(self, state: JobState) -> int:
         row = await self._fetchone(q.COUNT_STATE, (str(state),))
         return 0 if row is None else int(row[0])

@@ -1,0 +1,78 @@
+"""Helpers for the browser tests: one real daemon on TCP with a token, and Debian's Chromium
+driven by Playwright for Python (its own browser download cannot work on these machines).
+
+Not a test module. The daemon and the browser are started once per session
+(``tests/test_web*.py`` share them through fixtures in those modules); each
+test opens its own browser context, so tabs, sessionStorage and dialogs never
+leak between tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests import e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TOKEN = "web-test-token-5b1f"
+
+WORKFLOWS = (
+    e2e.DEMO_WORKFLOWS
+    + """
+[workflows.talk]
+steps = [
+  { name = "say", action = "e2e_echo", params = { line = "{line}" } },
+  { name = "wait", action = "e2e_wait_file", params = { path = "{path}" } },
+]
+
+[resources.enc-1]
+[resources.enc-2]
+[resources.studio-a]
+
+[pools.encoders]
+members = ["enc-1", "enc-2"]
+"""
+)
+
+
+@dataclass
+class WebDaemon:
+    """The real daemon, with the URL and token a browser uses."""
+
+    daemon: e2e.Daemon
+    url: str
+    token: str
+
+    @property
+    def base(self) -> Path:
+        return self.daemon.layout.base
+
+    def submit(self, workflow: str, *args: str) -> dict[str, Any]:
+        """``jobd submit ... --json`` through the real CLI; the job as the API returns it."""
+        done = self.daemon.cli("submit", workflow, *args, "--json")
+        assert done.returncode == 0, done.stderr
+        job: dict[str, Any] = json.loads(done.stdout)
+        return job
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        job: dict[str, Any] = self.daemon.cli_json("show", str(job_id))
+        return job
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.daemon.cli(*args)
+
+
+def launch_options() -> dict[str, Any]:
+    return {"executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
