@@ -807,3 +807,26 @@ def _describe_schedule(schedule: ScheduleConfig) -> str:
     )
     off = "" if schedule.enabled else ", disabled"
     return f"{schedule.name} ({when} -> {schedule.workflow}{off})"
+
+
+#: ``[daemon]`` keys bound at start-up (the engine's workers and run queue, the database and
+#: its ``synchronous``, the loaded plugins); with every ``[api]`` key they need a restart:
+#: a reload keeps their running values (:func:`keep_restart_only`). The one list of them.
+RESTART_ONLY_DAEMON_KEYS = ("state_dir", "workers", "run_queue_size", "synchronous", "plugin_dirs")
+
+
+def keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
+    """``new`` with the restart-only keys of ``old``, and the keys (``api.socket``,
+    ``daemon.workers``, ...) whose new value waits for a restart."""
+    changed = [
+        f"api.{f.name}"
+        for f in dataclasses.fields(old.api)
+        if getattr(old.api, f.name) != getattr(new.api, f.name)
+    ]
+    kept = {key: getattr(old.daemon, key) for key in RESTART_ONLY_DAEMON_KEYS}
+    changed += [f"daemon.{key}" for key, value in kept.items() if getattr(new.daemon, key) != value]
+    if not changed:
+        return new, []
+    return dataclasses.replace(
+        new, api=old.api, daemon=dataclasses.replace(new.daemon, **kept)
+    ), changed

@@ -17,7 +17,6 @@ the same way ``POST /v1/reload`` does.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import os
 import signal
@@ -34,7 +33,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from jobd import __version__
 from jobd.api import create_app, end_event_streams
-from jobd.config import Config, load_config, resolve_config_path
+from jobd.config import Config, keep_restart_only, load_config, resolve_config_path
 from jobd.configcheck import check_config
 from jobd.engine import Engine
 from jobd.errors import ConfigError, JobdError
@@ -128,25 +127,11 @@ class StoreProbe:
         return time.monotonic() - self.last_ok < self.interval * 2
 
 
-#: ``[daemon]`` keys bound at start-up by the daemon itself (the engine keeps its own:
-#: workers, run_queue_size, state_dir).
-_RESTART_ONLY_DAEMON_KEYS = ("synchronous", "plugin_dirs")
-
-
 def _keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
-    """Keep what cannot change while running (API listeners, the open database's
-    ``synchronous``, loaded plugins), and say which changes wait for a restart."""
-    changed = [
-        f"api.{f.name}"
-        for f in dataclasses.fields(old.api)
-        if getattr(old.api, f.name) != getattr(new.api, f.name)
-    ]
-    kept = {key: getattr(old.daemon, key) for key in _RESTART_ONLY_DAEMON_KEYS}
-    changed += [f"daemon.{key}" for key, value in kept.items() if getattr(new.daemon, key) != value]
-    if not changed:
-        return new, []
-    new = dataclasses.replace(new, api=old.api, daemon=dataclasses.replace(new.daemon, **kept))
-    return new, [f"{', '.join(changed)}: take effect on restart"]
+    """Keep what cannot change while running (``jobd.config.RESTART_ONLY_DAEMON_KEYS`` and
+    ``[api]``), and say which changes wait for a restart."""
+    new, changed = keep_restart_only(old, new)
+    return new, [f"{', '.join(changed)}: take effect on restart"] if changed else []
 
 
 class Daemon:

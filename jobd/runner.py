@@ -70,7 +70,8 @@ class RunResult:
 class RunHost(Protocol):
     """What the runner needs from the engine."""
 
-    config: Config
+    @property
+    def config(self) -> Config: ...
 
     def action(self, name: str) -> Action | None: ...
 

@@ -9,28 +9,47 @@ was down, and it writes every firing that did not start a job to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import structlog
 
-from jobd.config import ScheduleConfig
+from jobd.config import Config, ScheduleConfig
 from jobd.errors import JobdError
-from jobd.models import JobSpec
+from jobd.models import Job, JobSpec
 from jobd.states import ACTIVE, JobState
-from jobd.timers import plan_misfires
-
-if TYPE_CHECKING:
-    from jobd.engine import Engine
+from jobd.store import Store
+from jobd.timers import Timers, plan_misfires
 
 log = structlog.get_logger("jobd.schedules")
 #: A previous job in one of these states is "still running" for ``overlap``.
 BUSY = ACTIVE | {JobState.CONFIRMED, JobState.PENDING, JobState.PAUSED}
 
 
+class ScheduleHost(Protocol):
+    """What a schedule's firing needs (the engine's façade is one): no import of the engine."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def accepting(self) -> bool: ...
+
+    timers: Timers
+
+    async def submit(self, spec: JobSpec, *, actor: str = ..., cause: str = ...) -> Job: ...
+
+
 class Schedules:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: ScheduleHost) -> None:
         self.engine = engine
 
     async def start(self) -> None:
