@@ -5,9 +5,10 @@ Exit codes: 0 ok; 1 refused or failed (the reason on stderr); 2 usage;
 
 Start-up cost matters (an operator types ``jobd list`` dozens of times an
 hour), so this module imports only the standard library and jobd's light
-modules. ``httpx`` arrives with the first request, ``rich`` with the first
-table, and the daemon stack (FastAPI, uvicorn, APScheduler, aiosqlite, the
-engine) only with ``jobd run``; a test checks that.
+modules: requests go through :mod:`jobd.wire` (stdlib sockets, not httpx),
+``rich`` arrives only to draw a table on a terminal (a pipe gets plain
+lines from :mod:`jobd.textui`), and the daemon stack (FastAPI, uvicorn,
+APScheduler, aiosqlite, the engine) only with ``jobd run``; a test checks that.
 """
 
 from __future__ import annotations
@@ -20,14 +21,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jobd.client import ApiError, Client, DaemonUnreachable, resolve_endpoint
 from jobd.errors import JobdError, ValidationError
 from jobd.timefmt import format_time, parse_duration, parse_time
-
-if TYPE_CHECKING:
-    from rich.console import Console
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -372,10 +370,10 @@ def _config_path(args: argparse.Namespace) -> Path:
     return resolve_config_path(getattr(args, "config", None))
 
 
-def _console(stderr: bool = False) -> Console:
-    from rich.console import Console
+def _emit(item: Any, *, stderr: bool = False) -> None:
+    from jobd.textui import emit
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    emit(item, stderr=stderr)
 
 
 def _print_json(data: Any) -> None:
@@ -393,6 +391,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from jobd.access import load_tokens
     from jobd.config import load_config, summarize
     from jobd.configcheck import check_config
 
@@ -400,6 +399,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(path)
         check_config(config)
+        load_tokens(config.api)  # unreadable, empty or loosely-moded token files
     except (JobdError, OSError) as exc:
         for line in str(exc).splitlines():  # one problem a line
             _err(line)
@@ -480,7 +480,6 @@ def _wait_for(client: Client, job_id: int) -> dict[str, Any]:
     """
     from jobd.render import event_line
 
-    console = _console(stderr=True)
     last_line = ""
     while True:
         with client.events(job_id) as events:
@@ -490,7 +489,7 @@ def _wait_for(client: Client, job_id: int) -> dict[str, Any]:
             for event in events:
                 line = event_line(event)
                 if line.plain != last_line:  # a step re-saved in the same state says nothing new
-                    console.print(line)
+                    _emit(line, stderr=True)
                     last_line = line.plain
                 if event.get("kind") == "deleted":
                     raise ApiError(404, "not-found", f"job {job_id} was deleted while waiting")
@@ -510,7 +509,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     from jobd.render import jobs_table
 
-    _console().print(jobs_table(page.get("items") or []))
+    _emit(jobs_table(page.get("items") or []))
     if page.get("next_cursor"):
         _err(f"more jobs: --cursor {page['next_cursor']}")
     return EXIT_OK
@@ -524,7 +523,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     from jobd.render import job_detail
 
-    _console().print(job_detail(job))
+    _emit(job_detail(job))
     return EXIT_OK
 
 
@@ -544,7 +543,7 @@ def _print_log_line(line: dict[str, Any], *, as_json: bool) -> None:
         return
     from jobd.render import log_line
 
-    _console().print(log_line(line))
+    _emit(log_line(line))
 
 
 def _log_lines(
@@ -611,7 +610,7 @@ def _show(
     if args.json:
         _print_json(data)
     else:
-        _console().print(render(data))
+        _emit(render(data))
     return EXIT_OK
 
 
@@ -667,14 +666,19 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     A background thread follows the event stream and wakes the drawing loop;
     when the daemon goes away the view says so and keeps retrying. Ctrl-C
-    ends it (exit 0).
+    ends it (exit 0). When stdout is not a terminal there is nothing to
+    redraw: one line per event instead (:func:`_watch_lines`).
     """
+    from jobd.textui import is_terminal, rich_console
+
+    if not is_terminal():
+        return _watch_lines(args)
     from rich.live import Live
 
     follower = _EventFollower(args)
     follower.start()
     try:
-        with _client(args) as client, Live(auto_refresh=False, console=_console()) as live:
+        with _client(args) as client, Live(auto_refresh=False, console=rich_console()) as live:
             _watch_loop(args, client, live, follower)
     except KeyboardInterrupt:
         pass
@@ -683,10 +687,28 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _watch_lines(args: argparse.Namespace) -> int:
+    """``jobd watch`` into a pipe or file: each event as one line,
+    flushed at once; a stream the daemon ends is reopened. Ctrl-C ends it (exit 0)."""
+    from jobd.render import event_line
+
+    try:
+        with _client(args) as client:
+            while True:
+                with client.events() as events:
+                    _err(f"watching events at {client.endpoint.describe()} (Ctrl-C to stop)")
+                    for event in events:
+                        print(event_line(event).plain, flush=True)
+                time.sleep(0.5)  # the stream ended early: reconnect at a modest pace
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
 def _watch_loop(
     args: argparse.Namespace, client: Client, live: Any, follower: _EventFollower
 ) -> None:
     from jobd.render import watch_view
+    from jobd.textui import to_rich
 
     queue: dict[str, Any] = {}
     jobs: list[dict[str, Any]] = []
@@ -697,7 +719,8 @@ def _watch_loop(
             jobs = client.list_jobs(limit=args.limit).get("items") or []
         except (DaemonUnreachable, ApiError) as exc:
             problem = str(exc)  # keep showing the last view, with the reason
-        live.update(watch_view(queue, jobs, list(follower.recent), problem), refresh=True)
+        view = watch_view(queue, jobs, list(follower.recent), problem)
+        live.update(to_rich(view), refresh=True)
         follower.wake.wait(args.interval)
         follower.wake.clear()
 

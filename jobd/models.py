@@ -205,6 +205,9 @@ class Job:
     progress_message: str | None = None
     #: When the job entered its current queue position (due time, or admission time).
     due_at: float | None = None
+    #: When the current run's start script ran (None: not yet, or no run). A run has one
+    #: start script: pause/resume and a daemon restart continue the run without it.
+    run_started_at: float | None = None
     steps: list[Step] = field(default_factory=list)
     reservations: list[Reservation] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)

@@ -43,6 +43,8 @@ class RunControl:
     scope: anyio.CancelScope | None = None
     window_scope: anyio.CancelScope | None = None
     stop_reason: str | None = None
+    #: Who asked for the stop (``cli:alice``): the actor of the run's pause or cancel row.
+    stop_actor: str | None = None
     #: The start script ran (or there is none): a resumed run does not run it again.
     started: bool = False
     #: Index of a step whose first attempt was recorded with the job's ``running`` write.
@@ -52,9 +54,9 @@ class RunControl:
     #: Nothing follows the last step (no window, no end script): its write may be deferred.
     defer_last: bool = False
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, actor: str | None = None) -> None:
         if self.stop_reason is None:
-            self.stop_reason = reason
+            self.stop_reason, self.stop_actor = reason, actor
         if self.scope is not None:
             self.scope.cancel()
 
@@ -76,6 +78,11 @@ class RunHost(Protocol):
     def action(self, name: str) -> Action | None: ...
 
     async def save_step(self, job: Job, step: Step) -> None: ...
+
+    def run_started(self, job: Job) -> None:
+        """The run's start script succeeded: record it with the job (a resumed or
+        recovered run continues without running it again)."""
+        ...
 
     async def save_pgid(self, job: Job, step: Step) -> None:
         """Durably record the step's process group (recovery kills what is left of it)."""
@@ -148,6 +155,7 @@ class Runner:
                         "start script failed",
                         ErrorOverlay("start-script-failed", problem, self.host.now()),
                     )
+                self.host.run_started(job)
             rc.started = True
         for step in job.steps:
             if step.state == StepState.COMPLETED:

@@ -270,12 +270,19 @@ async def test_firings_are_counted_and_kept(store: Store) -> None:
         "last_job_id": None,
         "missed": 0,
         "skipped": 0,
+        "paused_at": None,
     }
     unit = store.changes().record_firing("s", 50.0, "missed", reason="down", at=1.0)
     await store.commit(unit.record_firing("s", 200.0, "skipped", reason="busy", at=2.0))
     await store.commit(store.changes().record_firing("s", 300.0, "fired", job_id=9, at=3.0))
     row = (await store.schedule_rows())["s"]
-    assert row == {"last_fire_at": 300.0, "last_job_id": 9, "missed": 1, "skipped": 1}
+    assert row == {
+        "last_fire_at": 300.0,
+        "last_job_id": 9,
+        "missed": 1,
+        "skipped": 1,
+        "paused_at": None,
+    }
     events = await store.schedule_events("s", 2)
     assert [(e["kind"], e["fire_time"], e["job_id"]) for e in events] == [
         ("fired", 300.0, 9),
@@ -337,3 +344,21 @@ async def test_lists_and_many_jobs(store: Store) -> None:
     assert len(queued) == 400
     assert len(await store.job_states(list(range(1, 1300)))) == 1200
     assert await store.max_job_id() == 1200
+
+
+async def test_a_run_start_and_a_schedule_pause_are_kept(store: Store) -> None:
+    await _add(store, _job(1))
+    await store.commit(store.changes().set_run_started(1, 12.5))
+    job = await store.load_job(1)
+    assert job is not None and job.run_started_at == 12.5
+    await store.commit(store.changes().set_run_started(1, None))
+    assert (await store.load_jobs([1]))[0].run_started_at is None
+    await store.commit(store.changes().set_schedule_paused("s", 40.0, 40.0, "cli:alice"))
+    assert (await store.schedule_rows())["s"]["paused_at"] == 40.0
+    await store.commit(store.changes().set_schedule_paused("s", None, 50.0, "cli:bob"))
+    assert (await store.schedule_rows())["s"]["paused_at"] is None
+    events = await store.schedule_events("s")
+    assert [(e["kind"], e["reason"]) for e in events] == [
+        ("resumed", "resumed by cli:bob"),
+        ("paused", "paused by cli:alice"),
+    ]

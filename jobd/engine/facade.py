@@ -311,6 +311,16 @@ class Engine:
         """Per schedule: next and last firing, missed and skipped counts, recent events."""
         return await self.schedules.info()
 
+    async def run_schedule(self, name: str, *, actor: str = "api") -> Job:
+        """Fire schedule ``name`` now (even paused); NotFound, NotApplicable if skipped."""
+        return await self.schedules.run_now(name, actor)
+
+    async def pause_schedule(
+        self, name: str, paused: bool, *, actor: str = "api"
+    ) -> dict[str, Any]:
+        """Pause (``paused``) or resume schedule ``name``; the schedule as listed."""
+        return await self.schedules.set_paused(name, paused, actor)
+
     def plugins_info(self) -> dict[str, Any]:
         """``{plugins: [{name, file, actions, error}], actions: [{name, plugin, description}]}``."""
         return self._ctx.plugins.describe()

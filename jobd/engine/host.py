@@ -39,6 +39,13 @@ class EngineRunHost:
         await store.commit(store.changes().record_step(step))
         self._fanout.step_event(job, step)
 
+    def run_started(self, job: Job) -> None:
+        """The run's start script succeeded: recorded before the first step's write (same
+        queue, so it lands no later), so that a resumed or recovered run skips it."""
+        job.run_started_at = now = self._ctx.clock()
+        store = self._ctx.store
+        store.commit_nowait(store.changes().set_run_started(job.id, now))
+
     async def save_pgid(self, job: Job, step: Step) -> None:
         store = self._ctx.store
         await store.commit(store.changes().set_step_pgid(job.id, step.idx, step.pgid))

@@ -268,6 +268,7 @@ def replace_job(job: Job, **changes: Any) -> Job:
         updated_at=job.updated_at,
         error=job.error,
         due_at=job.due_at,
+        run_started_at=job.run_started_at,
     )
     for key, value in changes.items():
         setattr(new, key, value)

@@ -168,7 +168,7 @@ class Operations:
                 await self._transitions.apply(
                     job, "cancel", S.CANCEL_REQUESTED, cause="cancel requested", actor=actor
                 )
-            rc.stop(CANCEL)
+            rc.stop(CANCEL, actor)
             await self._settle_briefly(job.id)
             return
         await self._leave_line(job)
@@ -200,7 +200,7 @@ class Operations:
     async def _pause(self, job: Job, actor: str) -> None:
         rc = self._lineup.get(job.id)
         if job.state == S.RUNNING and rc is not None:
-            rc.stop(PAUSE)
+            rc.stop(PAUSE, actor)
             await self._settle_briefly(job.id)
             return
         await self._leave_line(job)
@@ -243,7 +243,9 @@ class Operations:
     async def _rerun(self, job: Job, operation: str, actor: str, *, reset_all: bool) -> None:
         store = self._ctx.store
         job.steps = await store.load_steps(job.id)
-        unit = store.changes()
+        # A new run: its start script runs again (SPEC §3, "A run begins ...").
+        job.run_started_at = None
+        unit = store.changes().set_run_started(job.id, None)
         for step in job.steps:
             if reset_all or step.state != StepState.COMPLETED:
                 unit.reset_step(job.id, step.idx)

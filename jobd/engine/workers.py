@@ -150,7 +150,9 @@ class Workers:
 
         Only when nothing runs before that step (no start script still to run)."""
         job, unit = rc.job, self._ctx.store.changes()
-        rc.started = rc.started or any(s.attempts for s in job.steps)
+        # Stored, not guessed from the steps: a pause in the first step leaves no attempt,
+        # and a retry (a new run) keeps its completed steps' attempts.
+        rc.started = rc.started or job.run_started_at is not None
         if workflow is None:
             return unit
         rc.defer_last = job.spec.end_at is None and workflow.end_script is None
@@ -233,7 +235,8 @@ class Workers:
             log.info("run interrupted by shutdown", job_id=job.id)
             return
         if result.outcome == S.PAUSED:
-            await self._transitions.apply(job, "pause", S.PAUSED, cause=result.cause, actor="api")
+            actor = rc.stop_actor or "scheduler"
+            await self._transitions.apply(job, "pause", S.PAUSED, cause=result.cause, actor=actor)
             return
         error = result.error
         if error is None and result.outcome != S.COMPLETED:
@@ -248,7 +251,8 @@ class Workers:
             "finished",
             result.outcome,
             cause=result.cause,
-            actor="scheduler",
+            # A run ended by a cancel is recorded as the act of whoever canceled it.
+            actor=(rc.stop_actor if result.outcome == S.CANCELED else None) or "scheduler",
             error=error,
             unit=unit,
             steps=rc.deferred,

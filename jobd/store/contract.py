@@ -173,6 +173,11 @@ class Changes(ABC):
         an overlay as it is (not an error: no row matched is fine here)."""
 
     @abstractmethod
+    def set_run_started(self, job_id: int, at: float | None) -> Changes:
+        """Record that the job's current run ran its start script at ``at`` (``None``: a new
+        run begins, whose start script is still to run); read back as ``Job.run_started_at``."""
+
+    @abstractmethod
     def set_progress(self, job_id: int, progress: float, message: str | None) -> Changes:
         """Record a running job's progress (percent) and message."""
 
@@ -239,6 +244,14 @@ class Changes(ABC):
         ``fire_time`` if later), or ``None``: only move the schedule's clock to
         ``fire_time`` (nothing before it is missed). Every kind but ``None`` also appends
         an event ``(at, fire_time, kind, job_id, reason)`` to the schedule's record."""
+
+    @abstractmethod
+    def set_schedule_paused(
+        self, schedule: str, paused_at: float | None, at: float, actor: str
+    ) -> Changes:
+        """Pause (``paused_at`` a time) or resume (``None``) a schedule, creating its row when
+        new, and append the event ``paused``/``resumed`` (reason ``"<kind> by <actor>"``)
+        at ``at``; read back as ``paused_at`` of :meth:`Store.schedule_rows`."""
 
 
 class Store(ABC):
@@ -365,7 +378,7 @@ class Store(ABC):
     # ---------------------------------------------------------------- schedules
     @abstractmethod
     async def schedule_rows(self) -> dict[str, dict[str, Any]]:
-        """Per known schedule: ``{last_fire_at, last_job_id, missed, skipped}``."""
+        """Per known schedule: ``{last_fire_at, last_job_id, missed, skipped, paused_at}``."""
 
     @abstractmethod
     async def schedule_events(self, name: str, limit: int = 20) -> list[dict[str, Any]]:

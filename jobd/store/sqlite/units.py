@@ -122,6 +122,9 @@ class Unit(Changes):
         sql = q.SET_ERROR_IF_CLEAR if only_if_clear else q.SET_ERROR
         return self.add(sql, (error_to_json(error), at, job_id))
 
+    def set_run_started(self, job_id: int, at: float | None) -> Unit:
+        return self.add(q.SET_RUN_STARTED, (at, job_id))
+
     def set_progress(self, job_id: int, progress: float, message: str | None) -> Unit:
         return self.add(q.SET_PROGRESS, (progress, message, job_id))
 
@@ -210,6 +213,16 @@ class Unit(Changes):
         if kind is not None:
             self.add(q.INSERT_SCHEDULE_EVENT, (schedule, at, fire_time, kind, job_id, reason))
         return self
+
+    def set_schedule_paused(
+        self, schedule: str, paused_at: float | None, at: float, actor: str
+    ) -> Unit:
+        kind = "paused" if paused_at is not None else "resumed"
+        self.add(q.ENSURE_SCHEDULE, (schedule,))
+        self.add(q.SCHEDULE_PAUSED, (paused_at, schedule))
+        return self.add(
+            q.INSERT_SCHEDULE_EVENT, (schedule, at, at, kind, None, f"{kind} by {actor}")
+        )
 
 
 def job_insert(job: Job) -> tuple[str, Params]:
