@@ -7,9 +7,26 @@ the CLI turn them into ISO 8601 with a zone at the edge.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 from jobd.states import JobState, StepState
+
+
+class OverlayCode(StrEnum):
+    """Every ``code`` an error overlay may carry, listed (with when each is set) in
+    docs/api.md; ``tests/test_overlays.py`` keeps the two in step."""
+
+    STEP_FAILED = "step-failed"
+    STEP_TIMED_OUT = "step-timed-out"
+    TIMEOUT = "timeout"
+    START_SCRIPT_FAILED = "start-script-failed"
+    LOCK_TIMEOUT = "lock-timeout"
+    INTERRUPTED = "interrupted"
+    UNKNOWN_WORKFLOW = "unknown-workflow"
+    END_SCRIPT_FAILED = "end-script-failed"
+    NOT_CONFIRMED = "not-confirmed"
+    BOOKING_INVALID = "booking-invalid"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from jobd.engine.lineup import Lineup
 from jobd.engine.ports import Wakeup
 from jobd.engine.transitions import Transitions
 from jobd.errors import JobdError
-from jobd.models import ErrorOverlay, Job
+from jobd.models import ErrorOverlay, Job, OverlayCode
 from jobd.runqueue import RunQueue
 from jobd.states import JobState
 from jobd.timers import Timers
@@ -180,7 +180,7 @@ class Admission:
         store = self._ctx.store
         for job_id in started:
             overlay = ErrorOverlay(
-                "not-confirmed",
+                OverlayCode.NOT_CONFIRMED,
                 "the start time passed while the job was not confirmed; it will not run",
                 now,
             )

@@ -29,7 +29,7 @@ from jobd.engine.lineup import Lineup
 from jobd.engine.ports import Wakeup
 from jobd.engine.transitions import Transitions
 from jobd.locks import LockManager
-from jobd.models import ErrorOverlay, Job
+from jobd.models import ErrorOverlay, Job, OverlayCode
 from jobd.runner import RunControl
 from jobd.states import JobState
 
@@ -114,7 +114,7 @@ class LockHandoff:
         self.dispatch(self.locks.release(job.id))
         self._committed.discard(job.id)
         overlay = ErrorOverlay(
-            "lock-timeout",
+            OverlayCode.LOCK_TIMEOUT,
             f"waited more than {timeout:g} s for assets "
             f"{', '.join((*job.spec.assets, *job.spec.shared_assets))}",
             self._ctx.clock(),

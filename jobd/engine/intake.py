@@ -21,7 +21,16 @@ from jobd.engine.transitions import Transitions
 from jobd.engine.validation import build_steps, validate_spec, workflow_of
 from jobd.errors import InvalidTransition, JobdError, NotFound, ShuttingDown, ValidationError
 from jobd.events import JobEvent
-from jobd.models import SPEC_FIELDS, ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
+from jobd.models import (
+    SPEC_FIELDS,
+    ErrorOverlay,
+    HistoryEntry,
+    Job,
+    JobSpec,
+    OverlayCode,
+    Reservation,
+    Step,
+)
 from jobd.states import EDITABLE, HOLDS_RESERVATION, JobState, allowed_operations
 from jobd.store import Changes
 
@@ -117,7 +126,7 @@ class Intake:
             and spec.start_at <= now
         ):
             job.error = ErrorOverlay(
-                "not-confirmed",
+                OverlayCode.NOT_CONFIRMED,
                 "the start time passed before the job was confirmed; it will not run",
                 now,
             )

@@ -21,7 +21,7 @@ from jobd.engine.ports import Booking, Grants, Placement
 from jobd.engine.transitions import Transitions
 from jobd.errors import InvalidTransition, JobdError, NotApplicable, NotFound, ValidationError
 from jobd.events import JobEvent
-from jobd.models import Job
+from jobd.models import Job, OverlayCode
 from jobd.runner import CANCEL, PAUSE
 from jobd.states import JobState, StepState, allowed_operations, check_transition
 from jobd.store import GuardFailed
@@ -300,7 +300,7 @@ class Operations:
                 unit.reserve(res)
         due = job.spec.due_at if job.spec.due_at is not None else clock()
         error = job.error
-        if error is not None and error.code == "not-confirmed" and target == S.CONFIRMED:
+        if error is not None and error.code == OverlayCode.NOT_CONFIRMED and target == S.CONFIRMED:
             error = None if (job.spec.start_at or 0) > clock() else error
         try:
             await self._transitions.apply(

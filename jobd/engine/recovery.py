@@ -18,7 +18,7 @@ from jobd.engine.context import Context
 from jobd.engine.lineup import Lineup
 from jobd.engine.ports import Ids, Relock, Requeue, Wakeup
 from jobd.engine.transitions import Transitions
-from jobd.models import ErrorOverlay, Job
+from jobd.models import ErrorOverlay, Job, OverlayCode
 from jobd.states import ACTIVE, JobState, StepState
 
 S = JobState
@@ -93,7 +93,9 @@ class Recovery:
 
     async def _resume_interrupted(self, job: Job) -> None:
         now = self._ctx.clock()
-        overlay = ErrorOverlay("interrupted", "the run was interrupted by a daemon restart", now)
+        overlay = ErrorOverlay(
+            OverlayCode.INTERRUPTED, "the run was interrupted by a daemon restart", now
+        )
         unit = self._ctx.store.changes()
         exhausted = None
         for step in job.steps:
@@ -148,7 +150,7 @@ class Recovery:
             affected[job_id] = f"{affected[job_id]}; {problem}" if job_id in affected else problem
         warnings = []
         for job_id, problem in affected.items():
-            overlay = ErrorOverlay("booking-invalid", problem, now)
+            overlay = ErrorOverlay(OverlayCode.BOOKING_INVALID, problem, now)
             await ctx.store.commit(ctx.store.changes().set_error(job_id, overlay, now))
             self._transitions.overlay_event(job_id, now, problem, actor, overlay.to_dict())
             warnings.append(f"job {job_id}: {problem}")
@@ -157,7 +159,7 @@ class Recovery:
 
     async def _clear_booking_overlays(self, still_bad: set[int], now: float, actor: str) -> None:
         store = self._ctx.store
-        for job_id in await store.jobs_with_error("booking-invalid"):
+        for job_id in await store.jobs_with_error(OverlayCode.BOOKING_INVALID):
             if job_id in still_bad:
                 continue
             await store.commit(store.changes().set_error(job_id, None, now))

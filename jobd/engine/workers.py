@@ -24,7 +24,7 @@ from jobd.engine.lineup import Lineup
 from jobd.engine.ports import Line
 from jobd.engine.transitions import Transitions
 from jobd.errors import JobdError
-from jobd.models import ErrorOverlay
+from jobd.models import ErrorOverlay, OverlayCode
 from jobd.runner import RunControl, Runner, RunResult
 from jobd.states import JobState, StepState
 from jobd.store import Changes
@@ -199,7 +199,7 @@ class Workers:
                 S.FAILED,
                 "workflow removed from the configuration",
                 ErrorOverlay(
-                    "unknown-workflow",
+                    OverlayCode.UNKNOWN_WORKFLOW,
                     f"workflow {job.spec.workflow!r} is no longer configured",
                     clock(),
                 ),
@@ -275,4 +275,4 @@ def with_end_script_problem(result: RunResult, problem: str | None, now: float) 
                 first.code, f"{first.message}; the end script failed too: {problem}", first.at
             ),
         )
-    return replace(result, error=ErrorOverlay("end-script-failed", problem, now))
+    return replace(result, error=ErrorOverlay(OverlayCode.END_SCRIPT_FAILED, problem, now))
