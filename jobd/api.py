@@ -50,14 +50,16 @@ from jobd.authz import (
     Admin,
     Anyone,
     Operator,
+    caller_of,
     check_routes,
     operation_role,
     require,
+    route_roles,
     undeclared_needs_admin,
 )
 from jobd.errors import JobdError, ValidationError
 from jobd.metrics import Metrics
-from jobd.models import PRIORITY_MAX, PRIORITY_MIN, SPEC_FIELDS, JobSpec
+from jobd.models import PRIORITY_MAX, PRIORITY_MIN, SPEC_FIELDS, Job, JobSpec
 from jobd.states import PUBLIC_OPERATIONS, JobState
 from jobd.store import JobFilter
 from jobd.timefmt import format_time, parse_time
@@ -220,18 +222,21 @@ def _field_time(field: str, text: str | None) -> float | None:
         raise ValidationError(f"{field}: {exc.message}", field=field) from None
 
 
+#: Submit-body fields copied as they are (the others are parsed: times, lists, state).
+_PLAIN_FIELDS = tuple(
+    f for f in SubmitBody.model_fields if f not in (*_TIME_FIELDS, *_LIST_FIELDS, "state")
+)
+
+
 def _spec_from(body: SubmitBody) -> JobSpec:
     """The JobSpec of a submit body: every body field, times parsed, lists as tuples."""
-    values: dict[str, Any] = {}
-    for field in SubmitBody.model_fields:
-        value = getattr(body, field)
-        if field in _TIME_FIELDS:
-            value = _field_time(field, value)
-        elif field in _LIST_FIELDS:
-            value = tuple(value)
-        values[field] = value
-    values["state"] = JobState(body.state)
-    return JobSpec(**values)
+    values = body.__dict__  # pydantic keeps a model's field values here
+    spec: dict[str, Any] = {field: values[field] for field in _PLAIN_FIELDS}
+    for field in _LIST_FIELDS:
+        spec[field] = tuple(values[field])
+    for field in _TIME_FIELDS:
+        spec[field] = _field_time(field, values[field])
+    return JobSpec(state=JobState(body.state), **spec)
 
 
 def _changes_from(body: EditBody) -> dict[str, Any]:
@@ -275,6 +280,28 @@ def iso_times(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [iso_times(item) for item in value]
     return value
+
+
+def _iso_flat(value: dict[str, Any]) -> dict[str, Any]:
+    """:func:`iso_times` for an object whose values are not objects to walk (in place)."""
+    for key, item in value.items():
+        if _is_time_key(key) and isinstance(item, int | float) and not isinstance(item, bool):
+            value[key] = format_time(float(item))
+    return value
+
+
+def job_json(job: Job, *, detail: bool = True) -> dict[str, Any]:
+    """A job as the API shows it: :func:`iso_times` of ``job.to_dict()``, done on the parts
+    a job has (itself, its error, steps, reservations, history) instead of a walk through
+    every value: a third of a submission's cost went to that walk. ``detail=False``: a
+    list's row, without the parts a list does not load."""
+    out = _iso_flat(job.to_dict(detail=detail))
+    if out["error"] is not None:
+        _iso_flat(out["error"])
+    for part in ("steps", "reservations", "history"):
+        for item in out.get(part, ()):
+            _iso_flat(item)
+    return out
 
 
 def _json(value: dict[str, Any]) -> dict[str, Any]:
@@ -646,10 +673,26 @@ def parse_body(raw: bytes, content_type: str | None, model: type[M]) -> M:
 
 
 def load_json(raw: bytes, content_type: str | None) -> Any:
-    """The JSON body as Python objects; RequestValidationError or 400 ``invalid-json``."""
-    if content_type is not None and "json" not in content_type:
+    """The JSON body as Python objects, read as FastAPI reads a declared body: none is a
+    missing body, one sent without a JSON content type is not parsed (so it is not an
+    object); RequestValidationError, or 400 ``invalid-json``."""
+    if not raw:
         raise RequestValidationError(
-            [{"type": "model_attributes_type", "loc": ("body",), "msg": "expected JSON"}]
+            [{"type": "missing", "loc": ("body",), "msg": "Field required"}]
+        )
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if not (
+        media == "application/json"
+        or (media.startswith("application/") and media.endswith("+json"))
+    ):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "model_attributes_type",
+                    "loc": ("body",),
+                    "msg": "Input should be a valid dictionary or object to extract fields from",
+                }
+            ]
         )
     try:
         return json.loads(raw)
@@ -670,7 +713,9 @@ def load_json(raw: bytes, content_type: str | None) -> Any:
 
 def validate_body(data: Any, model: type[M]) -> M:
     try:
-        return model.model_validate(data)
+        # from_attributes: as FastAPI validates a body (JSON has no objects with attributes;
+        # it changes only what a non-object body is called).
+        return model.model_validate(data, from_attributes=True)
     except PydanticValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
@@ -687,6 +732,109 @@ def body_schema(model: type[BaseModel]) -> dict[str, Any]:
             "content": {"application/json": {"schema": schema}},
         }
     }
+
+
+# --------------------------------------------------------------------------- submissions
+
+#: One encoder, built once (``json.dumps`` with options builds one per call); the output
+#: is what Starlette's JSONResponse writes.
+_OUT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+#: An answer: status, JSON content, extra headers.
+Answer = tuple[int, Any, dict[str, str]]
+
+
+async def submit_one(engine: Engine, body: SubmitBody, actor: str) -> Answer:
+    """``POST /v1/jobs``, for the FastAPI route and the hot path alike."""
+    job = await engine.submit(_spec_from(body), actor=actor)
+    return 201, job_json(job), {"location": f"/v1/jobs/{job.id}"}
+
+
+async def submit_batch_body(
+    engine: Engine, raw: bytes, content_type: str | None, actor: str
+) -> Answer:
+    """``POST /v1/batch/jobs``: the size is checked before the jobs are validated."""
+    data = load_json(raw, content_type)
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    if isinstance(jobs, list) and len(jobs) > MAX_BATCH:
+        message = f"body.jobs: {len(jobs)} jobs in one batch; at most {MAX_BATCH}"
+        return 413, error_body("too-large", message, {"limit": MAX_BATCH, "count": len(jobs)}), {}
+    body = validate_body(data, BatchJobsBody)
+    specs = []
+    for index, item in enumerate(body.jobs):
+        try:
+            specs.append(_spec_from(item))
+        except JobdError as exc:
+            raise exc.in_batch(index) from None
+    jobs_out = await engine.submit_many(specs, actor=actor)
+    return 201, {"items": [job_json(job) for job in jobs_out]}, {}
+
+
+def answer_response(answer: Answer) -> Response:
+    status, content, headers = answer
+    return Response(_OUT.encode(content).encode(), status, headers, "application/json")
+
+
+class HotRoutes:
+    """The submissions (``POST /v1/jobs``, ``POST /v1/batch/jobs``) without the framework's
+    routing, dependency solving and response classes: the same models, the same functions
+    (:func:`submit_one`, :func:`submit_batch_body`) and the same error handlers as their
+    FastAPI routes, which stay declared for the OpenAPI document and serve what this path
+    leaves to them (any query string: the unknown-parameter refusal). Runs inside the body
+    limit, authentication and catch-all middlewares; a check that a FastAPI route declares
+    must be made here too."""
+
+    def __init__(self, app: ASGIApp, engine: Engine, roles: dict[str, Role | None]) -> None:
+        """``roles``: each route's declared role (:func:`jobd.authz.route_roles` of the
+        app, filled once its routes are declared): the hot path checks the same one."""
+        self.app = app
+        self.engine = engine
+        self.roles = roles
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path")
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or path not in ("/v1/jobs", "/v1/batch/jobs")
+            or scope.get("query_string")
+        ):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        try:
+            what = f"POST {path}"
+            caller = caller_of(request)
+            role = self.roles.get(what, Role.ADMIN)  # undeclared: admins only, as elsewhere
+            if role is not None:
+                require(caller, role, what)
+            raw = await _whole_body(receive)
+            ctype = request.headers.get("content-type")
+            if path == "/v1/jobs":
+                body = parse_body(raw, ctype, SubmitBody)
+                answer = await submit_one(self.engine, body, caller.actor)
+            else:
+                answer = await submit_batch_body(self.engine, raw, ctype, caller.actor)
+            response = answer_response(answer)
+        except JobdError as exc:
+            response = await _jobd_error(request, exc)
+        except RequestValidationError as exc:
+            response = await _validation_error(request, exc)
+        except StarletteHTTPException as exc:
+            response = await _http_error(request, exc)
+        await response(scope, receive, send)
+
+
+async def _whole_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 # --------------------------------------------------------------------------- the app
@@ -768,6 +916,7 @@ def create_app(
     reload: ReloadFunc | None = None,
     metrics: Metrics | None = None,
     sse_keepalive: float = SSE_KEEPALIVE,
+    hot_routes: bool = True,
 ) -> FastAPI:
     """The API app on ``engine``.
 
@@ -779,7 +928,8 @@ def create_app(
     /v1/reload`` calls; it raises ConfigError for a bad config (→ 400, old
     config kept) or returns warnings. ``metrics``: share one :class:`Metrics`
     between apps; when omitted the app makes one and registers it with
-    ``engine.add_listener``.
+    ``engine.add_listener``. ``hot_routes``: answer the submissions through
+    :class:`HotRoutes` (False: through FastAPI only; the tests compare the two).
     """
     if token is not None:
         access, tcp = Access(tokens=[Token("default", Role.ADMIN, token.encode())]), True
@@ -800,6 +950,9 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Added inner to outer: the catch-all wraps everything, the caller is settled (and a
     # missing token refused) before any body is read.
+    hot_roles: dict[str, Role | None] = {}  # filled below, once the routes are declared
+    if hot_routes:
+        app.add_middleware(HotRoutes, engine=engine, roles=hot_roles)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY, limits=BODY_LIMITS)
     app.add_middleware(AccessMiddleware, access=access or Access(), tcp=tcp, public=_is_public)
     app.add_middleware(CatchAllMiddleware)
@@ -816,17 +969,16 @@ def create_app(
         sse_keepalive=sse_keepalive,
     )
     check_routes(app)
+    hot_roles.update(route_roles(app))
     add_page_routes(app)  # plain routes: the page's shell and files, which hold no data
     return app
 
 
 def _job_routes(app: FastAPI, engine: Engine) -> None:
     @app.post("/v1/jobs", status_code=201)
-    async def submit_job(body: SubmitBody, caller: Operator) -> JSONResponse:
-        job = await engine.submit(_spec_from(body), actor=caller.actor)
-        return JSONResponse(
-            _json(job.to_dict()), status_code=201, headers={"location": f"/v1/jobs/{job.id}"}
-        )
+    async def submit_job(body: SubmitBody, caller: Operator) -> Response:
+        """Usually answered by :class:`HotRoutes`, with the same function."""
+        return answer_response(await submit_one(engine, body, caller.actor))
 
     @app.get("/v1/jobs", dependencies=[VIEWER])
     async def list_jobs(
@@ -851,16 +1003,17 @@ def _job_routes(app: FastAPI, engine: Engine) -> None:
         """Newest first; every filter given must hold."""
         f = job_filter(state, workflow, asset, resource, since, until, search)
         jobs, next_cursor = await engine.list_jobs(f, limit, cursor)
-        return _items([job.to_dict() for job in jobs], next_cursor)
+        rows = [job_json(job, detail=False) for job in jobs]
+        return {"items": rows, "next_cursor": next_cursor}
 
     @app.get("/v1/jobs/{job_id}", dependencies=[VIEWER])
     async def get_job(job_id: JobId) -> dict[str, Any]:
-        return _json((await engine.get_job(job_id)).to_dict())
+        return job_json(await engine.get_job(job_id))
 
     @app.patch("/v1/jobs/{job_id}")
     async def edit_job(job_id: JobId, body: EditBody, caller: Operator) -> dict[str, Any]:
         job = await engine.edit(job_id, _changes_from(body), actor=caller.actor)
-        return _json(job.to_dict())
+        return job_json(job)
 
     @app.delete("/v1/jobs/{job_id}", status_code=204)
     async def delete_job(job_id: JobId, caller: Admin) -> Response:
@@ -878,7 +1031,7 @@ def _job_routes(app: FastAPI, engine: Engine) -> None:
         if job is None:
             return Response(status_code=204)
         status = 201 if operation == "resubmit" else 200
-        return JSONResponse(_json(job.to_dict()), status_code=status)
+        return JSONResponse(job_json(job), status_code=status)
 
     @app.get("/v1/jobs/{job_id}/log", dependencies=[VIEWER])
     async def job_log(
@@ -898,27 +1051,12 @@ def _batch_routes(app: FastAPI, engine: Engine) -> None:
         openapi_extra=body_schema(BatchJobsBody),
         responses={413: {"description": f"more than {MAX_BATCH} jobs, or a body over 16 MiB"}},
     )
-    async def submit_batch(request: Request, caller: Operator) -> JSONResponse:
+    async def submit_batch(request: Request, caller: Operator) -> Response:
         """Submit up to 10,000 jobs: all validated and booked, then stored in one transaction;
-        one refusal (its index in the message and ``details.index``) stores none."""
-        data = load_json(await request.body(), request.headers.get("content-type"))
-        jobs = data.get("jobs") if isinstance(data, dict) else None
-        if isinstance(jobs, list) and len(jobs) > MAX_BATCH:
-            return _error(
-                413,
-                "too-large",
-                f"body.jobs: {len(jobs)} jobs in one batch; at most {MAX_BATCH}",
-                {"limit": MAX_BATCH, "count": len(jobs)},
-            )
-        body = validate_body(data, BatchJobsBody)
-        specs = []
-        for index, item in enumerate(body.jobs):
-            try:
-                specs.append(_spec_from(item))
-            except JobdError as exc:
-                raise exc.in_batch(index) from None
-        jobs_out = await engine.submit_many(specs, actor=caller.actor)
-        return JSONResponse({"items": [_json(job.to_dict()) for job in jobs_out]}, 201)
+        one refusal (its index in the message and ``details.index``) stores none. Usually
+        answered by :class:`HotRoutes`, with the same function."""
+        raw, ctype = await request.body(), request.headers.get("content-type")
+        return answer_response(await submit_batch_body(engine, raw, ctype, caller.actor))
 
     @app.post("/v1/batch/{operation}", responses={413: {"description": "over 10,000 jobs"}})
     async def operate_batch(
@@ -1022,7 +1160,7 @@ def _inspect_routes(app: FastAPI, engine: Engine) -> None:
         if action == "run":
             job = await engine.run_schedule(name, actor=caller.actor)
             return JSONResponse(
-                _json(job.to_dict()), status_code=201, headers={"location": f"/v1/jobs/{job.id}"}
+                job_json(job), status_code=201, headers={"location": f"/v1/jobs/{job.id}"}
             )
         if action in ("pause", "resume"):
             paused = action == "pause"

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from jobd.client import ApiError, Client, DaemonUnreachable, resolve_endpoint
 from jobd.errors import JobdError, ValidationError
@@ -142,14 +142,51 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad value prints its one useful line and a hint, not the usage block:
+    ``jobd submit: error: argument --start: time ... has no zone; add Z or +01:00``."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        print(f"{self.prog}: see '{self.prog} --help'", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+#: Options whose value may start with "-" (``--start -5m``: five minutes ago).
+_TIME_OPTIONS = frozenset({"--start", "--end", "--from", "--to", "--since", "--until"})
+
+
+def _join_dash_values(argv: list[str]) -> list[str]:
+    """``--start -5m`` → ``--start=-5m``: argparse would take ``-5m`` for an option."""
+    out: list[str] = []
+    values = iter(argv)
+    for arg in values:
+        if arg in _TIME_OPTIONS:
+            value = next(values, None)
+            if value is not None and value.startswith("-") and value != "--":
+                out.append(f"{arg}={value}")
+                continue
+            out.append(arg)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(arg)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``jobd`` command line."""
     common = _common_options()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="jobd",
         parents=[common],
         description="jobd: job scheduler daemon for media operations, and its client.",
         epilog="exit codes: 0 ok, 1 refused or failed, 2 usage, 3 daemon unreachable",
+    )
+    parser.add_argument(
+        "--version",
+        action="store_true",
+        help="print the client's version, and the daemon's when it is reachable",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_daemon_commands(sub, common)
@@ -318,10 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run one ``jobd`` command; returns the exit code (argparse's own exits included)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     func: Command | None = getattr(args, "func", None)
+    if getattr(args, "version", False):
+        func = cmd_version
     if func is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -332,7 +371,6 @@ def _dispatch(func: Command, args: argparse.Namespace, parser: argparse.Argument
     try:
         return func(args)
     except UsageError as exc:
-        parser.print_usage(sys.stderr)
         _err(f"error: {exc}")
         return EXIT_USAGE
     except DaemonUnreachable as exc:
@@ -388,6 +426,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     daemon = importlib.import_module("jobd.daemon")
     # The daemon resolves --config / $JOBD_CONFIG / the default path itself.
     return int(daemon.main(getattr(args, "config", None)))
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    """``jobd --version``: this client's version, then the daemon's if one answers (exit 0
+    either way: the client's version is known)."""
+    from jobd import __version__
+
+    print(f"jobd {__version__} (client)")
+    try:
+        with _client(args) as client:
+            health = client.health()
+        print(f"jobd {health.get('version', '?')} (daemon at {client.endpoint.describe()})")
+    except (DaemonUnreachable, ApiError) as exc:
+        print(f"daemon: not reachable: {str(exc).splitlines()[0]}")
+    return EXIT_OK
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

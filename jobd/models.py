@@ -233,10 +233,14 @@ class Job:
     def name(self) -> str:
         return self.spec.name or f"{self.spec.workflow}-{self.id}"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The job as the API returns it (times still as POSIX seconds)."""
+    def to_dict(self, *, detail: bool = True) -> dict[str, Any]:
+        """The job as the API returns it (times still as POSIX seconds).
+
+        ``detail=False`` is a list's row: it leaves out ``steps``,
+        ``reservations`` and ``history``, which a list does not load (an empty
+        list there would look like data)."""
         s = self.spec
-        return {
+        summary = {
             "id": self.id,
             "name": self.name,
             "workflow": s.workflow,
@@ -259,6 +263,11 @@ class Job:
             "progress_message": self.progress_message,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+        }
+        if not detail:
+            return summary
+        return {
+            **summary,
             "steps": [step.to_dict() for step in self.steps],
             "reservations": [r.to_dict() for r in self.reservations],
             "history": [h.to_dict() for h in self.history],

@@ -622,3 +622,48 @@ class _NoEngine:
 
     def add_listener(self, listener: Any) -> None:
         pass
+
+
+# --------------------------------------------------------------------------- issue 9 items 14, 16
+
+
+def test_a_bad_value_prints_its_line_and_a_hint_not_the_usage_block() -> None:
+    result = run_jobd("--socket", "/nonexistent.sock", "submit", "w", "--start", "2026-12-01T20:00")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "jobd submit: error: argument --start: time '2026-12-01T20:00' has no zone;"
+        " add Z or +01:00",
+        "jobd submit: see 'jobd submit --help'",
+    ]
+
+
+def test_a_time_in_the_past_parses_after_its_option() -> None:
+    before = time.time()
+    argv = cli._join_dash_values(["submit", "w", "--start", "-5m", "--end", "-1m"])
+    body = cli._submit_body(cli.build_parser().parse_args(argv))
+    from jobd.timefmt import parse_time
+
+    assert before - 300 - 1 <= parse_time(body["start_at"]) <= time.time() - 300
+    assert parse_time(body["end_at"]) - parse_time(body["start_at"]) == pytest.approx(240, abs=1)
+    assert cli._join_dash_values(["list", "--state", "x", "--since", "-1h", "-h"]) == [
+        "list", "--state", "x", "--since=-1h", "-h"
+    ]  # fmt: skip
+
+
+def test_version_without_a_daemon_is_the_clients(tmp_path: Path) -> None:
+    from jobd import __version__
+
+    result = run_jobd("--socket", str(tmp_path / "none.sock"), "--version")
+    assert result.returncode == 0
+    first, second = result.stdout.splitlines()
+    assert first == f"jobd {__version__} (client)"
+    assert second.startswith("daemon: not reachable: cannot reach jobd at unix socket")
+
+
+def test_version_with_a_daemon_is_both(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert daemon.jobd("--version") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("(client)") and out[1] == (
+        f"jobd test (daemon at unix socket {daemon.sock} (from --socket; "
+        "config /etc/jobd/jobd.toml, the default))"
+    )

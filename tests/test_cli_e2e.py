@@ -121,3 +121,16 @@ def test_watch_into_a_pipe_prints_one_line_per_event(shared: e2e.Daemon) -> None
         watch.send_signal(signal.SIGINT)
         watch.communicate(timeout=30)
     assert watch.returncode == 0
+
+
+# --------------------------------------------------------------------------- issue 9 item 19
+
+
+def test_list_json_leaves_out_what_a_list_does_not_carry(shared: e2e.Daemon) -> None:
+    job_id = submit(shared, "demo", "-p", "who=listed")
+    shown = wait_state(shared, job_id, "completed")
+    assert shown["steps"] and shown["history"]  # the job has them ...
+    (row,) = [job for job in shared.cli_json("list")["items"] if job["id"] == job_id]
+    for key in ("steps", "history", "reservations"):
+        assert key not in row  # ... and a list row does not pretend they are empty
+    assert row["state"] == "completed" and row["params"] == {"who": "listed"}

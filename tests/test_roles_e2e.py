@@ -66,8 +66,16 @@ class People:
 
 
 def _run(*cmd: str) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, f"{' '.join(cmd)}: {done.stderr}"
+    """Run a user-database command; retried while another suite's holds the lock on
+    /etc/passwd or /etc/group (suites of several checkouts may run side by side)."""
+    result: list[subprocess.CompletedProcess[str]] = []
+
+    def done() -> bool:
+        result[:] = [subprocess.run(cmd, capture_output=True, text=True, timeout=60)]
+        return result[0].returncode == 0 or "lock" not in result[0].stderr
+
+    e2e.wait_until(done, timeout=60, what=f"{cmd[0]} getting the user database's lock")
+    assert result[0].returncode == 0, f"{' '.join(cmd)}: {result[0].stderr}"
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +96,7 @@ def people() -> Iterator[People]:
     finally:
         for name in made:
             subprocess.run(["userdel", name], capture_output=True, timeout=60)
+            subprocess.run(["groupdel", name], capture_output=True, timeout=60)  # if left
         subprocess.run(["groupdel", group], capture_output=True, timeout=60)
 
 
@@ -409,3 +418,26 @@ def test_a_reload_applies_new_role_lists(setup: Setup) -> None:
         dropin.write_text(before)
         setup.daemon.reload()
     refused(cli(setup, outsider, "list"), "viewer")
+
+
+def test_a_running_job_canceled_is_the_cancelers_act_to_the_end(setup: Setup) -> None:
+    """The cancel request and the run's end (written when the step has stopped) both
+    name whoever canceled, not the scheduler."""
+    admin, operator = setup.people.admin, setup.people.operator
+    never = setup.daemon.layout.base / "never-created"
+    out = ok(cli(setup, admin, "submit", "hold", "-p", f"path={never}", "--json"))
+    job_id = int(json.loads(out)["id"])
+    e2e.wait_until(
+        lambda: setup.daemon.cli_json("show", str(job_id))["state"] == "running",
+        what="the job runs",
+    )
+    ok(cli(setup, operator, "cancel", str(job_id)))
+    e2e.wait_until(
+        lambda: setup.daemon.cli_json("show", str(job_id))["state"] == "canceled",
+        what="the run ends",
+    )
+    rows = [(row["to"], row["actor"]) for row in history(setup, job_id)]
+    assert rows[-2:] == [
+        ("cancel-requested", f"cli:{operator.name}"),
+        ("canceled", f"cli:{operator.name}"),
+    ], rows
