@@ -104,8 +104,8 @@ class Admission:
     # ---------------------------------------------------------------- Line
     def next_queued(self) -> int | None:
         job_id = self.queue.pop()
-        if job_id is not None:
-            self.admit_soon()
+        if job_id is not None and self.pending:
+            self._ctx.spawn(self.admit)
         return job_id
 
     def admit_soon(self) -> None:

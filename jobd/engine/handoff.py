@@ -51,7 +51,8 @@ class LockHandoff:
         self._bookings = bookings
         self._wakeup = wakeup
         self.locks = LockManager()
-        #: Jobs granted their assets and waiting for a worker to run them, in grant order.
+        #: Jobs granted their assets and waiting for a worker to run them, in grant order:
+        #: workers take from it (before the run queue), nothing else does.
         self.granted: deque[int] = deque()
         #: Waiters whose ``waiting-for-lock`` write has committed.
         self._committed: set[int] = set()
@@ -62,9 +63,6 @@ class LockHandoff:
         return self.locks.holds(job.id) or self.locks.acquire(
             job.id, spec.assets, spec.shared_assets, now=self._ctx.clock()
         )
-
-    def take_granted(self) -> int | None:
-        return self.granted.popleft() if self.granted else None
 
     def picked(self, job_id: int) -> None:
         """A granted job was taken by a worker."""

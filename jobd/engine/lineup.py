@@ -15,14 +15,13 @@ class Lineup:
     def __init__(self) -> None:
         self.active: dict[int, RunControl] = {}
         self._inactive_waiters: dict[int, list[anyio.Event]] = {}
+        #: ``get(job_id)``: its run control, or None (the dict's own, no call in between).
+        self.get = self.active.get
 
     def hold(self, job: Job) -> RunControl:
         """Hold ``job`` (queued or about to be): its run control from now on."""
         rc = self.active[job.id] = RunControl(job)
         return rc
-
-    def get(self, job_id: int) -> RunControl | None:
-        return self.active.get(job_id)
 
     def __contains__(self, job_id: int) -> bool:
         return job_id in self.active

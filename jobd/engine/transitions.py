@@ -49,8 +49,7 @@ class Transitions:
         store = self._ctx.store
         now = self._ctx.clock()
         u = unit if unit is not None else store.changes()
-        u.transition(job.id, job.state, target, now, error=error, due_at=due_at)
-        u.record_history(job.id, now, job.state, target, cause, actor)
+        u.transition(job.id, job.state, target, now, cause, actor, error=error, due_at=due_at)
         previous = job.state
         job.state = target  # claim it now: a concurrent operation sees the new state
         try:

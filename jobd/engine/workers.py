@@ -114,9 +114,9 @@ class Workers:
                 # Draining starts nothing new: queued jobs stay queued in the store and the
                 # next start takes them in the same order.
                 await anyio.sleep_forever()
-            job_id = self._handoff.take_granted()
-            if job_id is not None:
-                return job_id, True
+            granted = self._handoff.granted
+            if granted:
+                return granted.popleft(), True
             job_id = self._line.next_queued()
             if job_id is not None:
                 return job_id, False

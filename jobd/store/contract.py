@@ -122,19 +122,21 @@ class Changes(ABC):
         from_state: JobState,
         to_state: JobState,
         at: float,
+        cause: str,
+        actor: str,
         *,
         error: ErrorOverlay | None = KEEP,
         due_at: float | None = KEEP,
     ) -> Changes:
-        """Move a job from ``from_state`` to ``to_state`` and set its ``updated_at``.
+        """Move a job from ``from_state`` to ``to_state``, set its ``updated_at`` and append
+        the history entry ``(at, from_state, to_state, cause, actor)``.
 
         **Guarded**: if the job is not in ``from_state`` when the unit is applied (another
         operation got there first, or it was deleted), the whole unit fails with
         :class:`GuardFailed`. ``error`` sets (an overlay) or clears (``None``) the error
         overlay, ``due_at`` the queue position; both are left alone when :data:`KEEP`.
         The caller checks the transition table; the store only guards the from-state.
-        A unit carries at most one guarded intent. The history row is
-        :meth:`record_history`'s."""
+        A unit carries at most one guarded intent."""
 
     @abstractmethod
     def record_history(
@@ -147,7 +149,8 @@ class Changes(ABC):
         actor: str,
     ) -> Changes:
         """Append one entry to the job's history (``None``: before it existed, after it was
-        deleted). History outlives the job: :meth:`delete_job` keeps it."""
+        deleted) without a transition (:meth:`transition` writes its own). History outlives
+        the job: :meth:`delete_job` keeps it."""
 
     @abstractmethod
     def redefine_job(

@@ -67,17 +67,25 @@ class Unit(Changes):
         from_state: JobState,
         to_state: JobState,
         at: float,
+        cause: str,
+        actor: str,
         *,
         error: ErrorOverlay | None = KEEP,
         due_at: float | None = KEEP,
     ) -> Unit:
-        params: list[Any] = [str(to_state), at]
+        # The hottest intent (every job makes four): built inline, the guard first.
+        frm, to = str(from_state), str(to_state)
+        params: list[Any] = [to, at]
         if error is not KEEP:
             params.append(error_to_json(error))
         if due_at is not KEEP:
             params.append(due_at)
-        params += (job_id, str(from_state))
-        return self._guard_first(q.TRANSITION[error is not KEEP, due_at is not KEEP], params)
+        params += (job_id, frm)
+        statements = self.statements
+        statements.insert(0, (q.TRANSITION[error is not KEEP, due_at is not KEEP], params))
+        self.guarded = {0, *(i + 1 for i in self.guarded)} if self.guarded else {0}
+        statements.append((q.INSERT_HISTORY, (job_id, at, frm, to, cause, actor)))
+        return self
 
     def record_history(
         self,
