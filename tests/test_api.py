@@ -700,20 +700,24 @@ async def test_token_guards_every_route_but_health(config: Config) -> None:
 
 async def test_reload_reports_warnings_and_refuses_a_bad_config(config: Config) -> None:
     outcomes: list[Any] = [
-        ["job 3: resource enc-9 vanished"],
+        {"warnings": ["job 3: resource enc-9 vanished"], "plugins": ["loaded new plugin /p/x.py"]},
         ConfigError("/etc/jobd/jobd.toml", "daemon.workers", "must be > 0"),
     ]
 
-    async def reload() -> list[str]:
+    async def reload() -> dict[str, list[str]]:
         outcome = outcomes.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
-        return list(outcome)
+        return dict(outcome)
 
     async with api(config, reload=reload) as (_, client):
         ok = await client.post("/v1/reload")
         bad = await client.post("/v1/reload")
-    assert ok.json() == {"reloaded": True, "warnings": ["job 3: resource enc-9 vanished"]}
+    assert ok.json() == {
+        "reloaded": True,
+        "warnings": ["job 3: resource enc-9 vanished"],
+        "plugins": ["loaded new plugin /p/x.py"],
+    }
     error = assert_error(bad, 400, "config-error")
     assert error["message"] == "/etc/jobd/jobd.toml: daemon.workers: must be > 0"
     async with api(config) as (_, client):
