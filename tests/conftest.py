@@ -92,3 +92,16 @@ class ListLog:
     def output(self) -> list[dict[str, Any]]:
         """What a workflow script printed, one record per line."""
         return [kw for _, event, kw in self.records if event == "script output"]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One Chromium (Debian's, through Playwright) for every browser test of the session."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.webkit import launch_options
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(**launch_options())
+        yield chromium
+        chromium.close()

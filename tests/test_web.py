@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests import e2e
-from tests.webkit import TOKEN, WORKFLOWS, WebDaemon, launch_options
+from tests.webkit import TOKEN, WORKFLOWS, WebDaemon
 
 #: Upper bound for anything the page shows; Playwright polls until then.
 WAIT_MS = 20_000
@@ -45,14 +45,6 @@ def web() -> Iterator[WebDaemon]:
     )
     with e2e.running_daemon(base, workflows=WORKFLOWS, api_extra=api) as daemon:
         yield WebDaemon(daemon, f"http://127.0.0.1:{port}", TOKEN)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(**launch_options())
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

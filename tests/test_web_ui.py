@@ -8,26 +8,16 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from tests import e2e
-from tests.webkit import TOKEN, launch_options
+from tests.webkit import TOKEN
 
 WAIT_MS = 20_000
 expect.set_options(timeout=WAIT_MS)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(**launch_options())
-        yield browser
-        browser.close()
 
 
 def read_line(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
@@ -118,7 +108,8 @@ def test_the_page_says_when_the_daemon_is_away_and_reconnects(browser: Browser, 
         tab.goto("/")
         live = tab.locator("#live")
         expect(live).to_have_text("live")
-        assert daemon.stop() == 0
+        status = daemon.stop()
+        assert status == 0, f"jobd exited {status}\n{daemon.log_text()[-3000:]}"
         daemon.notify.close()
         expect(live).to_have_attribute("data-live", "away")
         expect(live).to_contain_text("daemon unreachable")
