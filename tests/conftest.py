@@ -94,9 +94,11 @@ class ListLog:
         return [kw for _, event, kw in self.records if event == "script output"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One Chromium (Debian's, through Playwright) for every browser test of the session."""
+    """One Chromium (Debian's, through Playwright) per browser test module. Not per session:
+    Playwright's sync API holds an asyncio loop while it lives, which the async tests of
+    the modules that follow must not find."""
     from playwright.sync_api import sync_playwright
 
     from tests.webkit import launch_options
