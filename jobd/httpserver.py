@@ -213,7 +213,6 @@ def _server(app: ASGIApp) -> _EmbeddedServer:
         app,
         lifespan="off",  # jobd's task group owns start-up and shut-down
         log_config=None,  # jobd.logging already shaped the stdlib loggers
-        access_log=False,  # a log line per request (uvicorn.access is quieted anyway)
         proxy_headers=False,
         server_header=False,
         http=_PeerAwareProtocol,
