@@ -482,6 +482,36 @@ BAD_SUBMITS: list[tuple[str, dict[str, Any], int, str, str]] = [
         "vtr-9",
     ),
     (
+        "unknown resource in a draft",
+        {
+            "json": {
+                "workflow": "quick",
+                "state": "draft",
+                "resources": ["vtr-9"],
+                "start_at": FAR,
+                "end_at": FAR_END,
+            }
+        },
+        400,
+        "invalid",
+        "unknown resource 'vtr-9'",
+    ),
+    (
+        "unknown pool in a draft",
+        {
+            "json": {
+                "workflow": "quick",
+                "state": "draft",
+                "pools": ["nopool"],
+                "start_at": FAR,
+                "end_at": FAR_END,
+            }
+        },
+        400,
+        "invalid",
+        "unknown pool 'nopool'",
+    ),
+    (
         "zone-less time",
         {"json": {"workflow": "quick", "start_at": "2026-01-01T10:00"}},
         400,
