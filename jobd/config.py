@@ -56,6 +56,9 @@ class DaemonConfig:
     file_roots: tuple[Path, ...] = (Path("/srv/media"),)
     #: SQLite ``PRAGMA synchronous``: "full" (default, durable on power loss) or "normal".
     synchronous: Literal["full", "normal"] = "full"
+    #: ``postgresql://...``: the jobs live in that PostgreSQL database (SPEC §10); None:
+    #: SQLite in ``state_dir`` (the embedded default, no PostgreSQL needed).
+    database: str | None = None
 
     @property
     def db_path(self) -> Path:
@@ -502,6 +505,15 @@ def _listen(value: Any, base: Path) -> str:
     return str(value)
 
 
+def _database(value: Any, base: Path) -> str:
+    url = _text(value, base)
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise _Bad(
+            f'expected a PostgreSQL URL like "postgresql://jobd@dbhost/jobd", got {_show(value)}'
+        )
+    return url
+
+
 def _timezone(value: Any, base: Path) -> str:
     name = _text(value, base)
     try:
@@ -524,6 +536,7 @@ _DAEMON = _fields(
     plugin_dirs=_paths,
     file_roots=_paths,
     synchronous=_choice("full", "normal"),
+    database=_database,
 )
 _API = _fields(ApiConfig, socket=_path, socket_mode=_octal_mode, listen=_listen, token_file=_path)
 _LOGGING = _fields(

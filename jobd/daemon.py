@@ -130,7 +130,7 @@ class StoreProbe:
 
 #: ``[daemon]`` keys bound at start-up by the daemon itself (the engine keeps its own:
 #: workers, run_queue_size, state_dir).
-_RESTART_ONLY_DAEMON_KEYS = ("synchronous", "plugin_dirs")
+_RESTART_ONLY_DAEMON_KEYS = ("synchronous", "plugin_dirs", "database")
 
 
 def _keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
@@ -179,7 +179,9 @@ class Daemon:
     async def run(self) -> None:
         """Run until a signal stops it. Raises whatever makes start-up or a service fail."""
         daemon_cfg = self.config.daemon
-        async with open_store(daemon_cfg.db_path, synchronous=daemon_cfg.synchronous) as store:
+        async with open_store(
+            daemon_cfg.db_path, synchronous=daemon_cfg.synchronous, database=daemon_cfg.database
+        ) as store:
             plugins = PluginHost(daemon_cfg.plugin_dirs)
             plugins.load()
             plugins.startup(self.config)

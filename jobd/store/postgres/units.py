@@ -1,0 +1,215 @@
+"""The PostgreSQL unit of work: the contract's intents as statements of :mod:`.queries`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from jobd.models import ErrorOverlay, Job, JobSpec, Reservation, Step
+from jobd.states import JobState
+from jobd.store.codec import dumps, error_to_json, spec_to_json
+from jobd.store.contract import KEEP, Changes
+from jobd.store.postgres import queries as q
+
+Params = Sequence[Any]
+
+
+class PgUnit(Changes):
+    """Statements applied atomically; when ``guarded``, the first one is the guard and the
+    others run only if it matched (their conditional forms, chosen when the batch is sent).
+
+    ``statements`` hold the templates of :mod:`.queries` (with ``{cond}``); :meth:`sql` gives
+    the form to run."""
+
+    __slots__ = ("guarded", "statements")
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, Params]] = []
+        self.guarded = False
+
+    def add(self, sql: str, params: Params) -> PgUnit:
+        self.statements.append((sql, params))
+        return self
+
+    def forms(self) -> list[tuple[str, Params]]:
+        """The statements as they run: the guard, then conditional forms; or plain forms."""
+        if not self.guarded:
+            return [(q.plain(sql), params) for sql, params in self.statements]
+        (guard, params), *rest = self.statements
+        return [(guard, params), *((q.conditional(sql), p) for sql, p in rest)]
+
+    def _guard_first(self, sql: str, params: Params) -> PgUnit:
+        if self.guarded:
+            raise ValueError("a unit of work carries at most one guarded intent")
+        self.statements.insert(0, (sql, params))
+        self.guarded = True
+        return self
+
+    # ---------------------------------------------------------------- jobs
+    def insert_job(self, job: Job) -> PgUnit:
+        s = job.spec
+        params = (
+            job.id,
+            s.name,
+            s.workflow,
+            str(job.state),
+            spec_to_json(s),
+            s.priority,
+            s.start_at,
+            s.end_at,
+            job.due_at,
+            error_to_json(job.error),
+            s.schedule,
+            job.created_at,
+            job.updated_at,
+        )
+        return self.add(q.INSERT_JOB, params)
+
+    def transition(
+        self,
+        job_id: int,
+        from_state: JobState,
+        to_state: JobState,
+        at: float,
+        *,
+        error: ErrorOverlay | None = KEEP,
+        due_at: float | None = KEEP,
+    ) -> PgUnit:
+        params: list[Any] = [str(to_state), at]
+        if error is not KEEP:
+            params.append(error_to_json(error))
+        if due_at is not KEEP:
+            params.append(due_at)
+        params += (job_id, str(from_state))
+        return self._guard_first(q.TRANSITION[error is not KEEP, due_at is not KEEP], params)
+
+    def record_history(
+        self,
+        job_id: int,
+        at: float,
+        from_state: JobState | None,
+        to_state: JobState | None,
+        cause: str,
+        actor: str,
+    ) -> PgUnit:
+        frm = None if from_state is None else str(from_state)
+        to = None if to_state is None else str(to_state)
+        return self.add(q.INSERT_HISTORY, (job_id, at, frm, to, cause, actor))
+
+    def redefine_job(
+        self, job_id: int, spec: JobSpec, due_at: float, steps: Sequence[Step]
+    ) -> PgUnit:
+        self.add(q.DELETE_STEPS, (job_id,))
+        for step in steps:
+            self.insert_step(step)
+        params = (
+            spec_to_json(spec),
+            spec.name,
+            spec.priority,
+            spec.start_at,
+            spec.end_at,
+            due_at,
+            job_id,
+        )
+        return self.add(q.REDEFINE_JOB, params)
+
+    def delete_job(self, job_id: int, state: JobState) -> PgUnit:
+        self._guard_first(q.DELETE_JOB_GUARDED, (job_id, str(state)))
+        for sql in (q.DELETE_STEPS, q.DELETE_RESERVATIONS, q.DELETE_LOG):
+            self.add(sql, (job_id,))
+        return self
+
+    def set_error(
+        self, job_id: int, error: ErrorOverlay | None, at: float, *, only_if_clear: bool = False
+    ) -> PgUnit:
+        sql = q.SET_ERROR_IF_CLEAR if only_if_clear else q.SET_ERROR
+        return self.add(sql, (error_to_json(error), at, job_id))
+
+    def set_progress(self, job_id: int, progress: float, message: str | None) -> PgUnit:
+        return self.add(q.SET_PROGRESS, (progress, message, job_id))
+
+    # ---------------------------------------------------------------- steps
+    def insert_step(self, step: Step) -> PgUnit:
+        params = (
+            step.job_id,
+            step.idx,
+            step.name,
+            step.action,
+            json.dumps(step.params),
+            str(step.state),
+            step.attempts,
+            step.started_at,
+            step.ended_at,
+            dumps(step.outputs),
+            step.error,
+            step.timeout,
+            step.retries,
+            step.retry_backoff,
+            step.isolation,
+            step.pgid,
+        )
+        return self.add(q.INSERT_STEP, params)
+
+    def record_step(self, step: Step) -> PgUnit:
+        params = (
+            str(step.state),
+            step.attempts,
+            step.started_at,
+            step.ended_at,
+            dumps(step.outputs),
+            step.error,
+            step.pgid,
+            step.job_id,
+            step.idx,
+        )
+        return self.add(q.RECORD_STEP, params)
+
+    def set_step_pgid(self, job_id: int, idx: int, pgid: int | None) -> PgUnit:
+        return self.add(q.SET_STEP_PGID, (pgid, job_id, idx))
+
+    def reset_step(self, job_id: int, idx: int) -> PgUnit:
+        return self.add(q.RESET_STEP, (job_id, idx))
+
+    def interrupt_step(
+        self, job_id: int, idx: int, error: str, *, retry: bool, at: float
+    ) -> PgUnit:
+        if retry:
+            return self.add(q.REQUEUE_STEP, (error, job_id, idx))
+        return self.add(q.FAIL_STEP, (error, at, job_id, idx))
+
+    # ---------------------------------------------------------------- bookings
+    def reserve(self, reservation: Reservation) -> PgUnit:
+        r = reservation
+        return self.add(q.INSERT_RESERVATION, (r.job_id, r.resource, r.start, r.end, r.pool))
+
+    def release(self, job_id: int) -> PgUnit:
+        return self.add(q.DELETE_RESERVATIONS, (job_id,))
+
+    # ---------------------------------------------------------------- logs, schedules
+    def append_log(
+        self, job_id: int, at: float, step: str | None, level: str, message: str
+    ) -> PgUnit:
+        return self.add(q.INSERT_LOG, (job_id, at, step, level, message))
+
+    def record_firing(
+        self,
+        schedule: str,
+        fire_time: float,
+        kind: str | None,
+        *,
+        job_id: int | None = None,
+        reason: str | None = None,
+        at: float = 0.0,
+    ) -> PgUnit:
+        self.add(q.ENSURE_SCHEDULE, (schedule,))
+        if kind == "fired":
+            self.add(q.SCHEDULE_FIRED, (fire_time, job_id, schedule))
+        elif kind is None:
+            self.add(q.SCHEDULE_CLOCK, (fire_time, schedule))
+        else:
+            not_run = q.SCHEDULE_NOT_RUN.get(kind, q.SCHEDULE_NOT_RUN["skipped"])
+            self.add(not_run, (fire_time, schedule))
+        if kind is not None:
+            self.add(q.INSERT_SCHEDULE_EVENT, (schedule, at, fire_time, kind, job_id, reason))
+        return self
