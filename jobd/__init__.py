@@ -2,13 +2,40 @@
 
 Plugin authors import from here: ``jobd.hookimpl``, ``jobd.Action``,
 ``jobd.ActionContext``, ``jobd.ActionError``.
+
+The names are loaded on first use (PEP 562): a CLI command such as ``jobd
+list`` imports this package but none of the plugin API (pluggy, anyio), and
+its start-up is what a person waits for.
 """
 
 from __future__ import annotations
 
-from jobd.action import Action, ActionContext
-from jobd.errors import ActionError
-from jobd.hookspecs import hookimpl, hookspec
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobd.action import Action, ActionContext
+    from jobd.errors import ActionError
+    from jobd.hookspecs import hookimpl, hookspec
 
 __version__ = "0.1.0"
 __all__ = ["Action", "ActionContext", "ActionError", "__version__", "hookimpl", "hookspec"]
+
+#: Where each lazily loaded name lives.
+_LAZY = {
+    "Action": "jobd.action",
+    "ActionContext": "jobd.action",
+    "ActionError": "jobd.errors",
+    "hookimpl": "jobd.hookspecs",
+    "hookspec": "jobd.hookspecs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jobd' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups are plain attribute reads
+    return value

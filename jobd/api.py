@@ -1,8 +1,9 @@
 """The HTTP API (SPEC §7): FastAPI on the engine.
 
 :func:`create_app` builds one ASGI app around an :class:`~jobd.engine.Engine`.
-The daemon builds one without a token for the Unix socket (file permissions
-guard it) and one with the token for the optional TCP listener.
+The daemon builds one for the Unix socket (the kernel says who the caller is)
+and one for the optional TCP listener (bearer tokens say), sharing one
+:class:`~jobd.access.Access` policy (SPEC §11).
 
 Contracts every route keeps:
 
@@ -11,6 +12,9 @@ Contracts every route keeps:
   traceback.
 * Times go out as ISO 8601 UTC (``+00:00``) and come in as ISO 8601 with a
   zone; a time without a zone is refused (:mod:`jobd.timefmt`).
+* Every route declares the role it needs, once, in its signature (``caller:
+  Operator``): see :mod:`jobd.authz`; an app with a route that declares none
+  is refused at build time. The caller's ``actor`` goes into every history row.
 * Request bodies are capped at :data:`MAX_BODY` bytes before anything parses
   them, and unknown body fields are refused rather than ignored, so a typo
   like ``"priorty"`` cannot silently submit a job at priority 0.
@@ -19,7 +23,6 @@ Contracts every route keeps:
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import math
 import time
@@ -38,9 +41,25 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jobd.access import Access, Role, Token
+from jobd.authz import (
+    ADMIN,
+    PUBLIC_PATHS,
+    VIEWER,
+    AccessMiddleware,
+    Admin,
+    Anyone,
+    Operator,
+    caller_of,
+    check_routes,
+    operation_role,
+    require,
+    route_roles,
+    undeclared_needs_admin,
+)
 from jobd.errors import JobdError, ValidationError
 from jobd.metrics import Metrics
-from jobd.models import JobSpec
+from jobd.models import PRIORITY_MAX, PRIORITY_MIN, SPEC_FIELDS, Job, JobSpec
 from jobd.states import PUBLIC_OPERATIONS, JobState
 from jobd.store import JobFilter
 from jobd.timefmt import format_time, parse_time
@@ -75,7 +94,7 @@ JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 _Name = Annotated[str, Field(min_length=1, max_length=200)]
 _Key = Annotated[str, Field(min_length=1, max_length=1000)]
 _Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-_Priority = Annotated[int, Field(ge=-1000, le=1000)]
+_Priority = Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
 _Time = Annotated[str, Field(min_length=1, max_length=100)]
 
 
@@ -159,10 +178,13 @@ class BatchOperationBody(_Body):
     filter: FilterBody | None = None
 
 
-#: PATCH fields that may be set to null (the others have no "unset" value in JobSpec).
-_NULLABLE = frozenset({"name", "start_at", "end_at", "timeout", "lock_timeout"})
-_TIME_FIELDS = ("start_at", "end_at")
-_LIST_FIELDS = ("assets", "shared_assets", "resources", "pools")
+#: The bodies' fields by kind, from the one definition of the JobSpec's (``SubmitBody``
+#: has every spec field but ``schedule``, ``EditBody`` the editable ones, as
+#: tests/test_spec_fields.py checks). PATCH fields that may be
+#: set to null are those whose JobSpec default is None.
+_NULLABLE = SPEC_FIELDS.nullable & SPEC_FIELDS.editable
+_TIME_FIELDS = SPEC_FIELDS.times
+_LIST_FIELDS = SPEC_FIELDS.lists
 
 
 def _unstorable(value: Any) -> str | None:
@@ -200,24 +222,21 @@ def _field_time(field: str, text: str | None) -> float | None:
         raise ValidationError(f"{field}: {exc.message}", field=field) from None
 
 
+#: Submit-body fields copied as they are (the others are parsed: times, lists, state).
+_PLAIN_FIELDS = tuple(
+    f for f in SubmitBody.model_fields if f not in (*_TIME_FIELDS, *_LIST_FIELDS, "state")
+)
+
+
 def _spec_from(body: SubmitBody) -> JobSpec:
-    return JobSpec(
-        workflow=body.workflow,
-        name=body.name,
-        params=body.params,
-        assets=tuple(body.assets),
-        shared_assets=tuple(body.shared_assets),
-        resources=tuple(body.resources),
-        pools=tuple(body.pools),
-        start_at=_field_time("start_at", body.start_at),
-        end_at=_field_time("end_at", body.end_at),
-        preroll=body.preroll,
-        postroll=body.postroll,
-        priority=body.priority,
-        timeout=body.timeout,
-        lock_timeout=body.lock_timeout,
-        state=JobState(body.state),
-    )
+    """The JobSpec of a submit body: every body field, times parsed, lists as tuples."""
+    values = body.__dict__  # pydantic keeps a model's field values here
+    spec: dict[str, Any] = {field: values[field] for field in _PLAIN_FIELDS}
+    for field in _LIST_FIELDS:
+        spec[field] = tuple(values[field])
+    for field in _TIME_FIELDS:
+        spec[field] = _field_time(field, values[field])
+    return JobSpec(state=JobState(body.state), **spec)
 
 
 def _changes_from(body: EditBody) -> dict[str, Any]:
@@ -263,6 +282,28 @@ def iso_times(value: Any) -> Any:
     return value
 
 
+def _iso_flat(value: dict[str, Any]) -> dict[str, Any]:
+    """:func:`iso_times` for an object whose values are not objects to walk (in place)."""
+    for key, item in value.items():
+        if _is_time_key(key) and isinstance(item, int | float) and not isinstance(item, bool):
+            value[key] = format_time(float(item))
+    return value
+
+
+def job_json(job: Job, *, detail: bool = True) -> dict[str, Any]:
+    """A job as the API shows it: :func:`iso_times` of ``job.to_dict()``, done on the parts
+    a job has (itself, its error, steps, reservations, history) instead of a walk through
+    every value: a third of a submission's cost went to that walk. ``detail=False``: a
+    list's row, without the parts a list does not load."""
+    out = _iso_flat(job.to_dict(detail=detail))
+    if out["error"] is not None:
+        _iso_flat(out["error"])
+    for part in ("steps", "reservations", "history"):
+        for item in out.get(part, ()):
+            _iso_flat(item)
+    return out
+
+
 def _json(value: dict[str, Any]) -> dict[str, Any]:
     """:func:`iso_times` for an object (keeps the type checker informed)."""
     out = iso_times(value)
@@ -294,6 +335,7 @@ def _error(
 _HTTP_CODES = {
     400: "bad-request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not-found",
     405: "method-not-allowed",
     413: "too-large",
@@ -426,32 +468,6 @@ class CatchAllMiddleware:
                 await _send_error(
                     send, 500, "internal", "internal error (a bug in jobd; see the daemon log)"
                 )
-
-
-class AuthMiddleware:
-    """``Authorization: Bearer <token>`` on every route but ``/v1/health`` and the page's own
-    files, which hold no data (TCP listener)."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self._expected = f"bearer {token}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or path == "/v1/health" or is_public_path(path):
-            await self.app(scope, receive, send)
-            return
-        provided = dict(scope.get("headers") or []).get(b"authorization", b"")
-        scheme, _, rest = provided.partition(b" ")
-        candidate = scheme.lower() + b" " + rest.strip()
-        # compare_digest on bytes: constant time, and no TypeError on non-ASCII headers.
-        if not hmac.compare_digest(candidate, self._expected):
-            message = "missing bearer token" if not provided else "invalid bearer token"
-            await _send_error(
-                send, 401, "unauthorized", message, [(b"www-authenticate", b"Bearer")]
-            )
-            return
-        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:
@@ -657,10 +673,26 @@ def parse_body(raw: bytes, content_type: str | None, model: type[M]) -> M:
 
 
 def load_json(raw: bytes, content_type: str | None) -> Any:
-    """The JSON body as Python objects; RequestValidationError or 400 ``invalid-json``."""
-    if content_type is not None and "json" not in content_type:
+    """The JSON body as Python objects, read as FastAPI reads a declared body: none is a
+    missing body, one sent without a JSON content type is not parsed (so it is not an
+    object); RequestValidationError, or 400 ``invalid-json``."""
+    if not raw:
         raise RequestValidationError(
-            [{"type": "model_attributes_type", "loc": ("body",), "msg": "expected JSON"}]
+            [{"type": "missing", "loc": ("body",), "msg": "Field required"}]
+        )
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if not (
+        media == "application/json"
+        or (media.startswith("application/") and media.endswith("+json"))
+    ):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "model_attributes_type",
+                    "loc": ("body",),
+                    "msg": "Input should be a valid dictionary or object to extract fields from",
+                }
+            ]
         )
     try:
         return json.loads(raw)
@@ -681,7 +713,9 @@ def load_json(raw: bytes, content_type: str | None) -> Any:
 
 def validate_body(data: Any, model: type[M]) -> M:
     try:
-        return model.model_validate(data)
+        # from_attributes: as FastAPI validates a body (JSON has no objects with attributes;
+        # it changes only what a non-object body is called).
+        return model.model_validate(data, from_attributes=True)
     except PydanticValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
@@ -700,12 +734,110 @@ def body_schema(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- submissions
+
+#: One encoder, built once (``json.dumps`` with options builds one per call); the output
+#: is what Starlette's JSONResponse writes.
+_OUT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+#: An answer: status, JSON content, extra headers.
+Answer = tuple[int, Any, dict[str, str]]
+
+
+async def submit_one(engine: Engine, body: SubmitBody, actor: str) -> Answer:
+    """``POST /v1/jobs``, for the FastAPI route and the hot path alike."""
+    job = await engine.submit(_spec_from(body), actor=actor)
+    return 201, job_json(job), {"location": f"/v1/jobs/{job.id}"}
+
+
+async def submit_batch_body(
+    engine: Engine, raw: bytes, content_type: str | None, actor: str
+) -> Answer:
+    """``POST /v1/batch/jobs``: the size is checked before the jobs are validated."""
+    data = load_json(raw, content_type)
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    if isinstance(jobs, list) and len(jobs) > MAX_BATCH:
+        message = f"body.jobs: {len(jobs)} jobs in one batch; at most {MAX_BATCH}"
+        return 413, error_body("too-large", message, {"limit": MAX_BATCH, "count": len(jobs)}), {}
+    body = validate_body(data, BatchJobsBody)
+    specs = []
+    for index, item in enumerate(body.jobs):
+        try:
+            specs.append(_spec_from(item))
+        except JobdError as exc:
+            raise exc.in_batch(index) from None
+    jobs_out = await engine.submit_many(specs, actor=actor)
+    return 201, {"items": [job_json(job) for job in jobs_out]}, {}
+
+
+def answer_response(answer: Answer) -> Response:
+    status, content, headers = answer
+    return Response(_OUT.encode(content).encode(), status, headers, "application/json")
+
+
+class HotRoutes:
+    """The submissions (``POST /v1/jobs``, ``POST /v1/batch/jobs``) without the framework's
+    routing, dependency solving and response classes: the same models, the same functions
+    (:func:`submit_one`, :func:`submit_batch_body`) and the same error handlers as their
+    FastAPI routes, which stay declared for the OpenAPI document and serve what this path
+    leaves to them (any query string: the unknown-parameter refusal). Runs inside the body
+    limit, authentication and catch-all middlewares; a check that a FastAPI route declares
+    must be made here too."""
+
+    def __init__(self, app: ASGIApp, engine: Engine, roles: dict[str, Role | None]) -> None:
+        """``roles``: each route's declared role (:func:`jobd.authz.route_roles` of the
+        app, filled once its routes are declared): the hot path checks the same one."""
+        self.app = app
+        self.engine = engine
+        self.roles = roles
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path")
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or path not in ("/v1/jobs", "/v1/batch/jobs")
+            or scope.get("query_string")
+        ):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        try:
+            what = f"POST {path}"
+            caller = caller_of(request)
+            role = self.roles.get(what, Role.ADMIN)  # undeclared: admins only, as elsewhere
+            if role is not None:
+                require(caller, role, what)
+            raw = await _whole_body(receive)
+            ctype = request.headers.get("content-type")
+            if path == "/v1/jobs":
+                body = parse_body(raw, ctype, SubmitBody)
+                answer = await submit_one(self.engine, body, caller.actor)
+            else:
+                answer = await submit_batch_body(self.engine, raw, ctype, caller.actor)
+            response = answer_response(answer)
+        except JobdError as exc:
+            response = await _jobd_error(request, exc)
+        except RequestValidationError as exc:
+            response = await _validation_error(request, exc)
+        except StarletteHTTPException as exc:
+            response = await _http_error(request, exc)
+        await response(scope, receive, send)
+
+
+async def _whole_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
 # --------------------------------------------------------------------------- the app
-
-
-def _actor(request: Request) -> str:
-    """``cli`` when the jobd client says so (recorded in history), otherwise ``api``."""
-    return "cli" if request.headers.get("x-jobd-actor") == "cli" else "api"
 
 
 async def _refuse_unknown_query(request: Request) -> None:
@@ -723,6 +855,12 @@ async def _refuse_unknown_query(request: Request) -> None:
             [f"query.{name}: unknown parameter (allowed: {known})" for name in unknown],
             field=unknown[0],
         )
+
+
+def _is_public(path: str) -> bool:
+    """Served over TCP without a token: ``/v1/health``, and the page's shell and static
+    files (they hold no data; the page's data requests need a token and a role)."""
+    return path in PUBLIC_PATHS or is_public_path(path)
 
 
 def _parse_states(values: list[str] | None) -> list[JobState] | None:
@@ -772,20 +910,29 @@ def create_app(
     *,
     version: str,
     started_at: float,
+    access: Access | None = None,
+    tcp: bool = False,
     token: str | None = None,
     reload: ReloadFunc | None = None,
     metrics: Metrics | None = None,
     sse_keepalive: float = SSE_KEEPALIVE,
+    hot_routes: bool = True,
 ) -> FastAPI:
     """The API app on ``engine``.
 
-    ``token``: when given, every route but ``/v1/health`` needs ``Authorization:
-    Bearer <token>`` (the TCP listener's app). ``reload``: what ``POST
+    ``access``: who may do what (default: nobody listed, so every socket
+    caller is admin, and no tokens). ``tcp``: the TCP listener's app: every
+    route but ``/v1/health`` needs ``Authorization: Bearer <token>`` of one of
+    ``access``'s tokens. ``token``: shorthand for ``tcp=True`` with that one
+    token as the admin token ``default``. ``reload``: what ``POST
     /v1/reload`` calls; it raises ConfigError for a bad config (→ 400, old
     config kept) or returns warnings. ``metrics``: share one :class:`Metrics`
     between apps; when omitted the app makes one and registers it with
-    ``engine.add_listener``.
+    ``engine.add_listener``. ``hot_routes``: answer the submissions through
+    :class:`HotRoutes` (False: through FastAPI only; the tests compare the two).
     """
+    if token is not None:
+        access, tcp = Access(tokens=[Token("default", Role.ADMIN, token.encode())]), True
     if metrics is None:
         metrics = Metrics(engine)
         engine.add_listener(metrics.observe)
@@ -795,15 +942,19 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         description="Job scheduler daemon for media operations (SPEC §7).",
-        dependencies=[Depends(_refuse_unknown_query)],
+        dependencies=[Depends(undeclared_needs_admin), Depends(_refuse_unknown_query)],
+        openapi_url=None,  # served below, as a viewer's route
     )
     app.add_exception_handler(JobdError, _jobd_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    # Added inner to outer: the catch-all wraps everything, auth runs before any body is read.
+    # Added inner to outer: the catch-all wraps everything, the caller is settled (and a
+    # missing token refused) before any body is read.
+    hot_roles: dict[str, Role | None] = {}  # filled below, once the routes are declared
+    if hot_routes:
+        app.add_middleware(HotRoutes, engine=engine, roles=hot_roles)
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY, limits=BODY_LIMITS)
-    if token is not None:
-        app.add_middleware(AuthMiddleware, token=token)
+    app.add_middleware(AccessMiddleware, access=access or Access(), tcp=tcp, public=_is_public)
     app.add_middleware(CatchAllMiddleware)
     _job_routes(app, engine)
     _batch_routes(app, engine)
@@ -817,19 +968,19 @@ def create_app(
         metrics=metrics,
         sse_keepalive=sse_keepalive,
     )
-    add_page_routes(app)
+    check_routes(app)
+    hot_roles.update(route_roles(app))
+    add_page_routes(app)  # plain routes: the page's shell and files, which hold no data
     return app
 
 
 def _job_routes(app: FastAPI, engine: Engine) -> None:
     @app.post("/v1/jobs", status_code=201)
-    async def submit_job(body: SubmitBody, request: Request) -> JSONResponse:
-        job = await engine.submit(_spec_from(body), actor=_actor(request))
-        return JSONResponse(
-            _json(job.to_dict()), status_code=201, headers={"location": f"/v1/jobs/{job.id}"}
-        )
+    async def submit_job(body: SubmitBody, caller: Operator) -> Response:
+        """Usually answered by :class:`HotRoutes`, with the same function."""
+        return answer_response(await submit_one(engine, body, caller.actor))
 
-    @app.get("/v1/jobs")
+    @app.get("/v1/jobs", dependencies=[VIEWER])
     async def list_jobs(
         state: Annotated[list[str] | None, Query(description="repeatable or a,b")] = None,
         workflow: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
@@ -852,33 +1003,37 @@ def _job_routes(app: FastAPI, engine: Engine) -> None:
         """Newest first; every filter given must hold."""
         f = job_filter(state, workflow, asset, resource, since, until, search)
         jobs, next_cursor = await engine.list_jobs(f, limit, cursor)
-        return _items([job.to_dict() for job in jobs], next_cursor)
+        rows = [job_json(job, detail=False) for job in jobs]
+        return {"items": rows, "next_cursor": next_cursor}
 
-    @app.get("/v1/jobs/{job_id}")
+    @app.get("/v1/jobs/{job_id}", dependencies=[VIEWER])
     async def get_job(job_id: JobId) -> dict[str, Any]:
-        return _json((await engine.get_job(job_id)).to_dict())
+        return job_json(await engine.get_job(job_id))
 
     @app.patch("/v1/jobs/{job_id}")
-    async def edit_job(job_id: JobId, body: EditBody, request: Request) -> dict[str, Any]:
-        job = await engine.edit(job_id, _changes_from(body), actor=_actor(request))
-        return _json(job.to_dict())
+    async def edit_job(job_id: JobId, body: EditBody, caller: Operator) -> dict[str, Any]:
+        job = await engine.edit(job_id, _changes_from(body), actor=caller.actor)
+        return job_json(job)
 
     @app.delete("/v1/jobs/{job_id}", status_code=204)
-    async def delete_job(job_id: JobId, request: Request) -> Response:
-        await engine.operate(job_id, "delete", actor=_actor(request))
+    async def delete_job(job_id: JobId, caller: Admin) -> Response:
+        await engine.operate(job_id, "delete", actor=caller.actor)
         return Response(status_code=204)
 
     @app.post("/v1/jobs/{job_id}/{operation}")
-    async def operate(job_id: JobId, operation: str, request: Request) -> Response:
+    async def operate(
+        job_id: JobId, operation: str, request: Request, caller: Operator
+    ) -> Response:
         if operation not in PUBLIC_OPERATIONS:
             return _unknown_operation(operation)
-        job = await engine.operate(job_id, operation, actor=_actor(request))
+        require(caller, operation_role(operation), f"{request.method} {request.url.path}")
+        job = await engine.operate(job_id, operation, actor=caller.actor)
         if job is None:
             return Response(status_code=204)
         status = 201 if operation == "resubmit" else 200
-        return JSONResponse(_json(job.to_dict()), status_code=status)
+        return JSONResponse(job_json(job), status_code=status)
 
-    @app.get("/v1/jobs/{job_id}/log")
+    @app.get("/v1/jobs/{job_id}/log", dependencies=[VIEWER])
     async def job_log(
         job_id: JobId,
         after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
@@ -896,40 +1051,26 @@ def _batch_routes(app: FastAPI, engine: Engine) -> None:
         openapi_extra=body_schema(BatchJobsBody),
         responses={413: {"description": f"more than {MAX_BATCH} jobs, or a body over 16 MiB"}},
     )
-    async def submit_batch(request: Request) -> JSONResponse:
+    async def submit_batch(request: Request, caller: Operator) -> Response:
         """Submit up to 10,000 jobs: all validated and booked, then stored in one transaction;
-        one refusal (its index in the message and ``details.index``) stores none."""
-        data = load_json(await request.body(), request.headers.get("content-type"))
-        jobs = data.get("jobs") if isinstance(data, dict) else None
-        if isinstance(jobs, list) and len(jobs) > MAX_BATCH:
-            return _error(
-                413,
-                "too-large",
-                f"body.jobs: {len(jobs)} jobs in one batch; at most {MAX_BATCH}",
-                {"limit": MAX_BATCH, "count": len(jobs)},
-            )
-        body = validate_body(data, BatchJobsBody)
-        specs = []
-        for index, item in enumerate(body.jobs):
-            try:
-                specs.append(_spec_from(item))
-            except JobdError as exc:
-                raise exc.in_batch(index) from None
-        jobs_out = await engine.submit_many(specs, actor=_actor(request))
-        return JSONResponse({"items": [_json(job.to_dict()) for job in jobs_out]}, 201)
+        one refusal (its index in the message and ``details.index``) stores none. Usually
+        answered by :class:`HotRoutes`, with the same function."""
+        raw, ctype = await request.body(), request.headers.get("content-type")
+        return answer_response(await submit_batch_body(engine, raw, ctype, caller.actor))
 
     @app.post("/v1/batch/{operation}", responses={413: {"description": "over 10,000 jobs"}})
     async def operate_batch(
-        operation: str, body: BatchOperationBody, request: Request
+        operation: str, body: BatchOperationBody, request: Request, caller: Operator
     ) -> JSONResponse:
         """One operation on many jobs: each is done or refused (naming its state and the
         operations allowed there); ``matched`` counts the jobs asked for or found."""
         if operation not in PUBLIC_OPERATIONS:
             return _unknown_operation(operation)
+        require(caller, operation_role(operation), f"{request.method} {request.url.path}")
         ids = await _batch_ids(engine, body)
         if isinstance(ids, JSONResponse):
             return ids
-        outcome = await engine.operate_many(ids, operation, actor=_actor(request))
+        outcome = await engine.operate_many(ids, operation, actor=caller.actor)
         answer: dict[str, Any] = {
             "operation": operation,
             "matched": len(ids),
@@ -982,19 +1123,19 @@ def _unknown_operation(operation: str) -> JSONResponse:
 
 
 def _inspect_routes(app: FastAPI, engine: Engine) -> None:
-    @app.get("/v1/queue")
+    @app.get("/v1/queue", dependencies=[VIEWER])
     async def queue() -> dict[str, Any]:
         return _json(engine.queue_info())
 
-    @app.get("/v1/locks")
+    @app.get("/v1/locks", dependencies=[VIEWER])
     async def locks() -> dict[str, Any]:
         return _items(engine.locks_info())
 
-    @app.get("/v1/resources")
+    @app.get("/v1/resources", dependencies=[VIEWER])
     async def resources() -> dict[str, Any]:
         return _items(await engine.resources_info())
 
-    @app.get("/v1/bookings")
+    @app.get("/v1/bookings", dependencies=[VIEWER])
     async def bookings(
         start: Annotated[str | None, Query(alias="from", max_length=100)] = None,
         end: Annotated[str | None, Query(alias="to", max_length=100)] = None,
@@ -1004,11 +1145,35 @@ def _inspect_routes(app: FastAPI, engine: Engine) -> None:
             raise ValidationError("to: must not be before from", field="to")
         return _items(await engine.bookings(lo, hi))
 
-    @app.get("/v1/schedules")
+    @app.get("/v1/schedules", dependencies=[VIEWER])
     async def schedules() -> dict[str, Any]:
         return _items(await engine.schedules_info())
 
-    @app.get("/v1/plugins")
+    @app.post("/v1/schedules/{name}/{action}")
+    async def schedule_control(
+        name: Annotated[str, PathParam(max_length=200)],
+        action: Annotated[str, PathParam(description="run, pause or resume")],
+        caller: Operator,
+    ) -> JSONResponse:
+        """``run``: fire now (201 with the job); ``pause``/``resume``: stop and restart its
+        firings, kept in the store (200 with the schedule)."""
+        if action == "run":
+            job = await engine.run_schedule(name, actor=caller.actor)
+            return JSONResponse(
+                job_json(job), status_code=201, headers={"location": f"/v1/jobs/{job.id}"}
+            )
+        if action in ("pause", "resume"):
+            paused = action == "pause"
+            info = await engine.pause_schedule(name, paused, actor=caller.actor)
+            return JSONResponse(_json(info))
+        return _error(
+            404,
+            "unknown-operation",
+            f"unknown schedule action {action!r} (one of: run, pause, resume)",
+            {"operation": action, "operations": ["run", "pause", "resume"]},
+        )
+
+    @app.get("/v1/plugins", dependencies=[VIEWER])
     async def plugins() -> dict[str, Any]:
         return _json(engine.plugins_info())
 
@@ -1026,28 +1191,33 @@ def _service_routes(
     streams = app.state.event_streams = EventStreams()
 
     @app.get("/v1/health")
-    async def health() -> dict[str, Any]:
+    async def health(caller: Anyone) -> dict[str, Any]:
         return {
             "status": "ok",
             "version": version,
             "started_at": format_time(started_at),
             "uptime": round(max(0.0, time.time() - started_at), 3),
+            "caller": caller.to_dict(),
         }
 
-    @app.get("/v1/events")
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[VIEWER])
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/v1/events", dependencies=[VIEWER])
     async def events(
         job: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     ) -> Response:
         return EventStreamResponse(engine, job, sse_keepalive, streams)
 
-    @app.post("/v1/reload")
+    @app.post("/v1/reload", dependencies=[ADMIN])
     async def reload_config() -> Response:
         if reload is None:
             return _error(409, "reload-unavailable", "this API instance cannot reload the config")
         warnings = await reload()
         return JSONResponse({"reloaded": True, "warnings": list(warnings)})
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[VIEWER])
     async def metrics_text() -> Response:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)

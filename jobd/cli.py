@@ -5,9 +5,10 @@ Exit codes: 0 ok; 1 refused or failed (the reason on stderr); 2 usage;
 
 Start-up cost matters (an operator types ``jobd list`` dozens of times an
 hour), so this module imports only the standard library and jobd's light
-modules. ``httpx`` arrives with the first request, ``rich`` with the first
-table, and the daemon stack (FastAPI, uvicorn, APScheduler, aiosqlite, the
-engine) only with ``jobd run``; a test checks that.
+modules: requests go through :mod:`jobd.wire` (stdlib sockets, not httpx),
+``rich`` arrives only to draw a table on a terminal (a pipe gets plain
+lines from :mod:`jobd.textui`), and the daemon stack (FastAPI, uvicorn,
+APScheduler, aiosqlite, the engine) only with ``jobd run``; a test checks that.
 """
 
 from __future__ import annotations
@@ -20,14 +21,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NoReturn
 
 from jobd.client import ApiError, Client, DaemonUnreachable, resolve_endpoint
 from jobd.errors import JobdError, ValidationError
 from jobd.timefmt import format_time, parse_duration, parse_time
-
-if TYPE_CHECKING:
-    from rich.console import Console
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -144,14 +142,51 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad value prints its one useful line and a hint, not the usage block:
+    ``jobd submit: error: argument --start: time ... has no zone; add Z or +01:00``."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        print(f"{self.prog}: see '{self.prog} --help'", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+#: Options whose value may start with "-" (``--start -5m``: five minutes ago).
+_TIME_OPTIONS = frozenset({"--start", "--end", "--from", "--to", "--since", "--until"})
+
+
+def _join_dash_values(argv: list[str]) -> list[str]:
+    """``--start -5m`` → ``--start=-5m``: argparse would take ``-5m`` for an option."""
+    out: list[str] = []
+    values = iter(argv)
+    for arg in values:
+        if arg in _TIME_OPTIONS:
+            value = next(values, None)
+            if value is not None and value.startswith("-") and value != "--":
+                out.append(f"{arg}={value}")
+                continue
+            out.append(arg)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(arg)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``jobd`` command line."""
     common = _common_options()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="jobd",
         parents=[common],
         description="jobd: job scheduler daemon for media operations, and its client.",
         epilog="exit codes: 0 ok, 1 refused or failed, 2 usage, 3 daemon unreachable",
+    )
+    parser.add_argument(
+        "--version",
+        action="store_true",
+        help="print the client's version, and the daemon's when it is reachable",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_daemon_commands(sub, common)
@@ -320,10 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run one ``jobd`` command; returns the exit code (argparse's own exits included)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     func: Command | None = getattr(args, "func", None)
+    if getattr(args, "version", False):
+        func = cmd_version
     if func is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -334,7 +371,6 @@ def _dispatch(func: Command, args: argparse.Namespace, parser: argparse.Argument
     try:
         return func(args)
     except UsageError as exc:
-        parser.print_usage(sys.stderr)
         _err(f"error: {exc}")
         return EXIT_USAGE
     except DaemonUnreachable as exc:
@@ -372,10 +408,10 @@ def _config_path(args: argparse.Namespace) -> Path:
     return resolve_config_path(getattr(args, "config", None))
 
 
-def _console(stderr: bool = False) -> Console:
-    from rich.console import Console
+def _emit(item: Any, *, stderr: bool = False) -> None:
+    from jobd.textui import emit
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    emit(item, stderr=stderr)
 
 
 def _print_json(data: Any) -> None:
@@ -392,7 +428,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return int(daemon.main(getattr(args, "config", None)))
 
 
+def cmd_version(args: argparse.Namespace) -> int:
+    """``jobd --version``: this client's version, then the daemon's if one answers (exit 0
+    either way: the client's version is known)."""
+    from jobd import __version__
+
+    print(f"jobd {__version__} (client)")
+    try:
+        with _client(args) as client:
+            health = client.health()
+        print(f"jobd {health.get('version', '?')} (daemon at {client.endpoint.describe()})")
+    except (DaemonUnreachable, ApiError) as exc:
+        print(f"daemon: not reachable: {str(exc).splitlines()[0]}")
+    return EXIT_OK
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from jobd.access import load_tokens
     from jobd.config import load_config, summarize
     from jobd.configcheck import check_config
 
@@ -400,6 +452,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(path)
         check_config(config)
+        load_tokens(config.api)  # unreadable, empty or loosely-moded token files
     except (JobdError, OSError) as exc:
         for line in str(exc).splitlines():  # one problem a line
             _err(line)
@@ -480,7 +533,6 @@ def _wait_for(client: Client, job_id: int) -> dict[str, Any]:
     """
     from jobd.render import event_line
 
-    console = _console(stderr=True)
     last_line = ""
     while True:
         with client.events(job_id) as events:
@@ -490,7 +542,7 @@ def _wait_for(client: Client, job_id: int) -> dict[str, Any]:
             for event in events:
                 line = event_line(event)
                 if line.plain != last_line:  # a step re-saved in the same state says nothing new
-                    console.print(line)
+                    _emit(line, stderr=True)
                     last_line = line.plain
                 if event.get("kind") == "deleted":
                     raise ApiError(404, "not-found", f"job {job_id} was deleted while waiting")
@@ -510,7 +562,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     from jobd.render import jobs_table
 
-    _console().print(jobs_table(page.get("items") or []))
+    _emit(jobs_table(page.get("items") or []))
     if page.get("next_cursor"):
         _err(f"more jobs: --cursor {page['next_cursor']}")
     return EXIT_OK
@@ -524,7 +576,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     from jobd.render import job_detail
 
-    _console().print(job_detail(job))
+    _emit(job_detail(job))
     return EXIT_OK
 
 
@@ -544,7 +596,7 @@ def _print_log_line(line: dict[str, Any], *, as_json: bool) -> None:
         return
     from jobd.render import log_line
 
-    _console().print(log_line(line))
+    _emit(log_line(line))
 
 
 def _log_lines(
@@ -611,7 +663,7 @@ def _show(
     if args.json:
         _print_json(data)
     else:
-        _console().print(render(data))
+        _emit(render(data))
     return EXIT_OK
 
 
@@ -667,14 +719,19 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     A background thread follows the event stream and wakes the drawing loop;
     when the daemon goes away the view says so and keeps retrying. Ctrl-C
-    ends it (exit 0).
+    ends it (exit 0). When stdout is not a terminal there is nothing to
+    redraw: one line per event instead (:func:`_watch_lines`).
     """
+    from jobd.textui import is_terminal, rich_console
+
+    if not is_terminal():
+        return _watch_lines(args)
     from rich.live import Live
 
     follower = _EventFollower(args)
     follower.start()
     try:
-        with _client(args) as client, Live(auto_refresh=False, console=_console()) as live:
+        with _client(args) as client, Live(auto_refresh=False, console=rich_console()) as live:
             _watch_loop(args, client, live, follower)
     except KeyboardInterrupt:
         pass
@@ -683,10 +740,28 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _watch_lines(args: argparse.Namespace) -> int:
+    """``jobd watch`` into a pipe or file: each event as one line,
+    flushed at once; a stream the daemon ends is reopened. Ctrl-C ends it (exit 0)."""
+    from jobd.render import event_line
+
+    try:
+        with _client(args) as client:
+            while True:
+                with client.events() as events:
+                    _err(f"watching events at {client.endpoint.describe()} (Ctrl-C to stop)")
+                    for event in events:
+                        print(event_line(event).plain, flush=True)
+                time.sleep(0.5)  # the stream ended early: reconnect at a modest pace
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
 def _watch_loop(
     args: argparse.Namespace, client: Client, live: Any, follower: _EventFollower
 ) -> None:
     from jobd.render import watch_view
+    from jobd.textui import to_rich
 
     queue: dict[str, Any] = {}
     jobs: list[dict[str, Any]] = []
@@ -697,7 +772,8 @@ def _watch_loop(
             jobs = client.list_jobs(limit=args.limit).get("items") or []
         except (DaemonUnreachable, ApiError) as exc:
             problem = str(exc)  # keep showing the last view, with the reason
-        live.update(watch_view(queue, jobs, list(follower.recent), problem), refresh=True)
+        view = watch_view(queue, jobs, list(follower.recent), problem)
+        live.update(to_rich(view), refresh=True)
         follower.wake.wait(args.interval)
         follower.wake.clear()
 

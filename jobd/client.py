@@ -1,7 +1,8 @@
 """The HTTP client the CLI uses to talk to a running daemon (SPEC §6, §7).
 
-Cheap to import: ``httpx`` is imported when a :class:`Client` is built, not
-here, so ``jobd --help`` and argument errors stay instant.
+Cheap to import and to use: it speaks HTTP/1.1 through :mod:`jobd.wire`
+(standard-library sockets), not httpx, because a CLI command's start-up is
+what a person waits for (``import httpx`` alone is ~64 ms).
 
 Where the daemon is (:func:`resolve_endpoint`), first match wins:
 
@@ -15,14 +16,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import quote, urlencode
 
-if TYPE_CHECKING:
-    import httpx
+from jobd.wire import Connection, Response, Target, TransportError, iter_lines
 
 #: Seconds to wait for an answer. Generous: a cancel may wait for a step to stop.
 DEFAULT_TIMEOUT = 120.0
@@ -30,10 +31,13 @@ DEFAULT_TIMEOUT = 120.0
 CONNECT_TIMEOUT = 5.0
 #: An event stream is silent at most 15 s (keep-alive); longer means the daemon is gone.
 STREAM_READ_TIMEOUT = 60.0
+#: Where the packaged config lives (kept here so resolving it does not import jobd.config).
+DEFAULT_CONFIG = "/etc/jobd/jobd.toml"
 
 
 class DaemonUnreachable(Exception):
-    """No daemon answers at the endpoint (CLI exit code 3). The message names where we looked."""
+    """No daemon answers at the endpoint (CLI exit code 3). The message names where we looked,
+    why that endpoint was chosen, and how to start the daemon."""
 
 
 class ApiError(Exception):
@@ -49,14 +53,42 @@ class ApiError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where the daemon listens: a Unix socket, or a URL with an optional bearer token."""
+    """Where the daemon listens: a Unix socket, or a URL with an optional bearer token.
+
+    ``source`` says why this endpoint was chosen and ``config`` which config
+    file the CLI would use; both only feed messages (not compared).
+    """
 
     socket: Path | None = None
     url: str | None = None
     token: str | None = None
+    source: str = field(default="", compare=False)
+    config: str = field(default=DEFAULT_CONFIG, compare=False)
+    config_source: str = field(default="the default", compare=False)
 
     def describe(self) -> str:
-        return f"unix socket {self.socket}" if self.socket is not None else f"{self.url}"
+        """``unix socket P (from JOBD_SOCKET; config C, the default)``."""
+        where = f"unix socket {self.socket}" if self.socket is not None else f"{self.url}"
+        origin = f"from {self.source}; " if self.source else ""
+        return f"{where} ({origin}config {self.config}, {self.config_source})"
+
+    def start_hint(self) -> str:
+        """How to get a daemon answering here (the second line of "cannot reach jobd")."""
+        if self.socket is None:
+            return (
+                "is jobd running on that host with [api] listen set? Start it there with "
+                "`jobd run --config PATH`, or point the CLI elsewhere with --url or --socket"
+            )
+        return (
+            f"is the daemon running? Start it with `jobd run --config {self.config}` "
+            f"(as a service: `systemctl start jobd`; from a checkout: `./scripts/demo`), "
+            f"or point the CLI at it with --socket/JOBD_SOCKET or --url/JOBD_URL"
+        )
+
+    def target(self) -> Target:
+        if self.socket is not None:
+            return Target(unix=self.socket)
+        return Target.from_url(self.url or "")
 
 
 def resolve_endpoint(
@@ -74,31 +106,51 @@ def resolve_endpoint(
     broken workflow in the config must not stop ``jobd list`` from working).
     """
     env = os.environ if environ is None else environ
-    socket = socket or env.get("JOBD_SOCKET") or None
-    if socket:
-        return Endpoint(socket=Path(socket))
-    url = url or env.get("JOBD_URL") or None
-    if url:
-        return Endpoint(url=url.rstrip("/"), token=token or env.get("JOBD_TOKEN") or None)
-    return Endpoint(socket=_configured_socket(config or env.get("JOBD_CONFIG") or None))
+    config_path, config_from = _config_choice(config, env)
+    if socket or env.get("JOBD_SOCKET"):
+        origin = "--socket" if socket else "JOBD_SOCKET"
+        return Endpoint(
+            socket=Path(socket or env["JOBD_SOCKET"]),
+            source=origin,
+            config=config_path,
+            config_source=config_from,
+        )
+    if url or env.get("JOBD_URL"):
+        origin = "--url" if url else "JOBD_URL"
+        chosen = (url or env["JOBD_URL"]).rstrip("/")
+        secret = token or env.get("JOBD_TOKEN") or None
+        return Endpoint(
+            url=chosen, token=secret, source=origin, config=config_path, config_source=config_from
+        )
+    path, source = _configured_socket(config_path, config_from)
+    return Endpoint(socket=path, source=source, config=config_path, config_source=config_from)
 
 
-def _configured_socket(config_path: str | None) -> Path:
-    from jobd.config import DEFAULT_CONFIG_PATH, ApiConfig, load_config
+def _config_choice(config: str | None, env: Mapping[str, str]) -> tuple[str, str]:
+    """The config file the CLI uses, and where that choice came from."""
+    if config:
+        return config, "--config"
+    if env.get("JOBD_CONFIG"):
+        return env["JOBD_CONFIG"], "JOBD_CONFIG"
+    return DEFAULT_CONFIG, "the default"
+
+
+def _configured_socket(config_path: str, config_from: str) -> tuple[Path, str]:
+    from jobd.config import ApiConfig, load_config
     from jobd.errors import JobdError
 
-    path = Path(config_path) if config_path else DEFAULT_CONFIG_PATH
-    if config_path is None and not path.exists():
-        return ApiConfig().socket  # no config at all: the packaged default
+    path = Path(config_path).expanduser()
+    default = ApiConfig().socket
+    if config_from == "the default" and not path.exists():
+        return default, "the packaged default: there is no config file"
     try:
-        return load_config(path).api.socket
+        return load_config(path).api.socket, "its [api] socket"
     except (JobdError, OSError) as exc:
         print(
-            f"jobd: warning: cannot read {path} to find the socket ({exc}); "
-            f"trying {ApiConfig().socket}",
+            f"jobd: warning: cannot read {path} to find the socket ({exc}); trying {default}",
             file=sys.stderr,
         )
-        return ApiConfig().socket
+        return default, "the packaged default: the config could not be read"
 
 
 class Client:
@@ -106,24 +158,26 @@ class Client:
 
     Every method returns the decoded JSON answer, raises :class:`ApiError` for
     an error answer and :class:`DaemonUnreachable` when nothing answers.
-    Requests carry ``X-Jobd-Actor: cli`` so the job history says who acted.
+    Requests carry ``X-Jobd-Client: cli``: the job history then records ``cli:<user>``
+    (the daemon learns the user from the kernel or the token, never from us).
+    One connection is kept alive for the client's requests; each event stream
+    opens one of its own.
     """
 
     def __init__(self, endpoint: Endpoint, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        import httpx
-
         self.endpoint = endpoint
-        limits = httpx.Timeout(timeout, connect=CONNECT_TIMEOUT)
-        headers = {"x-jobd-actor": "cli", "user-agent": "jobd-cli"}
+        self.timeout = timeout
+        self.headers = {"x-jobd-client": "cli", "user-agent": "jobd-cli", "accept": "*/*"}
         if endpoint.token:
-            headers["authorization"] = f"Bearer {endpoint.token}"
-        if endpoint.socket is not None:
-            transport = httpx.HTTPTransport(uds=str(endpoint.socket))
-            self._http = httpx.Client(
-                transport=transport, base_url="http://jobd", headers=headers, timeout=limits
-            )
-        else:
-            self._http = httpx.Client(base_url=endpoint.url or "", headers=headers, timeout=limits)
+            self.headers["authorization"] = f"Bearer {endpoint.token}"
+        self._conn = self._connection(timeout)
+
+    def _connection(self, timeout: float) -> Connection:
+        try:
+            target = self.endpoint.target()
+        except TransportError as exc:
+            raise self._unreachable(exc) from None
+        return Connection(target, timeout=timeout, connect_timeout=CONNECT_TIMEOUT)
 
     def __enter__(self) -> Client:
         return self
@@ -132,23 +186,37 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        self._conn.close()
 
     # ------------------------------------------------------------------ transport
 
-    def request(self, method: str, path: str, *, json_body: Any = None, params: Any = None) -> Any:
-        """One request; the decoded JSON body (``None`` for 204)."""
-        import httpx
-
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """One request; the decoded JSON body (``None`` for 204). ``params``: the query (a
+        list value repeats its key)."""
+        headers = dict(self.headers)
+        body = None
+        if json_body is not None:
+            body = json.dumps(json_body, ensure_ascii=False).encode()
+            headers["content-type"] = "application/json"
         try:
-            response = self._http.request(method, path, json=json_body, params=params)
-        except httpx.TransportError as exc:
+            response = self._conn.request(method, _url(path, params), headers=headers, body=body)
+        except TransportError as exc:
             raise self._unreachable(exc) from None
         return _decode(response)
 
     def _unreachable(self, exc: Exception) -> DaemonUnreachable:
         reason = str(exc) or type(exc).__name__
-        return DaemonUnreachable(f"cannot reach jobd at {self.endpoint.describe()}: {reason}")
+        return DaemonUnreachable(
+            f"cannot reach jobd at {self.endpoint.describe()}: {reason}\n"
+            f"jobd: {self.endpoint.start_hint()}"
+        )
 
     # ------------------------------------------------------------------ routes
 
@@ -158,10 +226,21 @@ class Client:
     def submit(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return dict(self.request("POST", "/v1/jobs", json_body=dict(body)))
 
+    def submit_batch(self, bodies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """``POST /v1/batch/jobs``: all or nothing; ``{"items": [job, ...]}`` in order."""
+        return dict(self.request("POST", "/v1/batch/jobs", json_body={"jobs": list(bodies)}))
+
     def list_jobs(
-        self, states: list[str] | None = None, limit: int | None = None, cursor: int | None = None
+        self,
+        states: list[str] | None = None,
+        limit: int | None = None,
+        cursor: int | None = None,
+        *,
+        filters: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        params: dict[str, Any] = {}
+        """``GET /v1/jobs``: ``filters`` are the list filters (``state`` a list, ``workflow``,
+        ``asset``, ``resource``, ``since``, ``until``, ``search``)."""
+        params: dict[str, Any] = {k: v for k, v in (filters or {}).items() if v}
         if states:
             params["state"] = states
         if limit is not None:
@@ -183,6 +262,20 @@ class Client:
             return None
         answer = self.request("POST", f"/v1/jobs/{job_id}/{operation}")
         return None if answer is None else dict(answer)
+
+    def operate_batch(
+        self,
+        operation: str,
+        *,
+        ids: Sequence[int] | None = None,
+        filters: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /v1/batch/{operation}`` on ``ids`` or on every job ``filters`` match:
+        ``{"done": [ids], "refused": [{"id", "error"}]}``."""
+        body: dict[str, Any] = {"ids": list(ids)} if ids is not None else {}
+        if filters is not None:
+            body["filter"] = {k: v for k, v in filters.items() if v}
+        return dict(self.request("POST", f"/v1/batch/{operation}", json_body=body))
 
     def job_log(self, job_id: int, after: int = 0, limit: int | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"after": after}
@@ -206,6 +299,11 @@ class Client:
     def schedules(self) -> dict[str, Any]:
         return dict(self.request("GET", "/v1/schedules"))
 
+    def schedule_control(self, name: str, action: str) -> dict[str, Any]:
+        """``POST /v1/schedules/{name}/run|pause|resume``."""
+        answer = self.request("POST", f"/v1/schedules/{quote(name, safe='')}/{action}")
+        return dict(answer or {})
+
     def plugins(self) -> dict[str, Any]:
         return dict(self.request("GET", "/v1/plugins"))
 
@@ -220,20 +318,21 @@ class Client:
         subscribes before it answers), so reading a job's state inside the
         block and then iterating misses nothing. Each item is one event's
         JSON; the iterator ends when the daemon ends the stream. A lost
-        connection raises :class:`DaemonUnreachable`.
+        connection raises :class:`DaemonUnreachable`. The stream has a
+        connection of its own, so the client's other requests go on meanwhile.
         """
-        import httpx
-
-        params = {"job": job_id} if job_id is not None else None
-        timeout = httpx.Timeout(DEFAULT_TIMEOUT, connect=CONNECT_TIMEOUT, read=STREAM_READ_TIMEOUT)
+        conn = self._connection(STREAM_READ_TIMEOUT)
+        path = _url("/v1/events", {"job": job_id} if job_id is not None else None)
         try:
-            with self._http.stream("GET", "/v1/events", params=params, timeout=timeout) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    _decode(response)
-                yield parse_sse(response.iter_lines())
-        except httpx.TransportError as exc:
+            response, chunks = conn.stream("GET", path, headers=self.headers)
+            if response.status >= 400:
+                response.body = b"".join(chunks)
+                _decode(response)
+            yield _unreachable_on_loss(self, parse_sse(iter_lines(chunks)))
+        except TransportError as exc:
             raise self._unreachable(exc) from None
+        finally:
+            conn.close()
 
     def stream_events(self, job_id: int | None = None) -> Iterator[dict[str, Any]]:
         """Every event (of ``job_id`` only, if given) until the daemon ends the stream."""
@@ -241,26 +340,41 @@ class Client:
             yield from events
 
 
-def _decode(response: httpx.Response) -> Any:
+def _unreachable_on_loss(
+    client: Client, events: Iterator[dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    """The events; a connection lost while iterating is "cannot reach jobd" too."""
+    try:
+        yield from events
+    except TransportError as exc:
+        raise client._unreachable(exc) from None
+
+
+def _url(path: str, params: Mapping[str, Any] | None) -> str:
+    if not params:
+        return path
+    return f"{path}?{urlencode(params, doseq=True)}"
+
+
+def _decode(response: Response) -> Any:
     """The JSON of a success; :class:`ApiError` built from the error shape otherwise."""
-    if response.status_code == 204 or not response.content:
-        if response.status_code >= 400:
-            raise ApiError(response.status_code, "http-error", f"HTTP {response.status_code}")
+    status = response.status
+    if status == 204 or not response.body:
+        if status >= 400:
+            raise ApiError(status, "http-error", f"HTTP {status}")
         return None
     try:
-        payload = response.json()
+        payload = json.loads(response.body)
     except ValueError:
         raise ApiError(
-            response.status_code,
-            "bad-answer",
-            f"HTTP {response.status_code}: the daemon's answer is not JSON",
+            status, "bad-answer", f"HTTP {status}: the daemon's answer is not JSON"
         ) from None
-    if response.status_code >= 400:
+    if status >= 400:
         error = payload.get("error") if isinstance(payload, dict) else None
         if not isinstance(error, dict):
-            raise ApiError(response.status_code, "http-error", f"HTTP {response.status_code}")
+            raise ApiError(status, "http-error", f"HTTP {status}")
         raise ApiError(
-            response.status_code,
+            status,
             str(error.get("code", "error")),
             str(error.get("message", "")),
             error.get("details") or {},

@@ -66,11 +66,27 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenConfig:
+    """One ``[[api.tokens]]`` entry: a named bearer token (read from ``file``) with a role."""
+
+    name: str
+    file: Path
+    role: Literal["viewer", "operator", "admin"]
+
+
+@dataclass(frozen=True, slots=True)
 class ApiConfig:
     socket: Path = Path("/run/jobd/jobd.sock")
     socket_mode: int = 0o660
     listen: str | None = None
+    #: The admin token named ``default`` (SPEC §11).
     token_file: Path | None = None
+    tokens: tuple[TokenConfig, ...] = ()
+    #: Socket users by role: user names and ``@group``s. None (unset) for all three:
+    #: whoever can open the socket is admin.
+    viewers: tuple[str, ...] | None = None
+    operators: tuple[str, ...] | None = None
+    admins: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,11 +213,12 @@ def summarize(config: Config) -> str:
     """A human summary for ``jobd check-config``: files read, where state and the API
     live, capacity, and the named resources, pools, workflows and schedules."""
     daemon, api = config.daemon, config.api
-    tcp = f"{api.listen} (token from {api.token_file})" if api.listen else "off"
+    tcp = f"{api.listen} (tokens: {_describe_tokens(api)})" if api.listen else "off"
     lines = [
         "files read: " + (", ".join(map(str, config.sources)) or "(none)"),
         f"state_dir: {daemon.state_dir} (database {daemon.db_path})",
         f"socket: {api.socket} (mode {api.socket_mode:04o}); tcp: {tcp}",
+        "socket roles: " + _describe_roles(api),
         f"workers: {daemon.workers}; run queue size: {daemon.run_queue_size}",
         "plugin dirs: " + _join(map(str, daemon.plugin_dirs)),
         "file roots: " + _join(map(str, daemon.file_roots)),
@@ -538,7 +555,65 @@ _DAEMON = _fields(
     synchronous=_choice("full", "normal"),
     database=_database,
 )
-_API = _fields(ApiConfig, socket=_path, socket_mode=_octal_mode, listen=_listen, token_file=_path)
+_TOKEN = _fields(TokenConfig, name=_name, file=_path, role=_choice("viewer", "operator", "admin"))
+
+
+def _tokens(value: Any, base: Path) -> tuple[TokenConfig, ...]:
+    """``[[api.tokens]]``: each with ``name``, ``file`` and ``role``; names unique."""
+    if not isinstance(value, list):
+        raise _Bad(f"expected an array of tables ([[api.tokens]]), got {_show(value)}")
+    built: list[TokenConfig] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise _Bad(f"expected a table, got {_show(item)}", (index,))
+        for key in item:
+            if key not in _TOKEN:
+                raise _Bad(f"unknown key {key!r}{_suggest(key, _TOKEN)}", (index, key))
+        for key in _TOKEN:
+            if key not in item:
+                raise _Bad(f"missing required key {key!r}", (index, key))
+        values = {}
+        for key, check in _TOKEN.items():
+            try:
+                values[key] = check(item[key], base)
+            except _Bad as bad:
+                raise _Bad(bad.problem, (index, key, *bad.at)) from None
+        if any(t.name == values["name"] for t in built):
+            raise _Bad(f"duplicate token name {values['name']!r}", (index, "name"))
+        built.append(TokenConfig(**values))
+    return tuple(built)
+
+
+def _principals(value: Any, base: Path) -> tuple[str, ...]:
+    """``[api] viewers/operators/admins``: user names and ``@group``s."""
+    if not isinstance(value, list):
+        raise _Bad(f'expected an array of user names and "@group"s, got {_show(value)}')
+    items: list[str] = []
+    for index, item in enumerate(value):
+        try:
+            text = _name(item, base)
+            if text.startswith("@"):
+                _name(text[1:] or " ", base)
+        except _Bad:
+            raise _Bad(
+                f'expected a user name or "@group" (no blanks or commas), got {_show(item)}',
+                (index,),
+            ) from None
+        items.append(text)
+    return tuple(items)
+
+
+_API = _fields(
+    ApiConfig,
+    socket=_path,
+    socket_mode=_octal_mode,
+    listen=_listen,
+    token_file=_path,
+    tokens=_tokens,
+    viewers=_principals,
+    operators=_principals,
+    admins=_principals,
+)
 _LOGGING = _fields(
     LoggingConfig,
     format=_choice("json", "console", "auto"),
@@ -704,13 +779,16 @@ def _schedules(ctx: _Context, raw: Any) -> tuple[ScheduleConfig, ...]:
 def _cross_check(ctx: _Context, config: Config) -> None:
     """Rules that span keys or sections; each error points at the key to fix."""
     api = config.api
-    if api.listen is not None and api.token_file is None:
+    if api.listen is not None and api.token_file is None and not api.tokens:
         # Blame the file that turned TCP on: that is where the fix belongs.
         raise ConfigError(
             str(ctx.file_of(("api", "listen"))),
             "api.token_file",
-            f"required when api.listen is set (listen = {api.listen!r})",
+            f"required when api.listen is set (listen = {api.listen!r}), "
+            "unless [[api.tokens]] are given",
         )
+    if api.token_file is not None and any(t.name == "default" for t in api.tokens):
+        raise ctx.error(("api", "tokens"), "the token name 'default' is taken by api.token_file")
     for pool in config.pools.values():
         if pool.name in config.resources:
             raise ctx.error(
@@ -812,6 +890,20 @@ def _counted(kind: str, names: list[str]) -> str:
     return f"{kind} ({len(names)}): {_join(names)}"
 
 
+def _describe_tokens(api: ApiConfig) -> str:
+    named = [("default", api.token_file, "admin")] if api.token_file is not None else []
+    named += [(t.name, t.file, t.role) for t in api.tokens]
+    return _join(f"{name} ({role}, {file})" for name, file, role in named)
+
+
+def _describe_roles(api: ApiConfig) -> str:
+    lists = {"viewers": api.viewers, "operators": api.operators, "admins": api.admins}
+    if all(value is None for value in lists.values()):
+        return "not set: whoever can open the socket is admin"
+    shown = [f"{key} = [{', '.join(value or ())}]" for key, value in lists.items()]
+    return "; ".join(shown) + " (root and the daemon's own user are admins)"
+
+
 def _describe_schedule(schedule: ScheduleConfig) -> str:
     when = (
         f"cron {schedule.cron!r} {schedule.timezone}"
@@ -820,3 +912,26 @@ def _describe_schedule(schedule: ScheduleConfig) -> str:
     )
     off = "" if schedule.enabled else ", disabled"
     return f"{schedule.name} ({when} -> {schedule.workflow}{off})"
+
+
+#: ``[daemon]`` keys bound at start-up (the engine's workers and run queue, the database and
+#: its ``synchronous``, the loaded plugins); with the ``[api]`` keys but those below they
+#: need a restart: a reload keeps their running values (:func:`keep_restart_only`).
+RESTART_ONLY_DAEMON_KEYS = ("state_dir", "workers", "run_queue_size", "synchronous", "plugin_dirs", "database")
+#: ``[api]`` keys a reload applies at once (who may do what); the rest wait for a restart.
+RELOADABLE_API_KEYS = frozenset({"viewers", "operators", "admins", "tokens", "token_file"})
+
+
+def keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
+    """``new`` with the restart-only keys of ``old``, and the keys (``api.socket``,
+    ``daemon.workers``, ...) whose new value waits for a restart. The one place that
+    says which keys a reload cannot change."""
+    fixed = [f.name for f in dataclasses.fields(old.api) if f.name not in RELOADABLE_API_KEYS]
+    changed = [f"api.{key}" for key in fixed if getattr(old.api, key) != getattr(new.api, key)]
+    kept = {key: getattr(old.daemon, key) for key in RESTART_ONLY_DAEMON_KEYS}
+    changed += [f"daemon.{key}" for key, value in kept.items() if getattr(new.daemon, key) != value]
+    if not changed:
+        return new, []
+    api = dataclasses.replace(new.api, **{key: getattr(old.api, key) for key in fixed})
+    daemon = dataclasses.replace(new.daemon, **kept)
+    return dataclasses.replace(new, api=api, daemon=daemon), changed

@@ -17,13 +17,12 @@ the same way ``POST /v1/reload`` does.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -33,12 +32,13 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from jobd import __version__
+from jobd.access import Access, Token, load_tokens
 from jobd.api import create_app, end_event_streams
-from jobd.config import Config, load_config, resolve_config_path
+from jobd.config import Config, keep_restart_only, load_config, resolve_config_path
 from jobd.configcheck import check_config
 from jobd.engine import Engine
 from jobd.errors import ConfigError, JobdError
-from jobd.httpserver import parse_listen, read_token, serve
+from jobd.httpserver import parse_listen, serve
 from jobd.logging import configure_logging, set_job_log_sink
 from jobd.metrics import Metrics
 from jobd.plugins import PluginHost
@@ -128,25 +128,11 @@ class StoreProbe:
         return time.monotonic() - self.last_ok < self.interval * 2
 
 
-#: ``[daemon]`` keys bound at start-up by the daemon itself (the engine keeps its own:
-#: workers, run_queue_size, state_dir).
-_RESTART_ONLY_DAEMON_KEYS = ("synchronous", "plugin_dirs", "database")
-
-
 def _keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
-    """Keep what cannot change while running (API listeners, the open database's
-    ``synchronous``, loaded plugins), and say which changes wait for a restart."""
-    changed = [
-        f"api.{f.name}"
-        for f in dataclasses.fields(old.api)
-        if getattr(old.api, f.name) != getattr(new.api, f.name)
-    ]
-    kept = {key: getattr(old.daemon, key) for key in _RESTART_ONLY_DAEMON_KEYS}
-    changed += [f"daemon.{key}" for key, value in kept.items() if getattr(new.daemon, key) != value]
-    if not changed:
-        return new, []
-    new = dataclasses.replace(new, api=old.api, daemon=dataclasses.replace(new.daemon, **kept))
-    return new, [f"{', '.join(changed)}: take effect on restart"]
+    """Keep what cannot change while running (``jobd.config.RESTART_ONLY_DAEMON_KEYS`` and
+    ``[api]``), and say which changes wait for a restart."""
+    new, changed = keep_restart_only(old, new)
+    return new, [f"{', '.join(changed)}: take effect on restart"] if changed else []
 
 
 class Daemon:
@@ -159,14 +145,16 @@ class Daemon:
         notifier: Notifier,
         *,
         watchdog: float | None = None,
-        token: str | None = None,
+        tokens: Sequence[Token] = (),
         tcp: tuple[str, int] | None = None,
     ) -> None:
         self.config_path = config_path
         self.config = config
         self.notifier = notifier
         self.watchdog = watchdog
-        self.token, self.tcp = token, tcp
+        self.tcp = tcp
+        #: Who may do what; shared by both listeners' apps, updated in place on reload.
+        self.access = Access.from_config(config.api, tokens)
         self.started_at = time.time()
         self.engine: Engine | None = None
         self._tg: TaskGroup | None = None
@@ -203,6 +191,7 @@ class Daemon:
             started_at=self.started_at,
             reload=self.reload,
             metrics=metrics,
+            access=self.access,
         )
         api = self.config.api
         async with anyio.create_task_group() as tg:
@@ -220,7 +209,7 @@ class Daemon:
                 )
             )
             if self.tcp is not None:
-                tcp_app = app(token=self.token)
+                tcp_app = app(tcp=True)
                 await tg.start(
                     partial(
                         serve,
@@ -328,10 +317,16 @@ class Daemon:
             )
             raise
         new, warnings = _keep_restart_only(self.config, new)
+        try:
+            tokens = await anyio.to_thread.run_sync(load_tokens, new.api)
+        except ConfigError as exc:
+            log.error("config reload refused; keeping the running config", error=str(exc))
+            raise
         engine = self.engine
         assert engine is not None
         warnings += await engine.reload(new)
         configure_logging(new.logging)
+        self.access.update(new.api, tokens)
         self.config = new
         log.info(
             "config reloaded",
@@ -345,17 +340,15 @@ class Daemon:
 # ---------------------------------------------------------------------- main
 
 
-def _prepare(config_path: str | None) -> tuple[Path, Config, str | None, tuple[str, int] | None]:
+def _prepare(config_path: str | None) -> tuple[Path, Config, list[Token], tuple[str, int] | None]:
     """Everything that can be refused before jobd creates anything. Raises ConfigError."""
     path = Path(os.path.abspath(resolve_config_path(config_path)))
     config = _load_checked(path)
-    token = tcp = None
-    if config.api.listen:
-        tcp = parse_listen(config.api.listen)
-        if config.api.token_file is None:
-            raise ConfigError(str(path), "api.token_file", "is required when api.listen is set")
-        token = read_token(config.api.token_file)
-    return path, config, token, tcp
+    tcp = parse_listen(config.api.listen) if config.api.listen else None
+    # Read (and mode-checked) even without TCP: a bad token file is refused now, not
+    # at the reload that turns TCP on.
+    tokens = load_tokens(config.api)
+    return path, config, tokens, tcp
 
 
 def _load_checked(path: Path) -> Config:
@@ -388,7 +381,7 @@ def main(config_path: str | None) -> int:
     signal.
     """
     try:
-        path, config, token, tcp = _prepare(config_path)
+        path, config, tokens, tcp = _prepare(config_path)
     except ConfigError as exc:
         for line in str(exc).splitlines():  # several problems: one a line
             print(f"jobd: {line}", file=sys.stderr)
@@ -404,7 +397,7 @@ def main(config_path: str | None) -> int:
     notifier = Notifier.from_env()
     interval = watchdog_interval()
     forget_notify_env()  # steps and scripts must not talk to systemd in our name
-    daemon = Daemon(path, config, notifier, watchdog=interval, token=token, tcp=tcp)
+    daemon = Daemon(path, config, notifier, watchdog=interval, tokens=tokens, tcp=tcp)
     with lock:
         try:
             anyio.run(

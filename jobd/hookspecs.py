@@ -75,9 +75,12 @@ class JobdSpec:
         Called after every state change has been written to the database,
         with the job and the event (``job_id``, ``kind``, ``at``, ``from``,
         ``to``, ``cause``, ``actor``, ``step``, ``data``). Treat both as
-        read-only. The return value is ignored; a raising implementation is
-        logged with the plugin's name and ignored, and the other observers
-        still get the event.
+        read-only. ``actor`` is who made the change (``cli:alice``,
+        ``api:ops-desk``, ``scheduler``, ``recovery``; SPEC §11): the user
+        from the kernel or the token's name, never what the client claims.
+        The return value is ignored; a raising implementation is logged with
+        the plugin's name and ignored, and the other observers still get the
+        event.
         """
 
     @hookspec

@@ -6,12 +6,16 @@ that would fight jobd's own signal receiver. So jobd binds the socket (stale
 file check, umask, explicit chmod), hands uvicorn pre-bound sockets, disables
 its signal handling, and unlinks the file on the way out.
 
-TCP is guarded by a bearer token: :func:`read_token` reads it, the app built by
-``jobd.api.create_app(token=...)`` checks it.
+Who is calling: on the Unix socket, :class:`_PeerAwareProtocol` asks the kernel
+(``SO_PEERCRED``) once per accepted connection and hands the answer to the app
+as ``scope["jobd.peer"]`` (:data:`PEER_SCOPE_KEY`), which nothing a client sends
+can set. TCP is guarded by bearer tokens (:func:`jobd.access.load_tokens`),
+which the app checks (:mod:`jobd.access`, ``jobd.api``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -25,7 +29,9 @@ import anyio
 import structlog
 import uvicorn
 from anyio.abc import TaskStatus
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from jobd.access import PEER_SCOPE_KEY, peer_credentials
 from jobd.errors import ConfigError, JobdError
 
 log = structlog.get_logger(__name__)
@@ -145,30 +151,38 @@ def _unlink_if_ours(path: Path, inode: int) -> None:
         pass
 
 
-# --- the token -----------------------------------------------------------------------------
+# --- who is at the other end ----------------------------------------------------------------
 
 
-def read_token(path: Path) -> str:
-    """The bearer token in ``path``, stripped of whitespace.
+class _PeerAwareProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, telling the app who the Unix socket peer is.
 
-    Raises :class:`ConfigError` naming the file if it cannot be read, is empty,
-    or is world-readable (a token anyone on the host can read protects nothing).
+    The kernel's answer (``SO_PEERCRED``, taken when the connection is
+    accepted) goes into every request's scope of this connection. A Unix
+    connection whose peer cannot be told is closed: fail closed, never guess.
+    TCP connections pass through untouched (tokens say who they are).
     """
-    where = str(path)
-    try:
-        st = path.stat()
-        text = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(where, "api.token_file", f"cannot read the token: {exc}") from exc
-    if st.st_mode & 0o004:
-        raise ConfigError(
-            where,
-            "api.token_file",
-            f"is world-readable (mode {stat.S_IMODE(st.st_mode):04o}); chmod o-rwx it",
-        )
-    if not text:
-        raise ConfigError(where, "api.token_file", "is empty")
-    return text
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is None or sock.family != socket.AF_UNIX:
+            return
+        try:
+            peer = peer_credentials(sock)
+        except OSError as exc:
+            log.warning("closing a connection whose peer the kernel cannot name", error=str(exc))
+            transport.close()
+            return
+        self.app = _with_peer(self.app, peer)
+
+
+def _with_peer(app: Any, peer: object) -> Any:
+    async def with_peer(scope: Scope, receive: Receive, send: Send) -> None:
+        scope[PEER_SCOPE_KEY] = peer
+        await app(scope, receive, send)
+
+    return with_peer
 
 
 # --- the server ----------------------------------------------------------------------------
@@ -201,6 +215,7 @@ def _server(app: ASGIApp) -> _EmbeddedServer:
         log_config=None,  # jobd.logging already shaped the stdlib loggers
         proxy_headers=False,
         server_header=False,
+        http=_PeerAwareProtocol,
         timeout_graceful_shutdown=SHUTDOWN_TIMEOUT,
     )
     return _EmbeddedServer(config)

@@ -7,9 +7,26 @@ the CLI turn them into ISO 8601 with a zone at the edge.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 from jobd.states import JobState, StepState
+
+
+class OverlayCode(StrEnum):
+    """Every ``code`` an error overlay may carry, listed (with when each is set) in
+    docs/api.md; ``tests/test_overlays.py`` keeps the two in step."""
+
+    STEP_FAILED = "step-failed"
+    STEP_TIMED_OUT = "step-timed-out"
+    TIMEOUT = "timeout"
+    START_SCRIPT_FAILED = "start-script-failed"
+    LOCK_TIMEOUT = "lock-timeout"
+    INTERRUPTED = "interrupted"
+    UNKNOWN_WORKFLOW = "unknown-workflow"
+    END_SCRIPT_FAILED = "end-script-failed"
+    NOT_CONFIRMED = "not-confirmed"
+    BOOKING_INVALID = "booking-invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +222,9 @@ class Job:
     progress_message: str | None = None
     #: When the job entered its current queue position (due time, or admission time).
     due_at: float | None = None
+    #: When the current run's start script ran (None: not yet, or no run). A run has one
+    #: start script: pause/resume and a daemon restart continue the run without it.
+    run_started_at: float | None = None
     steps: list[Step] = field(default_factory=list)
     reservations: list[Reservation] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
@@ -213,10 +233,14 @@ class Job:
     def name(self) -> str:
         return self.spec.name or f"{self.spec.workflow}-{self.id}"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The job as the API returns it (times still as POSIX seconds)."""
+    def to_dict(self, *, detail: bool = True) -> dict[str, Any]:
+        """The job as the API returns it (times still as POSIX seconds).
+
+        ``detail=False`` is a list's row: it leaves out ``steps``,
+        ``reservations`` and ``history``, which a list does not load (an empty
+        list there would look like data)."""
         s = self.spec
-        return {
+        summary = {
             "id": self.id,
             "name": self.name,
             "workflow": s.workflow,
@@ -239,6 +263,11 @@ class Job:
             "progress_message": self.progress_message,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+        }
+        if not detail:
+            return summary
+        return {
+            **summary,
             "steps": [step.to_dict() for step in self.steps],
             "reservations": [r.to_dict() for r in self.reservations],
             "history": [h.to_dict() for h in self.history],

@@ -1,7 +1,8 @@
-"""Rich tables for the CLI: API JSON in, renderables out.
+"""Tables and lines for the CLI: API JSON in, renderables out.
 
-Imported only by the commands that print tables (it pulls in ``rich``).
-Every function takes the JSON the API returns and tolerates missing keys,
+The renderables are :mod:`jobd.textui`'s (shown as whole plain lines when
+stdout is not a terminal, as rich tables when it is; rich is imported only
+then). Every function takes the JSON the API returns and tolerates missing keys,
 so an older or newer daemon still gets a readable table. Times are shown in
 the local zone of the terminal (``--json`` gives the API's ISO UTC).
 """
@@ -13,10 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from rich.console import Group, RenderableType
-from rich.table import Table
-from rich.text import Text
-
+from jobd.textui import Group, Renderable, Table, Text
 from jobd.timefmt import format_duration
 
 _STATE_STYLES = {
@@ -358,9 +356,9 @@ def watch_view(
     jobs: Sequence[Mapping[str, Any]],
     events: Iterable[Mapping[str, Any]],
     problem: str | None,
-) -> RenderableType:
+) -> Renderable:
     """``jobd watch``: the queue, the latest jobs and the latest events."""
-    parts: list[RenderableType] = [queue_view(queue), jobs_table(jobs, title="latest jobs")]
+    parts: list[Renderable] = [queue_view(queue), jobs_table(jobs, title="latest jobs")]
     recent = list(events)
     if recent:
         parts.append(Text("recent events", style="bold"))

@@ -24,7 +24,7 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from jobd.action import Action, ActionContext
 from jobd.config import Config, WorkflowConfig
-from jobd.models import ErrorOverlay, Job, Step
+from jobd.models import ErrorOverlay, Job, OverlayCode, Step
 from jobd.states import JobState, StepState
 
 log = structlog.get_logger("jobd.runner")
@@ -43,6 +43,8 @@ class RunControl:
     scope: anyio.CancelScope | None = None
     window_scope: anyio.CancelScope | None = None
     stop_reason: str | None = None
+    #: Who asked for the stop (``cli:alice``): the actor of the run's pause or cancel row.
+    stop_actor: str | None = None
     #: The start script ran (or there is none): a resumed run does not run it again.
     started: bool = False
     #: Index of a step whose first attempt was recorded with the job's ``running`` write.
@@ -52,9 +54,9 @@ class RunControl:
     #: Nothing follows the last step (no window, no end script): its write may be deferred.
     defer_last: bool = False
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, actor: str | None = None) -> None:
         if self.stop_reason is None:
-            self.stop_reason = reason
+            self.stop_reason, self.stop_actor = reason, actor
         if self.scope is not None:
             self.scope.cancel()
 
@@ -70,11 +72,17 @@ class RunResult:
 class RunHost(Protocol):
     """What the runner needs from the engine."""
 
-    config: Config
+    @property
+    def config(self) -> Config: ...
 
     def action(self, name: str) -> Action | None: ...
 
     async def save_step(self, job: Job, step: Step) -> None: ...
+
+    def run_started(self, job: Job) -> None:
+        """The run's start script succeeded: record it with the job (a resumed or
+        recovered run continues without running it again)."""
+        ...
 
     async def save_pgid(self, job: Job, step: Step) -> None:
         """Durably record the step's process group (recovery kills what is left of it)."""
@@ -122,7 +130,7 @@ class Runner:
                     JobState.TIMED_OUT,
                     f"job timeout of {job.spec.timeout:g} s",
                     ErrorOverlay(
-                        "timeout",
+                        OverlayCode.TIMEOUT,
                         f"the job exceeded its timeout of {job.spec.timeout:g} s{where}",
                         self.host.now(),
                     ),
@@ -145,8 +153,9 @@ class Runner:
                     return RunResult(
                         JobState.FAILED,
                         "start script failed",
-                        ErrorOverlay("start-script-failed", problem, self.host.now()),
+                        ErrorOverlay(OverlayCode.START_SCRIPT_FAILED, problem, self.host.now()),
                     )
+                self.host.run_started(job)
             rc.started = True
         for step in job.steps:
             if step.state == StepState.COMPLETED:
@@ -311,7 +320,7 @@ def _step_failure(step: Step, timed_out: bool, now: float) -> RunResult:
         state,
         f"step {step.name} {step.state}",
         ErrorOverlay(
-            "step-timed-out" if timed_out else "step-failed",
+            OverlayCode.STEP_TIMED_OUT if timed_out else OverlayCode.STEP_FAILED,
             f"step {step.name} {step.state} after {tries}: {error}",
             now,
         ),

@@ -45,11 +45,11 @@ def parse_duration(text: str) -> float:
 
 
 def parse_time(text: str, *, now: float | None = None) -> float:
-    """POSIX seconds from ISO 8601 *with a zone*, ``now``, or ``+<duration>`` from now.
+    """POSIX seconds from ISO 8601 *with a zone*, ``now``, or ``+``/``-<duration>`` from now.
 
     ``2026-01-01T10:00:00Z``, ``2026-01-01T11:00+01:00``, ``now``, ``+30s``,
-    ``+5m``, ``+2h``, ``+1h30m``. ``now`` defaults to the current time (tests
-    pass their own). A time without a zone, or anything unparseable, raises
+    ``+5m``, ``+2h``, ``+1h30m``, ``-5m`` (five minutes ago). ``now`` defaults to
+    the current time (tests pass their own). A time without a zone, or anything unparseable, raises
     :class:`ValidationError` saying how to fix it.
     """
     stripped = text.strip()
@@ -58,11 +58,13 @@ def parse_time(text: str, *, now: float | None = None) -> float:
         return current
     if stripped.startswith("+"):
         return current + parse_duration(stripped[1:])
+    if stripped.startswith("-"):
+        return current - parse_duration(stripped[1:])
     try:
         parsed = datetime.fromisoformat(stripped)
     except ValueError:
         raise ValidationError(
-            f"time {text!r} is not ISO 8601 (e.g. 2026-01-01T10:00:00Z), 'now' or +30s/+5m/+2h"
+            f"time {text!r} is not ISO 8601 (e.g. 2026-01-01T10:00:00Z), 'now', +30s/+5m/+2h or -5m"
         ) from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValidationError(f"time {text!r} has no zone; add Z or +01:00")

@@ -118,6 +118,7 @@ async def test_health_needs_nothing_and_openapi_lists_the_routes(config: Config)
         "/metrics",
         "/v1/batch/jobs",
         "/v1/batch/{operation}",
+        "/v1/schedules/{name}/{action}",
     ):
         assert path in spec["paths"], path
     assert "SubmitBody" in spec["components"]["schemas"]

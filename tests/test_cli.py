@@ -12,15 +12,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 from anyio.from_thread import start_blocking_portal
 from structlog.testing import capture_logs
@@ -227,9 +227,24 @@ def test_an_absent_socket_is_exit_3_naming_it(tmp_path: Path) -> None:
     sock = tmp_path / "nobody-home.sock"
     result = run_jobd("--socket", str(sock), "list")
     assert result.returncode == 3
-    assert f"cannot reach jobd at unix socket {sock}" in result.stderr
+    assert f"cannot reach jobd at unix socket {sock} (from --socket;" in result.stderr
+    assert "config /etc/jobd/jobd.toml, the default" in result.stderr
+    assert "Start it with `jobd run --config /etc/jobd/jobd.toml`" in result.stderr
+    assert "usage:" not in result.stderr and len(result.stderr.splitlines()) == 2
     result = run_jobd("cancel", "1", "2", env={"JOBD_SOCKET": str(sock)})
-    assert result.returncode == 3 and str(sock) in result.stderr
+    assert result.returncode == 3 and f"{sock} (from JOBD_SOCKET;" in result.stderr
+
+
+def test_unreachable_says_which_config_gave_the_socket(tmp_path: Path) -> None:
+    sock = tmp_path / "configured.sock"
+    config = tmp_path / "jobd.toml"
+    config.write_text(f'[api]\nsocket = "{sock}"\n')
+    result = run_jobd("list", env={"JOBD_CONFIG": str(config)})
+    assert result.returncode == 3
+    assert f"unix socket {sock} (from its [api] socket; config {config}, JOBD_CONFIG)" in (
+        result.stderr
+    )
+    assert f"`jobd run --config {config}`" in result.stderr
 
 
 def test_a_closed_tcp_port_is_exit_3() -> None:
@@ -292,8 +307,9 @@ def test_a_client_command_does_not_import_the_daemon_stack(tmp_path: Path) -> No
     )
     assert result.returncode == 3
     modules = _imported_modules(result.stderr)
-    assert "jobd.cli" in modules and "httpx" in modules  # the measurement works
-    loaded = sorted(m for m in modules if m.split(".")[0] in DAEMON_STACK or m in DAEMON_STACK)
+    assert "jobd.cli" in modules and "jobd.wire" in modules  # the measurement works
+    heavy = (*DAEMON_STACK, "httpx", "rich", "http")  # http.client: ~25 ms of email parsing
+    loaded = sorted(m for m in modules if m.split(".")[0] in heavy or m in heavy)
     assert loaded == []
 
 
@@ -335,22 +351,42 @@ def test_sse_parsing_skips_comments_and_joins_data_lines() -> None:
     assert list(parse_sse(iter(lines))) == [{"job_id": 1, "kind": "state"}, {"job_id": 2}]
 
 
-def _mock_client(handler: Any) -> Client:
-    client = Client(Endpoint(url="http://jobd"))
-    client._http = httpx.Client(transport=httpx.MockTransport(handler), base_url="http://jobd")
-    return client
+@contextmanager
+def _answering(answers: dict[str, tuple[int, str, bytes]]) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 answering ``path -> (status, content type, body)``."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            status, kind, body = answers[self.path.split("?")[0]]
+            self.send_response(status)
+            self.send_header("content-type", kind)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_error_answers_become_api_errors() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/queue":
-            return httpx.Response(502, text="<html>bad gateway</html>")
-        return httpx.Response(
-            409,
-            json={"error": {"code": "invalid-transition", "message": "no", "details": {"a": 1}}},
-        )
-
-    with _mock_client(handler) as client:
+    error = {"error": {"code": "invalid-transition", "message": "no", "details": {"a": 1}}}
+    answers = {
+        "/v1/queue": (502, "text/html", b"<html>bad gateway</html>"),
+        "/v1/jobs/1/cancel": (409, "application/json", json.dumps(error).encode()),
+    }
+    with _answering(answers) as url, Client(Endpoint(url=url)) as client:
         with pytest.raises(ApiError) as caught:
             client.operate(1, "cancel")
         assert (
@@ -515,9 +551,6 @@ def test_the_client_follows_events_after_subscribing(daemon: Daemon) -> None:
     assert event["job_id"] == job["id"] and event["to"] == "canceled"
 
 
-# httpcore leaves the socket of a failed Unix connect to the garbage collector (harmless in a
-# one-shot CLI process); here that ResourceWarning would otherwise fail the run.
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_the_client_raises_daemon_unreachable_in_process(tmp_path: Path) -> None:
     with (
         Client(Endpoint(socket=tmp_path / "elsewhere")) as client,
@@ -529,7 +562,7 @@ def test_the_client_raises_daemon_unreachable_in_process(tmp_path: Path) -> None
 def test_watch_redraws_with_events_until_ctrl_c(
     daemon: Daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jobd import render
+    from jobd import render, textui
 
     real_view = render.watch_view
     seen: list[tuple[dict[str, Any], list[Any], list[Any]]] = []
@@ -549,6 +582,7 @@ def test_watch_redraws_with_events_until_ctrl_c(
         return real_view(queue, jobs, events, problem)
 
     monkeypatch.setattr(render, "watch_view", view)
+    monkeypatch.setattr(textui, "is_terminal", lambda stream=None: True)  # the live view
     assert daemon.jobd("watch", "--interval", "0.05") == 0
     queue, jobs, events = seen[-1]
     assert queue["workers"] == 4 and jobs[0]["workflow"] == "quick"
@@ -575,7 +609,9 @@ def test_every_command_and_route_is_documented() -> None:
         path = getattr(route, "path", "")
         if path.startswith(("/v1", "/metrics", "/openapi")):
             for method in sorted(getattr(route, "methods", ()) - {"HEAD"}):
-                documented = path.replace("{job_id}", "{id}")
+                documented = path.replace("{job_id}", "{id}").replace(
+                    "{action}", "run|pause|resume"
+                )
                 assert f"`{method} {documented}" in api_doc or (
                     method == "GET" and f"`{documented}`" in api_doc
                 ), f"docs/api.md: {path}"
@@ -586,3 +622,48 @@ class _NoEngine:
 
     def add_listener(self, listener: Any) -> None:
         pass
+
+
+# --------------------------------------------------------------------------- issue 9 items 14, 16
+
+
+def test_a_bad_value_prints_its_line_and_a_hint_not_the_usage_block() -> None:
+    result = run_jobd("--socket", "/nonexistent.sock", "submit", "w", "--start", "2026-12-01T20:00")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "jobd submit: error: argument --start: time '2026-12-01T20:00' has no zone;"
+        " add Z or +01:00",
+        "jobd submit: see 'jobd submit --help'",
+    ]
+
+
+def test_a_time_in_the_past_parses_after_its_option() -> None:
+    before = time.time()
+    argv = cli._join_dash_values(["submit", "w", "--start", "-5m", "--end", "-1m"])
+    body = cli._submit_body(cli.build_parser().parse_args(argv))
+    from jobd.timefmt import parse_time
+
+    assert before - 300 - 1 <= parse_time(body["start_at"]) <= time.time() - 300
+    assert parse_time(body["end_at"]) - parse_time(body["start_at"]) == pytest.approx(240, abs=1)
+    assert cli._join_dash_values(["list", "--state", "x", "--since", "-1h", "-h"]) == [
+        "list", "--state", "x", "--since=-1h", "-h"
+    ]  # fmt: skip
+
+
+def test_version_without_a_daemon_is_the_clients(tmp_path: Path) -> None:
+    from jobd import __version__
+
+    result = run_jobd("--socket", str(tmp_path / "none.sock"), "--version")
+    assert result.returncode == 0
+    first, second = result.stdout.splitlines()
+    assert first == f"jobd {__version__} (client)"
+    assert second.startswith("daemon: not reachable: cannot reach jobd at unix socket")
+
+
+def test_version_with_a_daemon_is_both(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert daemon.jobd("--version") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("(client)") and out[1] == (
+        f"jobd test (daemon at unix socket {daemon.sock} (from --socket; "
+        "config /etc/jobd/jobd.toml, the default))"
+    )

@@ -202,33 +202,6 @@ def test_parse_listen_refuses_garbage(text: str) -> None:
         httpserver.parse_listen(text)
 
 
-def test_read_token(tmp_path: Path) -> None:
-    token = tmp_path / "token"
-    token.write_text("  abc123\n")
-    token.chmod(0o640)
-    assert httpserver.read_token(token) == "abc123"
-
-
-def test_read_token_refuses_a_world_readable_file(tmp_path: Path) -> None:
-    token = tmp_path / "token"
-    token.write_text("abc123")
-    token.chmod(0o644)
-    with pytest.raises(ConfigError, match="world-readable") as info:
-        httpserver.read_token(token)
-    assert str(token) in str(info.value)
-
-
-def test_read_token_refuses_empty_or_missing(tmp_path: Path) -> None:
-    empty = tmp_path / "token"
-    empty.write_text("\n")
-    empty.chmod(0o600)
-    with pytest.raises(ConfigError, match="empty") as info:
-        httpserver.read_token(empty)
-    assert str(empty) in str(info.value)
-    with pytest.raises(ConfigError, match="cannot read"):
-        httpserver.read_token(tmp_path / "absent")
-
-
 async def test_on_stop_runs_when_the_server_stops_even_if_it_raises(sock_dir: Path) -> None:
     calls: list[str] = []
 

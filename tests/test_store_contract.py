@@ -106,32 +106,40 @@ async def test_a_stored_job_reads_back_whole(store: Store) -> None:
 async def test_a_transition_is_guarded_by_the_state_it_was_written_for(store: Store) -> None:
     await _add(store, _job(1))
     overlay = ErrorOverlay("interrupted", "x", 5.0)
-    unit = store.changes().transition(1, S.CONFIRMED, S.QUEUED, 20.0, error=overlay, due_at=30.0)
-    await store.commit(unit.record_history(1, 20.0, S.CONFIRMED, S.QUEUED, "due", "t"))
+    unit = store.changes().transition(
+        1, S.CONFIRMED, S.QUEUED, 20.0, "due", "t", error=overlay, due_at=30.0
+    )
+    await store.commit(unit)
     job = await store.load_job(1)
     assert job is not None
     assert (job.state, job.updated_at, job.error, job.due_at) == (S.QUEUED, 20.0, overlay, 30.0)
-    stale = store.changes().transition(1, S.CONFIRMED, S.CANCELED, 21.0, error=None)
-    stale.record_history(1, 21.0, S.CONFIRMED, S.CANCELED, "canceled", "t").release(1)
+    stale = store.changes().transition(1, S.CONFIRMED, S.CANCELED, 21.0, "x", "t", error=None)
+    stale.append_log(1, 21.0, None, "info", "not kept").release(1)
     with pytest.raises(GuardFailed):
         await store.commit(stale)
     job = await store.load_job(1)
     assert job is not None
     assert (job.state, job.error) == (S.QUEUED, overlay)  # nothing of the unit applied
-    assert len(job.history) == 2
+    assert [(h.from_state, h.to_state, h.cause, h.actor) for h in job.history] == [
+        (None, S.CONFIRMED, "submitted", "test"),
+        (S.CONFIRMED, S.QUEUED, "due", "t"),
+    ]
+    assert await store.job_log(1, 0, 10) == []
     with pytest.raises(GuardFailed):  # a job that does not exist fails its guard too
-        await store.commit(store.changes().transition(99, S.QUEUED, S.RUNNING, 1.0))
+        await store.commit(store.changes().transition(99, S.QUEUED, S.RUNNING, 1.0, "x", "t"))
 
 
 async def test_keep_leaves_fields_and_none_clears_them(store: Store) -> None:
     await _add(store, _job(1))
     overlay = ErrorOverlay("booking-invalid", "gone", 5.0)
     await store.commit(store.changes().set_error(1, overlay, 6.0))
-    await store.commit(store.changes().transition(1, S.CONFIRMED, S.PAUSED, 7.0))
+    await store.commit(store.changes().transition(1, S.CONFIRMED, S.PAUSED, 7.0, "x", "t"))
     job = await store.load_job(1)
     assert job is not None
     assert (job.state, job.error, job.due_at) == (S.PAUSED, overlay, 100.0)
-    await store.commit(store.changes().transition(1, S.PAUSED, S.CONFIRMED, 8.0, error=None))
+    await store.commit(
+        store.changes().transition(1, S.PAUSED, S.CONFIRMED, 8.0, "x", "t", error=None)
+    )
     job = await store.load_job(1)
     assert job is not None
     assert (job.state, job.error, job.updated_at) == (S.CONFIRMED, None, 8.0)
@@ -139,8 +147,8 @@ async def test_keep_leaves_fields_and_none_clears_them(store: Store) -> None:
 
 async def test_a_failed_unit_leaves_the_others_of_its_batch(store: Store) -> None:
     await _add(store, _job(1), _job(2))
-    good = store.changes().transition(1, S.CONFIRMED, S.QUEUED, 9.0)
-    bad = store.changes().transition(2, S.RUNNING, S.COMPLETED, 9.0)
+    good = store.changes().transition(1, S.CONFIRMED, S.QUEUED, 9.0, "x", "t")
+    bad = store.changes().transition(2, S.RUNNING, S.COMPLETED, 9.0, "x", "t")
     also = store.changes().append_log(1, 9.0, None, "info", "kept")
     results = await asyncio.gather(
         store.commit(good), store.commit(bad), store.commit(also), return_exceptions=True
@@ -274,12 +282,19 @@ async def test_firings_are_counted_and_kept(store: Store) -> None:
         "last_job_id": None,
         "missed": 0,
         "skipped": 0,
+        "paused_at": None,
     }
     unit = store.changes().record_firing("s", 50.0, "missed", reason="down", at=1.0)
     await store.commit(unit.record_firing("s", 200.0, "skipped", reason="busy", at=2.0))
     await store.commit(store.changes().record_firing("s", 300.0, "fired", job_id=9, at=3.0))
     row = (await store.schedule_rows())["s"]
-    assert row == {"last_fire_at": 300.0, "last_job_id": 9, "missed": 1, "skipped": 1}
+    assert row == {
+        "last_fire_at": 300.0,
+        "last_job_id": 9,
+        "missed": 1,
+        "skipped": 1,
+        "paused_at": None,
+    }
     events = await store.schedule_events("s", 2)
     assert [(e["kind"], e["fire_time"], e["job_id"]) for e in events] == [
         ("fired", 300.0, 9),
@@ -341,3 +356,21 @@ async def test_lists_and_many_jobs(store: Store) -> None:
     assert len(queued) == 400
     assert len(await store.job_states(list(range(1, 1300)))) == 1200
     assert await store.max_job_id() == 1200
+
+
+async def test_a_run_start_and_a_schedule_pause_are_kept(store: Store) -> None:
+    await _add(store, _job(1))
+    await store.commit(store.changes().set_run_started(1, 12.5))
+    job = await store.load_job(1)
+    assert job is not None and job.run_started_at == 12.5
+    await store.commit(store.changes().set_run_started(1, None))
+    assert (await store.load_jobs([1]))[0].run_started_at is None
+    await store.commit(store.changes().set_schedule_paused("s", 40.0, 40.0, "cli:alice"))
+    assert (await store.schedule_rows())["s"]["paused_at"] == 40.0
+    await store.commit(store.changes().set_schedule_paused("s", None, 50.0, "cli:bob"))
+    assert (await store.schedule_rows())["s"]["paused_at"] is None
+    events = await store.schedule_events("s")
+    assert [(e["kind"], e["reason"]) for e in events] == [
+        ("resumed", "resumed by cli:bob"),
+        ("paused", "paused by cli:alice"),
+    ]

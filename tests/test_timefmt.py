@@ -29,6 +29,8 @@ NOW = 1_767_261_600.0  # 2026-01-01T10:00:00Z
         ("+1d", NOW + 86400),
         ("+1h30m", NOW + 5400),
         ("+90", NOW + 90),
+        ("-5m", NOW - 300),
+        ("-1h30m", NOW - 5400),
     ],
 )
 def test_parse_time_accepts_zoned_iso_now_and_relative(text: str, expected: float) -> None:

@@ -13,4 +13,15 @@ async def noop(ctx: jobd.ActionContext, **params: Any) -> None:
 
 @jobd.hookimpl
 def jobd_actions() -> list[jobd.Action]:
-    return [jobd.Action("noop", noop, "does nothing (benchmarks)")]
+    return [
+        jobd.Action("noop", noop, "does nothing (benchmarks)"),
+        jobd.Action("hold", hold, "waits for a file (benchmarks)"),
+    ]
+
+
+async def hold(ctx: jobd.ActionContext, path: str = "", **params: Any) -> None:
+    """Hold a worker until ``path`` exists (the batch-cancel benchmark's queue filler)."""
+    import anyio
+
+    while not await anyio.Path(path).exists():  # noqa: ASYNC110 (a file from outside)
+        await anyio.sleep(0.01)

@@ -122,19 +122,21 @@ class Changes(ABC):
         from_state: JobState,
         to_state: JobState,
         at: float,
+        cause: str,
+        actor: str,
         *,
         error: ErrorOverlay | None = KEEP,
         due_at: float | None = KEEP,
     ) -> Changes:
-        """Move a job from ``from_state`` to ``to_state`` and set its ``updated_at``.
+        """Move a job from ``from_state`` to ``to_state``, set its ``updated_at`` and append
+        the history entry ``(at, from_state, to_state, cause, actor)``.
 
         **Guarded**: if the job is not in ``from_state`` when the unit is applied (another
         operation got there first, or it was deleted), the whole unit fails with
         :class:`GuardFailed`. ``error`` sets (an overlay) or clears (``None``) the error
         overlay, ``due_at`` the queue position; both are left alone when :data:`KEEP`.
         The caller checks the transition table; the store only guards the from-state.
-        A unit carries at most one guarded intent. The history row is
-        :meth:`record_history`'s."""
+        A unit carries at most one guarded intent."""
 
     @abstractmethod
     def record_history(
@@ -147,7 +149,8 @@ class Changes(ABC):
         actor: str,
     ) -> Changes:
         """Append one entry to the job's history (``None``: before it existed, after it was
-        deleted). History outlives the job: :meth:`delete_job` keeps it."""
+        deleted) without a transition (:meth:`transition` writes its own). History outlives
+        the job: :meth:`delete_job` keeps it."""
 
     @abstractmethod
     def redefine_job(
@@ -171,6 +174,11 @@ class Changes(ABC):
         """Set (or with ``None`` clear) the job's error overlay without changing its state;
         ``updated_at`` becomes ``at``. ``only_if_clear``: leave a job that already carries
         an overlay as it is (not an error: no row matched is fine here)."""
+
+    @abstractmethod
+    def set_run_started(self, job_id: int, at: float | None) -> Changes:
+        """Record that the job's current run ran its start script at ``at`` (``None``: a new
+        run begins, whose start script is still to run); read back as ``Job.run_started_at``."""
 
     @abstractmethod
     def set_progress(self, job_id: int, progress: float, message: str | None) -> Changes:
@@ -239,6 +247,14 @@ class Changes(ABC):
         ``fire_time`` if later), or ``None``: only move the schedule's clock to
         ``fire_time`` (nothing before it is missed). Every kind but ``None`` also appends
         an event ``(at, fire_time, kind, job_id, reason)`` to the schedule's record."""
+
+    @abstractmethod
+    def set_schedule_paused(
+        self, schedule: str, paused_at: float | None, at: float, actor: str
+    ) -> Changes:
+        """Pause (``paused_at`` a time) or resume (``None``) a schedule, creating its row when
+        new, and append the event ``paused``/``resumed`` (reason ``"<kind> by <actor>"``)
+        at ``at``; read back as ``paused_at`` of :meth:`Store.schedule_rows`."""
 
 
 class Store(ABC):
@@ -365,7 +381,7 @@ class Store(ABC):
     # ---------------------------------------------------------------- schedules
     @abstractmethod
     async def schedule_rows(self) -> dict[str, dict[str, Any]]:
-        """Per known schedule: ``{last_fire_at, last_job_id, missed, skipped}``."""
+        """Per known schedule: ``{last_fire_at, last_job_id, missed, skipped, paused_at}``."""
 
     @abstractmethod
     async def schedule_events(self, name: str, limit: int = 20) -> list[dict[str, Any]]:

@@ -43,7 +43,10 @@ def plain(sql: str) -> str:
 
 
 # ------------------------------------------------------------------ columns
-JOB_COLUMNS = "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at"
+JOB_COLUMNS = (
+    "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at,"
+    " run_started_at"
+)
 STEP_COLUMNS = (
     "job_id, idx, name, action, params, state, attempts, started_at, ended_at, outputs, "
     "error, timeout, retries, retry_backoff, isolation, pgid"
@@ -96,6 +99,7 @@ SET_ERROR = "UPDATE jobs SET error = %s, updated_at = %s WHERE id = %s AND {cond
 SET_ERROR_IF_CLEAR = (
     "UPDATE jobs SET error = %s, updated_at = %s WHERE id = %s AND error IS NULL AND {cond}"
 )
+SET_RUN_STARTED = "UPDATE jobs SET run_started_at = %s WHERE id = %s AND {cond}"
 SET_PROGRESS = "UPDATE jobs SET progress = %s, progress_message = %s WHERE id = %s AND {cond}"
 
 # ------------------------------------------------------------------ step writes
@@ -133,6 +137,7 @@ ENSURE_SCHEDULE = (
 SCHEDULE_FIRED = (
     "UPDATE schedules SET last_fire_at = %s, last_job_id = %s WHERE name = %s AND {cond}"
 )
+SCHEDULE_PAUSED = "UPDATE schedules SET paused_at = %s WHERE name = %s AND {cond}"
 SCHEDULE_CLOCK = "UPDATE schedules SET last_fire_at = %s WHERE name = %s AND {cond}"
 #: A firing that did not run, counted by kind.
 SCHEDULE_NOT_RUN = {
@@ -191,7 +196,9 @@ COUNT_STATE = "SELECT count(*) FROM jobs WHERE state = %s"
 MAX_JOB_ID = "SELECT greatest((SELECT max(id) FROM jobs), (SELECT max(job_id) FROM history))"
 RESERVATIONS_BY_SPAN = f"SELECT {RESERVATION_COLUMNS} FROM reservations ORDER BY resource, start"
 RESERVATIONS_BY_JOB = "SELECT job_id, resource, start FROM reservations ORDER BY job_id"
-SCHEDULE_ROWS = "SELECT name, last_fire_at, last_job_id, missed, skipped FROM schedules"
+SCHEDULE_ROWS = (
+    "SELECT name, last_fire_at, last_job_id, missed, skipped, paused_at FROM schedules"
+)
 SCHEDULE_EVENTS = (
     "SELECT at, fire_time, kind, job_id, reason FROM schedule_events WHERE schedule = %s"
     " ORDER BY id DESC LIMIT %s"

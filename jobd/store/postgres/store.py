@@ -297,7 +297,13 @@ class PostgresStore(Store):
 
     async def schedule_rows(self) -> dict[str, dict[str, Any]]:
         return {
-            r[0]: {"last_fire_at": r[1], "last_job_id": r[2], "missed": r[3], "skipped": r[4]}
+            r[0]: {
+                "last_fire_at": r[1],
+                "last_job_id": r[2],
+                "missed": r[3],
+                "skipped": r[4],
+                "paused_at": r[5],
+            }
             for r in await self._fetchall(q.SCHEDULE_ROWS)
         }
 

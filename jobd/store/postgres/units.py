@@ -72,17 +72,21 @@ class PgUnit(Changes):
         from_state: JobState,
         to_state: JobState,
         at: float,
+        cause: str,
+        actor: str,
         *,
         error: ErrorOverlay | None = KEEP,
         due_at: float | None = KEEP,
     ) -> PgUnit:
-        params: list[Any] = [str(to_state), at]
+        frm, to = str(from_state), str(to_state)
+        params: list[Any] = [to, at]
         if error is not KEEP:
             params.append(error_to_json(error))
         if due_at is not KEEP:
             params.append(due_at)
-        params += (job_id, str(from_state))
-        return self._guard_first(q.TRANSITION[error is not KEEP, due_at is not KEEP], params)
+        params += (job_id, frm)
+        self._guard_first(q.TRANSITION[error is not KEEP, due_at is not KEEP], params)
+        return self.add(q.INSERT_HISTORY, (job_id, at, frm, to, cause, actor))
 
     def record_history(
         self,
@@ -125,6 +129,9 @@ class PgUnit(Changes):
     ) -> PgUnit:
         sql = q.SET_ERROR_IF_CLEAR if only_if_clear else q.SET_ERROR
         return self.add(sql, (error_to_json(error), at, job_id))
+
+    def set_run_started(self, job_id: int, at: float | None) -> PgUnit:
+        return self.add(q.SET_RUN_STARTED, (at, job_id))
 
     def set_progress(self, job_id: int, progress: float, message: str | None) -> PgUnit:
         return self.add(q.SET_PROGRESS, (progress, message, job_id))
@@ -213,3 +220,13 @@ class PgUnit(Changes):
         if kind is not None:
             self.add(q.INSERT_SCHEDULE_EVENT, (schedule, at, fire_time, kind, job_id, reason))
         return self
+
+    def set_schedule_paused(
+        self, schedule: str, paused_at: float | None, at: float, actor: str
+    ) -> PgUnit:
+        kind = "paused" if paused_at is not None else "resumed"
+        self.add(q.ENSURE_SCHEDULE, (schedule,))
+        self.add(q.SCHEDULE_PAUSED, (paused_at, schedule))
+        return self.add(
+            q.INSERT_SCHEDULE_EVENT, (schedule, at, at, kind, None, f"{kind} by {actor}")
+        )

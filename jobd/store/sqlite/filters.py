@@ -47,10 +47,11 @@ class _Arm:
             where.append(f"{self.id_column} {'<' if descending else '>'} ?")
             params.append(cursor)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        order = "DESC" if descending else "ASC"
+        # A count (``rest`` left out) needs no order: ordering an index that is not in id
+        # order would sort every row it holds before the limit.
+        order = f" ORDER BY {self.id_column} {'DESC' if descending else 'ASC'}" if rest else ""
         return (
-            f"SELECT {columns} FROM {self.source}{clause}"
-            f" ORDER BY {self.id_column} {order} LIMIT ?",
+            f"SELECT {columns} FROM {self.source}{clause}{order} LIMIT ?",
             (*params, limit),
         )
 

@@ -28,7 +28,10 @@ PRAGMAS = (
 )
 
 # ------------------------------------------------------------------ columns
-JOB_COLUMNS = "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at"
+JOB_COLUMNS = (
+    "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at,"
+    " run_started_at"
+)
 STEP_COLUMNS = (
     "job_id, idx, name, action, params, state, attempts, started_at, ended_at, outputs, "
     "error, timeout, retries, retry_backoff, isolation, pgid"
@@ -62,6 +65,7 @@ DELETE_RESERVATIONS = "DELETE FROM reservations WHERE job_id = ?"
 DELETE_LOG = "DELETE FROM job_log WHERE job_id = ?"
 SET_ERROR = "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ?"
 SET_ERROR_IF_CLEAR = "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ? AND error IS NULL"
+SET_RUN_STARTED = "UPDATE jobs SET run_started_at = ? WHERE id = ?"
 SET_PROGRESS = "UPDATE jobs SET progress = ?, progress_message = ? WHERE id = ?"
 
 # ------------------------------------------------------------------ step writes
@@ -89,6 +93,7 @@ INSERT_RESERVATION = f"INSERT INTO reservations ({RESERVATION_COLUMNS}) VALUES (
 INSERT_LOG = "INSERT INTO job_log (job_id, at, step, level, message) VALUES (?,?,?,?,?)"
 ENSURE_SCHEDULE = "INSERT OR IGNORE INTO schedules (name) VALUES (?)"
 SCHEDULE_FIRED = "UPDATE schedules SET last_fire_at = ?, last_job_id = ? WHERE name = ?"
+SCHEDULE_PAUSED = "UPDATE schedules SET paused_at = ? WHERE name = ?"
 SCHEDULE_CLOCK = "UPDATE schedules SET last_fire_at = ? WHERE name = ?"
 #: A firing that did not run, counted by kind.
 SCHEDULE_NOT_RUN = {
@@ -185,7 +190,7 @@ RESERVATIONS_BY_JOB = (
     "SELECT job_id, resource, start FROM reservations"
     " INDEXED BY reservations_by_job ORDER BY job_id"
 )
-SCHEDULE_ROWS = "SELECT name, last_fire_at, last_job_id, missed, skipped FROM schedules"
+SCHEDULE_ROWS = "SELECT name, last_fire_at, last_job_id, missed, skipped, paused_at FROM schedules"
 SCHEDULE_EVENTS = (
     "SELECT at, fire_time, kind, job_id, reason FROM schedule_events WHERE schedule = ?"
     " ORDER BY id DESC LIMIT ?"

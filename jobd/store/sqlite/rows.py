@@ -26,6 +26,7 @@ def job_from_row(row: Row) -> Job:
         progress=row[6],
         progress_message=row[7],
         due_at=row[8],
+        run_started_at=row[9],
     )
 
 

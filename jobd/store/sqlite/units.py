@@ -67,17 +67,25 @@ class Unit(Changes):
         from_state: JobState,
         to_state: JobState,
         at: float,
+        cause: str,
+        actor: str,
         *,
         error: ErrorOverlay | None = KEEP,
         due_at: float | None = KEEP,
     ) -> Unit:
-        params: list[Any] = [str(to_state), at]
+        # The hottest intent (every job makes four): built inline, the guard first.
+        frm, to = str(from_state), str(to_state)
+        params: list[Any] = [to, at]
         if error is not KEEP:
             params.append(error_to_json(error))
         if due_at is not KEEP:
             params.append(due_at)
-        params += (job_id, str(from_state))
-        return self._guard_first(q.TRANSITION[error is not KEEP, due_at is not KEEP], params)
+        params += (job_id, frm)
+        statements = self.statements
+        statements.insert(0, (q.TRANSITION[error is not KEEP, due_at is not KEEP], params))
+        self.guarded = {0, *(i + 1 for i in self.guarded)} if self.guarded else {0}
+        statements.append((q.INSERT_HISTORY, (job_id, at, frm, to, cause, actor)))
+        return self
 
     def record_history(
         self,
@@ -121,6 +129,9 @@ class Unit(Changes):
     ) -> Unit:
         sql = q.SET_ERROR_IF_CLEAR if only_if_clear else q.SET_ERROR
         return self.add(sql, (error_to_json(error), at, job_id))
+
+    def set_run_started(self, job_id: int, at: float | None) -> Unit:
+        return self.add(q.SET_RUN_STARTED, (at, job_id))
 
     def set_progress(self, job_id: int, progress: float, message: str | None) -> Unit:
         return self.add(q.SET_PROGRESS, (progress, message, job_id))
@@ -210,6 +221,16 @@ class Unit(Changes):
         if kind is not None:
             self.add(q.INSERT_SCHEDULE_EVENT, (schedule, at, fire_time, kind, job_id, reason))
         return self
+
+    def set_schedule_paused(
+        self, schedule: str, paused_at: float | None, at: float, actor: str
+    ) -> Unit:
+        kind = "paused" if paused_at is not None else "resumed"
+        self.add(q.ENSURE_SCHEDULE, (schedule,))
+        self.add(q.SCHEDULE_PAUSED, (paused_at, schedule))
+        return self.add(
+            q.INSERT_SCHEDULE_EVENT, (schedule, at, at, kind, None, f"{kind} by {actor}")
+        )
 
 
 def job_insert(job: Job) -> tuple[str, Params]:

@@ -22,6 +22,7 @@ CREATE TABLE jobs (
     progress         double precision,
     progress_message text,
     schedule         text,
+    run_started_at   double precision,        -- the current run ran its start script then
     created_at       double precision NOT NULL,
     updated_at       double precision NOT NULL
 );
