@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
@@ -99,10 +100,12 @@ def server() -> Iterator[str]:
 
 
 def with_database(url: str, name: str) -> str:
-    """``url`` with its database replaced by ``name``."""
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo("", **info)
+    """``url`` (a ``postgresql://`` URL, as ``[daemon] database`` takes) with its database
+    replaced by ``name``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise RuntimeError(f"{ENV} must be a postgresql:// URL, got {url!r}")
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 @contextmanager

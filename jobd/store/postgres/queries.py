@@ -1,46 +1,15 @@
-"""Every SQL statement of the PostgreSQL store, named, in one place (the schema: ``sql/``).
+"""Every SQL statement of the PostgreSQL store, named, in one place.
 
-Placeholders are psycopg's ``%s``. A unit of work may carry one *guard* (the
-guarded UPDATE or DELETE of a transition or a delete): it goes first, and it
-records in the transaction-local setting ``jobd.ok`` whether it matched a row.
-The statements after it in the same unit are the *conditional* forms below
-(:func:`conditional`): they do nothing unless ``jobd.ok`` is set, so that a
-batch of many units runs as one pipeline, in one round trip, with no savepoint
-and no error when a guard fails (see :mod:`.store`).
-
-Parameters of INSERTs are cast explicitly: a conditional INSERT is an
-``INSERT ... SELECT`` whose values the server cannot type from the target columns.
+The reads are here (placeholders are psycopg's ``%s``); the writes are in the
+schema's function ``jobd_apply`` (``sql/schema.sql``), one named statement per
+``op`` of :mod:`.units`, so that a whole group-commit batch is one statement:
+one round trip, plans cached by PL/pgSQL, and no per-statement cost in the
+daemon. A unit's guard (the UPDATE of a transition, the DELETE of a delete) goes
+first in its unit; ``jobd_apply`` skips the rest of a unit whose guard matched
+no row and returns the indexes of those units.
 """
 
 from __future__ import annotations
-
-from functools import cache
-
-#: The condition a statement after a guard carries: the guard of its unit matched.
-OK = "current_setting('jobd.ok', true) = 't'"
-
-_F = "::double precision"
-_I = "::bigint"
-_T = "::text"
-
-
-def _insert(table: str, columns: str, types: str) -> str:
-    """``INSERT INTO table (columns) SELECT <cast values> WHERE {cond}``."""
-    values = ", ".join(f"%s{t}" for t in types.split(","))
-    return f"INSERT INTO {table} ({columns}) SELECT {values} WHERE {{cond}}"
-
-
-@cache
-def conditional(sql: str) -> str:
-    """The form of ``sql`` that runs only when its unit's guard matched."""
-    return sql.replace("{cond}", OK)
-
-
-@cache
-def plain(sql: str) -> str:
-    """The form of ``sql`` outside a guarded unit."""
-    return sql.replace(" WHERE {cond}", "").replace(" AND {cond}", "")
-
 
 # ------------------------------------------------------------------ columns
 JOB_COLUMNS = (
@@ -61,95 +30,10 @@ HAS_SCHEMA = "SELECT to_regclass('jobd_meta') IS NOT NULL"
 SELECT_VERSION = "SELECT value FROM jobd_meta WHERE key = 'schema_version'"
 INSERT_VERSION = "INSERT INTO jobd_meta (key, value) VALUES ('schema_version', %s)"
 
-# ------------------------------------------------------------------ guards
-_G = (
-    "WITH g AS ({}) SELECT set_config('jobd.ok',"
-    " CASE WHEN EXISTS (SELECT FROM g) THEN 't' ELSE 'f' END, true)"
-)
-
-
-def _transition(error: bool, due_at: bool) -> str:
-    sets = ["state = %s", "updated_at = %s", *(["error = %s"] * error), *(["due_at = %s"] * due_at)]
-    update = f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s AND state = %s RETURNING 1"
-    return _G.format(update)
-
-
-#: The guarded UPDATE of a transition, by (sets error, sets due_at): one row, 't' or 'f'.
-TRANSITION = {(e, d): _transition(e, d) for e in (False, True) for d in (False, True)}
-DELETE_JOB_GUARDED = _G.format("DELETE FROM jobs WHERE id = %s AND state = %s RETURNING 1")
-
-# ------------------------------------------------------------------ job writes
-INSERT_JOB = _insert(
-    "jobs",
-    "id, name, workflow, state, spec, priority, start_at, end_at, due_at, error, schedule,"
-    " created_at, updated_at",
-    f"{_I},{_T},{_T},{_T},{_T},::integer,{_F},{_F},{_F},{_T},{_T},{_F},{_F}",
-)
-INSERT_HISTORY = _insert(
-    "history", "job_id, at, from_state, to_state, cause, actor", f"{_I},{_F},{_T},{_T},{_T},{_T}"
-)
-REDEFINE_JOB = (
-    "UPDATE jobs SET spec = %s, name = %s, priority = %s, start_at = %s, end_at = %s,"
-    " due_at = %s, error = NULL WHERE id = %s AND {cond}"
-)
-DELETE_STEPS = "DELETE FROM steps WHERE job_id = %s AND {cond}"
-DELETE_RESERVATIONS = "DELETE FROM reservations WHERE job_id = %s AND {cond}"
-DELETE_LOG = "DELETE FROM job_log WHERE job_id = %s AND {cond}"
-SET_ERROR = "UPDATE jobs SET error = %s, updated_at = %s WHERE id = %s AND {cond}"
-SET_ERROR_IF_CLEAR = (
-    "UPDATE jobs SET error = %s, updated_at = %s WHERE id = %s AND error IS NULL AND {cond}"
-)
-SET_RUN_STARTED = "UPDATE jobs SET run_started_at = %s WHERE id = %s AND {cond}"
-SET_PROGRESS = "UPDATE jobs SET progress = %s, progress_message = %s WHERE id = %s AND {cond}"
-
-# ------------------------------------------------------------------ step writes
-INSERT_STEP = _insert(
-    "steps",
-    STEP_COLUMNS,
-    f"{_I},::integer,{_T},{_T},{_T},{_T},::integer,{_F},{_F},{_T},{_T},{_F},::integer,{_F},"
-    f"{_T},::integer",
-)
-RECORD_STEP = (
-    "UPDATE steps SET state = %s, attempts = %s, started_at = %s, ended_at = %s,"
-    " outputs = %s, error = %s, pgid = %s WHERE job_id = %s AND idx = %s AND {cond}"
-)
-SET_STEP_PGID = "UPDATE steps SET pgid = %s WHERE job_id = %s AND idx = %s AND {cond}"
-RESET_STEP = (
-    "UPDATE steps SET state = 'queued', attempts = 0, started_at = NULL,"
-    " ended_at = NULL, outputs = NULL, error = NULL, pgid = NULL"
-    " WHERE job_id = %s AND idx = %s AND {cond}"
-)
-REQUEUE_STEP = (
-    "UPDATE steps SET state = 'queued', error = %s, pgid = NULL"
-    " WHERE job_id = %s AND idx = %s AND {cond}"
-)
-FAIL_STEP = (
-    "UPDATE steps SET state = 'failed', error = %s, ended_at = %s,"
-    " pgid = NULL WHERE job_id = %s AND idx = %s AND {cond}"
-)
-
-# ------------------------------------------------------------------ other writes
-INSERT_RESERVATION = _insert("reservations", RESERVATION_COLUMNS, f"{_I},{_T},{_F},{_F},{_T}")
-INSERT_LOG = _insert("job_log", "job_id, at, step, level, message", f"{_I},{_F},{_T},{_T},{_T}")
-ENSURE_SCHEDULE = (
-    "INSERT INTO schedules (name) SELECT %s::text WHERE {cond} ON CONFLICT (name) DO NOTHING"
-)
-SCHEDULE_FIRED = (
-    "UPDATE schedules SET last_fire_at = %s, last_job_id = %s WHERE name = %s AND {cond}"
-)
-SCHEDULE_PAUSED = "UPDATE schedules SET paused_at = %s WHERE name = %s AND {cond}"
-SCHEDULE_CLOCK = "UPDATE schedules SET last_fire_at = %s WHERE name = %s AND {cond}"
-#: A firing that did not run, counted by kind.
-SCHEDULE_NOT_RUN = {
-    kind: f"UPDATE schedules SET {kind} = {kind} + 1,"
-    " last_fire_at = greatest(coalesce(last_fire_at, 0), %s) WHERE name = %s AND {cond}"
-    for kind in ("missed", "skipped")
-}
-INSERT_SCHEDULE_EVENT = _insert(
-    "schedule_events",
-    "schedule, at, fire_time, kind, job_id, reason",
-    f"{_T},{_F},{_F},{_T},{_I},{_T}",
-)
+# ------------------------------------------------------------------ writes
+#: Every write: one call per group-commit batch of ``jobd_apply`` (``sql/schema.sql``), which
+#: holds the write statements themselves, each named by its ``op`` (:mod:`.units`).
+APPLY = "SELECT jobd_apply(%s::jsonb)"
 
 # ------------------------------------------------------------------ reads
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"
@@ -196,9 +80,7 @@ COUNT_STATE = "SELECT count(*) FROM jobs WHERE state = %s"
 MAX_JOB_ID = "SELECT greatest((SELECT max(id) FROM jobs), (SELECT max(job_id) FROM history))"
 RESERVATIONS_BY_SPAN = f"SELECT {RESERVATION_COLUMNS} FROM reservations ORDER BY resource, start"
 RESERVATIONS_BY_JOB = "SELECT job_id, resource, start FROM reservations ORDER BY job_id"
-SCHEDULE_ROWS = (
-    "SELECT name, last_fire_at, last_job_id, missed, skipped, paused_at FROM schedules"
-)
+SCHEDULE_ROWS = "SELECT name, last_fire_at, last_job_id, missed, skipped, paused_at FROM schedules"
 SCHEDULE_EVENTS = (
     "SELECT at, fire_time, kind, job_id, reason FROM schedule_events WHERE schedule = %s"
     " ORDER BY id DESC LIMIT %s"

@@ -2,12 +2,11 @@
 
 Writes use **group commit**, as the SQLite store does: callers hand in units of
 work; one writer task takes every unit queued while the previous transaction
-ran and applies them all in ONE transaction, sent as one psycopg *pipeline*
-(every statement, the BEGIN and the COMMIT in one round trip), then wakes the
-callers. A guarded unit's guard records whether it matched in a
-transaction-local setting that the unit's other statements test
-(:mod:`.queries`), so a failed guard costs neither a savepoint nor an error and
-leaves the rest of the batch alone. A unit the database refuses (an error, not
+ran and applies them all in ONE transaction: one call of the schema's
+function ``jobd_apply`` with the whole batch as JSON (one statement, one round
+trip), then wakes the callers. A unit whose guard matches no row is skipped by
+the function and reported, without a savepoint or an error, and the rest of the
+batch is applied. A unit the database refuses (an error, not
 a guard) aborts the batch's transaction: then each unit of that batch is applied
 again in a transaction of its own, so that only the refused one fails.
 
@@ -18,6 +17,7 @@ data only and never wait behind a batch.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -41,6 +41,9 @@ log = structlog.get_logger("jobd.store")
 _Queued = tuple[PgUnit, "asyncio.Future[None] | None"]
 #: What a unit came to: applied (None), its guard failed, or the database refused it.
 _Outcome = tuple[str, str] | None
+_GUARD_FAILED = ("guard", "the job is no longer in the state it was written for")
+#: A batch's JSON: compact, and NaN refused (jsonb has none).
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def safe_url(url: str) -> str:
@@ -129,28 +132,18 @@ class PostgresStore(Store):
         return outcomes
 
     async def _transaction(self, units: list[PgUnit]) -> list[_Outcome]:
-        """One pipeline: BEGIN, every statement, COMMIT; the guards' answers read after it."""
-        conn = self._conn
-        guards: list[tuple[int, psycopg.AsyncCursor[Any]]] = []
-        async with conn.pipeline(), conn.transaction():
-            cur = conn.cursor()
-            for i, unit in enumerate(units):
-                forms = unit.forms()
-                if unit.guarded:
-                    guard = conn.cursor()
-                    await guard.execute(*forms[0])
-                    guards.append((i, guard))
-                    forms = forms[1:]
-                for sql, params in forms:
-                    await cur.execute(sql, params)
-        outcomes: list[_Outcome] = [None] * len(units)
-        for i, guard in guards:
-            row = await guard.fetchone()
-            if row is None or row[0] != "t":
-                outcomes[i] = ("guard", "the job is no longer in the state it was written for")
+        """One statement, one round trip, its own transaction (autocommit): ``jobd_apply``
+        of the whole batch; it answers with the units whose guard matched no row."""
+        try:
+            payload = _JSON.encode([unit.statements for unit in units])
+        except ValueError as exc:  # NaN or infinity: not JSON, and never a time jobd writes
+            raise psycopg.DataError(str(exc)) from exc
+        cur = await self._conn.execute(q.APPLY, (payload,))
+        row = await cur.fetchone()
+        failed = set(row[0]) if row is not None else set()
         self.batches += 1
         self.units += len(units)
-        return outcomes
+        return [_GUARD_FAILED if i in failed else None for i in range(len(units))]
 
     def _resolve(self, batch: list[_Queued], outcomes: list[_Outcome]) -> None:
         for (_, fut), outcome in zip(batch, outcomes, strict=True):

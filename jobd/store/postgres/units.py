@@ -1,4 +1,5 @@
-"""The PostgreSQL unit of work: the contract's intents as statements of :mod:`.queries`."""
+"""The PostgreSQL unit of work: the contract's intents as statements for ``jobd_apply``
+(``sql/schema.sql``), the function that holds every write of this backend."""
 
 from __future__ import annotations
 
@@ -10,39 +11,27 @@ from jobd.models import ErrorOverlay, Job, JobSpec, Reservation, Step
 from jobd.states import JobState
 from jobd.store.codec import dumps, error_to_json, spec_to_json
 from jobd.store.contract import KEEP, Changes
-from jobd.store.postgres import queries as q
-
-Params = Sequence[Any]
 
 
 class PgUnit(Changes):
-    """Statements applied atomically; when ``guarded``, the first one is the guard and the
-    others run only if it matched (their conditional forms, chosen when the batch is sent).
-
-    ``statements`` hold the templates of :mod:`.queries` (with ``{cond}``); :meth:`sql` gives
-    the form to run."""
+    """The unit's statements as ``[op, arg, ...]`` lists for ``jobd_apply`` (the schema's
+    function that holds every write statement); when ``guarded``, the first one is the guard
+    and the unit is skipped whole if it matches no row."""
 
     __slots__ = ("guarded", "statements")
 
     def __init__(self) -> None:
-        self.statements: list[tuple[str, Params]] = []
+        self.statements: list[list[Any]] = []
         self.guarded = False
 
-    def add(self, sql: str, params: Params) -> PgUnit:
-        self.statements.append((sql, params))
+    def add(self, op: str, *args: Any) -> PgUnit:
+        self.statements.append([op, *args])
         return self
 
-    def forms(self) -> list[tuple[str, Params]]:
-        """The statements as they run: the guard, then conditional forms; or plain forms."""
-        if not self.guarded:
-            return [(q.plain(sql), params) for sql, params in self.statements]
-        (guard, params), *rest = self.statements
-        return [(guard, params), *((q.conditional(sql), p) for sql, p in rest)]
-
-    def _guard_first(self, sql: str, params: Params) -> PgUnit:
+    def _guard_first(self, op: str, *args: Any) -> PgUnit:
         if self.guarded:
             raise ValueError("a unit of work carries at most one guarded intent")
-        self.statements.insert(0, (sql, params))
+        self.statements.insert(0, [op, *args])
         self.guarded = True
         return self
 
@@ -64,7 +53,7 @@ class PgUnit(Changes):
             job.created_at,
             job.updated_at,
         )
-        return self.add(q.INSERT_JOB, params)
+        return self.add("insert_job", *params)
 
     def transition(
         self,
@@ -79,14 +68,11 @@ class PgUnit(Changes):
         due_at: float | None = KEEP,
     ) -> PgUnit:
         frm, to = str(from_state), str(to_state)
-        params: list[Any] = [to, at]
-        if error is not KEEP:
-            params.append(error_to_json(error))
-        if due_at is not KEEP:
-            params.append(due_at)
-        params += (job_id, frm)
-        self._guard_first(q.TRANSITION[error is not KEEP, due_at is not KEEP], params)
-        return self.add(q.INSERT_HISTORY, (job_id, at, frm, to, cause, actor))
+        set_error, set_due = error is not KEEP, due_at is not KEEP
+        err = error_to_json(error) if set_error else None
+        due = due_at if set_due else None
+        self._guard_first("transition", to, at, set_error, err, set_due, due, job_id, frm)
+        return self.add("history", job_id, at, frm, to, cause, actor)
 
     def record_history(
         self,
@@ -99,12 +85,12 @@ class PgUnit(Changes):
     ) -> PgUnit:
         frm = None if from_state is None else str(from_state)
         to = None if to_state is None else str(to_state)
-        return self.add(q.INSERT_HISTORY, (job_id, at, frm, to, cause, actor))
+        return self.add("history", job_id, at, frm, to, cause, actor)
 
     def redefine_job(
         self, job_id: int, spec: JobSpec, due_at: float, steps: Sequence[Step]
     ) -> PgUnit:
-        self.add(q.DELETE_STEPS, (job_id,))
+        self.add("delete_steps", job_id)
         for step in steps:
             self.insert_step(step)
         params = (
@@ -116,25 +102,23 @@ class PgUnit(Changes):
             due_at,
             job_id,
         )
-        return self.add(q.REDEFINE_JOB, params)
+        return self.add("redefine_job", *params)
 
     def delete_job(self, job_id: int, state: JobState) -> PgUnit:
-        self._guard_first(q.DELETE_JOB_GUARDED, (job_id, str(state)))
-        for sql in (q.DELETE_STEPS, q.DELETE_RESERVATIONS, q.DELETE_LOG):
-            self.add(sql, (job_id,))
-        return self
+        self._guard_first("delete_job", job_id, str(state))
+        return self.add("delete_steps", job_id).add("release", job_id).add("delete_log", job_id)
 
     def set_error(
         self, job_id: int, error: ErrorOverlay | None, at: float, *, only_if_clear: bool = False
     ) -> PgUnit:
-        sql = q.SET_ERROR_IF_CLEAR if only_if_clear else q.SET_ERROR
-        return self.add(sql, (error_to_json(error), at, job_id))
+        op = "set_error_if_clear" if only_if_clear else "set_error"
+        return self.add(op, error_to_json(error), at, job_id)
 
     def set_run_started(self, job_id: int, at: float | None) -> PgUnit:
-        return self.add(q.SET_RUN_STARTED, (at, job_id))
+        return self.add("set_run_started", at, job_id)
 
     def set_progress(self, job_id: int, progress: float, message: str | None) -> PgUnit:
-        return self.add(q.SET_PROGRESS, (progress, message, job_id))
+        return self.add("set_progress", progress, message, job_id)
 
     # ---------------------------------------------------------------- steps
     def insert_step(self, step: Step) -> PgUnit:
@@ -156,7 +140,7 @@ class PgUnit(Changes):
             step.isolation,
             step.pgid,
         )
-        return self.add(q.INSERT_STEP, params)
+        return self.add("insert_step", *params)
 
     def record_step(self, step: Step) -> PgUnit:
         params = (
@@ -170,34 +154,34 @@ class PgUnit(Changes):
             step.job_id,
             step.idx,
         )
-        return self.add(q.RECORD_STEP, params)
+        return self.add("record_step", *params)
 
     def set_step_pgid(self, job_id: int, idx: int, pgid: int | None) -> PgUnit:
-        return self.add(q.SET_STEP_PGID, (pgid, job_id, idx))
+        return self.add("set_step_pgid", pgid, job_id, idx)
 
     def reset_step(self, job_id: int, idx: int) -> PgUnit:
-        return self.add(q.RESET_STEP, (job_id, idx))
+        return self.add("reset_step", job_id, idx)
 
     def interrupt_step(
         self, job_id: int, idx: int, error: str, *, retry: bool, at: float
     ) -> PgUnit:
         if retry:
-            return self.add(q.REQUEUE_STEP, (error, job_id, idx))
-        return self.add(q.FAIL_STEP, (error, at, job_id, idx))
+            return self.add("requeue_step", error, job_id, idx)
+        return self.add("fail_step", error, at, job_id, idx)
 
     # ---------------------------------------------------------------- bookings
     def reserve(self, reservation: Reservation) -> PgUnit:
         r = reservation
-        return self.add(q.INSERT_RESERVATION, (r.job_id, r.resource, r.start, r.end, r.pool))
+        return self.add("reserve", r.job_id, r.resource, r.start, r.end, r.pool)
 
     def release(self, job_id: int) -> PgUnit:
-        return self.add(q.DELETE_RESERVATIONS, (job_id,))
+        return self.add("release", job_id)
 
     # ---------------------------------------------------------------- logs, schedules
     def append_log(
         self, job_id: int, at: float, step: str | None, level: str, message: str
     ) -> PgUnit:
-        return self.add(q.INSERT_LOG, (job_id, at, step, level, message))
+        return self.add("log", job_id, at, step, level, message)
 
     def record_firing(
         self,
@@ -209,24 +193,22 @@ class PgUnit(Changes):
         reason: str | None = None,
         at: float = 0.0,
     ) -> PgUnit:
-        self.add(q.ENSURE_SCHEDULE, (schedule,))
+        self.add("ensure_schedule", schedule)
         if kind == "fired":
-            self.add(q.SCHEDULE_FIRED, (fire_time, job_id, schedule))
+            self.add("schedule_fired", fire_time, job_id, schedule)
         elif kind is None:
-            self.add(q.SCHEDULE_CLOCK, (fire_time, schedule))
+            self.add("schedule_clock", fire_time, schedule)
         else:
-            not_run = q.SCHEDULE_NOT_RUN.get(kind, q.SCHEDULE_NOT_RUN["skipped"])
-            self.add(not_run, (fire_time, schedule))
+            self.add(
+                "schedule_missed" if kind == "missed" else "schedule_skipped", fire_time, schedule
+            )
         if kind is not None:
-            self.add(q.INSERT_SCHEDULE_EVENT, (schedule, at, fire_time, kind, job_id, reason))
+            self.add("schedule_event", schedule, at, fire_time, kind, job_id, reason)
         return self
 
     def set_schedule_paused(
         self, schedule: str, paused_at: float | None, at: float, actor: str
     ) -> PgUnit:
         kind = "paused" if paused_at is not None else "resumed"
-        self.add(q.ENSURE_SCHEDULE, (schedule,))
-        self.add(q.SCHEDULE_PAUSED, (paused_at, schedule))
-        return self.add(
-            q.INSERT_SCHEDULE_EVENT, (schedule, at, at, kind, None, f"{kind} by {actor}")
-        )
+        self.add("ensure_schedule", schedule).add("schedule_paused", paused_at, schedule)
+        return self.add("schedule_event", schedule, at, at, kind, None, f"{kind} by {actor}")

@@ -1,0 +1,67 @@
+"""The real daemon on PostgreSQL (``[daemon] database``): jobs run, and a SIGKILL loses nothing.
+
+Each test gets a fresh database on a real server (tests/pgserver.py); nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tests import e2e
+
+
+def _show(daemon: e2e.Daemon, job_id: int) -> dict[str, Any]:
+    shown: dict[str, Any] = daemon.cli_json("show", str(job_id))
+    return shown
+
+
+def _submit(daemon: e2e.Daemon, *args: str) -> int:
+    done = daemon.cli("submit", *args, "--json")
+    assert done.returncode == 0, done.stderr + done.stdout
+    return int(json.loads(done.stdout)["id"])
+
+
+def test_a_daemon_on_postgresql_runs_jobs_into_the_database(base: Path, pg_url: str) -> None:
+    extra = f'database = "{pg_url}"'
+    with e2e.running_daemon(base, daemon_extra=extra) as daemon:
+        done = daemon.cli("submit", "demo", "-p", "who=pg", "--wait")
+        assert done.returncode == 0, done.stderr + done.stdout + daemon.log_text()
+    assert not (base / "state" / "jobd.db").exists()  # SQLite was not used
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT state FROM jobs WHERE workflow = 'demo'").fetchall()
+        steps = conn.execute("SELECT state FROM steps ORDER BY idx").fetchall()
+    assert rows == [("completed",)]
+    assert steps == [("completed",), ("completed",)]
+    with e2e.running_daemon(base, daemon_extra=extra) as again:  # the same truth after a restart
+        listed = again.cli_json("list")
+        jobs = listed["items"] if isinstance(listed, dict) else listed
+        assert [job["state"] for job in jobs] == ["completed"]
+
+
+def test_a_sigkilled_node_s_running_step_is_an_interrupted_attempt(
+    base: Path, pg_url: str
+) -> None:
+    flag = base / "release"
+    extra = f'database = "{pg_url}"'
+    layout = e2e.write_layout(base, daemon_extra=extra)
+    daemon = e2e.start_daemon(layout)
+    try:
+        job_id = _submit(daemon, "hold", "-p", f"path={flag}")
+        e2e.wait_until(lambda: _show(daemon, job_id)["state"] == "running", what="running")
+        daemon.send(signal.SIGKILL)
+        daemon.proc.wait()
+    finally:
+        daemon.notify.close()
+    flag.touch()
+    with e2e.running_daemon(base, daemon_extra=extra) as again:
+        e2e.wait_until(lambda: _show(again, job_id)["state"] in ("completed", "failed"))
+        shown = _show(again, job_id)
+    # The interrupted attempt ends the job (the step has no retries left) or is retried: either
+    # way the daemon took it up from PostgreSQL, and recorded why.
+    causes = [h["cause"] for h in shown["history"]]
+    assert any("interrupt" in c or "recover" in c for c in causes), causes
