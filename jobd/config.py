@@ -917,7 +917,14 @@ def _describe_schedule(schedule: ScheduleConfig) -> str:
 #: ``[daemon]`` keys bound at start-up (the engine's workers and run queue, the database and
 #: its ``synchronous``, the loaded plugins); with the ``[api]`` keys but those below they
 #: need a restart: a reload keeps their running values (:func:`keep_restart_only`).
-RESTART_ONLY_DAEMON_KEYS = ("state_dir", "workers", "run_queue_size", "synchronous", "plugin_dirs", "database")
+RESTART_ONLY_DAEMON_KEYS = (
+    "state_dir",
+    "workers",
+    "run_queue_size",
+    "synchronous",
+    "plugin_dirs",
+    "database",
+)
 #: ``[api]`` keys a reload applies at once (who may do what); the rest wait for a restart.
 RELOADABLE_API_KEYS = frozenset({"viewers", "operators", "admins", "tokens", "token_file"})
 

@@ -43,9 +43,7 @@ def test_a_daemon_on_postgresql_runs_jobs_into_the_database(base: Path, pg_url: 
         assert [job["state"] for job in jobs] == ["completed"]
 
 
-def test_a_sigkilled_node_s_running_step_is_an_interrupted_attempt(
-    base: Path, pg_url: str
-) -> None:
+def test_a_sigkilled_node_s_running_step_is_an_interrupted_attempt(base: Path, pg_url: str) -> None:
     flag = base / "release"
     extra = f'database = "{pg_url}"'
     layout = e2e.write_layout(base, daemon_extra=extra)
