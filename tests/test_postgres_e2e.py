@@ -63,3 +63,37 @@ def test_a_sigkilled_node_s_running_step_is_an_interrupted_attempt(base: Path, p
     # way the daemon took it up from PostgreSQL, and recorded why.
     causes = [h["cause"] for h in shown["history"]]
     assert any("interrupt" in c or "recover" in c for c in causes), causes
+
+
+def test_a_second_daemon_on_the_same_database_is_refused(base: Path, pg_url: str) -> None:
+    extra = f'database = "{pg_url}"'
+    with e2e.running_daemon(base / "one", daemon_extra=extra):
+        second = e2e.write_layout(base / "two", daemon_extra=extra)
+        done = e2e.run_daemon_to_exit(second.config)
+        assert done.returncode != 0
+        assert "another jobd daemon is using the database" in done.stderr + done.stdout
+        assert "jobd_test_" in done.stderr + done.stdout  # it names the database
+
+
+def test_a_daemon_that_loses_its_database_stops_saying_so(base: Path, pg_url: str) -> None:
+    extra = f'database = "{pg_url}"'
+    layout = e2e.write_layout(base, daemon_extra=extra)
+    daemon = e2e.start_daemon(layout)
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            dbname = conn.info.dbname
+            admin = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            ).fetchall()
+        assert admin  # the daemon's connections were there, and are gone
+        done = daemon.cli("submit", "demo", "-p", "who=x")
+        status = daemon.proc.wait(timeout=60)
+    finally:
+        if daemon.alive:
+            daemon.proc.kill()
+            daemon.proc.wait()
+        daemon.notify.close()
+    assert status != 0, done.stdout + done.stderr
+    assert "lost the database" in daemon.log_text()

@@ -26,6 +26,12 @@ RESERVATION_COLUMNS = 'job_id, resource, start, "end", pool'
 SCHEMA_VERSION = 1
 #: Taken while the schema is checked and created: nodes starting together create it once.
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(7316021)"
+#: Held by the writer's session while a daemon uses the database: one daemon per database
+#: until the cluster's node leases exist (a second one would choose the same job ids and run
+#: the same jobs). The server frees it when the session ends, also when the daemon is killed.
+OWNER_LOCK = "SELECT pg_try_advisory_lock(7316022)"
+#: The idle writer's check that its connection still works.
+PROBE = "SELECT 1"
 HAS_SCHEMA = "SELECT to_regclass('jobd_meta') IS NOT NULL"
 SELECT_VERSION = "SELECT value FROM jobd_meta WHERE key = 'schema_version'"
 INSERT_VERSION = "INSERT INTO jobd_meta (key, value) VALUES ('schema_version', %s)"

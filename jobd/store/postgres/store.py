@@ -38,6 +38,8 @@ from jobd.store.postgres.units import PgUnit
 from jobd.store.sqlite.rows import job_from_row, reservation_from_row, step_from_row
 
 log = structlog.get_logger("jobd.store")
+#: Seconds without a write after which the writer checks that its connection still works.
+PROBE_INTERVAL = 2.0
 _Queued = tuple[PgUnit, "asyncio.Future[None] | None"]
 #: What a unit came to: applied (None), its guard failed, or the database refused it.
 _Outcome = tuple[str, str] | None
@@ -99,11 +101,30 @@ class PostgresStore(Store):
         await self.commit(PgUnit())
 
     async def _writer_loop(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Apply batches as they come; when idle, check the connection every
+        :data:`PROBE_INTERVAL` s. Raises :class:`StoreError` once the database is lost: the
+        task group of :func:`open_store` then ends what runs on this store (the daemon
+        stops, and its service manager starts it again), rather than a daemon going on
+        with steps whose outcomes it can no longer record."""
         task_status.started()
         while True:
-            await self._wakeup.wait()
+            with anyio.move_on_after(PROBE_INTERVAL) as idle:
+                await self._wakeup.wait()
+            if idle.cancelled_caught:
+                await self._probe()
+                continue
             self._wakeup.clear()
             await self._drain()
+            if self._broken is not None:
+                raise self._broken
+
+    async def _probe(self) -> None:
+        try:
+            await self._conn.execute(q.PROBE)
+        except psycopg.Error as exc:
+            broken = StoreError(f"lost the database {safe_url(self.url)}: {exc}")
+            self._fail_all(broken, [])
+            raise broken from exc
 
     async def _drain(self) -> None:
         while self._queue and not self._broken:
@@ -361,6 +382,13 @@ async def open_store(url: str, *, readers: int = 4) -> AsyncIterator[PostgresSto
     writer = await _connect(url)
     try:
         try:
+            owned = await (await writer.execute(q.OWNER_LOCK)).fetchone()
+            if owned is None or not owned[0]:
+                raise StoreError(
+                    f"another jobd daemon is using the database {safe_url(url)}: "
+                    "one daemon per database (several nodes on one database are not "
+                    "supported yet)"
+                )
             await migrate(writer)
         except psycopg.Error as exc:
             raise StoreError(f"cannot set up the database {safe_url(url)}: {exc}") from exc
