@@ -97,3 +97,44 @@ def test_a_daemon_that_loses_its_database_stops_saying_so(base: Path, pg_url: st
         daemon.notify.close()
     assert status != 0, done.stdout + done.stderr
     assert "lost the database" in daemon.log_text()
+
+
+def _record(daemon: e2e.Daemon, job_id: int) -> dict[str, Any]:
+    """What ``jobd show`` and ``jobd logs`` say of a job, less what a copy may renumber."""
+    shown = _show(daemon, job_id)
+    logs = daemon.cli("logs", str(job_id))
+    assert logs.returncode == 0, logs.stderr
+    keep = ("id", "name", "workflow", "state", "params", "error", "steps", "history")
+    return {**{k: shown.get(k) for k in keep}, "logs": logs.stdout}
+
+
+def test_db_copy_moves_a_stopped_sqlite_installation_with_nothing_lost(
+    base: Path, pg_url: str
+) -> None:
+    with e2e.running_daemon(base) as daemon:
+        ids = [_submit(daemon, "demo", "-p", f"who=n{i}") for i in range(3)]
+        e2e.wait_until(lambda: all(_show(daemon, i)["state"] == "completed" for i in ids))
+        gone = _submit(daemon, "demo", "-p", "who=gone")
+        e2e.wait_until(lambda: _show(daemon, gone)["state"] == "completed")
+        assert daemon.cli("delete", str(gone)).returncode == 0
+        before = {i: _record(daemon, i) for i in ids}
+        refused = daemon.cli("db", "copy", "--to", pg_url, "--config", str(daemon.layout.config))
+        assert refused.returncode != 0 and "already running" in refused.stderr  # not while it runs
+    layout = e2e.Layout(base)
+    done = e2e.run_cli("db", "copy", "--to", pg_url, "--config", str(layout.config))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "copied 3 jobs, 6 steps" in done.stdout
+    again = e2e.run_cli("db", "copy", "--to", pg_url, "--config", str(layout.config))
+    assert again.returncode != 0 and "not empty" in again.stderr
+    layout.config.write_text(
+        layout.config.read_text().replace("[daemon]\n", f'[daemon]\ndatabase = "{pg_url}"\n', 1)
+    )
+    with e2e.running_daemon(base) as moved:
+        assert {i: _record(moved, i) for i in ids} == before
+        assert [h["cause"] for h in moved.cli_json("show", str(ids[0]))["history"]]
+        new = _submit(moved, "demo", "-p", "who=after")
+        assert new > gone  # the deleted job's id is not handed out again
+    with psycopg.connect(pg_url) as conn:
+        deleted = conn.execute("SELECT count(*) FROM history WHERE job_id = %s", (gone,))
+        row = deleted.fetchone()
+    assert row is not None and row[0] > 0  # a deleted job's history came along
