@@ -166,7 +166,9 @@ async def copy_sqlite_to_postgres(
 
     try:
         async with open_sqlite(path) as src, open_postgres(url) as dst:
-            return await copy_store(src, dst, report=report)
+            done = await copy_store(src, dst, report=report)
+            await dst.analyze()
+            return done
     except BaseExceptionGroup as group:  # the stores' task groups wrap what the copy raised
         raise _first_leaf(group) from None
 

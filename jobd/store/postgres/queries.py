@@ -30,6 +30,7 @@ SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(7316021)"
 #: until the cluster's node leases exist (a second one would choose the same job ids and run
 #: the same jobs). The server frees it when the session ends, also when the daemon is killed.
 OWNER_LOCK = "SELECT pg_try_advisory_lock(7316022)"
+ANALYZE = "ANALYZE"
 #: The idle writer's check that its connection still works.
 PROBE = "SELECT 1"
 HAS_SCHEMA = "SELECT to_regclass('jobd_meta') IS NOT NULL"

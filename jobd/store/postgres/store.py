@@ -185,6 +185,16 @@ class PostgresStore(Store):
                 fut.set_exception(exc)
         self._queue = []
 
+    async def analyze(self) -> None:
+        """Refresh the planner's statistics (after a bulk load such as ``jobd db copy``: until
+        autovacuum's ANALYZE, a fresh table's plans may scan and sort every row)."""
+        await self.flush()
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute(q.ANALYZE)
+        except psycopg.Error as exc:
+            raise StoreError(f"ANALYZE on {safe_url(self.url)} failed: {exc}") from exc
+
     # ----------------------------------------------------------------- reading
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
