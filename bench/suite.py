@@ -29,7 +29,18 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-BENCHES = ("workers", "latency", "peers", "api", "scale", "bookings", "breakdown", "disk")
+BENCHES = (
+    "workers",
+    "latency",
+    "peers",
+    "api",
+    "batch",
+    "scale",
+    "bookings",
+    "windows",
+    "breakdown",
+    "disk",
+)
 #: Not in the default run (about a minute more): ``--only scale-booked`` or ``--booked``.
 EXTRA = ("scale-booked",)
 
@@ -56,12 +67,17 @@ ARGS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "api": (["--jobs", "1000"], ["--jobs", "500"]),
+    "batch": (
+        [],
+        ["--jobs", "20000", "--huey", "1000", "--cancel", "5000", "--list-jobs", "100000"],
+    ),
     "scale": (["--jobs", "1000000"], ["--jobs", "100000"]),
     "scale-booked": (
         ["--jobs", "1000000", "--booked", "--no-empty"],
         ["--jobs", "100000", "--booked", "--no-empty"],
     ),
     "bookings": (["--reservations", "100000"], ["--reservations", "100000", "--calls", "1000"]),
+    "windows": (["--windows", "10000", "--jobs", "500"], ["--windows", "10000", "--jobs", "200"]),
     "breakdown": (
         ["--breakdown", "--jobs", "10000", "--workers", "1,8,64"],
         ["--breakdown", "--jobs", "3000", "--workers", "8,64"],
@@ -72,9 +88,11 @@ MODULE = {
     "latency": "bench.handoff",
     "peers": "bench.peers",
     "api": "bench.api",
+    "batch": "bench.batch",
     "scale": "bench.scale",
     "scale-booked": "bench.scale",
     "breakdown": "bench.workers",
+    "windows": "bench.windows",
 }
 #: Repeated in separate processes; the suite keeps the medians (the others repeat inside).
 REPEAT = {"latency": (3, 1), "api": (3, 1)}
@@ -85,6 +103,10 @@ TARGETS = {
     "p99_ms": 2.0,
     "handoff_ms": 0.2,
     "api": 2_000,
+    "batch_jobs": 10_000,
+    "batch_vs_huey": 4.0,
+    "cancel_s": 1.0,
+    "page_ms": 20.0,
     "rss_mb": 200,
     "ready_s": 10.0,
     "check_us": 1000.0,
@@ -348,6 +370,48 @@ def api_rows(raw: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def batch_rows(raw: dict[str, Any]) -> list[Row]:
+    b = raw.get("batch", {})
+    sub, huey, cancel, pages = (b.get(k, {}) for k in ("submit", "huey", "cancel", "list"))
+    rows = []
+    if sub:
+        rate, ratio = sub.get("jobs_per_s"), sub.get("vs_huey")
+        ok = None if rate is None else rate >= TARGETS["batch_jobs"]
+        rows.append(
+            Row(
+                f"9. batch submission, {_n(sub.get('jobs'))} no-op jobs in batches of "
+                f"{_n(sub.get('batch'))}, until completed, jobs/s (daemon CPU µs/job)",
+                f"{_n(rate)} ({sub.get('daemon_cpu_us_per_job')})",
+                "huey in-process enqueue + run",
+                _n(huey.get("per_s")) if "per_s" in huey else huey.get("skipped", ""),
+                "" if ratio is None else f"{ratio}",
+                "≥ 10,000; ≥ 4× huey",
+                _meets(None if ok is None else ok and (ratio or 0) >= TARGETS["batch_vs_huey"]),
+            )
+        )
+    if cancel:
+        took = cancel.get("seconds")
+        rows.append(
+            Row(
+                f"9. batch cancel of {_n(cancel.get('queued'))} queued jobs by filter, s",
+                _n(took, 3),
+                target="≤ 1",
+                meets=_meets(None if took is None else took <= TARGETS["cancel_s"]),
+            )
+        )
+    if pages:
+        worst = pages.get("worst_ms_p50")
+        rows.append(
+            Row(
+                f"9. filtered list page over {_n(pages.get('jobs'))} jobs, worst filter p50 ms",
+                _n(worst, 1),
+                target="≤ 20",
+                meets=_meets(None if worst is None else worst <= TARGETS["page_ms"]),
+            )
+        )
+    return rows
+
+
 def scale_rows(raw: dict[str, Any]) -> list[Row]:
     rows = []
     for bench, key in (("scale", "full"), ("scale", "empty"), ("scale-booked", "full")):
@@ -396,6 +460,26 @@ def bookings_rows(raw: dict[str, Any]) -> list[Row]:
     ]
 
 
+def windows_rows(raw: dict[str, Any]) -> list[Row]:
+    w = raw.get("windows", {})
+    rows = []
+    for key, label in (("no_windows", "no live window"), ("with_windows", "live windows open")):
+        d = w.get(key)
+        if not d:
+            continue
+        lat = d.get("due_to_running", {})
+        n = d.get("windows") or 0
+        what = f"{_n(n)} {label}" if n else label
+        rss = d.get("rss_mb_windows_open", d.get("rss_mb_end"))
+        rows.append(
+            Row(
+                f"9. plain jobs due → running, 8 workers, {what}: p50 / p99 ms; RSS MB",
+                f"{_n(lat.get('p50_ms'), 2)} / {_n(lat.get('p99_ms'), 2)}; {_n(rss, 1)}",
+            )
+        )
+    return rows
+
+
 def workers_rows(raw: dict[str, Any]) -> list[Row]:
     plain = raw.get("workers", {}).get("plain", [])
     return [
@@ -435,9 +519,11 @@ def table(raw: dict[str, Any]) -> list[Row]:
         ("workers", throughput_rows),
         ("latency", latency_rows),
         ("api", api_rows),
+        ("batch", batch_rows),
         ("scale", scale_rows),
         ("scale-booked", scale_rows),
         ("bookings", bookings_rows),
+        ("windows", windows_rows),
         ("workers", workers_rows),
         ("disk", context_rows),
         ("breakdown", context_rows),

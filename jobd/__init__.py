@@ -1,7 +1,7 @@
 """jobd: a job scheduler daemon for media operations.
 
 Plugin authors import from here: ``jobd.hookimpl``, ``jobd.Action``,
-``jobd.ActionContext``, ``jobd.ActionError``.
+``jobd.Param``, ``jobd.ActionContext``, ``jobd.ActionError``.
 
 The names are loaded on first use (PEP 562): a CLI command such as ``jobd
 list`` imports this package but none of the plugin API (pluggy, anyio), and
@@ -13,17 +13,26 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from jobd.action import Action, ActionContext
+    from jobd.action import Action, ActionContext, Param
     from jobd.errors import ActionError
     from jobd.hookspecs import hookimpl, hookspec
 
 __version__ = "0.1.0"
-__all__ = ["Action", "ActionContext", "ActionError", "__version__", "hookimpl", "hookspec"]
+__all__ = [
+    "Action",
+    "ActionContext",
+    "ActionError",
+    "Param",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+]
 
 #: Where each lazily loaded name lives.
 _LAZY = {
     "Action": "jobd.action",
     "ActionContext": "jobd.action",
+    "Param": "jobd.action",
     "ActionError": "jobd.errors",
     "hookimpl": "jobd.hookspecs",
     "hookspec": "jobd.hookspecs",

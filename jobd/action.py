@@ -8,16 +8,113 @@ for a clean one-line message). Blocking code belongs in ``anyio.to_thread``.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from jobd.templating import placeholders
 
 if TYPE_CHECKING:
     from jobd.processes import ProcessResult
 
 ActionFunc = Callable[..., Awaitable[Mapping[str, Any] | None]]
+
+#: The types a :class:`Param` may declare (see :meth:`Param.problem`).
+ParamType = Literal["string", "number", "integer", "boolean", "list", "list[string]", "map", "any"]
+PARAM_TYPES: tuple[str, ...] = get_args(ParamType)
+#: A string that is one placeholder and nothing else (it takes the job param's value as is).
+_WHOLE_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_.-]*\}")
+_CONTAINERS = ("list", "list[string]", "map")
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One parameter an :class:`Action` declares: ``jobd check-config`` and every reload
+    check each step's ``params`` against the declarations of its action.
+
+    ``type`` is one of :data:`PARAM_TYPES`; ``required`` params must be given;
+    ``choices``, when set, lists the allowed values (strings compared without
+    regard to case); ``description`` shows in ``jobd plugins``.
+    """
+
+    name: str
+    type: ParamType = "any"
+    required: bool = False
+    choices: tuple[Any, ...] = ()
+    description: str = ""
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` for this param in a step's ``params``, or ``None``.
+
+        A ``"{placeholder}"`` is filled from the job's params at submission, so
+        its final value is not known here: a string holding a placeholder passes
+        for ``number``, ``integer`` and ``boolean`` (and for ``choices``), and
+        a string that is exactly one placeholder (which takes the job param's
+        value as it is, a list included) passes for ``list``, ``list[string]``
+        and ``map``. The action checks the filled-in value when the step runs.
+        """
+        if isinstance(value, str) and placeholders(value):
+            whole = _WHOLE_PLACEHOLDER.fullmatch(value) is not None
+            if self.type not in _CONTAINERS or whole:
+                return None
+        if not _is_type(value, self.type):
+            return f"expected {_TYPE_WORDS[self.type]}, got {_show(value)}"
+        if self.choices and not _is_choice(value, self.choices):
+            listed = ", ".join(repr(c) for c in self.choices)
+            return f"expected one of {listed}, got {_show(value)}"
+        return None
+
+
+_TYPE_WORDS = {
+    "string": "a string",
+    "number": "a number",
+    "integer": "an integer",
+    "boolean": "true or false",
+    "list": "an array",
+    "list[string]": "an array of strings",
+    "map": "a table",
+    "any": "any value",
+}
+
+
+def _is_type(value: Any, kind: str) -> bool:
+    if kind == "any":
+        return True
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return number and math.isfinite(value)
+    if kind == "map":
+        return isinstance(value, dict)
+    if not isinstance(value, list):
+        return False
+    return kind == "list" or all(isinstance(item, str) for item in value)
+
+
+def _is_choice(value: Any, choices: tuple[Any, ...]) -> bool:
+    if isinstance(value, str):
+        return value.lower() in {c.lower() for c in choices if isinstance(c, str)}
+    return value in choices
+
+
+def _show(value: Any) -> str:
+    """A value as a config error shows it (TOML spelling)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +123,16 @@ class Action:
 
     ``name`` is what workflow steps refer to in ``action = "..."``;
     ``run`` is the coroutine function; ``description`` shows in ``jobd plugins``.
+    ``params``: the parameters ``run`` takes, as :class:`Param` declarations;
+    when given, a step's ``params`` are checked against them (unknown names,
+    missing required ones, wrong types) by ``jobd check-config`` and every
+    reload. ``None`` (the default) declares nothing and checks nothing.
     """
 
     name: str
     run: ActionFunc
     description: str = ""
+    params: tuple[Param, ...] | None = None
 
 
 ProgressCallback = Callable[[float, str | None], Awaitable[None]]

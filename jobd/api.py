@@ -23,10 +23,11 @@ Contracts every route keeps:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import anyio
@@ -86,7 +87,8 @@ SSE_KEEPALIVE = 15.0
 #: Largest id SQLite can hold; bigger path/query ids are bad input, not a database overflow.
 MAX_ID = 2**63 - 1
 
-ReloadFunc = Callable[[], Awaitable[list[str]]]
+#: ``{"warnings": [...], "plugins": [...]}``: see :meth:`jobd.daemon.Daemon.reload`.
+ReloadFunc = Callable[[], Awaitable[Mapping[str, list[str]]]]
 JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 # --------------------------------------------------------------------------- bodies
@@ -260,7 +262,9 @@ def _changes_from(body: EditBody) -> dict[str, Any]:
 _OPAQUE = frozenset({"params", "outputs", "data", "details"})
 
 
+@functools.cache
 def _is_time_key(key: str) -> bool:
+    # Cached: a job has some 30 keys, each asked about on every job shown.
     return key in {"at", "start", "end", "since", "fire_time"} or key.endswith("_at")
 
 
@@ -926,7 +930,7 @@ def create_app(
     ``access``'s tokens. ``token``: shorthand for ``tcp=True`` with that one
     token as the admin token ``default``. ``reload``: what ``POST
     /v1/reload`` calls; it raises ConfigError for a bad config (→ 400, old
-    config kept) or returns warnings. ``metrics``: share one :class:`Metrics`
+    config kept) or returns its warnings and plugin changes. ``metrics``: share one :class:`Metrics`
     between apps; when omitted the app makes one and registers it with
     ``engine.add_listener``. ``hot_routes``: answer the submissions through
     :class:`HotRoutes` (False: through FastAPI only; the tests compare the two).
@@ -944,6 +948,9 @@ def create_app(
         description="Job scheduler daemon for media operations (SPEC §7).",
         dependencies=[Depends(undeclared_needs_admin), Depends(_refuse_unknown_query)],
         openapi_url=None,  # served below, as a viewer's route
+        # jobd exports no OpenTelemetry: without this, FastAPI asks on every request
+        # whether a provider is configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.add_exception_handler(JobdError, _jobd_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -1214,8 +1221,14 @@ def _service_routes(
     async def reload_config() -> Response:
         if reload is None:
             return _error(409, "reload-unavailable", "this API instance cannot reload the config")
-        warnings = await reload()
-        return JSONResponse({"reloaded": True, "warnings": list(warnings)})
+        answer = await reload()
+        return JSONResponse(
+            {
+                "reloaded": True,
+                "warnings": list(answer.get("warnings", ())),
+                "plugins": list(answer.get("plugins", ())),
+            }
+        )
 
     @app.get("/metrics", dependencies=[VIEWER])
     async def metrics_text() -> Response:

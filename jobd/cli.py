@@ -192,8 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_daemon_commands(sub, common)
     _add_submit(sub, common)
     _add_job_commands(sub, common)
+    _add_edit(sub, common)
     _add_operations(sub, common)
     _add_inspect_commands(sub, common)
+    _add_ui_command(sub, common)
     _add_db_commands(sub, common)
     return parser
 
@@ -226,7 +228,12 @@ def _add_daemon_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _add_submit(sub: Any, common: argparse.ArgumentParser) -> None:
     cmd = _command(sub, common, "submit", cmd_submit, "create a job", reading=True)
-    cmd.add_argument("workflow")
+    cmd.add_argument("workflow", nargs="?", help="the workflow (not with --file)")
+    cmd.add_argument(
+        "--file",
+        metavar="F",
+        help="submit every job of a JSON Lines file (one submit body per line; - for stdin)",
+    )
     cmd.add_argument(
         "-p",
         "--param",
@@ -279,15 +286,44 @@ def _add_submit(sub: Any, common: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_job_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    cmd = _command(sub, common, "list", cmd_list, "list jobs, newest first", reading=True)
-    cmd.add_argument(
+#: The list filters (SPEC §6, §7): flag → its key in the query / the batch filter.
+FILTERS = ("state", "workflow", "asset", "resource", "since", "until", "search")
+
+
+def _add_filters(cmd: argparse.ArgumentParser, *, acting: bool = False) -> None:
+    """``--state S``... ``--workflow W`` ``--asset A`` ``--resource R`` ``--since T``
+    ``--until T`` ``--search TEXT``; every one given must hold."""
+    which = "act on" if acting else "only"
+    group = cmd.add_argument_group("filters (every one given must hold)")
+    group.add_argument(
         "--state",
         action="append",
         default=[],
         metavar="S",
-        help="only jobs in this state; repeatable",
+        help=f"{which} jobs in state S; repeatable",
     )
+    group.add_argument("--workflow", metavar="W", help=f"{which} jobs of workflow W")
+    group.add_argument("--asset", metavar="A", help=f"{which} jobs holding asset A")
+    group.add_argument(
+        "--resource", metavar="R", help=f"{which} jobs asking for or booked on resource (or pool) R"
+    )
+    group.add_argument(
+        "--since", type=_time_arg, metavar="T", help="start (else creation) at or after T"
+    )
+    group.add_argument(
+        "--until", type=_time_arg, metavar="T", help="start (else creation) at or before T"
+    )
+    group.add_argument("--search", metavar="TEXT", help="name contains TEXT (any case)")
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The filters given (none: empty)."""
+    return {key: getattr(args, key) for key in FILTERS if getattr(args, key, None)}
+
+
+def _add_job_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    cmd = _command(sub, common, "list", cmd_list, "list jobs, newest first", reading=True)
+    _add_filters(cmd)
     cmd.add_argument(
         "--limit", type=_positive_int, default=50, metavar="N", help="at most N jobs (50)"
     )
@@ -307,14 +343,59 @@ def _add_job_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         "-f",
         "--follow",
         action="store_true",
-        help="keep printing new lines until the job has finished",
+        help="keep printing new lines, following the job's events, until it has finished",
     )
+    cmd.add_argument(
+        "--tail", type=_positive_int, metavar="N", help="only the last N lines (then -f goes on)"
+    )
+
+
+def _add_edit(sub: Any, common: argparse.ArgumentParser) -> None:
+    cmd = _command(
+        sub, common, "edit", cmd_edit, "change a draft, tentative or confirmed job", reading=True
+    )
+    cmd.add_argument("job_id", type=_positive_int, metavar="ID")
+    cmd.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="set one parameter (the others stay); repeatable",
+    )
+    for flag, dest, what in (
+        ("--asset", "assets", "the assets to hold exclusively"),
+        ("--shared-asset", "shared_assets", "the assets to hold shared"),
+        ("--resource", "resources", "the resources to book"),
+        ("--pool", "pools", "the pools to book from"),
+    ):
+        cmd.add_argument(
+            flag,
+            dest=dest,
+            action="append",
+            metavar=flag[2:].upper(),
+            help=f"{what} (replaces the list); repeatable",
+        )
+    cmd.add_argument("--start", type=_time_arg, metavar="T", help="new start time")
+    cmd.add_argument("--end", type=_time_arg, metavar="T", help="new end of the live window")
+    for flag in ("--preroll", "--postroll", "--timeout", "--lock-timeout"):
+        cmd.add_argument(flag, type=_duration_arg, metavar="S", help="seconds, or 30s/5m/2h")
+    cmd.add_argument("--priority", type=_priority_arg, metavar="N", help="-1000..1000")
+    cmd.add_argument("--name", help="a new name")
 
 
 def _add_operations(sub: Any, common: argparse.ArgumentParser) -> None:
     for name, help_text in OPERATIONS.items():
         cmd = _command(sub, common, name, cmd_operation, help_text)
-        cmd.add_argument("job_ids", nargs="+", type=_positive_int, metavar="ID")
+        cmd.add_argument(
+            "job_ids",
+            nargs="*",
+            type=_positive_int,
+            metavar="ID",
+            help="the jobs; or none, and filters: every job that matches",
+        )
+        _add_filters(cmd, acting=True)
         cmd.set_defaults(operation=name)
 
 
@@ -342,14 +423,21 @@ def _add_inspect_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     cmd.add_argument("--from", dest="start", type=_time_arg, metavar="T")
     cmd.add_argument("--to", dest="end", type=_time_arg, metavar="T")
-    _command(
+    cmd = _command(
         sub,
         common,
         "schedules",
         cmd_schedules,
-        "schedules: next and last firing, missed and skipped",
+        "schedules: next and last firing, missed and skipped; run, pause or resume one",
         reading=True,
     )
+    cmd.add_argument(
+        "action",
+        nargs="?",
+        choices=("run", "pause", "resume"),
+        help="run: fire NAME now; pause/resume: stop and restart its firings",
+    )
+    cmd.add_argument("name", nargs="?", metavar="NAME", help="the schedule")
     _command(
         sub, common, "plugins", cmd_plugins, "plugins, their actions and load errors", reading=True
     )
@@ -460,14 +548,19 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Load the config and its plugins as ``jobd run`` does, check all it names, summarise."""
+    from structlog.testing import capture_logs
+
     from jobd.access import load_tokens
-    from jobd.config import load_config, summarize
-    from jobd.configcheck import check_config
+    from jobd.config import summarize
+    from jobd.configcheck import describe_plugins, load_checked
 
     path = _config_path(args)
     try:
-        config = load_config(path)
-        check_config(config)
+        # The plugin loader's log lines are the daemon's; here the summary names each
+        # broken plugin and a problem names the broken ones an action may come from.
+        with capture_logs():
+            config, plugins = load_checked(path)
         load_tokens(config.api)  # unreadable, empty or loosely-moded token files
     except (JobdError, OSError) as exc:
         for line in str(exc).splitlines():  # one problem a line
@@ -475,6 +568,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"{path}: OK")
     print(summarize(config))
+    print("\n".join(describe_plugins(plugins)))
     return EXIT_OK
 
 
@@ -513,6 +607,8 @@ def cmd_reload(args: argparse.Namespace) -> int:
     with _client(args) as client:
         answer = client.reload()
     print("configuration reloaded")
+    for change in answer.get("plugins") or []:  # new, changed, removed, broken plugin files
+        print(change)
     for warning in answer.get("warnings") or []:
         _err(f"warning: {warning}")
     return EXIT_OK
@@ -548,6 +644,10 @@ def _submit_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    if args.file is not None:
+        return _submit_file(args)
+    if not args.workflow:
+        raise UsageError("submit needs a WORKFLOW, or --file F")
     if args.wait and (args.draft or args.tentative):
         raise UsageError("--wait needs a confirmed job: a draft or tentative job never runs")
     with _client(args) as client:
@@ -563,6 +663,43 @@ def cmd_submit(args: argparse.Namespace) -> int:
     state = final.get("state")
     print(f"job {final.get('id')} {state}" + _error_suffix(final), file=sys.stderr)
     return EXIT_OK if state == "completed" else EXIT_FAILED
+
+
+def _submit_file(args: argparse.Namespace) -> int:
+    """``submit --file F``: the file's jobs in batches (:mod:`jobd.jobfile`); their ids on
+    stdout (``--json``: the jobs), a count on stderr, a progress bar on a terminal."""
+    from jobd import jobfile
+    from jobd.textui import is_terminal
+
+    if args.workflow or args.wait:
+        raise UsageError("--file takes the jobs from the file: no WORKFLOW, no --wait")
+    name = "stdin" if args.file == "-" else args.file
+    try:
+        if args.file == "-":
+            jobs = jobfile.read_jobs(name, sys.stdin)
+        else:
+            with open(args.file, encoding="utf-8") as stream:
+                jobs = jobfile.read_jobs(name, stream)
+    except OSError as exc:
+        _err(f"{name}: {exc.strerror or exc}")
+        return EXIT_FAILED
+    except (jobfile.JobFileError, UnicodeDecodeError) as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    big = len(jobs) >= jobfile.PROGRESS_FROM and is_terminal(sys.stderr)
+    try:
+        with _client(args) as client:
+            stored = jobfile.submit_all(client, name, jobs, jobfile.ProgressBar() if big else None)
+    except jobfile.JobFileError as exc:
+        for line in str(exc).splitlines():
+            _err(line)
+        return EXIT_FAILED
+    if args.json:
+        _print_json({"items": stored})
+    else:
+        print("\n".join(str(job.get("id")) for job in stored))
+    _err(f"submitted {len(stored)} jobs from {name}")
+    return EXIT_OK
 
 
 def _error_suffix(job: dict[str, Any]) -> str:
@@ -603,7 +740,7 @@ def _wait_for(client: Client, job_id: int) -> dict[str, Any]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        page = client.list_jobs(args.state or None, args.limit, args.cursor)
+        page = client.list_jobs(limit=args.limit, cursor=args.cursor, filters=_filters(args))
     if args.json:
         _print_json(page)
         return EXIT_OK
@@ -628,12 +765,17 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    """A job's lines (``--tail N``: the last N); ``-f`` follows the job's event stream."""
     with _client(args) as client:
+        lines, after = _existing_lines(client, args.job_id, args.tail)
         if args.json and not args.follow:
-            _print_json(client.job_log(args.job_id))
+            _print_json({"items": lines, "next_cursor": None})
             return EXIT_OK
-        for line in _log_lines(client, args.job_id, follow=args.follow):
+        for line in lines:
             _print_log_line(line, as_json=args.json)
+        if args.follow:
+            for line in _follow_lines(client, args.job_id, after):
+                _print_log_line(line, as_json=args.json)
     return EXIT_OK
 
 
@@ -646,34 +788,136 @@ def _print_log_line(line: dict[str, Any], *, as_json: bool) -> None:
     _emit(log_line(line))
 
 
-def _log_lines(
-    client: Client, job_id: int, *, follow: bool, interval: float = 0.5
-) -> Iterator[dict[str, Any]]:
-    """Every log line of the job; with ``follow``, new ones until the job has finished.
-
-    The job's state is read *before* each fetch, so once it is finished the
-    fetch that follows has every line the job will ever write.
-    """
-    after = 0
+def _new_lines(client: Client, job_id: int, after: int) -> Iterator[dict[str, Any]]:
+    """Every line with ``seq > after``, page by page."""
     while True:
-        finished = not follow or client.get_job(job_id).get("state") in FINISHED
-        while True:
-            page = client.job_log(job_id, after)
-            for line in page.get("items") or []:
-                after = max(after, int(line.get("seq", after)))
-                yield line
-            if not page.get("next_cursor"):
-                break
-        if finished:
+        page = client.job_log(job_id, after)
+        for line in page.get("items") or []:
+            after = max(after, int(line.get("seq", after)))
+            yield line
+        if not page.get("next_cursor"):
             return
-        time.sleep(interval)  # polling a daemon for new lines, not synchronising a test
+
+
+def _existing_lines(
+    client: Client, job_id: int, tail: int | None
+) -> tuple[list[dict[str, Any]], int]:
+    """The job's lines so far (only the last ``tail`` if given) and the last ``seq`` read."""
+    from collections import deque
+
+    kept: deque[dict[str, Any]] = deque(maxlen=tail)
+    after = 0
+    for line in _new_lines(client, job_id, 0):
+        after = max(after, int(line.get("seq", after)))
+        kept.append(line)
+    return list(kept), after
+
+
+#: ``logs -f``: while the event stream is quiet, look for new lines this often (a step's
+#: output changes no state, so it raises no event).
+QUIET_REFRESH = 1.0
+
+
+def _follow_lines(client: Client, job_id: int, after: int) -> Iterator[dict[str, Any]]:
+    """New lines as the job's events arrive (``GET /v1/events?job=ID``), until it finished.
+
+    The stream is opened before the state is read, so a job that finishes in
+    between is seen one way or the other; its final state is read *before*
+    the last fetch, so that fetch has every line the job will write. A stream
+    the daemon ends early is reopened.
+    """
+    import queue
+
+    while True:
+        with client.events(job_id) as events:
+            inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+            _pump_events(events, inbox)
+            while True:
+                finished = client.get_job(job_id).get("state") in FINISHED
+                for line in _new_lines(client, job_id, after):
+                    after = max(after, int(line.get("seq", after)))
+                    yield line
+                if finished:
+                    return
+                try:
+                    if inbox.get(timeout=QUIET_REFRESH) is None:
+                        break  # the stream ended: reopen it
+                except queue.Empty:
+                    pass
+        time.sleep(0.5)  # reconnect at a modest pace
+
+
+def _pump_events(events: Iterator[dict[str, Any]], inbox: Any) -> None:
+    """Read ``events`` on a daemon thread into ``inbox``; ``None`` when the stream ends."""
+    import threading
+
+    def pump() -> None:
+        try:
+            for event in events:
+                inbox.put(event)
+        except (DaemonUnreachable, ApiError, OSError, ValueError):
+            pass
+        inbox.put(None)
+
+    threading.Thread(target=pump, name="jobd-logs-events", daemon=True).start()
+
+
+# --------------------------------------------------------------------------- edit
+
+
+def _edit_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``PATCH`` body: only what was given (``-p`` merges into the params later)."""
+    given = {
+        "start_at": args.start,
+        "end_at": args.end,
+        "preroll": args.preroll,
+        "postroll": args.postroll,
+        "timeout": args.timeout,
+        "lock_timeout": args.lock_timeout,
+        "priority": args.priority,
+        "name": args.name,
+        "assets": args.assets,
+        "shared_assets": args.shared_assets,
+        "resources": args.resources,
+        "pools": args.pools,
+    }
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    """``PATCH /v1/jobs/{id}`` with the fields given; ``-p`` sets single parameters on top
+    of the job's current ones (the API replaces ``params`` whole)."""
+    changes = _edit_changes(args)
+    if not changes and not args.param:
+        raise UsageError("nothing to change: give at least one option (see jobd edit --help)")
+    with _client(args) as client:
+        if args.param:
+            params = dict(client.get_job(args.job_id).get("params") or {})
+            params.update(dict(args.param))
+            changes["params"] = params
+        job = client.edit_job(args.job_id, changes)
+    if args.json:
+        _print_json(job)
+    else:
+        print(f"job {args.job_id}: edited ({', '.join(sorted(changes))}); {job.get('state')}")
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- operations
 
 
 def cmd_operation(args: argparse.Namespace) -> int:
-    """Apply one operation to each id; report each; exit 1 if any was refused."""
+    """Apply one operation to each id; report each; exit 1 if any was refused.
+
+    With filters and no ids: the operation on every job that matches, in one
+    ``POST /v1/batch/{operation}`` (:func:`_operate_matching`)."""
+    filters = _filters(args)
+    if filters and args.job_ids:
+        raise UsageError("give job ids or filters, not both")
+    if filters:
+        return _operate_matching(args, filters)
+    if not args.job_ids:
+        raise UsageError(f"{args.operation} needs job ids, or filters (--state S, ...)")
     refused = 0
     with _client(args) as client:
         for job_id in args.job_ids:
@@ -686,6 +930,34 @@ def cmd_operation(args: argparse.Namespace) -> int:
                 continue
             print(_operation_report(job_id, args.operation, job))
     return EXIT_FAILED if refused else EXIT_OK
+
+
+def _operate_matching(args: argparse.Namespace, filters: dict[str, Any]) -> int:
+    """The batch route by filter: how many matched, were changed and were refused (each
+    refusal on stderr); exit 1 if any was refused. Nothing matching changes nothing."""
+    with _client(args) as client:
+        answer = client.operate_batch(args.operation, filters=filters)
+    done, refused = answer.get("done") or [], answer.get("refused") or []
+    matched = answer.get("matched", len(done) + len(refused))
+    for item in refused:
+        message = str((item.get("error") or {}).get("message", "refused"))
+        prefix = f"job {item.get('id')}"
+        _err(message if message.startswith(prefix) else f"{prefix}: {message}")
+    if not matched:
+        print(f"{args.operation}: no job matches; nothing changed")
+        return EXIT_OK
+    created = answer.get("created")
+    extra = f" (new jobs: {_id_list(created)})" if created else ""
+    print(
+        f"{args.operation}: {len(done)} changed, {len(refused)} refused, "
+        f"of {matched} matching{extra}"
+    )
+    return EXIT_FAILED if refused else EXIT_OK
+
+
+def _id_list(ids: list[Any]) -> str:
+    shown = ", ".join(str(i) for i in ids[:20])
+    return shown + (f", ... ({len(ids)} in all)" if len(ids) > 20 else "")
 
 
 def _operation_report(job_id: int, operation: str, job: dict[str, Any] | None) -> str:
@@ -745,11 +1017,34 @@ def cmd_bookings(args: argparse.Namespace) -> int:
 
 
 def cmd_schedules(args: argparse.Namespace) -> int:
+    """The schedules table; or ``run|pause|resume NAME`` (``POST /v1/schedules/NAME/...``)."""
     from jobd import render
 
+    if args.action is not None:
+        return _schedule_control(args)
     return _show(
         args, Client.schedules, lambda data: render.schedules_table(data.get("items") or [])
     )
+
+
+def _schedule_control(args: argparse.Namespace) -> int:
+    if not args.name:
+        raise UsageError(f"schedules {args.action} needs the schedule's NAME")
+    with _client(args) as client:
+        answer = client.schedule_control(args.name, args.action)
+    if args.json:
+        _print_json(answer)
+    elif args.action == "run":
+        print(f"schedule {args.name}: fired now as job {answer.get('id')} ({answer.get('state')})")
+    elif args.action == "pause":
+        print(f"schedule {args.name}: paused (no firings until 'jobd schedules resume')")
+    else:
+        from jobd.render import local_time
+
+        print(
+            f"schedule {args.name}: resumed; next firing {local_time(answer.get('next_fire_at'))}"
+        )
+    return EXIT_OK
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -858,3 +1153,39 @@ class _EventFollower:
             except (DaemonUnreachable, ApiError):
                 pass
             self.stop.wait(2.0)  # daemon away: retry at a human pace
+
+
+# --------------------------------------------------------------------------- jobd ui
+
+
+def _port_arg(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0..65535, got {text!r}")
+    return int(text)
+
+
+def _add_ui_command(sub: Any, common: argparse.ArgumentParser) -> None:
+    cmd = _command(
+        sub,
+        common,
+        "ui",
+        cmd_ui,
+        "serve the web monitor on 127.0.0.1 through the Unix socket; prints a one-time URL",
+    )
+    cmd.add_argument(
+        "--port", type=_port_arg, default=0, metavar="N", help="port on 127.0.0.1 (0: any free)"
+    )
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """``jobd ui``: relay 127.0.0.1:PORT to the daemon's socket (docs/web.md says how it is
+    guarded). The relay's stack (uvicorn, starlette) is imported only here."""
+    with _client(args) as client:
+        endpoint = client.endpoint
+        if endpoint.socket is None:
+            _err(f"jobd ui relays a Unix socket; this daemon is at {endpoint.url}: open that URL")
+            return EXIT_USAGE
+        client.health()  # unreachable: exit 3 with the usual message, before printing a URL
+    from jobd.web.ui import run_ui
+
+    return run_ui(endpoint.socket, args.port)

@@ -731,12 +731,14 @@ def _pool(table: _Table, name: str) -> PoolConfig:
 
 
 def _workflow(table: _Table, name: str) -> WorkflowConfig:
-    """A workflow; ``steps`` may be empty (a booking that only runs scripts)."""
-    values = table.values()
-    raw_steps = values.pop("steps", [])
-    if not isinstance(raw_steps, list):
+    """A workflow: at least one step (SPEC §4; a booking's job that only holds its
+    resources can run a ``sleep`` of 0 s)."""
+    values = table.values(required=["steps"])
+    raw_steps = values.pop("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
         raise table.ctx.error(
-            (*table.path, "steps"), f"expected an array of step tables, got {_show(raw_steps)}"
+            (*table.path, "steps"),
+            f"expected a non-empty array of step tables, got {_show(raw_steps)}",
         )
     steps: list[StepConfig] = []
     for index, raw in enumerate(raw_steps):
@@ -915,14 +917,14 @@ def _describe_schedule(schedule: ScheduleConfig) -> str:
 
 
 #: ``[daemon]`` keys bound at start-up (the engine's workers and run queue, the database and
-#: its ``synchronous``, the loaded plugins); with the ``[api]`` keys but those below they
-#: need a restart: a reload keeps their running values (:func:`keep_restart_only`).
+#: its ``synchronous``); with the ``[api]`` keys but those below they need a restart: a
+#: reload keeps their running values (:func:`keep_restart_only`). ``plugin_dirs`` is not one:
+#: a reload loads the plugins of the new configuration.
 RESTART_ONLY_DAEMON_KEYS = (
     "state_dir",
     "workers",
     "run_queue_size",
     "synchronous",
-    "plugin_dirs",
     "database",
 )
 #: ``[api]`` keys a reload applies at once (who may do what); the rest wait for a restart.

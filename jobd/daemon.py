@@ -17,6 +17,7 @@ the same way ``POST /v1/reload`` does.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import signal
@@ -35,7 +36,7 @@ from jobd import __version__
 from jobd.access import Access, Token, load_tokens
 from jobd.api import create_app, end_event_streams
 from jobd.config import Config, keep_restart_only, load_config, resolve_config_path
-from jobd.configcheck import check_config
+from jobd.configcheck import check_config, load_checked, load_plugins
 from jobd.engine import Engine
 from jobd.errors import ConfigError, JobdError
 from jobd.httpserver import parse_listen, serve
@@ -144,12 +145,16 @@ class Daemon:
         config: Config,
         notifier: Notifier,
         *,
+        plugins: PluginHost | None = None,
         watchdog: float | None = None,
         tokens: Sequence[Token] = (),
         tcp: tuple[str, int] | None = None,
     ) -> None:
         self.config_path = config_path
         self.config = config
+        #: Loaded and checked with ``config`` (:func:`load_checked`); loaded in :meth:`run`
+        #: when not given.
+        self.plugins = plugins
         self.notifier = notifier
         self.watchdog = watchdog
         self.tcp = tcp
@@ -170,13 +175,13 @@ class Daemon:
         async with open_store(
             daemon_cfg.db_path, synchronous=daemon_cfg.synchronous, database=daemon_cfg.database
         ) as store:
-            plugins = PluginHost(daemon_cfg.plugin_dirs)
-            plugins.load()
-            plugins.startup(self.config)
+            if self.plugins is None:
+                self.plugins = load_plugins(self.config)
+            self.plugins.startup(self.config)
             try:
-                await self._run_services(store, plugins)
+                await self._run_services(store, self.plugins)
             finally:
-                plugins.shutdown()
+                self.plugins.shutdown()  # the ones running now (a reload may have swapped them)
         log.info("jobd stopped")
 
     async def _run_services(self, store: Store, plugins: PluginHost) -> None:
@@ -293,11 +298,14 @@ class Daemon:
         except Exception:
             log.exception("config reload failed; keeping the running config")
 
-    async def reload(self) -> list[str]:
-        """Re-read the config file; swap it in if valid. Returns warnings.
+    async def reload(self) -> dict[str, list[str]]:
+        """Re-read the config file and its plugins; swap them in if valid.
 
-        Raises :class:`ConfigError` for an invalid file (logged, the running
-        config stays). Used by SIGHUP and ``POST /v1/reload``; reloads never overlap.
+        Returns ``{"warnings": [...], "plugins": [...]}``: what needs attention,
+        and what the reload did to the plugins (new, changed, removed, broken
+        files). Raises :class:`ConfigError` for an invalid configuration (logged,
+        the running config and plugins stay). Used by SIGHUP and ``POST
+        /v1/reload``; reloads never overlap.
         """
         async with self._reload_lock:
             self.notifier.reloading("reloading configuration")
@@ -306,9 +314,12 @@ class Daemon:
             finally:
                 self.notifier.ready(self._status())
 
-    async def _reload(self) -> list[str]:
+    async def _reload(self) -> dict[str, list[str]]:
+        old_plugins = self.plugins
         try:
-            new = await anyio.to_thread.run_sync(_load_checked, self.config_path)
+            new, plugins = await anyio.to_thread.run_sync(
+                load_checked, self.config_path, old_plugins
+            )
         except ConfigError as exc:
             log.error(
                 "config reload refused; keeping the running config",
@@ -323,39 +334,53 @@ class Daemon:
             log.error("config reload refused; keeping the running config", error=str(exc))
             raise
         engine = self.engine
-        assert engine is not None
-        warnings += await engine.reload(new)
+        assert engine is not None and old_plugins is not None
+        warnings += await engine.reload(new, plugins)
+        self.plugins = plugins
+        old_plugins.shutdown(only=old_plugins.retired_by(plugins))
+        plugins.startup(new, only=plugins.fresh())
         configure_logging(new.logging)
         self.access.update(new.api, tokens)
         self.config = new
+        changes = plugins.changes()
         log.info(
             "config reloaded",
             config=str(self.config_path),
             warnings=warnings,
+            plugins=changes,
             workflows=sorted(new.workflows),
         )
-        return warnings
+        return {"warnings": warnings, "plugins": changes}
 
 
 # ---------------------------------------------------------------------- main
 
 
-def _prepare(config_path: str | None) -> tuple[Path, Config, list[Token], tuple[str, int] | None]:
-    """Everything that can be refused before jobd creates anything. Raises ConfigError."""
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    path: Path
+    config: Config
+    plugins: PluginHost
+    tokens: list[Token]
+    tcp: tuple[str, int] | None
+
+
+def _prepare(config_path: str | None) -> _Prepared:
+    """Everything that can be refused before jobd creates anything. Raises ConfigError.
+
+    Logging is set up from the configuration before the plugins load, so that a
+    broken plugin's line has the configured shape.
+    """
     path = Path(os.path.abspath(resolve_config_path(config_path)))
-    config = _load_checked(path)
+    config = load_config(path)
+    configure_logging(config.logging)
+    plugins = load_plugins(config)
+    check_config(config, plugins)
     tcp = parse_listen(config.api.listen) if config.api.listen else None
     # Read (and mode-checked) even without TCP: a bad token file is refused now, not
     # at the reload that turns TCP on.
     tokens = load_tokens(config.api)
-    return path, config, tokens, tcp
-
-
-def _load_checked(path: Path) -> Config:
-    """The configuration at ``path``, read and checked (:mod:`jobd.configcheck`)."""
-    config = load_config(path)
-    check_config(config)
-    return config
+    return _Prepared(path, config, plugins, tokens, tcp)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -381,12 +406,12 @@ def main(config_path: str | None) -> int:
     signal.
     """
     try:
-        path, config, tokens, tcp = _prepare(config_path)
+        ready = _prepare(config_path)
     except ConfigError as exc:
         for line in str(exc).splitlines():  # several problems: one a line
             print(f"jobd: {line}", file=sys.stderr)
         return EXIT_FAILURE
-    configure_logging(config.logging)
+    config = ready.config
     try:
         lock = StateLock.acquire(config.daemon.state_dir)
     except (AlreadyRunning, OSError) as exc:
@@ -397,7 +422,15 @@ def main(config_path: str | None) -> int:
     notifier = Notifier.from_env()
     interval = watchdog_interval()
     forget_notify_env()  # steps and scripts must not talk to systemd in our name
-    daemon = Daemon(path, config, notifier, watchdog=interval, tokens=tokens, tcp=tcp)
+    daemon = Daemon(
+        ready.path,
+        config,
+        notifier,
+        plugins=ready.plugins,
+        watchdog=interval,
+        tokens=ready.tokens,
+        tcp=ready.tcp,
+    )
     with lock:
         try:
             anyio.run(

@@ -85,7 +85,8 @@ class JobdSpec:
 
     @hookspec
     def jobd_startup(self, config: Config) -> None:
-        """Set the plugin up; called once after all plugins are loaded, before any job runs.
+        """Set the plugin up; called once after all plugins are loaded, before any job runs,
+        and for a plugin file a reload loads (new or changed), once after that reload.
 
         A raising implementation is logged and ignored (its other hooks stay
         active: make them cope with a set-up that did not happen).
@@ -93,7 +94,8 @@ class JobdSpec:
 
     @hookspec
     def jobd_shutdown(self) -> None:
-        """Tear the plugin down; called once when the daemon stops, after jobs stopped.
+        """Tear the plugin down; called once when the daemon stops, after jobs stopped,
+        and for a plugin file a reload removes or replaces, once at that reload.
 
         A raising implementation is logged and ignored.
         """

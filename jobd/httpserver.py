@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import socket
 import stat
@@ -213,6 +214,9 @@ def _server(app: ASGIApp) -> _EmbeddedServer:
         app,
         lifespan="off",  # jobd's task group owns start-up and shut-down
         log_config=None,  # jobd.logging already shaped the stdlib loggers
+        # A log line per request costs CPU on the hot path: only when someone will see it
+        # (debug). uvicorn detaches uvicorn.access when this is off; jobd.logging re-attaches it.
+        access_log=logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO),
         proxy_headers=False,
         server_header=False,
         http=_PeerAwareProtocol,

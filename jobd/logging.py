@@ -216,7 +216,12 @@ def _install_handler(handler: logging.Handler, level: int) -> None:
     _state.handler = handler
     for name, quiet in _QUIET_LOGGERS.items():
         # Debugging brings them back; otherwise they stay quiet at INFO.
-        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(quiet, level))
+        logger = logging.getLogger(name)
+        logger.setLevel(level if level <= logging.DEBUG else max(quiet, level))
+        # uvicorn detaches uvicorn.access (handlers cleared, propagate off) when its
+        # access log is off; this set-up owns their shape, so they go to the root again.
+        logger.handlers.clear()
+        logger.propagate = True
     for name, floor in _FLOOR_LOGGERS.items():
         logging.getLogger(name).setLevel(max(floor, level))
 

@@ -32,6 +32,8 @@ _STEP_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 _LOCK_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 3600)
 
 _EXECUTING = frozenset({JobState.RUNNING, JobState.CANCEL_REQUESTED})
+#: Step states whose attempt's duration is measured.
+_TIMED_STEP_STATES = frozenset({str(s) for s in STEP_FINAL} | {"soft-failed"})
 
 
 class QueueSource(Protocol):
@@ -137,6 +139,9 @@ class Metrics:
         # so these hold at most the jobs running or waiting now.
         self._running_since: dict[int, float] = {}
         self._waiting_since: dict[int, float] = {}
+        #: The labelled children, made once per label value (see _observe_state).
+        self._by_transition: dict[tuple[JobState | None, JobState | None], Any] = {}
+        self._by_step_state: dict[str, tuple[Any, Any]] = {}
 
     def observe(self, event: JobEvent) -> None:
         """Count one committed event. Never raises (it runs inside the engine's notify path)."""
@@ -152,7 +157,14 @@ class Metrics:
 
     def _observe_state(self, event: JobEvent) -> None:
         src, dst = event.from_state, event.to_state
-        self._transitions.labels(str(src or "new"), str(dst or "none")).inc()
+        key = (src, dst)
+        counter = self._by_transition.get(key)
+        if counter is None:
+            # labels() takes a lock and builds its key each call: 5 µs per event, on every
+            # transition of every job; the child for a pair never changes.
+            counter = self._transitions.labels(str(src or "new"), str(dst or "none"))
+            self._by_transition[key] = counter
+        counter.inc()
         if src == JobState.WAITING_FOR_LOCK:
             began = self._waiting_since.pop(event.job_id, None)
             if began is not None and dst == JobState.RUNNING:
@@ -172,10 +184,14 @@ class Metrics:
         state = data.get("state")
         if not isinstance(state, str):
             return
-        self._step_events.labels(state).inc()
+        children = self._by_step_state.get(state)
+        if children is None:
+            children = (self._step_events.labels(state), self._step_duration.labels(state))
+            self._by_step_state[state] = children
+        children[0].inc()
         duration = _step_duration(data)
-        if duration is not None and state in {str(s) for s in STEP_FINAL} | {"soft-failed"}:
-            self._step_duration.labels(state).observe(duration)
+        if duration is not None and state in _TIMED_STEP_STATES:
+            children[1].observe(duration)
 
     def _forget(self, job_id: int) -> None:
         self._running_since.pop(job_id, None)

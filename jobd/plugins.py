@@ -26,7 +26,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pluggy
 import structlog
 
-from jobd.action import Action
+from jobd.action import PARAM_TYPES, Action, Param
 from jobd.errors import ActionError, ConfigError
 from jobd.hookspecs import PROJECT, JobdSpec, hookimpl
 
@@ -86,6 +86,8 @@ class PluginInfo:
     actions: tuple[str, ...] = ()
     error: str | None = None
     module: str | None = None
+    #: sha256 of a drop-in or builtin file as loaded (a reload reuses an unchanged file).
+    digest: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +109,7 @@ class _Candidate:
     file: str | None
     module: str | None
     load: Callable[[], object] = field(repr=False)
+    digest: str | None = None  # of a file's bytes; None for an entry point
 
 
 class _Defaults:
@@ -203,7 +206,39 @@ def checked_actions(result: object) -> list[Action]:
             raise ValueError(f"action name {item.name!r} does not match {ACTION_NAME.pattern}")
         if not inspect.iscoroutinefunction(item.run):
             raise TypeError(f"action {item.name!r}: run is not an async function")
+        if item.params is not None:
+            _check_param_declarations(item)
     return list(result)
+
+
+def _check_param_declarations(action: Action) -> None:
+    """``action.params`` is a tuple of :class:`Param` that ``run`` can all take, once each."""
+    if not isinstance(action.params, tuple | list):
+        raise TypeError(f"action {action.name!r}: params is not a tuple of jobd.Param")
+    takes = inspect.signature(action.run).parameters.values()
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in takes)
+    keywords = {
+        p.name
+        for p in takes
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    seen: set[str] = set()
+    for param in action.params:
+        if not isinstance(param, Param):
+            raise TypeError(f"action {action.name!r}: params item {param!r} is not a jobd.Param")
+        if param.type not in PARAM_TYPES:
+            raise ValueError(
+                f"action {action.name!r}: param {param.name!r} has unknown type {param.type!r}"
+                f" (known: {', '.join(PARAM_TYPES)})"
+            )
+        if param.name in seen:
+            raise ValueError(f"action {action.name!r}: param {param.name!r} is declared twice")
+        if not open_ended and param.name not in keywords:
+            raise TypeError(
+                f"action {action.name!r}: param {param.name!r} is declared"
+                " but run() does not take it"
+            )
+        seen.add(param.name)
 
 
 class PluginHost:
@@ -212,14 +247,27 @@ class PluginHost:
     Use: ``host = PluginHost(config.daemon.plugin_dirs); host.load()``, then
     the hook methods. ``load()`` is called once; hooks are indexed at the end
     of it, so nothing registered later is called.
+
+    A reload builds a new host with ``previous=`` the running one: a plugin
+    file whose bytes are unchanged is not executed again (its module is
+    reused, and an unchanged broken file keeps its error); new and changed
+    files are loaded. :meth:`changes` says what that load did.
     """
 
     def __init__(
-        self, plugin_dirs: Sequence[Path], *, builtin: bool = True, entry_points: bool = True
+        self,
+        plugin_dirs: Sequence[Path],
+        *,
+        builtin: bool = True,
+        entry_points: bool = True,
+        previous: PluginHost | None = None,
     ) -> None:
         self._plugin_dirs = tuple(Path(d) for d in plugin_dirs)
         self._builtin = builtin
         self._entry_points = entry_points
+        self._previous = previous
+        self._objects: dict[str, object] = {}  # pluggy key -> the loaded plugin object
+        self._status: dict[str, Literal["new", "changed", "kept"]] = {}
         self._pm = pluggy.PluginManager(PROJECT)
         self._pm.add_hookspecs(JobdSpec)
         self._infos: dict[str, PluginInfo] = {}  # by pluggy key, in load order
@@ -273,6 +321,7 @@ class PluginHost:
                 str(path.absolute()),
                 module,
                 partial(load_module_from_file, path, module),
+                _file_digest(path),
             )
 
     def _entry_point_candidates(self) -> Iterator[_Candidate]:
@@ -288,10 +337,23 @@ class PluginHost:
 
     def _load_one(self, cand: _Candidate) -> None:
         """Import and register one candidate; record it, broken or not."""
+        before = self._previous._infos.get(cand.key) if self._previous is not None else None
+        # An entry point's module stays imported (a new version needs a restart anyway).
+        unchanged = before is not None and (
+            cand.source == "entry-point"
+            or (cand.digest is not None and before.digest == cand.digest)
+        )
+        self._status[cand.key] = "new" if before is None else "kept" if unchanged else "changed"
+        if unchanged and before is not None and before.error is not None:
+            self._record_broken(cand, before.error)  # same bytes, same error: not run again
+            return
         try:
-            plugin = cand.load()
+            if unchanged and self._previous is not None:
+                plugin = self._previous._objects[cand.key]
+            else:
+                plugin = cand.load()
         except (Exception, SystemExit) as exc:  # SystemExit: a module body calling exit()
-            self._record_broken(cand, exc)
+            self._record_broken(cand, describe_exception(exc), exc)
             return
         if cand.file is None:  # an entry point: its file is known once imported
             cand.file = _module_file(cand.module)
@@ -305,22 +367,30 @@ class PluginHost:
         try:
             self._pm.register(plugin, name=cand.key)
         except Exception as exc:  # pluggy's argument checks, a name taken twice
-            self._record_broken(cand, exc)
+            self._record_broken(cand, describe_exception(exc), exc)
             return
         try:
             self._check_hooks(plugin)
             actions = self._call_actions(plugin)
         except Exception as exc:
             self._pm.unregister(plugin)
-            self._record_broken(cand, exc)
+            self._record_broken(cand, describe_exception(exc), exc)
             return
         self._add_actions(cand, actions)
+        self._objects[cand.key] = plugin
         self._infos[cand.key] = PluginInfo(
-            cand.name, cand.file, cand.source, tuple(a.name for a in actions), None, cand.module
+            cand.name,
+            cand.file,
+            cand.source,
+            tuple(a.name for a in actions),
+            None,
+            cand.module,
+            cand.digest,
         )
 
-    def _record_broken(self, cand: _Candidate, exc: BaseException) -> None:
-        error = describe_exception(exc)
+    def _record_broken(
+        self, cand: _Candidate, error: str, exc: BaseException | None = None
+    ) -> None:
         # One line says which file and why; the traceback (with its locals, in the
         # console format dozens of lines a plugin) only helps the plugin's author.
         log.error(
@@ -330,9 +400,10 @@ class PluginHost:
             source=cand.source,
             error=error,
         )
-        log.debug("plugin load traceback", plugin=cand.name, file=cand.file, exc_info=exc)
+        if exc is not None:
+            log.debug("plugin load traceback", plugin=cand.name, file=cand.file, exc_info=exc)
         self._infos[cand.key] = PluginInfo(
-            cand.name, cand.file, cand.source, (), error, cand.module
+            cand.name, cand.file, cand.source, (), error, cand.module, cand.digest
         )
 
     def _has_hooks(self, plugin: object) -> bool:
@@ -396,6 +467,36 @@ class PluginHost:
         assert info.module is not None  # set for every loaded plugin
         return (None if info.source == "entry-point" else info.file), info.module
 
+    def changes(self) -> list[str]:
+        """What this load did compared with ``previous``, one line each (a reload's
+        answer and log): new, changed, removed and broken plugin files. ``[]``
+        without a previous host or when nothing changed."""
+        if self._previous is None:
+            return []
+        lines = []
+        for key, info in self._infos.items():
+            where, status = info.file or info.name, self._status.get(key)
+            actions = f"actions: {', '.join(info.actions) or 'none'}"
+            if info.error is not None and status != "kept":
+                lines.append(f"plugin {where} failed to load: {info.error}")
+            elif info.error is None and status == "new":
+                lines.append(f"loaded new plugin {where} ({actions})")
+            elif info.error is None and status == "changed":
+                lines.append(f"reloaded changed plugin {where} ({actions})")
+        for key, info in self._previous._infos.items():
+            if key not in self._infos:
+                lines.append(f"removed plugin {info.file or info.name}")
+        return lines
+
+    def fresh(self) -> set[str]:
+        """The plugins this load executed anew (new or changed), by pluggy key."""
+        return {k for k, status in self._status.items() if status != "kept" and k in self._objects}
+
+    def retired_by(self, successor: PluginHost) -> set[str]:
+        """This host's working plugins that ``successor`` no longer uses as they were
+        (removed or changed files), by pluggy key: those get ``jobd_shutdown``."""
+        return {k for k in self._objects if k not in successor._objects or k in successor.fresh()}
+
     def infos(self) -> list[PluginInfo]:
         """Every discovered plugin in load order, broken ones with their ``error``."""
         return list(self._infos.values())
@@ -426,13 +527,18 @@ class PluginHost:
 
     # ------------------------------------------------------------------ hooks
 
-    def _results(self, hook: str, **kwargs: Any) -> Iterator[tuple[PluginInfo, Any]]:
+    def _results(
+        self, hook: str, only: Collection[str] | None = None, **kwargs: Any
+    ) -> Iterator[tuple[PluginInfo, Any]]:
         """Call each implementation of ``hook`` in order, guarded; yield the answers.
 
         A raising implementation is logged with its plugin's name and skipped.
         Lazy, so a caller that stops early (first result) calls no more.
+        ``only``: call just the plugins with these keys.
         """
         for impl in self._impls.get(hook, ()):
+            if only is not None and impl.plugin_name not in only:
+                continue
             info = self._plugin_of(impl)
             try:
                 result = impl.function(*[kwargs[arg] for arg in impl.argnames])
@@ -501,15 +607,25 @@ class PluginHost:
         for _ in self._results("jobd_job_event", job=job, event=event):
             pass
 
-    def startup(self, config: Config) -> None:
-        """Call every ``jobd_startup``; a raising one is logged and ignored."""
-        for _ in self._results("jobd_startup", config=config):
+    def startup(self, config: Config, only: Collection[str] | None = None) -> None:
+        """Call every ``jobd_startup`` (of the plugins keyed in ``only``, if given; a reload
+        starts only :meth:`fresh` ones); a raising one is logged and ignored."""
+        for _ in self._results("jobd_startup", only, config=config):
             pass
 
-    def shutdown(self) -> None:
-        """Call every ``jobd_shutdown``; a raising one is logged and ignored."""
-        for _ in self._results("jobd_shutdown"):
+    def shutdown(self, only: Collection[str] | None = None) -> None:
+        """Call every ``jobd_shutdown`` (of the plugins keyed in ``only``, if given; a reload
+        stops the :meth:`retired_by` ones); a raising one is logged and ignored."""
+        for _ in self._results("jobd_shutdown", only):
             pass
+
+
+def _file_digest(path: Path) -> str | None:
+    """sha256 of the file's bytes; ``None`` if unreadable (its load then fails and says why)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _module_file(module_name: str | None) -> str | None:

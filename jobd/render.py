@@ -279,7 +279,9 @@ def schedules_table(items: Iterable[Mapping[str, Any]]) -> Table:
             str(sched.get("name", "")),
             str(sched.get("workflow", "")),
             when,
-            local_time(sched.get("next_fire_at")),
+            Text("paused", style="magenta")
+            if sched.get("paused")
+            else local_time(sched.get("next_fire_at")),
             local_time(sched.get("last_fire_at")),
             str(sched.get("last_job_id") or "-"),
             str(_count(sched.get("missed"))),

@@ -1,4 +1,6 @@
-"""One run of one job: start script → steps (with timeouts and retries) → live window → end script.
+"""One run of one job on a worker: start script → steps (with timeouts and retries).
+
+The live window and the end script that follow are the engine's (``jobd.windows``).
 
 The runner decides *what happened*; the engine (through :class:`RunHost`)
 records it. Every run ends in a :class:`RunResult`, whatever stopped it:
@@ -41,7 +43,6 @@ class RunControl:
     #: Made when the run starts, not when the job is queued: most jobs never need one
     #: before, and making an anyio scope is not free (the backend is looked up each time).
     scope: anyio.CancelScope | None = None
-    window_scope: anyio.CancelScope | None = None
     stop_reason: str | None = None
     #: Who asked for the stop (``cli:alice``): the actor of the run's pause or cancel row.
     stop_actor: str | None = None
@@ -63,7 +64,9 @@ class RunControl:
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    #: COMPLETED, FAILED, TIMED_OUT, CANCELED, or PAUSED; None when interrupted by shutdown.
+    #: COMPLETED, FAILED, TIMED_OUT, CANCELED, or PAUSED; None when interrupted by shutdown;
+    #: RUNNING when the steps are done and the job's live window follows (the engine keeps
+    #: it running on a timer, without a worker, and ends it with the end script).
     outcome: JobState | None
     cause: str
     error: ErrorOverlay | None = None
@@ -164,20 +167,9 @@ class Runner:
             if failure is not None:
                 return failure
         if job.spec.end_at is not None:
-            await self._live_window(rc)
+            # The live window is the engine's timer, not this worker's (SPEC §3.7).
+            return RunResult(JobState.RUNNING, "all steps completed; live window")
         return RunResult(JobState.COMPLETED, "all steps completed")
-
-    async def _live_window(self, rc: RunControl) -> None:
-        """Stay running until ``end_at + postroll``; ``stop`` cancels just this wait."""
-        spec = rc.job.spec
-        assert spec.end_at is not None
-        rc.window_scope = anyio.CancelScope()
-        with rc.window_scope:
-            # Not polling: the loop's timers (uvloop's are whole milliseconds, truncated)
-            # may wake a little before the wall-clock end, so sleep again for the rest.
-            while (remaining := spec.end_at + spec.postroll - self.host.now()) > 0:  # noqa: ASYNC110
-                await anyio.sleep(remaining)
-        rc.window_scope = None
 
     async def _run_step(self, rc: RunControl, step: Step) -> RunResult | None:
         """Run a step until it completes or its attempts are used up; None means completed."""

@@ -14,6 +14,7 @@ caller (``jobd.client``) turns it into "cannot reach jobd".
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -75,6 +76,10 @@ class Connection:
         self._file: BufferedReader | None = None
 
     def close(self) -> None:
+        """Close, waking a thread blocked reading this connection (a followed stream)."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):  # not connected (any more)
+                self._sock.shutdown(socket.SHUT_RDWR)
         if self._file is not None:
             self._file.close()
         if self._sock is not None:

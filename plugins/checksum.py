@@ -60,4 +60,14 @@ async def run(
 
 @jobd.hookimpl
 def jobd_actions() -> list[jobd.Action]:
-    return [jobd.Action("checksum", run, "Hash a file (md5, sha1, sha256) inside the file roots")]
+    return [
+        jobd.Action(
+            "checksum",
+            run,
+            "Hash a file (md5, sha1, sha256) inside the file roots",
+            params=(
+                jobd.Param("path", "string", required=True, description="absolute, in file_roots"),
+                jobd.Param("algorithm", "string", choices=ALGORITHMS, description="default sha256"),
+            ),
+        )
+    ]

@@ -51,4 +51,15 @@ async def run(
 
 @jobd.hookimpl
 def jobd_actions() -> list[jobd.Action]:
-    return [jobd.Action("exec", run, "Run a program (argv, no shell); fails on a non-zero exit")]
+    return [
+        jobd.Action(
+            "exec",
+            run,
+            "Run a program (argv, no shell); fails on a non-zero exit",
+            params=(
+                jobd.Param("argv", "list[string]", required=True, description="program and args"),
+                jobd.Param("env", "map", description="variables merged over jobd's environment"),
+                jobd.Param("cwd", "string", description="working directory (default: workdir)"),
+            ),
+        )
+    ]

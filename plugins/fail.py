@@ -18,4 +18,11 @@ async def run(ctx: jobd.ActionContext, message: Any = "failed on purpose") -> No
 
 @jobd.hookimpl
 def jobd_actions() -> list[jobd.Action]:
-    return [jobd.Action("fail", run, "Always fail with the given message (tests, demos)")]
+    return [
+        jobd.Action(
+            "fail",
+            run,
+            "Always fail with the given message (tests, demos)",
+            params=(jobd.Param("message", "string", description="the attempt's error"),),
+        )
+    ]

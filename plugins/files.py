@@ -24,6 +24,12 @@ import anyio.to_thread
 import jobd
 from jobd.plugins import resolve_in_roots
 
+#: What copy and move take (checked by ``jobd check-config`` against each step's params).
+PARAMS = (
+    jobd.Param("source", "string", required=True, description="an existing file, in file_roots"),
+    jobd.Param("target", "string", required=True, description="a file or directory, in file_roots"),
+)
+
 
 def _source_and_target(ctx: jobd.ActionContext, source: Any, target: Any) -> tuple[Path, Path]:
     src = resolve_in_roots(source, ctx.file_roots, "source")
@@ -64,6 +70,6 @@ async def move(ctx: jobd.ActionContext, source: Any = None, target: Any = None) 
 @jobd.hookimpl
 def jobd_actions() -> list[jobd.Action]:
     return [
-        jobd.Action("copy", copy, "Copy a file inside the file roots"),
-        jobd.Action("move", move, "Move a file inside the file roots"),
+        jobd.Action("copy", copy, "Copy a file inside the file roots", params=PARAMS),
+        jobd.Action("move", move, "Move a file inside the file roots", params=PARAMS),
     ]

@@ -106,4 +106,17 @@ async def run(
 
 @jobd.hookimpl
 def jobd_actions() -> list[jobd.Action]:
-    return [jobd.Action("http", run, "Make an HTTP request; fails unless the answer is 2xx")]
+    return [
+        jobd.Action(
+            "http",
+            run,
+            "Make an HTTP request; fails unless the answer is 2xx",
+            params=(
+                jobd.Param("url", "string", required=True, description="http:// or https://"),
+                jobd.Param("method", "string", choices=tuple(sorted(METHODS)), description="GET"),
+                jobd.Param("headers", "map", description="header names to values"),
+                jobd.Param("json", "any", description="a body sent as JSON"),
+                jobd.Param("timeout", "number", description="seconds, default 30"),
+            ),
+        )
+    ]

@@ -45,4 +45,11 @@ async def run(ctx: jobd.ActionContext, seconds: Any = None) -> None:
 
 @jobd.hookimpl
 def jobd_actions() -> list[jobd.Action]:
-    return [jobd.Action("sleep", run, "Wait a number of seconds, reporting progress")]
+    return [
+        jobd.Action(
+            "sleep",
+            run,
+            "Wait a number of seconds, reporting progress",
+            params=(jobd.Param("seconds", "number", required=True, description="how long, >= 0"),),
+        )
+    ]

@@ -482,6 +482,36 @@ BAD_SUBMITS: list[tuple[str, dict[str, Any], int, str, str]] = [
         "vtr-9",
     ),
     (
+        "unknown resource in a draft",
+        {
+            "json": {
+                "workflow": "quick",
+                "state": "draft",
+                "resources": ["vtr-9"],
+                "start_at": FAR,
+                "end_at": FAR_END,
+            }
+        },
+        400,
+        "invalid",
+        "unknown resource 'vtr-9'",
+    ),
+    (
+        "unknown pool in a draft",
+        {
+            "json": {
+                "workflow": "quick",
+                "state": "draft",
+                "pools": ["nopool"],
+                "start_at": FAR,
+                "end_at": FAR_END,
+            }
+        },
+        400,
+        "invalid",
+        "unknown pool 'nopool'",
+    ),
+    (
         "zone-less time",
         {"json": {"workflow": "quick", "start_at": "2026-01-01T10:00"}},
         400,
@@ -700,20 +730,24 @@ async def test_token_guards_every_route_but_health(config: Config) -> None:
 
 async def test_reload_reports_warnings_and_refuses_a_bad_config(config: Config) -> None:
     outcomes: list[Any] = [
-        ["job 3: resource enc-9 vanished"],
+        {"warnings": ["job 3: resource enc-9 vanished"], "plugins": ["loaded new plugin /p/x.py"]},
         ConfigError("/etc/jobd/jobd.toml", "daemon.workers", "must be > 0"),
     ]
 
-    async def reload() -> list[str]:
+    async def reload() -> dict[str, list[str]]:
         outcome = outcomes.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
-        return list(outcome)
+        return dict(outcome)
 
     async with api(config, reload=reload) as (_, client):
         ok = await client.post("/v1/reload")
         bad = await client.post("/v1/reload")
-    assert ok.json() == {"reloaded": True, "warnings": ["job 3: resource enc-9 vanished"]}
+    assert ok.json() == {
+        "reloaded": True,
+        "warnings": ["job 3: resource enc-9 vanished"],
+        "plugins": ["loaded new plugin /p/x.py"],
+    }
     error = assert_error(bad, 400, "config-error")
     assert error["message"] == "/etc/jobd/jobd.toml: daemon.workers: must be > 0"
     async with api(config) as (_, client):

@@ -18,7 +18,7 @@ WORKFLOWS = (
     e2e.DEMO_WORKFLOWS
     + """
 [workflows.booked]
-steps = []
+steps = [{ name = "hold", action = "sleep", params = { seconds = 0 } }]
 
 [resources.enc-1]
 capacity = 1

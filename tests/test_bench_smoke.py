@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench import api, handoff, scale, suite, workers
+from bench import api, batch, handoff, scale, suite, windows, workers
 from bench import bookings as bench_bookings
 from bench import engine as bench_engine
 from bench import locks as bench_locks
@@ -55,12 +55,28 @@ async def test_handoff_and_timer_latency() -> None:
     assert positive(timer["due_to_running_ms"])
 
 
+def test_live_windows_beside_plain_jobs() -> None:
+    result = windows.one_run(30, 5, rate=200.0)
+    assert result["busy_workers"] == 0 and result["live_windows_after"] == 30
+    assert positive(result["due_to_running"]) and result["rss_mb_windows_open"] > 0
+
+
 def test_api_against_the_real_daemon() -> None:
     result = api.run(12, concurrency=3, workers=2)
     for phase in ("sequential", "concurrent", "raw"):
         for kind in ("stored", "run"):
             assert result[f"{phase}_{kind}"]["per_s"] > 0
     assert result["ready_s"] > 0
+
+
+def test_batch_routes_and_filtered_lists_against_the_real_daemon() -> None:
+    submitted = batch.submit(300, 100, workers=4)
+    assert submitted["jobs_per_s"] > 0 and submitted["daemon_cpu_us_per_job"] > 0
+    canceled = batch.cancel(200)
+    assert canceled["queued"] == canceled["canceled"] == 200 and canceled["refused"] == 0
+    pages = batch.list_pages(3000, repeat=1)
+    assert set(pages["pages"]) == set(batch.LIST_FILTERS)
+    assert pages["pages"]["none"]["items"] == 100 and pages["worst_ms_p50"] > 0
 
 
 def test_scale_populates_and_starts_the_daemon(tmp_path: Path) -> None:

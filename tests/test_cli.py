@@ -176,7 +176,8 @@ def test_batch_operations_take_several_ids() -> None:
     [
         ([], "usage"),
         (["bogus"], "invalid choice"),
-        (["submit"], "workflow"),
+        (["submit"], "submit needs a WORKFLOW, or --file F"),
+        (["submit", "w", "--file", "-"], "no WORKFLOW"),
         (["submit", "w", "--priority", "2000"], "outside -1000..1000"),
         (["submit", "w", "--priority", "high"], "not an integer"),
         (["submit", "w", "--start", "2026-01-01T10:00"], "has no zone; add Z or +01:00"),
@@ -189,7 +190,12 @@ def test_batch_operations_take_several_ids() -> None:
         (["submit", "w", "--wait", "--draft"], "--wait needs a confirmed job"),
         (["show"], "required"),
         (["show", "abc"], "not a positive integer"),
-        (["cancel"], "required"),
+        (["cancel"], "cancel needs job ids, or filters"),
+        (["cancel", "1", "--state", "queued"], "ids or filters, not both"),
+        (["schedules", "run"], "needs the schedule's NAME"),
+        (["schedules", "frobnicate", "x"], "invalid choice"),
+        (["edit", "3"], "nothing to change"),
+        (["list", "--since", "yesterday"], "not ISO 8601"),
         (["cancel", "1", "0"], "not a positive integer"),
         (["list", "--limit", "0"], "not a positive integer"),
         (["bookings", "--from", "2026-01-01"], "has no zone"),
@@ -283,7 +289,7 @@ def test_an_unreadable_config_falls_back_to_the_default_socket(
 
 def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
-    good.write_text('[workflows.w]\nsteps = [{name = "a", action = "sleep"}]\n')
+    good.write_text('[workflows.w]\nsteps = [{name = "a", action = "sleep", params={seconds=1}}]')
     bad.write_text("[daemon]\nworkers = 0\n")
     assert cli.main(["check-config", "--config", str(good)]) == 0
     assert "workflows (1): w" in capsys.readouterr().out

@@ -7,6 +7,7 @@ waits for a file the test creates, so nothing here sleeps.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +135,182 @@ def test_list_json_leaves_out_what_a_list_does_not_carry(shared: e2e.Daemon) -> 
     for key in ("steps", "history", "reservations"):
         assert key not in row  # ... and a list row does not pretend they are empty
     assert row["state"] == "completed" and row["params"] == {"who": "listed"}
+
+
+# --------------------------------------------------------------------------- issue 11: the CLI
+
+CUSTOM = (
+    e2e.DEMO_WORKFLOWS
+    + """
+[workflows.gated]
+steps = [
+  { name = "wait", action = "e2e_wait_file", params = { path = "{path}" } },
+  { name = "say", action = "e2e_echo", params = { said = "after the gate" } },
+]
+
+[[schedules]]
+name = "hourly"
+workflow = "demo"
+interval = 3600
+params = { who = "schedule" }
+misfire = "skip"
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def custom() -> Iterator[e2e.Daemon]:
+    with e2e.running_daemon(workflows=CUSTOM) as daemon:
+        yield daemon
+
+
+def names(daemon: e2e.Daemon, *filters: str) -> dict[str, str]:
+    """``name -> state`` of the jobs ``jobd list --json FILTERS`` gives."""
+    listed = daemon.cli_json("list", "--limit", "1000", *filters)["items"]
+    return {job["name"]: job["state"] for job in listed}
+
+
+def test_list_filters_and_operations_on_every_match(shared: e2e.Daemon) -> None:
+    for n in (1, 2, 3):
+        submit(shared, "demo", "-p", "who=f", "--draft", "--name", f"filtered-{n}")
+    submit(shared, "demo", "-p", "who=f", "--draft", "--name", "other-1", "--asset", "vt-9")
+    assert names(shared, "--search", "filtered", "--state", "draft") == {
+        "filtered-1": "draft",
+        "filtered-2": "draft",
+        "filtered-3": "draft",
+    }
+    assert set(names(shared, "--asset", "vt-9", "--workflow", "demo")) == {"other-1"}
+    assert names(shared, "--search", "filtered", "--state", "canceled") == {}
+    assert set(names(shared, "--search", "filtered", "--since", "-1h", "--until", "+1h")) == {
+        "filtered-1", "filtered-2", "filtered-3"
+    }  # fmt: skip
+
+    canceled = shared.cli("cancel", "--search", "filtered-1")
+    assert (canceled.returncode, canceled.stdout) == (
+        0,
+        "cancel: 1 changed, 0 refused, of 1 matching\n",
+    )
+    confirmed = shared.cli("tentative", "--search", "filtered")
+    assert confirmed.returncode == 1  # filtered-1 is canceled: refused, the others go ahead
+    assert confirmed.stdout == "tentative: 2 changed, 1 refused, of 3 matching\n"
+    assert "cannot tentative a job in state canceled" in confirmed.stderr
+    assert names(shared, "--search", "filtered") == {
+        "filtered-1": "canceled",
+        "filtered-2": "tentative",
+        "filtered-3": "tentative",
+    }
+    nothing = shared.cli("cancel", "--search", "no-job-is-called-this")
+    assert (nothing.returncode, nothing.stdout) == (0, "cancel: no job matches; nothing changed\n")
+    both = shared.cli("cancel", "1", "--search", "filtered")
+    assert both.returncode == 2 and "ids or filters, not both" in both.stderr
+    assert shared.cli("cancel", "--search", "filtered", "--state", "tentative").returncode == 0
+
+
+def test_edit_patches_the_fields_given(shared: e2e.Daemon) -> None:
+    job_id = submit(shared, "demo", "-p", "who=a", "-p", "keep=1", "--draft", "--name", "to-edit")
+    edited = shared.cli("edit", str(job_id), "-p", "who=b", "--priority", "9", "--asset", "vt-2")
+    assert edited.returncode == 0, edited.stderr
+    assert edited.stdout == f"job {job_id}: edited (assets, params, priority); draft\n"
+    job = shared.cli_json("show", str(job_id))
+    assert (job["params"], job["priority"], job["assets"], job["name"]) == (
+        {"who": "b", "keep": "1"}, 9, ["vt-2"], "to-edit"
+    )  # fmt: skip
+    assert shared.cli("edit", str(job_id)).returncode == 2  # nothing to change
+    assert shared.cli("cancel", str(job_id)).returncode == 0
+    refused = shared.cli("edit", str(job_id), "--priority", "1")
+    assert refused.returncode == 1 and "cannot edit a job in state canceled" in refused.stderr
+
+
+def test_submit_file_sends_json_lines_in_batches(shared: e2e.Daemon, tmp_path: Path) -> None:
+    good = tmp_path / "jobs.jsonl"
+    lines = [
+        json.dumps({"workflow": "demo", "params": {"who": f"f{n}"}, "name": f"from-file-{n}"})
+        for n in range(3)
+    ]
+    good.write_text(lines[0] + "\n\n" + "\n".join(lines[1:]) + "\n")
+    done = shared.cli("submit", "--file", str(good))
+    assert done.returncode == 0, done.stderr
+    ids = [int(line) for line in done.stdout.split()]
+    assert len(ids) == 3 and ids == sorted(ids)
+    assert "submitted 3 jobs from" in done.stderr
+    assert set(names(shared, "--search", "from-file")) == {f"from-file-{n}" for n in range(3)}
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps({"workflow": "demo", "params": {"who": "x"}, "name": "never-stored-1"})
+        + "\n"
+        + json.dumps({"workflow": "demo", "name": "never-stored-2", "priority": 5000})
+        + "\n"
+    )
+    refused = shared.cli("submit", "--file", str(bad))
+    assert refused.returncode == 1
+    assert f"{bad}:2: " in refused.stderr and "priority" in refused.stderr
+    assert "nothing of lines 1-2 was stored" in refused.stderr
+    assert names(shared, "--search", "never-stored") == {}
+
+
+def test_submit_file_from_stdin_and_a_line_that_is_not_json(shared: e2e.Daemon) -> None:
+    import subprocess
+    import sys
+
+    env = e2e.jobd_env(JOBD_SOCKET=str(shared.layout.socket))
+    body = json.dumps({"workflow": "demo", "params": {"who": "s"}, "name": "from-stdin"})
+    run = [sys.executable, "-m", "jobd", "submit", "--file", "-"]
+    done = subprocess.run(
+        run, input=body + "\n", capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0 and len(done.stdout.split()) == 1, done.stderr
+    broken = subprocess.run(
+        run, input=body + "\n{oops\n", capture_output=True, text=True, env=env, timeout=60
+    )
+    assert broken.returncode == 1 and "stdin:2: not valid JSON" in broken.stderr
+
+
+def test_logs_follow_the_event_stream_until_the_end(custom: e2e.Daemon, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    gate = tmp_path / "gate"
+    job_id = submit(custom, "gated", "-p", f"path={gate}")
+    wait_state(custom, job_id, "running")
+    env = e2e.jobd_env(JOBD_SOCKET=str(custom.layout.socket))
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "jobd", "logs", str(job_id), "-f"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    release(gate)
+    out, err = follow.communicate(timeout=60)
+    assert follow.returncode == 0, err
+    assert "after the gate" in out  # written after -f started, seen before it ended
+    assert custom.cli_json("show", str(job_id))["state"] == "completed"
+
+
+def test_logs_tail_prints_the_last_lines(shared: e2e.Daemon) -> None:
+    job_id = submit(shared, "demo", "-p", "who=tail")
+    wait_state(shared, job_id, "completed")
+    every = shared.cli("logs", str(job_id)).stdout.splitlines()
+    assert len(every) >= 2
+    assert shared.cli("logs", str(job_id), "--tail", "1").stdout.splitlines() == every[-1:]
+    tail = shared.cli_json("logs", str(job_id), "--tail", "1")["items"]
+    assert len(tail) == 1 and tail[0]["message"] in every[-1]
+
+
+def test_schedules_run_pause_resume(custom: e2e.Daemon) -> None:
+    ran = custom.cli("schedules", "run", "hourly")
+    assert ran.returncode == 0, ran.stderr
+    job_id = int(ran.stdout.split("as job ")[1].split()[0])
+    assert custom.cli_json("show", str(job_id))["schedule"] == "hourly"
+    paused = custom.cli("schedules", "pause", "hourly")
+    assert paused.returncode == 0 and "paused" in paused.stdout
+    (hourly,) = custom.cli_json("schedules")["items"]
+    assert hourly["paused"] is True
+    assert "paused" in custom.cli("schedules").stdout.splitlines()[1]
+    resumed = custom.cli("schedules", "resume", "hourly")
+    assert resumed.returncode == 0 and "resumed; next firing" in resumed.stdout
+    assert custom.cli_json("schedules")["items"][0]["paused"] is False
+    unknown = custom.cli("schedules", "run", "no-such-schedule")
+    assert unknown.returncode == 1 and "no-such-schedule" in unknown.stderr
+    assert custom.cli("schedules", "pause").returncode == 2

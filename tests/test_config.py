@@ -60,7 +60,7 @@ def test_dev_config_keeps_everything_inside_the_repo() -> None:
     var = REPO / "var"
     assert config.daemon.state_dir == var
     assert config.api.socket == var / "jobd.sock"
-    assert config.daemon.plugin_dirs == (var / "plugins.d",)
+    assert config.daemon.plugin_dirs == (REPO / "config" / "plugins.d",)
     assert config.daemon.file_roots == (var / "media",)
     demo = config.workflows["demo"]
     assert [s.name for s in demo.steps] == ["hello", "wait"]
@@ -110,7 +110,8 @@ def test_relative_paths_resolve_against_their_own_file(tmp_path: Path) -> None:
     config = load_text(
         tmp_path,
         '[daemon]\nstate_dir = "state"\nplugin_dirs = ["p", "/abs/p"]\n'
-        '[workflows.w]\nsteps = []\nstart_script = "../scripts/start"\n',
+        '[workflows.w]\nsteps = [{ name = "a", action = "x" }]\n'
+        'start_script = "../scripts/start"\n',
         **{"10-api.toml": '[api]\nsocket = "run/jobd.sock"\ntoken_file = "tok"\n'},
     )
     assert config.daemon.state_dir == tmp_path / "state"

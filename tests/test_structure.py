@@ -87,9 +87,10 @@ def client_modules() -> set[str]:
 
 
 def layer_of(module: str, table: dict[str, int]) -> int | None:
-    """The layer of the nearest enclosing entry of the table."""
+    """The layer of the nearest enclosing entry of the table (``jobd`` itself is only
+    ``__init__.py``: a module it does not list has no layer)."""
     name = module
-    while name:
+    while name and (name != "jobd" or module == "jobd"):
         if name in table:
             return table[name]
         name = name.rpartition(".")[0]

@@ -246,3 +246,102 @@ async def test_a_live_window_resumes_after_a_daemon_restart(config: Config, out:
     assert at(done, S.COMPLETED) >= start + 2
     assert done.steps[0].attempts == 1  # the completed step did not run again
     assert out.read_text().splitlines() == ["start", "end completed"]
+
+
+def _one_worker(config: Config) -> Config:
+    return dataclasses.replace(config, daemon=dataclasses.replace(config.daemon, workers=1))
+
+
+async def _in_window(engine: Engine, job_id: int) -> None:
+    """Wait until the job's steps are done and its live window is open (no worker held)."""
+    await wait_until(lambda: job_id in engine.windows)
+
+
+async def test_live_windows_hold_no_worker_and_keep_their_locks(config: Config, out: Path) -> None:
+    config = _one_worker(config)
+    async with running_engine(config) as engine:
+        start = time.time()
+        windows = [
+            await engine.submit(
+                spec("live", start_at=start, end_at=start + 3600, assets=[f"vt-{i}"])
+            )
+            for i in range(3)
+        ]
+        for job in windows:
+            await _in_window(engine, job.id)
+        info = engine.queue_info()
+        assert info["busy_workers"] == 0 and info["live_windows"] == 3
+        assert set(info["running"]) == {job.id for job in windows}
+        # The one worker is free: a plain job runs while three windows are live.
+        plain = await engine.submit(spec("live"))
+        assert (await wait_state(engine, plain.id, {S.COMPLETED, S.FAILED})).state == S.COMPLETED
+        # A window keeps its assets: a job needing one waits for the lock, without a worker.
+        blocked = await engine.submit(spec("live", assets=["vt-0"]))
+        await wait_state(engine, blocked.id, S.WAITING_FOR_LOCK)
+        assert (await engine.get_job(windows[0].id)).state == S.RUNNING
+        stopped = await engine.operate(windows[0].id, "stop")
+        assert stopped is not None and stopped.state == S.COMPLETED
+        done = await wait_state(engine, blocked.id, {S.COMPLETED, S.FAILED})
+        assert done.state == S.COMPLETED
+        # Not before the stop (the lock is handed on as the outcome's write lands).
+        stop_at = next(h.at for h in stopped.history if "stop requested" in h.cause)
+        assert at(done, S.RUNNING) >= stop_at
+        for job in windows[1:]:
+            assert (await engine.get_job(job.id)).state == S.RUNNING
+
+
+async def test_pause_in_the_window_frees_its_assets_and_resume_opens_it_again(
+    config: Config, out: Path
+) -> None:
+    async with running_engine(config) as engine:
+        start = time.time()
+        job = await engine.submit(spec("live", start_at=start, end_at=start + 3600, assets=["a"]))
+        await _in_window(engine, job.id)
+        paused = await engine.operate(job.id, "pause")
+        assert paused is not None and paused.state == S.PAUSED
+        assert job.id not in engine.windows
+        other = await engine.submit(spec("live", assets=["a"]))  # the asset is free now
+        assert (await wait_state(engine, other.id, {S.COMPLETED, S.FAILED})).state == S.COMPLETED
+        await engine.operate(job.id, "resume")
+        await _in_window(engine, job.id)
+        resumed = await engine.get_job(job.id)
+        assert resumed.state == S.RUNNING and resumed.steps[0].attempts == 1
+        stopped = await engine.operate(job.id, "stop")
+        assert stopped is not None and stopped.state == S.COMPLETED
+    # One run: one start script (not again on resume), one end script; plus the other job's.
+    assert out.read_text().splitlines() == [
+        "start",
+        "start",
+        "end completed",
+        "end completed",
+    ]
+
+
+async def test_a_window_recovered_after_a_restart_holds_no_worker_and_its_locks(
+    config: Config, out: Path
+) -> None:
+    config = _one_worker(config)
+    async with running_engine(config) as engine:
+        start = time.time()
+        job = await engine.submit(spec("live", start_at=start, end_at=start + 3600, assets=["a"]))
+        await _in_window(engine, job.id)
+    async with running_engine(config) as engine:
+        assert job.id in engine.windows and engine.queue_info()["busy_workers"] == 0
+        plain = await engine.submit(spec("live"))
+        assert (await wait_state(engine, plain.id, {S.COMPLETED, S.FAILED})).state == S.COMPLETED
+        blocked = await engine.submit(spec("live", assets=["a"]))
+        await wait_state(engine, blocked.id, S.WAITING_FOR_LOCK)
+        canceled = await engine.operate(job.id, "cancel")
+        assert canceled is not None and canceled.state == S.CANCELED
+        assert (await wait_state(engine, blocked.id, {S.COMPLETED, S.FAILED})).state == S.COMPLETED
+    # The window was reopened as it was: no new transition, no second start script.
+    states = [h.to_state for h in canceled.history]
+    assert states == [S.CONFIRMED, S.QUEUED, S.RUNNING, S.CANCEL_REQUESTED, S.CANCELED]
+    assert out.read_text().splitlines() == [
+        "start",  # the window's, before the restart
+        "start",  # the plain job's
+        "end completed",
+        "end canceled",  # the window's end script, before its asset is handed on
+        "start",  # the job that waited for it
+        "end completed",
+    ]

@@ -33,8 +33,8 @@ WORKFLOWS = (
     + """
 [workflows.talk]
 steps = [
-  { name = "say", action = "e2e_echo", params = { line = "{line}" } },
   { name = "wait", action = "e2e_wait_file", params = { path = "{path}" } },
+  { name = "say", action = "e2e_echo", params = { line = "{line}" } },
 ]
 
 [resources.enc-1]
@@ -43,6 +43,13 @@ steps = [
 
 [pools.encoders]
 members = ["enc-1", "enc-2"]
+
+[[schedules]]
+name = "new-year"
+workflow = "demo"
+cron = "0 3 1 1 *"
+timezone = "UTC"
+params = { who = "schedule" }
 """
 )
 

@@ -51,6 +51,7 @@ from jobd.runqueue import RunQueue
 from jobd.schedules import Schedules
 from jobd.store import JobFilter, Store
 from jobd.timers import Timers
+from jobd.windows import LiveWindows
 
 log = structlog.get_logger("jobd.engine")
 
@@ -72,7 +73,7 @@ class Engine:
         self.booking_index = BookingIndex(config.resources, config.pools)
         self.timers = Timers(clock=clock)
         self._lineup = Lineup()
-        self._fanout = Fanout(plugins, self._lineup, clock)
+        self._fanout = Fanout(ctx, self._lineup)
         self._transitions = Transitions(ctx, self._fanout)
         idle = IdleWorkers()
         self._admission = Admission(ctx, self._lineup, self._transitions, self.timers, idle)
@@ -89,14 +90,22 @@ class Engine:
             ctx, lineup, transitions, fanout, handoff, admission, idle, bookings, self.runner
         )
         self._intake = Intake(ctx, lineup, transitions, fanout, bookings, admission, idle)
+        live = self._workers.live
         self._operations = Operations(
-            ctx, lineup, transitions, fanout, bookings, admission, handoff, self._intake
+            ctx, lineup, transitions, fanout, bookings, admission, handoff, self._intake, live
         )
         self._recovery = Recovery(
-            ctx, lineup, transitions, bookings, admission, handoff, self._intake, idle
+            ctx, lineup, transitions, bookings, admission, handoff, self._intake, idle, live
         )
         self._queries = Queries(
-            ctx, lineup, transitions, bookings, admission, self._workers, handoff.locks
+            ctx,
+            lineup,
+            transitions,
+            bookings,
+            admission,
+            self._workers,
+            handoff.locks,
+            live.windows,
         )
 
     # ================================================================ shared handles
@@ -124,6 +133,11 @@ class Engine:
     @property
     def queue(self) -> RunQueue:
         return self._admission.queue
+
+    @property
+    def windows(self) -> LiveWindows:
+        """Live windows: running jobs whose steps are done, on a timer, holding no worker."""
+        return self._workers.live.windows
 
     @property
     def locks(self) -> LockManager:
@@ -158,6 +172,7 @@ class Engine:
         async with anyio.create_task_group() as tg:
             ctx.tg = tg
             await tg.start(self.timers.run)
+            await tg.start(self.windows.run)
             await self._recovery.recover()
             for _ in range(ctx.config.daemon.workers):
                 tg.start_soon(self._workers.worker)
@@ -209,11 +224,15 @@ class Engine:
         store = self._ctx.store
         store.commit_nowait(store.changes().append_log(job_id, at, step, level, message))
 
-    async def reload(self, config: Config) -> list[str]:
-        """Swap in a new, already-validated config; returns warnings (e.g. jobs whose resources
-        vanished, which now carry an error overlay). Keys bound at start-up keep their
-        running values (``jobd.config.RESTART_ONLY_DAEMON_KEYS``)."""
+    async def reload(self, config: Config, plugins: PluginHost | None = None) -> list[str]:
+        """Swap in a new, already-validated config (and the plugins loaded with it, if
+        given: steps that start from now on use their actions); returns warnings (e.g.
+        jobs whose resources vanished, which now carry an error overlay). Keys bound at
+        start-up keep their running values (``jobd.config.RESTART_ONLY_DAEMON_KEYS``)."""
         ctx = self._ctx
+        if plugins is not None:
+            ctx.plugins = plugins
+            self._fanout.has_observers = plugins.observes_events
         config, changed = keep_restart_only(ctx.config, config)
         warnings = [f"{', '.join(changed)}: take effect on restart"] if changed else []
         enabled = {s.name for s in ctx.config.schedules if s.enabled}

@@ -14,20 +14,20 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from jobd.engine.context import Context
 from jobd.engine.lineup import Lineup
 from jobd.events import JobEvent
 from jobd.models import Job, Step
-from jobd.plugins import PluginHost
 from jobd.states import JobState
 
 log = structlog.get_logger("jobd.engine")
 
 
 class Fanout:
-    def __init__(self, plugins: PluginHost, lineup: Lineup, clock: Callable[[], float]) -> None:
-        self._plugins = plugins
+    def __init__(self, ctx: Context, lineup: Lineup) -> None:
+        self._ctx = ctx
         self._lineup = lineup
-        self._clock = clock
+        self._clock = ctx.clock
         self.listeners: list[Callable[[JobEvent], None]] = []
         self.subscribers: set[MemoryObjectSendStream[JobEvent]] = set()
         #: Whether any plugin observes events (known once plugins are loaded: at run).
@@ -55,7 +55,7 @@ class Fanout:
         if self.has_observers:
             rc = self._lineup.get(event.job_id)
             data = job or (rc.job if rc else None)
-            self._plugins.job_event(
+            self._ctx.plugins.job_event(
                 data.to_dict() if data else {"id": event.job_id}, event.to_dict()
             )
 

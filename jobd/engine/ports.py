@@ -112,3 +112,29 @@ class RunningState(Protocol):
     """The jobs being run (:class:`~.workers.Workers`)."""
 
     running: set[int]
+
+
+class LiveOps(Protocol):
+    """What operations do to a live window (:class:`~.live.LiveWindowPart`)."""
+
+    def end_now(self, rc: RunControl) -> bool:
+        """End the job's open window at once; False if none is open."""
+
+    def close(self, job_id: int) -> bool:
+        """Close the window without ending it; True if it was open."""
+
+    async def pause(self, rc: RunControl, actor: str) -> None: ...
+
+
+class Reopen(Protocol):
+    """What recovery asks of the live windows (:class:`~.live.LiveWindowPart`)."""
+
+    def reopen(self, job: Job) -> None: ...
+
+
+class WindowView(Protocol):
+    """Open windows as queries show them (:class:`jobd.windows.LiveWindows`)."""
+
+    def ids(self) -> list[int]: ...
+
+    def __len__(self) -> int: ...

@@ -8,7 +8,7 @@ from typing import Any
 from jobd.bookings import BookingIndex
 from jobd.engine.context import Context
 from jobd.engine.lineup import Lineup
-from jobd.engine.ports import QueueState, RunningState
+from jobd.engine.ports import QueueState, RunningState, WindowView
 from jobd.engine.transitions import Transitions
 from jobd.errors import NotFound
 from jobd.locks import LockManager
@@ -29,6 +29,7 @@ class Queries:
         queue: QueueState,
         running: RunningState,
         locks: LockManager,
+        windows: WindowView,
     ) -> None:
         self._ctx = ctx
         self._lineup = lineup
@@ -37,6 +38,7 @@ class Queries:
         self._queue = queue
         self._running = running
         self._locks = locks
+        self._windows = windows
 
     async def get_job(self, job_id: int) -> Job:
         job = await self._ctx.store.load_job(job_id)
@@ -67,7 +69,8 @@ class Queries:
             "capacity": self._queue.queue.capacity,
             "queued": self._queue.queue.ordered(),
             "pending": self._queue.pending,
-            "running": sorted(running),
+            "running": sorted({*running, *self._windows.ids()}),
+            "live_windows": len(self._windows),
             "waiting_for_lock": waiting,
             "workers": self._ctx.config.daemon.workers,
             "busy_workers": len(running),

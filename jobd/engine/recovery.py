@@ -16,7 +16,8 @@ import structlog
 from jobd.bookings import BookingIndex
 from jobd.engine.context import Context
 from jobd.engine.lineup import Lineup
-from jobd.engine.ports import Ids, Relock, Requeue, Wakeup
+from jobd.engine.live import in_live_window
+from jobd.engine.ports import Ids, Relock, Reopen, Requeue, Wakeup
 from jobd.engine.transitions import Transitions
 from jobd.models import ErrorOverlay, Job, OverlayCode
 from jobd.states import ACTIVE, JobState, StepState
@@ -37,6 +38,7 @@ class Recovery:
         relock: Relock,
         ids: Ids,
         wakeup: Wakeup,
+        live: Reopen,
     ) -> None:
         self._ctx = ctx
         self._lineup = lineup
@@ -46,6 +48,7 @@ class Recovery:
         self._relock = relock
         self._ids = ids
         self._wakeup = wakeup
+        self._live = live
 
     async def recover(self) -> None:
         store = self._ctx.store
@@ -78,6 +81,9 @@ class Recovery:
         for step in job.steps:
             if step.pgid:
                 await kill_process_group(step.pgid, grace=self._ctx.config.daemon.kill_grace)
+        if job.state == S.RUNNING and in_live_window(job):
+            self._live.reopen(job)
+            return
         if job.state == S.CANCEL_REQUESTED:
             await self._transitions.apply(
                 job,

@@ -21,16 +21,20 @@ from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
 from jobd.engine.handoff import LockHandoff
 from jobd.engine.lineup import Lineup
+from jobd.engine.live import LiveWindowPart, window_end, window_outcome
 from jobd.engine.ports import Line
 from jobd.engine.transitions import Transitions
 from jobd.errors import JobdError
-from jobd.models import ErrorOverlay, OverlayCode
+from jobd.models import ErrorOverlay, Job, OverlayCode
 from jobd.runner import RunControl, Runner, RunResult
 from jobd.states import JobState, StepState
 from jobd.store import Changes
 
 S = JobState
 log = structlog.get_logger("jobd.engine")
+#: What a worker takes (see Workers._take): a queued job to pick, a job whose assets were
+#: handed to it, or a live window that ended and has an end script to run.
+_PICK, _GRANTED, _WINDOW_END = "pick", "granted", "window-end"
 
 
 class IdleWorkers:
@@ -86,6 +90,8 @@ class Workers:
         #: Outcome writes in flight (bare asyncio tasks, awaited by the engine at exit).
         self.finishers: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
+        #: The live windows that follow the steps of a booking (their own part).
+        self.live = LiveWindowPart(ctx, lineup, transitions, handoff, idle, self)
 
     async def wait_idle(self) -> None:
         """Wait until no job runs, or half a second (the caller re-checks)."""
@@ -95,12 +101,15 @@ class Workers:
 
     async def worker(self) -> None:
         while True:
-            job_id, granted = await self._take()
+            job_id, kind = await self._take()
             rc = self._lineup.get(job_id)
             if rc is None:
                 continue
             try:
-                await self._pick(rc, granted)
+                if kind is _WINDOW_END:
+                    await self.live.end(rc)
+                else:
+                    await self._pick(rc, kind is _GRANTED)
             except JobdError as exc:
                 # Canceled, deleted, or its submission failed to commit, while being picked.
                 log.info("job left the line before it ran", job_id=job_id, reason=str(exc))
@@ -108,7 +117,9 @@ class Workers:
             except Exception:
                 log.exception("worker failed on a job", job_id=job_id)
 
-    async def _take(self) -> tuple[int, bool]:
+    async def _take(self) -> tuple[int, str]:
+        """The next thing to do: a job granted its assets, an ended live window's end
+        script, then the run queue's next job; waits (idle) when there is none."""
         while True:
             if self._ctx.draining:
                 # Draining starts nothing new: queued jobs stay queued in the store and the
@@ -116,10 +127,13 @@ class Workers:
                 await anyio.sleep_forever()
             granted = self._handoff.granted
             if granted:
-                return granted.popleft(), True
+                return granted.popleft(), _GRANTED
+            ends = self.live.ends
+            if ends:
+                return ends.popleft(), _WINDOW_END
             job_id = self._line.next_queued()
             if job_id is not None:
-                return job_id, False
+                return job_id, _PICK
             await self._idle_workers.wait()
 
     async def _pick(self, rc: RunControl, granted: bool) -> None:
@@ -182,9 +196,16 @@ class Workers:
             result = await self._run(rc, workflow)
         except BaseException:
             self._handoff.release(job.id)
-            self._settled(job.id)
+            self.settled(job.id)
             raise
-        self._handoff.release(job.id)
+        if result.outcome == S.RUNNING:
+            self.live.open(rc)
+            return
+        self.finish(rc, result)
+
+    def finish(self, rc: RunControl, result: RunResult) -> None:
+        """Free the job's assets, then write its outcome in a task of its own."""
+        self._handoff.release(rc.job.id)
         # A bare asyncio task: this is the hottest spawn in jobd and anyio's start_soon costs
         # several times more. It is shielded inside and awaited by run() on the way out.
         task = asyncio.get_running_loop().create_task(self._record_outcome(rc, result))
@@ -205,13 +226,26 @@ class Workers:
                 ),
             )
         result = await self._runner.run(rc, workflow)
+        if result.outcome == S.RUNNING:
+            if window_end(job.spec) > clock():
+                return result  # the live window follows, on its timer
+            result = window_outcome(rc)  # over already (stopped while the steps ran)
         if result.outcome in (None, S.PAUSED) or workflow.end_script is None:
+            return result  # (checked here too: no coroutine on the path of most jobs)
+        return await self.end_script(job, workflow, result)
+
+    async def end_script(
+        self, job: Job, workflow: WorkflowConfig | None, result: RunResult
+    ) -> RunResult:
+        """Run the end script (if any) with the outcome, shielded; its failure sets the
+        overlay (see :func:`with_end_script_problem`)."""
+        if workflow is None or workflow.end_script is None:
             return result
         with anyio.CancelScope(shield=True):
             problem = await self._runner.host.run_script(
                 job, workflow.end_script, "end", str(result.outcome)
             )
-        return with_end_script_problem(result, problem, clock())
+        return with_end_script_problem(result, problem, self._ctx.clock())
 
     async def _record_outcome(self, rc: RunControl, result: RunResult) -> None:
         try:
@@ -220,14 +254,17 @@ class Workers:
         except JobdError as exc:
             log.error("could not record a job's outcome", job_id=rc.job.id, error=str(exc))
         finally:
-            self._settled(rc.job.id)
+            self.settled(rc.job.id)
 
-    def _settled(self, job_id: int) -> None:
+    def settled(self, job_id: int) -> None:
         self.running.discard(job_id)
         self._lineup.settle(job_id)
+        self.idle_now()
+        self._line.admit_soon()
+
+    def idle_now(self) -> None:
         if not self.running:
             self._idle.set()
-        self._line.admit_soon()
 
     async def _conclude(self, rc: RunControl, result: RunResult) -> None:
         job = rc.job

@@ -17,6 +17,8 @@ from jobd.store.contract import JobFilter
 #: A driver whose candidates number fewer than this is read whole and sorted; above it,
 #: drivers that read in id order stop at the page's end.
 _SMALL = 2000
+#: A filter on times alone whose index holds fewer rows than this reads the index whole.
+_SORTABLE = 300_000
 #: What ``?search=`` looks in (the name as shown).
 _NAME = "coalesce(j.name, j.workflow || '-' || j.id)"
 _TIME = "coalesce(j.start_at, j.created_at)"
@@ -140,11 +142,17 @@ def _drivers(f: JobFilter) -> dict[str, list[_Arm]]:
     return out
 
 
-def _count(conn: sqlite3.Connection, arms: list[_Arm], cursor: int | None, descending: bool) -> int:
-    """How many rows the arms' indexes hold for their own condition, up to :data:`_SMALL`."""
+def _count(
+    conn: sqlite3.Connection,
+    arms: list[_Arm],
+    cursor: int | None,
+    descending: bool,
+    cap: int = _SMALL,
+) -> int:
+    """How many rows the arms' indexes hold for their own condition, up to ``cap``."""
     total = 0
     for arm in arms:
-        sql, params = arm.sql("1", descending, cursor, _SMALL, rest=False)
+        sql, params = arm.sql("1", descending, cursor, cap, rest=False)
         total += conn.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0]
     return total
 
@@ -163,6 +171,16 @@ def plan_filter(
     for arms in drivers.values():
         if all(arm.ordered for arm in arms):
             return arms
+    time_arm = drivers.get("time", [None])[0]
+    # Only times: the index holds (time, id), so up to _SORTABLE of its entries are read
+    # and the page's ids kept without touching the table; walking the table in id order
+    # instead reads every newer job first (a day a fortnight ago: 900,000 rows).
+    if (
+        time_arm is not None
+        and not time_arm.rest
+        and _count(conn, [time_arm], cursor, descending, _SORTABLE) < _SORTABLE
+    ):
+        return [time_arm]
     where, params = _residual(f, "")
     return [_Arm("jobs AS j", "j.id", where, params)]
 
@@ -178,6 +196,15 @@ def read_filtered(
     """Rows of ``columns`` (on ``j``, the first being ``j.id``) of the jobs matching ``f``,
     ``limit`` at most, by id (newest first when ``descending``), after ``cursor``."""
     arms = plan_filter(conn, f, cursor, descending)
+    if len(arms) == 1 and not arms[0].ordered:
+        # The page's ids from the index alone (it holds the time and the id), then the rows.
+        sql, params = arms[0].sql("j.id", descending, cursor, limit)
+        ids = [r[0] for r in conn.execute(sql, params)]
+        if not ids or columns == "j.id":
+            return [(i,) for i in ids]
+        marks = ",".join("?" * len(ids))
+        found = conn.execute(f"SELECT {columns} FROM jobs AS j WHERE j.id IN ({marks})", ids)
+        return sorted(found.fetchall(), key=lambda row: row[0], reverse=descending)
     rows: list[tuple[Any, ...]] = []
     for arm in arms:
         sql, params = arm.sql(columns, descending, cursor, limit)

@@ -118,6 +118,11 @@ export async function whoami() {
   return health;
 }
 
+/** Forget the cached health answer (after a token was entered). */
+export function resetWho() {
+  health = null;
+}
+
 /** The caller's role: "viewer", "operator" or "admin" (a daemon without roles: admin). */
 export function role(info) {
   const value = info && (info.role || (info.caller && info.caller.role));

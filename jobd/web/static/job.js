@@ -131,7 +131,7 @@ class JobPage {
 
   render(job) {
     this.section.dataset.state = job.state;
-    const editing = this.form && this.section.contains(this.form) && editable(job, this.role);
+    const editing = Boolean(this.form) && editable(job, this.role);
     replace(this.section,
       h("h1", {}, `job ${job.id} · `, h("span", { class: "job-name" }, job.name)),
       h("p", {}, stateBadge(job.state), errorBadge(job.error),

@@ -90,11 +90,15 @@ class JobsPage {
     history.pushState(null, "", query ? `/?${query}` : "/");
     this.cursors = [null];
     this.clearSelection();
+    this.syncForm(filters);
+    return this.load();
+  }
+
+  syncForm(filters) {
     for (const el of this.form.elements) {
       if (el.name === "state") for (const o of el.options) o.selected = filters.state.includes(o.value);
       else if (TEXT_FILTERS.includes(el.name)) el.value = filters[el.name];
     }
-    return this.load();
   }
 
   async load() {
@@ -128,6 +132,10 @@ class JobsPage {
       fragment.append(h("tr", {}, h("td", { colspan: 10, class: "muted" }, "no jobs match")));
     }
     this.tbody.replaceChildren(fragment);
+    // For bench/web.py: when the first screen of rows is in the page (ms since navigation).
+    if (!performance.getEntriesByName("jobd:first-screen").length) {
+      performance.mark("jobd:first-screen");
+    }
     this.headCheck.checked = jobs.length > 0 && jobs.every((j) => this.selected.has(j.id));
   }
 
@@ -211,8 +219,11 @@ class JobsPage {
   renderBatch() {
     const count = this.allMatching ? "all jobs that match the filter" :
       `${this.selected.size} selected`;
-    const all = h("label", {}, h("input", { type: "checkbox", checked: this.allMatching,
-      onchange: (e) => this.setAllMatching(e.target.checked) }), " all that match the filter");
+    // "All that match" needs a filter: the server refuses to act on every job at once.
+    const filtered = Object.keys(filterBody(this.filters)).length > 0;
+    const all = h("label", { title: filtered ? "" : "set a filter first" },
+      h("input", { type: "checkbox", checked: this.allMatching, disabled: !filtered,
+        onchange: (e) => this.setAllMatching(e.target.checked) }), " all that match the filter");
     const ops = (this.allMatching || this.selected.size) ? this.offered() : [];
     const buttons = ops.map((op) => h("button", { type: "button", class: "op", "data-op": op,
       onclick: () => this.confirmBatch(op) }, op));
@@ -325,6 +336,7 @@ export function mount(root, { role }) {
   const view = new JobsPage(root, role);
   window.addEventListener("popstate", () => {
     view.filters = readFilters();
+    view.syncForm(view.filters);
     view.cursors = [null];
     view.load();
   });

@@ -23,7 +23,12 @@ export function onEvents(fn) {
   return () => listeners.delete(fn);
 }
 
+/** Counters for bench/web.py and tests: events received, batches handed to the views. */
+export const stats = { events: 0, batches: 0 };
+window.jobdLive = stats;
+
 function push(event) {
+  stats.events += 1;
   buffer.push(event);
   if (flushScheduled) return;
   flushScheduled = true;
@@ -34,6 +39,7 @@ function push(event) {
 
 function flush() {
   flushScheduled = false;
+  stats.batches += 1;
   const batch = buffer;
   buffer = [];
   for (const fn of listeners) {

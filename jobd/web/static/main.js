@@ -1,7 +1,7 @@
 // The page's entry point: authenticate, start the live feed, then mount the view
 // that the address names. Every view is a module with ``mount(root, params)``.
 
-import { api, redeemSecret, role, whoami } from "./api.js";
+import { api, redeemSecret, resetWho, role, whoami } from "./api.js";
 import { notice, replace } from "./dom.js";
 import { firstConnect, follow } from "./live.js";
 
@@ -32,6 +32,18 @@ async function showWho() {
   return info;
 }
 
+/**
+ * Make sure the token (if this listener needs one) is there before the view starts:
+ * GET /v1/health says who the daemon takes us for; no role means no valid token, so
+ * an authenticated call asks for it (once) and we ask again.
+ */
+async function authenticate() {
+  const info = await whoami();
+  if (info.caller && info.caller.role) return;
+  await api("/v1/queue"); // a 401 here shows the token prompt, then succeeds
+  resetWho();
+}
+
 async function start() {
   markCurrent();
   const view = document.getElementById("view");
@@ -40,15 +52,15 @@ async function start() {
     replace(view, notice(`no such page: ${location.pathname}`, "error"));
     return;
   }
+  const loading = route[1](); // the view's module loads while we authenticate
   await redeemSecret();
-  // A first authenticated call: over TCP without a token this asks for it, once.
-  await api("/v1/queue");
+  await authenticate();
   const info = await showWho();
   const jobId = route[2] === "job" ? Number(route[0].exec(location.pathname)[1]) : null;
   follow(jobId === null ? "/v1/events" : `/v1/events?job=${jobId}`);
   // Subscribed before the view reads its data, so no change falls in between.
-  await Promise.race([firstConnect, new Promise((resolve) => setTimeout(resolve, 3000))]);
-  const module = await route[1]();
+  const [module] = await Promise.all([loading,
+    Promise.race([firstConnect, new Promise((resolve) => setTimeout(resolve, 3000))])]);
   document.body.dataset.page = route[2];
   await module.mount(view, { jobId, role: role(info), health: info });
 }

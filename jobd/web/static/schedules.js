@@ -7,7 +7,7 @@ import { onEvents, throttled } from "./live.js";
 
 function controls(schedule, roleName, act) {
   if (!roleAllows(roleName, "schedule")) return null;
-  const ops = ["run", schedule.enabled === false ? "resume" : "pause"];
+  const ops = ["run", schedule.paused ? "resume" : "pause"];
   return ops.map((op) => h("button", { type: "button", class: "op", "data-op": op,
     onclick: () => act(schedule.name, op) }, op));
 }
@@ -15,11 +15,11 @@ function controls(schedule, roleName, act) {
 function scheduleRow(schedule, roleName, act) {
   const when = schedule.cron ? `cron ${schedule.cron}` :
     schedule.interval ? `every ${schedule.interval} s` : "—";
-  return h("tr", { "data-schedule": schedule.name,
-    "data-enabled": String(schedule.enabled !== false) },
+  const state = schedule.paused ? "paused" : schedule.enabled === false ? "disabled" : "active";
+  return h("tr", { "data-schedule": schedule.name, "data-schedule-state": state },
     h("td", {}, schedule.name), h("td", {}, schedule.workflow), h("td", {}, when),
     h("td", {}, schedule.timezone || "—"),
-    h("td", {}, schedule.enabled === false ? "paused" : "active"),
+    h("td", {}, schedule.paused ? `paused since ${fmtTime(schedule.paused_at)}` : state),
     h("td", {}, fmtTime(schedule.next_fire_at)), h("td", {}, fmtTime(schedule.last_fire_at)),
     h("td", {}, schedule.last_job_id ? h("a", { href: `/jobs/${schedule.last_job_id}` },
       `job ${schedule.last_job_id}`) : "—"),
@@ -44,8 +44,9 @@ export async function mount(root, { role }) {
   const act = async (name, op) => {
     try {
       const result = await api(`/v1/schedules/${encodeURIComponent(name)}/${op}`, { method: "POST" });
-      const job = result && (result.job_id || (result.job && result.job.id));
-      replace(message, notice(job ? `${name}: ${op} done, job ${job}` : `${name}: ${op} done`));
+      const job = op === "run" && result ? result.id : null;
+      replace(message, job ? h("p", { class: "notice", role: "status" }, `${name}: fired, `,
+        h("a", { href: `/jobs/${job}` }, `job ${job}`)) : notice(`${name}: ${op} done`));
     } catch (error) {
       replace(message, notice(`${name}: ${op}: ${error.message}`, "error"));
     }

@@ -44,8 +44,9 @@ function tickLabel(ms, zoom) {
   return `${["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"][d.getDay()]} ${d.getMonth() + 1}/${d.getDate()}`;
 }
 
-/** One bar: the booked span, with the preroll and postroll parts shaded. */
-function bar(b, from, to, lane) {
+/** One bar: the booked span, with the preroll and postroll parts shaded; ``pxPerMs`` says
+ * whether the name fits inside (it is always the link's accessible name and tooltip). */
+function bar(b, from, to, lane, pxPerMs) {
   const start = Date.parse(b.start);
   const end = Date.parse(b.end);
   const s = Math.max(from, start);
@@ -58,6 +59,7 @@ function bar(b, from, to, lane) {
   link.dataset.state = b.state;
   link.dataset.resource = b.resource;
   link.title = `${b.job_name} (${b.state}) ${fmtTime(b.start)} – ${fmtTime(b.end)}`;
+  link.setAttribute("aria-label", String(b.job_name));
   link.style.left = `${((s - from) / span) * 100}%`;
   link.style.width = `${(Math.max(e - s, 0) / span) * 100}%`;
   link.style.top = `${3 + lane * 24}px`;
@@ -67,10 +69,12 @@ function bar(b, from, to, lane) {
   const pre = Math.max(0, Math.min(windowStart, e) - s);
   const post = Math.max(0, e - Math.max(windowEnd, s));
   if (pre > 0) link.append(part("pre", pre / width, "preroll"));
-  const label = document.createElement("span");
-  label.className = "live-span";
-  label.textContent = b.job_name;
-  link.append(label);
+  if ((e - s) * pxPerMs >= 24) {
+    const label = document.createElement("span");
+    label.className = "live-span";
+    label.textContent = b.job_name;
+    link.append(label);
+  }
   if (post > 0) link.append(part("post", post / width, "postroll"));
   return link;
 }
@@ -123,7 +127,7 @@ class Timeline {
   }
 
   renderControls() {
-    const zoomButton = (name) => h("button", { type: "button", "aria-pressed": this.zoom === name,
+    const zoomButton = (name) => h("button", { type: "button", "aria-pressed": String(this.zoom === name),
       onclick: () => this.setView(name, Date.now() - ZOOMS[name].before) }, name);
     const span = ZOOMS[this.zoom].span;
     replace(this.controls, ...Object.keys(ZOOMS).map(zoomButton),
@@ -163,7 +167,11 @@ class Timeline {
     }
     if (from !== this.from || to !== this.to) return; // the view moved meanwhile
     replace(this.message);
+    performance.mark("jobd:timeline-fetched");
     this.render(resources.items || [], bookings.items || [], from, to);
+    // For bench/web.py: building the bars (the layout that follows counts in the next frame).
+    performance.measure("jobd:timeline-render", "jobd:timeline-fetched");
+    if (!this.unbuilt.size) this.markPainted();
   }
 
   render(resources, bookings, from, to) {
@@ -173,6 +181,9 @@ class Timeline {
       byResource.get(b.resource).push(b);
     }
     this.bars = new Map();
+    this.bookingsOf = new Map();
+    this.watchRows();
+    this.pxPerMs = Math.max(this.grid.clientWidth - 180, 100) / (to - from);
     const fragment = document.createDocumentFragment();
     fragment.append(this.axis(from, to));
     for (const [title, names] of groups(resources, bookings)) {
@@ -199,20 +210,58 @@ class Timeline {
     return h("div", { class: "tl-row tl-axis" }, h("div", { class: "tl-label" }, "resource"), lane);
   }
 
+  /** A resource's row. Its bars are built when it comes near the screen: a timeline of
+   * 10,000 bookings lays out only the rows one can see. */
   lane(name, bookings, from, to) {
     const lane = h("div", { class: "tl-lane" });
-    let lanes = 1;
-    for (const [b, index] of pack(bookings)) {
-      const node = bar(b, from, to, index);
-      lanes = Math.max(lanes, index + 1);
-      lane.append(node);
-      if (!this.bars.has(b.job_id)) this.bars.set(b.job_id, []);
-      this.bars.get(b.job_id).push(node);
+    const packed = pack(bookings);
+    const lanes = packed.reduce((most, [, index]) => Math.max(most, index + 1), 1);
+    for (const [b] of packed) {
+      if (!this.bookingsOf.has(b.job_id)) this.bookingsOf.set(b.job_id, []);
+      this.bookingsOf.get(b.job_id).push(b);
     }
-    const row = h("div", { class: "tl-row", "data-resource": name },
+    const row = h("div", { class: "tl-row tl-res", "data-resource": name },
       h("div", { class: "tl-label", title: name }, name), lane);
     row.style.height = `${6 + lanes * 24}px`;
+    if (packed.length) {
+      this.unbuilt.set(row, () => {
+        const fragment = document.createDocumentFragment();
+        for (const [b, index] of packed) {
+          const node = bar(b, from, to, index, this.pxPerMs);
+          fragment.append(node);
+          if (!this.bars.has(b.job_id)) this.bars.set(b.job_id, []);
+          this.bars.get(b.job_id).push(node);
+        }
+        lane.append(fragment);
+      });
+      this.observer.observe(row);
+    }
     return row;
+  }
+
+  /** For bench/web.py: the frame after the first bars were laid out and painted. */
+  markPainted() {
+    if (this.painted) return;
+    this.painted = true;
+    requestAnimationFrame(() => setTimeout(() => performance.mark("jobd:timeline-painted")));
+  }
+
+  /** Build the bars of rows that come within a screen of the viewport. */
+  watchRows() {
+    if (this.observer) this.observer.disconnect();
+    this.unbuilt = new Map();
+    this.painted = false;
+    this.observer = new IntersectionObserver((entries) => {
+      for (const entry of entries) {
+        const build = entry.isIntersecting && this.unbuilt.get(entry.target);
+        if (!build) continue;
+        this.unbuilt.delete(entry.target);
+        this.observer.unobserve(entry.target);
+        build();
+      }
+      this.markPainted();
+      if (!this.unbuilt.size) this.grid.dataset.built = "all";
+    }, { rootMargin: "200px 0px" });
   }
 
   placeNow() {
@@ -230,14 +279,13 @@ class Timeline {
     for (const event of batch) {
       if (event.kind === "reconnected" || event.kind === "deleted") { reread = true; continue; }
       if (event.kind !== "state") continue;
-      const bars = this.bars.get(event.job_id);
+      const known = this.bookingsOf.get(event.job_id);
       // New bookings, released ones and edits change which bars exist: read them again.
-      if (!bars || event.from === null || !HOLDS.has(event.to) || event.from === event.to) {
+      if (!known || event.from === null || !HOLDS.has(event.to) || event.from === event.to) {
         reread = true;
       }
-      for (const node of bars || []) {
-        node.dataset.state = event.to;
-      }
+      for (const b of known || []) b.state = event.to; // rows not built yet
+      for (const node of this.bars.get(event.job_id) || []) node.dataset.state = event.to;
     }
     if (reread) this.refresh();
   }

@@ -1,0 +1,244 @@
+"""The web monitor in headless Chromium (issue 12), against the real daemon over TCP.
+
+1. **First screen** with N jobs stored (1,000,000 by default; filled in bulk by
+   ``bench.scale.populate``): the page's own mark ``jobd:first-screen`` (ms from
+   navigation start to the first rows in the table: shell, modules, token, event
+   stream, list), median of ``--runs`` fresh loads.
+2. **Timeline** with B bookings in view (10,000: 100 resources in 10 pools, 100
+   bookings each with preroll and postroll, submitted in one ``POST /v1/batch/jobs``):
+   ``jobd:timeline-fetched`` (navigation start to data in hand), the render measure
+   (building the bars) and ``jobd:timeline-painted`` (navigation start to the frame after
+   the bars were laid out and painted: the figure), median of runs.
+3. **Events**: the jobs page open while the daemon emits about R events/s for S
+   seconds (no-op jobs submitted in batches every 100 ms; each makes ~6 events). A
+   ``PerformanceObserver`` of type ``longtask`` counts main-thread tasks over 50 ms;
+   reported: events/s the page received, the longest task, tasks over 100 ms, and the
+   delay of a ``requestAnimationFrame`` callback sampled every 100 ms (responsiveness).
+
+Prints one JSON line. Usage: ``python -m bench.web [--jobs N] [--bookings B] [--rate R]
+[--seconds S] [--runs K]``. Needs playwright (dev extra) and /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from playwright.sync_api import Page, sync_playwright
+
+from bench.api import CONFIG, PLUGINS, daemon, short_dir
+from bench.scale import populate
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TOKEN = "bench-web-token"
+RESOURCES = [f"r-{i:03d}" for i in range(100)]
+SLOT = 14 * 60  # s between bookings of one resource: 10 min window + 1 + 1 min pre/postroll
+
+
+def write_config(base: Path, port: int) -> Path:
+    token = base / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o600)
+    text = CONFIG.format(
+        state=base / "state",
+        plugins=PLUGINS,
+        workers=8,
+        queue=1000,
+        socket=base / "jobd.sock",
+        level="warning",
+    ).replace(
+        'socket_mode = "0600"',
+        f'socket_mode = "0600"\nlisten = "127.0.0.1:{port}"\ntoken_file = "{token}"',
+    )
+    text += "".join(f"\n[resources.{r}]\n" for r in RESOURCES)
+    for p in range(10):
+        members = ", ".join(f'"{r}"' for r in RESOURCES[p * 10 : p * 10 + 10])
+        text += f"\n[pools.pool-{p}]\nmembers = [{members}]\n"
+    path = base / "jobd.toml"
+    path.write_text(text)
+    return path
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def book(client: httpx.Client, count: int, day0: float) -> None:
+    """``count`` tentative bookings, side by side on the resources, from ``day0`` on."""
+    jobs = []
+    for n in range(count):
+        start = day0 + (n // len(RESOURCES)) * SLOT + 60
+        jobs.append(
+            {
+                "workflow": "noop",
+                "state": "tentative",
+                "resources": [RESOURCES[n % len(RESOURCES)]],
+                "start_at": iso(start),
+                "end_at": iso(start + 600),
+                "preroll": 60.0,
+                "postroll": 60.0,
+                "name": f"booking-{n}",
+            }
+        )
+    for lo in range(0, len(jobs), 10_000):
+        r = client.post("/v1/batch/jobs", json={"jobs": jobs[lo : lo + 10_000]}, timeout=600)
+        if r.status_code != 201:
+            raise RuntimeError(f"batch submit: {r.status_code} {r.text[:300]}")
+
+
+def mark(page: Page, name: str, timeout: float = 60.0) -> float:
+    """The start time (ms since navigation) of the page's performance entry ``name``."""
+    # Polled from here: wait_for_function evaluates a string in the page, which the
+    # page's Content-Security-Policy (no 'unsafe-eval') rightly forbids.
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"performance.getEntriesByName({name!r}).length > 0"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the page set no {name} mark within {timeout} s")
+        page.wait_for_timeout(20)
+    return float(page.evaluate(f"performance.getEntriesByName({name!r})[0].startTime"))
+
+
+def first_screen(page: Page, url: str, runs: int) -> dict[str, Any]:
+    times = []
+    for _ in range(runs):
+        page.goto(url + "/")
+        times.append(mark(page, "jobd:first-screen"))
+    rows = page.locator("tbody tr[data-job-id]").count()
+    return {"first_screen_ms": round(statistics.median(times), 1), "runs_ms": times, "rows": rows}
+
+
+def timeline(page: Page, url: str, day0: float, runs: int) -> dict[str, Any]:
+    fetched, render, painted = [], [], []
+    for _ in range(runs):
+        page.goto(f"{url}/timeline?zoom=day&from={iso(day0 - 600).replace('+00:00', 'Z')}")
+        fetched.append(mark(page, "jobd:timeline-fetched"))
+        mark(page, "jobd:timeline-render")
+        render.append(
+            page.evaluate("performance.getEntriesByName('jobd:timeline-render')[0].duration")
+        )
+        painted.append(mark(page, "jobd:timeline-painted"))
+    shown = int(page.locator(".timeline").get_attribute("data-bookings") or 0)
+    first = page.locator("a.bar").count()  # built when first painted: the rows in sight
+    t0 = time.perf_counter()
+    page.mouse.move(800, 500)
+    for _ in range(400):
+        if page.locator(".timeline").get_attribute("data-built") == "all":
+            break
+        page.mouse.wheel(0, 600)
+        page.wait_for_timeout(50)
+    else:
+        raise RuntimeError("scrolling never built every row")
+    scrolled_s = time.perf_counter() - t0
+    return {
+        "bookings_in_view": shown,
+        "bars_built_first": first,
+        "bars_built_after_scrolling": page.locator("a.bar").count(),
+        "scroll_to_the_end_s": round(scrolled_s, 2),
+        "data_in_hand_ms": round(statistics.median(fetched), 1),
+        "render_ms": round(statistics.median(render), 1),
+        "painted_ms": round(statistics.median(painted), 1),
+    }
+
+
+OBSERVE = """
+window.__long = [];
+new PerformanceObserver(l => { for (const e of l.getEntries()) window.__long.push(e.duration); })
+  .observe({type: 'longtask', buffered: false});
+window.__lag = [];
+window.__sampler = setInterval(() => {
+  const t = performance.now();
+  requestAnimationFrame(() => window.__lag.push(performance.now() - t));
+}, 100);
+"""
+
+
+def emit(sock: Path, rate: int, seconds: float, stop: threading.Event) -> int:
+    """Submit no-op jobs at about ``rate / 6`` jobs/s (each makes ~6 events)."""
+    per_tick = max(1, rate // 6 // 10)
+    sent = 0
+    transport = httpx.HTTPTransport(uds=str(sock))
+    with httpx.Client(transport=transport, base_url="http://jobd", timeout=60) as client:
+        deadline = time.monotonic() + seconds
+        tick = time.monotonic()
+        while time.monotonic() < deadline and not stop.is_set():
+            client.post("/v1/batch/jobs", json={"jobs": [{"workflow": "noop"}] * per_tick})
+            sent += per_tick
+            tick += 0.1
+            time.sleep(max(0.0, tick - time.monotonic()))  # pacing a load generator
+    return sent
+
+
+def events(page: Page, url: str, sock: Path, rate: int, seconds: float) -> dict[str, Any]:
+    page.goto(url + "/")
+    mark(page, "jobd:first-screen")
+    page.evaluate(OBSERVE)
+    before = page.evaluate("window.jobdLive.events")
+    t0 = time.monotonic()
+    sent = emit(sock, rate, seconds, threading.Event())
+    elapsed = time.monotonic() - t0
+    page.wait_for_timeout(1000)  # let the last batches arrive and render
+    got = page.evaluate("window.jobdLive.events") - before
+    long = page.evaluate("window.__long")
+    lag = sorted(page.evaluate("window.__lag"))
+    return {
+        "jobs_submitted": sent,
+        "events_per_s_received": round(got / elapsed),
+        "longest_task_ms": round(max(long, default=0.0), 1),
+        "tasks_over_50ms": len(long),
+        "tasks_over_100ms": sum(1 for d in long if d > 100),
+        "frame_delay_p50_ms": round(lag[len(lag) // 2], 1) if lag else None,
+        "frame_delay_max_ms": round(lag[-1], 1) if lag else None,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--jobs", type=int, default=1_000_000)
+    p.add_argument("--bookings", type=int, default=10_000)
+    p.add_argument("--rate", type=int, default=1000, help="events/s to cause")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--runs", type=int, default=3)
+    args = p.parse_args()
+    base = short_dir()
+    from tests.e2e import free_port
+
+    port = free_port()
+    config = write_config(base, port)
+    (base / "state").mkdir()
+    fill_s = populate(base / "state" / "jobd.db", args.jobs)
+    url = f"http://127.0.0.1:{port}"
+    out: dict[str, Any] = {"jobs_stored": args.jobs, "fill_s": round(fill_s, 1)}
+    with daemon(base, config) as d, sync_playwright() as pw:
+        day0 = time.time() + 3600
+        transport = httpx.HTTPTransport(uds=str(d.socket))
+        with httpx.Client(transport=transport, base_url="http://jobd") as client:
+            book(client, args.bookings, day0)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        context.add_init_script(f"sessionStorage.setItem('jobd.token', {TOKEN!r})")
+        page = context.new_page()
+        out["jobs_page"] = first_screen(page, url, args.runs)
+        out["timeline"] = timeline(page, url, day0, args.runs)
+        out["events"] = events(page, url, d.socket, args.rate, args.seconds)
+        out["chromium"] = browser.version
+        browser.close()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
