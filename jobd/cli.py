@@ -20,12 +20,16 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, NoReturn
 
 from jobd.client import ApiError, Client, DaemonUnreachable, resolve_endpoint
 from jobd.errors import JobdError, ValidationError
 from jobd.timefmt import format_time, parse_duration, parse_time
+
+# Annotations only: importing typing and pathlib costs start-up (see jobd.wire).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, NoReturn
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -174,8 +178,55 @@ def _join_dash_values(argv: list[str]) -> list[str]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole ``jobd`` command line."""
+#: Options of the main parser that take a value (skipped when looking for the command).
+_VALUE_OPTIONS = frozenset({"--socket", "--url", "--token", "--config"})
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The command ``argv`` names (its first word that is not an option or an option's value)."""
+    values = iter(argv)
+    for arg in values:
+        if arg in _VALUE_OPTIONS:
+            next(values, None)
+        elif arg == "--":
+            return next(values, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+class _Skipped(argparse.ArgumentParser):
+    """Stands in for the parser of a command that is not being run: its options are not
+    built (a tenth of ``jobd list``'s start-up went to building the other 30 commands')."""
+
+    def __init__(self) -> None:  # nothing to set up: only the no-ops below are called
+        pass
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    def add_mutually_exclusive_group(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        pass
+
+
+def _quick_gettext() -> None:
+    """argparse asks gettext for each of its messages, and gettext looks for translation
+    files on disk every time it finds none (~100 look-ups, several ``stat`` each, per
+    ``jobd`` run). jobd's own messages are English: so are argparse's here."""
+    setattr(argparse, "_", lambda message: message)  # noqa: B010 (not in typeshed)
+    setattr(argparse, "ngettext", lambda one, many, n: one if n == 1 else many)  # noqa: B010
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole ``jobd`` command line. Given ``argv``, only the command it names gets its
+    options (the others are listed, for ``--help`` and "invalid choice")."""
+    _quick_gettext()
     common = _common_options()
     parser = Parser(
         prog="jobd",
@@ -189,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the client's version, and the daemon's when it is reachable",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    setattr(sub, "jobd_only", None if argv is None else _command_word(argv))  # noqa: B010
     _add_daemon_commands(sub, common)
     _add_submit(sub, common)
     _add_job_commands(sub, common)
@@ -209,6 +261,10 @@ def _command(
     *,
     reading: bool = False,
 ) -> argparse.ArgumentParser:
+    only = getattr(sub, "jobd_only", None)
+    if only is not None and name != only:
+        sub.add_parser(name, help=help_text, add_help=False)
+        return _Skipped()
     cmd: argparse.ArgumentParser = sub.add_parser(
         name, parents=[common], help=help_text, description=help_text
     )
@@ -457,9 +513,10 @@ def _add_inspect_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one ``jobd`` command; returns the exit code (argparse's own exits included)."""
-    parser = build_parser()
+    argv = _join_dash_values(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     try:
-        args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     func: Command | None = getattr(args, "func", None)
@@ -1186,6 +1243,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
             _err(f"jobd ui relays a Unix socket; this daemon is at {endpoint.url}: open that URL")
             return EXIT_USAGE
         client.health()  # unreachable: exit 3 with the usual message, before printing a URL
+    from pathlib import Path
+
     from jobd.web.ui import run_ui
 
-    return run_ui(endpoint.socket, args.port)
+    return run_ui(Path(endpoint.socket), args.port)

@@ -18,12 +18,14 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlencode
 
-from jobd.wire import Connection, Response, Target, TransportError, iter_lines
+from jobd.wire import Connection, Response, Target, TransportError, iter_lines, query, quote
+
+# Annotations only: importing typing and pathlib costs the CLI's start-up (see jobd.wire).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 #: Seconds to wait for an answer. Generous: a cancel may wait for a step to stop.
 DEFAULT_TIMEOUT = 120.0
@@ -51,20 +53,43 @@ class ApiError(Exception):
         self.details: dict[str, Any] = dict(details or {})
 
 
-@dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where the daemon listens: a Unix socket, or a URL with an optional bearer token.
+    """Where the daemon listens: a Unix socket path (kept as ``str``), or a URL with an
+    optional bearer token.
 
     ``source`` says why this endpoint was chosen and ``config`` which config
-    file the CLI would use; both only feed messages (not compared).
+    file the CLI would use; both only feed messages (not compared). A plain
+    class, not a dataclass: ``dataclasses`` pulls in ``inspect`` and ``ast``,
+    a tenth of the CLI's start-up.
     """
 
-    socket: Path | None = None
-    url: str | None = None
-    token: str | None = None
-    source: str = field(default="", compare=False)
-    config: str = field(default=DEFAULT_CONFIG, compare=False)
-    config_source: str = field(default="the default", compare=False)
+    __slots__ = ("config", "config_source", "socket", "source", "token", "url")
+
+    def __init__(
+        self,
+        socket: str | os.PathLike[str] | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        source: str = "",
+        config: str = DEFAULT_CONFIG,
+        config_source: str = "the default",
+    ) -> None:
+        self.socket = None if socket is None else os.fspath(socket)
+        self.url, self.token = url, token
+        self.source, self.config, self.config_source = source, config, config_source
+
+    def _key(self) -> tuple[str | None, str | None, str | None]:
+        return (self.socket, self.url, self.token)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Endpoint) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Endpoint(socket={self.socket!r}, url={self.url!r})"
 
     def describe(self) -> str:
         """``unix socket P (from JOBD_SOCKET; config C, the default)``."""
@@ -110,7 +135,7 @@ def resolve_endpoint(
     if socket or env.get("JOBD_SOCKET"):
         origin = "--socket" if socket else "JOBD_SOCKET"
         return Endpoint(
-            socket=Path(socket or env["JOBD_SOCKET"]),
+            socket=socket or env["JOBD_SOCKET"],
             source=origin,
             config=config_path,
             config_source=config_from,
@@ -136,6 +161,8 @@ def _config_choice(config: str | None, env: Mapping[str, str]) -> tuple[str, str
 
 
 def _configured_socket(config_path: str, config_from: str) -> tuple[Path, str]:
+    from pathlib import Path
+
     from jobd.config import ApiConfig, load_config
     from jobd.errors import JobdError
 
@@ -353,7 +380,7 @@ def _unreachable_on_loss(
 def _url(path: str, params: Mapping[str, Any] | None) -> str:
     if not params:
         return path
-    return f"{path}?{urlencode(params, doseq=True)}"
+    return f"{path}?{query(params)}"
 
 
 def _decode(response: Response) -> Any:

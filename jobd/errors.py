@@ -8,7 +8,11 @@ log line, an API answer and a CLI message say the same thing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+
+# Annotations only: the CLI imports this module, and typing costs its start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class JobdError(Exception):

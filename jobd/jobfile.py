@@ -11,9 +11,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TextIO
 
 from jobd.client import ApiError, Client
+
+# Annotations only: importing typing costs the CLI's start-up (see jobd.wire).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 #: Jobs per request: the daemon's limit for ``POST /v1/batch/jobs``.
 BATCH = 10_000

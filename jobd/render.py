@@ -12,10 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from jobd.textui import Group, Renderable, Table, Text
 from jobd.timefmt import format_duration
+
+# Annotations only: importing typing costs the CLI's start-up (see jobd.wire).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _STATE_STYLES = {
     "draft": "dim",

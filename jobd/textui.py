@@ -14,8 +14,11 @@ uses), and :func:`emit` shows them:
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import Any, TextIO
+
+# Annotations only: importing typing costs start-up (see jobd.wire).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 #: Spaces between plain columns (kubectl uses three).
 PLAIN_GAP = "   "
@@ -46,11 +49,11 @@ class Text:
         return self.plain
 
 
-@dataclass(slots=True)
 class Column:
-    header: str
-    justify: str = "left"
-    style: str = ""
+    __slots__ = ("header", "justify", "style")
+
+    def __init__(self, header: str, justify: str = "left", style: str = "") -> None:
+        self.header, self.justify, self.style = header, justify, style
 
 
 class Table:

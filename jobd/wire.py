@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from io import BufferedReader
-from pathlib import Path
 
 #: Largest status line or header line accepted (a daemon never sends more).
 MAX_LINE = 65536
@@ -29,23 +27,29 @@ class TransportError(Exception):
     """The connection could not be made, or broke before a whole answer arrived."""
 
 
-@dataclass(slots=True)
+# Plain classes, no dataclasses, typing or pathlib: each costs milliseconds of start-up.
+
+
 class Response:
     """A status, lower-cased headers and (for :meth:`Connection.request`) the whole body."""
 
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.headers: dict[str, str] = {}
+        self.body = b""
 
 
-@dataclass(frozen=True, slots=True)
 class Target:
     """Where to connect: a Unix socket path, or a host and port (TLS for ``https``)."""
 
-    unix: Path | None = None
-    host: str = "localhost"
-    port: int = 80
-    tls: bool = False
+    __slots__ = ("host", "port", "tls", "unix")
+
+    def __init__(
+        self, unix: str | None = None, host: str = "localhost", port: int = 80, tls: bool = False
+    ) -> None:
+        self.unix, self.host, self.port, self.tls = unix, host, port, tls
 
     @classmethod
     def from_url(cls, url: str) -> Target:
@@ -103,7 +107,7 @@ class Connection:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(self.connect_timeout)
             try:
-                sock.connect(str(target.unix))
+                sock.connect(target.unix)
             except OSError:
                 sock.close()
                 raise
@@ -282,3 +286,23 @@ def iter_lines(chunks: Iterator[bytes]) -> Iterator[str]:
             yield line.removesuffix(b"\r").decode("utf-8", errors="replace")
     if pending:
         yield pending.removesuffix(b"\r").decode("utf-8", errors="replace")
+
+
+#: Characters a query value keeps as they are (RFC 3986 "unreserved").
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def quote(text: str, safe: str = "") -> str:
+    """Percent-encode ``text`` as UTF-8 (what ``urllib.parse.quote`` does, without importing
+    it and the ``ipaddress`` module it pulls in)."""
+    keep = _UNRESERVED | frozenset(safe.encode())
+    return "".join(chr(b) if b in keep else f"%{b:02X}" for b in text.encode("utf-8"))
+
+
+def query(params: Mapping[str, object]) -> str:
+    """``a=1&b=x&b=y``: a list value repeats its key (``urlencode(doseq=True)``)."""
+    pairs = []
+    for key, value in params.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            pairs.append(f"{quote(str(key))}={quote(str(item))}")
+    return "&".join(pairs)

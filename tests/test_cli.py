@@ -275,7 +275,7 @@ def test_endpoint_resolution_order(tmp_path: Path) -> None:
         url="http://opt:2", token="o"
     )
     del env["JOBD_URL"]
-    assert resolve_endpoint(environ=env).socket == tmp_path / "from-config.sock"
+    assert resolve_endpoint(environ=env).socket == str(tmp_path / "from-config.sock")
 
 
 def test_an_unreadable_config_falls_back_to_the_default_socket(
@@ -283,7 +283,7 @@ def test_an_unreadable_config_falls_back_to_the_default_socket(
 ) -> None:
     config = tmp_path / "jobd.toml"
     config.write_text("[daemon]\nworkers = 'many'\n")
-    assert resolve_endpoint(config=str(config), environ={}).socket == Path("/run/jobd/jobd.sock")
+    assert resolve_endpoint(config=str(config), environ={}).socket == "/run/jobd/jobd.sock"
     assert "daemon.workers" in capsys.readouterr().err
 
 
@@ -673,3 +673,39 @@ def test_version_with_a_daemon_is_both(daemon: Daemon, capsys: pytest.CaptureFix
         f"jobd test (daemon at unix socket {daemon.sock} (from --socket; "
         "config /etc/jobd/jobd.toml, the default))"
     )
+
+
+def test_the_query_encoding_is_urllibs() -> None:
+    from urllib.parse import quote, urlencode
+
+    from jobd import wire
+
+    params = {"state": ["failed", "timed-out"], "search": "news & sport/é 100%", "limit": 5}
+    assert wire.query(params) == urlencode(params, doseq=True, quote_via=quote, safe="")
+    assert wire.quote("a b/c", safe="/") == quote("a b/c", safe="/")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["list", "--state", "failed", "--since", "2026-01-01T00:00Z", "--json"],
+        ["--socket", "/s", "cancel", "--workflow", "w"],
+        ["--config", "list", "show", "4"],  # "list" is --config's value, show is the command
+        ["submit", "demo", "-p", "a=b", "--start", "2026-01-01T00:00Z"],
+        ["schedules", "pause", "nightly"],
+        ["edit", "3", "--priority", "2"],
+    ],
+)
+def test_building_only_the_named_command_parses_the_same(argv: list[str]) -> None:
+    argv = cli._join_dash_values(argv)
+    full = vars(cli.build_parser().parse_args(argv))
+    only = vars(cli.build_parser(argv).parse_args(argv))
+    assert full == only
+
+
+def test_help_of_one_command_and_of_all(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["cancel", "--help"]) == 0
+    assert "--workflow" in capsys.readouterr().out
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "schedules" in out and "edit" in out

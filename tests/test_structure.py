@@ -269,3 +269,16 @@ def test_modules_and_functions_are_small(path: Path) -> None:
         and f"{rel}:{f.name}" not in LONG_FUNCTIONS
     ]
     assert not long, "functions over 50 lines:\n" + "\n".join(long)
+
+
+def test_no_module_is_shadowed_by_a_package() -> None:
+    """``jobd/x.py`` beside a package ``jobd/x/`` would never be imported (the package
+    wins): a change merged into a module that moved into a package must not hide there."""
+    shadowed = [
+        str(path.relative_to(ROOT))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if (path.with_suffix("") / "__init__.py").exists()
+    ]
+    assert not shadowed, f"modules shadowed by a package of the same name: {shadowed}"
+    moved = [p for p in ("sqlwriter.py", "sql") if (PACKAGE / p).exists()]
+    assert not moved, f"moved into jobd/store/sqlite/, back at the top: {moved}"
