@@ -83,3 +83,15 @@ async def test_a_target_that_is_not_empty_is_refused(tmp_path: Path, pg_url: str
     await copy_sqlite_to_postgres(tmp_path / "jobd.db", pg_url)
     with pytest.raises(StoreError, match="not empty"):
         await copy_sqlite_to_postgres(tmp_path / "jobd.db", pg_url)
+
+
+def test_a_daemon_on_sqlite_never_loads_the_postgresql_driver() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, jobd.daemon, jobd.store, jobd.store.sqlite, jobd.cli;"
+        " print(sorted(m for m in sys.modules if m.startswith(('psycopg', 'jobd.store.postgres'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
