@@ -4,7 +4,7 @@ The database is created by ``jobd.store.open_store`` (the real schema and migrat
 then filled in bulk with stdlib ``sqlite3`` (``executemany``, one transaction): N
 ``confirmed`` no-op jobs due in the future (from tomorrow, one per second), each with
 its step and its ``submitted`` history row, in the formats of
-``jobd.store.job_insert``/``step_insert`` (the rows are built by those functions).
+the SQLite store's ``insert_job``/``insert_step`` intents (the rows are built by them).
 Then ``python -m jobd run`` is started twice (a start, then a restart after SIGTERM),
 each timed from spawn to ``READY=1``; RSS (``VmRSS``) and peak RSS (``VmHWM``) are read
 from ``/proc/<pid>/status`` at READY and again after the daemon has idled a moment.
@@ -36,7 +36,9 @@ import httpx
 from bench.api import daemon, short_dir, write_config
 from jobd.models import Job, JobSpec, Step
 from jobd.states import JobState, StepState
-from jobd.store import HISTORY_INSERT, job_insert, open_store, step_insert
+from jobd.store import open_store
+from jobd.store.sqlite import job_insert, step_insert
+from jobd.store.sqlite.queries import INSERT_HISTORY as HISTORY_INSERT
 
 BATCH = 50_000
 IDLE = 1.0  # s after READY before the second memory reading

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import threading
 import time
@@ -206,6 +207,37 @@ def events(page: Page, url: str, sock: Path, rate: int, seconds: float) -> dict[
     }
 
 
+def measure(jobs: int, bookings: int, rate: int, seconds: float, runs: int) -> dict[str, Any]:
+    """The three figures of the module docstring, from a fresh daemon and browser."""
+    from tests.e2e import free_port
+
+    base = short_dir()
+    port = free_port()
+    config = write_config(base, port)
+    (base / "state").mkdir()
+    fill_s = populate(base / "state" / "jobd.db", jobs)
+    url = f"http://127.0.0.1:{port}"
+    out: dict[str, Any] = {"jobs_stored": jobs, "fill_s": round(fill_s, 1)}
+    try:
+        with daemon(base, config) as d, sync_playwright() as pw:
+            day0 = time.time() + 3600
+            transport = httpx.HTTPTransport(uds=str(d.socket))
+            with httpx.Client(transport=transport, base_url="http://jobd") as client:
+                book(client, bookings, day0)
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            context = browser.new_context(viewport={"width": 1600, "height": 1000})
+            context.add_init_script(f"sessionStorage.setItem('jobd.token', {TOKEN!r})")
+            page = context.new_page()
+            out["jobs_page"] = first_screen(page, url, runs)
+            out["timeline"] = timeline(page, url, day0, runs)
+            out["events"] = events(page, url, d.socket, rate, seconds)
+            out["chromium"] = browser.version
+            browser.close()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--jobs", type=int, default=1_000_000)
@@ -214,30 +246,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--runs", type=int, default=3)
     args = p.parse_args()
-    base = short_dir()
-    from tests.e2e import free_port
-
-    port = free_port()
-    config = write_config(base, port)
-    (base / "state").mkdir()
-    fill_s = populate(base / "state" / "jobd.db", args.jobs)
-    url = f"http://127.0.0.1:{port}"
-    out: dict[str, Any] = {"jobs_stored": args.jobs, "fill_s": round(fill_s, 1)}
-    with daemon(base, config) as d, sync_playwright() as pw:
-        day0 = time.time() + 3600
-        transport = httpx.HTTPTransport(uds=str(d.socket))
-        with httpx.Client(transport=transport, base_url="http://jobd") as client:
-            book(client, args.bookings, day0)
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1600, "height": 1000})
-        context.add_init_script(f"sessionStorage.setItem('jobd.token', {TOKEN!r})")
-        page = context.new_page()
-        out["jobs_page"] = first_screen(page, url, args.runs)
-        out["timeline"] = timeline(page, url, day0, args.runs)
-        out["events"] = events(page, url, d.socket, args.rate, args.seconds)
-        out["chromium"] = browser.version
-        browser.close()
-    print(json.dumps(out))
+    print(json.dumps(measure(args.jobs, args.bookings, args.rate, args.seconds, args.runs)))
 
 
 if __name__ == "__main__":

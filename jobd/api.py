@@ -60,7 +60,7 @@ from jobd.authz import (
 )
 from jobd.errors import JobdError, ValidationError
 from jobd.metrics import Metrics
-from jobd.models import Job, JobSpec
+from jobd.models import PRIORITY_MAX, PRIORITY_MIN, SPEC_FIELDS, Job, JobSpec
 from jobd.states import PUBLIC_OPERATIONS, JobState
 from jobd.store import JobFilter
 from jobd.timefmt import format_time, parse_time
@@ -96,7 +96,7 @@ JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 _Name = Annotated[str, Field(min_length=1, max_length=200)]
 _Key = Annotated[str, Field(min_length=1, max_length=1000)]
 _Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-_Priority = Annotated[int, Field(ge=-1000, le=1000)]
+_Priority = Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
 _Time = Annotated[str, Field(min_length=1, max_length=100)]
 
 
@@ -180,10 +180,13 @@ class BatchOperationBody(_Body):
     filter: FilterBody | None = None
 
 
-#: PATCH fields that may be set to null (the others have no "unset" value in JobSpec).
-_NULLABLE = frozenset({"name", "start_at", "end_at", "timeout", "lock_timeout"})
-_TIME_FIELDS = ("start_at", "end_at")
-_LIST_FIELDS = ("assets", "shared_assets", "resources", "pools")
+#: The bodies' fields by kind, from the one definition of the JobSpec's (``SubmitBody``
+#: has every spec field but ``schedule``, ``EditBody`` the editable ones, as
+#: tests/test_spec_fields.py checks). PATCH fields that may be
+#: set to null are those whose JobSpec default is None.
+_NULLABLE = SPEC_FIELDS.nullable & SPEC_FIELDS.editable
+_TIME_FIELDS = SPEC_FIELDS.times
+_LIST_FIELDS = SPEC_FIELDS.lists
 
 
 def _unstorable(value: Any) -> str | None:
@@ -221,24 +224,21 @@ def _field_time(field: str, text: str | None) -> float | None:
         raise ValidationError(f"{field}: {exc.message}", field=field) from None
 
 
+#: Submit-body fields copied as they are (the others are parsed: times, lists, state).
+_PLAIN_FIELDS = tuple(
+    f for f in SubmitBody.model_fields if f not in (*_TIME_FIELDS, *_LIST_FIELDS, "state")
+)
+
+
 def _spec_from(body: SubmitBody) -> JobSpec:
-    return JobSpec(
-        workflow=body.workflow,
-        name=body.name,
-        params=body.params,
-        assets=tuple(body.assets),
-        shared_assets=tuple(body.shared_assets),
-        resources=tuple(body.resources),
-        pools=tuple(body.pools),
-        start_at=_field_time("start_at", body.start_at),
-        end_at=_field_time("end_at", body.end_at),
-        preroll=body.preroll,
-        postroll=body.postroll,
-        priority=body.priority,
-        timeout=body.timeout,
-        lock_timeout=body.lock_timeout,
-        state=JobState(body.state),
-    )
+    """The JobSpec of a submit body: every body field, times parsed, lists as tuples."""
+    values = body.__dict__  # pydantic keeps a model's field values here
+    spec: dict[str, Any] = {field: values[field] for field in _PLAIN_FIELDS}
+    for field in _LIST_FIELDS:
+        spec[field] = tuple(values[field])
+    for field in _TIME_FIELDS:
+        spec[field] = _field_time(field, values[field])
+    return JobSpec(state=JobState(body.state), **spec)
 
 
 def _changes_from(body: EditBody) -> dict[str, Any]:
@@ -1146,11 +1146,12 @@ def _inspect_routes(app: FastAPI, engine: Engine) -> None:
     async def bookings(
         start: Annotated[str | None, Query(alias="from", max_length=100)] = None,
         end: Annotated[str | None, Query(alias="to", max_length=100)] = None,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         lo, hi = _field_time("from", start), _field_time("to", end)
         if lo is not None and hi is not None and hi < lo:
             raise ValidationError("to: must not be before from", field="to")
-        return _items(await engine.bookings(lo, hi))
+        # A JSONResponse skips FastAPI's jsonable_encoder walk: a timeline asks for 10,000.
+        return JSONResponse(_items(await engine.bookings(lo, hi)))
 
     @app.get("/v1/schedules", dependencies=[VIEWER])
     async def schedules() -> dict[str, Any]:

@@ -56,6 +56,9 @@ class DaemonConfig:
     file_roots: tuple[Path, ...] = (Path("/srv/media"),)
     #: SQLite ``PRAGMA synchronous``: "full" (default, durable on power loss) or "normal".
     synchronous: Literal["full", "normal"] = "full"
+    #: ``postgresql://...``: the jobs live in that PostgreSQL database (SPEC §10); None:
+    #: SQLite in ``state_dir`` (the embedded default, no PostgreSQL needed).
+    database: str | None = None
 
     @property
     def db_path(self) -> Path:
@@ -519,6 +522,15 @@ def _listen(value: Any, base: Path) -> str:
     return str(value)
 
 
+def _database(value: Any, base: Path) -> str:
+    url = _text(value, base)
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise _Bad(
+            f'expected a PostgreSQL URL like "postgresql://jobd@dbhost/jobd", got {_show(value)}'
+        )
+    return url
+
+
 def _timezone(value: Any, base: Path) -> str:
     name = _text(value, base)
     try:
@@ -541,6 +553,7 @@ _DAEMON = _fields(
     plugin_dirs=_paths,
     file_roots=_paths,
     synchronous=_choice("full", "normal"),
+    database=_database,
 )
 _TOKEN = _fields(TokenConfig, name=_name, file=_path, role=_choice("viewer", "operator", "admin"))
 
@@ -901,3 +914,33 @@ def _describe_schedule(schedule: ScheduleConfig) -> str:
     )
     off = "" if schedule.enabled else ", disabled"
     return f"{schedule.name} ({when} -> {schedule.workflow}{off})"
+
+
+#: ``[daemon]`` keys bound at start-up (the engine's workers and run queue, the database and
+#: its ``synchronous``); with the ``[api]`` keys but those below they need a restart: a
+#: reload keeps their running values (:func:`keep_restart_only`). ``plugin_dirs`` is not one:
+#: a reload loads the plugins of the new configuration.
+RESTART_ONLY_DAEMON_KEYS = (
+    "state_dir",
+    "workers",
+    "run_queue_size",
+    "synchronous",
+    "database",
+)
+#: ``[api]`` keys a reload applies at once (who may do what); the rest wait for a restart.
+RELOADABLE_API_KEYS = frozenset({"viewers", "operators", "admins", "tokens", "token_file"})
+
+
+def keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
+    """``new`` with the restart-only keys of ``old``, and the keys (``api.socket``,
+    ``daemon.workers``, ...) whose new value waits for a restart. The one place that
+    says which keys a reload cannot change."""
+    fixed = [f.name for f in dataclasses.fields(old.api) if f.name not in RELOADABLE_API_KEYS]
+    changed = [f"api.{key}" for key in fixed if getattr(old.api, key) != getattr(new.api, key)]
+    kept = {key: getattr(old.daemon, key) for key in RESTART_ONLY_DAEMON_KEYS}
+    changed += [f"daemon.{key}" for key, value in kept.items() if getattr(new.daemon, key) != value]
+    if not changed:
+        return new, []
+    api = dataclasses.replace(new.api, **{key: getattr(old.api, key) for key in fixed})
+    daemon = dataclasses.replace(new.daemon, **kept)
+    return dataclasses.replace(new, api=api, daemon=daemon), changed

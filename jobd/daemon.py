@@ -35,7 +35,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from jobd import __version__
 from jobd.access import Access, Token, load_tokens
 from jobd.api import create_app, end_event_streams
-from jobd.config import Config, load_config, resolve_config_path
+from jobd.config import Config, keep_restart_only, load_config, resolve_config_path
 from jobd.configcheck import check_config, load_checked, load_plugins
 from jobd.engine import Engine
 from jobd.errors import ConfigError, JobdError
@@ -129,26 +129,11 @@ class StoreProbe:
         return time.monotonic() - self.last_ok < self.interval * 2
 
 
-#: ``[daemon]`` keys bound at start-up by the daemon itself (the engine keeps its own:
-#: workers, run_queue_size, state_dir). ``plugin_dirs`` is not one: a reload loads
-#: the plugins of the new configuration.
-_RESTART_ONLY_DAEMON_KEYS = ("synchronous",)
-#: ``[api]`` keys a reload applies at once (who may do what); the rest wait for a restart.
-_RELOADABLE_API_KEYS = frozenset({"viewers", "operators", "admins", "tokens", "token_file"})
-
-
 def _keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
-    """Keep what cannot change while running (API listeners, the open database's
-    ``synchronous``), and say which changes wait for a restart."""
-    fixed = [f.name for f in dataclasses.fields(old.api) if f.name not in _RELOADABLE_API_KEYS]
-    changed = [f"api.{key}" for key in fixed if getattr(old.api, key) != getattr(new.api, key)]
-    kept = {key: getattr(old.daemon, key) for key in _RESTART_ONLY_DAEMON_KEYS}
-    changed += [f"daemon.{key}" for key, value in kept.items() if getattr(new.daemon, key) != value]
-    if not changed:
-        return new, []
-    api = dataclasses.replace(new.api, **{key: getattr(old.api, key) for key in fixed})
-    new = dataclasses.replace(new, api=api, daemon=dataclasses.replace(new.daemon, **kept))
-    return new, [f"{', '.join(changed)}: take effect on restart"]
+    """Keep what cannot change while running (``jobd.config.RESTART_ONLY_DAEMON_KEYS`` and
+    ``[api]``), and say which changes wait for a restart."""
+    new, changed = keep_restart_only(old, new)
+    return new, [f"{', '.join(changed)}: take effect on restart"] if changed else []
 
 
 class Daemon:
@@ -187,7 +172,9 @@ class Daemon:
     async def run(self) -> None:
         """Run until a signal stops it. Raises whatever makes start-up or a service fail."""
         daemon_cfg = self.config.daemon
-        async with open_store(daemon_cfg.db_path, synchronous=daemon_cfg.synchronous) as store:
+        async with open_store(
+            daemon_cfg.db_path, synchronous=daemon_cfg.synchronous, database=daemon_cfg.database
+        ) as store:
             if self.plugins is None:
                 self.plugins = load_plugins(self.config)
             self.plugins.startup(self.config)

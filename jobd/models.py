@@ -6,10 +6,27 @@ the CLI turn them into ISO 8601 with a zone at the edge.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 from jobd.states import JobState, StepState
+
+
+class OverlayCode(StrEnum):
+    """Every ``code`` an error overlay may carry, listed (with when each is set) in
+    docs/api.md; ``tests/test_overlays.py`` keeps the two in step."""
+
+    STEP_FAILED = "step-failed"
+    STEP_TIMED_OUT = "step-timed-out"
+    TIMEOUT = "timeout"
+    START_SCRIPT_FAILED = "start-script-failed"
+    LOCK_TIMEOUT = "lock-timeout"
+    INTERRUPTED = "interrupted"
+    UNKNOWN_WORKFLOW = "unknown-workflow"
+    END_SCRIPT_FAILED = "end-script-failed"
+    NOT_CONFIRMED = "not-confirmed"
+    BOOKING_INVALID = "booking-invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +41,24 @@ class ErrorOverlay:
         return {"code": self.code, "message": self.message, "at": self.at}
 
 
+#: Bounds on what a job may ask for, one definition for the API and the engine: a priority,
+#: a year for a duration, times before the year 9000 (so that every stored time can still be
+#: shown as a date, and arithmetic on it stays finite).
+PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
+MAX_DURATION = 366 * 86400.0
+LATEST_TIME = 221845392000.0  # 9000-01-01T00:00:00Z
+#: ``metadata`` of a JobSpec field that PATCH may not change.
+_FIXED = {"editable": False}
+
+
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """What a submission asks for. Validated by the engine against the config."""
+    """What a submission asks for. Validated by the engine against the config.
 
-    workflow: str
+    The one definition of the spec's fields: the API's bodies, the store's encoding
+    (:mod:`jobd.store.codec`) and ``edit`` are derived from it (:data:`SPEC_FIELDS`)."""
+
+    workflow: str = field(metadata=_FIXED)
     name: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     assets: tuple[str, ...] = ()
@@ -42,8 +72,8 @@ class JobSpec:
     priority: int = 0
     timeout: float | None = None
     lock_timeout: float | None = None
-    state: JobState = JobState.CONFIRMED
-    schedule: str | None = None
+    state: JobState = field(default=JobState.CONFIRMED, metadata=_FIXED)
+    schedule: str | None = field(default=None, metadata=_FIXED)
 
     @property
     def due_at(self) -> float | None:
@@ -57,6 +87,36 @@ class JobSpec:
             return None
         end = self.end_at if self.end_at is not None else self.start_at
         return (self.start_at - self.preroll, end + self.postroll)
+
+
+@dataclass(frozen=True, slots=True)
+class SpecFields:
+    """The JobSpec's fields by kind, derived from the dataclass (see :data:`SPEC_FIELDS`)."""
+
+    #: Every field, in declaration order.
+    names: tuple[str, ...]
+    #: Fields PATCH may change.
+    editable: frozenset[str]
+    #: Fields whose default is None (an edit may set them to null).
+    nullable: frozenset[str]
+    #: Fields that are tuples of names (lists in JSON).
+    lists: tuple[str, ...]
+    #: Fields that are times (ISO 8601 in the API, POSIX seconds inside).
+    times: tuple[str, ...]
+
+
+def _spec_fields() -> SpecFields:
+    specs = fields(JobSpec)
+    return SpecFields(
+        names=tuple(f.name for f in specs),
+        editable=frozenset(f.name for f in specs if f.metadata.get("editable", True)),
+        nullable=frozenset(f.name for f in specs if f.default is None),
+        lists=tuple(f.name for f in specs if f.default == ()),
+        times=tuple(f.name for f in specs if f.name.endswith("_at")),
+    )
+
+
+SPEC_FIELDS = _spec_fields()
 
 
 @dataclass(slots=True)

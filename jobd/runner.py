@@ -26,7 +26,7 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from jobd.action import Action, ActionContext
 from jobd.config import Config, WorkflowConfig
-from jobd.models import ErrorOverlay, Job, Step
+from jobd.models import ErrorOverlay, Job, OverlayCode, Step
 from jobd.states import JobState, StepState
 
 log = structlog.get_logger("jobd.runner")
@@ -75,7 +75,8 @@ class RunResult:
 class RunHost(Protocol):
     """What the runner needs from the engine."""
 
-    config: Config
+    @property
+    def config(self) -> Config: ...
 
     def action(self, name: str) -> Action | None: ...
 
@@ -132,7 +133,7 @@ class Runner:
                     JobState.TIMED_OUT,
                     f"job timeout of {job.spec.timeout:g} s",
                     ErrorOverlay(
-                        "timeout",
+                        OverlayCode.TIMEOUT,
                         f"the job exceeded its timeout of {job.spec.timeout:g} s{where}",
                         self.host.now(),
                     ),
@@ -155,7 +156,7 @@ class Runner:
                     return RunResult(
                         JobState.FAILED,
                         "start script failed",
-                        ErrorOverlay("start-script-failed", problem, self.host.now()),
+                        ErrorOverlay(OverlayCode.START_SCRIPT_FAILED, problem, self.host.now()),
                     )
                 self.host.run_started(job)
             rc.started = True
@@ -311,7 +312,7 @@ def _step_failure(step: Step, timed_out: bool, now: float) -> RunResult:
         state,
         f"step {step.name} {step.state}",
         ErrorOverlay(
-            "step-timed-out" if timed_out else "step-failed",
+            OverlayCode.STEP_TIMED_OUT if timed_out else OverlayCode.STEP_FAILED,
             f"step {step.name} {step.state} after {tries}: {error}",
             now,
         ),

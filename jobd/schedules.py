@@ -9,29 +9,47 @@ was down, and it writes every firing that did not start a job to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import structlog
 
-from jobd.config import ScheduleConfig
+from jobd.config import Config, ScheduleConfig
 from jobd.errors import JobdError, NotApplicable, NotFound
 from jobd.models import Job, JobSpec
 from jobd.states import ACTIVE, JobState
-from jobd.store import Unit, schedule_pause_unit
-from jobd.timers import plan_misfires
-
-if TYPE_CHECKING:
-    from jobd.engine import Engine
+from jobd.store import Store
+from jobd.timers import Timers, plan_misfires
 
 log = structlog.get_logger("jobd.schedules")
 #: A previous job in one of these states is "still running" for ``overlap``.
 BUSY = ACTIVE | {JobState.CONFIRMED, JobState.PENDING, JobState.PAUSED}
 
 
+class ScheduleHost(Protocol):
+    """What a schedule's firing needs (the engine's façade is one): no import of the engine."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def accepting(self) -> bool: ...
+
+    timers: Timers
+
+    async def submit(self, spec: JobSpec, *, actor: str = ..., cause: str = ...) -> Job: ...
+
+
 class Schedules:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: ScheduleHost) -> None:
         self.engine = engine
         #: Paused schedules and since when (kept in the store: ``schedules.paused_at``).
         self.paused: dict[str, float] = {}
@@ -145,10 +163,11 @@ class Schedules:
         schedule = self.find(name)
         now = self.engine.clock()
         if paused != (name in self.paused):
-            unit = schedule_pause_unit(name, now if paused else None, now, actor)
-            if not paused:
-                unit.add("UPDATE schedules SET last_fire_at = ? WHERE name = ?", (now, name))
-            await self.engine.store.commit(unit)
+            store = self.engine.store
+            unit = store.changes().set_schedule_paused(name, now if paused else None, now, actor)
+            if not paused:  # resuming fires from now: the paused time is not missed
+                unit.record_firing(name, now, None)
+            await store.commit(unit)
             if paused:
                 self.paused[name] = now
             else:
@@ -171,30 +190,13 @@ class Schedules:
         self, name: str, fire_time: float, job_id: int | None, kind: str | None, reason: str | None
     ) -> None:
         """Remember a firing; ``kind`` None only moves the schedule's clock forward."""
-        unit = Unit().add("INSERT OR IGNORE INTO schedules (name) VALUES (?)", (name,))
-        if kind == "fired":
-            unit.add(
-                "UPDATE schedules SET last_fire_at = ?, last_job_id = ? WHERE name = ?",
-                (fire_time, job_id, name),
-            )
-        elif kind is None:
-            unit.add("UPDATE schedules SET last_fire_at = ? WHERE name = ?", (fire_time, name))
-        else:
-            column = "missed" if kind == "missed" else "skipped"
-            unit.add(
-                f"UPDATE schedules SET {column} = {column} + 1,"
-                " last_fire_at = max(coalesce(last_fire_at, 0), ?) WHERE name = ?",
-                (fire_time, name),
-            )
-        if kind is not None:
-            unit.add(
-                "INSERT INTO schedule_events (schedule, at, fire_time, kind, job_id, reason)"
-                " VALUES (?,?,?,?,?,?)",
-                (name, self.engine.clock(), fire_time, kind, job_id, reason),
-            )
-            if kind != "fired":
-                log.warning("schedule firing not run", schedule=name, kind=kind, reason=reason)
-        await self.engine.store.commit(unit)
+        engine = self.engine
+        unit = engine.store.changes().record_firing(
+            name, fire_time, kind, job_id=job_id, reason=reason, at=engine.clock()
+        )
+        if kind is not None and kind != "fired":
+            log.warning("schedule firing not run", schedule=name, kind=kind, reason=reason)
+        await engine.store.commit(unit)
 
     async def info(self) -> list[dict[str, Any]]:
         """Per schedule: ``{name, workflow, cron, interval, timezone, next_fire_at,

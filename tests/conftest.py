@@ -92,3 +92,21 @@ class ListLog:
     def output(self) -> list[dict[str, Any]]:
         """What a workflow script printed, one record per line."""
         return [kw for _, event, kw in self.records if event == "script output"]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A real PostgreSQL server (tests/pgserver.py says which): its maintenance URL."""
+    from tests import pgserver
+
+    with pgserver.server() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh database on the test server for one test, dropped after it."""
+    from tests import pgserver
+
+    with pgserver.fresh_database(pg_server) as url:
+        yield url

@@ -138,3 +138,21 @@ def test_peers_when_installed() -> None:
     assert peers.aps_throughput(20, "memory") > 0
     assert peers.aps_throughput(10, "sqlalchemy") > 0
     assert positive(peers.aps_latency(20, rate=1000.0, lead=0.3))
+
+
+def test_the_web_monitor_benchmark_in_chromium() -> None:
+    from bench import web as bench_web
+
+    result = bench_web.measure(jobs=300, bookings=200, rate=300, seconds=1.0, runs=1)
+    assert result["jobs_page"]["rows"] == 50
+    assert result["timeline"]["bookings_in_view"] == 200
+    assert result["timeline"]["bars_built_after_scrolling"] == 200
+    assert result["events"]["events_per_s_received"] > 0
+
+
+def test_cli_startup() -> None:
+    from bench import cli as bench_cli
+
+    result = bench_cli.run(1)
+    assert set(result) == {"python -c pass", "jobd list", "jobd show 1", "jobd --help"}
+    assert all(figures["wall_ms_median"] > 0 for figures in result.values())

@@ -15,10 +15,11 @@ from typing import Any
 import anyio
 import pytest
 
-from jobd import store as st
 from jobd.models import Job, JobSpec, Reservation
 from jobd.states import JobState
-from jobd.store import JobFilter, Unit, job_insert, open_store, read_filtered
+from jobd.store import JobFilter, open_store
+from jobd.store import sqlite as st
+from jobd.store.sqlite import Unit, job_insert, read_filtered
 
 S = JobState
 N = 6000  # above the planner's "small" bound (2,000), so the ordered reads are exercised

@@ -319,7 +319,9 @@ async def test_kill_process_group_leaves_a_running_step_of_this_daemon_alone(
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
             tg.start_soon(partial(run, grandchild_argv(pidfile), on_pgid=pgids))
-            await wait_until(pidfile.exists)
+            # The child can write its pid file while run() is still returning
+            # from the start, before it records the group: wait for both.
+            await wait_until(lambda: bool(pgids.calls) and pidfile.exists())
             leader = pgids.calls[0]
             assert leader is not None
             await kill_process_group(leader, grace=0.1)

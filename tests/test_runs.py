@@ -115,7 +115,7 @@ async def test_a_schema_2_database_is_migrated_and_a_started_run_stays_started(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "old.db"
-    sql = Path(__file__).parent.parent / "jobd" / "sql"
+    sql = Path(__file__).parent.parent / "jobd" / "store" / "sqlite" / "sql"
     with closing(sqlite3.connect(db)) as conn:
         conn.executescript((sql / "schema.sql").read_text())
         conn.executescript((sql / "migrate-2.sql").read_text())

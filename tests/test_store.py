@@ -18,11 +18,11 @@ from typing import IO
 
 import pytest
 
-from jobd import sqlwriter
 from jobd.errors import StoreError
 from jobd.models import JobSpec, Step
 from jobd.states import JobState, StepState
-from jobd.store import GuardFailed, Unit, open_store, spec_from_json, spec_to_json
+from jobd.store import GuardFailed, open_store, spec_from_json, spec_to_json
+from jobd.store.sqlite import Unit, sqlwriter
 from tests.enginekit import pid_gone, wait_until
 
 ROOT = Path(__file__).parent.parent
@@ -109,7 +109,7 @@ async def test_a_newer_schema_is_refused_naming_both_versions(tmp_path: Path) ->
 CHILD = textwrap.dedent("""
     import sys, anyio
     from pathlib import Path
-    from jobd.store import Unit, open_store
+    from jobd.store.sqlite import Unit, open_store
     INSERT = "INSERT INTO job_log (job_id, at, step, level, message) VALUES (?,?,?,?,?)"
 
     async def main():
@@ -151,7 +151,7 @@ def held_writer_lock(tmp_path: Path) -> Iterator[IO[str]]:
 
 
 def _start_writer(db: Path, wait: str) -> subprocess.Popen[bytes]:
-    schema = ROOT / "jobd" / "sql" / "schema.sql"
+    schema = ROOT / "jobd" / "store" / "sqlite" / "sql" / "schema.sql"
     return subprocess.Popen(
         [sys.executable, "-I", "-S", sqlwriter.__file__, str(db), "full", str(schema), "1", wait],
         stdin=subprocess.PIPE,

@@ -155,7 +155,8 @@ class JobsPage {
       h("td", {}, fmtTime(job.end_at)),
       h("td", {}, (job.assets || []).concat(job.shared_assets || []).join(", ")),
       h("td", {}, (job.reservations || []).map((r) => r.resource)
-        .concat(job.resources || []).filter(unique).join(", ")));
+        .concat(job.resources || [], (job.pools || []).map((p) => `pool ${p}`))
+        .filter(unique).join(", ")));
   }
 
   renderPager() {

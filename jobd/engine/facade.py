@@ -1,0 +1,351 @@
+"""The engine's façade: its public surface, the parts behind it, and its lifecycle.
+
+The parts (each owns its state; they reach each other through :mod:`.ports`):
+
+=================  ============================================================
+``Transitions``    the one path that changes a job's state (:mod:`.transitions`)
+``Fanout``         listeners, SSE subscribers, plugin observers (:mod:`.fanout`)
+``Intake``         validation, steps, templating, reservations, ids (:mod:`.intake`)
+``Admission``      the due timer, pending, the run queue (:mod:`.admission`)
+``LockHandoff``    per-asset locks from pick to the end of a run (:mod:`.handoff`)
+``Workers``        pick, run, outcome (:mod:`.workers`)
+``Operations``     cancel, pause, retry, ... one job or many (:mod:`.operations`)
+``Recovery``       the caches rebuilt from the store; bookings re-checked (:mod:`.recovery`)
+``Queries``        what is read without changing anything (:mod:`.queries`)
+=================  ============================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from jobd.bookings import BookingIndex
+from jobd.config import Config, keep_restart_only
+from jobd.engine.admission import Admission
+from jobd.engine.context import Context
+from jobd.engine.fanout import Fanout
+from jobd.engine.handoff import LockHandoff
+from jobd.engine.host import EngineRunHost
+from jobd.engine.intake import Intake
+from jobd.engine.lineup import Lineup
+from jobd.engine.operations import BatchOutcome, Operations
+from jobd.engine.queries import Queries
+from jobd.engine.recovery import Recovery
+from jobd.engine.transitions import Transitions
+from jobd.engine.workers import IdleWorkers, Workers
+from jobd.events import JobEvent
+from jobd.locks import LockManager
+from jobd.models import Job, JobSpec
+from jobd.plugins import PluginHost
+from jobd.runner import SHUTDOWN, RunControl, Runner
+from jobd.runqueue import RunQueue
+from jobd.schedules import Schedules
+from jobd.store import JobFilter, Store
+from jobd.timers import Timers
+from jobd.windows import LiveWindows
+
+log = structlog.get_logger("jobd.engine")
+
+
+class Engine:
+    """Owns the run queue, workers, lock manager, bookings and timers; writes through the store."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        plugins: PluginHost,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``store`` comes from ``async with jobd.store.open_store(config.daemon.db_path,
+        synchronous=config.daemon.synchronous) as store``; ``plugins`` is a loaded PluginHost."""
+        ctx = self._ctx = Context(config, store, plugins, clock)
+        self.booking_index = BookingIndex(config.resources, config.pools)
+        self.timers = Timers(clock=clock)
+        self._lineup = Lineup()
+        self._fanout = Fanout(ctx, self._lineup)
+        self._transitions = Transitions(ctx, self._fanout)
+        idle = IdleWorkers()
+        self._admission = Admission(ctx, self._lineup, self._transitions, self.timers, idle)
+        self._handoff = LockHandoff(ctx, self._lineup, self._transitions, self.booking_index, idle)
+        self.runner = Runner(EngineRunHost(ctx, self._fanout))
+        self._build_parts(idle)
+        self.schedules = Schedules(self)
+
+    def _build_parts(self, idle: IdleWorkers) -> None:
+        """The parts that use the ones made first; each gets only what its ports say."""
+        ctx, lineup, transitions, fanout = self._ctx, self._lineup, self._transitions, self._fanout
+        bookings, admission, handoff = self.booking_index, self._admission, self._handoff
+        self._workers = Workers(
+            ctx, lineup, transitions, fanout, handoff, admission, idle, bookings, self.runner
+        )
+        self._intake = Intake(ctx, lineup, transitions, fanout, bookings, admission, idle)
+        live = self._workers.live
+        self._operations = Operations(
+            ctx, lineup, transitions, fanout, bookings, admission, handoff, self._intake, live
+        )
+        self._recovery = Recovery(
+            ctx, lineup, transitions, bookings, admission, handoff, self._intake, idle, live
+        )
+        self._queries = Queries(
+            ctx,
+            lineup,
+            transitions,
+            bookings,
+            admission,
+            self._workers,
+            handoff.locks,
+            live.windows,
+        )
+
+    # ================================================================ shared handles
+    @property
+    def config(self) -> Config:
+        return self._ctx.config
+
+    @property
+    def store(self) -> Store:
+        return self._ctx.store
+
+    @property
+    def plugins(self) -> PluginHost:
+        return self._ctx.plugins
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._ctx.clock
+
+    @property
+    def accepting(self) -> bool:
+        """False while draining: due jobs stay in the store for the next start."""
+        return self._ctx.accepting
+
+    @property
+    def queue(self) -> RunQueue:
+        return self._admission.queue
+
+    @property
+    def windows(self) -> LiveWindows:
+        """Live windows: running jobs whose steps are done, on a timer, holding no worker."""
+        return self._workers.live.windows
+
+    @property
+    def locks(self) -> LockManager:
+        return self._handoff.locks
+
+    @property
+    def active(self) -> dict[int, RunControl]:
+        return self._lineup.active
+
+    @property
+    def running(self) -> set[int]:
+        return self._workers.running
+
+    @property
+    def _subscribers(self) -> set[MemoryObjectSendStream[JobEvent]]:
+        return self._fanout.subscribers
+
+    # ================================================================ lifecycle
+    def add_listener(self, listener: Callable[[JobEvent], None]) -> None:
+        """Call ``listener(event)`` (synchronously, on the event loop) after each committed
+        change; metrics use this. A raising listener is logged and ignored."""
+        self._fanout.add_listener(listener)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Recover from the store, start workers and timers, then ``task_status.started()``.
+
+        Runs until cancelled; call :meth:`drain` first for a graceful stop.
+        """
+        ctx = self._ctx
+        self._install_log_sink()
+        self._fanout.has_observers = ctx.plugins.observes_events
+        async with anyio.create_task_group() as tg:
+            ctx.tg = tg
+            await tg.start(self.timers.run)
+            await tg.start(self.windows.run)
+            await self._recovery.recover()
+            for _ in range(ctx.config.daemon.workers):
+                tg.start_soon(self._workers.worker)
+            ctx.accepting = True
+            await self.schedules.start()
+            await self._admission.process_due()
+            await self._admission.admit()
+            log.info(
+                "engine ready",
+                workers=ctx.config.daemon.workers,
+                run_queue_size=self.queue.capacity,
+                pending=self._admission.pending,
+            )
+            task_status.started()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    if self._workers.finishers:
+                        await asyncio.gather(*self._workers.finishers, return_exceptions=True)
+
+    async def drain(self, grace: float) -> None:
+        """Stop admitting jobs; let running steps finish for ``grace`` s, then interrupt them
+        (recorded as interrupted, resumed on the next start)."""
+        ctx, workers = self._ctx, self._workers
+        ctx.accepting = False
+        ctx.draining = True
+        self._admission.stop_timer()
+        with anyio.move_on_after(grace):
+            while workers.running:
+                await workers.wait_idle()
+        for job_id in list(workers.running):
+            rc = self._lineup.get(job_id)
+            if rc is not None:
+                rc.stop(SHUTDOWN)
+        with anyio.move_on_after(max(5.0, ctx.config.daemon.kill_grace + 2)):
+            while workers.running:
+                await workers.wait_idle()
+        await ctx.store.flush()
+
+    def _install_log_sink(self) -> None:
+        try:
+            from jobd.logging import set_job_log_sink
+        except ImportError:  # pragma: no cover - logging module missing in a partial install
+            return
+        set_job_log_sink(self._log_line)
+
+    def _log_line(self, job_id: int, step: str | None, level: str, message: str, at: float) -> None:
+        store = self._ctx.store
+        store.commit_nowait(store.changes().append_log(job_id, at, step, level, message))
+
+    async def reload(self, config: Config, plugins: PluginHost | None = None) -> list[str]:
+        """Swap in a new, already-validated config (and the plugins loaded with it, if
+        given: steps that start from now on use their actions); returns warnings (e.g.
+        jobs whose resources vanished, which now carry an error overlay). Keys bound at
+        start-up keep their running values (``jobd.config.RESTART_ONLY_DAEMON_KEYS``)."""
+        ctx = self._ctx
+        if plugins is not None:
+            ctx.plugins = plugins
+            self._fanout.has_observers = plugins.observes_events
+        config, changed = keep_restart_only(ctx.config, config)
+        warnings = [f"{', '.join(changed)}: take effect on restart"] if changed else []
+        enabled = {s.name for s in ctx.config.schedules if s.enabled}
+        ctx.config = config
+        warnings += await self._recovery.revalidate_bookings("reload")
+        await self.schedules.reload(enabled)
+        if warnings:
+            log.warning("reload affected jobs", warnings=warnings)
+        return warnings
+
+    # ================================================================ submit & edit
+    async def submit(self, spec: JobSpec, *, actor: str = "api", cause: str = "submitted") -> Job:
+        """Validate ``spec`` (workflow exists, params templating, plugin validators, bookings),
+        store it and return the job. Raises ValidationError, BookingConflict.
+
+        ``cause`` is the first history row's (``resubmit`` names the job it came from).
+        The job's id is taken only once everything is checked and booked: a refusal uses
+        up no id, so ids stay dense. Nothing between that check and the id awaits."""
+        return await self._intake.submit(spec, actor=actor, cause=cause)
+
+    async def submit_many(self, specs: list[JobSpec], *, actor: str = "api") -> list[Job]:
+        """Submit ``specs`` all or nothing, in one transaction (``POST /v1/batch/jobs``).
+
+        Every job is validated and booked (against the stored bookings and the batch's
+        earlier jobs) before anything is stored; the first refusal raises the job's error
+        with ``details.index`` set and the message prefixed ``jobs[i]: ``, and then nothing
+        is stored, no booking is kept and no id is used. Returns the jobs in order."""
+        return await self._intake.submit_many(specs, actor=actor)
+
+    async def edit(self, job_id: int, changes: dict[str, Any], *, actor: str = "api") -> Job:
+        """PATCH: change spec fields while draft/tentative/confirmed; reservations re-checked."""
+        return await self._intake.edit(job_id, changes, actor=actor)
+
+    # ================================================================ operations
+    async def operate(self, job_id: int, operation: str, *, actor: str = "api") -> Job | None:
+        """Apply a public operation of SPEC §2 (cancel, stop, pause, resume, retry, restart,
+        confirm, tentative, unconfirm, resubmit, invoice-ready, invoiced, delete).
+
+        Returns the job after the change (for ``resubmit`` the NEW job; for ``delete`` None).
+        Raises NotFound, InvalidTransition (409), BookingConflict (409).
+        """
+        result = await self._operations.operate(job_id, operation, actor)
+        if operation == "delete":
+            return None
+        if isinstance(result, Job):
+            return result
+        return await self.get_job(job_id)
+
+    async def operate_many(
+        self, job_ids: list[int], operation: str, *, actor: str = "api"
+    ) -> BatchOutcome:
+        """Apply ``operation`` to each job of ``job_ids`` (``POST /v1/batch/{operation}``),
+        concurrently so that their writes share transactions. A job whose state does not
+        allow it, or that does not exist, is refused with the error :meth:`operate` would
+        raise (naming its state and what is allowed there); the others go ahead."""
+        return await self._operations.operate_many(job_ids, operation, actor)
+
+    # ================================================================ reading
+    async def get_job(self, job_id: int) -> Job:
+        """One job with steps, reservations and history. Raises NotFound."""
+        return await self._queries.get_job(job_id)
+
+    async def list_jobs(
+        self, f: JobFilter | None = None, limit: int = 100, cursor: int | None = None
+    ) -> tuple[list[Job], int | None]:
+        """Jobs matching ``f`` (all when None), newest first (by id); ``cursor`` is the id to
+        continue below. Returns ``(jobs, next_cursor)``.
+        Listed jobs carry no steps/history (empty lists) to keep lists cheap."""
+        return await self._queries.list_jobs(f, limit, cursor)
+
+    async def job_log(self, job_id: int, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Log lines of a job with ``seq > after``: each ``{seq, at, step, level, message}``."""
+        return await self._queries.job_log(job_id, after, limit)
+
+    def queue_info(self) -> dict[str, Any]:
+        """``{capacity, queued: [ids in order], pending, running: [ids], waiting_for_lock: [ids],
+        workers, busy_workers}``."""
+        return self._queries.queue_info()
+
+    def locks_info(self) -> list[dict[str, Any]]:
+        """Per asset: ``{asset, holders: [{job_id, mode}], waiters: [{job_id, mode, since}]}``."""
+        return self._queries.locks_info()
+
+    async def resources_info(self) -> list[dict[str, Any]]:
+        """Per resource: ``{name, capacity, pools, current: [job ids], upcoming: int}``."""
+        return await self._queries.resources_info()
+
+    async def bookings(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
+        """Reservations overlapping ``[start, end]``: ``{job_id, job_name, state, resource,
+        pool, start, end, start_at, end_at}``; ``start_at``/``end_at`` are the job's window,
+        so ``start_at - start`` is its preroll and ``end - end_at`` its postroll."""
+        return await self._queries.bookings(start, end)
+
+    async def schedules_info(self) -> list[dict[str, Any]]:
+        """Per schedule: next and last firing, missed and skipped counts, recent events."""
+        return await self.schedules.info()
+
+    async def run_schedule(self, name: str, *, actor: str = "api") -> Job:
+        """Fire schedule ``name`` now (even paused); NotFound, NotApplicable if skipped."""
+        return await self.schedules.run_now(name, actor)
+
+    async def pause_schedule(
+        self, name: str, paused: bool, *, actor: str = "api"
+    ) -> dict[str, Any]:
+        """Pause (``paused``) or resume schedule ``name``; the schedule as listed."""
+        return await self.schedules.set_paused(name, paused, actor)
+
+    def plugins_info(self) -> dict[str, Any]:
+        """``{plugins: [{name, file, actions, error}], actions: [{name, plugin, description}]}``."""
+        return self._ctx.plugins.describe()
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[MemoryObjectReceiveStream[JobEvent]]:
+        """Every committed event from now on, for the SSE stream; a slow reader is dropped."""
+        async with self._fanout.subscribe() as receive:
+            yield receive

@@ -1,0 +1,92 @@
+"""Event fan-out: every committed change told to listeners, SSE subscribers and plugins.
+
+Called only after the change's COMMIT (by :class:`~.transitions.Transitions` and the
+few writes that are not transitions), synchronously on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from jobd.engine.context import Context
+from jobd.engine.lineup import Lineup
+from jobd.events import JobEvent
+from jobd.models import Job, Step
+from jobd.states import JobState
+
+log = structlog.get_logger("jobd.engine")
+
+
+class Fanout:
+    def __init__(self, ctx: Context, lineup: Lineup) -> None:
+        self._ctx = ctx
+        self._lineup = lineup
+        self._clock = ctx.clock
+        self.listeners: list[Callable[[JobEvent], None]] = []
+        self.subscribers: set[MemoryObjectSendStream[JobEvent]] = set()
+        #: Whether any plugin observes events (known once plugins are loaded: at run).
+        self.has_observers = False
+
+    def add_listener(self, listener: Callable[[JobEvent], None]) -> None:
+        self.listeners.append(listener)
+
+    def emit(self, event: JobEvent, job: Job | None = None) -> None:
+        """Tell everyone; a raising listener is logged, a slow subscriber dropped."""
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed", listener=repr(listener))
+        for stream in list(self.subscribers):
+            try:
+                stream.send_nowait(event)
+            except anyio.WouldBlock:
+                log.warning("dropping a slow event subscriber")
+                self.subscribers.discard(stream)
+                stream.close()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self.subscribers.discard(stream)
+        if self.has_observers:
+            rc = self._lineup.get(event.job_id)
+            data = job or (rc.job if rc else None)
+            self._ctx.plugins.job_event(
+                data.to_dict() if data else {"id": event.job_id}, event.to_dict()
+            )
+
+    def step_event(self, job: Job, step: Step, job_state: JobState | None = None) -> None:
+        state = job.state if job_state is None else job_state
+        data: dict[str, Any] = {"state": str(step.state), "attempt": step.attempts}
+        if step.ended_at is not None and step.started_at is not None:
+            data["duration"] = step.ended_at - step.started_at
+        if step.error:
+            data["error"] = step.error
+        self.emit(
+            JobEvent(
+                job.id,
+                "step",
+                self._clock(),
+                state,
+                state,
+                f"step {step.name} {step.state}",
+                "scheduler",
+                step.name,
+                data,
+            )
+        )
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[MemoryObjectReceiveStream[JobEvent]]:
+        send, receive = anyio.create_memory_object_stream[JobEvent](10_000)
+        self.subscribers.add(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self.subscribers.discard(send)
+            send.close()

@@ -1,0 +1,140 @@
+"""The small interfaces through which the engine's parts reach each other.
+
+Each part takes the others it needs as one of these, not as a whole part (and
+never as the façade): what a part may do to another is written here, once.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from jobd.models import Job, JobSpec, Reservation
+from jobd.runner import RunControl
+from jobd.runqueue import RunQueue
+
+
+class Wakeup(Protocol):
+    """The idle workers (:class:`~.workers.IdleWorkers`)."""
+
+    def wake_one(self) -> None:
+        """One more job (or grant) to take: wake one idle worker, if any."""
+
+    def wake_all(self) -> None: ...
+
+
+class Placement(Protocol):
+    """Where intake and operations put a job that may run (:class:`~.admission.Admission`)."""
+
+    def has_room(self) -> bool:
+        """Whether a job due now goes to the queue (else to ``pending``)."""
+
+    def enqueue(self, job: Job) -> None:
+        """Hold ``job`` and put it in the run queue (even past capacity: it was decided)."""
+
+    def unqueue(self, job_id: int) -> None:
+        """Take it out of the run queue and the lineup (its write failed, or it left)."""
+
+    def add_pending(self) -> None: ...
+
+    def leave_pending(self) -> None: ...
+
+    def schedule_due(self, due_at: float | None) -> None:
+        """Make sure the due timer wakes by ``due_at`` (now: at once)."""
+
+    async def process_due(self) -> None: ...
+
+    async def admit(self) -> None:
+        """Fill free queue places from ``pending``."""
+
+
+class Line(Protocol):
+    """What workers take from (:class:`~.admission.Admission`)."""
+
+    def next_queued(self) -> int | None:
+        """The next job id of the run queue (admitting from pending when it made room)."""
+
+    def admit_soon(self) -> None:
+        """Start admitting from pending in a task of its own, when there is any."""
+
+
+class Booking(Protocol):
+    """What operations need of intake (:class:`~.intake.Intake`)."""
+
+    def reserve(self, job: Job) -> list[Reservation]:
+        """Plan and hold the job's reservations in the booking index (before the commit)."""
+
+    async def submit(self, spec: JobSpec, *, actor: str = ..., cause: str = ...) -> Job: ...
+
+
+class Grants(Protocol):
+    """The lock hand-off as others see it (:class:`~.handoff.LockHandoff`)."""
+
+    def leave(self, job_id: int) -> None:
+        """The job left the line: drop its lock wait or hold, hand its assets on."""
+
+    def release(self, job_id: int) -> None:
+        """The job's run is over: hand its assets on."""
+
+
+class Requeue(Protocol):
+    """What recovery rebuilds in admission (:class:`~.admission.Admission`)."""
+
+    pending: int
+
+    def enqueue(self, job: Job) -> None: ...
+
+    async def make_due(self, job: Job) -> None:
+        """Queued (enqueued before its commit) or pending, as a due job is."""
+
+
+class Relock(Protocol):
+    """What recovery rebuilds in the lock hand-off (:class:`~.handoff.LockHandoff`)."""
+
+    def restore_waiter(self, rc: RunControl) -> None: ...
+
+    def restore_holder(self, job: Job) -> None: ...
+
+
+class Ids(Protocol):
+    """Where intake takes job ids from (:class:`~.intake.Intake`)."""
+
+    next_id: int
+
+
+class QueueState(Protocol):
+    """The run queue and pending count as queries show them (:class:`~.admission.Admission`)."""
+
+    queue: RunQueue
+    pending: int
+
+
+class RunningState(Protocol):
+    """The jobs being run (:class:`~.workers.Workers`)."""
+
+    running: set[int]
+
+
+class LiveOps(Protocol):
+    """What operations do to a live window (:class:`~.live.LiveWindowPart`)."""
+
+    def end_now(self, rc: RunControl) -> bool:
+        """End the job's open window at once; False if none is open."""
+
+    def close(self, job_id: int) -> bool:
+        """Close the window without ending it; True if it was open."""
+
+    async def pause(self, rc: RunControl, actor: str) -> None: ...
+
+
+class Reopen(Protocol):
+    """What recovery asks of the live windows (:class:`~.live.LiveWindowPart`)."""
+
+    def reopen(self, job: Job) -> None: ...
+
+
+class WindowView(Protocol):
+    """Open windows as queries show them (:class:`jobd.windows.LiveWindows`)."""
+
+    def ids(self) -> list[int]: ...
+
+    def __len__(self) -> int: ...

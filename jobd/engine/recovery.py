@@ -1,0 +1,172 @@
+"""Recovery at start-up, and the bookings check at start-up and reload.
+
+The store is the truth: the run queue, lock tables, pending count and booking
+index are rebuilt from it. A job that was running when the daemon died has
+what is left of its processes killed and goes back to ``confirmed`` (its
+interrupted step queued again, when it has attempts left) holding its assets
+again before any waiter; a ``cancel-requested`` one becomes ``canceled``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import structlog
+
+from jobd.bookings import BookingIndex
+from jobd.engine.context import Context
+from jobd.engine.lineup import Lineup
+from jobd.engine.live import in_live_window
+from jobd.engine.ports import Ids, Relock, Reopen, Requeue, Wakeup
+from jobd.engine.transitions import Transitions
+from jobd.models import ErrorOverlay, Job, OverlayCode
+from jobd.states import ACTIVE, JobState, StepState
+
+S = JobState
+log = structlog.get_logger("jobd.engine")
+INTERRUPTED = "interrupted by a daemon restart"
+
+
+class Recovery:
+    def __init__(
+        self,
+        ctx: Context,
+        lineup: Lineup,
+        transitions: Transitions,
+        bookings: BookingIndex,
+        requeue: Requeue,
+        relock: Relock,
+        ids: Ids,
+        wakeup: Wakeup,
+        live: Reopen,
+    ) -> None:
+        self._ctx = ctx
+        self._lineup = lineup
+        self._transitions = transitions
+        self._bookings = bookings
+        self._requeue = requeue
+        self._relock = relock
+        self._ids = ids
+        self._wakeup = wakeup
+        self._live = live
+
+    async def recover(self) -> None:
+        store = self._ctx.store
+        self._ids.next_id = await store.max_job_id()
+        # In the reader's thread, before anything else uses the index (workers and the API
+        # start after recovery).
+        await store.read_reservations(self._bookings.load_sorted)
+        invalid = await self.revalidate_bookings("recovery")  # the config may have changed
+        if invalid:
+            log.warning("bookings the configuration no longer allows", warnings=invalid)
+        self._requeue.pending = await store.count_state(S.PENDING)
+        active = await store.jobs_in_states(ACTIVE)
+        waiting = []
+        for job in active:
+            if job.state in (S.RUNNING, S.CANCEL_REQUESTED):
+                await self._recover_running(job)
+            elif job.state == S.QUEUED:
+                self._requeue.enqueue(job)
+            else:
+                waiting.append(job)
+        for job in sorted(waiting, key=lambda j: (j.updated_at, j.id)):
+            self._relock.restore_waiter(self._lineup.hold(job))
+        if active:
+            log.info("recovered jobs", count=len(active))
+        self._wakeup.wake_all()
+
+    async def _recover_running(self, job: Job) -> None:
+        from jobd.processes import kill_process_group
+
+        for step in job.steps:
+            if step.pgid:
+                await kill_process_group(step.pgid, grace=self._ctx.config.daemon.kill_grace)
+        if job.state == S.RUNNING and in_live_window(job):
+            self._live.reopen(job)
+            return
+        if job.state == S.CANCEL_REQUESTED:
+            await self._transitions.apply(
+                job,
+                "finished",
+                S.CANCELED,
+                cause="canceled (completed after a daemon restart)",
+                actor="recovery",
+                unit=self._ctx.store.changes().release(job.id),
+            )
+            self._bookings.remove_job(job.id)
+            return
+        await self._resume_interrupted(job)
+
+    async def _resume_interrupted(self, job: Job) -> None:
+        now = self._ctx.clock()
+        overlay = ErrorOverlay(
+            OverlayCode.INTERRUPTED, "the run was interrupted by a daemon restart", now
+        )
+        unit = self._ctx.store.changes()
+        exhausted = None
+        for step in job.steps:
+            if step.state not in (StepState.RUNNING, StepState.SOFT_FAILED):
+                continue
+            if step.attempts <= step.retries:
+                unit.interrupt_step(job.id, step.idx, INTERRUPTED, retry=True, at=now)
+            else:
+                exhausted = step
+                unit.interrupt_step(
+                    job.id, step.idx, f"{INTERRUPTED}; no attempts left", retry=False, at=now
+                )
+        if exhausted is not None:
+            unit.release(job.id)
+            await self._transitions.apply(
+                job,
+                "recover",
+                S.FAILED,
+                cause=f"step {exhausted.name} interrupted with no attempts left",
+                actor="recovery",
+                unit=unit,
+                error=replace(
+                    overlay,
+                    message=f"step {exhausted.name} was interrupted by a daemon restart in"
+                    f" attempt {exhausted.attempts} of {exhausted.retries + 1}; none left",
+                ),
+            )
+            self._bookings.remove_job(job.id)
+            return
+        await self._transitions.apply(
+            job,
+            "recover",
+            S.CONFIRMED,
+            cause="interrupted by a daemon restart; resuming",
+            actor="recovery",
+            unit=unit,
+            error=overlay,
+            due_at=now,
+        )
+        # It held its assets when the daemon died: it gets them back before any waiter does.
+        self._relock.restore_holder(job)
+        await self._requeue.make_due(job)
+
+    async def revalidate_bookings(self, actor: str) -> list[str]:
+        """Check the reservations against the config (reload, start-up): the overlay
+        ``booking-invalid`` on the jobs it no longer allows, cleared on the others."""
+        ctx = self._ctx
+        now = ctx.clock()
+        problems = self._bookings.reconfigure(ctx.config.resources, ctx.config.pools)
+        affected: dict[int, str] = {}
+        for job_id, problem in problems:  # one overlay per job, naming every problem
+            affected[job_id] = f"{affected[job_id]}; {problem}" if job_id in affected else problem
+        warnings = []
+        for job_id, problem in affected.items():
+            overlay = ErrorOverlay(OverlayCode.BOOKING_INVALID, problem, now)
+            await ctx.store.commit(ctx.store.changes().set_error(job_id, overlay, now))
+            self._transitions.overlay_event(job_id, now, problem, actor, overlay.to_dict())
+            warnings.append(f"job {job_id}: {problem}")
+        await self._clear_booking_overlays(set(affected), now, actor)
+        return warnings
+
+    async def _clear_booking_overlays(self, still_bad: set[int], now: float, actor: str) -> None:
+        store = self._ctx.store
+        for job_id in await store.jobs_with_error(OverlayCode.BOOKING_INVALID):
+            if job_id in still_bad:
+                continue
+            await store.commit(store.changes().set_error(job_id, None, now))
+            self._transitions.overlay_event(job_id, now, "booking valid again", actor, None)

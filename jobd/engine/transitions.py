@@ -1,0 +1,93 @@
+"""The one path by which a job's state changes.
+
+:meth:`Transitions.apply` checks the transition table, adds the guarded
+transition and its history row to the caller's unit, waits for the COMMIT, and
+only then tells the rest (:class:`~.fanout.Fanout`). The job object is claimed
+(its ``state`` set) before the write, so a concurrent operation sees the new
+state; it is put back if the write fails. Callers that tell the queue *before*
+the commit (see :mod:`.admission`) undo that themselves when it raises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobd.engine.context import Context
+from jobd.engine.fanout import Fanout
+from jobd.errors import InvalidTransition
+from jobd.events import JobEvent
+from jobd.models import ErrorOverlay, Job, Step
+from jobd.states import JobState, allowed_operations, check_transition
+from jobd.store import KEEP, Changes, GuardFailed
+
+
+class Transitions:
+    def __init__(self, ctx: Context, fanout: Fanout) -> None:
+        self._ctx = ctx
+        self._fanout = fanout
+
+    async def apply(
+        self,
+        job: Job,
+        operation: str,
+        target: JobState,
+        *,
+        cause: str,
+        actor: str,
+        unit: Changes | None = None,
+        error: ErrorOverlay | None = KEEP,
+        due_at: float | None = KEEP,
+        steps: list[Step] | None = None,
+        urgent: bool = False,
+    ) -> None:
+        """Check, write (guarded), commit, then tell everyone. The job object is updated.
+
+        ``unit`` carries what must land with the transition; ``steps`` were written in it
+        and their events go out before the job's. ``urgent``: see ``Store.commit``.
+        Raises InvalidTransition (the table, or the guard: the job changed meanwhile)."""
+        check_transition(operation, job.state, target)
+        store = self._ctx.store
+        now = self._ctx.clock()
+        u = unit if unit is not None else store.changes()
+        u.transition(job.id, job.state, target, now, cause, actor, error=error, due_at=due_at)
+        previous = job.state
+        job.state = target  # claim it now: a concurrent operation sees the new state
+        try:
+            await store.commit(u, urgent=urgent)
+        except GuardFailed:
+            job.state = previous
+            current = await self.current_state(job.id)
+            raise InvalidTransition(
+                operation,
+                current or previous,
+                allowed_operations(current or previous),
+                job_id=job.id,
+            ) from None
+        except BaseException:
+            job.state = previous
+            raise
+        job.updated_at = now
+        if error is not KEEP:
+            job.error = error
+        if due_at is not KEEP:
+            job.due_at = due_at
+        for step in steps or ():
+            self._fanout.step_event(job, step, previous)
+        self._fanout.emit(JobEvent(job.id, "state", now, previous, target, cause, actor), job)
+
+    async def current_state(self, job_id: int) -> JobState | None:
+        states = await self._ctx.store.job_states([job_id])
+        return states[job_id][1] if job_id in states else None
+
+    def history_only(self, job: Job, cause: str, actor: str) -> None:
+        """A history row that changes nothing (stop requested, ...); not waited for."""
+        store = self._ctx.store
+        store.commit_nowait(
+            store.changes().record_history(
+                job.id, self._ctx.clock(), job.state, job.state, cause, actor
+            )
+        )
+
+    def overlay_event(self, job_id: int, at: float, cause: str, actor: str, data: Any) -> None:
+        """Tell everyone a job's error overlay changed (after its commit)."""
+        self._fanout.emit(JobEvent(job_id, "error", at, cause=cause, actor=actor, data=data))

@@ -1,0 +1,108 @@
+"""What a submission or an edit must satisfy before anything is held or written: the spec's
+bounds, the workflow, the names of resources and pools; the steps it makes (templated)."""
+
+from __future__ import annotations
+
+from jobd.config import Config, WorkflowConfig
+from jobd.errors import ValidationError
+from jobd.models import LATEST_TIME, MAX_DURATION, PRIORITY_MAX, PRIORITY_MIN, JobSpec, Step
+from jobd.plugins import PluginHost
+from jobd.templating import render
+
+
+def workflow_of(config: Config, name: str) -> WorkflowConfig:
+    workflow = config.workflows.get(name)
+    if workflow is None:
+        known = ", ".join(sorted(config.workflows)) or "none"
+        raise ValidationError(f"unknown workflow {name!r} (configured: {known})", field="workflow")
+    return workflow
+
+
+def validate_spec(spec: JobSpec, config: Config) -> None:
+    """Raise ValidationError naming every problem of ``spec`` (then unknown booking names)."""
+    problems = [*_shape_problems(spec), *_bound_problems(spec)]
+    if problems:
+        raise ValidationError(problems)
+    check_booking_names(spec, config)
+
+
+def _shape_problems(spec: JobSpec) -> list[str]:
+    problems = []
+    if not PRIORITY_MIN <= spec.priority <= PRIORITY_MAX:
+        problems.append(f"priority {spec.priority} is outside {PRIORITY_MIN}..{PRIORITY_MAX}")
+    if spec.end_at is not None and spec.start_at is None:
+        problems.append("end_at needs start_at")
+    if spec.end_at is not None and spec.start_at is not None and spec.end_at < spec.start_at:
+        problems.append("end_at is before start_at")
+    if (spec.resources or spec.pools) and spec.start_at is None:
+        problems.append("booking resources or pools needs start_at (and end_at)")
+    return problems
+
+
+def _bound_problems(spec: JobSpec) -> list[str]:
+    problems = []
+    for name in ("preroll", "postroll"):
+        value = getattr(spec, name)
+        if not 0 <= value <= MAX_DURATION:
+            problems.append(f"{name} must be between 0 and {MAX_DURATION:.0f} s, got {value}")
+    for name in ("timeout", "lock_timeout"):
+        value = getattr(spec, name)
+        if value is not None and not 0 < value <= MAX_DURATION:
+            problems.append(f"{name} must be > 0 and at most {MAX_DURATION:.0f} s, got {value}")
+    for name in ("start_at", "end_at"):
+        value = getattr(spec, name)
+        if value is not None and not 0 <= value <= LATEST_TIME:
+            problems.append(f"{name} must lie between 1970 and 9000")
+    for asset in (*spec.assets, *spec.shared_assets):
+        if not isinstance(asset, str) or not asset:
+            problems.append(f"asset names must be non-empty strings, got {asset!r}")
+    return problems
+
+
+def check_booking_names(spec: JobSpec, config: Config) -> None:
+    """Refuse resources and pools the config does not know, in every state (a draft
+    books nothing, but naming nothing real is a mistake now, not at confirm time)."""
+    for field, names, known in (
+        ("resources", spec.resources, config.resources),
+        ("pools", spec.pools, config.pools),
+    ):
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            kind = field.rstrip("s")
+            raise ValidationError(
+                [f"unknown {kind} {name!r}" for name in unknown]
+                + [f"configured {field}: {', '.join(sorted(known)) or 'none'}"],
+                field=field,
+            )
+
+
+def build_steps(
+    workflow: WorkflowConfig, spec: JobSpec, config: Config, plugins: PluginHost
+) -> list[Step]:
+    """The job's steps from its workflow, params templated with the spec's (job id 0)."""
+    defaults = config.defaults
+    steps = []
+    for idx, sc in enumerate(workflow.steps):
+        if plugins.actions.get(sc.action) is None:
+            raise ValidationError(
+                f"workflow {workflow.name!r} step {sc.name!r} uses unknown action "
+                f"{sc.action!r} (loaded: {', '.join(sorted(plugins.actions)) or 'none'})",
+                field="workflow",
+            )
+        params = render(sc.params, spec.params, where=f"steps.{sc.name}.params")
+        steps.append(
+            Step(
+                job_id=0,
+                idx=idx,
+                name=sc.name,
+                action=sc.action,
+                params=params,
+                timeout=sc.timeout if sc.timeout is not None else defaults.timeout,
+                retries=sc.retries if sc.retries is not None else defaults.retries,
+                retry_backoff=(
+                    sc.retry_backoff if sc.retry_backoff is not None else defaults.retry_backoff
+                ),
+                isolation=sc.isolation,
+            )
+        )
+    return steps

@@ -1,0 +1,315 @@
+"""Workers: take a job (a grant first, then the run queue), pick it, run it, record the outcome.
+
+A pick takes the job's assets (or waits for them: :mod:`.handoff`) and writes
+``running`` together with the first step's first attempt when nothing runs
+before it. The run is :class:`~jobd.runner.Runner`'s; the outcome is written in
+a task of its own after the assets and the worker are free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import replace
+
+import anyio
+import structlog
+
+from jobd.bookings import BookingIndex
+from jobd.config import WorkflowConfig
+from jobd.engine.context import Context
+from jobd.engine.fanout import Fanout
+from jobd.engine.handoff import LockHandoff
+from jobd.engine.lineup import Lineup
+from jobd.engine.live import LiveWindowPart, window_end, window_outcome
+from jobd.engine.ports import Line
+from jobd.engine.transitions import Transitions
+from jobd.errors import JobdError
+from jobd.models import ErrorOverlay, Job, OverlayCode
+from jobd.runner import RunControl, Runner, RunResult
+from jobd.states import JobState, StepState
+from jobd.store import Changes
+
+S = JobState
+log = structlog.get_logger("jobd.engine")
+#: What a worker takes (see Workers._take): a queued job to pick, a job whose assets were
+#: handed to it, or a live window that ended and has an end script to run.
+_PICK, _GRANTED, _WINDOW_END = "pick", "granted", "window-end"
+
+
+class IdleWorkers:
+    """Idle workers, each waiting on its own future: one is woken per job to take, not all
+    of them (64 workers woken for every submission was 6 % of the loop)."""
+
+    def __init__(self) -> None:
+        self._idle: deque[asyncio.Future[None]] = deque()
+
+    async def wait(self) -> None:
+        idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle.append(idle)
+        await idle
+
+    def wake_one(self) -> None:
+        self.wake(1)
+
+    def wake_all(self) -> None:
+        self.wake(len(self._idle))
+
+    def wake(self, n: int) -> None:
+        while n > 0 and self._idle:
+            idle = self._idle.popleft()
+            if not idle.done():  # a worker cancelled at shutdown leaves a cancelled future
+                idle.set_result(None)
+                n -= 1
+
+
+class Workers:
+    def __init__(
+        self,
+        ctx: Context,
+        lineup: Lineup,
+        transitions: Transitions,
+        fanout: Fanout,
+        handoff: LockHandoff,
+        line: Line,
+        idle: IdleWorkers,
+        bookings: BookingIndex,
+        runner: Runner,
+    ) -> None:
+        self._ctx = ctx
+        self._lineup = lineup
+        self._transitions = transitions
+        self._fanout = fanout
+        self._handoff = handoff
+        self._line = line
+        self._idle_workers = idle
+        self._bookings = bookings
+        self._runner = runner
+        #: Jobs whose run is in progress (steps, window, end script).
+        self.running: set[int] = set()
+        #: Outcome writes in flight (bare asyncio tasks, awaited by the engine at exit).
+        self.finishers: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        #: The live windows that follow the steps of a booking (their own part).
+        self.live = LiveWindowPart(ctx, lineup, transitions, handoff, idle, self)
+
+    async def wait_idle(self) -> None:
+        """Wait until no job runs, or half a second (the caller re-checks)."""
+        self._idle.clear()
+        with anyio.move_on_after(0.5):
+            await self._idle.wait()
+
+    async def worker(self) -> None:
+        while True:
+            job_id, kind = await self._take()
+            rc = self._lineup.get(job_id)
+            if rc is None:
+                continue
+            try:
+                if kind is _WINDOW_END:
+                    await self.live.end(rc)
+                else:
+                    await self._pick(rc, kind is _GRANTED)
+            except JobdError as exc:
+                # Canceled, deleted, or its submission failed to commit, while being picked.
+                log.info("job left the line before it ran", job_id=job_id, reason=str(exc))
+                self._handoff.release_if_involved(job_id)
+            except Exception:
+                log.exception("worker failed on a job", job_id=job_id)
+
+    async def _take(self) -> tuple[int, str]:
+        """The next thing to do: a job granted its assets, an ended live window's end
+        script, then the run queue's next job; waits (idle) when there is none."""
+        while True:
+            if self._ctx.draining:
+                # Draining starts nothing new: queued jobs stay queued in the store and the
+                # next start takes them in the same order.
+                await anyio.sleep_forever()
+            granted = self._handoff.granted
+            if granted:
+                return granted.popleft(), _GRANTED
+            ends = self.live.ends
+            if ends:
+                return ends.popleft(), _WINDOW_END
+            job_id = self._line.next_queued()
+            if job_id is not None:
+                return job_id, _PICK
+            await self._idle_workers.wait()
+
+    async def _pick(self, rc: RunControl, granted: bool) -> None:
+        job = rc.job
+        if not granted:
+            if not self._handoff.acquire(job):
+                await self._handoff.wait_for_lock(rc)
+                return
+            operation, cause = "picked", "picked by a worker"
+        else:
+            self._handoff.picked(job.id)
+            operation, cause = "lock-granted", "lock granted"
+        if not job.steps:
+            job.steps = await self._ctx.store.load_steps(job.id)
+        workflow = self._ctx.config.workflows.get(job.spec.workflow)
+        unit = self._prestart(rc, workflow)
+        # Urgent when its assets were handed on: every job waiting for them waits on this.
+        await self._transitions.apply(
+            job, operation, S.RUNNING, cause=cause, actor="scheduler", unit=unit, urgent=granted
+        )
+        for step in job.steps:
+            if step.idx == rc.prestarted:
+                self._fanout.step_event(job, step)  # after the job's `running`, which came first
+        await self._execute(rc, workflow)
+
+    def _prestart(self, rc: RunControl, workflow: WorkflowConfig | None) -> Changes:
+        """Record the first step's first attempt in the same write as the job's ``running``.
+
+        Only when nothing runs before that step (no start script still to run)."""
+        job, unit = rc.job, self._ctx.store.changes()
+        # Stored, not guessed from the steps: a pause in the first step leaves no attempt,
+        # and a retry (a new run) keeps its completed steps' attempts.
+        rc.started = rc.started or job.run_started_at is not None
+        if workflow is None:
+            return unit
+        rc.defer_last = job.spec.end_at is None and workflow.end_script is None
+        if not rc.started and workflow.start_script is not None:
+            return unit
+        step = next((s for s in job.steps if s.state != StepState.COMPLETED), None)
+        if step is None:
+            return unit
+        step.attempts += 1
+        step.state, step.started_at, step.ended_at, step.error = (
+            StepState.RUNNING,
+            self._ctx.clock(),
+            None,
+            None,
+        )
+        rc.prestarted = step.idx
+        return unit.record_step(step)
+
+    async def _execute(self, rc: RunControl, workflow: WorkflowConfig | None) -> None:
+        """Run the job, then free its assets and this worker before the outcome is written.
+
+        Once the steps and the end script are over, the assets are no longer touched, so
+        the next waiter may start while the outcome's commit lands (in its own task)."""
+        job = rc.job
+        self.running.add(job.id)
+        try:
+            result = await self._run(rc, workflow)
+        except BaseException:
+            self._handoff.release(job.id)
+            self.settled(job.id)
+            raise
+        if result.outcome == S.RUNNING:
+            self.live.open(rc)
+            return
+        self.finish(rc, result)
+
+    def finish(self, rc: RunControl, result: RunResult) -> None:
+        """Free the job's assets, then write its outcome in a task of its own."""
+        self._handoff.release(rc.job.id)
+        # A bare asyncio task: this is the hottest spawn in jobd and anyio's start_soon costs
+        # several times more. It is shielded inside and awaited by run() on the way out.
+        task = asyncio.get_running_loop().create_task(self._record_outcome(rc, result))
+        self.finishers.add(task)
+        task.add_done_callback(self.finishers.discard)
+
+    async def _run(self, rc: RunControl, workflow: WorkflowConfig | None) -> RunResult:
+        job = rc.job
+        clock = self._ctx.clock
+        if workflow is None:
+            return RunResult(
+                S.FAILED,
+                "workflow removed from the configuration",
+                ErrorOverlay(
+                    OverlayCode.UNKNOWN_WORKFLOW,
+                    f"workflow {job.spec.workflow!r} is no longer configured",
+                    clock(),
+                ),
+            )
+        result = await self._runner.run(rc, workflow)
+        if result.outcome == S.RUNNING:
+            if window_end(job.spec) > clock():
+                return result  # the live window follows, on its timer
+            result = window_outcome(rc)  # over already (stopped while the steps ran)
+        if result.outcome in (None, S.PAUSED) or workflow.end_script is None:
+            return result  # (checked here too: no coroutine on the path of most jobs)
+        return await self.end_script(job, workflow, result)
+
+    async def end_script(
+        self, job: Job, workflow: WorkflowConfig | None, result: RunResult
+    ) -> RunResult:
+        """Run the end script (if any) with the outcome, shielded; its failure sets the
+        overlay (see :func:`with_end_script_problem`)."""
+        if workflow is None or workflow.end_script is None:
+            return result
+        with anyio.CancelScope(shield=True):
+            problem = await self._runner.host.run_script(
+                job, workflow.end_script, "end", str(result.outcome)
+            )
+        return with_end_script_problem(result, problem, self._ctx.clock())
+
+    async def _record_outcome(self, rc: RunControl, result: RunResult) -> None:
+        try:
+            # A bare asyncio task outside the task group: nothing cancels it, no shield needed.
+            await self._conclude(rc, result)
+        except JobdError as exc:
+            log.error("could not record a job's outcome", job_id=rc.job.id, error=str(exc))
+        finally:
+            self.settled(rc.job.id)
+
+    def settled(self, job_id: int) -> None:
+        self.running.discard(job_id)
+        self._lineup.settle(job_id)
+        self.idle_now()
+        self._line.admit_soon()
+
+    def idle_now(self) -> None:
+        if not self.running:
+            self._idle.set()
+
+    async def _conclude(self, rc: RunControl, result: RunResult) -> None:
+        job = rc.job
+        if result.outcome is None:  # shutdown: left running, recovery resumes it
+            log.info("run interrupted by shutdown", job_id=job.id)
+            return
+        if result.outcome == S.PAUSED:
+            actor = rc.stop_actor or "scheduler"
+            await self._transitions.apply(job, "pause", S.PAUSED, cause=result.cause, actor=actor)
+            return
+        error = result.error
+        if error is None and result.outcome != S.COMPLETED:
+            error = job.error  # keep an overlay whose cause is not gone
+        unit = self._ctx.store.changes()
+        if job.spec.resources or job.spec.pools:
+            unit.release(job.id)
+        for step in rc.deferred:
+            unit.record_step(step)
+        await self._transitions.apply(
+            job,
+            "finished",
+            result.outcome,
+            cause=result.cause,
+            # A run ended by a cancel is recorded as the act of whoever canceled it.
+            actor=(rc.stop_actor if result.outcome == S.CANCELED else None) or "scheduler",
+            error=error,
+            unit=unit,
+            steps=rc.deferred,
+        )
+        rc.deferred.clear()
+        self._bookings.remove_job(job.id)
+
+
+def with_end_script_problem(result: RunResult, problem: str | None, now: float) -> RunResult:
+    """The outcome after the end script: its failure sets the overlay ``end-script-failed``,
+    unless the run already failed for a reason of its own (a step, the start script, the
+    timeout): that reason stays the job's, and the end script's failure is added to it."""
+    if problem is None:
+        return result
+    if result.error is not None and result.outcome in (S.FAILED, S.TIMED_OUT):
+        first = result.error
+        return replace(
+            result,
+            error=ErrorOverlay(
+                first.code, f"{first.message}; the end script failed too: {problem}", first.at
+            ),
+        )
+    return replace(result, error=ErrorOverlay(OverlayCode.END_SCRIPT_FAILED, problem, now))

@@ -1,0 +1,71 @@
+"""How records become text in a database, the same for every backend.
+
+A job's spec is stored as compact JSON that leaves out the fields at their
+defaults; the field lists come from :data:`jobd.models.SPEC_FIELDS`, so a
+field added to :class:`~jobd.models.JobSpec` is stored without a change here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jobd.models import SPEC_FIELDS, ErrorOverlay, JobSpec
+from jobd.states import JobState
+
+#: Built once: json.dumps with any option builds a new encoder on every call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), default=str)
+_SPEC = json.JSONEncoder(separators=(",", ":"))
+
+#: JobSpec fields written only when set: those whose default is None (0.0 is a value) ...
+_NONE_DEFAULT = tuple(n for n in SPEC_FIELDS.names if n in SPEC_FIELDS.nullable)
+#: ... and those whose default is empty or zero (``workflow`` and ``state`` always go in).
+_EMPTY_DEFAULT = tuple(
+    n for n in SPEC_FIELDS.names if n not in SPEC_FIELDS.nullable and n not in ("workflow", "state")
+)
+_LISTS = frozenset(SPEC_FIELDS.lists)
+
+
+def dumps(value: Any) -> str | None:
+    """Compact JSON, ``None`` for ``None``."""
+    return None if value is None else _COMPACT.encode(value)
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def error_to_json(error: ErrorOverlay | None) -> str | None:
+    return None if error is None else _COMPACT.encode(error.to_dict())
+
+
+def error_from_json(text: str | None) -> ErrorOverlay | None:
+    if text is None:
+        return None
+    err = json.loads(text)
+    return ErrorOverlay(err["code"], err["message"], err["at"])
+
+
+def spec_to_json(spec: JobSpec) -> str:
+    """The spec without the fields left at their defaults (``spec_from_json`` puts them
+    back): a third of the JSON to build for a typical job, on the path of every submit."""
+    data: dict[str, Any] = {"workflow": spec.workflow, "state": str(spec.state)}
+    for key in _NONE_DEFAULT:
+        if (value := getattr(spec, key)) is not None:
+            data[key] = value
+    for key in _EMPTY_DEFAULT:
+        if value := getattr(spec, key):
+            data[key] = list(value) if type(value) is tuple else value
+    return _SPEC.encode(data)
+
+
+def spec_from_json(text: str) -> JobSpec:
+    """The spec ``spec_to_json`` wrote (or an older, complete one: nulls and lists)."""
+    d = json.loads(text)
+    for key in _LISTS:
+        if key in d:
+            d[key] = tuple(d[key] or ())
+    d["state"] = JobState(d.get("state") or "confirmed")
+    if d.get("params") is None:
+        d.pop("params", None)
+    return JobSpec(**d)
