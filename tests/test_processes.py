@@ -248,9 +248,16 @@ async def test_sigterm_ignored_leads_to_sigkill_after_grace() -> None:
 
 
 async def test_sigterm_ignored_is_sigkilled_under_timeout_parameter() -> None:
-    # SIG_IGN set by sh survives exec, so the whole group ignores SIGTERM.
-    argv = ["sh", "-c", f"trap '' TERM; exec {PY} -c 'import time\nwhile True: time.sleep(1)'"]
-    result = await run(argv, timeout=1.0, kill_grace=0.5, check=False)
+    # SIG_IGN survives fork and exec, so the whole group ignores SIGTERM. It is
+    # set here, in the parent, not by a ``trap`` in the child: the timeout runs
+    # from the start, and on a loaded machine it could fire before a child got
+    # round to setting it, and a SIGTERM would then end the group.
+    argv = [PY, "-c", "import time\nwhile True: time.sleep(1)"]
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        result = await run(argv, timeout=1.0, kill_grace=0.5, check=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert result.timed_out
     assert result.exit_code == -signal.SIGKILL
 
