@@ -70,10 +70,14 @@ class Counter:
                 self.finished.set()
 
 
+#: ``--database``: run the engine on this PostgreSQL database instead of SQLite in a tmp dir.
+DATABASE: list[str | None] = [None]
+
+
 async def _with_engine(state: Path, workers: int, queue: int, body: Any) -> Any:
     plugins = PluginHost([PLUGINS], builtin=False, entry_points=False)
     plugins.load()
-    async with open_store(state / "jobd.db", synchronous="full") as store:
+    async with open_store(state / "jobd.db", synchronous="full", database=DATABASE[0]) as store:
         engine = Engine(bench_config(state, workers, queue), store, plugins)
         async with anyio.create_task_group() as tg:
             await tg.start(engine.run)
@@ -148,8 +152,10 @@ async def latency(n: int, rate: float, workers: int) -> dict[str, float]:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
+    DATABASE[0] = args.database
     return {
         "bench": "engine",
+        "store": "postgresql" if args.database else "sqlite",
         "jobs": args.jobs,
         "workers": args.workers,
         "jobs_per_s": round(await throughput(args.jobs, args.workers, args.inflight, 0)),
@@ -164,6 +170,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--inflight", type=int, default=512)
     p.add_argument("--latency-jobs", type=int, default=3000)
+    p.add_argument("--database", help="a postgresql:// URL of an EMPTY database (else SQLite)")
     return p.parse_args(argv)
 
 

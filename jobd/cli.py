@@ -248,6 +248,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _add_operations(sub, common)
     _add_inspect_commands(sub, common)
     _add_ui_command(sub, common)
+    _add_db_commands(sub, common)
     return parser
 
 
@@ -454,6 +455,21 @@ def _add_operations(sub: Any, common: argparse.ArgumentParser) -> None:
         cmd.set_defaults(operation=name)
 
 
+def _add_db_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    cmd = _command(
+        sub,
+        common,
+        "db",
+        cmd_db,
+        "database maintenance: `db copy --to URL` moves a stopped installation's SQLite"
+        " database into an empty PostgreSQL one",
+    )
+    cmd.add_argument("action", choices=["copy"])
+    cmd.add_argument(
+        "--to", required=True, metavar="URL", help="postgresql:// URL of an empty database"
+    )
+
+
 def _add_inspect_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     _command(sub, common, "queue", cmd_queue, "the run queue and workers", reading=True)
     _command(sub, common, "locks", cmd_locks, "asset locks: holders and waiters", reading=True)
@@ -610,6 +626,37 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{path}: OK")
     print(summarize(config))
     print("\n".join(describe_plugins(plugins)))
+    return EXIT_OK
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """``jobd db copy --to URL``: with the state directory locked (no daemon may run), every
+    record of ``<state_dir>/jobd.db`` into the empty PostgreSQL database at URL."""
+    import anyio
+
+    from jobd.config import load_config
+    from jobd.daemon import StateLock
+    from jobd.store.copy import copy_sqlite_to_postgres
+
+    if not args.to.startswith(("postgresql://", "postgres://")):
+        _err(f"--to: expected a postgresql:// URL, got {args.to!r}")
+        return EXIT_FAILED
+    try:
+        config = load_config(_config_path(args))
+        if not config.daemon.db_path.exists():
+            _err(f"no database to copy: {config.daemon.db_path} does not exist")
+            return EXIT_FAILED
+        with StateLock.acquire(config.daemon.state_dir):
+            done = anyio.run(copy_sqlite_to_postgres, config.daemon.db_path, args.to, _err)
+    except (JobdError, OSError) as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    print(
+        f"copied {done.jobs} jobs, {done.steps} steps, {done.reservations} reservations,"
+        f" {done.log_lines} log lines, {done.history} history entries,"
+        f" {done.schedules} schedules ({done.schedule_events} events)"
+    )
+    print(f'next: set [daemon] database = "{args.to}" and start jobd')
     return EXIT_OK
 
 

@@ -56,6 +56,9 @@ class DaemonConfig:
     file_roots: tuple[Path, ...] = (Path("/srv/media"),)
     #: SQLite ``PRAGMA synchronous``: "full" (default, durable on power loss) or "normal".
     synchronous: Literal["full", "normal"] = "full"
+    #: ``postgresql://...``: the jobs live in that PostgreSQL database (SPEC §10); None:
+    #: SQLite in ``state_dir`` (the embedded default, no PostgreSQL needed).
+    database: str | None = None
 
     @property
     def db_path(self) -> Path:
@@ -519,6 +522,15 @@ def _listen(value: Any, base: Path) -> str:
     return str(value)
 
 
+def _database(value: Any, base: Path) -> str:
+    url = _text(value, base)
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise _Bad(
+            f'expected a PostgreSQL URL like "postgresql://jobd@dbhost/jobd", got {_show(value)}'
+        )
+    return url
+
+
 def _timezone(value: Any, base: Path) -> str:
     name = _text(value, base)
     try:
@@ -541,6 +553,7 @@ _DAEMON = _fields(
     plugin_dirs=_paths,
     file_roots=_paths,
     synchronous=_choice("full", "normal"),
+    database=_database,
 )
 _TOKEN = _fields(TokenConfig, name=_name, file=_path, role=_choice("viewer", "operator", "admin"))
 
@@ -907,7 +920,13 @@ def _describe_schedule(schedule: ScheduleConfig) -> str:
 #: its ``synchronous``); with the ``[api]`` keys but those below they need a restart: a
 #: reload keeps their running values (:func:`keep_restart_only`). ``plugin_dirs`` is not one:
 #: a reload loads the plugins of the new configuration.
-RESTART_ONLY_DAEMON_KEYS = ("state_dir", "workers", "run_queue_size", "synchronous")
+RESTART_ONLY_DAEMON_KEYS = (
+    "state_dir",
+    "workers",
+    "run_queue_size",
+    "synchronous",
+    "database",
+)
 #: ``[api]`` keys a reload applies at once (who may do what); the rest wait for a restart.
 RELOADABLE_API_KEYS = frozenset({"viewers", "operators", "admins", "tokens", "token_file"})
 

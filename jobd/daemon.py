@@ -172,7 +172,9 @@ class Daemon:
     async def run(self) -> None:
         """Run until a signal stops it. Raises whatever makes start-up or a service fail."""
         daemon_cfg = self.config.daemon
-        async with open_store(daemon_cfg.db_path, synchronous=daemon_cfg.synchronous) as store:
+        async with open_store(
+            daemon_cfg.db_path, synchronous=daemon_cfg.synchronous, database=daemon_cfg.database
+        ) as store:
             if self.plugins is None:
                 self.plugins = load_plugins(self.config)
             self.plugins.startup(self.config)

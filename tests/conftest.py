@@ -107,3 +107,21 @@ def browser() -> Iterator[Any]:
         chromium = playwright.chromium.launch(**launch_options())
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A real PostgreSQL server (tests/pgserver.py says which): its maintenance URL."""
+    from tests import pgserver
+
+    with pgserver.server() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh database on the test server for one test, dropped after it."""
+    from tests import pgserver
+
+    with pgserver.fresh_database(pg_server) as url:
+        yield url

@@ -529,17 +529,28 @@ def test_an_api_error_during_a_read_is_exit_1(
 def test_wait_prints_each_change_until_the_end(
     daemon: Daemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import threading
+    class ReadingClient(Client):
+        """The real client; says when ``_wait_for`` has read the job's state."""
 
-    with Client(Endpoint(socket=daemon.sock)) as client:
+        state_read = threading.Event()
+
+        def get_job(self, job_id: int) -> dict[str, Any]:
+            job = super().get_job(job_id)
+            self.state_read.set()
+            return job
+
+    endpoint = Endpoint(socket=daemon.sock)
+    # The waiter has a client of its own: one client's keep-alive connection is
+    # not to be shared between threads.
+    with Client(endpoint) as client, ReadingClient(endpoint) as reader:
         job_id = client.submit({"workflow": "quick", "state": "draft"})["id"]
         result: dict[str, Any] = {}
-        waiter = threading.Thread(target=lambda: result.update(cli._wait_for(client, job_id)))
+        waiter = threading.Thread(target=lambda: result.update(cli._wait_for(reader, job_id)))
         waiter.start()
-        deadline = time.monotonic() + 20
-        while not daemon.engine._subscribers:  # the waiter has subscribed
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        # Confirm only once the waiter has subscribed *and* read the state (draft):
+        # confirmed earlier, the job can finish before it is read, and then
+        # _wait_for rightly returns without a change to print.
+        assert reader.state_read.wait(20), "the waiter never read the job"
         client.operate(job_id, "confirm")
         waiter.join(20)
     assert result["state"] == "completed"

@@ -248,9 +248,16 @@ async def test_sigterm_ignored_leads_to_sigkill_after_grace() -> None:
 
 
 async def test_sigterm_ignored_is_sigkilled_under_timeout_parameter() -> None:
-    # SIG_IGN set by sh survives exec, so the whole group ignores SIGTERM.
-    argv = ["sh", "-c", f"trap '' TERM; exec {PY} -c 'import time\nwhile True: time.sleep(1)'"]
-    result = await run(argv, timeout=1.0, kill_grace=0.5, check=False)
+    # SIG_IGN survives fork and exec, so the whole group ignores SIGTERM. It is
+    # set here, in the parent, not by a ``trap`` in the child: the timeout runs
+    # from the start, and on a loaded machine it could fire before a child got
+    # round to setting it, and a SIGTERM would then end the group.
+    argv = [PY, "-c", "import time\nwhile True: time.sleep(1)"]
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        result = await run(argv, timeout=1.0, kill_grace=0.5, check=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert result.timed_out
     assert result.exit_code == -signal.SIGKILL
 
@@ -319,7 +326,9 @@ async def test_kill_process_group_leaves_a_running_step_of_this_daemon_alone(
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
             tg.start_soon(partial(run, grandchild_argv(pidfile), on_pgid=pgids))
-            await wait_until(pidfile.exists)
+            # The child can write its pid file while run() is still returning
+            # from the start, before it records the group: wait for both.
+            await wait_until(lambda: bool(pgids.calls) and pidfile.exists())
             leader = pgids.calls[0]
             assert leader is not None
             await kill_process_group(leader, grace=0.1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,18 +18,23 @@ from jobd.errors import StoreError
 from jobd.models import ErrorOverlay, Job, JobSpec, Reservation, Step
 from jobd.states import JobState, StepState
 from jobd.store import GuardFailed, JobFilter, Store
+from jobd.store.postgres import open_store as open_postgres
 from jobd.store.sqlite import open_store as open_sqlite
 
 S = JobState
 #: Every backend: a name, and how to open a fresh store of it in a test's directory.
-BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[Store]]] = {
-    "sqlite": lambda tmp: open_sqlite(tmp / "jobd.db", synchronous="normal"),
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[Store]]] = {
+    "sqlite": lambda request: open_sqlite(
+        request.getfixturevalue("tmp_path") / "jobd.db", synchronous="normal"
+    ),
+    # A fresh database on a real server (tests/pgserver.py): never skipped.
+    "postgres": lambda request: open_postgres(request.getfixturevalue("pg_url")),
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    async with BACKENDS[request.param](tmp_path) as opened:
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    async with BACKENDS[request.param](request) as opened:
         assert isinstance(opened, Store)
         yield opened
 

@@ -1,4 +1,5 @@
-"""The store layer: the contract (:mod:`.contract`) and its backends (:mod:`.sqlite`).
+"""The store layer: the contract (:mod:`.contract`) and its backends (:mod:`.sqlite`,
+:mod:`.postgres`).
 
 Above this package nothing builds a statement: the engine speaks in the
 contract's intents, and :func:`open_store` picks the backend."""
@@ -26,8 +27,18 @@ __all__ = [
 
 
 @asynccontextmanager
-async def open_store(path: Path, *, synchronous: str = "full") -> AsyncIterator[Store]:
-    """Open the job database at ``path`` (SQLite, created and migrated as needed)."""
+async def open_store(
+    path: Path, *, synchronous: str = "full", database: str | None = None
+) -> AsyncIterator[Store]:
+    """Open the job database: the PostgreSQL one at the URL ``database`` when given, else
+    SQLite at ``path`` (created and migrated as needed). Each backend is imported only
+    when chosen: a daemon on SQLite never loads the PostgreSQL driver."""
+    if database is not None:
+        from jobd.store.postgres import open_store as open_postgres
+
+        async with open_postgres(database) as pg:
+            yield pg
+        return
     from jobd.store.sqlite import open_store as open_sqlite
 
     async with open_sqlite(path, synchronous=synchronous) as store:

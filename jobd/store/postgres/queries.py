@@ -1,0 +1,101 @@
+"""Every SQL statement of the PostgreSQL store, named, in one place.
+
+The reads are here (placeholders are psycopg's ``%s``); the writes are in the
+schema's function ``jobd_apply`` (``sql/schema.sql``), one named statement per
+``op`` of :mod:`.units`, so that a whole group-commit batch is one statement:
+one round trip, plans cached by PL/pgSQL, and no per-statement cost in the
+daemon. A unit's guard (the UPDATE of a transition, the DELETE of a delete) goes
+first in its unit; ``jobd_apply`` skips the rest of a unit whose guard matched
+no row and returns the indexes of those units.
+"""
+
+from __future__ import annotations
+
+# ------------------------------------------------------------------ columns
+JOB_COLUMNS = (
+    "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at,"
+    " run_started_at"
+)
+STEP_COLUMNS = (
+    "job_id, idx, name, action, params, state, attempts, started_at, ended_at, outputs, "
+    "error, timeout, retries, retry_backoff, isolation, pgid"
+)
+RESERVATION_COLUMNS = 'job_id, resource, start, "end", pool'
+
+# ------------------------------------------------------------------ schema
+SCHEMA_VERSION = 1
+#: Taken while the schema is checked and created: nodes starting together create it once.
+SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(7316021)"
+#: Held by the writer's session while a daemon uses the database: one daemon per database
+#: until the cluster's node leases exist (a second one would choose the same job ids and run
+#: the same jobs). The server frees it when the session ends, also when the daemon is killed.
+OWNER_LOCK = "SELECT pg_try_advisory_lock(7316022)"
+ANALYZE = "ANALYZE"
+#: The idle writer's check that its connection still works.
+PROBE = "SELECT 1"
+HAS_SCHEMA = "SELECT to_regclass('jobd_meta') IS NOT NULL"
+SELECT_VERSION = "SELECT value FROM jobd_meta WHERE key = 'schema_version'"
+INSERT_VERSION = "INSERT INTO jobd_meta (key, value) VALUES ('schema_version', %s)"
+
+# ------------------------------------------------------------------ writes
+#: Every write: one call per group-commit batch of ``jobd_apply`` (``sql/schema.sql``), which
+#: holds the write statements themselves, each named by its ``op`` (:mod:`.units`).
+APPLY = "SELECT jobd_apply(%s::jsonb)"
+
+# ------------------------------------------------------------------ reads
+SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"
+SELECT_STEPS = f"SELECT {STEP_COLUMNS} FROM steps WHERE job_id = %s ORDER BY idx"
+SELECT_RESERVATIONS = (
+    f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE job_id = %s ORDER BY start, resource"
+)
+SELECT_HISTORY = (
+    "SELECT at, from_state, to_state, cause, actor FROM history WHERE job_id = %s ORDER BY id"
+)
+SELECT_LOG = (
+    "SELECT seq, at, step, level, message FROM job_log WHERE job_id = %s AND seq > %s"
+    " ORDER BY seq LIMIT %s"
+)
+SELECT_JOBS_BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY(%s)"
+SELECT_STEPS_BY_JOB = (
+    f"SELECT {STEP_COLUMNS} FROM steps WHERE job_id = ANY(%s) ORDER BY job_id, idx"
+)
+SELECT_RESERVATIONS_BY_JOB = (
+    f"SELECT {RESERVATION_COLUMNS} FROM reservations WHERE job_id = ANY(%s)"
+    " ORDER BY start, resource"
+)
+SELECT_WINDOWS_BY_ID = (
+    "SELECT id, name, workflow, state, start_at, end_at FROM jobs WHERE id = ANY(%s)"
+)
+SELECT_NAMES_BY_ID = "SELECT id, name, workflow, state FROM jobs WHERE id = ANY(%s)"
+IDS_IN_STATES = "SELECT id FROM jobs WHERE state = ANY(%s) ORDER BY due_at, id"
+DUE_IDS = (
+    "SELECT id FROM jobs WHERE state = 'confirmed' AND due_at <= %s ORDER BY due_at, id LIMIT %s"
+)
+_UNCONFIRMED = (
+    "jobs WHERE state IN ('draft', 'tentative') AND error IS NULL AND start_at IS NOT NULL"
+)
+UNCONFIRMED_STARTED = f"SELECT id FROM {_UNCONFIRMED} AND start_at <= %s ORDER BY start_at"
+NEXT_DUE = "SELECT min(due_at) FROM jobs WHERE state = 'confirmed' AND due_at > %s"
+NEXT_UNCONFIRMED = f"SELECT min(start_at) FROM {_UNCONFIRMED} AND start_at > %s"
+IDS_WITH_ERROR = (
+    "SELECT id FROM jobs WHERE error IS NOT NULL AND (error::jsonb) ->> 'code' = %s ORDER BY id"
+)
+PENDING_IDS = (
+    "SELECT id FROM jobs WHERE state = 'pending' ORDER BY priority DESC, due_at, id LIMIT %s"
+)
+COUNT_STATE = "SELECT count(*) FROM jobs WHERE state = %s"
+MAX_JOB_ID = "SELECT greatest((SELECT max(id) FROM jobs), (SELECT max(job_id) FROM history))"
+RESERVATIONS_BY_SPAN = f"SELECT {RESERVATION_COLUMNS} FROM reservations ORDER BY resource, start"
+RESERVATIONS_BY_JOB = "SELECT job_id, resource, start FROM reservations ORDER BY job_id"
+SCHEDULE_ROWS = "SELECT name, last_fire_at, last_job_id, missed, skipped, paused_at FROM schedules"
+SCHEDULE_EVENTS = (
+    "SELECT at, fire_time, kind, job_id, reason FROM schedule_events WHERE schedule = %s"
+    " ORDER BY id DESC LIMIT %s"
+)
+
+# ------------------------------------------------------------------ filtered lists
+#: The job columns on the alias ``j`` of the filtered reads.
+FILTER_JOB_COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
+FILTER_NAME = "coalesce(j.name, j.workflow || '-' || j.id)"
+FILTER_TIME = "coalesce(j.start_at, j.created_at)"
+FILTER_KEY = "EXISTS (SELECT FROM job_keys k WHERE k.kind = %s AND k.key = %s AND k.job_id = j.id)"

@@ -1,0 +1,214 @@
+"""The PostgreSQL unit of work: the contract's intents as statements for ``jobd_apply``
+(``sql/schema.sql``), the function that holds every write of this backend."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from jobd.models import ErrorOverlay, Job, JobSpec, Reservation, Step
+from jobd.states import JobState
+from jobd.store.codec import dumps, error_to_json, spec_to_json
+from jobd.store.contract import KEEP, Changes
+
+
+class PgUnit(Changes):
+    """The unit's statements as ``[op, arg, ...]`` lists for ``jobd_apply`` (the schema's
+    function that holds every write statement); when ``guarded``, the first one is the guard
+    and the unit is skipped whole if it matches no row."""
+
+    __slots__ = ("guarded", "statements")
+
+    def __init__(self) -> None:
+        self.statements: list[list[Any]] = []
+        self.guarded = False
+
+    def add(self, op: str, *args: Any) -> PgUnit:
+        self.statements.append([op, *args])
+        return self
+
+    def _guard_first(self, op: str, *args: Any) -> PgUnit:
+        if self.guarded:
+            raise ValueError("a unit of work carries at most one guarded intent")
+        self.statements.insert(0, [op, *args])
+        self.guarded = True
+        return self
+
+    # ---------------------------------------------------------------- jobs
+    def insert_job(self, job: Job) -> PgUnit:
+        s = job.spec
+        params = (
+            job.id,
+            s.name,
+            s.workflow,
+            str(job.state),
+            spec_to_json(s),
+            s.priority,
+            s.start_at,
+            s.end_at,
+            job.due_at,
+            error_to_json(job.error),
+            s.schedule,
+            job.created_at,
+            job.updated_at,
+        )
+        return self.add("insert_job", *params)
+
+    def transition(
+        self,
+        job_id: int,
+        from_state: JobState,
+        to_state: JobState,
+        at: float,
+        cause: str,
+        actor: str,
+        *,
+        error: ErrorOverlay | None = KEEP,
+        due_at: float | None = KEEP,
+    ) -> PgUnit:
+        frm, to = str(from_state), str(to_state)
+        set_error, set_due = error is not KEEP, due_at is not KEEP
+        err = error_to_json(error) if set_error else None
+        due = due_at if set_due else None
+        self._guard_first("transition", to, at, set_error, err, set_due, due, job_id, frm)
+        return self.add("history", job_id, at, frm, to, cause, actor)
+
+    def record_history(
+        self,
+        job_id: int,
+        at: float,
+        from_state: JobState | None,
+        to_state: JobState | None,
+        cause: str,
+        actor: str,
+    ) -> PgUnit:
+        frm = None if from_state is None else str(from_state)
+        to = None if to_state is None else str(to_state)
+        return self.add("history", job_id, at, frm, to, cause, actor)
+
+    def redefine_job(
+        self, job_id: int, spec: JobSpec, due_at: float, steps: Sequence[Step]
+    ) -> PgUnit:
+        self.add("delete_steps", job_id)
+        for step in steps:
+            self.insert_step(step)
+        params = (
+            spec_to_json(spec),
+            spec.name,
+            spec.priority,
+            spec.start_at,
+            spec.end_at,
+            due_at,
+            job_id,
+        )
+        return self.add("redefine_job", *params)
+
+    def delete_job(self, job_id: int, state: JobState) -> PgUnit:
+        self._guard_first("delete_job", job_id, str(state))
+        return self.add("delete_steps", job_id).add("release", job_id).add("delete_log", job_id)
+
+    def set_error(
+        self, job_id: int, error: ErrorOverlay | None, at: float, *, only_if_clear: bool = False
+    ) -> PgUnit:
+        op = "set_error_if_clear" if only_if_clear else "set_error"
+        return self.add(op, error_to_json(error), at, job_id)
+
+    def set_run_started(self, job_id: int, at: float | None) -> PgUnit:
+        return self.add("set_run_started", at, job_id)
+
+    def set_progress(self, job_id: int, progress: float, message: str | None) -> PgUnit:
+        return self.add("set_progress", progress, message, job_id)
+
+    # ---------------------------------------------------------------- steps
+    def insert_step(self, step: Step) -> PgUnit:
+        params = (
+            step.job_id,
+            step.idx,
+            step.name,
+            step.action,
+            json.dumps(step.params),
+            str(step.state),
+            step.attempts,
+            step.started_at,
+            step.ended_at,
+            dumps(step.outputs),
+            step.error,
+            step.timeout,
+            step.retries,
+            step.retry_backoff,
+            step.isolation,
+            step.pgid,
+        )
+        return self.add("insert_step", *params)
+
+    def record_step(self, step: Step) -> PgUnit:
+        params = (
+            str(step.state),
+            step.attempts,
+            step.started_at,
+            step.ended_at,
+            dumps(step.outputs),
+            step.error,
+            step.pgid,
+            step.job_id,
+            step.idx,
+        )
+        return self.add("record_step", *params)
+
+    def set_step_pgid(self, job_id: int, idx: int, pgid: int | None) -> PgUnit:
+        return self.add("set_step_pgid", pgid, job_id, idx)
+
+    def reset_step(self, job_id: int, idx: int) -> PgUnit:
+        return self.add("reset_step", job_id, idx)
+
+    def interrupt_step(
+        self, job_id: int, idx: int, error: str, *, retry: bool, at: float
+    ) -> PgUnit:
+        if retry:
+            return self.add("requeue_step", error, job_id, idx)
+        return self.add("fail_step", error, at, job_id, idx)
+
+    # ---------------------------------------------------------------- bookings
+    def reserve(self, reservation: Reservation) -> PgUnit:
+        r = reservation
+        return self.add("reserve", r.job_id, r.resource, r.start, r.end, r.pool)
+
+    def release(self, job_id: int) -> PgUnit:
+        return self.add("release", job_id)
+
+    # ---------------------------------------------------------------- logs, schedules
+    def append_log(
+        self, job_id: int, at: float, step: str | None, level: str, message: str
+    ) -> PgUnit:
+        return self.add("log", job_id, at, step, level, message)
+
+    def record_firing(
+        self,
+        schedule: str,
+        fire_time: float,
+        kind: str | None,
+        *,
+        job_id: int | None = None,
+        reason: str | None = None,
+        at: float = 0.0,
+    ) -> PgUnit:
+        self.add("ensure_schedule", schedule)
+        if kind == "fired":
+            self.add("schedule_fired", fire_time, job_id, schedule)
+        elif kind is None:
+            self.add("schedule_clock", fire_time, schedule)
+        else:
+            self.add(
+                "schedule_missed" if kind == "missed" else "schedule_skipped", fire_time, schedule
+            )
+        if kind is not None:
+            self.add("schedule_event", schedule, at, fire_time, kind, job_id, reason)
+        return self
+
+    def set_schedule_paused(
+        self, schedule: str, paused_at: float | None, at: float, actor: str
+    ) -> PgUnit:
+        kind = "paused" if paused_at is not None else "resumed"
+        self.add("ensure_schedule", schedule).add("schedule_paused", paused_at, schedule)
+        return self.add("schedule_event", schedule, at, at, kind, None, f"{kind} by {actor}")
