@@ -92,6 +92,12 @@ def test_tables_into_a_pipe_are_whole_lines(shared: e2e.Daemon) -> None:
     assert name in shown and "…" not in shown
 
 
+def _sigint_default() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_watch_into_a_pipe_prints_one_line_per_event(shared: e2e.Daemon) -> None:
     import signal
     import subprocess
@@ -105,6 +111,9 @@ def test_watch_into_a_pipe_prints_one_line_per_event(shared: e2e.Daemon) -> None
         text=True,
         env=env,
         cwd=e2e.ROOT,
+        # A shell that starts the suite in the background leaves SIGINT ignored, and an
+        # ignored SIGINT is inherited: the watch must see the Ctrl-C a person would send.
+        preexec_fn=_sigint_default,
     )
     try:
         assert watch.stderr is not None and watch.stdout is not None
