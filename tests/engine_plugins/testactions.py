@@ -58,7 +58,10 @@ async def hang(ctx: jobd.ActionContext, **params: Any) -> None:
 
 async def spawn(ctx: jobd.ActionContext, pidfile: str, **params: Any) -> None:
     """A child that starts a grandchild and waits forever: the timeout must kill both."""
-    await ctx.run_process(["sh", "-c", f"sleep 1000 & echo $! > {pidfile}; wait"])
+    # Written then renamed: a timeout between the shell's open and its write
+    # would otherwise leave an empty pid file for the test to read.
+    script = f'sleep 1000 & echo $! > "{pidfile}.tmp" && mv "{pidfile}.tmp" "{pidfile}"; wait'
+    await ctx.run_process(["sh", "-c", script])
 
 
 @jobd.hookimpl
