@@ -85,7 +85,13 @@ async def test_a_failed_start_script_stays_the_reason_when_the_end_script_fails_
 
 BOOM = """
 [workflows.boom]
-steps = [ { name = "explode", action = "fail", params = { message = "deck 3 jammed" } } ]
+# The default 2 retries (3 attempts), without the default 5 s backoff that
+# only made the test wait 7.5-15 s.
+[[workflows.boom.steps]]
+name = "explode"
+action = "fail"
+retry_backoff = 0.05
+params = { message = "deck 3 jammed" }
 """
 
 
