@@ -111,3 +111,17 @@ def spec(workflow: str, **kw: Any) -> JobSpec:
 
 
 INF = math.inf
+
+
+RECORDING_SCRIPT = """#!/bin/sh
+echo "$JOBD_EVENT${JOBD_OUTCOME:+ $JOBD_OUTCOME}" >> "{out}"
+"""
+
+
+def recording_scripts(tmp: Path, out: Path) -> dict[str, Any]:
+    """A workflow's start and end script: one executable that appends ``start`` or
+    ``end <outcome>`` to ``out`` each time it runs (for counting runs of the scripts)."""
+    script = tmp / "script"
+    script.write_text(RECORDING_SCRIPT.replace("{out}", str(out)))
+    script.chmod(0o755)
+    return {"start_script": script, "end_script": script}

@@ -16,6 +16,7 @@ from jobd.states import JobState, StepState
 from jobd.store import open_store
 from tests.enginekit import (
     make_config,
+    recording_scripts,
     running_engine,
     spec,
     step,
@@ -26,10 +27,6 @@ from tests.enginekit import (
 
 S = JobState
 
-SCRIPT = """#!/bin/sh
-echo "$JOBD_EVENT${JOBD_OUTCOME:+ $JOBD_OUTCOME}" >> "{out}"
-"""
-
 
 @pytest.fixture
 def out(tmp_path: Path) -> Path:
@@ -38,10 +35,7 @@ def out(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def config(tmp_path: Path, out: Path) -> Config:
-    script = tmp_path / "script"
-    script.write_text(SCRIPT.replace("{out}", str(out)))
-    script.chmod(0o755)
-    scripts: dict[str, Any] = {"start_script": script, "end_script": script}
+    scripts = recording_scripts(tmp_path, out)
     gated = step("g", "t-record", params={"log": "{log}", "gate": "{gate}"}, retries=1)
     flaky = step("f", "t-flaky", params={"counter": "{counter}", "fail_times": 1})
     return make_config(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -22,6 +21,7 @@ from jobd.models import Job
 from jobd.states import JobState, StepState
 from tests.enginekit import (
     make_config,
+    recording_scripts,
     running_engine,
     spec,
     step,
@@ -32,10 +32,6 @@ from tests.enginekit import (
 
 S = JobState
 
-SCRIPT = """#!/bin/sh
-echo "$JOBD_EVENT${JOBD_OUTCOME:+ $JOBD_OUTCOME}" >> "{out}"
-"""
-
 
 @pytest.fixture
 def out(tmp_path: Path) -> Path:
@@ -44,10 +40,7 @@ def out(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def config(tmp_path: Path, out: Path) -> Config:
-    script = tmp_path / "script"
-    script.write_text(SCRIPT.replace("{out}", str(out)))
-    script.chmod(0o755)
-    scripts: dict[str, Any] = {"start_script": script, "end_script": script}
+    scripts = recording_scripts(tmp_path, out)
     flows = [
         workflow("live", step("a", "t-echo", params={"x": 1}), **scripts),
         workflow(
