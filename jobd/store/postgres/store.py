@@ -20,7 +20,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from importlib import resources
 from typing import Any, cast
 
 import anyio
@@ -34,6 +33,7 @@ from jobd.states import JobState
 from jobd.store.contract import Changes, DuePlan, GuardFailed, JobFilter, ReservationRow, Store
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.filters import filtered
+from jobd.store.postgres.migrate import migrate
 from jobd.store.postgres.units import PgUnit
 from jobd.store.sqlite.rows import job_from_row, reservation_from_row, step_from_row
 
@@ -291,6 +291,14 @@ class PostgresStore(Store):
         row = await self._fetchone(q.MAX_JOB_ID)
         return 0 if row is None or row[0] is None else int(row[0])
 
+    async def take_ids(self, n: int) -> int:
+        """From the sequence ``jobd_job_ids`` (``sql/migrate-2.sql``), on a reader connection:
+        the writer's batches never wait for it, nor it for them."""
+        row = await self._fetchone(q.TAKE_IDS, (n,))
+        if row is None:  # pragma: no cover - the function always answers
+            raise StoreError("jobd_take_ids returned nothing")
+        return int(row[0])
+
     async def jobs_with_error(self, code: str) -> list[int]:
         return [r[0] for r in await self._fetchall(q.IDS_WITH_ERROR, (code,))]
 
@@ -358,25 +366,6 @@ async def _read_jobs(conn: psycopg.AsyncConnection[Any], ids: list[int]) -> list
     for r in await (await conn.execute(q.SELECT_RESERVATIONS_BY_JOB, (ids,))).fetchall():
         jobs[r[0]].reservations.append(reservation_from_row(r))
     return [jobs[i] for i in ids if i in jobs]
-
-
-async def migrate(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Create the schema when the database has none; refuse one newer than this jobd's."""
-    schema = resources.files("jobd.store.postgres").joinpath("sql/schema.sql").read_text()
-    async with conn.transaction():
-        await conn.execute(q.SCHEMA_LOCK)
-        row = await (await conn.execute(q.HAS_SCHEMA)).fetchone()
-        if row is not None and row[0]:
-            found = await (await conn.execute(q.SELECT_VERSION)).fetchone()
-            version = int(found[0]) if found else 0
-            if version > q.SCHEMA_VERSION:
-                raise StoreError(
-                    f"the database has jobd schema {version}; this jobd knows up to "
-                    f"{q.SCHEMA_VERSION}: upgrade jobd"
-                )
-            return
-        await conn.execute(schema)  # a trusted file of this package
-        await conn.execute(q.INSERT_VERSION, (str(q.SCHEMA_VERSION),))
 
 
 async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
