@@ -23,7 +23,9 @@ before anything else of its unit.
 follows a returned :meth:`Store.commit` sees that commit.
 
 **Errors**: :class:`GuardFailed` when a guarded intent found the job no longer in
-the state it was written for (the unit is not applied);
+the state it was written for (the unit is not applied); a backend that enforces
+bookings itself raises :class:`~jobd.errors.BookingConflict` from a commit whose
+reservation it refused;
 :class:`jobd.errors.StoreError` when the database cannot take the unit (disk
 full, the writer gone, the store closed). Nothing else escapes a method.
 
@@ -35,7 +37,7 @@ SQLite store, taken in blocks from :meth:`Store.take_ids` by a cluster's nodes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -216,8 +218,9 @@ class Changes(ABC):
     @abstractmethod
     def reserve(self, reservation: Reservation) -> Changes:
         """Hold one span of one resource for a job. The engine's booking index decides that
-        it fits; a backend that can also enforce it (PostgreSQL's exclusion constraints)
-        fails the commit with :class:`~jobd.errors.StoreError` when it does not."""
+        it fits; a backend that also enforces it across nodes (PostgreSQL: an exclusion
+        constraint over slots, see :meth:`Store.set_capacities`) fails the commit with
+        :class:`~jobd.errors.BookingConflict` naming the resource when it does not."""
 
     @abstractmethod
     def release(self, job_id: int) -> Changes:
@@ -387,6 +390,20 @@ class Store(ABC):
         :data:`ReservationRow` ordered by resource then start, and as ``(job_id, resource,
         start)`` ordered by job. ``load`` may run in another thread and must consume both
         iterables before it returns (``BookingIndex.load_sorted``)."""
+
+    async def set_capacities(self, capacities: Mapping[str, int]) -> None:
+        """The capacity of every configured resource, for a store that enforces bookings
+        itself (PostgreSQL: a resource of capacity ``N`` has ``N`` slots); the engine calls
+        it at start-up and on every reload, before it books. A store of one node has no use
+        for it (its node's booking index is the only one that books)."""
+        return None
+
+    async def follow_reservations(self, changed: Callable[[list[int]], Awaitable[None]]) -> None:
+        """Run until cancelled, calling ``changed(job_ids)`` when reservations of those jobs
+        were added or dropped by another node, or stood in the way of a booking the
+        database refused (the engine re-reads them with :meth:`load_reservations` into its
+        booking index). A store of one node has no other writer: returns at once."""
+        return None
 
     # ---------------------------------------------------------------- schedules
     @abstractmethod

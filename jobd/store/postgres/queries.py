@@ -42,6 +42,13 @@ UPDATE_VERSION = "UPDATE jobd_meta SET value = %s WHERE key = 'schema_version'"
 #: holds the write statements themselves, each named by its ``op`` (:mod:`.units`).
 APPLY = "SELECT jobd_apply(%s::jsonb)"
 
+# ------------------------------------------------------------------ cluster rules
+#: The configuration's resources and capacities (``sql/migrate-3.sql``: the slots).
+CLEAR_RESOURCES = "DELETE FROM jobd_resources"
+INSERT_RESOURCE = "INSERT INTO jobd_resources (name, capacity) VALUES (%s, %s)"
+#: Other nodes' bookings, as ``<writer's backend pid> <job id>``.
+LISTEN_BOOKINGS = "LISTEN jobd_bookings"
+
 # ------------------------------------------------------------------ reads
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"
 SELECT_STEPS = f"SELECT {STEP_COLUMNS} FROM steps WHERE job_id = %s ORDER BY idx"
