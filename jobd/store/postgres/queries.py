@@ -23,7 +23,8 @@ STEP_COLUMNS = (
 RESERVATION_COLUMNS = 'job_id, resource, start, "end", pool'
 
 # ------------------------------------------------------------------ schema
-SCHEMA_VERSION = 1
+#: ``sql/schema.sql`` is version 1; ``sql/migrate-N.sql`` brings a database from N-1 to N.
+SCHEMA_VERSION = 2
 #: Taken while the schema is checked and created: nodes starting together create it once.
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(7316021)"
 #: Held by the writer's session while a daemon uses the database: one daemon per database
@@ -35,12 +36,28 @@ ANALYZE = "ANALYZE"
 PROBE = "SELECT 1"
 HAS_SCHEMA = "SELECT to_regclass('jobd_meta') IS NOT NULL"
 SELECT_VERSION = "SELECT value FROM jobd_meta WHERE key = 'schema_version'"
-INSERT_VERSION = "INSERT INTO jobd_meta (key, value) VALUES ('schema_version', %s)"
+SET_VERSION = (
+    "INSERT INTO jobd_meta (key, value) VALUES ('schema_version', %s)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
 
 # ------------------------------------------------------------------ writes
 #: Every write: one call per group-commit batch of ``jobd_apply`` (``sql/schema.sql``), which
 #: holds the write statements themselves, each named by its ``op`` (:mod:`.units`).
 APPLY = "SELECT jobd_apply(%s::jsonb)"
+#: A batch with asset-lock statements: their assets' advisory locks first, in key order
+#: (``sql/migrate-2.sql``), then ``jobd_apply``; the assets, jobs and nodes they touch.
+APPLY_LOCKED = "SELECT jobd_apply_locked(%s::jsonb, %s::text[], %s::bigint[], %s::text[])"
+
+# ------------------------------------------------------------------ asset locks
+LOCK_CHANNEL = "jobd_locks"
+LISTEN_LOCKS = f"LISTEN {LOCK_CHANNEL}"
+LOCK_ROWS = (
+    "SELECT la.asset, la.job_id, la.exclusive, la.held, r.node, r.since, r.granted_at"
+    " FROM lock_assets la JOIN lock_requests r USING (job_id) ORDER BY la.asset, la.seq"
+)
+NODE_LOCKS = "SELECT job_id, granted_at IS NOT NULL FROM lock_requests WHERE node = %s ORDER BY seq"
+RELEASE_NODE_LOCKS = "SELECT jobd_locks_release_node(%s)"
 
 # ------------------------------------------------------------------ reads
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"
