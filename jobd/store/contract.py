@@ -28,7 +28,8 @@ the state it was written for (the unit is not applied);
 full, the writer gone, the store closed). Nothing else escapes a method.
 
 Times are POSIX seconds (``float``, UTC); job ids are positive integers chosen
-by the engine (:meth:`Store.max_job_id` tells it where to go on after a restart).
+by the engine: counted on from :meth:`Store.max_job_id` by the one node of a
+SQLite store, taken in blocks from :meth:`Store.take_ids` by a cluster's nodes.
 """
 
 from __future__ import annotations
@@ -351,6 +352,15 @@ class Store(ABC):
     @abstractmethod
     async def max_job_id(self) -> int:
         """The highest job id ever used, also by a deleted job (0 for a new store)."""
+
+    async def take_ids(self, n: int) -> int | None:
+        """The first of ``n`` consecutive job ids that no node sharing this database has
+        used or will be given (``n >= 1``), or ``None`` from a store of one node (SQLite):
+        the engine then numbers its jobs itself, from :meth:`max_job_id` on.
+
+        A cluster's store takes them from the database (PostgreSQL: a sequence), never below
+        an id already used; an id taken and never used is a gap, not an error."""
+        return None
 
     @abstractmethod
     async def jobs_with_error(self, code: str) -> list[int]:

@@ -1,6 +1,6 @@
 """Asset locks in PostgreSQL, shared by the nodes of a cluster (the contract's
 :class:`~jobd.store.contract.AssetLocks`; the tables and functions are in
-``sql/migrate-2.sql``, whose header says how they serialise and wake).
+``sql/migrate-3.sql``, whose header says how they serialise and wake).
 
 Requests and releases are statements of a unit of work (:class:`.units.PgUnit`), so they
 land with the transition they belong to; the writer applies a batch holding any of them

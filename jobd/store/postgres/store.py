@@ -20,7 +20,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from importlib import resources
 from typing import Any, cast
 
 import anyio
@@ -42,6 +41,7 @@ from jobd.store.contract import (
 )
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.filters import filtered
+from jobd.store.postgres.migrate import migrate
 from jobd.store.postgres.units import PgUnit
 from jobd.store.sqlite.rows import job_from_row, reservation_from_row, step_from_row
 
@@ -311,6 +311,14 @@ class PostgresStore(Store):
         row = await self._fetchone(q.MAX_JOB_ID)
         return 0 if row is None or row[0] is None else int(row[0])
 
+    async def take_ids(self, n: int) -> int:
+        """From the sequence ``jobd_job_ids`` (``sql/migrate-2.sql``), on a reader connection:
+        the writer's batches never wait for it, nor it for them."""
+        row = await self._fetchone(q.TAKE_IDS, (n,))
+        if row is None:  # pragma: no cover - the function always answers
+            raise StoreError("jobd_take_ids returned nothing")
+        return int(row[0])
+
     async def jobs_with_error(self, code: str) -> list[int]:
         return [r[0] for r in await self._fetchall(q.IDS_WITH_ERROR, (code,))]
 
@@ -378,32 +386,6 @@ async def _read_jobs(conn: psycopg.AsyncConnection[Any], ids: list[int]) -> list
     for r in await (await conn.execute(q.SELECT_RESERVATIONS_BY_JOB, (ids,))).fetchall():
         jobs[r[0]].reservations.append(reservation_from_row(r))
     return [jobs[i] for i in ids if i in jobs]
-
-
-async def migrate(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Bring the schema to :data:`~.queries.SCHEMA_VERSION`: ``sql/schema.sql`` for a new
-    database (version 1), then each ``sql/migrate-N.sql`` in turn, all in one transaction
-    under an advisory lock (nodes starting together migrate once); refuse a schema newer
-    than this jobd's."""
-    sql = resources.files("jobd.store.postgres").joinpath("sql")
-    async with conn.transaction():
-        await conn.execute(q.SCHEMA_LOCK)
-        row = await (await conn.execute(q.HAS_SCHEMA)).fetchone()
-        version = 0
-        if row is not None and row[0]:
-            found = await (await conn.execute(q.SELECT_VERSION)).fetchone()
-            version = int(found[0]) if found else 0
-            if version > q.SCHEMA_VERSION:
-                raise StoreError(
-                    f"the database has jobd schema {version}; this jobd knows up to "
-                    f"{q.SCHEMA_VERSION}: upgrade jobd"
-                )
-        if version >= q.SCHEMA_VERSION:
-            return
-        for step in range(version + 1, q.SCHEMA_VERSION + 1):
-            name = "schema.sql" if step == 1 else f"migrate-{step}.sql"
-            await conn.execute(sql.joinpath(name).read_text())  # a trusted file of this package
-        await conn.execute(q.SET_VERSION, (str(q.SCHEMA_VERSION),))
 
 
 async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
