@@ -30,7 +30,15 @@ from psycopg_pool import AsyncConnectionPool
 from jobd.errors import StoreError
 from jobd.models import HistoryEntry, Job, Reservation, Step
 from jobd.states import JobState
-from jobd.store.contract import Changes, DuePlan, GuardFailed, JobFilter, ReservationRow, Store
+from jobd.store.contract import (
+    AssetLocks,
+    Changes,
+    DuePlan,
+    GuardFailed,
+    JobFilter,
+    ReservationRow,
+    Store,
+)
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.filters import filtered
 from jobd.store.postgres.migrate import migrate
@@ -180,7 +188,14 @@ class PostgresStore(Store):
             payload = _JSON.encode([unit.statements for unit in units])
         except ValueError as exc:  # NaN or infinity: not JSON, and never a time jobd writes
             raise psycopg.DataError(str(exc)) from exc
-        cur = await self._conn.execute(q.APPLY, (payload,))
+        locking = [unit.locking for unit in units if unit.locking is not None]
+        if locking:
+            assets = sorted({a for lk in locking for a in lk[0]})
+            jobs = sorted({j for lk in locking for j in lk[1]})
+            nodes = sorted({n for lk in locking for n in lk[2]})
+            cur = await self._conn.execute(q.APPLY_LOCKED, (payload, assets, jobs, nodes))
+        else:
+            cur = await self._conn.execute(q.APPLY, (payload,))
         row = await cur.fetchone()
         failed = set(row[0]) if row is not None else set()
         self.batches += 1
@@ -229,6 +244,11 @@ class PostgresStore(Store):
                 await conn.execute(q.ANALYZE)
         except psycopg.Error as exc:
             raise StoreError(f"ANALYZE on {safe_url(self.url)} failed: {exc}") from exc
+
+    def asset_locks(self, node: str) -> AssetLocks:
+        from jobd.store.postgres.locks import PgAssetLocks
+
+        return PgAssetLocks(self.url, self._fetchall, node)
 
     # ----------------------------------------------------------------- reading
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -411,12 +431,17 @@ async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
 
 
 @asynccontextmanager
-async def open_store(url: str, *, readers: int = 4) -> AsyncIterator[PostgresStore]:
-    """Connect to ``url`` (creating the schema as needed) and run the writer task."""
+async def open_store(
+    url: str, *, readers: int = 4, single: bool = True
+) -> AsyncIterator[PostgresStore]:
+    """Connect to ``url`` (creating the schema as needed) and run the writer task.
+
+    ``single``: refuse a database another daemon uses (until the cluster's node leases
+    exist); ``False`` for a second store on it (the asset-lock tests' second node)."""
     writer = await _connect(url)
     try:
         try:
-            owned = await (await writer.execute(q.OWNER_LOCK)).fetchone()
+            owned = await (await writer.execute(q.OWNER_LOCK)).fetchone() if single else (True,)
             if owned is None or not owned[0]:
                 raise StoreError(
                     f"another jobd daemon is using the database {safe_url(url)}: "
