@@ -41,6 +41,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskStatus
+
 from jobd.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
 from jobd.states import JobState
 
@@ -398,12 +401,19 @@ class Store(ABC):
         for it (its node's booking index is the only one that books)."""
         return None
 
-    async def follow_reservations(self, changed: Callable[[list[int]], Awaitable[None]]) -> None:
-        """Run until cancelled, calling ``changed(job_ids)`` when reservations of those jobs
-        were added or dropped by another node, or stood in the way of a booking the
-        database refused (the engine re-reads them with :meth:`load_reservations` into its
-        booking index). A store of one node has no other writer: returns at once."""
-        return None
+    async def follow_reservations(
+        self,
+        changed: Callable[[list[int], list[int]], Awaitable[None]],
+        *,
+        task_status: TaskStatus[None] = TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run until cancelled, calling ``changed(heard, in_the_way)`` with job ids: ``heard``,
+        jobs whose reservations another node added or dropped; ``in_the_way``, jobs whose
+        reservations stood in the way of a booking the database refused (a backend that
+        enforces bookings). The engine re-reads them into its booking index. Started (for
+        ``TaskGroup.start``) once listening, so that the reservations read after it miss no
+        later change. A store of one node has no other writer: started, and returns."""
+        task_status.started()
 
     # ---------------------------------------------------------------- schedules
     @abstractmethod

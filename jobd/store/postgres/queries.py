@@ -42,7 +42,7 @@ UPDATE_VERSION = "UPDATE jobd_meta SET value = %s WHERE key = 'schema_version'"
 #: holds the write statements themselves, each named by its ``op`` (:mod:`.units`).
 APPLY = "SELECT jobd_apply(%s::jsonb)"
 #: A batch with asset-lock statements: their assets' advisory locks first, in key order
-#: (``sql/migrate-3.sql``), then ``jobd_apply``; the assets, jobs and nodes they touch.
+#: (``sql/migrate-4.sql``), then ``jobd_apply``; the assets, jobs and nodes they touch.
 APPLY_LOCKED = "SELECT jobd_apply_locked(%s::jsonb, %s::text[], %s::bigint[], %s::text[])"
 
 # ------------------------------------------------------------------ asset locks
@@ -57,7 +57,7 @@ RELEASE_NODE_LOCKS = "SELECT jobd_locks_release_node(%s)"
 
 
 # ------------------------------------------------------------------ cluster rules
-#: The configuration's resources and capacities (``sql/migrate-3.sql``: the slots).
+#: The configuration's resources and capacities (``sql/migrate-4.sql``: the slots).
 CLEAR_RESOURCES = "DELETE FROM jobd_resources"
 INSERT_RESOURCE = "INSERT INTO jobd_resources (name, capacity) VALUES (%s, %s)"
 #: Other nodes' bookings, as ``<writer's backend pid> <job id>``.

@@ -1,5 +1,5 @@
 """What the PostgreSQL database itself enforces across the nodes of a cluster, and how
-its answers reach the engine (SPEC §10; ``sql/migrate-3.sql``).
+its answers reach the engine (SPEC §10; ``sql/migrate-4.sql``).
 
 **Bookings**: the exclusion constraint ``reservations_never_double_booked`` and the
 trigger that gives each reservation a slot of its resource (capacity ``N``: ``N``
@@ -21,8 +21,9 @@ from typing import Any
 import anyio
 import psycopg
 import structlog
+from anyio.abc import TaskStatus
 
-from jobd.errors import BookingConflict
+from jobd.errors import BookingConflict, StoreError
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.units import PgUnit
 from jobd.timefmt import format_time
@@ -66,47 +67,64 @@ async def set_capacities(conn: psycopg.AsyncConnection[Any], capacities: Mapping
                 await cur.executemany(q.INSERT_RESOURCE, list(capacities.items()))
 
 
+#: ``changed(heard, in_the_way)``: see :meth:`jobd.store.contract.Store.follow_reservations`.
+Changed = Callable[[list[int], list[int]], Awaitable[None]]
+
+
 class ReservationNews:
     """Job ids whose reservations changed by another hand, gathered for the engine: from
-    other nodes' NOTIFY, and from the database's refusals of this node's bookings."""
+    other nodes' NOTIFY (heard), and from the database's refusals of this node's bookings
+    (in the way)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._ids: set[int] = set()
+        self._heard: set[int] = set()
+        self._in_the_way: set[int] = set()
         self._arrived = anyio.Event()
         #: The writer's backend pid: this node's own news is no news.
         self.own_pid = 0
 
-    def add(self, job_ids: list[int]) -> None:
+    def add(self, job_ids: list[int], *, refused: bool = False) -> None:
         if job_ids:
-            self._ids.update(job_ids)
+            (self._in_the_way if refused else self._heard).update(job_ids)
             self._arrived.set()
 
-    async def follow(self, changed: Callable[[list[int]], Awaitable[None]]) -> None:
-        """Until cancelled: listen, and hand each gathering of news to ``changed``."""
+    async def follow(
+        self, changed: Changed, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Until cancelled: listen (started once listening: no later change is missed), and
+        hand each gathering of news to ``changed``, one at a time."""
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._listen)
+            await tg.start(self._listen)
+            task_status.started()
             while True:
                 await self._arrived.wait()
                 self._arrived = anyio.Event()
-                ids, self._ids = sorted(self._ids), set()
-                await changed(ids)
+                heard, self._heard = sorted(self._heard), set()
+                in_the_way, self._in_the_way = sorted(self._in_the_way), set()
+                await changed(heard, in_the_way)
 
-    async def _listen(self) -> None:
+    async def _listen(self, *, task_status: TaskStatus[None]) -> None:
+        started = False
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
                 async with conn:
                     await conn.execute(q.LISTEN_BOOKINGS)
+                    if not started:
+                        started = True
+                        task_status.started()
                     async for note in conn.notifies():
-                        self._heard(note.payload)
+                        self._note(note.payload)
             except psycopg.Error as exc:
+                if not started:
+                    raise StoreError(f"cannot listen for other nodes' bookings: {exc}") from exc
                 # The writer notices a lost database and stops the daemon; until then, a
                 # booking planned without this news is still refused by the database.
                 log.warning("lost the reservation news; listening again", error=str(exc))
                 await anyio.sleep(RELISTEN_AFTER)
 
-    def _heard(self, payload: str) -> None:
+    def _note(self, payload: str) -> None:
         pid, _, job = payload.partition(" ")
         if pid != str(self.own_pid) and job.isdigit():
             self.add([int(job)])

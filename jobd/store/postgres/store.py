@@ -178,7 +178,7 @@ class PostgresStore(Store):
         conflict = refusal(exc, unit)
         if conflict is None:
             return ("error", f"write failed: {exc}")
-        self._news.add(conflict.job_ids)  # bookings this node's index had not seen
+        self._news.add(conflict.job_ids, refused=True)  # bookings this node's index had not seen
         return conflict
 
     async def _transaction(self, units: list[PgUnit]) -> list[_Outcome]:
@@ -231,9 +231,14 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise StoreError(f"cannot write the capacities to {safe_url(self.url)}: {exc}") from exc
 
-    async def follow_reservations(self, changed: Callable[[list[int]], Awaitable[None]]) -> None:
+    async def follow_reservations(
+        self,
+        changed: Callable[[list[int], list[int]], Awaitable[None]],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Other nodes' bookings by ``NOTIFY`` (:class:`.rules.ReservationNews`)."""
-        await self._news.follow(changed)
+        await self._news.follow(changed, task_status=task_status)
 
     async def analyze(self) -> None:
         """Refresh the planner's statistics (after a bulk load such as ``jobd db copy``: until
