@@ -90,7 +90,7 @@ class PgAssetLocks(AssetLocks):
                 continue
             try:
                 await conn.execute(q.LISTEN_LOCKS)
-                report(("poll", 0))  # whatever was granted while nobody listened
+                report(("resync", 0))  # what was granted or to recheck while nobody listened
                 await self._relay(conn, report, poll)
             except psycopg.Error as exc:
                 log.warning("lost the lock-grant connection; reconnecting", error=str(exc))
