@@ -198,8 +198,10 @@ class ClusterHandoff:
     # ---------------------------------------------------------------- recovery
     async def load(self) -> None:
         """This node's requests as the database has them; then listen for grants."""
+        tg = self._ctx.tg
+        if tg is not None:  # listening before this node asks for anything
+            await tg.start(self._locks.listen, self._report, POLL)
         self._found = await self._locks.mine()
-        self._ctx.spawn(self._locks.listen, self._report, POLL)
 
     def restore_holder(self, job: Job) -> None:
         """It held its assets when the daemon died: still its own in the database (a hold
