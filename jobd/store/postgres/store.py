@@ -376,17 +376,20 @@ async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
 
 
 @asynccontextmanager
-async def open_store(url: str, *, readers: int = 4) -> AsyncIterator[PostgresStore]:
-    """Connect to ``url`` (creating the schema as needed) and run the writer task."""
+async def open_store(
+    url: str, *, node: str = "jobd", readers: int = 4
+) -> AsyncIterator[PostgresStore]:
+    """Connect to ``url`` as the node named ``node`` (creating the schema as needed) and run
+    the writer task. Raises :class:`StoreError` when a daemon with the same node name is
+    connected already (nodes with other names share the database)."""
     writer = await _connect(url)
     try:
         try:
-            owned = await (await writer.execute(q.OWNER_LOCK)).fetchone()
+            owned = await (await writer.execute(q.NODE_LOCK, (node,))).fetchone()
             if owned is None or not owned[0]:
                 raise StoreError(
-                    f"another jobd daemon is using the database {safe_url(url)}: "
-                    "one daemon per database (several nodes on one database are not "
-                    "supported yet)"
+                    f"another jobd daemon is using the database {safe_url(url)} as node "
+                    f"{node!r}: give each node its own [daemon] node name"
                 )
             await migrate(writer)
         except psycopg.Error as exc:
