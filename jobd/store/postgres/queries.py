@@ -41,6 +41,20 @@ UPDATE_VERSION = "UPDATE jobd_meta SET value = %s WHERE key = 'schema_version'"
 #: Every write: one call per group-commit batch of ``jobd_apply`` (``sql/schema.sql``), which
 #: holds the write statements themselves, each named by its ``op`` (:mod:`.units`).
 APPLY = "SELECT jobd_apply(%s::jsonb)"
+#: A batch with asset-lock statements: their assets' advisory locks first, in key order
+#: (``sql/migrate-3.sql``), then ``jobd_apply``; the assets, jobs and nodes they touch.
+APPLY_LOCKED = "SELECT jobd_apply_locked(%s::jsonb, %s::text[], %s::bigint[], %s::text[])"
+
+# ------------------------------------------------------------------ asset locks
+LOCK_CHANNEL = "jobd_locks"
+LISTEN_LOCKS = f"LISTEN {LOCK_CHANNEL}"
+LOCK_ROWS = (
+    "SELECT la.asset, la.job_id, la.exclusive, la.held, r.node, r.since, r.granted_at"
+    " FROM lock_assets la JOIN lock_requests r USING (job_id) ORDER BY la.asset, la.seq"
+)
+NODE_LOCKS = "SELECT job_id, granted_at IS NOT NULL FROM lock_requests WHERE node = %s ORDER BY seq"
+RELEASE_NODE_LOCKS = "SELECT jobd_locks_release_node(%s)"
+
 
 # ------------------------------------------------------------------ reads
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"

@@ -30,7 +30,15 @@ from psycopg_pool import AsyncConnectionPool
 from jobd.errors import StoreError
 from jobd.models import HistoryEntry, Job, Reservation, Step
 from jobd.states import JobState
-from jobd.store.contract import Changes, DuePlan, GuardFailed, JobFilter, ReservationRow, Store
+from jobd.store.contract import (
+    AssetLocks,
+    Changes,
+    DuePlan,
+    GuardFailed,
+    JobFilter,
+    ReservationRow,
+    Store,
+)
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.filters import filtered
 from jobd.store.postgres.migrate import migrate
@@ -159,7 +167,14 @@ class PostgresStore(Store):
             payload = _JSON.encode([unit.statements for unit in units])
         except ValueError as exc:  # NaN or infinity: not JSON, and never a time jobd writes
             raise psycopg.DataError(str(exc)) from exc
-        cur = await self._conn.execute(q.APPLY, (payload,))
+        locking = [unit.locking for unit in units if unit.locking is not None]
+        if locking:
+            assets = sorted({a for lk in locking for a in lk[0]})
+            jobs = sorted({j for lk in locking for j in lk[1]})
+            nodes = sorted({n for lk in locking for n in lk[2]})
+            cur = await self._conn.execute(q.APPLY_LOCKED, (payload, assets, jobs, nodes))
+        else:
+            cur = await self._conn.execute(q.APPLY, (payload,))
         row = await cur.fetchone()
         failed = set(row[0]) if row is not None else set()
         self.batches += 1
@@ -194,6 +209,11 @@ class PostgresStore(Store):
                 await conn.execute(q.ANALYZE)
         except psycopg.Error as exc:
             raise StoreError(f"ANALYZE on {safe_url(self.url)} failed: {exc}") from exc
+
+    def asset_locks(self, node: str) -> AssetLocks:
+        from jobd.store.postgres.locks import PgAssetLocks
+
+        return PgAssetLocks(self.url, self._fetchall, node)
 
     # ----------------------------------------------------------------- reading
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -375,18 +395,24 @@ async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
         raise StoreError(f"cannot connect to the database {safe_url(url)}: {exc}") from exc
 
 
+async def _lock_node(writer: psycopg.AsyncConnection[Any], node: str) -> bool:
+    """Take the session lock on the node's name; False when another session holds it."""
+    row = await (await writer.execute(q.NODE_LOCK, (node,))).fetchone()
+    return row is not None and bool(row[0])
+
+
 @asynccontextmanager
 async def open_store(
-    url: str, *, node: str = "jobd", readers: int = 4
+    url: str, *, node: str = "jobd", readers: int = 4, single: bool = True
 ) -> AsyncIterator[PostgresStore]:
     """Connect to ``url`` as the node named ``node`` (creating the schema as needed) and run
     the writer task. Raises :class:`StoreError` when a daemon with the same node name is
-    connected already (nodes with other names share the database)."""
+    connected already (nodes with other names share the database). ``single=False`` skips
+    that check (tests that open several stores on one database as nodes of their own)."""
     writer = await _connect(url)
     try:
         try:
-            owned = await (await writer.execute(q.NODE_LOCK, (node,))).fetchone()
-            if owned is None or not owned[0]:
+            if single and not await _lock_node(writer, node):
                 raise StoreError(
                     f"another jobd daemon is using the database {safe_url(url)} as node "
                     f"{node!r}: give each node its own [daemon] node name"
