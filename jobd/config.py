@@ -540,7 +540,7 @@ def _database(value: Any, base: Path) -> str:
 
 def _lease(value: Any, base: Path) -> float:
     """At least a second: renewals come every third of it, and the watchdog must act in time."""
-    seconds = _seconds()(value, base)
+    seconds = float(_seconds()(value, base))
     if seconds < 1:
         raise _Bad(f"expected a number of seconds >= 1, got {_show(value)}")
     return seconds

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,8 @@ CLUSTER_WORKFLOWS = (
 [workflows.mark]
 steps = [ { name = "mark", action = "exec", retries = 3, retry_backoff = 0.1, params = { argv = [
   "sh", "-c",
-  "echo start $JOBD_TEST_NODE $$ >> {out}; while [ ! -e {path} ]; do sleep 0.05; done; echo end $JOBD_TEST_NODE $$ >> {out}",
+  "echo start $JOBD_TEST_NODE $$ >> {out}; \
+while [ ! -e {path} ]; do sleep 0.05; done; echo end $JOBD_TEST_NODE $$ >> {out}",
 ] } } ]
 """
 )
@@ -109,10 +110,8 @@ class DbRelay:
         except OSError:
             pass
         for s in (src, dst):
-            try:
+            with suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def cut(self) -> None:
         """Close every relayed connection; refuse new ones until :meth:`restore`."""
@@ -120,10 +119,8 @@ class DbRelay:
             self._cut = True
             conns, self._open = self._open, []
         for s in conns:
-            try:
+            with suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.close()
 
     def restore(self) -> None:
@@ -193,7 +190,9 @@ class Cluster:
         layout = e2e.write_layout(self.base / name, daemon_extra=extra, **config_kwargs)
         text = layout.config.read_text()
         shipped = json.dumps(str(e2e.ROOT / "plugins"))
-        text = text.replace(f'plugin_dirs = ["{layout.plugins}"]', f'plugin_dirs = ["{layout.plugins}", {shipped}]')
+        text = text.replace(
+            f'plugin_dirs = ["{layout.plugins}"]', f'plugin_dirs = ["{layout.plugins}", {shipped}]'
+        )
         layout.config.write_text(text.replace("workers = 4", f"workers = {workers}", 1))
         self.layouts[name] = layout
         return layout
@@ -210,7 +209,9 @@ class Cluster:
             try:
                 daemon.notify.wait_for("READY", alive=lambda d=daemon: d.alive)  # type: ignore[misc]
             except AssertionError as exc:
-                raise AssertionError(f"{exc}\n--- {daemon.layout.base.name} ---\n{daemon.log_text()}") from None
+                raise AssertionError(
+                    f"{exc}\n--- {daemon.layout.base.name} ---\n{daemon.log_text()}"
+                ) from None
         return started
 
     def _spawn(self, name: str) -> e2e.Daemon:
@@ -298,10 +299,8 @@ class Cluster:
             if name in self._frozen:
                 self.thaw(name)
             if daemon.alive:
-                try:
+                with suppress(AssertionError):  # killed by stop() after its timeout
                     daemon.stop()
-                except AssertionError:
-                    pass  # killed by stop() after its timeout
             daemon.notify.close()
         for relay in self.relays.values():
             relay.close()
