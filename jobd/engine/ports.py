@@ -98,7 +98,8 @@ class Relock(Protocol):
 class Ids(Protocol):
     """Where intake takes job ids from (:class:`~.intake.Intake`)."""
 
-    next_id: int
+    async def load_ids(self) -> None:
+        """At start-up: where ids go on from (:class:`~.ids.JobIds`)."""
 
 
 class QueueState(Protocol):

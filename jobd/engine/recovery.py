@@ -52,7 +52,7 @@ class Recovery:
 
     async def recover(self) -> None:
         store = self._ctx.store
-        self._ids.next_id = await store.max_job_id()
+        await self._ids.load_ids()
         # In the reader's thread, before anything else uses the index (workers and the API
         # start after recovery).
         await store.read_reservations(self._bookings.load_sorted)
