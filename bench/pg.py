@@ -70,6 +70,26 @@ def fresh_database(server: str, prefix: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
+def backend_cpu(url: str) -> float:
+    """CPU seconds (user + system) used so far by the server processes of ``url``'s
+    database (its backends, read from ``/proc``: the server runs on this machine)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        ).fetchall()
+    total = 0.0
+    for (pid,) in rows:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def load() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -134,19 +154,24 @@ async def jobd_run(
                 await tg.start(engine.run)
                 counter = Counter(n)
                 engine.add_listener(counter)
-                b0, u0, cpu0 = store.batches, store.units, time.process_time()
+                b0, u0, k0 = store.batches, store.units, getattr(store, "bulk_batches", 0)
+                cpu0, server0 = time.process_time(), backend_cpu(url)
                 t0 = time.perf_counter()
                 await submit_all(engine, todo, inflight)
                 with anyio.fail_after(TIMEOUT):
                     await counter.finished.wait()
                 wall = time.perf_counter() - t0
                 cpu = time.process_time() - cpu0
+                server = backend_cpu(url) - server0
                 batches, units = store.batches - b0, store.units - u0
+                bulk = getattr(store, "bulk_batches", 0) - k0
                 tg.cancel_scope.cancel()
     return {
         "jobs_per_s": round(n / wall),
         "cpu_us_per_job": round(cpu / n * 1e6),
+        "server_cpu_us_per_job": round(server / n * 1e6),
         "batches": batches,
+        "bulk_batches": bulk,
         "units_per_batch": round(units / max(batches, 1), 1),
         "ms_per_batch": round(wall * 1000 / max(batches, 1), 2),
     }
