@@ -16,9 +16,8 @@ from typing import Protocol
 
 from jobd.config import WorkflowConfig
 from jobd.engine.context import Context
-from jobd.engine.handoff import LockHandoff
 from jobd.engine.lineup import Lineup
-from jobd.engine.ports import Wakeup
+from jobd.engine.ports import Handoff, Wakeup
 from jobd.engine.transitions import Transitions
 from jobd.models import Job, JobSpec
 from jobd.runner import CANCEL, RunControl, RunResult
@@ -52,7 +51,7 @@ class LiveWindowPart:
         ctx: Context,
         lineup: Lineup,
         transitions: Transitions,
-        handoff: LockHandoff,
+        handoff: Handoff,
         wakeup: Wakeup,
         finisher: Finisher,
     ) -> None:

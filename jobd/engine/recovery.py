@@ -60,6 +60,7 @@ class Recovery:
         if invalid:
             log.warning("bookings the configuration no longer allows", warnings=invalid)
         self._requeue.pending = await store.count_state(S.PENDING)
+        await self._relock.load()
         active = await store.jobs_in_states(ACTIVE)
         waiting = []
         for job in active:
@@ -71,6 +72,7 @@ class Recovery:
                 waiting.append(job)
         for job in sorted(waiting, key=lambda j: (j.updated_at, j.id)):
             self._relock.restore_waiter(self._lineup.hold(job))
+        self._relock.restored()
         if active:
             log.info("recovered jobs", count=len(active))
         self._wakeup.wake_all()

@@ -39,6 +39,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskStatus
+
 from jobd.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
 from jobd.states import JobState
 
@@ -405,8 +408,8 @@ class Store(ABC):
         return None
 
 
-#: What :meth:`AssetLocks.listen` reports: ``("granted", job)``, ``("recheck", job)`` or
-#: ``("poll", 0)``.
+#: What :meth:`AssetLocks.listen` reports: ``("granted", job)``, ``("recheck", job)``,
+#: ``("poll", 0)`` or ``("resync", 0)``.
 LockEvent = tuple[str, int]
 
 
@@ -463,7 +466,16 @@ class AssetLocks(ABC):
         "node", "since"}]}``, waiters in FIFO order (holders' ``since``: when granted)."""
 
     @abstractmethod
-    async def listen(self, report: Callable[[LockEvent], None], poll: float) -> None:
+    async def listen(
+        self,
+        report: Callable[[LockEvent], None],
+        poll: float,
+        *,
+        task_status: TaskStatus[None] = TASK_STATUS_IGNORED,
+    ) -> None:
         """Until cancelled: call ``report`` with each event for this node, as the database
-        sends it (LISTEN/NOTIFY), and ``("poll", 0)`` every ``poll`` s and after a lost
-        connection is back (the caller then checks :meth:`mine`: the fallback)."""
+        sends it (LISTEN/NOTIFY): ``granted`` (the job holds its assets now) or ``recheck``
+        (commit :meth:`regrant` for it). Also ``("poll", 0)`` every ``poll`` s, and
+        ``("resync", 0)`` once listening (again, after a lost connection): the caller then
+        checks :meth:`mine` (the fallback; after a resync it also regrants its waiters).
+        ``task_status.started()`` once it first listens (``TaskGroup.start``)."""

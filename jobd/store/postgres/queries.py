@@ -25,10 +25,10 @@ RESERVATION_COLUMNS = 'job_id, resource, start, "end", pool'
 # ------------------------------------------------------------------ schema
 #: Taken while the schema is checked and created: nodes starting together create it once.
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(7316021)"
-#: Held by the writer's session while a daemon uses the database: one daemon per database
-#: until the cluster's node leases exist (a second one would choose the same job ids and run
-#: the same jobs). The server frees it when the session ends, also when the daemon is killed.
-OWNER_LOCK = "SELECT pg_try_advisory_lock(7316022)"
+#: Held by the writer's session while a node uses the database, keyed by the node's name:
+#: two daemons with the same ``[daemon] node`` would take each other's jobs for their own.
+#: The server frees it when the session ends, also when the daemon is killed.
+NODE_LOCK = "SELECT pg_try_advisory_lock(7316022, hashtext(%s))"
 ANALYZE = "ANALYZE"
 #: The idle writer's check that its connection still works.
 PROBE = "SELECT 1"

@@ -405,23 +405,27 @@ async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
         raise StoreError(f"cannot connect to the database {safe_url(url)}: {exc}") from exc
 
 
+async def _lock_node(writer: psycopg.AsyncConnection[Any], node: str) -> bool:
+    """Take the session lock on the node's name; False when another session holds it."""
+    row = await (await writer.execute(q.NODE_LOCK, (node,))).fetchone()
+    return row is not None and bool(row[0])
+
+
 @asynccontextmanager
 async def open_store(
-    url: str, *, readers: int = 4, single: bool = True
+    url: str, *, node: str = "jobd", readers: int = 4, single: bool = True
 ) -> AsyncIterator[PostgresStore]:
-    """Connect to ``url`` (creating the schema as needed) and run the writer task.
-
-    ``single``: refuse a database another daemon uses (until the cluster's node leases
-    exist); ``False`` for a second store on it (the asset-lock tests' second node)."""
+    """Connect to ``url`` as the node named ``node`` (creating the schema as needed) and run
+    the writer task. Raises :class:`StoreError` when a daemon with the same node name is
+    connected already (nodes with other names share the database). ``single=False`` skips
+    that check (tests that open several stores on one database as nodes of their own)."""
     writer = await _connect(url)
     try:
         try:
-            owned = await (await writer.execute(q.OWNER_LOCK)).fetchone() if single else (True,)
-            if owned is None or not owned[0]:
+            if single and not await _lock_node(writer, node):
                 raise StoreError(
-                    f"another jobd daemon is using the database {safe_url(url)}: "
-                    "one daemon per database (several nodes on one database are not "
-                    "supported yet)"
+                    f"another jobd daemon is using the database {safe_url(url)} as node "
+                    f"{node!r}: give each node its own [daemon] node name"
                 )
             await migrate(writer)
         except psycopg.Error as exc:
