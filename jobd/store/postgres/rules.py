@@ -1,5 +1,5 @@
 """What the PostgreSQL database itself enforces across the nodes of a cluster, and how
-its answers reach the engine (SPEC §10; ``sql/migrate-4.sql``).
+its answers reach the engine (SPEC §10; ``sql/migrate-5.sql``).
 
 **Bookings**: the exclusion constraint ``reservations_never_double_booked`` and the
 trigger that gives each reservation a slot of its resource (capacity ``N``: ``N``

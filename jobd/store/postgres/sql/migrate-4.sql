@@ -1,103 +1,63 @@
--- Schema 4: the database itself never lets a resource be double-booked, whichever nodes book
--- it (SPEC §10). A resource of capacity N has N slots; a reservation holds one slot of its
--- resource for its whole span, and the exclusion constraint below forbids two reservations
--- of one slot whose spans overlap. The trigger jobd_reservation_slot picks the slot; the
--- capacities are the nodes' configuration, written by each node at start-up and reload
--- (jobd_resources). Other nodes' bookings reach each node's booking index by NOTIFY.
-CREATE EXTENSION IF NOT EXISTS btree_gist;  -- "=" on text and integer inside a GiST index
+-- Schema 4: a set-based twin of jobd_apply for the batches of the hot path (throughput).
+--
+-- jobd_apply runs each statement of a batch on its own (a PL/pgSQL loop: one executor run
+-- per statement, ~10 per no-op job). Most batches are only submissions (insert_job,
+-- insert_step, history) and the transitions of jobs as they run (a guarded transition,
+-- its history row, its step's record). jobd.store.postgres.bulk groups such a batch by
+-- statement, and this function applies each group as ONE statement:
+--
+--   batch = {"j": [insert_job ...], "s": [insert_step ...], "t": [[unit, transition] ...],
+--            "h": [[unit, history] ...], "r": [[unit, record_step] ...]}
+--
+-- (each statement the same ``[op, arg, ...]`` list as jobd_apply's, ``unit`` its unit's
+-- index in the batch). The store sends a batch here only when the order of its statements
+-- cannot matter beyond this function's own order (inserts first, then the guarded
+-- transitions, then history and step records): each job is inserted at most once and
+-- changed by at most one unit, after its insert. The answer is jobd_apply's: the indexes of
+-- the units whose guard matched no row; their history and step records are not written.
+-- Every other batch still goes through jobd_apply (or jobd_apply_locked).
 
--- Spans as the booking index has them: half-open [start, end); a zero-length reservation
--- [t, t) holds the instant t, so it is the closed [t, t].
-CREATE TYPE jobd_span AS RANGE (subtype = float8, subtype_diff = float8mi);
-CREATE FUNCTION jobd_span_of(s float8, e float8) RETURNS jobd_span
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN jobd_span(s, e, CASE WHEN e = s THEN '[]' ELSE '[)' END);
-
-CREATE TABLE jobd_resources (
-    name     text PRIMARY KEY,
-    capacity integer NOT NULL
-);
-
-ALTER TABLE reservations
-    ADD COLUMN slot integer,
-    ADD COLUMN span jobd_span GENERATED ALWAYS AS (jobd_span_of(start, "end")) STORED;
-
--- The lowest slot of ``res`` that no reservation overlapping ``want`` holds.
-CREATE FUNCTION jobd_free_slot(res text, want jobd_span) RETURNS integer LANGUAGE plpgsql AS $$
+CREATE FUNCTION jobd_apply_bulk(batch jsonb) RETURNS integer[] LANGUAGE plpgsql AS $$
 DECLARE
-    used integer;
-    free integer := 0;
+    failed integer[];
 BEGIN
-    FOR used IN SELECT DISTINCT slot FROM reservations
-                 WHERE resource = res AND span && want AND slot IS NOT NULL ORDER BY slot
-    LOOP
-        EXIT WHEN used > free;
-        free := used + 1;
-    END LOOP;
-    RETURN free;
+    INSERT INTO jobs (id, name, workflow, state, spec, priority, start_at, end_at,
+                      due_at, error, schedule, created_at, updated_at)
+    SELECT (s ->> 1)::bigint, s ->> 2, s ->> 3, s ->> 4, s ->> 5,
+           (s ->> 6)::integer, (s ->> 7)::float8, (s ->> 8)::float8,
+           (s ->> 9)::float8, s ->> 10, s ->> 11, (s ->> 12)::float8, (s ->> 13)::float8
+      FROM jsonb_array_elements(batch -> 'j') AS x(s);
+    INSERT INTO steps (job_id, idx, name, action, params, state, attempts,
+                       started_at, ended_at, outputs, error, timeout, retries,
+                       retry_backoff, isolation, pgid)
+    SELECT (s ->> 1)::bigint, (s ->> 2)::integer, s ->> 3, s ->> 4, s ->> 5,
+           s ->> 6, (s ->> 7)::integer, (s ->> 8)::float8, (s ->> 9)::float8,
+           s ->> 10, s ->> 11, (s ->> 12)::float8, (s ->> 13)::integer,
+           (s ->> 14)::float8, s ->> 15, (s ->> 16)::integer
+      FROM jsonb_array_elements(batch -> 's') AS x(s);
+    WITH t AS (
+        SELECT (e ->> 0)::integer AS i, e -> 1 AS s FROM jsonb_array_elements(batch -> 't') AS x(e)
+    ), done AS (
+        UPDATE jobs SET state = s ->> 1, updated_at = (s ->> 2)::float8,
+            error = CASE WHEN (s ->> 3)::boolean THEN s ->> 4 ELSE error END,
+            due_at = CASE WHEN (s ->> 5)::boolean THEN (s ->> 6)::float8 ELSE due_at END
+          FROM t
+         WHERE id = (s ->> 7)::bigint AND state = s ->> 8
+        RETURNING t.i
+    )
+    SELECT coalesce(array_agg(i ORDER BY i), '{}') INTO failed
+      FROM t WHERE i NOT IN (SELECT i FROM done);
+    -- In batch order: history ids keep the order in which the rows were written.
+    INSERT INTO history (job_id, at, from_state, to_state, cause, actor)
+    SELECT (s ->> 1)::bigint, (s ->> 2)::float8, s ->> 3, s ->> 4, s ->> 5, s ->> 6
+      FROM (SELECT (e ->> 0)::integer AS i, e -> 1 AS s, n
+              FROM jsonb_array_elements(batch -> 'h') WITH ORDINALITY AS x(e, n)) h
+     WHERE NOT (i = ANY (failed)) ORDER BY n;
+    UPDATE steps SET state = s ->> 1, attempts = (s ->> 2)::integer,
+        started_at = (s ->> 3)::float8, ended_at = (s ->> 4)::float8,
+        outputs = s ->> 5, error = s ->> 6, pgid = (s ->> 7)::integer
+      FROM (SELECT (e ->> 0)::integer AS i, e -> 1 AS s
+              FROM jsonb_array_elements(batch -> 'r') AS x(e)) r
+     WHERE job_id = (s ->> 8)::bigint AND idx = (s ->> 9)::integer AND NOT (i = ANY (failed));
+    RETURN failed;
 END $$;
-
--- The bookings already made get their slots: first fit in order of start, which needs no
--- more slots than the most reservations of a resource overlapping at one instant.
-DO $$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN SELECT ctid AS row_id, resource, span FROM reservations ORDER BY resource, start
-    LOOP
-        UPDATE reservations SET slot = jobd_free_slot(r.resource, r.span) WHERE ctid = r.row_id;
-    END LOOP;
-END $$;
-
-ALTER TABLE reservations
-    ALTER COLUMN slot SET NOT NULL,
-    ADD CONSTRAINT reservations_never_double_booked
-        EXCLUDE USING gist (resource WITH =, slot WITH =, span WITH &&);
-
--- A new reservation takes the lowest slot of its resource that is free over its span. The
--- advisory lock (per resource, held to the end of the transaction) makes the nodes that book
--- one resource take turns: each sees the slots the others committed (a VOLATILE function's
--- statements take a fresh snapshot), so none is refused for a slot another node holds only
--- for a moment. No free slot: the booking conflict, as SQLSTATE 23P01 with a JSON detail
--- naming the resource and the jobs in the way (jobd.store.postgres.rules reads it). A
--- resource with no row in jobd_resources (`jobd db copy` writes bookings before any node
--- ran) takes the next free slot.
-CREATE FUNCTION jobd_reservation_slot() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    cap integer;
-    free integer;
-    want jobd_span := jobd_span_of(NEW.start, NEW."end");
-BEGIN
-    PERFORM pg_advisory_xact_lock(7316030, hashtext(NEW.resource));
-    cap := coalesce((SELECT capacity FROM jobd_resources WHERE name = NEW.resource),
-                    2147483647);
-    free := jobd_free_slot(NEW.resource, want);
-    IF free >= cap THEN
-        RAISE EXCEPTION 'resource % is fully booked', NEW.resource USING
-            ERRCODE = 'exclusion_violation',
-            CONSTRAINT = 'reservations_never_double_booked',
-            DETAIL = json_build_object(
-                'resource', NEW.resource,
-                'jobs', (SELECT coalesce(json_agg(DISTINCT o.job_id), '[]')
-                           FROM reservations o
-                          WHERE o.resource = NEW.resource AND o.span && want))::text;
-    END IF;
-    NEW.slot := free;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER reservations_slot BEFORE INSERT ON reservations
-    FOR EACH ROW EXECUTE FUNCTION jobd_reservation_slot();
-
--- "Reservations of this job changed": ``<writer's backend pid> <job id>``, so that a node
--- skips its own writes.
-CREATE FUNCTION jobd_reservation_news() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        PERFORM pg_notify('jobd_bookings', pg_backend_pid() || ' ' || OLD.job_id);
-        RETURN OLD;
-    END IF;
-    PERFORM pg_notify('jobd_bookings', pg_backend_pid() || ' ' || NEW.job_id);
-    RETURN NEW;
-END $$;
-CREATE TRIGGER reservations_news AFTER INSERT OR DELETE ON reservations
-    FOR EACH ROW EXECUTE FUNCTION jobd_reservation_news();
