@@ -31,13 +31,13 @@ full, the writer gone, the store closed). Nothing else escapes a method.
 
 Times are POSIX seconds (``float``, UTC); job ids are positive integers chosen
 by the engine: counted on from :meth:`Store.max_job_id` by the one node of a
-SQLite store, taken in blocks from :meth:`Store.take_ids` by a cluster's nodes.
+SQLite store, taken in blocks from :meth:`Store.take_ids` (:mod:`.shared`) by a cluster's nodes.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -46,6 +46,7 @@ from anyio.abc import TaskStatus
 
 from jobd.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
 from jobd.states import JobState
+from jobd.store.shared import SharedDatabase
 
 #: A reservation as ``(job_id, resource, start, end, pool)``.
 ReservationRow = tuple[int, str, float, float, str | None]
@@ -264,7 +265,7 @@ class Changes(ABC):
         at ``at``; read back as ``paused_at`` of :meth:`Store.schedule_rows`."""
 
 
-class Store(ABC):
+class Store(SharedDatabase, ABC):
     """A job database: the truth about every job. The engine is its only writer.
 
     Obtained from a backend's ``open_store`` (an async context manager that closes it).
@@ -359,15 +360,6 @@ class Store(ABC):
     async def max_job_id(self) -> int:
         """The highest job id ever used, also by a deleted job (0 for a new store)."""
 
-    async def take_ids(self, n: int) -> int | None:
-        """The first of ``n`` consecutive job ids that no node sharing this database has
-        used or will be given (``n >= 1``), or ``None`` from a store of one node (SQLite):
-        the engine then numbers its jobs itself, from :meth:`max_job_id` on.
-
-        A cluster's store takes them from the database (PostgreSQL: a sequence), never below
-        an id already used; an id taken and never used is a gap, not an error."""
-        return None
-
     @abstractmethod
     async def jobs_with_error(self, code: str) -> list[int]:
         """Ids of the jobs whose error overlay has ``code``."""
@@ -393,27 +385,6 @@ class Store(ABC):
         :data:`ReservationRow` ordered by resource then start, and as ``(job_id, resource,
         start)`` ordered by job. ``load`` may run in another thread and must consume both
         iterables before it returns (``BookingIndex.load_sorted``)."""
-
-    async def set_capacities(self, capacities: Mapping[str, int]) -> None:
-        """The capacity of every configured resource, for a store that enforces bookings
-        itself (PostgreSQL: a resource of capacity ``N`` has ``N`` slots); the engine calls
-        it at start-up and on every reload, before it books. A store of one node has no use
-        for it (its node's booking index is the only one that books)."""
-        return None
-
-    async def follow_reservations(
-        self,
-        changed: Callable[[list[int], list[int]], Awaitable[None]],
-        *,
-        task_status: TaskStatus[None] = TASK_STATUS_IGNORED,
-    ) -> None:
-        """Run until cancelled, calling ``changed(heard, in_the_way)`` with job ids: ``heard``,
-        jobs whose reservations another node added or dropped; ``in_the_way``, jobs whose
-        reservations stood in the way of a booking the database refused (a backend that
-        enforces bookings). The engine re-reads them into its booking index. Started (for
-        ``TaskGroup.start``) once listening, so that the reservations read after it miss no
-        later change. A store of one node has no other writer: started, and returns."""
-        task_status.started()
 
     # ---------------------------------------------------------------- schedules
     @abstractmethod

@@ -109,20 +109,23 @@ class ReservationNews:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-                async with conn:
+                try:
                     await conn.execute(q.LISTEN_BOOKINGS)
                     if not started:
                         started = True
                         task_status.started()
                     async for note in conn.notifies():
                         self._note(note.payload)
+                finally:
+                    with anyio.CancelScope(shield=True):  # cancelled or lost: close it anyway
+                        await conn.close()
             except psycopg.Error as exc:
                 if not started:
                     raise StoreError(f"cannot listen for other nodes' bookings: {exc}") from exc
                 # The writer notices a lost database and stops the daemon; until then, a
                 # booking planned without this news is still refused by the database.
                 log.warning("lost the reservation news; listening again", error=str(exc))
-                await anyio.sleep(RELISTEN_AFTER)
+                await anyio.sleep(RELISTEN_AFTER)  # a retry's pace, not a synchronisation
 
     def _note(self, payload: str) -> None:
         pid, _, job = payload.partition(" ")
