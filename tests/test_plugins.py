@@ -14,11 +14,11 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from jobd.action import ActionContext
 from jobd.config import Config
-from jobd.errors import ActionError, ConfigError
-from jobd.isolation import context_data, run_isolated
-from jobd.plugins import PluginHost, PluginInfo, builtin_plugin_dir, dropin_module_name
+from jobd.core.errors import ActionError, ConfigError
+from jobd.plugin.action import ActionContext
+from jobd.plugin.host import PluginHost, PluginInfo, builtin_plugin_dir, dropin_module_name
+from jobd.run.isolation import context_data, run_isolated
 
 PLUGINS = Path(__file__).parent / "plugins"
 GOOD = PLUGINS / "good"
@@ -190,7 +190,7 @@ def test_describe_lists_plugins_and_actions() -> None:
 
 @pytest.fixture
 def entry_point_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An installed-looking distribution with two ``jobd.plugins`` entry points."""
+    """An installed-looking distribution with two ``jobd.plugin.host`` entry points."""
     (tmp_path / "jobd_test_ep_plugin.py").write_text(
         (GOOD / "good_echo.py").read_text().replace('Action("echo"', 'Action("ep-echo"')
     )
@@ -198,7 +198,7 @@ def entry_point_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: jobd-test-ep\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
-        "[jobd.plugins]\nep_good = jobd_test_ep_plugin\nep_missing = jobd_no_such_ep_module\n"
+        "[jobd.plugin.host]\nep_good = jobd_test_ep_plugin\nep_missing = jobd_no_such_ep_module\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path

@@ -23,15 +23,15 @@ from collections import deque
 
 import anyio
 
-from jobd.bookings import BookingIndex
+from jobd.core.models import ErrorOverlay, Job, OverlayCode
+from jobd.core.states import JobState
 from jobd.engine.context import Context
 from jobd.engine.lineup import Lineup
+from jobd.engine.locks import LockManager
 from jobd.engine.ports import Wakeup
 from jobd.engine.transitions import Transitions
-from jobd.locks import LockManager
-from jobd.models import ErrorOverlay, Job, OverlayCode
-from jobd.runner import RunControl
-from jobd.states import JobState
+from jobd.plan.bookings import BookingIndex
+from jobd.run.runner import RunControl
 
 S = JobState
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from jobd.models import Job, JobSpec, Reservation
-from jobd.runner import RunControl
-from jobd.runqueue import RunQueue
+from jobd.core.models import Job, JobSpec, Reservation
+from jobd.engine.runqueue import RunQueue
+from jobd.run.runner import RunControl
 
 
 class Wakeup(Protocol):
@@ -133,7 +133,7 @@ class Reopen(Protocol):
 
 
 class WindowView(Protocol):
-    """Open windows as queries show them (:class:`jobd.windows.LiveWindows`)."""
+    """Open windows as queries show them (:class:`jobd.run.windows.LiveWindows`)."""
 
     def ids(self) -> list[int]: ...
 
