@@ -190,7 +190,7 @@ def test_describe_lists_plugins_and_actions() -> None:
 
 @pytest.fixture
 def entry_point_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An installed-looking distribution with two ``jobd.plugin.host`` entry points."""
+    """An installed-looking distribution with two ``jobd.plugins`` entry points."""
     (tmp_path / "jobd_test_ep_plugin.py").write_text(
         (GOOD / "good_echo.py").read_text().replace('Action("echo"', 'Action("ep-echo"')
     )
@@ -198,7 +198,7 @@ def entry_point_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: jobd-test-ep\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
-        "[jobd.plugin.host]\nep_good = jobd_test_ep_plugin\nep_missing = jobd_no_such_ep_module\n"
+        "[jobd.plugins]\nep_good = jobd_test_ep_plugin\nep_missing = jobd_no_such_ep_module\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
