@@ -41,6 +41,8 @@ UPDATE_VERSION = "UPDATE jobd_meta SET value = %s WHERE key = 'schema_version'"
 #: Every write: one call per group-commit batch of ``jobd_apply`` (``sql/schema.sql``), which
 #: holds the write statements themselves, each named by its ``op`` (:mod:`.units`).
 APPLY = "SELECT jobd_apply(%s::jsonb)"
+#: A batch of the hot path grouped by statement (``sql/migrate-4.sql``, :mod:`.bulk`).
+APPLY_BULK = "SELECT jobd_apply_bulk(%s::jsonb)"
 #: A batch with asset-lock statements: their assets' advisory locks first, in key order
 #: (``sql/migrate-3.sql``), then ``jobd_apply``; the assets, jobs and nodes they touch.
 APPLY_LOCKED = "SELECT jobd_apply_locked(%s::jsonb, %s::text[], %s::bigint[], %s::text[])"

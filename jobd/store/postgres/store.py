@@ -40,6 +40,7 @@ from jobd.store.contract import (
     Store,
 )
 from jobd.store.postgres import queries as q
+from jobd.store.postgres.bulk import group
 from jobd.store.postgres.filters import filtered
 from jobd.store.postgres.migrate import migrate
 from jobd.store.postgres.units import PgUnit
@@ -82,6 +83,8 @@ class PostgresStore(Store):
         self._broken: StoreError | None = None
         self.batches = 0
         self.units = 0
+        #: Batches applied by ``jobd_apply_bulk`` (the others: ``jobd_apply``).
+        self.bulk_batches = 0
 
     # ----------------------------------------------------------------- writing
     def changes(self) -> PgUnit:
@@ -162,23 +165,30 @@ class PostgresStore(Store):
 
     async def _transaction(self, units: list[PgUnit]) -> list[_Outcome]:
         """One statement, one round trip, its own transaction (autocommit): ``jobd_apply``
-        of the whole batch; it answers with the units whose guard matched no row."""
+        of the whole batch (``jobd_apply_bulk`` of it grouped by statement when
+        :func:`.bulk.group` allows, the same writes in fewer executor runs); it answers
+        with the units whose guard matched no row."""
+        locking = [unit.locking for unit in units if unit.locking is not None]
+        grouped = None if locking else group(units)
         try:
-            payload = _JSON.encode([unit.statements for unit in units])
+            payload = _JSON.encode(
+                grouped if grouped is not None else [unit.statements for unit in units]
+            )
         except ValueError as exc:  # NaN or infinity: not JSON, and never a time jobd writes
             raise psycopg.DataError(str(exc)) from exc
-        locking = [unit.locking for unit in units if unit.locking is not None]
         if locking:
             assets = sorted({a for lk in locking for a in lk[0]})
             jobs = sorted({j for lk in locking for j in lk[1]})
             nodes = sorted({n for lk in locking for n in lk[2]})
             cur = await self._conn.execute(q.APPLY_LOCKED, (payload, assets, jobs, nodes))
         else:
-            cur = await self._conn.execute(q.APPLY, (payload,))
+            cur = await self._conn.execute(q.APPLY if grouped is None else q.APPLY_BULK, (payload,))
         row = await cur.fetchone()
         failed = set(row[0]) if row is not None else set()
         self.batches += 1
         self.units += len(units)
+        if grouped is not None:
+            self.bulk_batches += 1
         return [_GUARD_FAILED if i in failed else None for i in range(len(units))]
 
     def _resolve(self, batch: list[_Queued], outcomes: list[_Outcome]) -> None:
