@@ -125,3 +125,16 @@ def pg_url(pg_server: str) -> Iterator[str]:
 
     with pgserver.fresh_database(pg_server) as url:
         yield url
+
+
+@pytest.fixture
+def cluster(pg_url: str, base: Path) -> Iterator[Any]:
+    """A :class:`tests.cluster.Cluster` on a fresh database, no node started yet; every node
+    still running at the end is stopped (tests/cluster.py)."""
+    from tests.cluster import Cluster
+
+    nodes = Cluster(pg_url, base)
+    try:
+        yield nodes
+    finally:
+        nodes.close()

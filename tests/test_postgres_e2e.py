@@ -65,16 +65,6 @@ def test_a_sigkilled_node_s_running_step_is_an_interrupted_attempt(base: Path, p
     assert any("interrupt" in c or "recover" in c for c in causes), causes
 
 
-def test_a_second_daemon_on_the_same_database_is_refused(base: Path, pg_url: str) -> None:
-    extra = f'database = "{pg_url}"'
-    with e2e.running_daemon(base / "one", daemon_extra=extra):
-        second = e2e.write_layout(base / "two", daemon_extra=extra)
-        done = e2e.run_daemon_to_exit(second.config)
-        assert done.returncode != 0
-        assert "another jobd daemon is using the database" in done.stderr + done.stdout
-        assert "jobd_test_" in done.stderr + done.stdout  # it names the database
-
-
 def test_a_daemon_that_loses_its_database_stops_saying_so(base: Path, pg_url: str) -> None:
     extra = f'database = "{pg_url}"'
     layout = e2e.write_layout(base, daemon_extra=extra)

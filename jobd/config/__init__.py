@@ -31,6 +31,7 @@ import json
 import math
 import os
 import re
+import socket
 import tomllib
 import zoneinfo
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -59,6 +60,12 @@ class DaemonConfig:
     #: ``postgresql://...``: the jobs live in that PostgreSQL database (SPEC §10); None:
     #: SQLite in ``state_dir`` (the embedded default, no PostgreSQL needed).
     database: str | None = None
+    #: This daemon's name among the nodes of a cluster (``database``); default the host name.
+    node: str = field(default_factory=socket.gethostname)
+    #: Seconds a node's lease lasts without a renewal (renewed every third of it).
+    lease: float = 15.0
+    #: What this node offers: a workflow's ``requires`` runs only on nodes with all of them.
+    tags: tuple[str, ...] = ()
 
     @property
     def db_path(self) -> Path:
@@ -531,6 +538,14 @@ def _database(value: Any, base: Path) -> str:
     return url
 
 
+def _lease(value: Any, base: Path) -> float:
+    """At least a second: renewals come every third of it, and the watchdog must act in time."""
+    seconds = float(_seconds()(value, base))
+    if seconds < 1:
+        raise _Bad(f"expected a number of seconds >= 1, got {_show(value)}")
+    return seconds
+
+
 def _timezone(value: Any, base: Path) -> str:
     name = _text(value, base)
     try:
@@ -554,6 +569,9 @@ _DAEMON = _fields(
     file_roots=_paths,
     synchronous=_choice("full", "normal"),
     database=_database,
+    node=_name,
+    lease=_lease,
+    tags=_names(),
 )
 _TOKEN = _fields(TokenConfig, name=_name, file=_path, role=_choice("viewer", "operator", "admin"))
 
@@ -926,6 +944,9 @@ RESTART_ONLY_DAEMON_KEYS = (
     "run_queue_size",
     "synchronous",
     "database",
+    "node",
+    "lease",
+    "tags",
 )
 #: ``[api]`` keys a reload applies at once (who may do what); the rest wait for a restart.
 RELOADABLE_API_KEYS = frozenset({"viewers", "operators", "admins", "tokens", "token_file"})

@@ -1,7 +1,8 @@
 """Intake: a submission (or an edit) validated, given its steps and bookings, and stored.
 
 A job's id is taken only once everything is checked and booked: a refusal uses
-up no id, so ids stay dense. Its reservations are held in the booking index
+up no id, so ids stay dense on one node (:mod:`.ids`: a cluster's nodes take
+blocks of ids from the database). Its reservations are held in the booking index
 *before* the commit (so no concurrent submission takes the same slot) and
 dropped again when the commit fails. A job due at once is enqueued before its
 commit (see :mod:`.admission`, "enqueue before commit").
@@ -27,6 +28,7 @@ from jobd.core.models import (
 from jobd.core.states import EDITABLE, HOLDS_RESERVATION, JobState, allowed_operations
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
+from jobd.engine.ids import JobIds
 from jobd.engine.lineup import Lineup, load_live
 from jobd.engine.ports import Placement, Wakeup
 from jobd.engine.transitions import Transitions
@@ -66,34 +68,40 @@ class Intake:
         self._bookings = bookings
         self._placement = placement
         self._wakeup = wakeup
-        #: The highest job id used (recovery sets it from the store).
-        self.next_id = 0
+        #: The ids this node gives to the jobs it accepts (recovery loads them).
+        self.ids = JobIds(ctx)
+
+    async def load_ids(self) -> None:
+        """See :class:`~.ports.Ids`."""
+        await self.ids.load()
 
     async def submit(self, spec: JobSpec, *, actor: str = "api", cause: str = "submitted") -> Job:
         """See :meth:`jobd.engine.Engine.submit`."""
         if self._ctx.tg is None:
             raise ShuttingDown()
-        intake = self._intake(spec, self.next_id + 1, self._ctx.clock(), actor, cause)
-        self.next_id += 1  # every check passed and the booking is held: take the id
+        await self.ids.ensure(1)  # before the checks: nothing awaits between them and the id
+        intake = self._intake(spec, self.ids.peek(), self._ctx.clock(), actor, cause)
+        self.ids.take()  # every check passed and the booking is held: take the id
         return (await self._store_intakes([intake]))[0]
 
     async def submit_many(self, specs: list[JobSpec], *, actor: str = "api") -> list[Job]:
         """See :meth:`jobd.engine.Engine.submit_many`."""
         if self._ctx.tg is None:
             raise ShuttingDown()
+        await self.ids.ensure(len(specs))
         now = self._ctx.clock()
         intakes: list[_Intake] = []
         try:
             for index, spec in enumerate(specs):
                 try:
-                    intakes.append(self._intake(spec, self.next_id + 1 + index, now, actor))
+                    intakes.append(self._intake(spec, self.ids.peek(index), now, actor))
                 except JobdError as exc:
                     raise exc.in_batch(index) from None
         except BaseException:
             for intake in intakes:
                 self._bookings.remove_job(intake.job.id)
             raise
-        self.next_id += len(intakes)
+        self.ids.take(len(intakes))
         return await self._store_intakes(intakes)
 
     def _intake(

@@ -18,9 +18,8 @@ from jobd.config import WorkflowConfig
 from jobd.core.models import Job, JobSpec
 from jobd.core.states import JobState, StepState
 from jobd.engine.context import Context
-from jobd.engine.handoff import LockHandoff
 from jobd.engine.lineup import Lineup
-from jobd.engine.ports import Wakeup
+from jobd.engine.ports import Handoff, Wakeup
 from jobd.engine.transitions import Transitions
 from jobd.run.runner import CANCEL, RunControl, RunResult
 from jobd.run.windows import LiveWindows
@@ -52,7 +51,7 @@ class LiveWindowPart:
         ctx: Context,
         lineup: Lineup,
         transitions: Transitions,
-        handoff: LockHandoff,
+        handoff: Handoff,
         wakeup: Wakeup,
         finisher: Finisher,
     ) -> None:

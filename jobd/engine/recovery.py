@@ -52,7 +52,7 @@ class Recovery:
 
     async def recover(self) -> None:
         store = self._ctx.store
-        self._ids.next_id = await store.max_job_id()
+        await self._ids.load_ids()
         # In the reader's thread, before anything else uses the index (workers and the API
         # start after recovery).
         await store.read_reservations(self._bookings.load_sorted)
@@ -60,6 +60,7 @@ class Recovery:
         if invalid:
             log.warning("bookings the configuration no longer allows", warnings=invalid)
         self._requeue.pending = await store.count_state(S.PENDING)
+        await self._relock.load()
         active = await store.jobs_in_states(ACTIVE)
         waiting = []
         for job in active:
@@ -71,6 +72,7 @@ class Recovery:
                 waiting.append(job)
         for job in sorted(waiting, key=lambda j: (j.updated_at, j.id)):
             self._relock.restore_waiter(self._lineup.hold(job))
+        self._relock.restored()
         if active:
             log.info("recovered jobs", count=len(active))
         self._wakeup.wake_all()

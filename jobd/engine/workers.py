@@ -21,10 +21,9 @@ from jobd.core.models import ErrorOverlay, Job, OverlayCode
 from jobd.core.states import JobState, StepState
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
-from jobd.engine.handoff import LockHandoff
 from jobd.engine.lineup import Lineup
 from jobd.engine.live import LiveWindowPart, window_end, window_outcome
-from jobd.engine.ports import Line
+from jobd.engine.ports import Handoff, Line
 from jobd.engine.transitions import Transitions
 from jobd.plan.bookings import BookingIndex
 from jobd.run.runner import RunControl, Runner, RunResult
@@ -70,7 +69,7 @@ class Workers:
         lineup: Lineup,
         transitions: Transitions,
         fanout: Fanout,
-        handoff: LockHandoff,
+        handoff: Handoff,
         line: Line,
         idle: IdleWorkers,
         bookings: BookingIndex,

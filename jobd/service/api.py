@@ -1136,7 +1136,7 @@ def _inspect_routes(app: FastAPI, engine: Engine) -> None:
 
     @app.get("/v1/locks", dependencies=[VIEWER])
     async def locks() -> dict[str, Any]:
-        return _items(engine.locks_info())
+        return _items(await engine.locks_info())
 
     @app.get("/v1/resources", dependencies=[VIEWER])
     async def resources() -> dict[str, Any]:

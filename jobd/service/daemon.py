@@ -173,7 +173,10 @@ class Daemon:
         """Run until a signal stops it. Raises whatever makes start-up or a service fail."""
         daemon_cfg = self.config.daemon
         async with open_store(
-            daemon_cfg.db_path, synchronous=daemon_cfg.synchronous, database=daemon_cfg.database
+            daemon_cfg.db_path,
+            synchronous=daemon_cfg.synchronous,
+            database=daemon_cfg.database,
+            node=daemon_cfg.node,
         ) as store:
             if self.plugins is None:
                 self.plugins = load_plugins(self.config)

@@ -28,15 +28,16 @@ __all__ = [
 
 @asynccontextmanager
 async def open_store(
-    path: Path, *, synchronous: str = "full", database: str | None = None
+    path: Path, *, synchronous: str = "full", database: str | None = None, node: str = "jobd"
 ) -> AsyncIterator[Store]:
-    """Open the job database: the PostgreSQL one at the URL ``database`` when given, else
+    """Open the job database: the PostgreSQL one at the URL ``database`` when given (as the
+    cluster node named ``node``), else
     SQLite at ``path`` (created and migrated as needed). Each backend is imported only
     when chosen: a daemon on SQLite never loads the PostgreSQL driver."""
     if database is not None:
         from jobd.store.postgres import open_store as open_postgres
 
-        async with open_postgres(database) as pg:
+        async with open_postgres(database, node=node) as pg:
             yield pg
         return
     from jobd.store.sqlite import open_store as open_sqlite

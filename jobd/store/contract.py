@@ -28,7 +28,8 @@ the state it was written for (the unit is not applied);
 full, the writer gone, the store closed). Nothing else escapes a method.
 
 Times are POSIX seconds (``float``, UTC); job ids are positive integers chosen
-by the engine (:meth:`Store.max_job_id` tells it where to go on after a restart).
+by the engine: counted on from :meth:`Store.max_job_id` by the one node of a
+SQLite store, taken in blocks from :meth:`Store.take_ids` by a cluster's nodes.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskStatus
 
 from jobd.core.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
 from jobd.core.states import JobState
@@ -352,6 +356,15 @@ class Store(ABC):
     async def max_job_id(self) -> int:
         """The highest job id ever used, also by a deleted job (0 for a new store)."""
 
+    async def take_ids(self, n: int) -> int | None:
+        """The first of ``n`` consecutive job ids that no node sharing this database has
+        used or will be given (``n >= 1``), or ``None`` from a store of one node (SQLite):
+        the engine then numbers its jobs itself, from :meth:`max_job_id` on.
+
+        A cluster's store takes them from the database (PostgreSQL: a sequence), never below
+        an id already used; an id taken and never used is a gap, not an error."""
+        return None
+
     @abstractmethod
     async def jobs_with_error(self, code: str) -> list[int]:
         """Ids of the jobs whose error overlay has ``code``."""
@@ -387,3 +400,82 @@ class Store(ABC):
     async def schedule_events(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
         """The schedule's latest ``limit`` events, newest first: each
         ``{at, fire_time, kind, job_id, reason}``."""
+
+    # ---------------------------------------------------------------- cluster
+    def asset_locks(self, node: str) -> AssetLocks | None:
+        """The asset locks this database keeps for the nodes of a cluster, as node ``node``
+        uses them; ``None`` (the default: SQLite) when the engine keeps them in memory."""
+        return None
+
+
+#: What :meth:`AssetLocks.listen` reports: ``("granted", job)``, ``("recheck", job)``,
+#: ``("poll", 0)`` or ``("resync", 0)``.
+LockEvent = tuple[str, int]
+
+
+class AssetLocks(ABC):
+    """Per-asset locks kept in the database for the nodes of a cluster (SPEC §3.4, §10).
+
+    The rules are those of the in-memory ``LockManager``: a job's request names exclusive
+    and shared assets and is granted all of them at once or none; waiters are served
+    strictly FIFO per asset, in one arrival order across every node. The grant runs in the
+    very transaction that adds a waiter or drops a request, and the node of every job it
+    grants is told (``granted``), whichever node it is; only that node acts on it.
+
+    Requests and releases are intents added to a unit of work (they land with the unit's
+    transition, or not at all). One request per job; asking again keeps its place."""
+
+    node: str
+
+    @abstractmethod
+    def request(
+        self,
+        unit: Changes,
+        job_id: int,
+        exclusive: Sequence[str],
+        shared: Sequence[str],
+        since: float,
+    ) -> Changes:
+        """Enqueue this node's request for the job's assets (an asset in both is exclusive);
+        granted in the same transaction when it may be. Asked again by this node, the
+        request keeps its place (and ``granted`` is told again if it holds them)."""
+
+    @abstractmethod
+    def release(self, unit: Changes, job_id: int) -> Changes:
+        """Drop this node's request for the job, held or waiting (none is fine), and grant
+        the waiters that this frees."""
+
+    @abstractmethod
+    def regrant(self, unit: Changes, job_id: int) -> Changes:
+        """Grant the job's waiting request if it may be granted now (after ``recheck``)."""
+
+    @abstractmethod
+    async def release_node_locks(self, node: str) -> list[int]:
+        """Takeover: drop every request of ``node`` (held or waiting), grant the waiters
+        this frees and tell their nodes, in one transaction; the jobs whose requests were
+        dropped, in request order. Only once ``node`` is fenced (its lease ran out)."""
+
+    @abstractmethod
+    async def mine(self) -> dict[int, bool]:
+        """This node's requests in arrival order: ``{job_id: held}``."""
+
+    @abstractmethod
+    async def snapshot(self) -> list[dict[str, Any]]:
+        """Every asset with holders or waiters, by name, across the cluster: ``{"asset",
+        "holders": [{"job_id", "mode", "node", "since"}], "waiters": [{"job_id", "mode",
+        "node", "since"}]}``, waiters in FIFO order (holders' ``since``: when granted)."""
+
+    @abstractmethod
+    async def listen(
+        self,
+        report: Callable[[LockEvent], None],
+        poll: float,
+        *,
+        task_status: TaskStatus[None] = TASK_STATUS_IGNORED,
+    ) -> None:
+        """Until cancelled: call ``report`` with each event for this node, as the database
+        sends it (LISTEN/NOTIFY): ``granted`` (the job holds its assets now) or ``recheck``
+        (commit :meth:`regrant` for it). Also ``("poll", 0)`` every ``poll`` s, and
+        ``("resync", 0)`` once listening (again, after a lost connection): the caller then
+        checks :meth:`mine` (the fallback; after a resync it also regrants its waiters).
+        ``task_status.started()`` once it first listens (``TaskGroup.start``)."""

@@ -8,7 +8,7 @@ different statements, in order, in one round trip (the README's design notes).
 
 from __future__ import annotations
 
-from jobd.store.postgres.queries import SCHEMA_VERSION
+from jobd.store.postgres.migrate import SCHEMA_VERSION
 from jobd.store.postgres.store import PostgresStore, open_store, safe_url
 from jobd.store.postgres.units import PgUnit
 

@@ -23,24 +23,40 @@ STEP_COLUMNS = (
 RESERVATION_COLUMNS = 'job_id, resource, start, "end", pool'
 
 # ------------------------------------------------------------------ schema
-SCHEMA_VERSION = 1
 #: Taken while the schema is checked and created: nodes starting together create it once.
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(7316021)"
-#: Held by the writer's session while a daemon uses the database: one daemon per database
-#: until the cluster's node leases exist (a second one would choose the same job ids and run
-#: the same jobs). The server frees it when the session ends, also when the daemon is killed.
-OWNER_LOCK = "SELECT pg_try_advisory_lock(7316022)"
+#: Held by the writer's session while a node uses the database, keyed by the node's name:
+#: two daemons with the same ``[daemon] node`` would take each other's jobs for their own.
+#: The server frees it when the session ends, also when the daemon is killed.
+NODE_LOCK = "SELECT pg_try_advisory_lock(7316022, hashtext(%s))"
 ANALYZE = "ANALYZE"
 #: The idle writer's check that its connection still works.
 PROBE = "SELECT 1"
 HAS_SCHEMA = "SELECT to_regclass('jobd_meta') IS NOT NULL"
 SELECT_VERSION = "SELECT value FROM jobd_meta WHERE key = 'schema_version'"
 INSERT_VERSION = "INSERT INTO jobd_meta (key, value) VALUES ('schema_version', %s)"
+UPDATE_VERSION = "UPDATE jobd_meta SET value = %s WHERE key = 'schema_version'"
 
 # ------------------------------------------------------------------ writes
 #: Every write: one call per group-commit batch of ``jobd_apply`` (``sql/schema.sql``), which
 #: holds the write statements themselves, each named by its ``op`` (:mod:`.units`).
 APPLY = "SELECT jobd_apply(%s::jsonb)"
+#: A batch of the hot path grouped by statement (``sql/migrate-4.sql``, :mod:`.bulk`).
+APPLY_BULK = "SELECT jobd_apply_bulk(%s::jsonb)"
+#: A batch with asset-lock statements: their assets' advisory locks first, in key order
+#: (``sql/migrate-3.sql``), then ``jobd_apply``; the assets, jobs and nodes they touch.
+APPLY_LOCKED = "SELECT jobd_apply_locked(%s::jsonb, %s::text[], %s::bigint[], %s::text[])"
+
+# ------------------------------------------------------------------ asset locks
+LOCK_CHANNEL = "jobd_locks"
+LISTEN_LOCKS = f"LISTEN {LOCK_CHANNEL}"
+LOCK_ROWS = (
+    "SELECT la.asset, la.job_id, la.exclusive, la.held, r.node, r.since, r.granted_at"
+    " FROM lock_assets la JOIN lock_requests r USING (job_id) ORDER BY la.asset, la.seq"
+)
+NODE_LOCKS = "SELECT job_id, granted_at IS NOT NULL FROM lock_requests WHERE node = %s ORDER BY seq"
+RELEASE_NODE_LOCKS = "SELECT jobd_locks_release_node(%s)"
+
 
 # ------------------------------------------------------------------ reads
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"
@@ -83,6 +99,8 @@ IDS_WITH_ERROR = (
 PENDING_IDS = (
     "SELECT id FROM jobs WHERE state = 'pending' ORDER BY priority DESC, due_at, id LIMIT %s"
 )
+#: The first of a block of fresh job ids (``sql/migrate-2.sql``).
+TAKE_IDS = "SELECT jobd_take_ids(%s)"
 COUNT_STATE = "SELECT count(*) FROM jobs WHERE state = %s"
 MAX_JOB_ID = "SELECT greatest((SELECT max(id) FROM jobs), (SELECT max(job_id) FROM history))"
 RESERVATIONS_BY_SPAN = f"SELECT {RESERVATION_COLUMNS} FROM reservations ORDER BY resource, start"

@@ -20,7 +20,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from importlib import resources
 from typing import Any, cast
 
 import anyio
@@ -31,9 +30,19 @@ from psycopg_pool import AsyncConnectionPool
 from jobd.core.errors import StoreError
 from jobd.core.models import HistoryEntry, Job, Reservation, Step
 from jobd.core.states import JobState
-from jobd.store.contract import Changes, DuePlan, GuardFailed, JobFilter, ReservationRow, Store
+from jobd.store.contract import (
+    AssetLocks,
+    Changes,
+    DuePlan,
+    GuardFailed,
+    JobFilter,
+    ReservationRow,
+    Store,
+)
 from jobd.store.postgres import queries as q
+from jobd.store.postgres.bulk import group
 from jobd.store.postgres.filters import filtered
+from jobd.store.postgres.migrate import migrate
 from jobd.store.postgres.units import PgUnit
 from jobd.store.sqlite.rows import job_from_row, reservation_from_row, step_from_row
 
@@ -74,6 +83,8 @@ class PostgresStore(Store):
         self._broken: StoreError | None = None
         self.batches = 0
         self.units = 0
+        #: Batches applied by ``jobd_apply_bulk`` (the others: ``jobd_apply``).
+        self.bulk_batches = 0
 
     # ----------------------------------------------------------------- writing
     def changes(self) -> PgUnit:
@@ -154,16 +165,30 @@ class PostgresStore(Store):
 
     async def _transaction(self, units: list[PgUnit]) -> list[_Outcome]:
         """One statement, one round trip, its own transaction (autocommit): ``jobd_apply``
-        of the whole batch; it answers with the units whose guard matched no row."""
+        of the whole batch (``jobd_apply_bulk`` of it grouped by statement when
+        :func:`.bulk.group` allows, the same writes in fewer executor runs); it answers
+        with the units whose guard matched no row."""
+        locking = [unit.locking for unit in units if unit.locking is not None]
+        grouped = None if locking else group(units)
         try:
-            payload = _JSON.encode([unit.statements for unit in units])
+            payload = _JSON.encode(
+                grouped if grouped is not None else [unit.statements for unit in units]
+            )
         except ValueError as exc:  # NaN or infinity: not JSON, and never a time jobd writes
             raise psycopg.DataError(str(exc)) from exc
-        cur = await self._conn.execute(q.APPLY, (payload,))
+        if locking:
+            assets = sorted({a for lk in locking for a in lk[0]})
+            jobs = sorted({j for lk in locking for j in lk[1]})
+            nodes = sorted({n for lk in locking for n in lk[2]})
+            cur = await self._conn.execute(q.APPLY_LOCKED, (payload, assets, jobs, nodes))
+        else:
+            cur = await self._conn.execute(q.APPLY if grouped is None else q.APPLY_BULK, (payload,))
         row = await cur.fetchone()
         failed = set(row[0]) if row is not None else set()
         self.batches += 1
         self.units += len(units)
+        if grouped is not None:
+            self.bulk_batches += 1
         return [_GUARD_FAILED if i in failed else None for i in range(len(units))]
 
     def _resolve(self, batch: list[_Queued], outcomes: list[_Outcome]) -> None:
@@ -194,6 +219,11 @@ class PostgresStore(Store):
                 await conn.execute(q.ANALYZE)
         except psycopg.Error as exc:
             raise StoreError(f"ANALYZE on {safe_url(self.url)} failed: {exc}") from exc
+
+    def asset_locks(self, node: str) -> AssetLocks:
+        from jobd.store.postgres.locks import PgAssetLocks
+
+        return PgAssetLocks(self.url, self._fetchall, node)
 
     # ----------------------------------------------------------------- reading
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -291,6 +321,14 @@ class PostgresStore(Store):
         row = await self._fetchone(q.MAX_JOB_ID)
         return 0 if row is None or row[0] is None else int(row[0])
 
+    async def take_ids(self, n: int) -> int:
+        """From the sequence ``jobd_job_ids`` (``sql/migrate-2.sql``), on a reader connection:
+        the writer's batches never wait for it, nor it for them."""
+        row = await self._fetchone(q.TAKE_IDS, (n,))
+        if row is None:  # pragma: no cover - the function always answers
+            raise StoreError("jobd_take_ids returned nothing")
+        return int(row[0])
+
     async def jobs_with_error(self, code: str) -> list[int]:
         return [r[0] for r in await self._fetchall(q.IDS_WITH_ERROR, (code,))]
 
@@ -360,25 +398,6 @@ async def _read_jobs(conn: psycopg.AsyncConnection[Any], ids: list[int]) -> list
     return [jobs[i] for i in ids if i in jobs]
 
 
-async def migrate(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Create the schema when the database has none; refuse one newer than this jobd's."""
-    schema = resources.files("jobd.store.postgres").joinpath("sql/schema.sql").read_text()
-    async with conn.transaction():
-        await conn.execute(q.SCHEMA_LOCK)
-        row = await (await conn.execute(q.HAS_SCHEMA)).fetchone()
-        if row is not None and row[0]:
-            found = await (await conn.execute(q.SELECT_VERSION)).fetchone()
-            version = int(found[0]) if found else 0
-            if version > q.SCHEMA_VERSION:
-                raise StoreError(
-                    f"the database has jobd schema {version}; this jobd knows up to "
-                    f"{q.SCHEMA_VERSION}: upgrade jobd"
-                )
-            return
-        await conn.execute(schema)  # a trusted file of this package
-        await conn.execute(q.INSERT_VERSION, (str(q.SCHEMA_VERSION),))
-
-
 async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
     try:
         return await psycopg.AsyncConnection.connect(url, autocommit=True)
@@ -386,18 +405,27 @@ async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
         raise StoreError(f"cannot connect to the database {safe_url(url)}: {exc}") from exc
 
 
+async def _lock_node(writer: psycopg.AsyncConnection[Any], node: str) -> bool:
+    """Take the session lock on the node's name; False when another session holds it."""
+    row = await (await writer.execute(q.NODE_LOCK, (node,))).fetchone()
+    return row is not None and bool(row[0])
+
+
 @asynccontextmanager
-async def open_store(url: str, *, readers: int = 4) -> AsyncIterator[PostgresStore]:
-    """Connect to ``url`` (creating the schema as needed) and run the writer task."""
+async def open_store(
+    url: str, *, node: str = "jobd", readers: int = 4, single: bool = True
+) -> AsyncIterator[PostgresStore]:
+    """Connect to ``url`` as the node named ``node`` (creating the schema as needed) and run
+    the writer task. Raises :class:`StoreError` when a daemon with the same node name is
+    connected already (nodes with other names share the database). ``single=False`` skips
+    that check (tests that open several stores on one database as nodes of their own)."""
     writer = await _connect(url)
     try:
         try:
-            owned = await (await writer.execute(q.OWNER_LOCK)).fetchone()
-            if owned is None or not owned[0]:
+            if single and not await _lock_node(writer, node):
                 raise StoreError(
-                    f"another jobd daemon is using the database {safe_url(url)}: "
-                    "one daemon per database (several nodes on one database are not "
-                    "supported yet)"
+                    f"another jobd daemon is using the database {safe_url(url)} as node "
+                    f"{node!r}: give each node its own [daemon] node name"
                 )
             await migrate(writer)
         except psycopg.Error as exc:

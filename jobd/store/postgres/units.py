@@ -18,11 +18,14 @@ class PgUnit(Changes):
     function that holds every write statement); when ``guarded``, the first one is the guard
     and the unit is skipped whole if it matches no row."""
 
-    __slots__ = ("guarded", "statements")
+    __slots__ = ("guarded", "locking", "statements")
 
     def __init__(self) -> None:
         self.statements: list[list[Any]] = []
         self.guarded = False
+        #: With lock statements: the assets, jobs and nodes whose advisory locks the batch
+        #: must take first (``jobd_apply_locked``); None without (most units).
+        self.locking: tuple[list[str], list[int], list[str]] | None = None
 
     def add(self, op: str, *args: Any) -> PgUnit:
         self.statements.append([op, *args])
@@ -212,3 +215,31 @@ class PgUnit(Changes):
         kind = "paused" if paused_at is not None else "resumed"
         self.add("ensure_schedule", schedule).add("schedule_paused", paused_at, schedule)
         return self.add("schedule_event", schedule, at, at, kind, None, f"{kind} by {actor}")
+
+    # ---------------------------------------------------------------- asset locks
+    # The intents of jobd.store.postgres.locks.PgAssetLocks (the contract's AssetLocks).
+    def _locks(self) -> tuple[list[str], list[int], list[str]]:
+        if self.locking is None:
+            self.locking = ([], [], [])
+        return self.locking
+
+    def lock_request(
+        self, job_id: int, node: str, exclusive: Sequence[str], shared: Sequence[str], at: float
+    ) -> PgUnit:
+        assets, jobs, _ = self._locks()
+        assets += (*exclusive, *shared)
+        jobs.append(job_id)
+        return self.add("lock_request", job_id, node, list(exclusive), list(shared), at)
+
+    def lock_release(self, job_id: int, node: str) -> PgUnit:
+        self._locks()[1].append(job_id)
+        return self.add("lock_release", job_id, node)
+
+    def lock_regrant(self, job_id: int) -> PgUnit:
+        self._locks()[1].append(job_id)
+        return self.add("lock_regrant", job_id)
+
+    def lock_release_node(self, node: str) -> PgUnit:
+        """Takeover's intent (``jobd_locks_release_node``): every request of ``node``."""
+        self._locks()[2].append(node)
+        return self.add("lock_release_node", node)
