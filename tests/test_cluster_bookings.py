@@ -20,11 +20,11 @@ import psycopg
 import pytest
 
 from jobd.config import ResourceConfig
+from jobd.core.errors import BookingConflict
+from jobd.core.models import Job, Reservation
+from jobd.core.states import JobState
 from jobd.engine import Engine
-from jobd.errors import BookingConflict
-from jobd.models import Job, Reservation
-from jobd.plugins import PluginHost
-from jobd.states import JobState
+from jobd.plugin.host import PluginHost
 from jobd.store.postgres import open_store
 from tests.enginekit import make_config, spec, step, wait_until, workflow
 

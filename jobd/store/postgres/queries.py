@@ -41,10 +41,10 @@ UPDATE_VERSION = "UPDATE jobd_meta SET value = %s WHERE key = 'schema_version'"
 #: Every write: one call per group-commit batch of ``jobd_apply`` (``sql/schema.sql``), which
 #: holds the write statements themselves, each named by its ``op`` (:mod:`.units`).
 APPLY = "SELECT jobd_apply(%s::jsonb)"
-#: A batch of the hot path grouped by statement (``sql/migrate-5.sql``, :mod:`.bulk`).
+#: A batch of the hot path grouped by statement (``sql/migrate-6.sql``, :mod:`.bulk`).
 APPLY_BULK = "SELECT jobd_apply_bulk(%s::jsonb)"
 #: A batch with asset-lock statements: their assets' advisory locks first, in key order
-#: (``sql/migrate-5.sql``), then ``jobd_apply``; the assets, jobs and nodes they touch.
+#: (``sql/migrate-6.sql``), then ``jobd_apply``; the assets, jobs and nodes they touch.
 APPLY_LOCKED = "SELECT jobd_apply_locked(%s::jsonb, %s::text[], %s::bigint[], %s::text[])"
 
 # ------------------------------------------------------------------ asset locks
@@ -59,7 +59,7 @@ RELEASE_NODE_LOCKS = "SELECT jobd_locks_release_node(%s)"
 
 
 # ------------------------------------------------------------------ cluster rules
-#: The configuration's resources and capacities (``sql/migrate-5.sql``: the slots).
+#: The configuration's resources and capacities (``sql/migrate-6.sql``: the slots).
 CLEAR_RESOURCES = "DELETE FROM jobd_resources"
 INSERT_RESOURCE = "INSERT INTO jobd_resources (name, capacity) VALUES (%s, %s)"
 #: Other nodes' bookings, as ``<writer's backend pid> <job id>``.

@@ -1,10 +1,10 @@
 """What the PostgreSQL database itself enforces across the nodes of a cluster, and how
-its answers reach the engine (SPEC §10; ``sql/migrate-5.sql``).
+its answers reach the engine (SPEC §10; ``sql/migrate-6.sql``).
 
 **Bookings**: the exclusion constraint ``reservations_never_double_booked`` and the
 trigger that gives each reservation a slot of its resource (capacity ``N``: ``N``
 slots). A reservation the database refuses fails its unit with the same
-:class:`~jobd.errors.BookingConflict` (409) the booking index raises, naming the
+:class:`~jobd.core.errors.BookingConflict` (409) the booking index raises, naming the
 resource and the jobs in the way (:func:`refusal`). Each node writes the capacities
 of its configuration (:func:`set_capacities`) and hears of the bookings other nodes
 add or drop through ``NOTIFY jobd_bookings`` (:func:`follow_reservations`), so that
@@ -23,10 +23,10 @@ import psycopg
 import structlog
 from anyio.abc import TaskStatus
 
-from jobd.errors import BookingConflict, StoreError
+from jobd.core.errors import BookingConflict, StoreError
+from jobd.core.timefmt import format_time
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.units import PgUnit
-from jobd.timefmt import format_time
 
 log = structlog.get_logger("jobd.store")
 #: The constraint (and the SQLSTATE) of a booking the database refused.
