@@ -10,8 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from jobd.models import Job, JobSpec, Step
-from jobd.states import JobState as S
+from jobd.core.models import Job, JobSpec, Step
+from jobd.core.states import JobState as S
 from jobd.store.contract import GuardFailed
 from jobd.store.postgres import open_store
 from jobd.store.postgres.bulk import group
