@@ -58,7 +58,7 @@ def _cluster(url: str, names: list[str], args: argparse.Namespace, step_s: float
 
 
 def _submit(cluster: Cluster, name: str, bodies: list[dict[str, Any]], batch: int) -> None:
-    from jobd.client import Client, Endpoint
+    from jobd.client.remote import Client, Endpoint
 
     with Client(Endpoint(socket=cluster.layouts[name].socket), timeout=120) as client:
         for i in range(0, len(bodies), batch):

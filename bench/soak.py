@@ -85,7 +85,7 @@ class Submitter(threading.Thread):
         ]
 
     def run(self) -> None:
-        from jobd.client import Client, Endpoint
+        from jobd.client.remote import Client, Endpoint
 
         a = self.args
         batches = range(0, a.jobs, a.batch)
