@@ -73,6 +73,17 @@ def _wait_done(cluster: Cluster, n: int, deadline_s: float) -> None:
         time.sleep(0.02)  # polling the outcome; the figure's resolution
 
 
+def _by_node(cluster: Cluster) -> dict[str, int]:
+    """Jobs per node that ran them (``jobs.node``, once the cluster records it)."""
+    has = cluster.sql(
+        "SELECT 1 FROM information_schema.columns"
+        " WHERE table_name = 'jobs' AND column_name = 'node'"
+    )
+    if not has:
+        return {"?": int(cluster.sql("SELECT count(*) FROM jobs")[0][0])}
+    return {str(k): int(v) for k, v in cluster.sql("SELECT node, count(*) FROM jobs GROUP BY 1")}
+
+
 def throughput(
     server: str, nodes: int, n: int, assets: int, step_s: float, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -96,7 +107,7 @@ def throughput(
                 t.join()
             _wait_done(cluster, n, 600)
             wall = time.perf_counter() - t0
-            by_node = dict(cluster.sql("SELECT node, count(*) FROM jobs GROUP BY node"))
+            by_node = _by_node(cluster)
         finally:
             cluster.close()
     out: dict[str, Any] = {"nodes": nodes, "jobs": n, "assets": assets, "step_s": step_s}
@@ -141,7 +152,7 @@ def _taken_up(cluster: Cluster, job: int, t0: float, limit_s: float) -> dict[str
     return {"takeover_s": None, "why": f"no other node took the job up in {limit_s:.0f} s"}
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nodes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 3])
     p.add_argument("--jobs", type=int, default=5000)
@@ -150,7 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=64)
     p.add_argument("--lease", type=float, default=5.0)
     p.add_argument("--only", default="throughput,takeover")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
     out: dict[str, Any] = {"bench": "pgcluster", "lease": args.lease, "runs": []}
     with pgserver.server() as server:
         if "throughput" in args.only:
