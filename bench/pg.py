@@ -280,3 +280,60 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# ----------------------------------------------------------------------------- the table
+
+LABELS = {
+    "noop": ("no-op jobs/s, 1 node", 5000),
+    "noop_locked": ("no-op jobs/s, 1 node, each locking 1 of 10 assets", 4000),
+    "step": ("50 ms steps, jobs/s, 1 node", None),
+    "step_locked": ("50 ms steps, each locking 1 of 10 assets (ideal 200/s)", None),
+}
+
+
+def _fig(d: dict[str, Any]) -> str:
+    if "jobs_per_s" not in d:
+        return str(d.get("skipped") or d.get("error") or "n/a")[:60]
+    text = f"{d['jobs_per_s']:,.0f}"
+    if "of_ideal" in d:
+        text += f" ({100 * d['of_ideal']:.0f} % of ideal)"
+    return text + f" (load {d['load'][0]})" if d.get("load") else text
+
+
+def rows(raw: dict[str, Any]) -> list[dict[str, str]]:
+    """The suite's table rows (``bench/suite.py``'s ``Row`` fields) of one run's output."""
+    out = []
+    for name, (label, target) in LABELS.items():
+        run = raw.get("runs", {}).get(name)
+        if not run:
+            continue
+        jobd = run.get("jobd", {})
+        rate = jobd.get("jobs_per_s")
+        meets = "" if target is None or rate is None else ("yes" if rate >= target else "**no**")
+        if name == "step_locked" and "of_ideal" in jobd:
+            meets = "yes" if jobd["of_ideal"] >= 0.8 else "**no**"
+        for i, peer in enumerate(("procrastinate", "pgqueuer")):
+            d = run.get(peer, {})
+            peer_rate = d.get("jobs_per_s")
+            ratio = f"{rate / peer_rate:.1f}" if rate and peer_rate else ""
+            out.append(
+                {
+                    "figure": f"PostgreSQL: {label}" if i == 0 else "",
+                    "jobd": _fig(jobd) if i == 0 else "",
+                    "peer": peer,
+                    "peer_value": _fig(d),
+                    "ratio": ratio,
+                    "target": (
+                        "≥ 80 % of ideal"
+                        if name == "step_locked"
+                        else f"≥ {target:,}"
+                        if target
+                        else ""
+                    )
+                    if i == 0
+                    else "",
+                    "meets": meets if i == 0 else "",
+                }
+            )
+    return out
