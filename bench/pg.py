@@ -14,8 +14,10 @@ submitted one at a time by concurrent submitters while the workers run.
 Workloads: no-op jobs, plain and each locking 1 of 10 assets (exclusive); the same with a
 step of ``--step-ms`` (50) ms, where the locked workload's ideal is 10 assets busy all the
 time (10 / 0.05 s = 200 jobs/s) and the plain one's is every worker busy. pgqueuer has no
-per-key locks: its locked rows say so. A peer's 50 ms locked run uses ``--slow-jobs`` jobs
-(procrastinate's worker is not woken when a lock is released: it polls every 5 s).
+per-key locks: its locked rows say so. procrastinate's locked runs use fewer jobs
+(``--locked-peer-jobs`` 500; ``--slow-jobs`` 100 with 50 ms steps): its worker is not
+woken when a lock is released (it polls every 5 s, its default), so a locked backlog
+drains at a few jobs per second.
 
 Also reports the store's own counters for jobd (batches, units per batch) and the load
 average before and after each run (other sessions share this machine's 2 cores).
@@ -208,8 +210,8 @@ def run_one(system: str, url: str, w: dict[str, Any], args: argparse.Namespace) 
 
         return dict(anyio.run(lambda: coro, backend_options=LOOP_OPTIONS))
     if system == "procrastinate":
-        if assets and step_s:
-            n = min(n, args.slow_jobs)
+        if assets:
+            n = min(n, args.slow_jobs if step_s else args.locked_peer_jobs)
         rate = asyncio.run(pgpeers.procrastinate_run(url, n, locks=assets, step_s=step_s))
         return {"jobs": n, "jobs_per_s": round(rate, 1)}
     rate = asyncio.run(pgpeers.pgqueuer_run(url, n, step_s=step_s))
@@ -256,7 +258,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--server", help="postgresql:// URL of a role that may create databases")
     p.add_argument("--jobs", type=int, default=5000, help="no-op jobs per run")
     p.add_argument("--step-jobs", type=int, default=1000, help="jobs per run with a step")
-    p.add_argument("--slow-jobs", type=int, default=100, help="peers' 50 ms locked run")
+    p.add_argument("--slow-jobs", type=int, default=100, help="procrastinate's 50 ms locked run")
+    p.add_argument(
+        "--locked-peer-jobs", type=int, default=500, help="procrastinate's locked no-op run"
+    )
     p.add_argument("--step-ms", type=float, default=50.0)
     p.add_argument("--workers", type=int, default=64, help="jobd's workers")
     p.add_argument("--only", type=lambda s: [x for x in s.split(",") if x], default=SYSTEMS)
@@ -276,6 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     out["runs"] = measure(server, args)
     out["load_end"] = load()
     print(json.dumps(out))
+    from bench import suite
+
+    print(suite.markdown([suite.Row(**r) for r in rows(out)]), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,10 @@ ARGS: dict[str, tuple[list[str], list[str]]] = {
         ["--jobs", "20000", "--huey", "1000", "--cancel", "5000", "--list-jobs", "100000"],
     ),
     "scale": (["--jobs", "1000000"], ["--jobs", "100000"]),
-    "pg": ([], ["--jobs", "1000", "--step-jobs", "200", "--slow-jobs", "30"]),
+    "pg": (
+        [],
+        ["--jobs", "1000", "--step-jobs", "200", "--slow-jobs", "30", "--locked-peer-jobs", "100"],
+    ),
     "pgcluster": ([], ["--jobs", "1000", "--step-jobs", "200"]),
     "scale-booked": (
         ["--jobs", "1000000", "--booked", "--no-empty"],
