@@ -156,3 +156,12 @@ def test_cli_startup() -> None:
     result = bench_cli.run(1)
     assert set(result) == {"python -c pass", "jobd list", "jobd show 1", "jobd --help"}
     assert all(figures["wall_ms_median"] > 0 for figures in result.values())
+
+
+async def test_cluster_lock_handoff_and_locked_workload(pg_url: str) -> None:
+    from bench import cluster_locks
+
+    result = await cluster_locks.handoff(pg_url, 6, 2)
+    assert result["to_running_on_another_node_ms"]["n"] == 5 and positive(result)
+    result = await cluster_locks.locked_50ms(pg_url, 20, 2)
+    assert result["jobs_per_s"] > 0 and positive(result)
