@@ -118,7 +118,7 @@ def pg_config(state: Path, url: str, workers: int, queue: int, step_s: float = 0
 
 
 def specs(n: int, assets: int, step_s: float) -> list[Any]:
-    from jobd.models import JobSpec
+    from jobd.core.models import JobSpec
 
     flow = "pause" if step_s else "noop"
     return [
@@ -139,7 +139,7 @@ async def jobd_run(
     import anyio
 
     from jobd.engine import Engine
-    from jobd.plugins import PluginHost
+    from jobd.plugin.host import PluginHost
     from jobd.store import open_store
 
     plugins = PluginHost([PLUGINS], builtin=False, entry_points=False)

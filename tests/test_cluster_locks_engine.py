@@ -20,9 +20,9 @@ import anyio
 import pytest
 
 from jobd.config import Config
+from jobd.core.states import JobState
 from jobd.engine import Engine, cluster_handoff
-from jobd.plugins import PluginHost
-from jobd.states import JobState
+from jobd.plugin.host import PluginHost
 from jobd.store.postgres import open_store as open_postgres
 from tests.enginekit import make_config, spec, step, wait_all, wait_state, workflow
 

@@ -15,7 +15,7 @@ import anyio
 import psycopg
 import pytest
 
-from jobd.locks import LockManager
+from jobd.engine.locks import LockManager
 from jobd.store.contract import AssetLocks, LockEvent
 from jobd.store.postgres import PostgresStore
 from jobd.store.postgres import open_store as open_postgres

@@ -8,8 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from jobd.errors import InvalidTransition, NotFound, ValidationError
-from jobd.states import JobState, StepState
+from jobd.core.errors import InvalidTransition, NotFound, ValidationError
+from jobd.core.states import JobState, StepState
 from tests.enginekit import (
     make_config,
     pid_gone,

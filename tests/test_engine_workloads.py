@@ -10,7 +10,7 @@ import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobd.states import JobState
+from jobd.core.states import JobState
 from tests.enginekit import make_config, running_engine, spec, step, wait_all, workflow
 
 ASSETS = ["a", "b", "c", "d"]

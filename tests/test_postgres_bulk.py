@@ -10,8 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from jobd.models import Job, JobSpec, Step
-from jobd.states import JobState as S
+from jobd.core.models import Job, JobSpec, Step
+from jobd.core.states import JobState as S
 from jobd.store.contract import GuardFailed
 from jobd.store.postgres import open_store
 from jobd.store.postgres.bulk import group
@@ -135,3 +135,20 @@ async def test_the_store_takes_the_bulk_path_with_the_same_outcomes(
         assert store.bulk_batches > before
         states = await store.job_states([1, 2, 3])
     assert {k: v[1] for k, v in states.items()} == {1: S.RUNNING, 2: S.QUEUED, 3: S.QUEUED}
+
+
+async def test_the_write_functions_plan_by_keys_at_any_table_size(pg_url: str) -> None:
+    """Their generic plans, made once per connection (maybe over a table still empty), must
+    never be scans of a whole table (``sql/migrate-5.sql``)."""
+    async with open_store(pg_url):
+        pass
+    names = ["jobd_apply", "jobd_apply_bulk", "jobd_apply_locked", "jobd_locks_release_node"]
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(
+            "SELECT proname, proconfig FROM pg_proc WHERE proname = ANY(%s)", (names,)
+        ).fetchall()
+    assert sorted(r[0] for r in rows) == sorted(names)
+    for name, config in rows:
+        assert {"enable_seqscan=off", "enable_hashjoin=off", "enable_mergejoin=off"} <= set(
+            config or ()
+        ), name

@@ -28,15 +28,15 @@ from typing import Any
 import anyio
 import structlog
 
-from jobd.bookings import BookingIndex
+from jobd.core.models import Job
+from jobd.core.states import JobState
 from jobd.engine.context import Context
 from jobd.engine.handoff import lock_timeout_overlay
 from jobd.engine.lineup import Lineup
 from jobd.engine.ports import Wakeup
 from jobd.engine.transitions import Transitions
-from jobd.models import Job
-from jobd.runner import RunControl
-from jobd.states import JobState
+from jobd.plan.bookings import BookingIndex
+from jobd.run.runner import RunControl
 from jobd.store.contract import AssetLocks, LockEvent
 
 S = JobState

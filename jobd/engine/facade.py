@@ -30,8 +30,9 @@ import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from jobd.bookings import BookingIndex
 from jobd.config import Config, keep_restart_only
+from jobd.core.events import JobEvent
+from jobd.core.models import Job, JobSpec
 from jobd.engine.admission import Admission
 from jobd.engine.cluster_handoff import ClusterHandoff
 from jobd.engine.context import Context
@@ -40,22 +41,21 @@ from jobd.engine.handoff import LockHandoff
 from jobd.engine.host import EngineRunHost
 from jobd.engine.intake import Intake
 from jobd.engine.lineup import Lineup
+from jobd.engine.locks import LockManager
 from jobd.engine.operations import BatchOutcome, Operations
 from jobd.engine.ports import Handoff
 from jobd.engine.queries import Queries
 from jobd.engine.recovery import Recovery
+from jobd.engine.runqueue import RunQueue
 from jobd.engine.transitions import Transitions
 from jobd.engine.workers import IdleWorkers, Workers
-from jobd.events import JobEvent
-from jobd.locks import LockManager
-from jobd.models import Job, JobSpec
-from jobd.plugins import PluginHost
-from jobd.runner import SHUTDOWN, RunControl, Runner
-from jobd.runqueue import RunQueue
-from jobd.schedules import Schedules
+from jobd.plan.bookings import BookingIndex
+from jobd.plan.schedules import Schedules
+from jobd.plan.timers import Timers
+from jobd.plugin.host import PluginHost
+from jobd.run.runner import SHUTDOWN, RunControl, Runner
+from jobd.run.windows import LiveWindows
 from jobd.store import JobFilter, Store
-from jobd.timers import Timers
-from jobd.windows import LiveWindows
 
 log = structlog.get_logger("jobd.engine")
 

@@ -1,4 +1,4 @@
-"""The lock hand-off of one node: per-asset FIFO locks in memory (:mod:`jobd.locks`) between
+"""The lock hand-off of one node: per-asset FIFO locks in memory (:mod:`jobd.engine.locks`) between
 a job's pick and the end of its run; one of the two :class:`~.ports.Handoff` (the other, a
 cluster's, is :mod:`.cluster_handoff`).
 
@@ -26,15 +26,15 @@ from typing import Any
 
 import anyio
 
-from jobd.bookings import BookingIndex
+from jobd.core.models import ErrorOverlay, Job, OverlayCode
+from jobd.core.states import JobState
 from jobd.engine.context import Context
 from jobd.engine.lineup import Lineup
+from jobd.engine.locks import LockManager
 from jobd.engine.ports import Wakeup
 from jobd.engine.transitions import Transitions
-from jobd.locks import LockManager
-from jobd.models import ErrorOverlay, Job, OverlayCode
-from jobd.runner import RunControl
-from jobd.states import JobState
+from jobd.plan.bookings import BookingIndex
+from jobd.run.runner import RunControl
 
 S = JobState
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Protocol
 
-from jobd.models import Job, JobSpec, Reservation
-from jobd.runner import RunControl
-from jobd.runqueue import RunQueue
+from jobd.core.models import Job, JobSpec, Reservation
+from jobd.engine.runqueue import RunQueue
+from jobd.run.runner import RunControl
 
 
 class Wakeup(Protocol):
@@ -178,7 +178,7 @@ class Reopen(Protocol):
 
 
 class WindowView(Protocol):
-    """Open windows as queries show them (:class:`jobd.windows.LiveWindows`)."""
+    """Open windows as queries show them (:class:`jobd.run.windows.LiveWindows`)."""
 
     def ids(self) -> list[int]: ...
 

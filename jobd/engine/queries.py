@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobd.bookings import BookingIndex
+from jobd.core.errors import NotFound
+from jobd.core.models import Job
+from jobd.core.states import JobState
 from jobd.engine.context import Context
 from jobd.engine.lineup import Lineup
 from jobd.engine.ports import LockView, QueueState, RunningState, WindowView
 from jobd.engine.transitions import Transitions
-from jobd.errors import NotFound
-from jobd.models import Job
-from jobd.states import JobState
+from jobd.plan.bookings import BookingIndex
 from jobd.store import JobFilter
 
 S = JobState

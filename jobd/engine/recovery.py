@@ -13,14 +13,14 @@ from dataclasses import replace
 
 import structlog
 
-from jobd.bookings import BookingIndex
+from jobd.core.models import ErrorOverlay, Job, OverlayCode
+from jobd.core.states import ACTIVE, JobState, StepState
 from jobd.engine.context import Context
 from jobd.engine.lineup import Lineup
 from jobd.engine.live import in_live_window
 from jobd.engine.ports import Ids, Relock, Reopen, Requeue, Wakeup
 from jobd.engine.transitions import Transitions
-from jobd.models import ErrorOverlay, Job, OverlayCode
-from jobd.states import ACTIVE, JobState, StepState
+from jobd.plan.bookings import BookingIndex
 
 S = JobState
 log = structlog.get_logger("jobd.engine")
@@ -78,7 +78,7 @@ class Recovery:
         self._wakeup.wake_all()
 
     async def _recover_running(self, job: Job) -> None:
-        from jobd.processes import kill_process_group
+        from jobd.plugin.processes import kill_process_group
 
         for step in job.steps:
             if step.pgid:

@@ -20,7 +20,7 @@ import structlog
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
-from jobd.errors import StoreError
+from jobd.core.errors import StoreError
 from jobd.store.contract import AssetLocks, Changes, LockEvent
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.units import PgUnit

@@ -27,9 +27,9 @@ import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from jobd.errors import StoreError
-from jobd.models import HistoryEntry, Job, Reservation, Step
-from jobd.states import JobState
+from jobd.core.errors import StoreError
+from jobd.core.models import HistoryEntry, Job, Reservation, Step
+from jobd.core.states import JobState
 from jobd.store.contract import (
     AssetLocks,
     Changes,

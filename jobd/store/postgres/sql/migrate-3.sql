@@ -4,7 +4,7 @@
 -- A job's lock request is one row of lock_requests (its node, its place ``seq`` in the one
 -- arrival order of every request, when it began to wait, when it was granted) and one row
 -- per asset of lock_assets (exclusive or shared, held or waiting). The rules are the
--- in-memory LockManager's (jobd/locks.py): all-or-nothing over a request's assets, strict
+-- in-memory LockManager's (jobd/engine/locks.py): all-or-nothing over a request's assets, strict
 -- FIFO per asset (a shared request waits behind an earlier exclusive one), shared holders
 -- together; a request is granted when, on every one of its assets, no holder conflicts with
 -- it and no earlier waiter does.
