@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -40,14 +41,14 @@ from bench.engine import PLUGINS, Counter
 from bench.handoff import MARK_PLUGIN, pcts
 from bench.pg import fresh_database, server_url
 from jobd.config import Config, DaemonConfig, Defaults, StepConfig, WorkflowConfig
+from jobd.core.events import JobEvent
+from jobd.core.models import JobSpec
+from jobd.core.states import JobState
 from jobd.engine import Engine
-from jobd.events import JobEvent
-from jobd.models import JobSpec
-from jobd.plugins import PluginHost, dropin_module_name
-from jobd.states import JobState
+from jobd.plugin.host import PluginHost, dropin_module_name
 from jobd.store import open_store
 
-TIMEOUT = 600.0
+TIMEOUT = float(os.environ.get("JOBD_BENCH_TIMEOUT", "600"))
 
 
 def _config(state: Path, plugin_dir: Path, url: str, node: str, workers: int) -> Config:
@@ -68,6 +69,22 @@ def _config(state: Path, plugin_dir: Path, url: str, node: str, workers: int) ->
 
 
 @asynccontextmanager
+async def _node(
+    state: Path, plugin_dir: Path, plugins: PluginHost, url: str, node: str, workers: int
+) -> AsyncIterator[Engine]:
+    """One node, running; stopped before its store closes (its outcome writes land)."""
+    (state / node).mkdir()
+    async with open_store(state / node / "unused.db", database=url, node=node) as store:
+        engine = Engine(_config(state, plugin_dir, url, node, workers), store, plugins)
+        async with anyio.create_task_group() as tg:
+            await tg.start(engine.run)
+            try:
+                yield engine
+            finally:
+                tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
 async def nodes(url: str, k: int, workers: int) -> AsyncIterator[tuple[list[Engine], Any]]:
     """``k`` engines (nodes ``n0``...) on ``url``, running; and the mark plugin's recorder."""
     with tempfile.TemporaryDirectory(prefix="jobd-bench-") as tmp:
@@ -79,19 +96,13 @@ async def nodes(url: str, k: int, workers: int) -> AsyncIterator[tuple[list[Engi
         plugins.load()
         recorder = sys.modules[dropin_module_name(plugin_dir / "bench_mark.py")].RECORDER
         async with AsyncExitStack() as stack:
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            engines = []
-            for i in range(k):
-                node = f"n{i}"
-                (state / node).mkdir()
-                store = await stack.enter_async_context(
-                    open_store(state / node / "unused.db", database=url, node=node)
+            engines = [
+                await stack.enter_async_context(
+                    _node(state, plugin_dir, plugins, url, f"n{i}", workers)
                 )
-                engine = Engine(_config(state, plugin_dir, url, node, workers), store, plugins)
-                await tg.start(engine.run)
-                engines.append(engine)
+                for i in range(k)
+            ]
             yield engines, recorder
-            tg.cancel_scope.cancel()
 
 
 def _listen_all(engines: list[Engine], listener: Callable[[JobEvent], None]) -> None:
