@@ -193,6 +193,9 @@ class Engine:
             ctx.tg = tg
             await tg.start(self.timers.run)
             await tg.start(self.windows.run)
+            # A cluster's node: other nodes' bookings reach the booking index (SQLite: none);
+            # listening before recovery reads the bookings, so that none is missed.
+            await tg.start(ctx.store.follow_reservations, self._recovery.refresh_reservations)
             await self._recovery.recover()
             for _ in range(ctx.config.daemon.workers):
                 tg.start_soon(self._workers.worker)
@@ -264,14 +267,23 @@ class Engine:
         return warnings
 
     # ================================================================ submit & edit
-    async def submit(self, spec: JobSpec, *, actor: str = "api", cause: str = "submitted") -> Job:
+    async def submit(
+        self,
+        spec: JobSpec,
+        *,
+        actor: str = "api",
+        cause: str = "submitted",
+        firing: tuple[str, float] | None = None,
+    ) -> Job:
         """Validate ``spec`` (workflow exists, params templating, plugin validators, bookings),
         store it and return the job. Raises ValidationError, BookingConflict.
 
         ``cause`` is the first history row's (``resubmit`` names the job it came from).
         The job's id is taken only once everything is checked and booked: a refusal uses
-        up no id, so ids stay dense. Nothing between that check and the id awaits."""
-        return await self._intake.submit(spec, actor=actor, cause=cause)
+        up no id, so ids stay dense. Nothing between that check and the id awaits.
+        ``firing``: ``(schedule, fire time)`` that this job is, recorded in the same write;
+        GuardFailed when another node recorded that firing first."""
+        return await self._intake.submit(spec, actor=actor, cause=cause, firing=firing)
 
     async def submit_many(self, specs: list[JobSpec], *, actor: str = "api") -> list[Job]:
         """Submit ``specs`` all or nothing, in one transaction (``POST /v1/batch/jobs``).
