@@ -42,9 +42,10 @@ from jobd.store.contract import (
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.bulk import group
 from jobd.store.postgres.filters import filtered
+from jobd.store.postgres.locks import PgAssetLocks
 from jobd.store.postgres.migrate import migrate
 from jobd.store.postgres.news import PgNews
-from jobd.store.postgres.rules import ReservationNews, refusal, set_capacities
+from jobd.store.postgres.rules import ReservationNews, firing_claimed, refusal, set_capacities
 from jobd.store.postgres.units import PgUnit
 from jobd.store.sqlite.rows import job_from_row, reservation_from_row, step_from_row
 
@@ -179,6 +180,8 @@ class PostgresStore(Store):
         return outcomes
 
     def _refused(self, exc: psycopg.Error, unit: PgUnit) -> _Outcome:
+        if firing_claimed(exc):
+            return ("guard", "another node recorded this schedule firing first")
         conflict = refusal(exc, unit)
         if conflict is None:
             return ("error", f"write failed: {exc}")
@@ -262,8 +265,6 @@ class PostgresStore(Store):
             raise StoreError(f"ANALYZE on {safe_url(self.url)} failed: {exc}") from exc
 
     def asset_locks(self, node: str) -> AssetLocks:
-        from jobd.store.postgres.locks import PgAssetLocks
-
         return PgAssetLocks(self.url, self._fetchall, node)
 
     def news(self) -> PgNews:
