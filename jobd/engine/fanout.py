@@ -43,6 +43,18 @@ class Fanout:
                 listener(event)
             except Exception:
                 log.exception("event listener failed", listener=repr(listener))
+        if self.subscribers:
+            self.relay(event)
+        if self.has_observers:
+            rc = self._lineup.get(event.job_id)
+            data = job or (rc.job if rc else None)
+            self._ctx.plugins.job_event(
+                data.to_dict() if data else {"id": event.job_id}, event.to_dict()
+            )
+
+    def relay(self, event: JobEvent) -> None:
+        """An event another node of a cluster committed (:mod:`.relay`): to this node's SSE
+        subscribers only (its listeners and plugins observe the node's own events)."""
         for stream in list(self.subscribers):
             try:
                 stream.send_nowait(event)
@@ -52,12 +64,6 @@ class Fanout:
                 stream.close()
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self.subscribers.discard(stream)
-        if self.has_observers:
-            rc = self._lineup.get(event.job_id)
-            data = job or (rc.job if rc else None)
-            self._ctx.plugins.job_event(
-                data.to_dict() if data else {"id": event.job_id}, event.to_dict()
-            )
 
     def step_event(self, job: Job, step: Step, job_state: JobState | None = None) -> None:
         state = job.state if job_state is None else job_state
