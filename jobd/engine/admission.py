@@ -64,6 +64,8 @@ class Admission:
         self._moves_landed = asyncio.Event()
         self._moves_landed.set()
         self._admitting = False
+        #: An admit() task is started and has not run yet (see admit_soon).
+        self._admit_started = False
         #: When the one due timer is set for (None: not set).
         self._next_wake: float | None = None
 
@@ -104,13 +106,22 @@ class Admission:
     # ---------------------------------------------------------------- Line
     def next_queued(self) -> int | None:
         job_id = self.queue.pop()
-        if job_id is not None and self.pending:
-            self._ctx.spawn(self.admit)
+        if job_id is not None:
+            self.admit_soon()
         return job_id
 
     def admit_soon(self) -> None:
-        if self.pending:
-            self._ctx.spawn(self.admit)
+        """Start :meth:`admit` in a task, unless one is started or admitting already: its
+        loop sees the places freed meanwhile. (A task for every place freed while jobs
+        were pending, each returning at once, was a seventh of the workers' time.)"""
+        idle = not (self._admit_started or self._admitting)
+        if self.pending and idle and self._ctx.tg is not None:
+            self._admit_started = True
+            self._ctx.spawn(self._admit_task)
+
+    async def _admit_task(self) -> None:
+        self._admit_started = False
+        await self.admit()
 
     # ---------------------------------------------------------------- due
     async def process_due(self) -> None:

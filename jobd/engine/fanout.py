@@ -45,14 +45,20 @@ class Fanout:
                 listener(event)
             except Exception:
                 log.exception("event listener failed", listener=repr(listener))
-        for stream in list(self.subscribers):
-            self._offer(stream, event)
+        if self.subscribers:
+            self.relay(event)
         if self.has_observers:
             rc = self._lineup.get(event.job_id)
             data = job or (rc.job if rc else None)
             self._ctx.plugins.job_event(
                 data.to_dict() if data else {"id": event.job_id}, event.to_dict()
             )
+
+    def relay(self, event: JobEvent) -> None:
+        """An event another node of a cluster committed (:mod:`.relay`): to this node's SSE
+        subscribers only (its listeners and plugins observe the node's own events)."""
+        for stream in list(self.subscribers):
+            self._offer(stream, event)
 
     def _offer(self, stream: MemoryObjectSendStream[JobEvent], event: JobEvent) -> None:
         try:

@@ -136,8 +136,10 @@ class LogStreamResponse(EventStreamResponse):
 
     A line is on the stream only once committed (it has its ``seq`` then): each one
     written wakes the stream with a marker, which flushes the store and reads what is
-    new. Lines come before the events that were waiting with them, so the state event
-    that finishes a job comes after every line the job wrote.
+    new; so does every event of the job (in a cluster, the lines of a job running on
+    another node have no marker here: they come with its events). Lines come before
+    the events that were waiting with them, so the state event that finishes a job
+    comes after every line the job wrote.
     """
 
     def __init__(
@@ -156,7 +158,7 @@ class LogStreamResponse(EventStreamResponse):
                 await self._chunk(send, b": keepalive\n\n")
                 continue
             mine = [event for event in waiting if event.job_id == self._log_job]
-            if any(event.kind == "log" for event in mine):
+            if mine:  # a line's marker; or an event, after which lines another node wrote
                 await self._send_lines(send)
             for event in mine:
                 if event.kind != "log":
