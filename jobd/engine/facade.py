@@ -263,6 +263,7 @@ class Engine:
     def _log_line(self, job_id: int, step: str | None, level: str, message: str, at: float) -> None:
         store = self._ctx.store
         store.commit_nowait(store.changes().append_log(job_id, at, step, level, message))
+        self._fanout.log_written(job_id, at)
 
     async def reload(self, config: Config, plugins: PluginHost | None = None) -> list[str]:
         """Swap in a new, already-validated config (and the plugins loaded with it, if
@@ -395,7 +396,24 @@ class Engine:
         return self._ctx.plugins.describe()
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[MemoryObjectReceiveStream[JobEvent]]:
-        """Every committed event from now on, for the SSE stream; a slow reader is dropped."""
-        async with self._fanout.subscribe() as receive:
+    async def subscribe(
+        self, log_of: int | None = None
+    ) -> AsyncIterator[MemoryObjectReceiveStream[JobEvent]]:
+        """Every committed event from now on, for the SSE stream; a slow reader is dropped.
+
+        ``log_of``: also a ``kind="log"`` marker each time a line of that job's log is
+        written; the line is committed by the time :meth:`committed_log` returns."""
+        async with self._fanout.subscribe(log_of) as receive:
             yield receive
+
+    async def committed_log(self, job_id: int, after: int) -> list[dict[str, Any]]:
+        """Every log line of ``job_id`` with ``seq > after``, once everything written so far
+        is committed (a ``kind="log"`` marker's line included). Raises NotFound."""
+        await self._ctx.store.flush()
+        lines: list[dict[str, Any]] = []
+        while page := await self.job_log(job_id, after, 10_000):
+            lines += page
+            after = int(page[-1]["seq"])
+            if len(page) < 10_000:
+                break
+        return lines
