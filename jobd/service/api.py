@@ -64,6 +64,7 @@ from jobd.service.authz import (
 )
 from jobd.service.metrics import Metrics
 from jobd.service.web import add_page_routes, is_public_path
+from jobd.service.web.compact import booking_columns, booking_resources
 from jobd.store import JobFilter
 
 if TYPE_CHECKING:
@@ -1146,12 +1147,23 @@ def _inspect_routes(app: FastAPI, engine: Engine) -> None:
     async def bookings(
         start: Annotated[str | None, Query(alias="from", max_length=100)] = None,
         end: Annotated[str | None, Query(alias="to", max_length=100)] = None,
+        resource: Annotated[
+            list[str] | None, Query(description="only these resources; repeatable or a,b")
+        ] = None,
+        form: Annotated[
+            Literal["items", "columns"],
+            Query(description="items (SPEC §2) or columns: the timeline's compact form"),
+        ] = "items",
     ) -> JSONResponse:
         lo, hi = _field_time("from", start), _field_time("to", end)
         if lo is not None and hi is not None and hi < lo:
             raise ValidationError("to: must not be before from", field="to")
+        names = booking_resources(resource)
+        found = await engine.bookings(lo, hi, names)
         # A JSONResponse skips FastAPI's jsonable_encoder walk: a timeline asks for 10,000.
-        return JSONResponse(_items(await engine.bookings(lo, hi)))
+        if form == "columns":
+            return JSONResponse(booking_columns(found))
+        return JSONResponse(_items(found))
 
     @app.get("/v1/schedules", dependencies=[VIEWER])
     async def schedules() -> dict[str, Any]:
