@@ -194,6 +194,17 @@ OBSERVE = """
 window.__long = [];
 new PerformanceObserver(l => { for (const e of l.getEntries()) window.__long.push(e.duration); })
   .observe({type: 'longtask', buffered: false});
+// Long animation frames name the scripts that made them (where a long task comes from).
+window.__loaf = [];
+new PerformanceObserver(l => {
+  for (const e of l.getEntries()) {
+    if (e.duration <= 50) continue;
+    window.__loaf.push({ms: Math.round(e.duration), blocking_ms: Math.round(e.blockingDuration),
+      layout_ms: Math.round(e.renderStart ? e.startTime + e.duration - e.renderStart : 0),
+      scripts: e.scripts.map(s => [s.invoker, s.sourceFunctionName,
+        s.sourceURL.split('/').pop() + ':' + s.sourceCharPosition, Math.round(s.duration)])});
+  }
+}).observe({type: 'long-animation-frame', buffered: false});
 window.__lag = [];
 window.__sampler = setInterval(() => {
   const t = performance.now();
@@ -218,18 +229,32 @@ def emit(sock: Path, rate: int, seconds: float, stop: threading.Event) -> int:
     return sent
 
 
+def main_thread(cdp: Any) -> dict[str, float]:
+    """The renderer's totals so far (CDP ``Performance.getMetrics``): seconds spent in
+    script, style, layout and tasks, and how many layouts and style recalculations."""
+    keep = {"ScriptDuration", "RecalcStyleDuration", "LayoutDuration", "TaskDuration"}
+    keep |= {"LayoutCount", "RecalcStyleCount"}
+    metrics = cdp.send("Performance.getMetrics")["metrics"]
+    return {m["name"]: float(m["value"]) for m in metrics if m["name"] in keep}
+
+
 def events(page: Page, url: str, sock: Path, rate: int, seconds: float) -> dict[str, Any]:
     page.goto(url + "/")
     mark(page, "jobd:first-screen")
     page.evaluate(OBSERVE)
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Performance.enable")
+    start = main_thread(cdp)
     before = page.evaluate("window.jobdLive.events")
     t0 = time.monotonic()
     sent = emit(sock, rate, seconds, threading.Event())
     elapsed = time.monotonic() - t0
     page.wait_for_timeout(1000)  # let the last batches arrive and render
+    spent = {k: round(v - start.get(k, 0.0), 3) for k, v in main_thread(cdp).items()}
     got = page.evaluate("window.jobdLive.events") - before
     long = page.evaluate("window.__long")
     lag = sorted(page.evaluate("window.__lag"))
+    frames = sorted(page.evaluate("window.__loaf"), key=lambda f: -f["ms"])
     return {
         "jobs_submitted": sent,
         "events_per_s_received": round(got / elapsed),
@@ -238,6 +263,8 @@ def events(page: Page, url: str, sock: Path, rate: int, seconds: float) -> dict[
         "tasks_over_100ms": sum(1 for d in long if d > 100),
         "frame_delay_p50_ms": round(lag[len(lag) // 2], 1) if lag else None,
         "frame_delay_max_ms": round(lag[-1], 1) if lag else None,
+        "longest_frames": frames[:5],
+        "main_thread_s": spent,
     }
 
 
