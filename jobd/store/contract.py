@@ -478,4 +478,6 @@ class AssetLocks(ABC):
         (commit :meth:`regrant` for it). Also ``("poll", 0)`` every ``poll`` s, and
         ``("resync", 0)`` once listening (again, after a lost connection): the caller then
         checks :meth:`mine` (the fallback; after a resync it also regrants its waiters).
-        ``task_status.started()`` once it first listens (``TaskGroup.start``)."""
+        ``task_status.started()`` once it first listens (``TaskGroup.start``); raises
+        :class:`~jobd.core.errors.StoreError` if it cannot listen at all at first (later, a
+        lost connection is opened again)."""
