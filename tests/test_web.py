@@ -20,10 +20,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests import e2e
-from tests.webkit import TOKEN, WORKFLOWS, WebDaemon, timeline_bar
+from tests.webkit import TOKEN, WAIT_MS, WORKFLOWS, WebDaemon, timeline_bar
 
-#: Upper bound for anything the page shows; Playwright polls until then.
-WAIT_MS = 20_000
 XSS = "<img src=x onerror=alert(1)>"
 VIEWER_TOKEN = "wall-viewer-token-77c2"
 expect.set_options(timeout=WAIT_MS)

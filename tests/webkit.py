@@ -29,6 +29,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 TOKEN = "web-test-token-5b1f"
+#: Upper bound (ms) for anything a browser test waits for: Playwright polls the condition
+#: until then. Generous, because the machine running the suite may be loaded: it only
+#: matters when a test fails.
+WAIT_MS = 60_000
 
 WORKFLOWS = (
     e2e.DEMO_WORKFLOWS
