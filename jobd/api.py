@@ -1185,6 +1185,11 @@ def _inspect_routes(app: FastAPI, engine: Engine) -> None:
     async def plugins() -> dict[str, Any]:
         return _json(engine.plugins_info())
 
+    @app.get("/v1/nodes", dependencies=[VIEWER])
+    async def nodes() -> dict[str, Any]:
+        """The cluster's nodes (SPEC §10); a daemon on SQLite shows itself alone."""
+        return _items(await engine.nodes_info())
+
 
 def _service_routes(
     app: FastAPI,

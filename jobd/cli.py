@@ -497,6 +497,14 @@ def _add_inspect_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     _command(
         sub, common, "plugins", cmd_plugins, "plugins, their actions and load errors", reading=True
     )
+    _command(
+        sub,
+        common,
+        "nodes",
+        cmd_nodes,
+        "the cluster's nodes: tags, state, last renewal, running jobs, workers",
+        reading=True,
+    )
     cmd = _command(sub, common, "watch", cmd_watch, "a live view of the queue and jobs (Ctrl-C)")
     cmd.add_argument(
         "--interval",
@@ -1108,6 +1116,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from jobd import render
 
     return _show(args, Client.plugins, render.plugins_view)
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from jobd import render
+
+    return _show(args, Client.nodes, lambda data: render.nodes_table(data.get("items") or []))
 
 
 # --------------------------------------------------------------------------- watch

@@ -425,6 +425,11 @@ def main(config_path: str | None) -> int:
     notifier = Notifier.from_env()
     interval = watchdog_interval()
     forget_notify_env()  # steps and scripts must not talk to systemd in our name
+    if config.daemon.database is not None:
+        from jobd.engine import fencing
+
+        # Before the event loop and any thread exist: a fork of this one thread only.
+        fencing.start(config.daemon.lease)
     daemon = Daemon(
         ready.path,
         config,

@@ -31,6 +31,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from jobd.bookings import BookingIndex
 from jobd.config import Config, keep_restart_only
 from jobd.engine.admission import Admission
+from jobd.engine.cluster import ClusterNode, LocalNode
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
 from jobd.engine.handoff import LockHandoff
@@ -70,6 +71,10 @@ class Engine:
         """``store`` comes from ``async with jobd.store.open_store(config.daemon.db_path,
         synchronous=config.daemon.synchronous) as store``; ``plugins`` is a loaded PluginHost."""
         ctx = self._ctx = Context(config, store, plugins, clock)
+        membership = store.membership()
+        self.cluster: LocalNode = (
+            LocalNode(ctx, clock()) if membership is None else ClusterNode(ctx, clock(), membership)
+        )
         self.booking_index = BookingIndex(config.resources, config.pools)
         self.timers = Timers(clock=clock)
         self._lineup = Lineup()
@@ -92,7 +97,16 @@ class Engine:
         self._intake = Intake(ctx, lineup, transitions, fanout, bookings, admission, idle)
         live = self._workers.live
         self._operations = Operations(
-            ctx, lineup, transitions, fanout, bookings, admission, handoff, self._intake, live
+            ctx,
+            lineup,
+            transitions,
+            fanout,
+            bookings,
+            admission,
+            handoff,
+            self._intake,
+            live,
+            self.cluster,
         )
         self._recovery = Recovery(
             ctx, lineup, transitions, bookings, admission, handoff, self._intake, idle, live
@@ -106,6 +120,9 @@ class Engine:
             self._workers,
             handoff.locks,
             live.windows,
+        )
+        self.cluster.bind(
+            self._recovery.adopt, admission.cluster_news, self._operations.operate_here
         )
 
     # ================================================================ shared handles
@@ -173,6 +190,7 @@ class Engine:
             ctx.tg = tg
             await tg.start(self.timers.run)
             await tg.start(self.windows.run)
+            await self.cluster.join()  # before anything is written: the fencing token
             await self._recovery.recover()
             for _ in range(ctx.config.daemon.workers):
                 tg.start_soon(self._workers.worker)
@@ -180,6 +198,7 @@ class Engine:
             await self.schedules.start()
             await self._admission.process_due()
             await self._admission.admit()
+            await tg.start(self.cluster.run)
             log.info(
                 "engine ready",
                 workers=ctx.config.daemon.workers,
@@ -339,6 +358,12 @@ class Engine:
     ) -> dict[str, Any]:
         """Pause (``paused``) or resume schedule ``name``; the schedule as listed."""
         return await self.schedules.set_paused(name, paused, actor)
+
+    async def nodes_info(self) -> list[dict[str, Any]]:
+        """The nodes of the cluster by name (a store of one node: this one): ``{name, tags,
+        state ('up', 'lost', 'left'), renewed_at, lease, epoch, started_at, workers,
+        run_queue_size, running_jobs: [ids], ...}``."""
+        return await self.cluster.nodes(sorted(self._workers.running))
 
     def plugins_info(self) -> dict[str, Any]:
         """``{plugins: [{name, file, actions, error}], actions: [{name, plugin, description}]}``."""

@@ -30,6 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 from jobd.errors import StoreError
 from jobd.models import HistoryEntry, Job, Reservation, Step
 from jobd.states import JobState
+from jobd.store.cluster import Fenced, Membership
 from jobd.store.contract import (
     AssetLocks,
     Changes,
@@ -42,6 +43,7 @@ from jobd.store.contract import (
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.filters import filtered
 from jobd.store.postgres.migrate import migrate
+from jobd.store.postgres.nodes import PgMembership
 from jobd.store.postgres.units import PgUnit
 from jobd.store.sqlite.rows import job_from_row, reservation_from_row, step_from_row
 
@@ -70,8 +72,19 @@ class PostgresStore(Store):
     """The job database on PostgreSQL. Create with :func:`open_store`; the contract's
     docstrings (:class:`jobd.store.contract.Store`) say what each method promises."""
 
-    def __init__(self, url: str, writer: psycopg.AsyncConnection[Any], pool: AsyncConnectionPool):
+    def __init__(
+        self,
+        url: str,
+        writer: psycopg.AsyncConnection[Any],
+        pool: AsyncConnectionPool,
+        node: str | None = None,
+    ):
         self.url = url
+        #: This store's node of a cluster (None: a store that is no node, as the tests' own).
+        self.node = node
+        #: ``(node, epoch)`` once the node joined: every batch checks it (the fencing token).
+        self._token: tuple[str, int] | None = None
+        self._membership: PgMembership | None = None
         self._conn = writer
         self._pool = pool
         self._queue: list[_Queued] = []
@@ -146,12 +159,15 @@ class PostgresStore(Store):
         self._idle.set()
 
     async def _apply(self, units: list[PgUnit]) -> list[_Outcome]:
-        """Apply ``units`` in one transaction; on a refusal, each in a transaction of its own."""
+        """Apply ``units`` in one transaction; on a refusal, each in a transaction of its own.
+        Raises :class:`Fenced` when the node's fencing token was refused (nothing applied)."""
         try:
             return await self._transaction(units)
         except psycopg.OperationalError as exc:
             raise StoreError(f"lost the database {safe_url(self.url)}: {exc}") from exc
         except psycopg.Error as exc:
+            if getattr(exc, "sqlstate", None) == q.FENCED_SQLSTATE:
+                raise Fenced(str(exc).strip()) from exc
             if len(units) == 1:
                 return [("error", f"write failed: {exc}")]
             log.info("a batch was refused; applying its units one by one", units=len(units))
@@ -168,13 +184,17 @@ class PostgresStore(Store):
         except ValueError as exc:  # NaN or infinity: not JSON, and never a time jobd writes
             raise psycopg.DataError(str(exc)) from exc
         locking = [unit.locking for unit in units if unit.locking is not None]
+        token = self._token or ()
+        params: tuple[Any, ...] = (payload,)
         if locking:
             assets = sorted({a for lk in locking for a in lk[0]})
             jobs = sorted({j for lk in locking for j in lk[1]})
             nodes = sorted({n for lk in locking for n in lk[2]})
-            cur = await self._conn.execute(q.APPLY_LOCKED, (payload, assets, jobs, nodes))
+            params = (payload, assets, jobs, nodes)
+            statement = q.APPLY_LOCKED_FENCED if token else q.APPLY_LOCKED
         else:
-            cur = await self._conn.execute(q.APPLY, (payload,))
+            statement = q.APPLY_FENCED if token else q.APPLY
+        cur = await self._conn.execute(statement, (*params, *token))
         row = await cur.fetchone()
         failed = set(row[0]) if row is not None else set()
         self.batches += 1
@@ -209,6 +229,17 @@ class PostgresStore(Store):
                 await conn.execute(q.ANALYZE)
         except psycopg.Error as exc:
             raise StoreError(f"ANALYZE on {safe_url(self.url)} failed: {exc}") from exc
+
+    def fence(self, node: str, epoch: int) -> None:
+        """From now on every batch checks node ``node``'s fencing token ``epoch``."""
+        self._token = (node, epoch)
+
+    def membership(self) -> Membership | None:
+        if self.node is None:
+            return None
+        if self._membership is None:
+            self._membership = PgMembership(self.url, self._fetchall, self.node, self.fence)
+        return self._membership
 
     def asset_locks(self, node: str) -> AssetLocks:
         from jobd.store.postgres.locks import PgAssetLocks
@@ -279,8 +310,13 @@ class PostgresStore(Store):
         return [r[0] for r in await self._fetchall(sql, params)]
 
     async def jobs_in_states(self, states: Iterable[JobState]) -> list[Job]:
+        """On a node of a cluster: the jobs in ``states`` that this node holds (recovery's)."""
         names = [str(s) for s in states]
-        ids = [r[0] for r in await self._fetchall(q.IDS_IN_STATES, (names,))]
+        if self._token is not None:
+            rows = await self._fetchall(q.IDS_IN_STATES_OF_NODE, (names, self._token[0]))
+        else:
+            rows = await self._fetchall(q.IDS_IN_STATES, (names,))
+        ids = [r[0] for r in rows]
         return await self.load_jobs(ids)
 
     async def load_jobs(self, job_ids: Sequence[int]) -> list[Job]:
@@ -396,9 +432,13 @@ async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
 
 
 async def _lock_node(writer: psycopg.AsyncConnection[Any], node: str) -> bool:
-    """Take the session lock on the node's name; False when another session holds it."""
+    """Take the session lock on the node's name (False when another session holds it) and
+    name the writer's session after the node (its claims: ``sql/migrate-4.sql``)."""
     row = await (await writer.execute(q.NODE_LOCK, (node,))).fetchone()
-    return row is not None and bool(row[0])
+    if row is None or not row[0]:
+        return False
+    await writer.execute(q.SET_NODE, (node,))
+    return True
 
 
 @asynccontextmanager
@@ -427,7 +467,7 @@ async def open_store(
             await pool.open(wait=True, timeout=30)
         except Exception as exc:
             raise StoreError(f"cannot connect to the database {safe_url(url)}: {exc}") from exc
-        store = PostgresStore(url, writer, pool)
+        store = PostgresStore(url, writer, pool, node if single else None)
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(store._writer_loop)
@@ -437,8 +477,10 @@ async def open_store(
                     with anyio.CancelScope(shield=True):
                         if store._broken is None:
                             await store.flush()
-                    store._closed = True
-                    tg.cancel_scope.cancel()
+                        store._closed = True
+                        tg.cancel_scope.cancel()
+                        if store._membership is not None:
+                            await store._membership.close(leave=store._broken is None)
         finally:
             await pool.close()
     finally:
