@@ -425,11 +425,7 @@ def main(config_path: str | None) -> int:
     notifier = Notifier.from_env()
     interval = watchdog_interval()
     forget_notify_env()  # steps and scripts must not talk to systemd in our name
-    if config.daemon.database is not None:
-        from jobd.engine import fencing
-
-        # Before the event loop and any thread exist: a fork of this one thread only.
-        fencing.start(config.daemon.lease)
+    _start_fencing(config)
     daemon = Daemon(
         ready.path,
         config,
@@ -453,6 +449,15 @@ def main(config_path: str | None) -> int:
             set_job_log_sink(None)
             notifier.close()
     return EXIT_OK
+
+
+def _start_fencing(config: Config) -> None:
+    """A node of a cluster: fork its watchdog (``jobd.engine.fencing``) now, before the event
+    loop and any thread exist (a fork copies only the calling thread)."""
+    if config.daemon.database is not None:
+        from jobd.engine import fencing
+
+        fencing.start(config.daemon.lease)
 
 
 def _uvloop_available() -> bool:
