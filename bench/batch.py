@@ -29,8 +29,8 @@ import anyio
 import httpx
 
 from bench.api import daemon, short_dir, write_config
-from jobd.models import Job, JobSpec, Step
-from jobd.states import JobState, StepState
+from jobd.core.models import Job, JobSpec, Step
+from jobd.core.states import JobState, StepState
 from jobd.store import open_store
 from jobd.store.sqlite import job_insert, step_insert
 from jobd.store.sqlite.queries import INSERT_HISTORY as HISTORY_INSERT

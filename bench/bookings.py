@@ -15,10 +15,10 @@ import random
 import statistics
 import time
 
-from jobd.bookings import BookingIndex
 from jobd.config import PoolConfig, ResourceConfig
-from jobd.errors import BookingConflict
-from jobd.models import Reservation
+from jobd.core.errors import BookingConflict
+from jobd.core.models import Reservation
+from jobd.plan.bookings import BookingIndex
 
 YEAR = 365 * 86400.0
 RESOURCES = [f"res-{i:02d}" for i in range(20)]

@@ -23,7 +23,7 @@ import sys
 import time
 
 from bench.api import daemon, short_dir, write_config
-from jobd.client import Client, Endpoint
+from jobd.client.remote import Client, Endpoint
 
 
 def _run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:

@@ -23,15 +23,15 @@ from typing import Any
 import anyio
 
 from jobd.config import Config, DaemonConfig, Defaults, StepConfig, WorkflowConfig
+from jobd.core.events import JobEvent
+from jobd.core.models import JobSpec
+from jobd.core.states import JobState
 from jobd.engine import Engine
-from jobd.events import JobEvent
-from jobd.models import JobSpec
-from jobd.plugins import PluginHost
-from jobd.states import JobState
+from jobd.plugin.host import PluginHost
 from jobd.store import open_store
 
 PLUGINS = Path(__file__).parent / "plugins"
-#: The event loop the daemon runs on (jobd.daemon picks uvloop when it is installed).
+#: The event loop the daemon runs on (jobd.service.daemon picks uvloop when it is installed).
 LOOP_OPTIONS = {"use_uvloop": importlib.util.find_spec("uvloop") is not None}
 
 

@@ -36,11 +36,11 @@ import anyio
 from bench.engine import PLUGINS, Counter, latency
 from bench.engine import run as run_loop
 from jobd.config import Config, DaemonConfig, Defaults, StepConfig, WorkflowConfig
+from jobd.core.events import JobEvent
+from jobd.core.models import JobSpec
+from jobd.core.states import JobState
 from jobd.engine import Engine
-from jobd.events import JobEvent
-from jobd.models import JobSpec
-from jobd.plugins import PluginHost, dropin_module_name
-from jobd.states import JobState
+from jobd.plugin.host import PluginHost, dropin_module_name
 from jobd.store import open_store
 
 #: A drop-in written next to the state: its action stamps the time it returns.

@@ -1,4 +1,4 @@
-"""Micro-benchmark of jobd.locks.LockManager (not a test). Prints one JSON object.
+"""Micro-benchmark of jobd.engine.locks.LockManager (not a test). Prints one JSON object.
 
 * ``uncontended_pairs_per_s``: acquire + release of one exclusive asset, never waiting.
 * ``handoff_mean_us``: cost of one ``release`` that grants the next waiter, with
@@ -15,7 +15,7 @@ import argparse
 import json
 import time
 
-from jobd.locks import LockManager
+from jobd.engine.locks import LockManager
 
 ASSETS = [f"asset-{i}" for i in range(10)]
 

@@ -15,9 +15,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from jobd.action import Action, ActionContext, Param
-    from jobd.errors import ActionError
-    from jobd.hookspecs import hookimpl, hookspec
+    from jobd.core.errors import ActionError
+    from jobd.plugin.action import Action, ActionContext, Param
+    from jobd.plugin.hookspecs import hookimpl, hookspec
+    from jobd.plugin.host import resolve_in_roots
 
 __version__ = "0.1.0"
 __all__ = [
@@ -28,16 +29,18 @@ __all__ = [
     "__version__",
     "hookimpl",
     "hookspec",
+    "resolve_in_roots",
 ]
 
 #: Where each lazily loaded name lives.
 _LAZY = {
-    "Action": "jobd.action",
-    "ActionContext": "jobd.action",
-    "Param": "jobd.action",
-    "ActionError": "jobd.errors",
-    "hookimpl": "jobd.hookspecs",
-    "hookspec": "jobd.hookspecs",
+    "Action": "jobd.plugin.action",
+    "ActionContext": "jobd.plugin.action",
+    "Param": "jobd.plugin.action",
+    "ActionError": "jobd.core.errors",
+    "hookimpl": "jobd.plugin.hookspecs",
+    "hookspec": "jobd.plugin.hookspecs",
+    "resolve_in_roots": "jobd.plugin.host",
 }
 
 

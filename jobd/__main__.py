@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from jobd.cli import main
+from jobd.client.cli import main
 
 raise SystemExit(main())

@@ -20,7 +20,7 @@ import anyio.from_thread
 import anyio.to_thread
 
 import jobd
-from jobd.plugins import resolve_in_roots
+from jobd import resolve_in_roots
 
 ALGORITHMS = ("md5", "sha1", "sha256")
 CHUNK = 1024 * 1024

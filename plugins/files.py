@@ -22,7 +22,7 @@ from typing import Any
 import anyio.to_thread
 
 import jobd
-from jobd.plugins import resolve_in_roots
+from jobd import resolve_in_roots
 
 #: What copy and move take (checked by ``jobd check-config`` against each step's params).
 PARAMS = (

@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 
 from jobd.config import Config
-from jobd.models import JobSpec
+from jobd.core.models import JobSpec
 from tests.enginekit import make_config, running_engine, step, workflow
 
 

@@ -12,10 +12,10 @@ from typing import Any
 import anyio
 
 from jobd.config import Config, DaemonConfig, Defaults, StepConfig, WorkflowConfig
+from jobd.core.models import Job, JobSpec
+from jobd.core.states import JobState
 from jobd.engine import Engine
-from jobd.models import Job, JobSpec
-from jobd.plugins import PluginHost
-from jobd.states import JobState
+from jobd.plugin.host import PluginHost
 from jobd.store import open_store
 
 TEST_PLUGINS = Path(__file__).parent / "engine_plugins"

@@ -1,4 +1,4 @@
-"""jobd.access: the role policy, token files and peer credentials (SPEC §11).
+"""jobd.config.access: the role policy, token files and peer credentials (SPEC §11).
 
 The end-to-end proof with real users, a real daemon and the real CLI is in
 tests/test_roles_e2e.py; these pin the rules themselves.
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from jobd.access import (
+from jobd.config import ApiConfig, TokenConfig
+from jobd.config.access import (
     Access,
     Caller,
     PeerCredentials,
@@ -24,8 +25,7 @@ from jobd.access import (
     read_token,
     user_and_groups,
 )
-from jobd.config import ApiConfig, TokenConfig
-from jobd.errors import ConfigError
+from jobd.core.errors import ConfigError
 
 LISTED = Access(viewers=["vera"], operators=["@ops", "otto"], admins=["ada"], daemon_uid=4242)
 

@@ -22,11 +22,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from jobd import logging as jlog
-from jobd.api import MAX_BODY, create_app, end_event_streams
 from jobd.config import Config, LoggingConfig, PoolConfig, ResourceConfig
+from jobd.core.errors import ConfigError
+from jobd.core.states import PUBLIC_OPERATIONS, JobState
 from jobd.engine import Engine
-from jobd.errors import ConfigError
-from jobd.states import PUBLIC_OPERATIONS, JobState
+from jobd.service.api import MAX_BODY, create_app, end_event_streams
 from tests.conftest import logging_restored
 from tests.enginekit import make_config, running_engine, step, wait_state, workflow
 
@@ -892,8 +892,8 @@ class FakeQueue:
 
 
 def test_metrics_measure_lock_waits_runs_and_steps_from_events() -> None:
-    from jobd.events import JobEvent
-    from jobd.metrics import Metrics
+    from jobd.core.events import JobEvent
+    from jobd.service.metrics import Metrics
 
     source = FakeQueue()
     metrics, other = Metrics(source), Metrics(source)  # own registries: several per process

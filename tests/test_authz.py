@@ -1,4 +1,4 @@
-"""jobd.authz: every route declares its role once; the app refuses one that does not.
+"""jobd.service.authz: every route declares its role once; the app refuses one that does not.
 
 Real engine, real app (in-process transport: no socket peer, so the caller is
 admin only while no role lists are set). The real-user proof is in
@@ -17,11 +17,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from jobd.access import Access, Role
-from jobd.api import create_app
-from jobd.authz import check_routes, route_roles
 from jobd.config import Config
+from jobd.config.access import Access, Role
 from jobd.engine import Engine
+from jobd.service.api import create_app
+from jobd.service.authz import check_routes, route_roles
 from tests.enginekit import make_config, running_engine, step, workflow
 
 ROOT = Path(__file__).parent.parent

@@ -4,10 +4,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobd.bookings import BookingIndex
 from jobd.config import PoolConfig, ResourceConfig
-from jobd.errors import BookingConflict, ValidationError
-from jobd.models import Reservation
+from jobd.core.errors import BookingConflict, ValidationError
+from jobd.core.models import Reservation
+from jobd.plan.bookings import BookingIndex
 
 
 def make_index(

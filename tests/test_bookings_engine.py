@@ -16,9 +16,9 @@ import anyio
 import pytest
 
 from jobd.config import Config, PoolConfig, ResourceConfig
+from jobd.core.errors import BookingConflict, InvalidTransition, ValidationError
+from jobd.core.states import JobState
 from jobd.engine import Engine
-from jobd.errors import BookingConflict, InvalidTransition, ValidationError
-from jobd.states import JobState
 from tests.enginekit import make_config, running_engine, spec, step, wait_state, workflow
 
 S = JobState

@@ -25,12 +25,19 @@ import pytest
 from anyio.from_thread import start_blocking_portal
 from structlog.testing import capture_logs
 
-from jobd import cli
-from jobd.api import create_app, end_event_streams
-from jobd.client import ApiError, Client, DaemonUnreachable, Endpoint, parse_sse, resolve_endpoint
+from jobd.client import cli
+from jobd.client.remote import (
+    ApiError,
+    Client,
+    DaemonUnreachable,
+    Endpoint,
+    parse_sse,
+    resolve_endpoint,
+)
 from jobd.config import Config
 from jobd.engine import Engine
-from jobd.httpserver import serve
+from jobd.service.api import create_app, end_event_streams
+from jobd.service.httpserver import serve
 from tests.enginekit import make_config, running_engine, step, workflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +51,8 @@ DAEMON_STACK = (
     "pydantic",
     "jobd.engine",
     "jobd.store",
-    "jobd.api",
-    "jobd.daemon",
+    "jobd.service.api",
+    "jobd.service.daemon",
     "prometheus_client",
 )
 
@@ -139,7 +146,7 @@ def test_relative_start_is_sent_as_an_absolute_utc_time() -> None:
     before = time.time()
     start = cli._submit_body(parse("submit", "w", "--start", "+5m"))["start_at"]
     assert start.endswith("+00:00")
-    from jobd.timefmt import parse_time
+    from jobd.core.timefmt import parse_time
 
     assert before + 300 <= parse_time(start) <= time.time() + 300
 
@@ -313,7 +320,7 @@ def test_a_client_command_does_not_import_the_daemon_stack(tmp_path: Path) -> No
     )
     assert result.returncode == 3
     modules = _imported_modules(result.stderr)
-    assert "jobd.cli" in modules and "jobd.wire" in modules  # the measurement works
+    assert "jobd.client.cli" in modules and "jobd.client.wire" in modules  # the measurement works
     heavy = (*DAEMON_STACK, "httpx", "rich", "http")  # http.client: ~25 ms of email parsing
     loaded = sorted(m for m in modules if m.split(".")[0] in heavy or m in heavy)
     assert loaded == []
@@ -321,7 +328,7 @@ def test_a_client_command_does_not_import_the_daemon_stack(tmp_path: Path) -> No
 
 def test_importing_the_cli_loads_neither_httpx_nor_rich() -> None:
     code = (
-        f"import sys, jobd.cli; heavy = ('httpx', 'rich', *{DAEMON_STACK!r}); "
+        f"import sys, jobd.client.cli; heavy = ('httpx', 'rich', *{DAEMON_STACK!r}); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))"
     )
     result = subprocess.run(
@@ -579,7 +586,7 @@ def test_the_client_raises_daemon_unreachable_in_process(tmp_path: Path) -> None
 def test_watch_redraws_with_events_until_ctrl_c(
     daemon: Daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jobd import render, textui
+    from jobd.client import render, textui
 
     real_view = render.watch_view
     seen: list[tuple[dict[str, Any], list[Any], list[Any]]] = []
@@ -658,7 +665,7 @@ def test_a_time_in_the_past_parses_after_its_option() -> None:
     before = time.time()
     argv = cli._join_dash_values(["submit", "w", "--start", "-5m", "--end", "-1m"])
     body = cli._submit_body(cli.build_parser().parse_args(argv))
-    from jobd.timefmt import parse_time
+    from jobd.core.timefmt import parse_time
 
     assert before - 300 - 1 <= parse_time(body["start_at"]) <= time.time() - 300
     assert parse_time(body["end_at"]) - parse_time(body["start_at"]) == pytest.approx(240, abs=1)
@@ -689,7 +696,7 @@ def test_version_with_a_daemon_is_both(daemon: Daemon, capsys: pytest.CaptureFix
 def test_the_query_encoding_is_urllibs() -> None:
     from urllib.parse import quote, urlencode
 
-    from jobd import wire
+    from jobd.client import wire
 
     params = {"state": ["failed", "timed-out"], "search": "news & sport/é 100%", "limit": 5}
     assert wire.query(params) == urlencode(params, doseq=True, quote_via=quote, safe="")

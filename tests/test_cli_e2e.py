@@ -59,7 +59,7 @@ def test_locks_show_when_a_waiter_started_waiting_as_a_wall_clock_time(
     waiter = submit(shared, "hold", "-p", f"path={gate}", "--asset", "tape-4")
     wait_state(shared, waiter, "waiting-for-lock")
     after = time.time()
-    from jobd.timefmt import parse_time
+    from jobd.core.timefmt import parse_time
 
     locks = {lock["asset"]: lock for lock in shared.cli_json("locks")["items"]}
     (entry,) = locks["tape-4"]["waiters"]

@@ -15,10 +15,10 @@ import anyio
 import psycopg
 import pytest
 
+from jobd.core.errors import ValidationError
 from jobd.engine import Engine
 from jobd.engine.ids import BLOCK
-from jobd.errors import ValidationError
-from jobd.plugins import PluginHost
+from jobd.plugin.host import PluginHost
 from jobd.store.postgres import open_store
 from tests.enginekit import make_config, spec, step, workflow
 

@@ -15,7 +15,7 @@ import anyio
 import psycopg
 import pytest
 
-from jobd.locks import LockManager
+from jobd.engine.locks import LockManager
 from jobd.store.contract import AssetLocks, LockEvent
 from jobd.store.postgres import PostgresStore
 from jobd.store.postgres import open_store as open_postgres
@@ -61,7 +61,7 @@ async def nodes(pg_url: str) -> AsyncIterator[tuple[Node, Node]]:
         b = Node(await stack.enter_async_context(open_postgres(pg_url, single=False)), "b")
         tg = await stack.enter_async_context(anyio.create_task_group())
         for node in (a, b):
-            tg.start_soon(node.locks.listen, node.report, 3600.0)
+            await tg.start(node.locks.listen, node.report, 3600.0)  # listening before any ask
         yield a, b
         tg.cancel_scope.cancel()
 

@@ -14,7 +14,7 @@ from jobd.config import (
     resolve_config_path,
     summarize,
 )
-from jobd.errors import ConfigError
+from jobd.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""jobd.configcheck: what a configuration names, checked with the code that will use it."""
+"""jobd.service.configcheck: what a configuration names, checked with the code that will use it."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from jobd.config import Config, ScheduleConfig, load_config
-from jobd.configcheck import check_config, config_problems, load_checked, load_plugins
-from jobd.errors import ConfigError, ConfigErrors
-from jobd.plugins import PluginHost
-from jobd.timers import next_fire
+from jobd.core.errors import ConfigError, ConfigErrors
+from jobd.plan.timers import next_fire
+from jobd.plugin.host import PluginHost
+from jobd.service.configcheck import check_config, config_problems, load_checked, load_plugins
 
 WORKFLOW = '[workflows.w]\nsteps = [{ name = "a", action = "sleep", params = { seconds = 1 } }]\n'
 
@@ -63,8 +63,10 @@ def test_a_bad_cron_names_file_key_and_the_timers_reason(
 
 
 def test_config_validation_has_no_cron_parser_of_its_own() -> None:
-    source = (Path(__file__).parent.parent / "jobd" / "config.py").read_text()
-    assert "apscheduler" not in source and "CronTrigger" not in source
+    package = Path(__file__).parent.parent / "jobd" / "config"
+    for module in package.rglob("*.py"):
+        source = module.read_text()
+        assert "apscheduler" not in source and "CronTrigger" not in source, module
 
 
 def test_several_problems_are_reported_at_once() -> None:
@@ -83,7 +85,7 @@ def test_several_problems_are_reported_at_once() -> None:
 def test_check_config_accepts_sunday_as_7_and_names_a_bad_day(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from jobd import cli
+    from jobd.client import cli
 
     path = write_config(tmp_path, WORKFLOW + schedule("30 6 * * 1-5,7"))
     assert cli.main(["check-config", "--config", str(path)]) == 0

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from jobd import daemon as daemon_module
 from jobd.config import Config
+from jobd.service import daemon as daemon_module
 from tests import e2e
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import structlog
 
-from jobd.action import ActionContext
 from jobd.config import Config
-from jobd.errors import ActionError
-from jobd.hookspecs import JobdSpec
-from jobd.plugins import PluginHost
+from jobd.core.errors import ActionError
+from jobd.plugin.action import ActionContext
+from jobd.plugin.hookspecs import JobdSpec
+from jobd.plugin.host import PluginHost
 
 ROOT = Path(__file__).parent.parent
 DOC = (ROOT / "docs" / "plugins.md").read_text()

@@ -8,8 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from jobd.errors import InvalidTransition, NotFound, ValidationError
-from jobd.states import JobState, StepState
+from jobd.core.errors import InvalidTransition, NotFound, ValidationError
+from jobd.core.states import JobState, StepState
 from tests.enginekit import (
     make_config,
     pid_gone,
@@ -124,7 +124,7 @@ async def test_pause_resume_continues_and_cancel(config, tmp_path: Path) -> None
         assert paused is not None and paused.state == S.PAUSED
         assert paused.steps[0].state == StepState.QUEUED
         assert paused.steps[0].attempts == 0  # a paused attempt does not count
-        assert engine.locks_info() == []
+        assert (await engine.locks_info()) == []
         marker.unlink()
         await engine.operate(job.id, "resume")
         await wait_until(marker.exists)
@@ -194,7 +194,7 @@ async def test_waiting_job_holds_no_worker(tmp_path: Path) -> None:
             await wait_state(engine, w.id, S.WAITING_FOR_LOCK)
         free = await engine.submit(spec("noop"))
         await wait_state(engine, free.id, S.COMPLETED)  # a worker was still free
-        locks = engine.locks_info()
+        locks = await engine.locks_info()
         assert [w["job_id"] for w in locks[0]["waiters"]] == [w.id for w in waiters]
         gate.write_text("go")
         await wait_all(engine, [holder.id] + [w.id for w in waiters])
@@ -213,7 +213,7 @@ async def test_lock_timeout_fails_with_overlay(tmp_path: Path) -> None:
         assert failed.error is not None and failed.error.code == "lock-timeout"
         gate.write_text("go")
         await wait_state(engine, holder.id, S.COMPLETED)
-        assert engine.locks_info() == []
+        assert (await engine.locks_info()) == []
 
 
 async def test_full_queue_leaves_jobs_pending_admitted_by_priority(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from jobd.states import JobState, StepState
+from jobd.core.states import JobState, StepState
 from tests.enginekit import TEST_PLUGINS, make_config, running_engine, spec, step, wait_state
 from tests.enginekit import workflow as wf
 

@@ -10,7 +10,7 @@ import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobd.states import JobState
+from jobd.core.states import JobState
 from tests.enginekit import make_config, running_engine, spec, step, wait_all, workflow
 
 ASSETS = ["a", "b", "c", "d"]
@@ -54,6 +54,6 @@ async def _run_workload(tmp: Path, jobs: list[tuple[set[str], set[str]]]) -> Non
             modes[job.id] = (set(exclusive), set(shared - exclusive))
             ids.append(job.id)
         done = await wait_all(engine, ids, timeout=60)
-        assert engine.locks_info() == []
+        assert (await engine.locks_info()) == []
     assert all(j.state == JobState.COMPLETED for j in done)
     _check_no_overlap([json.loads(line) for line in log.read_text().splitlines()], modes)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jobd.config import Config
-from jobd.states import JobState
+from jobd.core.states import JobState
 from tests.e2e import running_daemon, wait_until
 from tests.enginekit import make_config, running_engine, spec, step, wait_state, workflow
 

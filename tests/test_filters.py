@@ -15,8 +15,8 @@ from typing import Any
 import anyio
 import pytest
 
-from jobd.models import Job, JobSpec, Reservation
-from jobd.states import JobState
+from jobd.core.models import Job, JobSpec, Reservation
+from jobd.core.states import JobState
 from jobd.store import JobFilter, open_store
 from jobd.store import sqlite as st
 from jobd.store.sqlite import Unit, job_insert, read_filtered

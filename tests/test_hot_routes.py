@@ -1,4 +1,4 @@
-"""The submissions' hot path (:class:`jobd.api.HotRoutes`) answers exactly as their FastAPI
+"""The submissions' hot path (:class:`jobd.service.api.HotRoutes`) answers exactly as their FastAPI
 routes do: the same statuses, headers and error bodies, for good and bad input alike."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from jobd.access import Access, Role
-from jobd.api import HotRoutes, create_app, iso_times, job_json
-from jobd.authz import AccessMiddleware
-from jobd.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
-from jobd.states import JobState
+from jobd.config.access import Access, Role
+from jobd.core.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
+from jobd.core.states import JobState
+from jobd.service.api import HotRoutes, create_app, iso_times, job_json
+from jobd.service.authz import AccessMiddleware
 from tests.enginekit import make_config, running_engine, step, workflow
 
 JSON = {"content-type": "application/json"}

@@ -1,4 +1,4 @@
-"""jobd.httpserver: the Unix socket jobd binds itself, TCP with a token, clean stop."""
+"""jobd.service.httpserver: the Unix socket jobd binds itself, TCP with a token, clean stop."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import anyio
 import httpx
 import pytest
 
-from jobd import httpserver
-from jobd.errors import ConfigError
-from jobd.httpserver import Receive, Scope, Send
+from jobd.core.errors import ConfigError
+from jobd.service import httpserver
+from jobd.service.httpserver import Receive, Scope, Send
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from jobd.config import Config, PoolConfig, ResourceConfig
-from jobd.errors import BookingConflict, NotFound, ValidationError
-from jobd.states import JobState
+from jobd.core.errors import BookingConflict, NotFound, ValidationError
+from jobd.core.states import JobState
 from tests.enginekit import make_config, running_engine, spec, step, wait_state, workflow
 
 S = JobState

@@ -1,4 +1,4 @@
-"""``submit --file``'s reading and batching (jobd/jobfile.py); the CLI runs are in
+"""``submit --file``'s reading and batching (jobd/client/jobfile.py); the CLI runs are in
 tests/test_cli_e2e.py."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from jobd import jobfile
+from jobd.client import jobfile
 
 
 def test_lines_become_jobs_with_their_line_numbers() -> None:

@@ -1,4 +1,4 @@
-"""Tests for jobd.locks: FIFO, shared/exclusive, all-or-nothing, withdrawal, no deadlock."""
+"""Tests for jobd.engine.locks: FIFO, shared/exclusive, all-or-nothing, withdrawal, no deadlock."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from jobd.locks import LockManager
+from jobd.engine.locks import LockManager
 
 Job = tuple[int, set[str], set[str]]
 

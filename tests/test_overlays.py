@@ -1,4 +1,4 @@
-"""The error-overlay codes: one enum (jobd.models.OverlayCode), all of it in docs/api.md."""
+"""The error-overlay codes: one enum (jobd.core.models.OverlayCode), all of it in docs/api.md."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-from jobd.models import OverlayCode
+from jobd.core.models import OverlayCode
 
 ROOT = Path(__file__).resolve().parent.parent
 

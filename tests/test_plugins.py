@@ -14,11 +14,11 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from jobd.action import ActionContext
 from jobd.config import Config
-from jobd.errors import ActionError, ConfigError
-from jobd.isolation import context_data, run_isolated
-from jobd.plugins import PluginHost, PluginInfo, builtin_plugin_dir, dropin_module_name
+from jobd.core.errors import ActionError, ConfigError
+from jobd.plugin.action import ActionContext
+from jobd.plugin.host import PluginHost, PluginInfo, builtin_plugin_dir, dropin_module_name
+from jobd.run.isolation import context_data, run_isolated
 
 PLUGINS = Path(__file__).parent / "plugins"
 GOOD = PLUGINS / "good"

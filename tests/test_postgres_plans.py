@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import psycopg
 
-from jobd.models import Job, JobSpec
-from jobd.states import JobState
+from jobd.core.models import Job, JobSpec
+from jobd.core.states import JobState
 from jobd.store.postgres import open_store
 from jobd.store.postgres import queries as q
 

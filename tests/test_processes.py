@@ -19,8 +19,8 @@ from typing import Any
 import anyio
 import pytest
 
-from jobd.errors import ActionError
-from jobd.processes import (
+from jobd.core.errors import ActionError
+from jobd.plugin.processes import (
     TAIL_BYTES,
     ProcessResult,
     ProcessStartError,

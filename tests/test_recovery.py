@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jobd.states import JobState, StepState
+from jobd.core.states import JobState, StepState
 from tests.crash_child import crash_config
 from tests.enginekit import pid_gone, running_engine, wait_all, wait_state, wait_until
 

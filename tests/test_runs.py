@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from jobd.config import Config
-from jobd.states import JobState, StepState
+from jobd.core.states import JobState, StepState
 from jobd.store import open_store
 from tests.enginekit import (
     make_config,

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from jobd.config import ScheduleConfig
-from jobd.errors import NotApplicable, NotFound
-from jobd.states import JobState
+from jobd.core.errors import NotApplicable, NotFound
+from jobd.core.states import JobState
 from tests import e2e
 from tests.enginekit import make_config, running_engine, step, workflow
 from tests.test_schedules import scheduled_jobs

@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from jobd.config import Config, ResourceConfig, ScheduleConfig
+from jobd.core.models import Job, JobSpec
+from jobd.core.states import JobState
 from jobd.engine import Engine
-from jobd.models import Job, JobSpec
-from jobd.states import JobState
 from tests.enginekit import (
     make_config,
     running_engine,

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from structlog.testing import capture_logs
 
-from jobd.scripts import ScriptResult, run_script, script_env
+from jobd.run.scripts import ScriptResult, run_script, script_env
 from tests.conftest import ListLog, read_pid
 from tests.enginekit import pid_gone, wait_until
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import structlog
 
-from jobd.action import Action, ActionContext
-from jobd.errors import ActionError
-from jobd.plugins import PluginHost
+from jobd.core.errors import ActionError
+from jobd.plugin.action import Action, ActionContext
+from jobd.plugin.host import PluginHost
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
-"""The JobSpec's fields are defined once (jobd.models): the API's bodies, the store's encoding
+"""The JobSpec's fields are defined once (jobd.core.models): the API's bodies, the store's encoding
 and the engine's edit follow them."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 
-from jobd.api import EditBody, SubmitBody
-from jobd.models import SPEC_FIELDS, JobSpec
+from jobd.core.models import SPEC_FIELDS, JobSpec
+from jobd.service.api import EditBody, SubmitBody
 from jobd.store import spec_from_json, spec_to_json
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobd.errors import InvalidTransition
-from jobd.states import (
+from jobd.core.errors import InvalidTransition
+from jobd.core.states import (
     PUBLIC_OPERATIONS,
     TRANSITIONS,
     JobState,

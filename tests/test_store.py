@@ -18,9 +18,9 @@ from typing import IO
 
 import pytest
 
-from jobd.errors import StoreError
-from jobd.models import JobSpec, Step
-from jobd.states import JobState, StepState
+from jobd.core.errors import StoreError
+from jobd.core.models import JobSpec, Step
+from jobd.core.states import JobState, StepState
 from jobd.store import GuardFailed, open_store, spec_from_json, spec_to_json
 from jobd.store.sqlite import Unit, sqlwriter
 from tests.enginekit import pid_gone, wait_until

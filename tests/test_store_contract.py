@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from jobd.errors import StoreError
-from jobd.models import ErrorOverlay, Job, JobSpec, Reservation, Step
-from jobd.states import JobState, StepState
+from jobd.core.errors import StoreError
+from jobd.core.models import ErrorOverlay, Job, JobSpec, Reservation, Step
+from jobd.core.states import JobState, StepState
 from jobd.store import GuardFailed, JobFilter, Store
 from jobd.store.postgres import open_store as open_postgres
 from jobd.store.sqlite import open_store as open_sqlite

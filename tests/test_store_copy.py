@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from jobd.errors import StoreError
-from jobd.models import ErrorOverlay, Job, JobSpec, Reservation, Step
-from jobd.states import JobState, StepState
+from jobd.core.errors import StoreError
+from jobd.core.models import ErrorOverlay, Job, JobSpec, Reservation, Step
+from jobd.core.states import JobState, StepState
 from jobd.store import Store
 from jobd.store.copy import copy_sqlite_to_postgres
 from jobd.store.postgres import open_store as open_postgres
@@ -90,7 +90,7 @@ def test_a_daemon_on_sqlite_never_loads_the_postgresql_driver() -> None:
     import sys
 
     code = (
-        "import sys, jobd.daemon, jobd.store, jobd.store.sqlite, jobd.cli;"
+        "import sys, jobd.service.daemon, jobd.store, jobd.store.sqlite, jobd.client.cli;"
         " print(sorted(m for m in sys.modules if m.startswith(('psycopg', 'jobd.store.postgres'))))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from jobd import systemd
+from jobd.service import systemd
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "jobd.service"

@@ -1,4 +1,4 @@
-"""jobd.timefmt: ISO 8601 with a zone in, ISO 8601 UTC out, durations."""
+"""jobd.core.timefmt: ISO 8601 with a zone in, ISO 8601 UTC out, durations."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobd.errors import ValidationError
-from jobd.timefmt import format_duration, format_time, parse_duration, parse_time
+from jobd.core.errors import ValidationError
+from jobd.core.timefmt import format_duration, format_time, parse_duration, parse_time
 
 NOW = 1_767_261_600.0  # 2026-01-01T10:00:00Z
 

@@ -12,9 +12,9 @@ import pytest
 from anyio.abc import TaskGroup
 from structlog.testing import capture_logs
 
-from jobd.alarm import WallClockAlarm
 from jobd.config import ScheduleConfig
-from jobd.timers import (
+from jobd.plan.alarm import WallClockAlarm
+from jobd.plan.timers import (
     MisfirePlan,
     Timers,
     fires_between,

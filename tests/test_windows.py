@@ -15,10 +15,10 @@ import anyio
 import pytest
 
 from jobd.config import Config, ResourceConfig
+from jobd.core.errors import InvalidTransition, NotApplicable
+from jobd.core.models import Job
+from jobd.core.states import JobState, StepState
 from jobd.engine import Engine
-from jobd.errors import InvalidTransition, NotApplicable
-from jobd.models import Job
-from jobd.states import JobState, StepState
 from tests.enginekit import (
     make_config,
     recording_scripts,

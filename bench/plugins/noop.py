@@ -16,6 +16,7 @@ def jobd_actions() -> list[jobd.Action]:
     return [
         jobd.Action("noop", noop, "does nothing (benchmarks)"),
         jobd.Action("hold", hold, "waits for a file (benchmarks)"),
+        jobd.Action("pause", pause, "sleeps ``seconds`` (benchmarks: a step of known length)"),
     ]
 
 
@@ -25,3 +26,10 @@ async def hold(ctx: jobd.ActionContext, path: str = "", **params: Any) -> None:
 
     while not await anyio.Path(path).exists():  # noqa: ASYNC110 (a file from outside)
         await anyio.sleep(0.01)
+
+
+async def pause(ctx: jobd.ActionContext, seconds: float = 0.05, **params: Any) -> None:
+    """A step that takes ``seconds``: the work is the wait (the 50 ms benchmarks)."""
+    import anyio
+
+    await anyio.sleep(float(seconds))

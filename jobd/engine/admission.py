@@ -22,15 +22,15 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from jobd.core.errors import JobdError
+from jobd.core.models import ErrorOverlay, Job, OverlayCode
+from jobd.core.states import JobState
 from jobd.engine.context import Context
 from jobd.engine.lineup import Lineup
 from jobd.engine.ports import Wakeup
+from jobd.engine.runqueue import RunQueue
 from jobd.engine.transitions import Transitions
-from jobd.errors import JobdError
-from jobd.models import ErrorOverlay, Job, OverlayCode
-from jobd.runqueue import RunQueue
-from jobd.states import JobState
-from jobd.timers import Timers
+from jobd.plan.timers import Timers
 
 S = JobState
 log = structlog.get_logger("jobd.engine")

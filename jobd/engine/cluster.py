@@ -28,9 +28,9 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from jobd.core.errors import JobdError, StoreError
 from jobd.engine import fencing
 from jobd.engine.context import Context
-from jobd.errors import JobdError, StoreError
 from jobd.store.cluster import ClusterEvent, Fenced, Membership
 
 log = structlog.get_logger("jobd.engine")

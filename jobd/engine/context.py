@@ -13,7 +13,7 @@ from typing import Any
 from anyio.abc import TaskGroup
 
 from jobd.config import Config
-from jobd.plugins import PluginHost
+from jobd.plugin.host import PluginHost
 from jobd.store import Store
 
 

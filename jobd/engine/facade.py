@@ -7,7 +7,8 @@ The parts (each owns its state; they reach each other through :mod:`.ports`):
 ``Fanout``         listeners, SSE subscribers, plugin observers (:mod:`.fanout`)
 ``Intake``         validation, steps, templating, reservations, ids (:mod:`.intake`)
 ``Admission``      the due timer, pending, the run queue (:mod:`.admission`)
-``LockHandoff``    per-asset locks from pick to the end of a run (:mod:`.handoff`)
+``Handoff``        per-asset locks from pick to the end of a run: in memory
+                   (:mod:`.handoff`) or a cluster's, in the database (:mod:`.cluster_handoff`)
 ``Workers``        pick, run, outcome (:mod:`.workers`)
 ``Operations``     cancel, pause, retry, ... one job or many (:mod:`.operations`)
 ``Recovery``       the caches rebuilt from the store; bookings re-checked (:mod:`.recovery`)
@@ -18,6 +19,7 @@ The parts (each owns its state; they reach each other through :mod:`.ports`):
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,31 +30,33 @@ import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from jobd.bookings import BookingIndex
 from jobd.config import Config, keep_restart_only
+from jobd.core.events import JobEvent
+from jobd.core.models import Job, JobSpec
 from jobd.engine.admission import Admission
 from jobd.engine.cluster import ClusterNode, LocalNode
+from jobd.engine.cluster_handoff import ClusterHandoff
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
 from jobd.engine.handoff import LockHandoff
 from jobd.engine.host import EngineRunHost
 from jobd.engine.intake import Intake
 from jobd.engine.lineup import Lineup
+from jobd.engine.locks import LockManager
 from jobd.engine.operations import BatchOutcome, Operations
+from jobd.engine.ports import Handoff
 from jobd.engine.queries import Queries
 from jobd.engine.recovery import Recovery
+from jobd.engine.runqueue import RunQueue
 from jobd.engine.transitions import Transitions
 from jobd.engine.workers import IdleWorkers, Workers
-from jobd.events import JobEvent
-from jobd.locks import LockManager
-from jobd.models import Job, JobSpec
-from jobd.plugins import PluginHost
-from jobd.runner import SHUTDOWN, RunControl, Runner
-from jobd.runqueue import RunQueue
-from jobd.schedules import Schedules
+from jobd.plan.bookings import BookingIndex
+from jobd.plan.schedules import Schedules
+from jobd.plan.timers import Timers
+from jobd.plugin.host import PluginHost
+from jobd.run.runner import SHUTDOWN, RunControl, Runner
+from jobd.run.windows import LiveWindows
 from jobd.store import JobFilter, Store
-from jobd.timers import Timers
-from jobd.windows import LiveWindows
 
 log = structlog.get_logger("jobd.engine")
 
@@ -67,9 +71,12 @@ class Engine:
         plugins: PluginHost,
         *,
         clock: Callable[[], float] = time.time,
+        node: str | None = None,
     ) -> None:
         """``store`` comes from ``async with jobd.store.open_store(config.daemon.db_path,
-        synchronous=config.daemon.synchronous) as store``; ``plugins`` is a loaded PluginHost."""
+        synchronous=config.daemon.synchronous) as store``; ``plugins`` is a loaded PluginHost.
+        ``node``: this node's name in a cluster (default: ``[daemon] node``, else the host
+        name)."""
         ctx = self._ctx = Context(config, store, plugins, clock)
         membership = store.membership()
         self.cluster: LocalNode = (
@@ -82,10 +89,19 @@ class Engine:
         self._transitions = Transitions(ctx, self._fanout)
         idle = IdleWorkers()
         self._admission = Admission(ctx, self._lineup, self._transitions, self.timers, idle)
-        self._handoff = LockHandoff(ctx, self._lineup, self._transitions, self.booking_index, idle)
+        self._handoff = self._make_handoff(idle, node)
         self.runner = Runner(EngineRunHost(ctx, self._fanout))
         self._build_parts(idle)
         self.schedules = Schedules(self)
+
+    def _make_handoff(self, idle: IdleWorkers, node: str | None) -> Handoff:
+        """In memory on SQLite; the database's on PostgreSQL (every node shares them)."""
+        ctx = self._ctx
+        # ``[daemon] node`` (cluster-core's key), else the host name as SPEC §10 says.
+        node = node or getattr(ctx.config.daemon, "node", None) or socket.gethostname()
+        shared = ctx.store.asset_locks(node)
+        parts = (ctx, self._lineup, self._transitions, self.booking_index, idle)
+        return LockHandoff(*parts) if shared is None else ClusterHandoff(*parts, shared)
 
     def _build_parts(self, idle: IdleWorkers) -> None:
         """The parts that use the ones made first; each gets only what its ports say."""
@@ -118,7 +134,7 @@ class Engine:
             bookings,
             admission,
             self._workers,
-            handoff.locks,
+            handoff,
             live.windows,
         )
         self.cluster.bind(
@@ -158,7 +174,11 @@ class Engine:
 
     @property
     def locks(self) -> LockManager:
-        return self._handoff.locks
+        """The in-memory lock manager (a one-node engine on SQLite; benchmarks wrap it)."""
+        handoff = self._handoff
+        if not isinstance(handoff, LockHandoff):
+            raise TypeError("a cluster's asset locks are in the database, not in memory")
+        return handoff.locks
 
     @property
     def active(self) -> dict[int, RunControl]:
@@ -331,9 +351,10 @@ class Engine:
         workers, busy_workers}``."""
         return self._queries.queue_info()
 
-    def locks_info(self) -> list[dict[str, Any]]:
-        """Per asset: ``{asset, holders: [{job_id, mode}], waiters: [{job_id, mode, since}]}``."""
-        return self._queries.locks_info()
+    async def locks_info(self) -> list[dict[str, Any]]:
+        """Per asset: ``{asset, holders: [{job_id, mode}], waiters: [{job_id, mode, since,
+        position, age}]}``, a cluster's from every node (each entry with its ``node``)."""
+        return await self._queries.locks_info()
 
     async def resources_info(self) -> list[dict[str, Any]]:
         """Per resource: ``{name, capacity, pools, current: [job ids], upcoming: int}``."""

@@ -14,11 +14,11 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from jobd.core.events import JobEvent
+from jobd.core.models import Job, Step
+from jobd.core.states import JobState
 from jobd.engine.context import Context
 from jobd.engine.lineup import Lineup
-from jobd.events import JobEvent
-from jobd.models import Job, Step
-from jobd.states import JobState
 
 log = structlog.get_logger("jobd.engine")
 

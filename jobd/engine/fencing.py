@@ -4,7 +4,7 @@ A node that cannot renew its lease must stop its steps before the lease runs out
 another node takes the job over while its step still runs. The daemon itself cannot
 be trusted with that: a daemon stopped with SIGSTOP, swapped out or stuck runs no code.
 So :func:`start` forks, before the event loop exists, a small process that the daemon
-tells (through a pipe) every process group it starts or reaps (``jobd.processes``
+tells (through a pipe) every process group it starts or reaps (``jobd.plugin.processes``
 reports them) and the monotonic time at which it *sent* each lease renewal that
 succeeded (the server's renewal time is later, so the watchdog's clock runs ahead of the
 lease's). When the last renewal is older than ``lease - margin``, the watchdog SIGKILLs
@@ -25,7 +25,7 @@ import signal
 import sys
 import time
 
-from jobd import processes
+from jobd.plugin import processes
 
 #: Seconds before the lease runs out at which the watchdog acts: at least this, and at
 #: least a sixth of the lease (renewals come every third of it).
@@ -77,7 +77,7 @@ def current() -> Watchdog | None:
 
 def start(lease: float) -> Watchdog:
     """Fork the watchdog for a lease of ``lease`` seconds; call before any thread or event
-    loop exists. From now on every process group ``jobd.processes`` starts is reported."""
+    loop exists. From now on every process group ``jobd.plugin.processes`` starts is reported."""
     global _current
     read, write = os.pipe()
     daemon = os.getpid()

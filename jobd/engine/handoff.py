@@ -1,4 +1,6 @@
-"""The lock hand-off: per-asset FIFO locks between a job's pick and the end of its run.
+"""The lock hand-off of one node: per-asset FIFO locks in memory (:mod:`jobd.engine.locks`) between
+a job's pick and the end of its run; one of the two :class:`~.ports.Handoff` (the other, a
+cluster's, is :mod:`.cluster_handoff`).
 
 **Invariants** (kept by this class alone):
 
@@ -20,20 +22,29 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import anyio
 
-from jobd.bookings import BookingIndex
+from jobd.core.models import ErrorOverlay, Job, OverlayCode
+from jobd.core.states import JobState
 from jobd.engine.context import Context
 from jobd.engine.lineup import Lineup
+from jobd.engine.locks import LockManager
 from jobd.engine.ports import Wakeup
 from jobd.engine.transitions import Transitions
-from jobd.locks import LockManager
-from jobd.models import ErrorOverlay, Job, OverlayCode
-from jobd.runner import RunControl
-from jobd.states import JobState
+from jobd.plan.bookings import BookingIndex
+from jobd.run.runner import RunControl
 
 S = JobState
+
+
+def lock_timeout_overlay(job: Job, limit: float, now: float) -> ErrorOverlay:
+    """The error overlay of a job that waited longer than its ``lock_timeout``."""
+    assets = ", ".join((*job.spec.assets, *job.spec.shared_assets))
+    return ErrorOverlay(
+        OverlayCode.LOCK_TIMEOUT, f"waited more than {limit:g} s for assets {assets}", now
+    )
 
 
 class LockHandoff:
@@ -87,6 +98,15 @@ class LockHandoff:
         if job.spec.lock_timeout:
             self._ctx.spawn(self._lock_timer, rc, job.spec.lock_timeout)
 
+    async def load(self) -> None:
+        """Nothing to read: locks in memory start empty (SPEC §3.4: no stale lock)."""
+
+    def restored(self) -> None:
+        """Nothing to let go: only what was restored is held."""
+
+    async def snapshot(self) -> list[dict[str, Any]]:
+        return self.locks.snapshot()
+
     def restore_waiter(self, rc: RunControl) -> None:
         """Recovery: a job that was waiting for a lock when the daemon stopped (in order)."""
         job = rc.job
@@ -111,12 +131,7 @@ class LockHandoff:
             return
         self.dispatch(self.locks.release(job.id))
         self._committed.discard(job.id)
-        overlay = ErrorOverlay(
-            OverlayCode.LOCK_TIMEOUT,
-            f"waited more than {timeout:g} s for assets "
-            f"{', '.join((*job.spec.assets, *job.spec.shared_assets))}",
-            self._ctx.clock(),
-        )
+        overlay = lock_timeout_overlay(job, timeout, self._ctx.clock())
         try:
             await self._transitions.apply(
                 job,

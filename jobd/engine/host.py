@@ -1,4 +1,4 @@
-"""What a run needs from the engine (``jobd.runner.RunHost``): actions, step and progress
+"""What a run needs from the engine (``jobd.run.runner.RunHost``): actions, step and progress
 records, isolated actions and workflow scripts."""
 
 from __future__ import annotations
@@ -9,16 +9,16 @@ from typing import Any, Literal
 
 import structlog
 
-from jobd.action import Action, ActionContext
 from jobd.config import Config
+from jobd.core.events import JobEvent
+from jobd.core.models import Job, Step
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
-from jobd.events import JobEvent
-from jobd.models import Job, Step
+from jobd.plugin.action import Action, ActionContext
 
 
 class EngineRunHost:
-    """:class:`jobd.runner.RunHost` over the engine's store, plugins and event fan-out."""
+    """:class:`jobd.run.runner.RunHost` over the engine's store, plugins and event fan-out."""
 
     def __init__(self, ctx: Context, fanout: Fanout) -> None:
         self._ctx = ctx
@@ -68,7 +68,7 @@ class EngineRunHost:
     async def run_isolated(
         self, step: Step, params: dict[str, Any], ctx: ActionContext
     ) -> Mapping[str, Any] | None:
-        from jobd.isolation import context_data, run_isolated
+        from jobd.run.isolation import context_data, run_isolated
 
         plugin_file, module_name = self._ctx.plugins.isolation_target(step.action)
         return await run_isolated(
@@ -78,7 +78,7 @@ class EngineRunHost:
     async def run_script(
         self, job: Job, path: Path, event: Literal["start", "end"], outcome: str | None
     ) -> str | None:
-        from jobd.scripts import run_script
+        from jobd.run.scripts import run_script
 
         config = self._ctx.config
         timeout = config.defaults.script_timeout

@@ -13,17 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from jobd.bookings import BookingIndex
-from jobd.engine.context import Context
-from jobd.engine.fanout import Fanout
-from jobd.engine.ids import JobIds
-from jobd.engine.lineup import Lineup, load_live
-from jobd.engine.ports import Placement, Wakeup
-from jobd.engine.transitions import Transitions
-from jobd.engine.validation import build_steps, validate_spec, workflow_of
-from jobd.errors import InvalidTransition, JobdError, NotFound, ShuttingDown, ValidationError
-from jobd.events import JobEvent
-from jobd.models import (
+from jobd.core.errors import InvalidTransition, JobdError, NotFound, ShuttingDown, ValidationError
+from jobd.core.events import JobEvent
+from jobd.core.models import (
     SPEC_FIELDS,
     ErrorOverlay,
     HistoryEntry,
@@ -33,7 +25,15 @@ from jobd.models import (
     Reservation,
     Step,
 )
-from jobd.states import EDITABLE, HOLDS_RESERVATION, JobState, allowed_operations
+from jobd.core.states import EDITABLE, HOLDS_RESERVATION, JobState, allowed_operations
+from jobd.engine.context import Context
+from jobd.engine.fanout import Fanout
+from jobd.engine.ids import JobIds
+from jobd.engine.lineup import Lineup, load_live
+from jobd.engine.ports import Placement, Wakeup
+from jobd.engine.transitions import Transitions
+from jobd.engine.validation import build_steps, validate_spec, workflow_of
+from jobd.plan.bookings import BookingIndex
 from jobd.store import Changes
 
 S = JobState

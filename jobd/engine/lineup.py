@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import anyio
 
-from jobd.errors import NotFound
-from jobd.models import Job
-from jobd.runner import RunControl
+from jobd.core.errors import NotFound
+from jobd.core.models import Job
+from jobd.run.runner import RunControl
 from jobd.store import Store
 
 

@@ -1,5 +1,5 @@
 """Live windows (SPEC §3.7): after its steps a booking stays ``running`` with its locks and
-reservations until ``end_at + postroll``, on one timer (:class:`jobd.windows.LiveWindows`),
+reservations until ``end_at + postroll``, on one timer (:class:`jobd.run.windows.LiveWindows`),
 holding no worker. When the window ends its end script runs on a worker (taken as a
 ``window-end``) and the outcome is recorded as after any run.
 
@@ -15,15 +15,14 @@ from collections import deque
 from typing import Protocol
 
 from jobd.config import WorkflowConfig
+from jobd.core.models import Job, JobSpec
+from jobd.core.states import JobState, StepState
 from jobd.engine.context import Context
-from jobd.engine.handoff import LockHandoff
 from jobd.engine.lineup import Lineup
-from jobd.engine.ports import Wakeup
+from jobd.engine.ports import Handoff, Wakeup
 from jobd.engine.transitions import Transitions
-from jobd.models import Job, JobSpec
-from jobd.runner import CANCEL, RunControl, RunResult
-from jobd.states import JobState, StepState
-from jobd.windows import LiveWindows
+from jobd.run.runner import CANCEL, RunControl, RunResult
+from jobd.run.windows import LiveWindows
 
 S = JobState
 
@@ -52,7 +51,7 @@ class LiveWindowPart:
         ctx: Context,
         lineup: Lineup,
         transitions: Transitions,
-        handoff: LockHandoff,
+        handoff: Handoff,
         wakeup: Wakeup,
         finisher: Finisher,
     ) -> None:

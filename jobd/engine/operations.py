@@ -14,17 +14,23 @@ from dataclasses import dataclass, replace
 
 import anyio
 
-from jobd.bookings import BookingIndex
+from jobd.core.errors import InvalidTransition, JobdError, NotApplicable, NotFound, ValidationError
+from jobd.core.events import JobEvent
+from jobd.core.models import Job, OverlayCode
+from jobd.core.states import (
+    ACTIVE,
+    JobState,
+    StepState,
+    allowed_operations,
+    check_transition,
+)
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
 from jobd.engine.lineup import Lineup, load_live
 from jobd.engine.ports import Booking, Grants, LiveOps, Placement, Remote
 from jobd.engine.transitions import Transitions
-from jobd.errors import InvalidTransition, JobdError, NotApplicable, NotFound, ValidationError
-from jobd.events import JobEvent
-from jobd.models import Job, OverlayCode
-from jobd.runner import CANCEL, PAUSE
-from jobd.states import ACTIVE, JobState, StepState, allowed_operations, check_transition
+from jobd.plan.bookings import BookingIndex
+from jobd.run.runner import CANCEL, PAUSE
 from jobd.store import GuardFailed
 
 S = JobState

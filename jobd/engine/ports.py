@@ -6,11 +6,12 @@ never as the façade): what a part may do to another is written here, once.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections import deque
+from typing import Any, Protocol
 
-from jobd.models import Job, JobSpec, Reservation
-from jobd.runner import RunControl
-from jobd.runqueue import RunQueue
+from jobd.core.models import Job, JobSpec, Reservation
+from jobd.engine.runqueue import RunQueue
+from jobd.run.runner import RunControl
 
 
 class Wakeup(Protocol):
@@ -67,7 +68,7 @@ class Booking(Protocol):
 
 
 class Grants(Protocol):
-    """The lock hand-off as others see it (:class:`~.handoff.LockHandoff`)."""
+    """The lock hand-off as others see it (:class:`Handoff`)."""
 
     def leave(self, job_id: int) -> None:
         """The job left the line: drop its lock wait or hold, hand its assets on."""
@@ -88,11 +89,54 @@ class Requeue(Protocol):
 
 
 class Relock(Protocol):
-    """What recovery rebuilds in the lock hand-off (:class:`~.handoff.LockHandoff`)."""
+    """What recovery rebuilds in the lock hand-off (:class:`Handoff`)."""
 
-    def restore_waiter(self, rc: RunControl) -> None: ...
+    async def load(self) -> None:
+        """Before the first restore: read what the locks' keeper already knows."""
 
-    def restore_holder(self, job: Job) -> None: ...
+    def restore_waiter(self, rc: RunControl) -> None:
+        """A job that waited for its assets when the daemon stopped (called in FIFO order)."""
+
+    def restore_holder(self, job: Job) -> None:
+        """A job that held its assets when the daemon died: it gets them back first."""
+
+    def restored(self) -> None:
+        """After the last restore: whatever lock nobody was restored to is let go."""
+
+
+class LockView(Protocol):
+    """The asset locks as queries show them (:class:`Handoff`)."""
+
+    async def snapshot(self) -> list[dict[str, Any]]:
+        """Per asset with holders or waiters, by name: ``{"asset", "holders": [{"job_id",
+        "mode"}], "waiters": [{"job_id", "mode", "since"}]}`` (FIFO order; a cluster adds
+        each one's ``node``, and its holders' ``since``)."""
+
+
+class Handoff(Grants, Relock, LockView, Protocol):
+    """The per-asset lock hand-off, from a job's pick to the end of its run (SPEC §3.4).
+
+    Two implementations keep the same rules: :class:`~.handoff.LockHandoff` (the
+    in-memory LockManager: one node, SQLite) and :class:`~.cluster_handoff.ClusterHandoff`
+    (the database's locks, shared by the nodes of a cluster: PostgreSQL)."""
+
+    #: Jobs granted their assets and waiting for a worker, in grant order: workers take
+    #: from it (before the run queue), nothing else does.
+    granted: deque[int]
+
+    def acquire(self, job: Job) -> bool:
+        """True if the job holds its assets now (it asked for none, or holds them already,
+        or, in memory, they were free and are now its): the pick may run it."""
+
+    async def wait_for_lock(self, rc: RunControl) -> None:
+        """Not granted at the pick: write ``waiting-for-lock`` and wait, holding no worker;
+        a grant later puts it in :attr:`granted` and wakes a worker."""
+
+    def picked(self, job_id: int) -> None:
+        """A granted job was taken by a worker."""
+
+    def release_if_involved(self, job_id: int) -> None:
+        """Release what the job holds or waits for, if anything."""
 
 
 class Ids(Protocol):
@@ -134,7 +178,7 @@ class Reopen(Protocol):
 
 
 class WindowView(Protocol):
-    """Open windows as queries show them (:class:`jobd.windows.LiveWindows`)."""
+    """Open windows as queries show them (:class:`jobd.run.windows.LiveWindows`)."""
 
     def ids(self) -> list[int]: ...
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobd.bookings import BookingIndex
+from jobd.core.errors import NotFound
+from jobd.core.models import Job
+from jobd.core.states import JobState
 from jobd.engine.context import Context
 from jobd.engine.lineup import Lineup
-from jobd.engine.ports import QueueState, RunningState, WindowView
+from jobd.engine.ports import LockView, QueueState, RunningState, WindowView
 from jobd.engine.transitions import Transitions
-from jobd.errors import NotFound
-from jobd.locks import LockManager
-from jobd.models import Job
-from jobd.states import JobState
+from jobd.plan.bookings import BookingIndex
 from jobd.store import JobFilter
 
 S = JobState
@@ -28,7 +27,7 @@ class Queries:
         bookings: BookingIndex,
         queue: QueueState,
         running: RunningState,
-        locks: LockManager,
+        locks: LockView,
         windows: WindowView,
     ) -> None:
         self._ctx = ctx
@@ -77,8 +76,19 @@ class Queries:
             "accepting": self._ctx.accepting,
         }
 
-    def locks_info(self) -> list[dict[str, Any]]:
-        return self._locks.snapshot()
+    async def locks_info(self) -> list[dict[str, Any]]:
+        """The locks' snapshot, each waiter with its ``position`` in its asset's FIFO (from
+        1) and everyone with a known ``since`` with its ``age`` in seconds."""
+        now = self._ctx.clock()
+        items = await self._locks.snapshot()
+        for item in items:
+            for position, waiter in enumerate(item["waiters"], 1):
+                waiter["position"] = position
+            for entry in (*item["holders"], *item["waiters"]):
+                since = entry.get("since")
+                if since is not None:
+                    entry["age"] = round(max(0.0, now - since), 3)
+        return items
 
     async def resources_info(self) -> list[dict[str, Any]]:
         config = self._ctx.config

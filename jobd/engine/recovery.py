@@ -13,14 +13,14 @@ from dataclasses import replace
 
 import structlog
 
-from jobd.bookings import BookingIndex
+from jobd.core.models import ErrorOverlay, Job, OverlayCode
+from jobd.core.states import ACTIVE, JobState, StepState
 from jobd.engine.context import Context
 from jobd.engine.lineup import Lineup
 from jobd.engine.live import in_live_window
 from jobd.engine.ports import Ids, Relock, Reopen, Requeue, Wakeup
 from jobd.engine.transitions import Transitions
-from jobd.models import ErrorOverlay, Job, OverlayCode
-from jobd.states import ACTIVE, JobState, StepState
+from jobd.plan.bookings import BookingIndex
 
 S = JobState
 log = structlog.get_logger("jobd.engine")
@@ -60,6 +60,7 @@ class Recovery:
         if invalid:
             log.warning("bookings the configuration no longer allows", warnings=invalid)
         self._requeue.pending = await store.count_state(S.PENDING)
+        await self._relock.load()
         active = await store.jobs_in_states(ACTIVE)
         await self._take_up(active, None)
         if active:
@@ -85,10 +86,11 @@ class Recovery:
                 waiting.append(job)
         for job in sorted(waiting, key=lambda j: (j.updated_at, j.id)):
             self._relock.restore_waiter(self._lineup.hold(job))
+        self._relock.restored()
         self._wakeup.wake_all()
 
     async def _recover_running(self, job: Job, dead: str | None = None) -> None:
-        from jobd.processes import kill_process_group
+        from jobd.plugin.processes import kill_process_group
 
         for step in job.steps:
             if step.pgid and dead is None:

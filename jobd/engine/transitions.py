@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobd.core.errors import InvalidTransition
+from jobd.core.events import JobEvent
+from jobd.core.models import ErrorOverlay, Job, Step
+from jobd.core.states import JobState, allowed_operations, check_transition
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
-from jobd.errors import InvalidTransition
-from jobd.events import JobEvent
-from jobd.models import ErrorOverlay, Job, Step
-from jobd.states import JobState, allowed_operations, check_transition
 from jobd.store import KEEP, Changes, GuardFailed
 
 

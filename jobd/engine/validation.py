@@ -4,10 +4,10 @@ bounds, the workflow, the names of resources and pools; the steps it makes (temp
 from __future__ import annotations
 
 from jobd.config import Config, WorkflowConfig
-from jobd.errors import ValidationError
-from jobd.models import LATEST_TIME, MAX_DURATION, PRIORITY_MAX, PRIORITY_MIN, JobSpec, Step
-from jobd.plugins import PluginHost
-from jobd.templating import render
+from jobd.core.errors import ValidationError
+from jobd.core.models import LATEST_TIME, MAX_DURATION, PRIORITY_MAX, PRIORITY_MIN, JobSpec, Step
+from jobd.core.templating import render
+from jobd.plugin.host import PluginHost
 
 
 def workflow_of(config: Config, name: str) -> WorkflowConfig:

@@ -2,7 +2,7 @@
 
 A pick takes the job's assets (or waits for them: :mod:`.handoff`) and writes
 ``running`` together with the first step's first attempt when nothing runs
-before it. The run is :class:`~jobd.runner.Runner`'s; the outcome is written in
+before it. The run is :class:`~jobd.run.runner.Runner`'s; the outcome is written in
 a task of its own after the assets and the worker are free.
 """
 
@@ -15,19 +15,18 @@ from dataclasses import replace
 import anyio
 import structlog
 
-from jobd.bookings import BookingIndex
 from jobd.config import WorkflowConfig
+from jobd.core.errors import JobdError
+from jobd.core.models import ErrorOverlay, Job, OverlayCode
+from jobd.core.states import JobState, StepState
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
-from jobd.engine.handoff import LockHandoff
 from jobd.engine.lineup import Lineup
 from jobd.engine.live import LiveWindowPart, window_end, window_outcome
-from jobd.engine.ports import Line
+from jobd.engine.ports import Handoff, Line
 from jobd.engine.transitions import Transitions
-from jobd.errors import JobdError
-from jobd.models import ErrorOverlay, Job, OverlayCode
-from jobd.runner import RunControl, Runner, RunResult
-from jobd.states import JobState, StepState
+from jobd.plan.bookings import BookingIndex
+from jobd.run.runner import RunControl, Runner, RunResult
 from jobd.store import Changes
 
 S = JobState
@@ -70,7 +69,7 @@ class Workers:
         lineup: Lineup,
         transitions: Transitions,
         fanout: Fanout,
-        handoff: LockHandoff,
+        handoff: Handoff,
         line: Line,
         idle: IdleWorkers,
         bookings: BookingIndex,

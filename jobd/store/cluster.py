@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jobd.errors import StoreError
+from jobd.core.errors import StoreError
 
 
 class Fenced(StoreError):

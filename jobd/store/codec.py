@@ -1,8 +1,8 @@
 """How records become text in a database, the same for every backend.
 
 A job's spec is stored as compact JSON that leaves out the fields at their
-defaults; the field lists come from :data:`jobd.models.SPEC_FIELDS`, so a
-field added to :class:`~jobd.models.JobSpec` is stored without a change here.
+defaults; the field lists come from :data:`jobd.core.models.SPEC_FIELDS`, so a
+field added to :class:`~jobd.core.models.JobSpec` is stored without a change here.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jobd.models import SPEC_FIELDS, ErrorOverlay, JobSpec
-from jobd.states import JobState
+from jobd.core.models import SPEC_FIELDS, ErrorOverlay, JobSpec
+from jobd.core.states import JobState
 
 #: Built once: json.dumps with any option builds a new encoder on every call.
 _COMPACT = json.JSONEncoder(separators=(",", ":"), default=str)

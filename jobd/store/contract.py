@@ -14,7 +14,7 @@ one durable transaction, or none of it does. A backend may (and the SQLite one
 does) apply many callers' units in one transaction (group commit): a failed
 guard never undoes another unit, but a unit the database refuses (an error, not
 a guard) may fail the others of its transaction with
-:class:`~jobd.errors.StoreError` too; no unit is ever applied in part. The
+:class:`~jobd.core.errors.StoreError` too; no unit is ever applied in part. The
 intents of a unit are applied in the order they were added, except the guard of
 :meth:`Changes.transition` and :meth:`Changes.delete_job`, which is checked
 before anything else of its unit.
@@ -24,7 +24,7 @@ follows a returned :meth:`Store.commit` sees that commit.
 
 **Errors**: :class:`GuardFailed` when a guarded intent found the job no longer in
 the state it was written for (the unit is not applied);
-:class:`jobd.errors.StoreError` when the database cannot take the unit (disk
+:class:`jobd.core.errors.StoreError` when the database cannot take the unit (disk
 full, the writer gone, the store closed). Nothing else escapes a method.
 
 Times are POSIX seconds (``float``, UTC); job ids are positive integers chosen
@@ -39,8 +39,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from jobd.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
-from jobd.states import JobState
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskStatus
+
+from jobd.core.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
+from jobd.core.states import JobState
 
 if TYPE_CHECKING:
     from jobd.store.cluster import Membership
@@ -117,7 +120,7 @@ class Changes(ABC):
 
         Steps, reservations and history are intents of their own (:meth:`insert_step`,
         :meth:`reserve`, :meth:`record_history`). The id must be new; reusing the id of a
-        job that exists fails the commit with :class:`~jobd.errors.StoreError`."""
+        job that exists fails the commit with :class:`~jobd.core.errors.StoreError`."""
 
     @abstractmethod
     def transition(
@@ -220,7 +223,7 @@ class Changes(ABC):
     def reserve(self, reservation: Reservation) -> Changes:
         """Hold one span of one resource for a job. The engine's booking index decides that
         it fits; a backend that can also enforce it (PostgreSQL's exclusion constraints)
-        fails the commit with :class:`~jobd.errors.StoreError` when it does not."""
+        fails the commit with :class:`~jobd.core.errors.StoreError` when it does not."""
 
     @abstractmethod
     def release(self, job_id: int) -> Changes:
@@ -280,7 +283,7 @@ class Store(ABC):
         start it now rather than when a batch fills. Units committed by one task land in
         the order of their calls; so do units queued in one turn of the event loop.
 
-        Raises :class:`GuardFailed` (nothing applied) or :class:`~jobd.errors.StoreError`
+        Raises :class:`GuardFailed` (nothing applied) or :class:`~jobd.core.errors.StoreError`
         (nothing applied; after the store broke, every later call raises it at once).
         Cancelling the caller does not withdraw a unit already handed on."""
 
@@ -413,8 +416,8 @@ class Store(ABC):
         return None
 
 
-#: What :meth:`AssetLocks.listen` reports: ``("granted", job)``, ``("recheck", job)`` or
-#: ``("poll", 0)``.
+#: What :meth:`AssetLocks.listen` reports: ``("granted", job)``, ``("recheck", job)``,
+#: ``("poll", 0)`` or ``("resync", 0)``.
 LockEvent = tuple[str, int]
 
 
@@ -471,7 +474,16 @@ class AssetLocks(ABC):
         "node", "since"}]}``, waiters in FIFO order (holders' ``since``: when granted)."""
 
     @abstractmethod
-    async def listen(self, report: Callable[[LockEvent], None], poll: float) -> None:
+    async def listen(
+        self,
+        report: Callable[[LockEvent], None],
+        poll: float,
+        *,
+        task_status: TaskStatus[None] = TASK_STATUS_IGNORED,
+    ) -> None:
         """Until cancelled: call ``report`` with each event for this node, as the database
-        sends it (LISTEN/NOTIFY), and ``("poll", 0)`` every ``poll`` s and after a lost
-        connection is back (the caller then checks :meth:`mine`: the fallback)."""
+        sends it (LISTEN/NOTIFY): ``granted`` (the job holds its assets now) or ``recheck``
+        (commit :meth:`regrant` for it). Also ``("poll", 0)`` every ``poll`` s, and
+        ``("resync", 0)`` once listening (again, after a lost connection): the caller then
+        checks :meth:`mine` (the fallback; after a resync it also regrants its waiters).
+        ``task_status.started()`` once it first listens (``TaskGroup.start``)."""

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobd.errors import StoreError
-from jobd.models import Job
+from jobd.core.errors import StoreError
+from jobd.core.models import Job
 from jobd.store.contract import Changes, JobFilter, Store
 
 #: Jobs read and written per unit of work.

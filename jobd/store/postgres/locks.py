@@ -17,8 +17,10 @@ from typing import Any, cast
 import anyio
 import psycopg
 import structlog
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskStatus
 
-from jobd.errors import StoreError
+from jobd.core.errors import StoreError
 from jobd.store.contract import AssetLocks, Changes, LockEvent
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.units import PgUnit
@@ -80,7 +82,13 @@ class PgAssetLocks(AssetLocks):
             current["holders" if held else "waiters"].append(entry)
         return out
 
-    async def listen(self, report: Callable[[LockEvent], None], poll: float) -> None:
+    async def listen(
+        self,
+        report: Callable[[LockEvent], None],
+        poll: float,
+        *,
+        task_status: TaskStatus[None] = TASK_STATUS_IGNORED,
+    ) -> None:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
@@ -90,7 +98,9 @@ class PgAssetLocks(AssetLocks):
                 continue
             try:
                 await conn.execute(q.LISTEN_LOCKS)
-                report(("poll", 0))  # whatever was granted while nobody listened
+                task_status.started()
+                task_status = TASK_STATUS_IGNORED  # started once; a reconnect is not a start
+                report(("resync", 0))  # what was granted or to recheck while nobody listened
                 await self._relay(conn, report, poll)
             except psycopg.Error as exc:
                 log.warning("lost the lock-grant connection; reconnecting", error=str(exc))

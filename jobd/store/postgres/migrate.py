@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from jobd.errors import StoreError
+from jobd.core.errors import StoreError
 from jobd.store.postgres import queries as q
 
 _MIGRATION = re.compile(r"migrate-(\d+)\.sql")

@@ -19,7 +19,7 @@ import psycopg
 import structlog
 from psycopg import sql
 
-from jobd.errors import StoreError
+from jobd.core.errors import StoreError
 from jobd.store.cluster import ClusterEvent, Fenced, Membership
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.locks import Fetch

@@ -41,6 +41,8 @@ UPDATE_VERSION = "UPDATE jobd_meta SET value = %s WHERE key = 'schema_version'"
 #: Every write: one call per group-commit batch of ``jobd_apply`` (``sql/schema.sql``), which
 #: holds the write statements themselves, each named by its ``op`` (:mod:`.units`).
 APPLY = "SELECT jobd_apply(%s::jsonb)"
+#: A batch of the hot path grouped by statement (``sql/migrate-4.sql``, :mod:`.bulk`).
+APPLY_BULK = "SELECT jobd_apply_bulk(%s::jsonb)"
 #: A batch with asset-lock statements: their assets' advisory locks first, in key order
 #: (``sql/migrate-3.sql``), then ``jobd_apply``; the assets, jobs and nodes they touch.
 APPLY_LOCKED = "SELECT jobd_apply_locked(%s::jsonb, %s::text[], %s::bigint[], %s::text[])"
@@ -119,12 +121,9 @@ FILTER_KEY = "EXISTS (SELECT FROM job_keys k WHERE k.kind = %s AND k.key = %s AN
 # ------------------------------------------------------------------ nodes (sql/migrate-4.sql)
 #: The writer's session is node ``%s``: claims and the ``jobd_due`` payloads name it.
 SET_NODE = "SELECT set_config('jobd.node', %s, false)"
-#: A batch of a joined node: its fencing token first (the WHERE runs before the select list).
-APPLY_FENCED = "SELECT jobd_apply(%s::jsonb) WHERE jobd_fence(%s, %s)"
-APPLY_LOCKED_FENCED = (
-    "SELECT jobd_apply_locked(%s::jsonb, %s::text[], %s::bigint[], %s::text[])"
-    " WHERE jobd_fence(%s, %s)"
-)
+#: Added to a batch's APPLY* of a joined node: its fencing token is checked first (the WHERE
+#: runs before the select list), in the batch's own transaction.
+FENCE = " WHERE jobd_fence(%s, %s)"
 #: The SQLSTATE of jobd_fence's refusal.
 FENCED_SQLSTATE = "JF001"
 NODE_JOIN = "SELECT jobd_node_join(%s, %s, %s, %s, %s, %s, %s, %s)"

@@ -27,9 +27,9 @@ import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from jobd.errors import StoreError
-from jobd.models import HistoryEntry, Job, Reservation, Step
-from jobd.states import JobState
+from jobd.core.errors import StoreError
+from jobd.core.models import HistoryEntry, Job, Reservation, Step
+from jobd.core.states import JobState
 from jobd.store.cluster import Fenced, Membership
 from jobd.store.contract import (
     AssetLocks,
@@ -41,6 +41,7 @@ from jobd.store.contract import (
     Store,
 )
 from jobd.store.postgres import queries as q
+from jobd.store.postgres.bulk import group
 from jobd.store.postgres.filters import filtered
 from jobd.store.postgres.migrate import migrate
 from jobd.store.postgres.nodes import PgMembership
@@ -95,6 +96,8 @@ class PostgresStore(Store):
         self._broken: StoreError | None = None
         self.batches = 0
         self.units = 0
+        #: Batches applied by ``jobd_apply_bulk`` (the others: ``jobd_apply``).
+        self.bulk_batches = 0
 
     # ----------------------------------------------------------------- writing
     def changes(self) -> PgUnit:
@@ -178,12 +181,17 @@ class PostgresStore(Store):
 
     async def _transaction(self, units: list[PgUnit]) -> list[_Outcome]:
         """One statement, one round trip, its own transaction (autocommit): ``jobd_apply``
-        of the whole batch; it answers with the units whose guard matched no row."""
+        of the whole batch (``jobd_apply_bulk`` of it grouped by statement when
+        :func:`.bulk.group` allows, the same writes in fewer executor runs); it answers
+        with the units whose guard matched no row."""
+        locking = [unit.locking for unit in units if unit.locking is not None]
+        grouped = None if locking else group(units)
         try:
-            payload = _JSON.encode([unit.statements for unit in units])
+            payload = _JSON.encode(
+                grouped if grouped is not None else [unit.statements for unit in units]
+            )
         except ValueError as exc:  # NaN or infinity: not JSON, and never a time jobd writes
             raise psycopg.DataError(str(exc)) from exc
-        locking = [unit.locking for unit in units if unit.locking is not None]
         token = self._token or ()
         params: tuple[Any, ...] = (payload,)
         if locking:
@@ -191,14 +199,18 @@ class PostgresStore(Store):
             jobs = sorted({j for lk in locking for j in lk[1]})
             nodes = sorted({n for lk in locking for n in lk[2]})
             params = (payload, assets, jobs, nodes)
-            statement = q.APPLY_LOCKED_FENCED if token else q.APPLY_LOCKED
+            statement = q.APPLY_LOCKED
         else:
-            statement = q.APPLY_FENCED if token else q.APPLY
+            statement = q.APPLY if grouped is None else q.APPLY_BULK
+        if token:  # a node's batch: its fencing token is checked first, in its transaction
+            statement += q.FENCE
         cur = await self._conn.execute(statement, (*params, *token))
         row = await cur.fetchone()
         failed = set(row[0]) if row is not None else set()
         self.batches += 1
         self.units += len(units)
+        if grouped is not None:
+            self.bulk_batches += 1
         return [_GUARD_FAILED if i in failed else None for i in range(len(units))]
 
     def _resolve(self, batch: list[_Queued], outcomes: list[_Outcome]) -> None:

@@ -6,8 +6,8 @@ import json
 import sqlite3
 from typing import Any
 
-from jobd.models import Job, Reservation, Step
-from jobd.states import JobState, StepState
+from jobd.core.models import Job, Reservation, Step
+from jobd.core.states import JobState, StepState
 from jobd.store.codec import error_from_json, loads, spec_from_json
 from jobd.store.sqlite import queries as q
 

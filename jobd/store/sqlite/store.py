@@ -33,9 +33,9 @@ import aiosqlite
 import anyio
 import structlog
 
-from jobd.errors import StoreError
-from jobd.models import HistoryEntry, Job, Reservation, Step
-from jobd.states import JobState
+from jobd.core.errors import StoreError
+from jobd.core.models import HistoryEntry, Job, Reservation, Step
+from jobd.core.states import JobState
 from jobd.store.contract import Changes, DuePlan, GuardFailed, JobFilter, ReservationRow, Store
 from jobd.store.sqlite import queries as q
 from jobd.store.sqlite import sqlwriter

@@ -6,8 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from jobd.models import ErrorOverlay, Job, JobSpec, Reservation, Step
-from jobd.states import JobState
+from jobd.core.models import ErrorOverlay, Job, JobSpec, Reservation, Step
+from jobd.core.states import JobState
 from jobd.store.codec import dumps, error_to_json, spec_to_json
 from jobd.store.contract import KEEP, Changes
 from jobd.store.sqlite import queries as q

@@ -4,7 +4,7 @@
 -- A job's lock request is one row of lock_requests (its node, its place ``seq`` in the one
 -- arrival order of every request, when it began to wait, when it was granted) and one row
 -- per asset of lock_assets (exclusive or shared, held or waiting). The rules are the
--- in-memory LockManager's (jobd/locks.py): all-or-nothing over a request's assets, strict
+-- in-memory LockManager's (jobd/engine/locks.py): all-or-nothing over a request's assets, strict
 -- FIFO per asset (a shared request waits behind an earlier exclusive one), shared holders
 -- together; a request is granted when, on every one of its assets, no holder conflicts with
 -- it and no earlier waiter does.
@@ -38,30 +38,27 @@ CREATE TABLE lock_assets (
     seq       bigint  NOT NULL,             -- the request's seq
     job_id    bigint  NOT NULL,
     exclusive boolean NOT NULL,
-    held      boolean NOT NULL DEFAULT false,
-    PRIMARY KEY (asset, seq)
+    held      boolean NOT NULL DEFAULT false
 );
+-- Few indexes, each one read by the functions below: every grant rewrites the row.
 CREATE INDEX lock_assets_by_job ON lock_assets (job_id);
-CREATE INDEX lock_assets_waiting ON lock_assets (asset, seq) WHERE NOT held;
-CREATE INDEX lock_assets_exclusive_waiting ON lock_assets (asset, seq)
-    WHERE NOT held AND exclusive;
-CREATE INDEX lock_assets_held ON lock_assets (asset, exclusive) WHERE held;
+CREATE INDEX lock_assets_waiting ON lock_assets (asset, seq) INCLUDE (exclusive, job_id)
+    WHERE NOT held;
+CREATE INDEX lock_assets_held ON lock_assets (asset) INCLUDE (exclusive) WHERE held;
 
--- May job j's waiting request be granted now (all of its assets)?
-CREATE FUNCTION jobd_lock_grantable(j bigint) RETURNS boolean LANGUAGE sql VOLATILE AS $$
-    SELECT NOT EXISTS (
+-- May job j's waiting request be granted now (all of its assets)? PL/pgSQL, not SQL: its
+-- plan is kept for the session's next calls.
+CREATE FUNCTION jobd_lock_grantable(j bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN NOT EXISTS (
         SELECT FROM lock_assets r
          WHERE r.job_id = j
            AND (EXISTS (SELECT FROM lock_assets h
                          WHERE h.asset = r.asset AND h.held AND (h.exclusive OR r.exclusive))
-                OR (r.exclusive AND EXISTS (
-                        SELECT FROM lock_assets w
-                         WHERE w.asset = r.asset AND NOT w.held AND w.seq < r.seq))
-                OR (NOT r.exclusive AND EXISTS (
-                        SELECT FROM lock_assets w
-                         WHERE w.asset = r.asset AND NOT w.held AND w.exclusive
-                           AND w.seq < r.seq))))
-$$;
+                OR EXISTS (SELECT FROM lock_assets w
+                            WHERE w.asset = r.asset AND NOT w.held AND w.seq < r.seq
+                              AND (w.exclusive OR r.exclusive))));
+END $$;
 
 -- Grant job j's waiting request if it may be granted; NOTIFY its node. Its assets' advisory
 -- locks are tried (held already when the caller took them): a busy one means another
@@ -110,19 +107,27 @@ END $$;
 CREATE FUNCTION jobd_lock_pass(assets text[]) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     a text;
-    w record;
+    first_exclusive bigint;
     candidates bigint[] := '{}';
     c bigint;
 BEGIN
     FOREACH a IN ARRAY assets LOOP
-        CONTINUE WHEN EXISTS (SELECT FROM lock_assets
-                               WHERE asset = a AND held AND exclusive);
-        FOR w IN SELECT job_id, exclusive FROM lock_assets
-                  WHERE asset = a AND NOT held ORDER BY seq LOOP
-            candidates := candidates || w.job_id;
-            EXIT WHEN w.exclusive;
-        END LOOP;
+        CONTINUE WHEN EXISTS (SELECT FROM lock_assets WHERE asset = a AND held AND exclusive);
+        SELECT seq INTO first_exclusive FROM lock_assets
+         WHERE asset = a AND NOT held AND exclusive ORDER BY seq LIMIT 1;
+        IF first_exclusive IS NULL THEN  -- shared waiters only: all of them
+            candidates := candidates || ARRAY(
+                SELECT job_id FROM lock_assets WHERE asset = a AND NOT held);
+        ELSE  -- up to the first exclusive one (an index range: usually one row)
+            candidates := candidates || ARRAY(
+                SELECT job_id FROM lock_assets
+                 WHERE asset = a AND NOT held AND seq <= first_exclusive);
+        END IF;
     END LOOP;
+    IF cardinality(candidates) = 1 THEN
+        PERFORM jobd_lock_try(candidates[1]);
+        RETURN;
+    END IF;
     FOR c IN SELECT job_id FROM lock_requests
               WHERE job_id = ANY(candidates) AND granted_at IS NULL ORDER BY seq LOOP
         PERFORM jobd_lock_try(c);

@@ -1,0 +1,185 @@
+"""Asset locks across two real engines (two nodes) on one real PostgreSQL database.
+
+Each engine runs in this process on a store of its own, as a daemon would; the steps
+append ``start``/``end`` lines with the job id and a monotonic time to one file, so the
+order in which jobs held an asset, and that no two held an exclusive one at once, are
+read from what the steps did. The fallback poll is set to an hour: every wake-up here
+comes by NOTIFY.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from jobd.config import Config
+from jobd.core.states import JobState
+from jobd.engine import Engine, cluster_handoff
+from jobd.plugin.host import PluginHost
+from jobd.store.postgres import open_store as open_postgres
+from tests.enginekit import make_config, spec, step, wait_all, wait_state, workflow
+
+S = JobState
+
+
+@asynccontextmanager
+async def node_engine(config: Config, url: str, node: str) -> AsyncIterator[Engine]:
+    plugins = PluginHost(config.daemon.plugin_dirs)
+    plugins.load()
+    async with open_postgres(url, single=False) as store:
+        engine = Engine(config, store, plugins, node=node)
+        async with anyio.create_task_group() as tg:
+            await tg.start(engine.run)
+            try:
+                yield engine
+            finally:
+                tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    record = step("r", "t-record", params={"log": "{log}", "gate": "{gate}"})
+    return make_config(tmp_path, [workflow("record", record)], workers=4)
+
+
+@pytest.fixture
+async def two(
+    config: Config, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Engine, Engine]]:
+    monkeypatch.setattr(cluster_handoff, "POLL", 3600.0)
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(node_engine(config, pg_url, "a"))
+        b = await stack.enter_async_context(node_engine(config, pg_url, "b"))
+        yield a, b
+
+
+def _job(tmp: Path, gate: str = "gate", **kw: Any) -> Any:
+    return spec("record", params={"log": str(tmp / "log"), "gate": str(tmp / gate)}, **kw)
+
+
+def _spans(tmp: Path) -> list[tuple[int, float, float]]:
+    """``(job, start, end)`` of every step run, by start."""
+    starts: dict[int, float] = {}
+    spans = []
+    for line in (tmp / "log").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["ev"] == "start":
+            starts[rec["job"]] = rec["t"]
+        else:
+            spans.append((rec["job"], starts.pop(rec["job"]), rec["t"]))
+    assert not starts, "a step started and never ended"
+    return sorted(spans, key=lambda s: s[1])
+
+
+def _never_together(spans: list[tuple[int, float, float]]) -> None:
+    for (j1, _, end), (j2, start, _) in itertools.pairwise(spans):
+        assert start >= end, f"jobs {j1} and {j2} held the exclusive asset together"
+
+
+async def test_waiters_on_two_nodes_run_in_the_order_they_queued(
+    two: tuple[Engine, Engine], tmp_path: Path
+) -> None:
+    a, b = two
+    holder = await a.submit(_job(tmp_path, assets=["x"]))
+    await wait_state(a, holder.id, S.RUNNING)
+    waiters = []
+    for engine in (b, a, b, a, b):
+        job = await engine.submit(_job(tmp_path, "open", assets=["x"]))
+        await wait_state(engine, job.id, S.WAITING_FOR_LOCK)
+        waiters.append((engine, job.id))
+    items = await a.locks_info()
+    assert [(w["job_id"], w["node"], w["position"]) for w in items[0]["waiters"]] == [
+        (job_id, "a" if engine is a else "b", i) for i, (engine, job_id) in enumerate(waiters, 1)
+    ]
+    assert items[0]["holders"][0]["job_id"] == holder.id and "age" in items[0]["holders"][0]
+    (tmp_path / "open").write_text("")
+    (tmp_path / "gate").write_text("")
+    for engine, job_id in waiters:
+        await wait_state(engine, job_id, S.COMPLETED, timeout=60)
+    spans = _spans(tmp_path)
+    assert [s[0] for s in spans] == [holder.id, *(job_id for _, job_id in waiters)]
+    _never_together(spans)
+    assert await b.locks_info() == []
+
+
+async def test_shared_holders_on_two_nodes_run_together(
+    two: tuple[Engine, Engine], tmp_path: Path
+) -> None:
+    a, b = two
+    r1 = await a.submit(_job(tmp_path, shared_assets=["x"]))
+    r2 = await b.submit(_job(tmp_path, shared_assets=["x"]))
+    await wait_state(a, r1.id, S.RUNNING)
+    await wait_state(b, r2.id, S.RUNNING)  # both hold x: neither waits for the other
+    writer = await a.submit(_job(tmp_path, "open", assets=["x"]))
+    await wait_state(a, writer.id, S.WAITING_FOR_LOCK)
+    late_reader = await b.submit(_job(tmp_path, "open", shared_assets=["x"]))
+    await wait_state(b, late_reader.id, S.WAITING_FOR_LOCK)  # behind the writer
+    (tmp_path / "open").write_text("")
+    (tmp_path / "gate").write_text("")
+    await wait_all(a, [r1.id, writer.id])
+    await wait_all(b, [r2.id, late_reader.id])
+    order = [s[0] for s in _spans(tmp_path)]
+    assert order.index(writer.id) > max(order.index(r1.id), order.index(r2.id))
+    assert order[-1] == late_reader.id
+
+
+async def test_all_or_nothing_across_nodes(two: tuple[Engine, Engine], tmp_path: Path) -> None:
+    a, b = two
+    holder = await a.submit(_job(tmp_path, assets=["x"]))
+    await wait_state(a, holder.id, S.RUNNING)
+    both = await b.submit(_job(tmp_path, "open", assets=["x", "y"]))
+    await wait_state(b, both.id, S.WAITING_FOR_LOCK)
+    only_y = await a.submit(_job(tmp_path, "open", assets=["y"]))
+    # y is free, but the job that wants x and y asked first and holds nothing meanwhile
+    await wait_state(a, only_y.id, S.WAITING_FOR_LOCK)
+    (tmp_path / "open").write_text("")
+    (tmp_path / "gate").write_text("")
+    await wait_all(a, [holder.id, only_y.id])
+    await wait_all(b, [both.id])
+    assert [s[0] for s in _spans(tmp_path)] == [holder.id, both.id, only_y.id]
+
+
+async def test_lock_timeout_on_one_node_lets_the_next_waiter_through(
+    two: tuple[Engine, Engine], tmp_path: Path
+) -> None:
+    a, b = two
+    holder = await a.submit(_job(tmp_path, assets=["x"]))
+    await wait_state(a, holder.id, S.RUNNING)
+    impatient = await b.submit(_job(tmp_path, "open", assets=["x"], lock_timeout=0.3))
+    patient = await a.submit(_job(tmp_path, "open", assets=["x"]))
+    failed = await wait_state(b, impatient.id, S.FAILED)
+    assert failed.error is not None and failed.error.code == "lock-timeout"
+    items = await a.locks_info()
+    assert [w["job_id"] for w in items[0]["waiters"]] == [patient.id]
+    (tmp_path / "open").write_text("")
+    (tmp_path / "gate").write_text("")
+    await wait_all(a, [holder.id, patient.id])
+    assert [s[0] for s in _spans(tmp_path)] == [holder.id, patient.id]
+    assert await a.locks_info() == []
+
+
+async def test_a_cancelled_waiter_leaves_the_queue_of_every_node(
+    two: tuple[Engine, Engine], tmp_path: Path
+) -> None:
+    a, b = two
+    holder = await a.submit(_job(tmp_path, assets=["x"]))
+    await wait_state(a, holder.id, S.RUNNING)
+    gone = await b.submit(_job(tmp_path, "open", assets=["x"]))
+    await wait_state(b, gone.id, S.WAITING_FOR_LOCK)
+    await b.operate(gone.id, "cancel")
+    await wait_state(b, gone.id, S.CANCELED)
+    nxt = await b.submit(_job(tmp_path, "open", assets=["x"]))
+    await wait_state(b, nxt.id, S.WAITING_FOR_LOCK)
+    items = await a.locks_info()
+    assert [w["job_id"] for w in items[0]["waiters"]] == [nxt.id]
+    (tmp_path / "open").write_text("")
+    (tmp_path / "gate").write_text("")
+    await wait_all(b, [nxt.id])
+    assert [s[0] for s in _spans(tmp_path)] == [holder.id, nxt.id]
