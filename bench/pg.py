@@ -200,7 +200,7 @@ def ideal(system: str, w: dict[str, Any], workers: int) -> float | None:
     return None if busy is None else busy / w["step_s"]
 
 
-def one(system: str, url: str, w: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def run_one(system: str, url: str, w: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     n, assets, step_s = w["jobs"], w["assets"], w["step_s"]
     if system == "jobd":
         coro: Any = jobd_run(url, n, workers=args.workers, assets=assets, step_s=step_s)
@@ -227,7 +227,7 @@ def measure(server: str, args: argparse.Namespace) -> dict[str, Any]:
             before = load()
             with fresh_database(server, f"jobd_bench_{system}") as url:
                 try:
-                    got = one(system, url, w, args)
+                    got = run_one(system, url, w, args)
                 except Exception as exc:  # one broken peer must not lose the others
                     got = {"error": f"{type(exc).__name__}: {exc}"}
             got["load"] = [before, load()]

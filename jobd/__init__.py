@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from jobd.core.errors import ActionError
     from jobd.plugin.action import Action, ActionContext, Param
     from jobd.plugin.hookspecs import hookimpl, hookspec
-    from jobd.plugin.host import resolve_in_roots
+    from jobd.plugin.roots import resolve_in_roots
 
 __version__ = "0.1.0"
 __all__ = [
@@ -40,7 +40,7 @@ _LAZY = {
     "ActionError": "jobd.core.errors",
     "hookimpl": "jobd.plugin.hookspecs",
     "hookspec": "jobd.plugin.hookspecs",
-    "resolve_in_roots": "jobd.plugin.host",
+    "resolve_in_roots": "jobd.plugin.roots",
 }
 
 

@@ -156,3 +156,36 @@ def test_cli_startup() -> None:
     result = bench_cli.run(1)
     assert set(result) == {"python -c pass", "jobd list", "jobd show 1", "jobd --help"}
     assert all(figures["wall_ms_median"] > 0 for figures in result.values())
+
+
+def test_jobd_on_postgresql_beside_its_peers(pg_server: str) -> None:
+    from bench import pg as bench_pg
+
+    with bench_pg.fresh_database(pg_server, "jobd_smoke") as url:
+        result = bench_pg.run_one("jobd", url, bench_pg.workloads(_pg_args())[1], _pg_args())
+    assert result["jobs_per_s"] > 0 and result["batches"] > 0
+
+
+def test_postgresql_peers_when_installed(pg_server: str) -> None:
+    pytest.importorskip("procrastinate")
+    pytest.importorskip("pgqueuer")
+    from bench import pg as bench_pg
+
+    for system in ("procrastinate", "pgqueuer"):
+        with bench_pg.fresh_database(pg_server, "jobd_smoke") as url:
+            work = bench_pg.workloads(_pg_args())[0]
+            assert bench_pg.run_one(system, url, work, _pg_args())["jobs_per_s"] > 0
+
+
+def test_real_nodes_on_postgresql(pg_server: str) -> None:
+    from bench import pgcluster
+
+    args = pgcluster.parse(["--workers", "4", "--batch", "10"])
+    result = pgcluster.throughput(pg_server, 1, 20, 10, 0.0, args)
+    assert result["jobs_per_s"] > 0 and sum(result["by_node"].values()) == 20
+
+
+def _pg_args() -> Any:
+    from bench import pg as bench_pg
+
+    return bench_pg.parse(["--jobs", "30", "--step-jobs", "10", "--workers", "4"])

@@ -210,6 +210,9 @@ class Engine:
             ctx.tg = tg
             await tg.start(self.timers.run)
             await tg.start(self.windows.run)
+            # A cluster's node: other nodes' bookings reach the booking index (SQLite: none);
+            # listening before recovery reads the bookings, so that none is missed.
+            await tg.start(ctx.store.follow_reservations, self._recovery.refresh_reservations)
             await self.cluster.join()  # before anything is written: the fencing token
             await self._recovery.recover()
             for _ in range(ctx.config.daemon.workers):

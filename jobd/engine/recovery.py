@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import anyio
 import structlog
 
 from jobd.core.models import ErrorOverlay, Job, OverlayCode
@@ -49,6 +50,7 @@ class Recovery:
         self._ids = ids
         self._wakeup = wakeup
         self._live = live
+        self._index_loaded = anyio.Event()
 
     async def recover(self) -> None:
         store = self._ctx.store
@@ -56,6 +58,7 @@ class Recovery:
         # In the reader's thread, before anything else uses the index (workers and the API
         # start after recovery).
         await store.read_reservations(self._bookings.load_sorted)
+        self._index_loaded.set()
         invalid = await self.revalidate_bookings("recovery")  # the config may have changed
         if invalid:
             log.warning("bookings the configuration no longer allows", warnings=invalid)
@@ -164,7 +167,9 @@ class Recovery:
         ``booking-invalid`` on the jobs it no longer allows, cleared on the others."""
         ctx = self._ctx
         now = ctx.clock()
-        problems = self._bookings.reconfigure(ctx.config.resources, ctx.config.pools)
+        resources = ctx.config.resources
+        await ctx.store.set_capacities({name: r.capacity for name, r in resources.items()})
+        problems = self._bookings.reconfigure(resources, ctx.config.pools)
         affected: dict[int, str] = {}
         for job_id, problem in problems:  # one overlay per job, naming every problem
             affected[job_id] = f"{affected[job_id]}; {problem}" if job_id in affected else problem
@@ -176,6 +181,21 @@ class Recovery:
             warnings.append(f"job {job_id}: {problem}")
         await self._clear_booking_overlays(set(affected), now, actor)
         return warnings
+
+    async def refresh_reservations(self, heard: list[int], in_the_way: list[int]) -> None:
+        """Other nodes' bookings into the index (:meth:`Store.follow_reservations`): every
+        ``heard`` job as the store has it now; of ``in_the_way``, the jobs the index did
+        not know (one it knows is this node's own, kept up to date here). Waits for the
+        index to be loaded (news may come during recovery: it is applied after)."""
+        await self._index_loaded.wait()
+        index = self._bookings
+        ids = heard + [j for j in in_the_way if not index.for_job(j)]
+        found = {job.id: job for job in await self._ctx.store.load_jobs(ids)}
+        for job_id in ids:
+            index.remove_job(job_id)
+            job = found.get(job_id)
+            if job is not None:
+                index.add(job.reservations)
 
     async def _clear_booking_overlays(self, still_bad: set[int], now: float, actor: str) -> None:
         store = self._ctx.store

@@ -6,13 +6,15 @@ are POSIX seconds (``float``, UTC), as everywhere in jobd.
 Two halves:
 
 * Pure arithmetic over APScheduler triggers: :func:`make_trigger`,
-  :func:`next_fire`, :func:`fires_between`, :func:`plan_misfires`. Nothing here
+  :func:`next_fire`, :func:`fires_between`, :func:`plan_misfires` (the counting
+  and planning, which needs no APScheduler, is :mod:`jobd.plan.firings`'s; the
+  crontab day-of-week translation :mod:`jobd.plan.crontab`'s). Nothing here
   reads the clock, so tests pass times in.
 * :class:`Timers`, the service the engine starts in its task group: the
   recurring ``[[schedules]]`` run on an APScheduler ``AsyncIOScheduler``; the
-  single "earliest due job" wake-up is a plain anyio task (see
-  :meth:`Timers.wake_due_at` for why), rung by a wall-clock ``timerfd``
-  (:mod:`jobd.plan.alarm`) on Linux.
+  single "earliest due job" wake-up is a plain anyio task
+  (:class:`jobd.plan.duetimer.DueTimer`, which says why), rung by a wall-clock
+  ``timerfd`` (:mod:`jobd.plan.alarm`) on Linux.
 
 Cron semantics (5 fields, in the schedule's ``timezone``) follow Vixie cron /
 cronie, not APScheduler 3's ``CronTrigger.from_crontab``, which differs from
@@ -47,7 +49,6 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from functools import partial
 from typing import Any
@@ -64,7 +65,23 @@ from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
 from jobd.config import ScheduleConfig
-from jobd.plan.alarm import WallClockAlarm
+from jobd.plan.crontab import apscheduler_dow
+from jobd.plan.duetimer import DueCallback, DueTimer, guarded
+from jobd.plan.firings import MisfirePlan, firings, latest, misfire_plan
+
+__all__ = [
+    "EPOCH",
+    "SCHEDULE_JOB_PREFIX",
+    "DueCallback",
+    "FireCallback",
+    "MisfirePlan",
+    "ScheduleTrigger",
+    "Timers",
+    "fires_between",
+    "make_trigger",
+    "next_fire",
+    "plan_misfires",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -73,50 +90,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SCHEDULE_JOB_PREFIX = "schedule:"
 
 FireCallback = Callable[[ScheduleConfig, float], Awaitable[None]]
-DueCallback = Callable[[], Awaitable[None]]
 
 # -- cron translation ----------------------------------------------------------
-
-_DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-
-
-def _dow_value(token: str) -> int:
-    """A crontab day of week (``0``-``7`` or a name) as 0=Sunday .. 6=Saturday."""
-    if token.lower() in _DOW_NAMES:
-        return _DOW_NAMES.index(token.lower())
-    if not token.isdigit() or int(token) > 7:
-        raise ValueError(f"bad day of week {token!r} (0-7 or sun-sat)")
-    return int(token) % 7
-
-
-def _dow_days(element: str) -> set[int]:
-    """One comma element of a crontab day-of-week field (``*``, ``a``, ``a-b``, ``/step``)."""
-    base, _, step_text = element.partition("/")
-    step = int(step_text) if step_text else 1
-    if step < 1:
-        raise ValueError(f"bad step in day of week {element!r}")
-    if base == "*":
-        first, last = 0, 6
-    elif "-" in base:
-        low, high = base.split("-", 1)
-        first, last = _dow_value(low), _dow_value(high)
-        last = 7 if high.strip() == "7" else last  # "5-7" is Friday to Sunday
-        if last < first:
-            raise ValueError(f"bad day-of-week range {element!r}")
-    else:
-        first = _dow_value(base)
-        last = 6 if step_text else first  # "a/n" means "a to the end, every n"
-    return {d % 7 for d in range(first, last + 1, step)}
-
-
-def _apscheduler_dow(field: str) -> str:
-    """Translate a crontab day-of-week field to APScheduler 3 numbers (0=Monday)."""
-    if field == "*":
-        return "*"
-    days: set[int] = set()
-    for element in field.split(","):
-        days |= _dow_days(element.strip())
-    return ",".join(str(d) for d in sorted((day + 6) % 7 for day in days))
 
 
 def _cron_triggers(expr: str, tz: tzinfo) -> list[Any]:
@@ -126,7 +101,7 @@ def _cron_triggers(expr: str, tz: tzinfo) -> list[Any]:
         raise ValueError(f"cron needs 5 fields (minute hour day month weekday), got {len(fields)}")
     minute, hour, dom, month, dow = fields
     common = {"minute": minute, "hour": hour, "month": month, "second": 0, "timezone": tz}
-    aps_dow = _apscheduler_dow(dow)
+    aps_dow = apscheduler_dow(dow)
     if dom.startswith("*") or dow.startswith("*"):
         return [CronTrigger(day=dom, day_of_week=aps_dow, **common)]
     # Both restricted: crontab fires when either matches.
@@ -244,75 +219,7 @@ def fires_between(
     schedule: ScheduleConfig, after: float, until: float, limit: int = 10_000
 ) -> list[float]:
     """The firings in ``(after, until]``, oldest first, at most ``limit`` (the oldest ones)."""
-    return _firings(make_trigger(schedule), after, until, limit)
-
-
-def _firings(trigger: ScheduleTrigger, after: float, until: float, limit: int) -> list[float]:
-    out: list[float] = []
-    n = trigger.next_after(after)
-    while n is not None and n <= until and len(out) < limit:
-        out.append(n)
-        n = trigger.next_after(n)
-    return out
-
-
-def _latest(
-    trigger: ScheduleTrigger, after: float, until: float, keep: int
-) -> tuple[int, list[float]]:
-    """How many firings lie in ``(after, until]``, and the last ``keep`` of them (oldest first).
-
-    Interval schedules are counted arithmetically, so a long downtime with a
-    short interval costs nothing; cron schedules are walked (about 15-30 µs per
-    firing: a year of a per-minute cron takes seconds, so the engine should run
-    :func:`plan_misfires` in a worker thread).
-    """
-    if until <= after:
-        return 0, []
-    if trigger.interval is None:
-        tail: deque[float] = deque(maxlen=keep)
-        count = 0
-        n = trigger.next_after(after)
-        while n is not None and n <= until:
-            count += 1
-            tail.append(n)
-            n = trigger.next_after(n)
-        return count, list(tail)
-    count = _interval_count(trigger, after, until)
-    start = max(after, until - (keep + 1) * trigger.interval)
-    return count, (_firings(trigger, start, until, keep + 2)[-keep:] if keep else [])
-
-
-def _interval_count(trigger: ScheduleTrigger, after: float, until: float) -> int:
-    """Firings of an epoch-anchored interval trigger in ``(after, until]``."""
-    p = trigger.interval
-    assert p is not None
-    first = trigger.next_after(after)
-    if first is None or first > until:
-        return 0
-    k_first = round(first / p)
-    k_last = math.floor(until / p)
-    while p * (k_last + 1) <= until:  # float rounding either way
-        k_last += 1
-    while p * k_last > until:
-        k_last -= 1
-    return max(0, k_last - k_first + 1)
-
-
-@dataclass(frozen=True, slots=True)
-class MisfirePlan:
-    """What to do with the firings missed while the daemon was down.
-
-    ``run``: the firings to run now, oldest first. ``skipped``: firings not run
-    (policy, or older than ``misfire_grace``), oldest first, at most ``limit`` of
-    them, the latest ones. ``skipped_omitted``: how many further skipped firings
-    (older than those listed) are only counted. The engine records each listed
-    firing and one summary for the omitted ones, so nothing is silently dropped:
-    ``len(run) + len(skipped) + skipped_omitted`` is every firing in the gap.
-    """
-
-    run: list[float]
-    skipped: list[float]
-    skipped_omitted: int = 0
+    return firings(make_trigger(schedule), after, until, limit)
 
 
 def plan_misfires(
@@ -329,23 +236,7 @@ def plan_misfires(
     """
     if last_fire is None or now <= last_fire:
         return MisfirePlan([], [])
-    trigger = make_trigger(schedule)
-    cutoff = now - schedule.misfire_grace  # t >= cutoff is within grace
-    boundary = max(last_fire, math.nextafter(cutoff, -math.inf))
-    old_count, old = _latest(trigger, last_fire, boundary, limit)
-    # Room for up to `limit` to run and `limit` to list as skipped.
-    recent_count, recent = _latest(trigger, boundary, now, 2 * limit)
-    if schedule.misfire == "all":
-        run = recent[-limit:] if limit else []
-    elif schedule.misfire == "once":
-        run = recent[-1:]
-    else:
-        run = []
-    recent_skipped = recent[: len(recent) - len(run)]
-    # Only list old firings when no recent one between them went unlisted.
-    listed = (old + recent_skipped if recent_count == len(recent) else recent_skipped)[-limit:]
-    total_skipped = old_count + recent_count - len(run)
-    return MisfirePlan(run, listed, total_skipped - len(listed))
+    return misfire_plan(make_trigger(schedule), schedule, last_fire, now, limit)
 
 
 # -- the timer service ----------------------------------------------------------------
@@ -381,11 +272,8 @@ class Timers:
         wake-up sleeps before re-reading ``clock``, so a stepped wall clock (NTP,
         suspend) delays a due job by at most that much."""
         self._clock = clock
-        self._max_sleep = max_sleep
+        self._due = DueTimer(clock, max_sleep)
         self._scheduler: Any = None
-        self._due_at: float | None = None
-        self._due_callback: DueCallback | None = None
-        self._due_changed: anyio.Event | None = None
         self._schedules: dict[str, ScheduleConfig] = {}
         self._fire: FireCallback | None = None
         #: Per schedule, the latest firing already dealt with (given or dispatched).
@@ -407,70 +295,26 @@ class Timers:
         try:
             self._install_schedules()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._due_loop)
+                tg.start_soon(self._due.loop)
                 tg.start_soon(self._fire_loop)
                 task_status.started()
         finally:
             # Events belong to this run's event loop; a later run makes its own.
-            self._scheduler = self._due_changed = self._fired_ready = None
+            self._scheduler = self._fired_ready = None
             await _shutdown(scheduler)
 
-    # -- the due wake-up ---------------------------------------------------------
+    # -- the due wake-up (DueTimer) ---------------------------------------------
 
     def wake_due_at(self, at: float | None, callback: DueCallback) -> None:
-        """Call ``callback()`` once at ``at`` (now, if it has passed); ``None`` cancels.
-
-        One timer for the earliest due job: each call replaces the previous one.
-        The engine keeps due times in the store and calls this with the earliest;
-        it typically calls it again from ``callback``. May be called before
-        :meth:`run` starts.
-
-        Why a plain anyio task and not an APScheduler DateTrigger job: it is
-        replaced on nearly every submission and completion, and replacing a job
-        costs a job-store update and a deferred wake-up; a DateTrigger in the past
-        is dropped as a misfire unless the grace is disabled; and the callback runs
-        in jobd's task group rather than in a loose asyncio task.
-        """
-        self._due_at = at
-        self._due_callback = None if at is None else callback
-        if self._due_changed is not None:
-            self._due_changed.set()
+        """Call ``callback()`` once at ``at`` (now, if it has passed); ``None`` cancels
+        (:meth:`jobd.plan.duetimer.DueTimer.wake_due_at`). May be called before
+        :meth:`run` starts."""
+        self._due.wake_due_at(at, callback)
 
     @property
     def due_at(self) -> float | None:
         """The time the due wake-up is set for, if any."""
-        return self._due_at
-
-    async def _due_loop(self) -> None:
-        # On the real wall clock, a timerfd wakes the loop at the due time to the
-        # microsecond (the loop's own timers count in milliseconds; see jobd.plan.alarm).
-        alarm = WallClockAlarm.create(self._ring) if self._clock is time.time else None
-        try:
-            while True:
-                self._due_changed = changed = anyio.Event()
-                at, callback = self._due_at, self._due_callback
-                if at is None or callback is None:
-                    await changed.wait()
-                    continue
-                delay = at - self._clock()
-                if delay > 0 and alarm is not None:
-                    alarm.arm(at)  # rings `changed`, as a new due time would
-                    await changed.wait()
-                    continue
-                if delay > 0:
-                    # Wake early on a change, and every max_sleep to re-read the wall clock.
-                    with anyio.move_on_after(min(delay, self._max_sleep)):
-                        await changed.wait()
-                    continue
-                self._due_at = self._due_callback = None
-                await _guarded(callback, timer="due", due_at=at)
-        finally:
-            if alarm is not None:
-                alarm.close()
-
-    def _ring(self) -> None:
-        if self._due_changed is not None:
-            self._due_changed.set()
+        return self._due.due_at
 
     # -- schedules --------------------------------------------------------------------
 
@@ -571,7 +415,7 @@ class Timers:
                 schedule, at = self._fired.popleft()
                 fire = self._fire
                 if fire is not None:
-                    await _guarded(
+                    await guarded(
                         partial(fire, schedule, at),
                         timer="schedule",
                         schedule=schedule.name,
@@ -587,7 +431,7 @@ def _job_id(name: str) -> str:
 def _warn_dropped(
     schedule: ScheduleConfig, trigger: ScheduleTrigger, given: float, start: float
 ) -> None:
-    count, _ = _latest(trigger, given, start, 0)
+    count, _ = latest(trigger, given, start, 0)
     if count:
         log.warning(
             "schedule firings older than misfire_grace not fired by the timer; "
@@ -597,14 +441,6 @@ def _warn_dropped(
             after=given,
             until=start,
         )
-
-
-async def _guarded(callback: Callable[[], Awaitable[None]], **context: Any) -> None:
-    """Await ``callback()``; log an ``Exception`` instead of letting it end the service."""
-    try:
-        await callback()
-    except Exception:
-        log.exception("timer callback failed", **context)
 
 
 async def _shutdown(scheduler: Any) -> None:

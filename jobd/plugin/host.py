@@ -1,12 +1,8 @@
-"""Plugin discovery, the action registry and the only calls into pluggy's hooks.
+"""Plugin loading, the action registry, and the host the daemon calls hooks through.
 
-:class:`PluginHost` finds plugins in three places, in this order:
-
-1. jobd's shipped plugins (the repository's ``plugins/`` folder, installed as
-   ``jobd/builtin_plugins/``), source ``"builtin"``;
-2. entry points of group ``jobd.plugins``, source ``"entry-point"``;
-3. ``*.py`` files of each configured plugin directory, by name, source
-   ``"drop-in"`` (names starting with ``.`` or ``_`` are skipped).
+:class:`PluginHost` loads what :func:`jobd.plugin.discovery.discover` finds
+(builtins, entry points, drop-in files, in that order) and calls the hooks
+through :class:`jobd.plugin.hookcalls.HookCalls`.
 
 pluggy does not isolate plugins: ``load_setuptools_entrypoints`` has no
 ``try`` and a hook call stops at the first raising implementation. So every
@@ -15,34 +11,40 @@ its own, guarded, with failures logged under the plugin's name. A broken
 plugin is recorded (:attr:`PluginInfo.error`) and unregistered; the others
 load. Only two plugins offering the same action name stop the load, with a
 :class:`~jobd.core.errors.ConfigError` naming both files.
+
+The names plugin authors and the rest of jobd import from here (``__all__``)
+stay importable from this module.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import importlib.util
-import inspect
-import os
-import re
-import sys
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import partial
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType, ModuleType
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 import pluggy
 import structlog
 
-from jobd.core.errors import ActionError, ConfigError
-from jobd.plugin.action import PARAM_TYPES, Action, Param
+from jobd.core.errors import ConfigError
+from jobd.plugin.action import Action
+from jobd.plugin.actioncheck import ACTION_NAME, checked_actions
+from jobd.plugin.discovery import (
+    ENTRY_POINT_GROUP,
+    Candidate,
+    PluginInfo,
+    builtin_plugin_dir,
+    describe_exception,
+    discover,
+    dropin_module_name,
+    load_module_from_file,
+    module_file,
+)
+from jobd.plugin.hookcalls import HOOKS, HookCalls
 from jobd.plugin.hookspecs import PROJECT, JobdSpec, hookimpl
+from jobd.plugin.roots import resolve_in_roots
 
 if TYPE_CHECKING:
-    from pluggy import HookImpl
-
     from jobd.config import Config
 
 __all__ = [
@@ -60,56 +62,10 @@ __all__ = [
 
 log = structlog.get_logger("jobd.plugins")
 
-ENTRY_POINT_GROUP = "jobd.plugins"
-ACTION_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
-Source = Literal["entry-point", "drop-in", "builtin"]
-_HOOKS = tuple(name for name in vars(JobdSpec) if name.startswith("jobd_"))
 # The key under which jobd registers its own default implementations.
 _JOBD_KEY = "jobd.defaults"
-
-
-@dataclass(frozen=True)
-class PluginInfo:
-    """One discovered plugin, loaded or broken (what ``jobd plugins`` shows).
-
-    ``error`` is ``None`` for a working plugin, else ``"<ExceptionType>:
-    <message>"`` (e.g. ``"SyntaxError: invalid syntax (x.py, line 3)"``); a
-    broken plugin offers no actions and none of its hooks is called.
-    ``module`` is the name the plugin's module is importable under (for
-    drop-ins and builtins a stable synthetic name, see
-    :func:`load_module_from_file`); isolation uses it in a worker process.
-    """
-
-    name: str
-    file: str | None
-    source: Source
-    actions: tuple[str, ...] = ()
-    error: str | None = None
-    module: str | None = None
-    #: sha256 of a drop-in or builtin file as loaded (a reload reuses an unchanged file).
-    digest: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "file": self.file,
-            "source": self.source,
-            "actions": list(self.actions),
-            "error": self.error,
-        }
-
-
-@dataclass
-class _Candidate:
-    """A plugin found but not loaded yet."""
-
-    name: str
-    key: str  # unique pluggy registration name
-    source: Source
-    file: str | None
-    module: str | None
-    load: Callable[[], object] = field(repr=False)
-    digest: str | None = None  # of a file's bytes; None for an entry point
+#: What :meth:`PluginHost._import` returns for a plugin it could not have.
+_BROKEN = object()
 
 
 class _Defaults:
@@ -119,126 +75,6 @@ class _Defaults:
     def jobd_select_resource(self, candidates: list[str]) -> str | None:
         # The caller passes the free members sorted by fewest bookings.
         return candidates[0] if candidates else None
-
-
-def builtin_plugin_dir() -> Path:
-    """The shipped plugins: ``jobd/builtin_plugins`` in a wheel, else the repo's ``plugins/``."""
-    package = Path(__file__).resolve().parent.parent  # jobd/, this module is jobd/plugin/host.py
-    installed = package / "builtin_plugins"
-    return installed if installed.is_dir() else package.parent / "plugins"
-
-
-def dropin_module_name(path: Path, prefix: str = "jobd_dropin") -> str:
-    """The stable module name a plugin file is loaded under: ``<prefix>_<dirhash>_<stem>``.
-
-    Stable across processes (a worker can load the same file under the same
-    name) and distinct for equal file names in different directories.
-    """
-    folder = str(path.resolve().parent).encode()
-    stem = re.sub(r"\W", "_", path.stem)
-    return f"{prefix}_{hashlib.sha256(folder).hexdigest()[:8]}_{stem}"
-
-
-def load_module_from_file(path: Path, module_name: str) -> ModuleType:
-    """Execute ``path`` as module ``module_name`` and put it in ``sys.modules``.
-
-    Registered before its body runs (as ``import`` does), so that pickling a
-    function defined in it works; removed again if the body raises.
-    """
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(module_name, None)
-        raise
-    return module
-
-
-def describe_exception(exc: BaseException) -> str:
-    """``"<Type>: <message on one line>"``, as :attr:`PluginInfo.error` shows it."""
-    text = " ".join(str(exc).split())  # pluggy's validation messages span lines
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def resolve_in_roots(value: object, roots: Sequence[Path], param: str = "path") -> Path:
-    """For plugin authors: ``value`` as an absolute, symlink-free path inside one of ``roots``.
-
-    ``value`` must be an absolute path (a relative one means nothing in a
-    daemon). It is resolved (``..`` and every symlink, also when the file
-    does not exist yet), so neither traversal nor a symlink can lead out of
-    the roots. Raises :class:`~jobd.core.errors.ActionError` naming ``param``
-    otherwise. The shipped ``copy``, ``move`` and ``checksum`` use it with
-    ``ctx.file_roots``.
-    """
-    if not isinstance(value, str | os.PathLike) or not str(value):
-        raise ActionError(f"{param!r} must be a path, not {value!r}")
-    path = Path(value)
-    if not path.is_absolute():
-        raise ActionError(f"{param!r} must be an absolute path, not {str(value)!r}")
-    try:
-        resolved = path.resolve()
-    except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte
-        raise ActionError(f"{param!r}: cannot resolve {str(value)!r}: {exc}") from exc
-    allowed = [root.resolve() for root in roots]
-    if not any(resolved.is_relative_to(root) for root in allowed):
-        where = ", ".join(map(str, allowed)) or "none configured"
-        raise ActionError(f"{param!r}: {str(value)!r} is outside the file roots ({where})")
-    return resolved
-
-
-def checked_actions(result: object) -> list[Action]:
-    """``result`` of a ``jobd_actions()`` if it is a list of valid actions.
-
-    Raises ``TypeError``/``ValueError`` saying what is wrong: not a list, an
-    item that is not an :class:`Action`, a bad name, a ``run`` that is not
-    an async function.
-    """
-    if not isinstance(result, list | tuple):
-        raise TypeError(f"jobd_actions() returned {type(result).__name__}, not a list of Action")
-    for index, item in enumerate(result):
-        if not isinstance(item, Action):
-            raise TypeError(f"jobd_actions() item {index} is {type(item).__name__}, not Action")
-        if not isinstance(item.name, str) or not ACTION_NAME.match(item.name):
-            raise ValueError(f"action name {item.name!r} does not match {ACTION_NAME.pattern}")
-        if not inspect.iscoroutinefunction(item.run):
-            raise TypeError(f"action {item.name!r}: run is not an async function")
-        if item.params is not None:
-            _check_param_declarations(item)
-    return list(result)
-
-
-def _check_param_declarations(action: Action) -> None:
-    """``action.params`` is a tuple of :class:`Param` that ``run`` can all take, once each."""
-    if not isinstance(action.params, tuple | list):
-        raise TypeError(f"action {action.name!r}: params is not a tuple of jobd.Param")
-    takes = inspect.signature(action.run).parameters.values()
-    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in takes)
-    keywords = {
-        p.name
-        for p in takes
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    }
-    seen: set[str] = set()
-    for param in action.params:
-        if not isinstance(param, Param):
-            raise TypeError(f"action {action.name!r}: params item {param!r} is not a jobd.Param")
-        if param.type not in PARAM_TYPES:
-            raise ValueError(
-                f"action {action.name!r}: param {param.name!r} has unknown type {param.type!r}"
-                f" (known: {', '.join(PARAM_TYPES)})"
-            )
-        if param.name in seen:
-            raise ValueError(f"action {action.name!r}: param {param.name!r} is declared twice")
-        if not open_ended and param.name not in keywords:
-            raise TypeError(
-                f"action {action.name!r}: param {param.name!r} is declared"
-                " but run() does not take it"
-            )
-        seen.add(param.name)
 
 
 class PluginHost:
@@ -273,10 +109,10 @@ class PluginHost:
         self._infos: dict[str, PluginInfo] = {}  # by pluggy key, in load order
         self._actions: dict[str, Action] = {}
         self._action_owner: dict[str, str] = {}  # action name -> pluggy key
-        self._impls: dict[str, tuple[HookImpl, ...]] = {}
+        self._hooks = HookCalls({}, self._infos)  # indexed at the end of load()
         self._loaded = False
 
-    # ------------------------------------------------------------------ discovery
+    # ------------------------------------------------------------------ loading
 
     def load(self) -> None:
         """Discover, import and register every plugin; index the hooks.
@@ -290,73 +126,19 @@ class PluginHost:
             raise RuntimeError("PluginHost.load() may only be called once")
         self._loaded = True
         self._pm.register(_Defaults(), name=_JOBD_KEY)
-        for candidate in self._discover():
+        for candidate in discover(
+            self._plugin_dirs, builtin=self._builtin, entry_points=self._entry_points
+        ):
             self._load_one(candidate)
-        self._index_hooks()
+        self._hooks = HookCalls.index(self._pm, self._infos)
 
-    def _discover(self) -> Iterator[_Candidate]:
-        builtin_dir = builtin_plugin_dir().resolve()
-        if self._builtin:
-            yield from self._file_candidates(builtin_dir, "builtin")
-        if self._entry_points:
-            yield from self._entry_point_candidates()
-        for folder in self._plugin_dirs:
-            if self._builtin and folder.resolve() == builtin_dir:
-                continue  # already loaded as builtin; twice would be a duplicate
-            yield from self._file_candidates(folder, "drop-in")
-
-    def _file_candidates(self, folder: Path, source: Source) -> Iterator[_Candidate]:
-        if not folder.is_dir():
-            log.info("plugin directory missing, treated as empty", directory=str(folder))
-            return
-        prefix = "jobd_builtin" if source == "builtin" else "jobd_dropin"
-        for path in sorted(folder.glob("*.py"), key=lambda p: p.name):
-            if path.name.startswith((".", "_")) or not path.is_file():
-                continue
-            module = dropin_module_name(path, prefix)
-            yield _Candidate(
-                path.stem,
-                module,
-                source,
-                str(path.absolute()),
-                module,
-                partial(load_module_from_file, path, module),
-                _file_digest(path),
-            )
-
-    def _entry_point_candidates(self) -> Iterator[_Candidate]:
-        try:
-            found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-        except Exception:  # a corrupt installed distribution must not stop the daemon
-            log.exception("cannot read entry points", group=ENTRY_POINT_GROUP)
-            return
-        for ep in sorted(found, key=lambda e: e.name):
-            yield _Candidate(
-                ep.name, f"entry-point:{ep.name}", "entry-point", None, ep.module, ep.load
-            )
-
-    def _load_one(self, cand: _Candidate) -> None:
+    def _load_one(self, cand: Candidate) -> None:
         """Import and register one candidate; record it, broken or not."""
-        before = self._previous._infos.get(cand.key) if self._previous is not None else None
-        # An entry point's module stays imported (a new version needs a restart anyway).
-        unchanged = before is not None and (
-            cand.source == "entry-point"
-            or (cand.digest is not None and before.digest == cand.digest)
-        )
-        self._status[cand.key] = "new" if before is None else "kept" if unchanged else "changed"
-        if unchanged and before is not None and before.error is not None:
-            self._record_broken(cand, before.error)  # same bytes, same error: not run again
-            return
-        try:
-            if unchanged and self._previous is not None:
-                plugin = self._previous._objects[cand.key]
-            else:
-                plugin = cand.load()
-        except (Exception, SystemExit) as exc:  # SystemExit: a module body calling exit()
-            self._record_broken(cand, describe_exception(exc), exc)
+        plugin = self._import(cand)
+        if plugin is _BROKEN:
             return
         if cand.file is None:  # an entry point: its file is known once imported
-            cand.file = _module_file(cand.module)
+            cand.file = module_file(cand.module)
         if not self._has_hooks(plugin):
             log.warning(
                 "not a plugin: no function decorated with @jobd.hookimpl",
@@ -388,9 +170,28 @@ class PluginHost:
             cand.digest,
         )
 
-    def _record_broken(
-        self, cand: _Candidate, error: str, exc: BaseException | None = None
-    ) -> None:
+    def _import(self, cand: Candidate) -> object:
+        """The candidate's plugin object: the previous host's when its bytes are unchanged,
+        else imported anew; ``_BROKEN`` (recorded as such) when it cannot be had."""
+        before = self._previous._infos.get(cand.key) if self._previous is not None else None
+        # An entry point's module stays imported (a new version needs a restart anyway).
+        unchanged = before is not None and (
+            cand.source == "entry-point"
+            or (cand.digest is not None and before.digest == cand.digest)
+        )
+        self._status[cand.key] = "new" if before is None else "kept" if unchanged else "changed"
+        if unchanged and before is not None and before.error is not None:
+            self._record_broken(cand, before.error)  # same bytes, same error: not run again
+            return _BROKEN
+        try:
+            if unchanged and self._previous is not None:
+                return self._previous._objects[cand.key]
+            return cand.load()
+        except (Exception, SystemExit) as exc:  # SystemExit: a module body calling exit()
+            self._record_broken(cand, describe_exception(exc), exc)
+            return _BROKEN
+
+    def _record_broken(self, cand: Candidate, error: str, exc: BaseException | None = None) -> None:
         # One line says which file and why; the traceback (with its locals, in the
         # console format dozens of lines a plugin) only helps the plugin's author.
         log.error(
@@ -413,7 +214,7 @@ class PluginHost:
         """Refuse unknown hook names (a typo would silently never be called) and wrappers."""
         for caller in self._pm.get_hookcallers(plugin) or ():
             if not caller.has_spec():
-                raise TypeError(f"unknown hook {caller.name} (known: {', '.join(_HOOKS)})")
+                raise TypeError(f"unknown hook {caller.name} (known: {', '.join(HOOKS)})")
             for impl in caller.get_hookimpls():
                 if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper):
                     raise TypeError(f"{caller.name}: hook wrappers are not supported")
@@ -425,7 +226,7 @@ class PluginHost:
                 actions.extend(checked_actions(impl.function()))
         return actions
 
-    def _add_actions(self, cand: _Candidate, actions: Sequence[Action]) -> None:
+    def _add_actions(self, cand: Candidate, actions: Sequence[Action]) -> None:
         for action in actions:
             owner = self._action_owner.get(action.name)
             if owner is not None:
@@ -438,13 +239,6 @@ class PluginHost:
                 )
             self._actions[action.name] = action
             self._action_owner[action.name] = cand.key
-
-    def _index_hooks(self) -> None:
-        # Call order is pluggy's (tryfirst first, then last registered first);
-        # kept once here because job_event is on the hot path of every change.
-        for name in _HOOKS:
-            impls = getattr(self._pm.hook, name).get_hookimpls()
-            self._impls[name] = tuple(reversed(impls))
 
     # ------------------------------------------------------------------ registry
 
@@ -518,116 +312,33 @@ class PluginHost:
     @property
     def validates_jobs(self) -> bool:
         """Whether any plugin implements ``jobd_validate_job``."""
-        return bool(self._impls.get("jobd_validate_job"))
+        return self._hooks.validates_jobs
 
     @property
     def observes_events(self) -> bool:
         """Whether any plugin implements ``jobd_job_event`` (callers may skip building dicts)."""
-        return bool(self._impls.get("jobd_job_event"))
+        return self._hooks.observes_events
 
-    # ------------------------------------------------------------------ hooks
-
-    def _results(
-        self, hook: str, only: Collection[str] | None = None, **kwargs: Any
-    ) -> Iterator[tuple[PluginInfo, Any]]:
-        """Call each implementation of ``hook`` in order, guarded; yield the answers.
-
-        A raising implementation is logged with its plugin's name and skipped.
-        Lazy, so a caller that stops early (first result) calls no more.
-        ``only``: call just the plugins with these keys.
-        """
-        for impl in self._impls.get(hook, ()):
-            if only is not None and impl.plugin_name not in only:
-                continue
-            info = self._plugin_of(impl)
-            try:
-                result = impl.function(*[kwargs[arg] for arg in impl.argnames])
-            except Exception:
-                log.exception(
-                    "plugin hook raised; ignored", plugin=info.name, file=info.file, hook=hook
-                )
-                continue
-            yield info, result
-
-    def _plugin_of(self, impl: HookImpl) -> PluginInfo:
-        info = self._infos.get(impl.plugin_name)
-        return info if info is not None else PluginInfo("jobd", None, "builtin")
+    # ------------------------------------------------------------------ hooks (HookCalls)
 
     def validate_job(self, job: dict[str, Any], config: Config) -> list[str]:
-        """All problems the plugins find with ``job``; ``[]`` if none.
-
-        A validator that raises or returns anything but a list of strings
-        (``None`` counts as no problems) is logged and ignored, by choice: a
-        plugin bug must not block every submission.
-        """
-        problems: list[str] = []
-        for info, result in self._results("jobd_validate_job", job=job, config=config):
-            if result is None:
-                continue
-            if isinstance(result, list) and all(isinstance(p, str) for p in result):
-                problems.extend(result)
-            else:
-                log.error(
-                    "plugin validator returned garbage; ignored",
-                    plugin=info.name,
-                    file=info.file,
-                    returned=type(result).__name__,
-                )
-        return problems
+        """All problems the plugins find with ``job`` (:meth:`HookCalls.validate_job`)."""
+        return self._hooks.validate_job(job, config)
 
     def select_resource(self, pool: str, candidates: list[str], job: dict[str, Any]) -> str | None:
-        """The pool member ``job`` gets, from ``candidates`` (free, fewest bookings first).
-
-        The first plugin answer that is one of ``candidates`` wins; other
-        answers are logged and ignored; jobd's default answers last with
-        ``candidates[0]``. ``None`` only when ``candidates`` is empty.
-        """
-        if not candidates:
-            return None
-        offered = list(candidates)  # a plugin mutating its list must not change the check
-        for info, answer in self._results(
-            "jobd_select_resource", pool=pool, candidates=list(offered), job=job
-        ):
-            if answer is None:
-                continue
-            if answer in offered:
-                return str(answer)
-            log.warning(
-                "plugin chose a resource that is not a candidate; ignored",
-                plugin=info.name,
-                file=info.file,
-                pool=pool,
-                answer=repr(answer),
-                candidates=offered,
-            )
-        return None
+        """The pool member ``job`` gets (:meth:`HookCalls.select_resource`)."""
+        return self._hooks.select_resource(pool, candidates, job)
 
     def job_event(self, job: dict[str, Any], event: dict[str, Any]) -> None:
         """Tell every observer about a committed change; a raising one is logged and ignored."""
-        for _ in self._results("jobd_job_event", job=job, event=event):
-            pass
+        self._hooks.job_event(job, event)
 
     def startup(self, config: Config, only: Collection[str] | None = None) -> None:
         """Call every ``jobd_startup`` (of the plugins keyed in ``only``, if given; a reload
         starts only :meth:`fresh` ones); a raising one is logged and ignored."""
-        for _ in self._results("jobd_startup", only, config=config):
-            pass
+        self._hooks.startup(config, only)
 
     def shutdown(self, only: Collection[str] | None = None) -> None:
         """Call every ``jobd_shutdown`` (of the plugins keyed in ``only``, if given; a reload
         stops the :meth:`retired_by` ones); a raising one is logged and ignored."""
-        for _ in self._results("jobd_shutdown", only):
-            pass
-
-
-def _file_digest(path: Path) -> str | None:
-    """sha256 of the file's bytes; ``None`` if unreadable (its load then fails and says why)."""
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
-def _module_file(module_name: str | None) -> str | None:
-    module = sys.modules.get(module_name or "")
-    return getattr(module, "__file__", None)
+        self._hooks.shutdown(only)

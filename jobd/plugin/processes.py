@@ -327,6 +327,46 @@ def _streams(process: Process) -> tuple[ByteReceiveStream, ByteReceiveStream]:
     return process.stdout, process.stderr
 
 
+async def _supervise(
+    process: Process,
+    args: tuple[str, ...],
+    stdin: bytes | None,
+    captures: tuple[_Capture, _Capture],
+    kill_grace: float,
+    log: Any,
+    on_pgid: PgidCallback | None,
+    timeout: float | None,  # noqa: ASYNC109 - reported as timed_out, not a cancel
+) -> ProcessResult:
+    """:func:`run_process` once started: record the group, wait for the leader within
+    ``timeout``, then (always: exit, timeout, cancel, ``on_pgid`` raising) stop what is
+    left of the group, reap the leader and forget the group."""
+    pgid = process.pid  # start_new_session: the leader's pid is the group id
+    _OWN_GROUPS.add(pgid)
+    if _group_observer is not None:
+        _group_observer("add", pgid)
+    try:
+        if on_pgid is not None:
+            await on_pgid(pgid)
+        with anyio.move_on_after(timeout) as deadline:
+            await _communicate(process, pgid, stdin, captures)
+    finally:
+        await _shutdown(process, pgid, kill_grace, captures)
+        _OWN_GROUPS.discard(pgid)
+        if _group_observer is not None:
+            _group_observer("del", pgid)
+        with anyio.CancelScope(shield=True):
+            await _forget_pgid(on_pgid, log)
+    assert process.returncode is not None
+    return ProcessResult(
+        argv=args,
+        exit_code=process.returncode,
+        stdout=captures[0].tail.text(),
+        stderr=captures[1].tail.text(),
+        pid=pgid,
+        timed_out=deadline.cancelled_caught,
+    )
+
+
 async def _communicate(
     process: Process, pgid: int, stdin: bytes | None, captures: Sequence[_Capture]
 ) -> None:
@@ -452,32 +492,8 @@ async def run_process(
         log.info(log_event, **{**fields, "stream": stream, "line": line})
 
     process = await _start(args, _merged_env(env), cwd, stdin is not None)
-    pgid = process.pid  # start_new_session: the leader's pid is the group id
     captures = (_Capture("stdout", emit), _Capture("stderr", emit))
-    _OWN_GROUPS.add(pgid)
-    if _group_observer is not None:
-        _group_observer("add", pgid)
-    try:
-        if on_pgid is not None:
-            await on_pgid(pgid)
-        with anyio.move_on_after(timeout) as deadline:
-            await _communicate(process, pgid, stdin, captures)
-    finally:
-        await _shutdown(process, pgid, kill_grace, captures)
-        _OWN_GROUPS.discard(pgid)
-        if _group_observer is not None:
-            _group_observer("del", pgid)
-        with anyio.CancelScope(shield=True):
-            await _forget_pgid(on_pgid, log)
-    assert process.returncode is not None
-    result = ProcessResult(
-        argv=args,
-        exit_code=process.returncode,
-        stdout=captures[0].tail.text(),
-        stderr=captures[1].tail.text(),
-        pid=pgid,
-        timed_out=deadline.cancelled_caught,
-    )
+    result = await _supervise(process, args, stdin, captures, kill_grace, log, on_pgid, timeout)
     if check and not result.ok:
         raise _failure(result, timeout)
     return result

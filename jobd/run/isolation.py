@@ -37,7 +37,8 @@ from anyio.lowlevel import RunVar
 
 from jobd.core.errors import ActionError, JobdError
 from jobd.plugin.action import Action, ActionContext
-from jobd.plugin.host import checked_actions, describe_exception, load_module_from_file
+from jobd.plugin.actioncheck import checked_actions
+from jobd.plugin.discovery import describe_exception, load_module_from_file
 
 __all__ = ["context_data", "run_isolated"]
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from jobd.plugin.processes import ProcessStartError, run_process
+from jobd.plugin.processes import ProcessResult, ProcessStartError, run_process
 
 __all__ = ["ScriptResult", "run_script", "script_env"]
 
@@ -185,6 +185,11 @@ async def run_script(
     if problem is not None:
         log.warning("script not run", **fields, error=problem)
         return ScriptResult(exit_code=None, timed_out=False, output_tail="", error=problem)
+    return _finished(result, fields, log)
+
+
+def _finished(result: ProcessResult, fields: Mapping[str, str], log: Any) -> ScriptResult:
+    """How a script that ran went, logged as ``script finished``."""
     outcome_of_run = ScriptResult(
         exit_code=result.exit_code,
         timed_out=result.timed_out,

@@ -23,13 +23,15 @@ before anything else of its unit.
 follows a returned :meth:`Store.commit` sees that commit.
 
 **Errors**: :class:`GuardFailed` when a guarded intent found the job no longer in
-the state it was written for (the unit is not applied);
+the state it was written for (the unit is not applied); a backend that enforces
+bookings itself raises :class:`~jobd.core.errors.BookingConflict` from a commit whose
+reservation it refused;
 :class:`jobd.core.errors.StoreError` when the database cannot take the unit (disk
 full, the writer gone, the store closed). Nothing else escapes a method.
 
 Times are POSIX seconds (``float``, UTC); job ids are positive integers chosen
 by the engine: counted on from :meth:`Store.max_job_id` by the one node of a
-SQLite store, taken in blocks from :meth:`Store.take_ids` by a cluster's nodes.
+SQLite store, taken in blocks from :meth:`Store.take_ids` (:mod:`.shared`) by a cluster's nodes.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from anyio.abc import TaskStatus
 
 from jobd.core.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
 from jobd.core.states import JobState
+from jobd.store.shared import SharedDatabase
 
 if TYPE_CHECKING:
     from jobd.store.cluster import Membership
@@ -222,8 +225,9 @@ class Changes(ABC):
     @abstractmethod
     def reserve(self, reservation: Reservation) -> Changes:
         """Hold one span of one resource for a job. The engine's booking index decides that
-        it fits; a backend that can also enforce it (PostgreSQL's exclusion constraints)
-        fails the commit with :class:`~jobd.core.errors.StoreError` when it does not."""
+        it fits; a backend that also enforces it across nodes (PostgreSQL: an exclusion
+        constraint over slots, see :meth:`Store.set_capacities`) fails the commit with
+        :class:`~jobd.core.errors.BookingConflict` naming the resource when it does not."""
 
     @abstractmethod
     def release(self, job_id: int) -> Changes:
@@ -264,7 +268,7 @@ class Changes(ABC):
         at ``at``; read back as ``paused_at`` of :meth:`Store.schedule_rows`."""
 
 
-class Store(ABC):
+class Store(SharedDatabase, ABC):
     """A job database: the truth about every job. The engine is its only writer.
 
     Obtained from a backend's ``open_store`` (an async context manager that closes it).
@@ -358,15 +362,6 @@ class Store(ABC):
     @abstractmethod
     async def max_job_id(self) -> int:
         """The highest job id ever used, also by a deleted job (0 for a new store)."""
-
-    async def take_ids(self, n: int) -> int | None:
-        """The first of ``n`` consecutive job ids that no node sharing this database has
-        used or will be given (``n >= 1``), or ``None`` from a store of one node (SQLite):
-        the engine then numbers its jobs itself, from :meth:`max_job_id` on.
-
-        A cluster's store takes them from the database (PostgreSQL: a sequence), never below
-        an id already used; an id taken and never used is a gap, not an error."""
-        return None
 
     @abstractmethod
     async def jobs_with_error(self, code: str) -> list[int]:

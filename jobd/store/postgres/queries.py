@@ -41,10 +41,10 @@ UPDATE_VERSION = "UPDATE jobd_meta SET value = %s WHERE key = 'schema_version'"
 #: Every write: one call per group-commit batch of ``jobd_apply`` (``sql/schema.sql``), which
 #: holds the write statements themselves, each named by its ``op`` (:mod:`.units`).
 APPLY = "SELECT jobd_apply(%s::jsonb)"
-#: A batch of the hot path grouped by statement (``sql/migrate-4.sql``, :mod:`.bulk`).
+#: A batch of the hot path grouped by statement (``sql/migrate-6.sql``, :mod:`.bulk`).
 APPLY_BULK = "SELECT jobd_apply_bulk(%s::jsonb)"
 #: A batch with asset-lock statements: their assets' advisory locks first, in key order
-#: (``sql/migrate-3.sql``), then ``jobd_apply``; the assets, jobs and nodes they touch.
+#: (``sql/migrate-6.sql``), then ``jobd_apply``; the assets, jobs and nodes they touch.
 APPLY_LOCKED = "SELECT jobd_apply_locked(%s::jsonb, %s::text[], %s::bigint[], %s::text[])"
 
 # ------------------------------------------------------------------ asset locks
@@ -57,6 +57,13 @@ LOCK_ROWS = (
 NODE_LOCKS = "SELECT job_id, granted_at IS NOT NULL FROM lock_requests WHERE node = %s ORDER BY seq"
 RELEASE_NODE_LOCKS = "SELECT jobd_locks_release_node(%s)"
 
+
+# ------------------------------------------------------------------ cluster rules
+#: The configuration's resources and capacities (``sql/migrate-6.sql``: the slots).
+CLEAR_RESOURCES = "DELETE FROM jobd_resources"
+INSERT_RESOURCE = "INSERT INTO jobd_resources (name, capacity) VALUES (%s, %s)"
+#: Other nodes' bookings, as ``<writer's backend pid> <job id>``.
+LISTEN_BOOKINGS = "LISTEN jobd_bookings"
 
 # ------------------------------------------------------------------ reads
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"

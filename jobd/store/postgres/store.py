@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -45,6 +45,7 @@ from jobd.store.postgres.bulk import group
 from jobd.store.postgres.filters import filtered
 from jobd.store.postgres.migrate import migrate
 from jobd.store.postgres.nodes import PgMembership
+from jobd.store.postgres.rules import ReservationNews, refusal, set_capacities
 from jobd.store.postgres.units import PgUnit
 from jobd.store.sqlite.rows import job_from_row, reservation_from_row, step_from_row
 
@@ -52,8 +53,11 @@ log = structlog.get_logger("jobd.store")
 #: Seconds without a write after which the writer checks that its connection still works.
 PROBE_INTERVAL = 2.0
 _Queued = tuple[PgUnit, "asyncio.Future[None] | None"]
-#: What a unit came to: applied (None), its guard failed, or the database refused it.
-_Outcome = tuple[str, str] | None
+#: What a unit came to: applied (None), its guard failed, or the database refused it (a
+#: message, or the error to raise: a booking conflict).
+_Outcome = tuple[str, str] | Exception | None
+#: Attempts at a unit that deadlocks with another node's writes, before it fails.
+_DEADLOCK_ATTEMPTS = 3
 _GUARD_FAILED = ("guard", "the job is no longer in the state it was written for")
 #: A batch's JSON: compact, and NaN refused (jsonb has none).
 _JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
@@ -94,6 +98,8 @@ class PostgresStore(Store):
         self._idle.set()
         self._closed = False
         self._broken: StoreError | None = None
+        self._news = ReservationNews(url)
+        self._news.own_pid = writer.info.backend_pid
         self.batches = 0
         self.units = 0
         #: Batches applied by ``jobd_apply_bulk`` (the others: ``jobd_apply``).
@@ -161,23 +167,38 @@ class PostgresStore(Store):
             self._resolve(batch, outcomes)
         self._idle.set()
 
-    async def _apply(self, units: list[PgUnit]) -> list[_Outcome]:
+    async def _apply(self, units: list[PgUnit], attempt: int = 1) -> list[_Outcome]:
         """Apply ``units`` in one transaction; on a refusal, each in a transaction of its own.
         Raises :class:`Fenced` when the node's fencing token was refused (nothing applied)."""
         try:
             return await self._transaction(units)
+        except psycopg.errors.TransactionRollback as exc:
+            # A deadlock with another node's batch (bookings of resources in another order):
+            # PostgreSQL rolled this one back, and it may simply be applied again.
+            if len(units) == 1:
+                if attempt < _DEADLOCK_ATTEMPTS:
+                    return await self._apply(units, attempt + 1)
+                return [("error", f"write failed: {exc}")]
+            log.info("a batch deadlocked; applying its units one by one", units=len(units))
         except psycopg.OperationalError as exc:
             raise StoreError(f"lost the database {safe_url(self.url)}: {exc}") from exc
         except psycopg.Error as exc:
             if getattr(exc, "sqlstate", None) == q.FENCED_SQLSTATE:
                 raise Fenced(str(exc).strip()) from exc
             if len(units) == 1:
-                return [("error", f"write failed: {exc}")]
+                return [self._refused(exc, units[0])]
             log.info("a batch was refused; applying its units one by one", units=len(units))
         outcomes: list[_Outcome] = []
         for unit in units:
             outcomes += await self._apply([unit])
         return outcomes
+
+    def _refused(self, exc: psycopg.Error, unit: PgUnit) -> _Outcome:
+        conflict = refusal(exc, unit)
+        if conflict is None:
+            return ("error", f"write failed: {exc}")
+        self._news.add(conflict.job_ids, refused=True)  # bookings this node's index had not seen
+        return conflict
 
     async def _transaction(self, units: list[PgUnit]) -> list[_Outcome]:
         """One statement, one round trip, its own transaction (autocommit): ``jobd_apply``
@@ -219,6 +240,8 @@ class PostgresStore(Store):
                 continue
             if outcome is None:
                 fut.set_result(None)
+            elif isinstance(outcome, Exception):
+                fut.set_exception(outcome)
             elif outcome[0] == "guard":
                 fut.set_exception(GuardFailed(outcome[1]))
             else:
@@ -231,6 +254,23 @@ class PostgresStore(Store):
             if fut is not None and not fut.done():
                 fut.set_exception(exc)
         self._queue = []
+
+    async def set_capacities(self, capacities: Mapping[str, int]) -> None:
+        """The slots of each resource (``rules.set_capacities``)."""
+        try:
+            async with self._pool.connection() as conn:
+                await set_capacities(conn, capacities)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot write the capacities to {safe_url(self.url)}: {exc}") from exc
+
+    async def follow_reservations(
+        self,
+        changed: Callable[[list[int], list[int]], Awaitable[None]],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Other nodes' bookings by ``NOTIFY`` (:class:`.rules.ReservationNews`)."""
+        await self._news.follow(changed, task_status=task_status)
 
     async def analyze(self) -> None:
         """Refresh the planner's statistics (after a bulk load such as ``jobd db copy``: until

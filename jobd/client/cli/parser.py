@@ -1,0 +1,165 @@
+"""The argparse machinery of ``jobd``: the parser class, the connection options, the
+argv rewrites, and building only the command being run.
+
+:mod:`jobd.client.cli.commands` declares the commands with :func:`command`; each
+command's function is named by a ``"module:function"`` reference inside this
+package, imported only when that command runs (so ``jobd list`` does not load
+the code of ``watch``, ``submit --file`` or the daemon's commands).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jobd.client.cli.common import EXIT_USAGE
+
+# Annotations only: importing typing costs start-up (see jobd.client.wire).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Where the daemon is; accepted before and after the command (SUPPRESS keeps either)."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection")
+    group.add_argument(
+        "--socket",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="daemon's Unix socket (env JOBD_SOCKET)",
+    )
+    group.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help="daemon's TCP URL, e.g. http://host:8470 (env JOBD_URL)",
+    )
+    group.add_argument(
+        "--token", default=argparse.SUPPRESS, help="bearer token for --url (env JOBD_TOKEN)"
+    )
+    group.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="config file (env JOBD_CONFIG; default /etc/jobd/jobd.toml)",
+    )
+    return common
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad value prints its one useful line and a hint, not the usage block:
+    ``jobd submit: error: argument --start: time ... has no zone; add Z or +01:00``."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        print(f"{self.prog}: see '{self.prog} --help'", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+#: Options whose value may start with "-" (``--start -5m``: five minutes ago).
+_TIME_OPTIONS = frozenset({"--start", "--end", "--from", "--to", "--since", "--until"})
+
+
+def join_dash_values(argv: list[str]) -> list[str]:
+    """``--start -5m`` → ``--start=-5m``: argparse would take ``-5m`` for an option."""
+    out: list[str] = []
+    values = iter(argv)
+    for arg in values:
+        if arg in _TIME_OPTIONS:
+            value = next(values, None)
+            if value is not None and value.startswith("-") and value != "--":
+                out.append(f"{arg}={value}")
+                continue
+            out.append(arg)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(arg)
+    return out
+
+
+#: Options of the main parser that take a value (skipped when looking for the command).
+_VALUE_OPTIONS = frozenset({"--socket", "--url", "--token", "--config"})
+
+
+def command_word(argv: list[str]) -> str | None:
+    """The command ``argv`` names (its first word that is not an option or an option's value)."""
+    values = iter(argv)
+    for arg in values:
+        if arg in _VALUE_OPTIONS:
+            next(values, None)
+        elif arg == "--":
+            return next(values, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+class _Skipped(argparse.ArgumentParser):
+    """Stands in for the parser of a command that is not being run: its options are not
+    built (a tenth of ``jobd list``'s start-up went to building the other 30 commands')."""
+
+    def __init__(self) -> None:  # nothing to set up: only the no-ops below are called
+        pass
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    def add_mutually_exclusive_group(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        pass
+
+
+def quick_gettext() -> None:
+    """argparse asks gettext for each of its messages, and gettext looks for translation
+    files on disk every time it finds none (~100 look-ups, several ``stat`` each, per
+    ``jobd`` run). jobd's own messages are English: so are argparse's here."""
+    setattr(argparse, "_", lambda message: message)  # noqa: B010 (not in typeshed)
+    setattr(argparse, "ngettext", lambda one, many, n: one if n == 1 else many)  # noqa: B010
+
+
+def new_parser(argv: list[str] | None) -> tuple[argparse.ArgumentParser, Any, Any]:
+    """The main parser, its subparsers action (remembering which command ``argv`` names, if
+    given) and the connection options every command accepts too."""
+    quick_gettext()
+    common = common_options()
+    parser = Parser(
+        prog="jobd",
+        parents=[common],
+        description="jobd: job scheduler daemon for media operations, and its client.",
+        epilog="exit codes: 0 ok, 1 refused or failed, 2 usage, 3 daemon unreachable",
+    )
+    parser.add_argument(
+        "--version",
+        action="store_true",
+        help="print the client's version, and the daemon's when it is reachable",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    setattr(sub, "jobd_only", None if argv is None else command_word(argv))  # noqa: B010
+    setattr(sub, "jobd_common", common)  # noqa: B010
+    return parser, sub, common
+
+
+def command(
+    sub: Any, name: str, func: str, help_text: str, *, reading: bool = False
+) -> argparse.ArgumentParser:
+    """Declare command ``name`` run by ``func`` (``"module:function"`` in this package). When
+    another command is being run, only its name and help are listed (``--help``, "invalid
+    choice") and a stand-in that ignores the options is returned."""
+    only = getattr(sub, "jobd_only", None)
+    if only is not None and name != only:
+        sub.add_parser(name, help=help_text, add_help=False)
+        return _Skipped()
+    cmd: argparse.ArgumentParser = sub.add_parser(
+        name, parents=[sub.jobd_common], help=help_text, description=help_text
+    )
+    cmd.set_defaults(func=func)
+    if reading:
+        cmd.add_argument("--json", action="store_true", help="print the API's JSON")
+    return cmd

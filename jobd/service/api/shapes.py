@@ -1,0 +1,117 @@
+"""What the API sends: jobs and records as JSON (times as ISO 8601 UTC), the one list
+shape, and the one error shape ``{"error": {"code", "message", "details"}}``."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Response
+from fastapi.responses import JSONResponse
+
+from jobd.core.states import PUBLIC_OPERATIONS
+from jobd.core.timefmt import format_time
+
+if TYPE_CHECKING:
+    from jobd.core.models import Job
+
+#: Keys whose values are user data: never rewritten as times.
+_OPAQUE = frozenset({"params", "outputs", "data", "details"})
+
+
+@functools.cache
+def _is_time_key(key: str) -> bool:
+    # Cached: a job has some 30 keys, each asked about on every job shown.
+    return key in {"at", "start", "end", "since", "fire_time"} or key.endswith("_at")
+
+
+def iso_times(value: Any) -> Any:
+    """A copy of ``value`` with every POSIX time (keys ``at``, ``start``, ``end``,
+    ``since``, ``fire_time``, ``*_at``) rewritten by :func:`format_time`; user data untouched."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key in _OPAQUE:
+                out[key] = item
+            elif _is_time_key(key) and isinstance(item, int | float) and not isinstance(item, bool):
+                out[key] = format_time(float(item))
+            else:
+                out[key] = iso_times(item)
+        return out
+    if isinstance(value, list | tuple):
+        return [iso_times(item) for item in value]
+    return value
+
+
+def _iso_flat(value: dict[str, Any]) -> dict[str, Any]:
+    """:func:`iso_times` for an object whose values are not objects to walk (in place)."""
+    for key, item in value.items():
+        if _is_time_key(key) and isinstance(item, int | float) and not isinstance(item, bool):
+            value[key] = format_time(float(item))
+    return value
+
+
+def job_json(job: Job, *, detail: bool = True) -> dict[str, Any]:
+    """A job as the API shows it: :func:`iso_times` of ``job.to_dict()``, done on the parts
+    a job has (itself, its error, steps, reservations, history) instead of a walk through
+    every value: a third of a submission's cost went to that walk. ``detail=False``: a
+    list's row, without the parts a list does not load."""
+    out = _iso_flat(job.to_dict(detail=detail))
+    if out["error"] is not None:
+        _iso_flat(out["error"])
+    for part in ("steps", "reservations", "history"):
+        for item in out.get(part, ()):
+            _iso_flat(item)
+    return out
+
+
+def as_json(value: dict[str, Any]) -> dict[str, Any]:
+    """:func:`iso_times` for an object (keeps the type checker informed)."""
+    out = iso_times(value)
+    assert isinstance(out, dict)
+    return out
+
+
+def items(rows: list[Any], next_cursor: int | None = None) -> dict[str, Any]:
+    """The one list shape of SPEC §2."""
+    return {"items": iso_times(rows), "next_cursor": next_cursor}
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
+def unknown_operation(operation: str) -> JSONResponse:
+    """404 ``unknown-operation`` for a job operation that does not exist."""
+    known = ", ".join(PUBLIC_OPERATIONS)
+    return error_response(
+        404,
+        "unknown-operation",
+        f"unknown operation {operation!r} (one of: {known})",
+        {"operation": operation, "operations": list(PUBLIC_OPERATIONS)},
+    )
+
+
+#: One encoder, built once (``json.dumps`` with options builds one per call); the output
+#: is what Starlette's JSONResponse writes.
+_OUT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+#: An answer: status, JSON content, extra headers.
+Answer = tuple[int, Any, dict[str, str]]
+
+
+def answer_response(answer: Answer) -> Response:
+    """The response of an :data:`Answer`, encoded as Starlette's JSONResponse would."""
+    status, content, headers = answer
+    return Response(_OUT.encode(content).encode(), status, headers, "application/json")
