@@ -1,5 +1,5 @@
-"""The daemon itself: ``GET /v1/plugins``, ``GET /v1/nodes``, ``GET /v1/health``, ``GET /openapi.json``,
-``POST /v1/reload`` and ``GET /metrics``."""
+"""The daemon itself: ``GET /v1/plugins``, ``GET /v1/nodes``, ``GET /v1/health``,
+``GET /openapi.json``, ``POST /v1/reload`` and ``GET /metrics``."""
 
 from __future__ import annotations
 
