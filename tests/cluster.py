@@ -249,8 +249,10 @@ class Cluster:
         return started
 
     def _spawn(self, name: str) -> e2e.Daemon:
-        if name in self.daemons and self.daemons[name].alive:
-            raise AssertionError(f"node {name} is running already")
+        if name in self.daemons:
+            if self.daemons[name].alive:
+                raise AssertionError(f"node {name} is running already")
+            self.daemons[name].notify.close()  # the stopped run's; the new run gets its own
         layout = self.layouts[name]
         notify = e2e.NotifyListener(layout.notify)
         env = e2e.jobd_env(NOTIFY_SOCKET=str(layout.notify), JOBD_TEST_NODE=name)

@@ -17,7 +17,6 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 
 from jobd.client.wire import Connection, Response, Target, TransportError, iter_lines, query, quote
 
@@ -25,6 +24,7 @@ from jobd.client.wire import Connection, Response, Target, TransportError, iter_
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
+    from types import TracebackType
     from typing import Any
 
 #: Seconds to wait for an answer. Generous: a cancel may wait for a step to stop.
@@ -340,9 +340,9 @@ class Client:
     def reload(self) -> dict[str, Any]:
         return dict(self.request("POST", "/v1/reload"))
 
-    @contextmanager
-    def events(self, job_id: int | None = None) -> Iterator[Iterator[dict[str, Any]]]:
-        """Open ``GET /v1/events`` (optionally ``?job=ID``) and yield an iterator of events.
+    def events(self, job_id: int | None = None, *, log_after: int | None = None) -> EventStream:
+        """``with client.events() as events``: open ``GET /v1/events`` (``?job=ID``: that
+        job's only) and iterate its events.
 
         When the ``with`` block is entered the daemon has subscribed (it
         subscribes before it answers), so reading a job's state inside the
@@ -350,24 +350,60 @@ class Client:
         JSON; the iterator ends when the daemon ends the stream. A lost
         connection raises :class:`DaemonUnreachable`. The stream has a
         connection of its own, so the client's other requests go on meanwhile.
+
+        ``log_after`` (with ``job_id``): the job's log lines too, as ``kind: "log"``
+        events, first those with ``seq > log_after`` already written, then each new one
+        (``&log=true&after=N``, docs/api.md).
         """
-        conn = self._connection(STREAM_READ_TIMEOUT)
-        path = _url("/v1/events", {"job": job_id} if job_id is not None else None)
-        try:
-            response, chunks = conn.stream("GET", path, headers=self.headers)
-            if response.status >= 400:
-                response.body = b"".join(chunks)
-                _decode(response)
-            yield _unreachable_on_loss(self, parse_sse(iter_lines(chunks)))
-        except TransportError as exc:
-            raise self._unreachable(exc) from None
-        finally:
-            conn.close()
+        params: dict[str, Any] = {}
+        if job_id is not None:
+            params["job"] = job_id
+        if log_after is not None:
+            params.update(log="true", after=log_after)
+        return EventStream(self, _url("/v1/events", params))
 
     def stream_events(self, job_id: int | None = None) -> Iterator[dict[str, Any]]:
         """Every event (of ``job_id`` only, if given) until the daemon ends the stream."""
         with self.events(job_id) as events:
             yield from events
+
+
+class EventStream:
+    """The context manager :meth:`Client.events` returns (a class, not ``contextmanager``:
+    importing :mod:`contextlib` costs every command's start-up)."""
+
+    __slots__ = ("_client", "_conn", "_path")
+
+    def __init__(self, client: Client, path: str) -> None:
+        self._client, self._path = client, path
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> Iterator[dict[str, Any]]:
+        client = self._client
+        self._conn = conn = client._connection(STREAM_READ_TIMEOUT)
+        try:
+            response, chunks = conn.stream("GET", self._path, headers=client.headers)
+            if response.status >= 400:
+                response.body = b"".join(chunks)
+                _decode(response)
+        except TransportError as exc:
+            conn.close()
+            raise client._unreachable(exc) from None
+        except BaseException:
+            conn.close()
+            raise
+        return _unreachable_on_loss(client, parse_sse(iter_lines(chunks)))
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if isinstance(exc, TransportError):
+            raise self._client._unreachable(exc) from None
 
 
 def _unreachable_on_loss(

@@ -10,14 +10,18 @@ server-sent events.
 
 Every failure to connect, send or read raises :class:`TransportError`; the
 caller (``jobd.client.remote``) turns it into "cannot reach jobd".
+
+A Unix socket is opened with ``_socket``, the C module under :mod:`socket`:
+importing ``socket`` itself builds its ``IntEnum`` classes (``AddressFamily``,
+``SocketKind``, ...), about a tenth of a client command's start-up. TCP
+(``--url``) imports :mod:`socket` for ``create_connection`` and TLS.
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
+import _socket
 from collections.abc import Iterator, Mapping
-from io import BufferedReader
+from io import BufferedReader, RawIOBase
 
 #: Largest status line or header line accepted (a daemon never sends more).
 MAX_LINE = 65536
@@ -76,21 +80,23 @@ class Connection:
     def __init__(self, target: Target, *, timeout: float, connect_timeout: float) -> None:
         self.target = target
         self.timeout, self.connect_timeout = timeout, connect_timeout
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
         self._file: BufferedReader | None = None
 
     def close(self) -> None:
         """Close, waking a thread blocked reading this connection (a followed stream)."""
         if self._sock is not None:
-            with contextlib.suppress(OSError):  # not connected (any more)
-                self._sock.shutdown(socket.SHUT_RDWR)
+            try:  # noqa: SIM105 (not contextlib.suppress: importing contextlib costs start-up)
+                self._sock.shutdown(_socket.SHUT_RDWR)
+            except OSError:  # not connected (any more)
+                pass
         if self._file is not None:
             self._file.close()
         if self._sock is not None:
             self._sock.close()
         self._sock = self._file = None
 
-    def _connect(self) -> tuple[socket.socket, BufferedReader]:
+    def _connect(self) -> tuple[_socket.socket, BufferedReader]:
         if self._sock is not None and self._file is not None:
             return self._sock, self._file
         try:
@@ -98,13 +104,13 @@ class Connection:
         except OSError as exc:
             raise TransportError(_reason(exc)) from None
         sock.settimeout(self.timeout)
-        self._sock, self._file = sock, sock.makefile("rb")
+        self._sock, self._file = sock, BufferedReader(_SocketReader(sock))
         return sock, self._file
 
-    def _open(self) -> socket.socket:
+    def _open(self) -> _socket.socket:
         target = self.target
         if target.unix is not None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             sock.settimeout(self.connect_timeout)
             try:
                 sock.connect(target.unix)
@@ -112,6 +118,8 @@ class Connection:
                 sock.close()
                 raise
             return sock
+        import socket
+
         sock = socket.create_connection((target.host, target.port), timeout=self.connect_timeout)
         if target.tls:
             import ssl
@@ -212,6 +220,22 @@ class Connection:
         if body is not None or method in {"POST", "PUT", "PATCH"}:
             lines.append(f"content-length: {len(body or b'')}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+class _SocketReader(RawIOBase):
+    """The socket as a raw stream for :class:`BufferedReader` (what ``socket.makefile("rb")``
+    builds, for the ``_socket`` objects that have no ``makefile``). Closing it leaves the
+    socket to :meth:`Connection.close`."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        return self._sock.recv_into(buffer)
 
 
 class _ClosedBeforeAnswer(Exception):

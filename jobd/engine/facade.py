@@ -286,14 +286,23 @@ class Engine:
         return warnings
 
     # ================================================================ submit & edit
-    async def submit(self, spec: JobSpec, *, actor: str = "api", cause: str = "submitted") -> Job:
+    async def submit(
+        self,
+        spec: JobSpec,
+        *,
+        actor: str = "api",
+        cause: str = "submitted",
+        firing: tuple[str, float] | None = None,
+    ) -> Job:
         """Validate ``spec`` (workflow exists, params templating, plugin validators, bookings),
         store it and return the job. Raises ValidationError, BookingConflict.
 
         ``cause`` is the first history row's (``resubmit`` names the job it came from).
         The job's id is taken only once everything is checked and booked: a refusal uses
-        up no id, so ids stay dense. Nothing between that check and the id awaits."""
-        return await self._intake.submit(spec, actor=actor, cause=cause)
+        up no id, so ids stay dense. Nothing between that check and the id awaits.
+        ``firing``: ``(schedule, fire time)`` that this job is, recorded in the same write;
+        GuardFailed when another node recorded that firing first."""
+        return await self._intake.submit(spec, actor=actor, cause=cause, firing=firing)
 
     async def submit_many(self, specs: list[JobSpec], *, actor: str = "api") -> list[Job]:
         """Submit ``specs`` all or nothing, in one transaction (``POST /v1/batch/jobs``).

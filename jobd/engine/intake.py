@@ -75,14 +75,21 @@ class Intake:
         """See :class:`~.ports.Ids`."""
         await self.ids.load()
 
-    async def submit(self, spec: JobSpec, *, actor: str = "api", cause: str = "submitted") -> Job:
+    async def submit(
+        self,
+        spec: JobSpec,
+        *,
+        actor: str = "api",
+        cause: str = "submitted",
+        firing: tuple[str, float] | None = None,
+    ) -> Job:
         """See :meth:`jobd.engine.Engine.submit`."""
         if self._ctx.tg is None:
             raise ShuttingDown()
         await self.ids.ensure(1)  # before the checks: nothing awaits between them and the id
         intake = self._intake(spec, self.ids.peek(), self._ctx.clock(), actor, cause)
         self.ids.take()  # every check passed and the booking is held: take the id
-        return (await self._store_intakes([intake]))[0]
+        return (await self._store_intakes([intake], firing))[0]
 
     async def submit_many(self, specs: list[JobSpec], *, actor: str = "api") -> list[Job]:
         """See :meth:`jobd.engine.Engine.submit_many`."""
@@ -141,11 +148,18 @@ class Intake:
         job.due_at = spec.due_at if spec.due_at is not None else now
         return _Intake(job, now, actor, [(None, spec.state, cause)])
 
-    async def _store_intakes(self, intakes: list[_Intake]) -> list[Job]:
+    async def _store_intakes(
+        self, intakes: list[_Intake], firing: tuple[str, float] | None = None
+    ) -> list[Job]:
         """Place accepted jobs (queued, pending or waiting for their time), write them in ONE
-        unit, then tell everyone. Returns each job as GET would show it after the write."""
+        unit, then tell everyone. Returns each job as GET would show it after the write.
+        ``firing``: the schedule firing the (one) job is, recorded in the same unit: on a
+        cluster the database lets one node record each firing (GuardFailed for the others)."""
         unit = self._ctx.store.changes()
         shown = [self._place(intake, unit) for intake in intakes]
+        if firing is not None:
+            job, now = intakes[0].job, intakes[0].now
+            unit.record_firing(firing[0], firing[1], "fired", job_id=job.id, at=now)
         try:
             await self._ctx.store.commit(unit)
         except BaseException:

@@ -5,26 +5,13 @@ truth) and rebuilds this index from the store at start-up with :meth:`load`;
 afterwards it asks :meth:`BookingIndex.plan` for a job's reservations, writes
 them, then :meth:`BookingIndex.add` s them here.
 
-Interval rules, used everywhere in this module:
-
-* Reservations are half-open ``[start, end)``: a booking ending at 10:00 and
-  one starting at 10:00 do not overlap.
-* A zero-length reservation ``[t, t)`` (a job with no window length) still
-  holds the resource at the instant ``t``: it conflicts with a reservation
-  that contains ``t`` and with another one at ``t``, never with one that ends
-  at ``t``. Internally it is stored as ``[t, nextafter(t))``.
-* Capacity ``N`` means at most ``N`` reservations overlapping at any instant.
-
-Layout (lean: about 50 bytes per reservation): per resource, parallel arrays
-(:mod:`array`) of starts, effective ends, job ids and a small ``meta`` word
-(pool number and a zero-length flag), sorted by start (ties: in the order they
-were added), plus an upper bound on the durations. A check only looks at
-entries whose start lies in ``[start - max_duration, end)``, found with
-:mod:`bisect`: ``O(log n + k)`` for ``k`` neighbours. To find a job's
-reservations, the ones :meth:`BookingIndex.load` ed sit in arrays sorted by job
-id (``job id, resource number, start``; removed ones are blanked, not moved),
-those added afterwards in a small dict. :class:`Reservation` objects are only
-built when a query returns them.
+The interval rules (half-open spans; a zero-length span holds its instant;
+capacity ``N``: at most ``N`` overlapping at any instant) and each resource's
+lean arrays (:class:`~jobd.plan.tracks.Track`) are :mod:`jobd.plan.tracks`. To
+find a job's reservations, the ones :meth:`BookingIndex.load` ed sit in arrays
+sorted by job id (``job id, resource number, start``; removed ones are blanked,
+not moved), those added afterwards in a small dict. :class:`Reservation` objects
+are only built when a query returns them.
 """
 
 from __future__ import annotations
@@ -35,19 +22,16 @@ import sys
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from itertools import compress, groupby, islice
-from operator import eq, itemgetter, le, sub
+from operator import eq, itemgetter
 
 from jobd.config import PoolConfig, ResourceConfig
 from jobd.core.errors import BookingConflict, ValidationError
 from jobd.core.models import Reservation
+from jobd.plan.tracks import Track, check_span, effective_end, iso, overloaded_jobs
 
 #: A reservation as the store reads it: ``(job_id, resource, start, end, pool)``.
 Row = tuple[int, str, float, float, str | None]
-
-#: ``(start, effective end, job id)``: what a conflict check needs of a reservation.
-_Span = tuple[float, float, int]
 
 #: A reservation planned earlier in the same :meth:`BookingIndex.plan` call:
 #: ``(start, effective end, job id, reservation)``.
@@ -65,148 +49,6 @@ _start_of = itemgetter(2)
 _job_of = itemgetter(0)
 
 
-def iso(t: float) -> str:
-    """``t`` (POSIX seconds) as ISO 8601 in UTC, as conflict messages show it."""
-    return datetime.fromtimestamp(t, UTC).isoformat()
-
-
-def _effective_end(start: float, end: float) -> float:
-    """A zero-length span occupies its instant: ``[t, t)`` becomes ``[t, nextafter(t))``."""
-    return math.nextafter(start, math.inf) if end == start else end
-
-
-def _check_span(start: float, end: float) -> None:
-    if not (math.isfinite(start) and math.isfinite(end)):
-        raise ValidationError(f"reservation times must be finite (got {start}, {end})")
-    if end < start:
-        raise ValidationError(f"reservation ends ({iso(end)}) before it starts ({iso(start)})")
-
-
-class _Track:
-    """The reservations of one resource: parallel arrays sorted by start.
-
-    Among equal starts, entries keep the order they were added in.
-    """
-
-    __slots__ = ("ends", "jobs", "max_duration", "meta", "stale", "starts")
-
-    def __init__(
-        self,
-        starts: array[float] | None = None,
-        ends: array[float] | None = None,
-        jobs: array[int] | None = None,
-        meta: array[int] | None = None,
-    ) -> None:
-        self.starts: array[float] = array("d") if starts is None else starts
-        #: Effective ends (a zero-length entry ends at ``nextafter(start)``; ``meta`` says so).
-        self.ends: array[float] = array("d") if ends is None else ends
-        self.jobs: array[int] = array("q") if jobs is None else jobs
-        self.meta: array[int] = array("i") if meta is None else meta
-        #: Upper bound on ``end - start`` over the entries; recomputed lazily when stale.
-        self.max_duration = 0.0
-        self.stale = bool(self.starts)
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
-    def insert(self, start: float, end: float, job_id: int, meta: int) -> None:
-        i = bisect.bisect_right(self.starts, start)
-        self.starts.insert(i, start)
-        self.ends.insert(i, end)
-        self.jobs.insert(i, job_id)
-        self.meta.insert(i, meta)
-        if not self.stale:
-            self.max_duration = max(self.max_duration, end - start)
-
-    def delete(self, start: float, job_id: int) -> None:
-        """Delete ``job_id``'s entries that start at ``start``."""
-        starts, jobs = self.starts, self.jobs
-        lo = bisect.bisect_left(starts, start)
-        hi = bisect.bisect_right(starts, start, lo)
-        for i in reversed(range(lo, hi)):
-            if jobs[i] == job_id:
-                # Only the longest entry leaving can lower the bound; recompute on next use.
-                if self.ends[i] - starts[i] >= self.max_duration:
-                    self.stale = True
-                del starts[i], self.ends[i], jobs[i], self.meta[i]
-
-    def find(self, start: float, job_id: int, nth: int) -> int | None:
-        """Index of ``job_id``'s ``nth`` entry (from 0, in the order added) at ``start``."""
-        starts, jobs = self.starts, self.jobs
-        lo = bisect.bisect_left(starts, start)
-        for i in range(lo, bisect.bisect_right(starts, start, lo)):
-            if jobs[i] == job_id:
-                if nth == 0:
-                    return i
-                nth -= 1
-        return None
-
-    def _bounds(self, start: float, end: float) -> tuple[int, int]:
-        """Index range of the entries that may overlap ``[start, end)``."""
-        if self.stale:
-            self.max_duration = max(map(sub, self.ends, self.starts), default=0.0)
-            self.stale = False
-        lo = bisect.bisect_left(self.starts, start - self.max_duration)
-        return lo, bisect.bisect_left(self.starts, end, lo)
-
-    def overlapping(self, start: float, end: float, ignore_job: int | None) -> list[_Span]:
-        """Entries overlapping ``[start, end)`` (``end`` effective), minus ``ignore_job``'s."""
-        lo, hi = self._bounds(start, end)
-        return [
-            (s, e, j)
-            for s, e, j in zip(self.starts[lo:hi], self.ends[lo:hi], self.jobs[lo:hi], strict=True)
-            if e > start and j != ignore_job
-        ]
-
-    def overlapping_indices(self, start: float, end: float) -> list[int]:
-        lo, hi = self._bounds(start, end)
-        return [i for i, e in zip(range(lo, hi), self.ends[lo:hi], strict=True) if e > start]
-
-    def load_at_most(self, capacity: int) -> bool:
-        """Whether at no instant more than ``capacity`` entries overlap (``capacity >= 1``).
-
-        With starts sorted and ends sorted, the load just after the ``i``-th start is
-        ``i + 1`` minus the ends at or before it, so it stays within ``capacity`` iff
-        the ``(i - capacity)``-th smallest end is at or before the ``i``-th start.
-        """
-        n = len(self.starts)
-        if n <= capacity:
-            return True
-        ends = sorted(self.ends)
-        return all(map(le, islice(ends, n - capacity), islice(self.starts, capacity, None)))
-
-
-def _overloaded_jobs(
-    entries: Sequence[_Span], start: float, end: float, capacity: int
-) -> list[int]:
-    """Jobs present at an instant of ``[start, end)`` where ``entries`` already use ``capacity``.
-
-    A sweep over the entries clipped to the span: at each event time, ends are
-    applied before starts (half-open), then the load holds until the next event.
-    """
-    if len(entries) < capacity:
-        return []  # fast path: even all of them at once leave room
-    events: list[tuple[float, int, int]] = []
-    for e in entries:
-        events.append((max(e[0], start), 1, e[2]))
-        events.append((min(e[1], end), -1, e[2]))
-    events.sort(key=lambda ev: (ev[0], ev[1]))
-    active: Counter[int] = Counter()
-    load = 0
-    culprits: set[int] = set()
-    i = 0
-    while i < len(events):
-        t = events[i][0]
-        while i < len(events) and events[i][0] == t:
-            _, delta, job = events[i]
-            active[job] += delta
-            load += delta
-            i += 1
-        if load >= capacity and t < end:
-            culprits.update(job for job, n in active.items() if n > 0)
-    return sorted(culprits)
-
-
 class BookingIndex:
     """Reservations per resource with conflict checks and pool member selection.
 
@@ -220,7 +62,7 @@ class BookingIndex:
         self._pools: dict[str, PoolConfig] = dict(pools)
         # Tracks exist for every resource holding reservations, configured or not,
         # so reservations on a resource that vanished stay visible until removed.
-        self._tracks: dict[str, _Track] = {}
+        self._tracks: dict[str, Track] = {}
         # Resource and pool names by number (interned; never shrink).
         self._res_names: list[str] = []
         self._res_ids: dict[str, int] = {}
@@ -274,7 +116,7 @@ class BookingIndex:
             self._loaded_res.extend(map(res_id, map(itemgetter(1), chunk)))
             self._loaded_starts.extend(map(itemgetter(2), chunk))
 
-    def _build_track(self, group: list[Row]) -> _Track:
+    def _build_track(self, group: list[Row]) -> Track:
         n = len(group)
         starts = array("d", map(_start_of, group))
         ends = array("d", map(itemgetter(3), group))
@@ -286,7 +128,7 @@ class BookingIndex:
         for i in compress(range(n), map(eq, starts, ends)):
             ends[i] = math.nextafter(starts[i], math.inf)
             meta[i] |= ZERO
-        return _Track(starts, ends, array("q", map(_job_of, group)), meta)
+        return Track(starts, ends, array("q", map(_job_of, group)), meta)
 
     def _res_id(self, name: str) -> int:
         rid = self._res_ids.get(name)
@@ -309,9 +151,9 @@ class BookingIndex:
             name = self._res_names[rid]
             track = self._tracks.get(name)
             if track is None:
-                track = self._tracks[name] = _Track()
+                track = self._tracks[name] = Track()
             meta = self._pool_id(r.pool) << 1 | (ZERO if r.end == r.start else 0)
-            track.insert(r.start, _effective_end(r.start, r.end), r.job_id, meta)
+            track.insert(r.start, effective_end(r.start, r.end), r.job_id, meta)
             self._added.setdefault(r.job_id, []).append((rid, r.start))
 
     def remove_job(self, job_id: int) -> None:
@@ -352,7 +194,7 @@ class BookingIndex:
         ]
         return held + self._added.get(job_id, [])
 
-    def _reservation(self, name: str, track: _Track, i: int) -> Reservation:
+    def _reservation(self, name: str, track: Track, i: int) -> Reservation:
         start, meta = track.starts[i], track.meta[i]
         end = start if meta & ZERO else track.ends[i]
         return Reservation(track.jobs[i], name, start, end, self._pool_names[meta >> 1])
@@ -393,7 +235,7 @@ class BookingIndex:
         Ties are ordered by resource, then job id.
         """
         lo = -math.inf if start is None else start
-        hi = math.inf if end is None else _effective_end(lo, end)
+        hi = math.inf if end is None else effective_end(lo, end)
         found: list[tuple[float, str, int, int]] = []
         for name, track in self._tracks.items():
             starts, jobs = track.starts, track.jobs
@@ -439,14 +281,14 @@ class BookingIndex:
         extra: Sequence[_Planned],
     ) -> list[int]:
         """:meth:`check`, also counting ``extra`` entries (planned earlier in the same call)."""
-        _check_span(start, end)
-        eff_end = _effective_end(start, end)
+        check_span(start, end)
+        eff_end = effective_end(start, end)
         track = self._tracks.get(config.name)
         near = [] if track is None else track.overlapping(start, eff_end, ignore_job)
         near += [(e[0], e[1], e[2]) for e in extra if e[0] < eff_end and e[1] > start]
         if config.capacity < 1:
             return sorted({e[2] for e in near})
-        return _overloaded_jobs(near, start, eff_end, config.capacity)
+        return overloaded_jobs(near, start, eff_end, config.capacity)
 
     # -- planning ---------------------------------------------------------------
 
@@ -480,7 +322,7 @@ class BookingIndex:
         :class:`BookingConflict` naming the resource or pool, the span in ISO 8601
         and the jobs in the way.
         """
-        _check_span(start, end)
+        check_span(start, end)
         self._validate_names(resources, pools)
         planned: list[_Planned] = []
         for name in resources:
@@ -517,7 +359,7 @@ class BookingIndex:
         self, job_id: int, resource: str, pool: str | None, start: float, end: float
     ) -> _Planned:
         r = Reservation(job_id=job_id, resource=resource, start=start, end=end, pool=pool)
-        return (start, _effective_end(start, end), job_id, r)
+        return (start, effective_end(start, end), job_id, r)
 
     def _pick_member(
         self,
@@ -608,16 +450,16 @@ class BookingIndex:
                     found[(job_id, pool)] = f"resource {r.resource} is no longer in pool {pool}"
         return [(job, problem) for (job, _), problem in sorted(found.items())]
 
-    def _over_capacity(self, config: ResourceConfig, track: _Track) -> list[tuple[int, str]]:
+    def _over_capacity(self, config: ResourceConfig, track: Track) -> list[tuple[int, str]]:
         if config.capacity >= 1 and track.load_at_most(config.capacity):
             return []  # never more than capacity at once: the replay below keeps everything
-        kept = _Track()
+        kept = Track()
         rejected: dict[int, int] = {}
         starts, ends, jobs = track.starts, track.ends, track.jobs
         for i in self._replay_order(config.name, track):
             start, end, job_id = starts[i], ends[i], jobs[i]
             near = kept.overlapping(start, end, None)
-            if config.capacity >= 1 and not _overloaded_jobs(near, start, end, config.capacity):
+            if config.capacity >= 1 and not overloaded_jobs(near, start, end, config.capacity):
                 kept.insert(start, end, job_id, 0)
             else:
                 rejected.setdefault(job_id, i)
@@ -631,7 +473,7 @@ class BookingIndex:
             for job, i in sorted(rejected.items())
         ]
 
-    def _replay_order(self, name: str, track: _Track) -> list[int]:
+    def _replay_order(self, name: str, track: Track) -> list[int]:
         """Indices of ``track``'s entries by job id, then in the order they were added."""
         rid = self._res_ids[name]
         order: list[int] = []

@@ -5,6 +5,13 @@ this module decides what a firing does (SPEC §3.1): ``overlap`` while the
 schedule's previous job still runs, ``misfire`` for firings missed while jobd
 was down, and it writes every firing that did not start a job to
 ``schedule_events`` so that none is silently dropped.
+
+On a cluster every node runs the timers and fires every firing; the database keeps
+ONE record per firing (``schedule_firings``, unique ``(schedule, fire_time)``, filled
+in the transaction that writes the firing's event, and for a fired one its job): the
+first node's write wins, the others' fail their guard (:class:`GuardFailed`) and
+write nothing. So each firing makes one job and a missed firing is counted once, with
+no scheduler role to hand over when a node dies.
 """
 
 from __future__ import annotations
@@ -20,12 +27,14 @@ from jobd.config import Config, ScheduleConfig
 from jobd.core.errors import JobdError, NotApplicable, NotFound
 from jobd.core.models import Job, JobSpec
 from jobd.core.states import ACTIVE, JobState
-from jobd.plan.timers import Timers, plan_misfires
-from jobd.store import Store
+from jobd.plan.timers import Timers, make_trigger, plan_misfires
+from jobd.store import GuardFailed, Store
 
 log = structlog.get_logger("jobd.schedules")
 #: A previous job in one of these states is "still running" for ``overlap``.
 BUSY = ACTIVE | {JobState.CONFIRMED, JobState.PENDING, JobState.PAUSED}
+#: Why a firing made no job here: another node of the cluster recorded it first.
+_ELSEWHERE = "another node recorded this firing first"
 
 
 class ScheduleHost(Protocol):
@@ -45,7 +54,14 @@ class ScheduleHost(Protocol):
 
     timers: Timers
 
-    async def submit(self, spec: JobSpec, *, actor: str = ..., cause: str = ...) -> Job: ...
+    async def submit(
+        self,
+        spec: JobSpec,
+        *,
+        actor: str = ...,
+        cause: str = ...,
+        firing: tuple[str, float] | None = ...,
+    ) -> Job: ...
 
 
 class Schedules:
@@ -95,9 +111,12 @@ class Schedules:
         for fire_time in plan.skipped:
             await self._record(schedule.name, fire_time, None, "missed", reason)
         if plan.skipped_omitted:
+            # At the first firing missed (one no other event names): on a cluster, nodes
+            # that catch up together record this summary once, as every other firing.
+            first = make_trigger(schedule).next_after(last)
             await self._record(
                 schedule.name,
-                last,
+                last if first is None else first,
                 None,
                 "missed",
                 f"{plan.skipped_omitted} more firings {reason}, too many to list one by one",
@@ -127,15 +146,17 @@ class Schedules:
             await self._record(schedule.name, fire_time, None, "skipped", reason)
             return reason
         try:
-            job = await engine.submit(
-                job_spec(schedule, fire_time), actor=actor or f"schedule:{schedule.name}"
+            return await engine.submit(
+                job_spec(schedule, fire_time),
+                actor=actor or f"schedule:{schedule.name}",
+                firing=(schedule.name, fire_time),
             )
+        except GuardFailed:
+            return _ELSEWHERE
         except JobdError as exc:
             reason = f"submission refused: {exc}"
             await self._record(schedule.name, fire_time, None, "skipped", reason)
             return reason
-        await self._record(schedule.name, fire_time, job.id, "fired", None)
-        return job
 
     def find(self, name: str) -> ScheduleConfig:
         """The configured schedule ``name``; NotFound (404) naming the configured ones."""
@@ -189,14 +210,18 @@ class Schedules:
     async def _record(
         self, name: str, fire_time: float, job_id: int | None, kind: str | None, reason: str | None
     ) -> None:
-        """Remember a firing; ``kind`` None only moves the schedule's clock forward."""
+        """Remember a firing; ``kind`` None only moves the schedule's clock forward. On a
+        cluster, another node may have recorded the same firing first: then nothing is."""
         engine = self.engine
         unit = engine.store.changes().record_firing(
             name, fire_time, kind, job_id=job_id, reason=reason, at=engine.clock()
         )
+        try:
+            await engine.store.commit(unit)
+        except GuardFailed:
+            return  # another node dealt with this firing (and logged it)
         if kind is not None and kind != "fired":
             log.warning("schedule firing not run", schedule=name, kind=kind, reason=reason)
-        await engine.store.commit(unit)
 
     async def info(self) -> list[dict[str, Any]]:
         """Per schedule: ``{name, workflow, cron, interval, timezone, next_fire_at,

@@ -257,7 +257,12 @@ class Changes(ABC):
         become these), ``"skipped"`` or ``"missed"`` (counted, and the last firing moves to
         ``fire_time`` if later), or ``None``: only move the schedule's clock to
         ``fire_time`` (nothing before it is missed). Every kind but ``None`` also appends
-        an event ``(at, fire_time, kind, job_id, reason)`` to the schedule's record."""
+        an event ``(at, fire_time, kind, job_id, reason)`` to the schedule's record.
+
+        A backend shared by several nodes (PostgreSQL) records each firing ``(schedule,
+        fire_time)`` of a kind once: a unit that records one again fails with
+        :class:`GuardFailed`, nothing of it applied (a fired firing's job neither). A store of
+        one node need not check: its one node fires each firing once."""
 
     @abstractmethod
     def set_schedule_paused(

@@ -21,7 +21,6 @@ run is imported.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -81,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 def _resolve(func: str) -> Command:
     """``"jobs:cmd_list"`` → the function, its module imported now (and only now)."""
     module, _, name = func.partition(":")
-    found: Command = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    qualified = f"{__name__}.{module}"
+    __import__(qualified)  # not importlib.import_module: importing importlib costs more
+    found: Command = getattr(sys.modules[qualified], name)
     return found
 
 

@@ -49,12 +49,31 @@ def common_options() -> argparse.ArgumentParser:
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a bad value prints its one useful line and a hint, not the usage block:
-    ``jobd submit: error: argument --start: time ... has no zone; add Z or +01:00``."""
+    ``jobd submit: error: argument --start: time ... has no zone; add Z or +01:00``.
+
+    It also spares start-up what ``add_argument`` does not need: argparse checks each
+    new option's metavar with a help formatter, whose constructor imports ``shutil``
+    (and with it ``bz2``, ``lzma``, ``fnmatch``) to ask the terminal's width. That
+    check gets a formatter of a fixed width; help and usage get the real one."""
+
+    _jobd_adding = False
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         print(f"{self.prog}: see '{self.prog} --help'", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        self._jobd_adding = True
+        try:
+            return super().add_argument(*args, **kwargs)
+        finally:
+            self._jobd_adding = False
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        if self._jobd_adding:  # only its metavar check runs: the width changes nothing
+            return argparse.HelpFormatter(prog=self.prog, width=80)
+        return super()._get_formatter()
 
 
 #: Options whose value may start with "-" (``--start -5m``: five minutes ago).
@@ -116,6 +135,19 @@ class _Skipped(argparse.ArgumentParser):
         pass
 
 
+def _list_only(sub: Any, name: str, help_text: str) -> None:
+    """What ``sub.add_parser(name, help=help_text)`` registers for ``--help`` and "invalid
+    choice", without building a parser for a command that is not run: a parser costs
+    ~40 registrations, and ``jobd`` has 30 commands. argparse's own parts, used as
+    ``add_parser`` uses them (a test compares the parse and help with the full build)."""
+    sub._choices_actions.append(sub._ChoicesPseudoAction(name, (), help_text))
+    placeholder = getattr(sub, "jobd_placeholder", None)
+    if placeholder is None:  # chosen only if argparse saw another command than ours
+        placeholder = Parser(prog=f"jobd {name}", add_help=False)
+        setattr(sub, "jobd_placeholder", placeholder)  # noqa: B010
+    sub._name_parser_map[name] = placeholder
+
+
 def quick_gettext() -> None:
     """argparse asks gettext for each of its messages, and gettext looks for translation
     files on disk every time it finds none (~100 look-ups, several ``stat`` each, per
@@ -140,8 +172,11 @@ def new_parser(argv: list[str] | None) -> tuple[argparse.ArgumentParser, Any, An
         action="store_true",
         help="print the client's version, and the daemon's when it is reachable",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    setattr(sub, "jobd_only", None if argv is None else command_word(argv))  # noqa: B010
+    # prog given: else argparse formats a usage line (with a help formatter) to find "jobd".
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="jobd")
+    # Given argv, only its command is built; none when it names none (``jobd --help``).
+    only = None if argv is None else (command_word(argv) or "")
+    setattr(sub, "jobd_only", only)  # noqa: B010
     setattr(sub, "jobd_common", common)  # noqa: B010
     return parser, sub, common
 
@@ -154,7 +189,7 @@ def command(
     choice") and a stand-in that ignores the options is returned."""
     only = getattr(sub, "jobd_only", None)
     if only is not None and name != only:
-        sub.add_parser(name, help=help_text, add_help=False)
+        _list_only(sub, name, help_text)
         return _Skipped()
     cmd: argparse.ArgumentParser = sub.add_parser(
         name, parents=[sub.jobd_common], help=help_text, description=help_text

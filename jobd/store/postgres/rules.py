@@ -10,6 +10,9 @@ of its configuration (:func:`set_capacities`) and hears of the bookings other no
 add or drop through ``NOTIFY jobd_bookings`` (:func:`follow_reservations`), so that
 its booking index sees them before it plans the next booking; a refusal by the
 database also names the jobs in the way to the same listener (reload on conflict).
+
+**Schedules**: one record per firing (``sql/migrate-7.sql``); another node's record of
+the same firing fails the unit's guard (:func:`firing_claimed`).
 """
 
 from __future__ import annotations
@@ -32,9 +35,18 @@ log = structlog.get_logger("jobd.store")
 #: The constraint (and the SQLSTATE) of a booking the database refused.
 CONSTRAINT = "reservations_never_double_booked"
 EXCLUSION_VIOLATION = "23P01"
+#: The key of a schedule firing already recorded (``sql/migrate-7.sql``).
+FIRING_CLAIMED = "schedule_firings_pkey"
+UNIQUE_VIOLATION = "23505"
 #: The channel of the reservation news, and seconds between attempts to listen again.
 CHANNEL = "jobd_bookings"
 RELISTEN_AFTER = 1.0
+
+
+def firing_claimed(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` is another node's record of the same schedule firing (a lost race:
+    the unit's guard failed, it is no error)."""
+    return exc.sqlstate == UNIQUE_VIOLATION and exc.diag.constraint_name == FIRING_CLAIMED
 
 
 def refusal(exc: psycopg.Error, unit: PgUnit) -> BookingConflict | None:

@@ -43,7 +43,7 @@ from jobd.store.postgres import queries as q
 from jobd.store.postgres.bulk import group
 from jobd.store.postgres.filters import filtered
 from jobd.store.postgres.nodes import PgMembership
-from jobd.store.postgres.rules import ReservationNews, refusal, set_capacities
+from jobd.store.postgres.rules import ReservationNews, firing_claimed, refusal, set_capacities
 from jobd.store.postgres.units import PgUnit
 from jobd.store.sqlite.rows import job_from_row, reservation_from_row, step_from_row
 
@@ -192,6 +192,8 @@ class PostgresStore(Store):
         return outcomes
 
     def _refused(self, exc: psycopg.Error, unit: PgUnit) -> _Outcome:
+        if firing_claimed(exc):
+            return ("guard", "another node recorded this schedule firing first")
         conflict = refusal(exc, unit)
         if conflict is None:
             return ("error", f"write failed: {exc}")
