@@ -11,11 +11,15 @@ submitted one at a time by concurrent submitters while the workers run.
   submission, ``running`` and ``completed`` (``bench/engine.py``'s way, on PostgreSQL).
 * the peers: ``bench/pgpeers.py`` (procrastinate 16 concurrent, pgqueuer).
 
-Workloads: no-op jobs, plain and each locking 1 of 10 assets (exclusive); the same with a
+Workloads: no-op jobs, plain and each locking 1 of 10 assets (exclusive); plain again
+submitted in batches of 100 (jobd ``Engine.submit_many``, procrastinate
+``batch_defer_async``, pgqueuer's list ``enqueue``; 16 concurrent submitters); the same with a
 step of ``--step-ms`` (50) ms, where the locked workload's ideal is 10 assets busy all the
 time (10 / 0.05 s = 200 jobs/s) and the plain one's is every worker busy. pgqueuer has no
-per-key locks: its locked rows say so. A peer's 50 ms locked run uses ``--slow-jobs`` jobs
-(procrastinate's worker is not woken when a lock is released: it polls every 5 s).
+per-key locks: its locked rows say so. procrastinate's locked runs use fewer jobs
+(``--locked-peer-jobs`` 500; ``--slow-jobs`` 100 with 50 ms steps): its worker is not
+woken when a lock is released (it polls every 5 s, its default), so a locked backlog
+drains at a few jobs per second.
 
 Also reports the store's own counters for jobd (batches, units per batch) and the load
 average before and after each run (other sessions share this machine's 2 cores).
@@ -134,8 +138,10 @@ async def jobd_run(
     assets: int = 0,
     step_s: float = 0.0,
     inflight: int = 512,
+    batch: int = 1,
 ) -> dict[str, Any]:
-    """jobd's engine on the PostgreSQL database ``url``: jobs/s and the store's batches."""
+    """jobd's engine on the PostgreSQL database ``url``: jobs/s and the store's batches.
+    ``batch`` > 1: submitted by ``Engine.submit_many`` of that many jobs (16 concurrent)."""
     import anyio
 
     from jobd.engine import Engine
@@ -157,7 +163,10 @@ async def jobd_run(
                 b0, u0, k0 = store.batches, store.units, getattr(store, "bulk_batches", 0)
                 cpu0, server0 = time.process_time(), backend_cpu(url)
                 t0 = time.perf_counter()
-                await submit_all(engine, todo, inflight)
+                if batch > 1:
+                    await submit_batches(engine, todo, batch)
+                else:
+                    await submit_all(engine, todo, inflight)
                 with anyio.fail_after(TIMEOUT):
                     await counter.finished.wait()
                 wall = time.perf_counter() - t0
@@ -177,6 +186,21 @@ async def jobd_run(
     }
 
 
+async def submit_batches(engine: Any, todo: list[Any], batch: int, tasks: int = 16) -> None:
+    """``Engine.submit_many`` of ``batch`` jobs at a time, from ``tasks`` concurrent tasks."""
+    import anyio
+
+    chunks = [todo[i : i + batch] for i in range(0, len(todo), batch)]
+
+    async def submitter(k: int) -> None:
+        for chunk in chunks[k::tasks]:
+            await engine.submit_many(chunk, actor="bench")
+
+    async with anyio.create_task_group() as tg:
+        for k in range(tasks):
+            tg.start_soon(submitter, k)
+
+
 # ----------------------------------------------------------------------------- the runs
 
 
@@ -185,6 +209,7 @@ def workloads(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [
         {"name": "noop", "jobs": args.jobs, "assets": 0, "step_s": 0.0},
         {"name": "noop_locked", "jobs": args.jobs, "assets": 10, "step_s": 0.0},
+        {"name": "noop_batch", "jobs": args.jobs, "assets": 0, "step_s": 0.0, "batch": 100},
         {"name": "step", "jobs": args.step_jobs, "assets": 0, "step_s": step},
         {"name": "step_locked", "jobs": args.step_jobs, "assets": 10, "step_s": step},
     ]
@@ -201,18 +226,20 @@ def ideal(system: str, w: dict[str, Any], workers: int) -> float | None:
 
 
 def run_one(system: str, url: str, w: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    n, assets, step_s = w["jobs"], w["assets"], w["step_s"]
+    n, assets, step_s, batch = w["jobs"], w["assets"], w["step_s"], w.get("batch", 1)
     if system == "jobd":
-        coro: Any = jobd_run(url, n, workers=args.workers, assets=assets, step_s=step_s)
+        coro: Any = jobd_run(
+            url, n, workers=args.workers, assets=assets, step_s=step_s, batch=batch
+        )
         import anyio
 
         return dict(anyio.run(lambda: coro, backend_options=LOOP_OPTIONS))
     if system == "procrastinate":
-        if assets and step_s:
-            n = min(n, args.slow_jobs)
-        rate = asyncio.run(pgpeers.procrastinate_run(url, n, locks=assets, step_s=step_s))
-        return {"jobs": n, "jobs_per_s": round(rate, 1)}
-    rate = asyncio.run(pgpeers.pgqueuer_run(url, n, step_s=step_s))
+        if assets:
+            n = min(n, args.slow_jobs if step_s else args.locked_peer_jobs)
+        run = pgpeers.procrastinate_run(url, n, locks=assets, step_s=step_s, batch=batch)
+        return {"jobs": n, "jobs_per_s": round(asyncio.run(run), 1)}
+    rate = asyncio.run(pgpeers.pgqueuer_run(url, n, step_s=step_s, batch=batch))
     return {"jobs": n, "jobs_per_s": round(rate, 1)}
 
 
@@ -256,7 +283,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--server", help="postgresql:// URL of a role that may create databases")
     p.add_argument("--jobs", type=int, default=5000, help="no-op jobs per run")
     p.add_argument("--step-jobs", type=int, default=1000, help="jobs per run with a step")
-    p.add_argument("--slow-jobs", type=int, default=100, help="peers' 50 ms locked run")
+    p.add_argument("--slow-jobs", type=int, default=100, help="procrastinate's 50 ms locked run")
+    p.add_argument(
+        "--locked-peer-jobs", type=int, default=500, help="procrastinate's locked no-op run"
+    )
     p.add_argument("--step-ms", type=float, default=50.0)
     p.add_argument("--workers", type=int, default=64, help="jobd's workers")
     p.add_argument("--only", type=lambda s: [x for x in s.split(",") if x], default=SYSTEMS)
@@ -276,6 +306,67 @@ def main(argv: list[str] | None = None) -> None:
     out["runs"] = measure(server, args)
     out["load_end"] = load()
     print(json.dumps(out))
+    from bench import suite
+
+    print(suite.markdown([suite.Row(**r) for r in rows(out)]), file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- the table
+
+LABELS = {
+    "noop": ("no-op jobs/s, 1 node", 5000),
+    "noop_locked": ("no-op jobs/s, 1 node, each locking 1 of 10 assets", 4000),
+    "noop_batch": ("no-op jobs/s, 1 node, submitted in batches of 100", None),
+    "step": ("50 ms steps, jobs/s, 1 node", None),
+    "step_locked": ("50 ms steps, each locking 1 of 10 assets (ideal 200/s)", None),
+}
+
+
+def _fig(d: dict[str, Any]) -> str:
+    if "jobs_per_s" not in d:
+        return str(d.get("skipped") or d.get("error") or "n/a")[:60]
+    text = f"{d['jobs_per_s']:,.0f}"
+    if "of_ideal" in d:
+        text += f" ({100 * d['of_ideal']:.0f} % of ideal)"
+    return text + f" (load {d['load'][0]})" if d.get("load") else text
+
+
+def rows(raw: dict[str, Any]) -> list[dict[str, str]]:
+    """The suite's table rows (``bench/suite.py``'s ``Row`` fields) of one run's output."""
+    out = []
+    for name, (label, target) in LABELS.items():
+        run = raw.get("runs", {}).get(name)
+        if not run:
+            continue
+        jobd = run.get("jobd", {})
+        rate = jobd.get("jobs_per_s")
+        meets = "" if target is None or rate is None else ("yes" if rate >= target else "**no**")
+        if name == "step_locked" and "of_ideal" in jobd:
+            meets = "yes" if jobd["of_ideal"] >= 0.8 else "**no**"
+        for i, peer in enumerate(("procrastinate", "pgqueuer")):
+            d = run.get(peer, {})
+            peer_rate = d.get("jobs_per_s")
+            ratio = f"{rate / peer_rate:.1f}" if rate and peer_rate else ""
+            out.append(
+                {
+                    "figure": f"PostgreSQL: {label}" if i == 0 else "",
+                    "jobd": _fig(jobd) if i == 0 else "",
+                    "peer": peer,
+                    "peer_value": _fig(d),
+                    "ratio": ratio,
+                    "target": (
+                        "≥ 80 % of ideal"
+                        if name == "step_locked"
+                        else f"≥ {target:,}"
+                        if target
+                        else ""
+                    )
+                    if i == 0
+                    else "",
+                    "meets": meets if i == 0 else "",
+                }
+            )
+    return out
 
 
 if __name__ == "__main__":

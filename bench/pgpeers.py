@@ -46,19 +46,23 @@ class _Done:
             self.event.set()
 
 
-async def _submit(n: int, submitters: int, one: Any) -> None:
-    """Call ``one(i)`` for i in range(n) from ``submitters`` concurrent tasks."""
+async def _submit(n: int, submitters: int, one: Any, batch: int) -> None:
+    """Call ``one(i, count)`` for the batches of ``batch`` jobs (1: one job a call) of
+    range(n), from ``submitters`` concurrent tasks."""
+    step = max(batch, 1)
 
     async def submitter(k: int) -> None:
-        for i in range(k, n, submitters):
-            await one(i)
+        for i in range(k * step, n, submitters * step):
+            await one(i, min(step, n - i))
 
     await asyncio.gather(*(submitter(k) for k in range(submitters)))
 
 
-async def _timed(n: int, submitters: int, one: Any, done: _Done, limit_s: float) -> float:
+async def _timed(
+    n: int, submitters: int, one: Any, done: _Done, limit_s: float, batch: int = 1
+) -> float:
     t0 = time.perf_counter()
-    await _submit(n, submitters, one)
+    await _submit(n, submitters, one, batch)
     try:
         await asyncio.wait_for(done.event.wait(), limit_s)
     except TimeoutError:
@@ -77,8 +81,10 @@ async def procrastinate_run(
     step_s: float = 0.0,
     submitters: int = 16,
     limit_s: float = 600.0,
+    batch: int = 1,
 ) -> float:
-    """Jobs/s through procrastinate on the (empty) database at ``url``."""
+    """Jobs/s through procrastinate on the (empty) database at ``url``; ``batch`` > 1:
+    submitted by ``batch_defer_async`` of that many jobs (no locks then)."""
     import procrastinate
 
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
@@ -92,8 +98,10 @@ async def procrastinate_run(
             await asyncio.sleep(step_s)
         done.hit()
 
-    async def one(i: int) -> None:
-        if locks:
+    async def one(i: int, count: int) -> None:
+        if batch > 1:
+            await noop.batch_defer_async(*([{}] * count))
+        elif locks:
             await noop.configure(lock=f"asset-{i % locks}").defer_async()
         else:
             await noop.defer_async()
@@ -104,7 +112,7 @@ async def procrastinate_run(
             app.run_worker_async(concurrency=CONCURRENCY, wait=True, install_signal_handlers=False)
         )
         try:
-            return await _timed(n, submitters, one, done, limit_s)
+            return await _timed(n, submitters, one, done, limit_s, batch)
         finally:
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
@@ -114,9 +122,16 @@ async def procrastinate_run(
 
 
 async def pgqueuer_run(
-    url: str, n: int, *, step_s: float = 0.0, submitters: int = 16, limit_s: float = 600.0
+    url: str,
+    n: int,
+    *,
+    step_s: float = 0.0,
+    submitters: int = 16,
+    limit_s: float = 600.0,
+    batch: int = 1,
 ) -> float:
-    """Jobs/s through pgqueuer on the (empty) database at ``url``. No per-key locks."""
+    """Jobs/s through pgqueuer on the (empty) database at ``url``. No per-key locks.
+    ``batch`` > 1: each ``enqueue`` call takes that many jobs (its list form)."""
     import asyncpg
     from pgqueuer.db import AsyncpgDriver, AsyncpgPoolDriver
     from pgqueuer.qm import QueueManager
@@ -138,12 +153,15 @@ async def pgqueuer_run(
 
         enqueue = Queries(AsyncpgPoolDriver(pool)).enqueue
 
-        async def one(i: int) -> None:
-            await enqueue("bench_noop", None)
+        async def one(i: int, count: int) -> None:
+            if batch > 1:
+                await enqueue(["bench_noop"] * count, [None] * count, [0] * count)
+            else:
+                await enqueue("bench_noop", None)
 
         worker = asyncio.create_task(qm.run(dequeue_timeout=timedelta(seconds=5)))
         try:
-            return await _timed(n, submitters, one, done, limit_s)
+            return await _timed(n, submitters, one, done, limit_s, batch)
         finally:
             qm.shutdown.set()
             await asyncio.wait_for(asyncio.gather(worker, return_exceptions=True), 60)

@@ -41,8 +41,10 @@ BENCHES = (
     "breakdown",
     "disk",
 )
-#: Not in the default run (about a minute more): ``--only scale-booked`` or ``--booked``.
-EXTRA = ("scale-booked",)
+#: Not in the default run: ``--only scale-booked`` or ``--booked`` (about a minute more);
+#: ``--only pg`` (jobd, procrastinate and pgqueuer on PostgreSQL, ~5 min) and ``--only
+#: pgcluster`` (real nodes: 1 and 3, takeover), which need a PostgreSQL server.
+EXTRA = ("scale-booked", "pg", "pgcluster")
 
 #: Arguments per benchmark: (default, --quick).
 ARGS: dict[str, tuple[list[str], list[str]]] = {
@@ -72,6 +74,11 @@ ARGS: dict[str, tuple[list[str], list[str]]] = {
         ["--jobs", "20000", "--huey", "1000", "--cancel", "5000", "--list-jobs", "100000"],
     ),
     "scale": (["--jobs", "1000000"], ["--jobs", "100000"]),
+    "pg": (
+        [],
+        ["--jobs", "1000", "--step-jobs", "200", "--slow-jobs", "30", "--locked-peer-jobs", "100"],
+    ),
+    "pgcluster": ([], ["--jobs", "1000", "--step-jobs", "200"]),
     "scale-booked": (
         ["--jobs", "1000000", "--booked", "--no-empty"],
         ["--jobs", "100000", "--booked", "--no-empty"],
@@ -93,6 +100,8 @@ MODULE = {
     "scale-booked": "bench.scale",
     "breakdown": "bench.workers",
     "windows": "bench.windows",
+    "pg": "bench.pg",
+    "pgcluster": "bench.pgcluster",
 }
 #: Repeated in separate processes; the suite keeps the medians (the others repeat inside).
 REPEAT = {"latency": (3, 1), "api": (3, 1)}
@@ -513,6 +522,40 @@ def context_rows(raw: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def pg_rows(raw: dict[str, Any]) -> list[Row]:
+    from bench import pg
+
+    return [Row(**r) for r in pg.rows(raw.get("pg", {}))]
+
+
+def pgcluster_rows(raw: dict[str, Any]) -> list[Row]:
+    c = raw.get("pgcluster", {})
+    rows = []
+    for run in c.get("runs", []):
+        what = "locking 1 of 10 assets" if run["assets"] else "plain"
+        step = f"{run['step_s'] * 1000:.0f} ms steps" if run["step_s"] else "no-op"
+        ideal = f" ({100 * run['of_ideal']:.0f} % of ideal)" if "of_ideal" in run else ""
+        rows.append(
+            Row(
+                f"PostgreSQL, {run['nodes']} real node(s) via the API: {step}, {what}, jobs/s",
+                f"{run['jobs_per_s']:,.0f}{ideal} (load {run['load'][0]})",
+            )
+        )
+    take = c.get("takeover")
+    if take is not None:
+        got = take.get("takeover_s")
+        lease = c.get("lease", 0)
+        rows.append(
+            Row(
+                f"PostgreSQL: takeover after SIGKILL (lease {lease} s), s",
+                take.get("why", "") if got is None else f"{got}",
+                target=f"≤ {lease + 5}",
+                meets="**no**" if got is None or got > lease + 5 else "yes",
+            )
+        )
+    return rows
+
+
 def table(raw: dict[str, Any]) -> list[Row]:
     """The rows of the benchmarks that ran (``--only`` leaves the others out)."""
     sections = (
@@ -522,6 +565,8 @@ def table(raw: dict[str, Any]) -> list[Row]:
         ("batch", batch_rows),
         ("scale", scale_rows),
         ("scale-booked", scale_rows),
+        ("pg", pg_rows),
+        ("pgcluster", pgcluster_rows),
         ("bookings", bookings_rows),
         ("windows", windows_rows),
         ("workers", workers_rows),

@@ -189,3 +189,12 @@ def _pg_args() -> Any:
     from bench import pg as bench_pg
 
     return bench_pg.parse(["--jobs", "30", "--step-jobs", "10", "--workers", "4"])
+
+
+async def test_cluster_lock_handoff_and_locked_workload(pg_url: str) -> None:
+    from bench import cluster_locks
+
+    result = await cluster_locks.handoff(pg_url, 6, 2)
+    assert result["to_running_on_another_node_ms"]["n"] == 5 and positive(result)
+    result = await cluster_locks.locked_50ms(pg_url, 20, 2)
+    assert result["jobs_per_s"] > 0 and positive(result)

@@ -47,6 +47,7 @@ from jobd.engine.operations import BatchOutcome, Operations
 from jobd.engine.ports import Handoff
 from jobd.engine.queries import Queries
 from jobd.engine.recovery import Recovery
+from jobd.engine.relay import ClusterRelay, LocalRelay, NewsDesk, Relay
 from jobd.engine.runqueue import RunQueue
 from jobd.engine.transitions import Transitions
 from jobd.engine.workers import IdleWorkers, Workers
@@ -90,6 +91,7 @@ class Engine:
         idle = IdleWorkers()
         self._admission = Admission(ctx, self._lineup, self._transitions, self.timers, idle)
         self._handoff = self._make_handoff(idle, node)
+        self._make_relay(node)
         self.runner = Runner(EngineRunHost(ctx, self._fanout))
         self._build_parts(idle)
         self.schedules = Schedules(self)
@@ -97,11 +99,23 @@ class Engine:
     def _make_handoff(self, idle: IdleWorkers, node: str | None) -> Handoff:
         """In memory on SQLite; the database's on PostgreSQL (every node shares them)."""
         ctx = self._ctx
-        # ``[daemon] node`` (cluster-core's key), else the host name as SPEC §10 says.
-        node = node or getattr(ctx.config.daemon, "node", None) or socket.gethostname()
-        shared = ctx.store.asset_locks(node)
+        shared = ctx.store.asset_locks(self._node_name(node))
         parts = (ctx, self._lineup, self._transitions, self.booking_index, idle)
         return LockHandoff(*parts) if shared is None else ClusterHandoff(*parts, shared)
+
+    def _make_relay(self, node: str | None) -> None:
+        """The other nodes' events on this node's stream; none on SQLite (one node)."""
+        news = self._ctx.store.news()
+        self._desk = None if news is None else NewsDesk(news)
+        self._relay: Relay = (
+            LocalRelay()
+            if self._desk is None
+            else ClusterRelay(self._fanout, self._desk, self._node_name(node))
+        )
+
+    def _node_name(self, node: str | None) -> str:
+        # ``[daemon] node`` (cluster-core's key), else the host name as SPEC §10 says.
+        return node or getattr(self._ctx.config.daemon, "node", None) or socket.gethostname()
 
     def _build_parts(self, idle: IdleWorkers) -> None:
         """The parts that use the ones made first; each gets only what its ports say."""
@@ -213,6 +227,9 @@ class Engine:
             # A cluster's node: other nodes' bookings reach the booking index (SQLite: none);
             # listening before recovery reads the bookings, so that none is missed.
             await tg.start(ctx.store.follow_reservations, self._recovery.refresh_reservations)
+            await tg.start(self._relay.run)
+            if self._desk is not None:  # other nodes' events and operations: one connection
+                await tg.start(self._desk.run)
             await self.cluster.join()  # before anything is written: the fencing token
             await self._recovery.recover()
             for _ in range(ctx.config.daemon.workers):
@@ -265,6 +282,7 @@ class Engine:
     def _log_line(self, job_id: int, step: str | None, level: str, message: str, at: float) -> None:
         store = self._ctx.store
         store.commit_nowait(store.changes().append_log(job_id, at, step, level, message))
+        self._fanout.log_written(job_id, at)
 
     async def reload(self, config: Config, plugins: PluginHost | None = None) -> list[str]:
         """Swap in a new, already-validated config (and the plugins loaded with it, if
@@ -403,7 +421,24 @@ class Engine:
         return self._ctx.plugins.describe()
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[MemoryObjectReceiveStream[JobEvent]]:
-        """Every committed event from now on, for the SSE stream; a slow reader is dropped."""
-        async with self._fanout.subscribe() as receive:
+    async def subscribe(
+        self, log_of: int | None = None
+    ) -> AsyncIterator[MemoryObjectReceiveStream[JobEvent]]:
+        """Every committed event from now on, for the SSE stream; a slow reader is dropped.
+
+        ``log_of``: also a ``kind="log"`` marker each time a line of that job's log is
+        written; the line is committed by the time :meth:`committed_log` returns."""
+        async with self._fanout.subscribe(log_of) as receive:
             yield receive
+
+    async def committed_log(self, job_id: int, after: int) -> list[dict[str, Any]]:
+        """Every log line of ``job_id`` with ``seq > after``, once everything written so far
+        is committed (a ``kind="log"`` marker's line included). Raises NotFound."""
+        await self._ctx.store.flush()
+        lines: list[dict[str, Any]] = []
+        while page := await self.job_log(job_id, after, 10_000):
+            lines += page
+            after = int(page[-1]["seq"])
+            if len(page) < 10_000:
+                break
+        return lines

@@ -11,9 +11,13 @@ index is the only booker. A cluster's store (PostgreSQL) answers them for real.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
+
+if TYPE_CHECKING:
+    from jobd.store.news import News
 
 
 class SharedDatabase:
@@ -50,3 +54,9 @@ class SharedDatabase:
         ``TaskGroup.start``) once listening, so that the reservations read after it miss no
         later change. A store of one node has no other writer: started, and returns."""
         task_status.started()
+
+    def news(self) -> News | None:
+        """The messages the nodes sharing this database send each other (events, forwarded
+        operations: :mod:`jobd.store.news`), or ``None`` from a store of one node (SQLite):
+        there is no other node to tell."""
+        return None

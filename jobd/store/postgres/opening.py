@@ -29,7 +29,7 @@ async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
 
 async def _lock_node(writer: psycopg.AsyncConnection[Any], node: str) -> bool:
     """Take the session lock on the node's name (False when another session holds it) and
-    name the writer's session after the node (its claims: ``sql/migrate-8.sql``)."""
+    name the writer's session after the node (its claims: ``sql/migrate-9.sql``)."""
     row = await (await writer.execute(q.NODE_LOCK, (node,))).fetchone()
     if row is None or not row[0]:
         return False

@@ -65,6 +65,11 @@ INSERT_RESOURCE = "INSERT INTO jobd_resources (name, capacity) VALUES (%s, %s)"
 #: Other nodes' bookings, as ``<writer's backend pid> <job id>``.
 LISTEN_BOOKINGS = "LISTEN jobd_bookings"
 
+# ------------------------------------------------------------------ the cluster's news
+#: Payloads sent on one channel in one round trip, in the array's order (a function scan
+#: yields its rows in order, and nothing here sorts them). See :mod:`.news`.
+PUBLISH = "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p"
+
 # ------------------------------------------------------------------ reads
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"
 SELECT_STEPS = f"SELECT {STEP_COLUMNS} FROM steps WHERE job_id = %s ORDER BY idx"

@@ -43,6 +43,9 @@ from jobd.store.postgres import queries as q
 from jobd.store.postgres.bulk import group
 from jobd.store.postgres.filters import filtered
 from jobd.store.postgres.nodes import PgMembership
+from jobd.store.postgres.locks import PgAssetLocks
+from jobd.store.postgres.migrate import migrate
+from jobd.store.postgres.news import PgNews
 from jobd.store.postgres.rules import ReservationNews, firing_claimed, refusal, set_capacities
 from jobd.store.postgres.units import PgUnit
 from jobd.store.sqlite.rows import job_from_row, reservation_from_row, step_from_row
@@ -294,9 +297,10 @@ class PostgresStore(Store):
         return self._membership
 
     def asset_locks(self, node: str) -> AssetLocks:
-        from jobd.store.postgres.locks import PgAssetLocks
-
         return PgAssetLocks(self.url, self._fetchall, node)
+
+    def news(self) -> PgNews:
+        return PgNews(self.url, self._fetchall)
 
     # ----------------------------------------------------------------- reading
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
