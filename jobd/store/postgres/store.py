@@ -42,10 +42,9 @@ from jobd.store.contract import (
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.bulk import group
 from jobd.store.postgres.filters import filtered
-from jobd.store.postgres.nodes import PgMembership
 from jobd.store.postgres.locks import PgAssetLocks
-from jobd.store.postgres.migrate import migrate
 from jobd.store.postgres.news import PgNews
+from jobd.store.postgres.nodes import PgMembership
 from jobd.store.postgres.rules import ReservationNews, firing_claimed, refusal, set_capacities
 from jobd.store.postgres.units import PgUnit
 from jobd.store.sqlite.rows import job_from_row, reservation_from_row, step_from_row
