@@ -236,14 +236,22 @@ def locks_table(items: Iterable[Mapping[str, Any]]) -> Table:
         table.add_column(column)
     for lock in items:
         holders = [
-            f"{h.get('job_id')}:{h.get('mode', 'exclusive')}" for h in lock.get("holders") or []
+            f"{h.get('job_id')}:{h.get('mode', 'exclusive')}{_on_node(h)}"
+            for h in lock.get("holders") or []
         ]
         waiters = [
-            f"{w.get('job_id')}:{w.get('mode', 'exclusive')} since {local_time(w.get('since'))}"
+            f"{w.get('job_id')}:{w.get('mode', 'exclusive')}{_on_node(w)}"
+            f" since {local_time(w.get('since'))}"
             for w in lock.get("waiters") or []
         ]
         table.add_row(str(lock.get("asset", "")), _join(holders), "\n".join(waiters) or "-")
     return _done(table)
+
+
+def _on_node(entry: Mapping[str, Any]) -> str:
+    """`` on NODE`` for a cluster's lock entry (SPEC §10), nothing on one node."""
+    node = entry.get("node")
+    return f" on {node}" if node else ""
 
 
 def resources_table(items: Iterable[Mapping[str, Any]]) -> Table:
