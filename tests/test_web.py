@@ -20,10 +20,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests import e2e
-from tests.webkit import TOKEN, WORKFLOWS, WebDaemon
+from tests.webkit import TOKEN, WAIT_MS, WORKFLOWS, WebDaemon, timeline_bar
 
-#: Upper bound for anything the page shows; Playwright polls until then.
-WAIT_MS = 20_000
 XSS = "<img src=x onerror=alert(1)>"
 VIEWER_TOKEN = "wall-viewer-token-77c2"
 expect.set_options(timeout=WAIT_MS)
@@ -324,7 +322,7 @@ def test_the_timeline_shows_a_booking_at_its_time_with_preroll_and_postroll(
     )  # fmt: skip
     view_from = start - 7200
     page.goto(f"/timeline?zoom=day&from={iso_at(view_from)}")
-    bar = page.locator(f'.tl-row[data-resource="studio-a"] a.bar[data-job-id="{job["id"]}"]')
+    bar = timeline_bar(page, "studio-a", job["id"])
     expect(bar).to_have_attribute("data-state", "tentative")
     expect(bar).to_contain_text("on-the-timeline")
     day = 86400

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -34,6 +34,7 @@ from jobd.config import Config, keep_restart_only
 from jobd.core.events import JobEvent
 from jobd.core.models import Job, JobSpec
 from jobd.engine.admission import Admission
+from jobd.engine.cluster import ClusterNode, LocalNode
 from jobd.engine.cluster_handoff import ClusterHandoff
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
@@ -46,6 +47,7 @@ from jobd.engine.operations import BatchOutcome, Operations
 from jobd.engine.ports import Handoff
 from jobd.engine.queries import Queries
 from jobd.engine.recovery import Recovery
+from jobd.engine.relay import ClusterRelay, LocalRelay, NewsDesk, Relay
 from jobd.engine.runqueue import RunQueue
 from jobd.engine.transitions import Transitions
 from jobd.engine.workers import IdleWorkers, Workers
@@ -77,6 +79,10 @@ class Engine:
         ``node``: this node's name in a cluster (default: ``[daemon] node``, else the host
         name)."""
         ctx = self._ctx = Context(config, store, plugins, clock)
+        membership = store.membership()
+        self.cluster: LocalNode = (
+            LocalNode(ctx, clock()) if membership is None else ClusterNode(ctx, clock(), membership)
+        )
         self.booking_index = BookingIndex(config.resources, config.pools)
         self.timers = Timers(clock=clock)
         self._lineup = Lineup()
@@ -85,6 +91,7 @@ class Engine:
         idle = IdleWorkers()
         self._admission = Admission(ctx, self._lineup, self._transitions, self.timers, idle)
         self._handoff = self._make_handoff(idle, node)
+        self._make_relay(node)
         self.runner = Runner(EngineRunHost(ctx, self._fanout))
         self._build_parts(idle)
         self.schedules = Schedules(self)
@@ -92,11 +99,23 @@ class Engine:
     def _make_handoff(self, idle: IdleWorkers, node: str | None) -> Handoff:
         """In memory on SQLite; the database's on PostgreSQL (every node shares them)."""
         ctx = self._ctx
-        # ``[daemon] node`` (cluster-core's key), else the host name as SPEC §10 says.
-        node = node or getattr(ctx.config.daemon, "node", None) or socket.gethostname()
-        shared = ctx.store.asset_locks(node)
+        shared = ctx.store.asset_locks(self._node_name(node))
         parts = (ctx, self._lineup, self._transitions, self.booking_index, idle)
         return LockHandoff(*parts) if shared is None else ClusterHandoff(*parts, shared)
+
+    def _make_relay(self, node: str | None) -> None:
+        """The other nodes' events on this node's stream; none on SQLite (one node)."""
+        news = self._ctx.store.news()
+        self._desk = None if news is None else NewsDesk(news)
+        self._relay: Relay = (
+            LocalRelay()
+            if self._desk is None
+            else ClusterRelay(self._fanout, self._desk, self._node_name(node))
+        )
+
+    def _node_name(self, node: str | None) -> str:
+        # ``[daemon] node`` (cluster-core's key), else the host name as SPEC §10 says.
+        return node or getattr(self._ctx.config.daemon, "node", None) or socket.gethostname()
 
     def _build_parts(self, idle: IdleWorkers) -> None:
         """The parts that use the ones made first; each gets only what its ports say."""
@@ -108,7 +127,16 @@ class Engine:
         self._intake = Intake(ctx, lineup, transitions, fanout, bookings, admission, idle)
         live = self._workers.live
         self._operations = Operations(
-            ctx, lineup, transitions, fanout, bookings, admission, handoff, self._intake, live
+            ctx,
+            lineup,
+            transitions,
+            fanout,
+            bookings,
+            admission,
+            handoff,
+            self._intake,
+            live,
+            self.cluster,
         )
         self._recovery = Recovery(
             ctx, lineup, transitions, bookings, admission, handoff, self._intake, idle, live
@@ -122,6 +150,9 @@ class Engine:
             self._workers,
             handoff,
             live.windows,
+        )
+        self.cluster.bind(
+            self._recovery.adopt, admission.cluster_news, self._operations.operate_here
         )
 
     # ================================================================ shared handles
@@ -196,6 +227,10 @@ class Engine:
             # A cluster's node: other nodes' bookings reach the booking index (SQLite: none);
             # listening before recovery reads the bookings, so that none is missed.
             await tg.start(ctx.store.follow_reservations, self._recovery.refresh_reservations)
+            await tg.start(self._relay.run)
+            if self._desk is not None:  # other nodes' events and operations: one connection
+                await tg.start(self._desk.run)
+            await self.cluster.join()  # before anything is written: the fencing token
             await self._recovery.recover()
             for _ in range(ctx.config.daemon.workers):
                 tg.start_soon(self._workers.worker)
@@ -203,6 +238,7 @@ class Engine:
             await self.schedules.start()
             await self._admission.process_due()
             await self._admission.admit()
+            await tg.start(self.cluster.run)
             log.info(
                 "engine ready",
                 workers=ctx.config.daemon.workers,
@@ -246,6 +282,7 @@ class Engine:
     def _log_line(self, job_id: int, step: str | None, level: str, message: str, at: float) -> None:
         store = self._ctx.store
         store.commit_nowait(store.changes().append_log(job_id, at, step, level, message))
+        self._fanout.log_written(job_id, at)
 
     async def reload(self, config: Config, plugins: PluginHost | None = None) -> list[str]:
         """Swap in a new, already-validated config (and the plugins loaded with it, if
@@ -353,11 +390,14 @@ class Engine:
         """Per resource: ``{name, capacity, pools, current: [job ids], upcoming: int}``."""
         return await self._queries.resources_info()
 
-    async def bookings(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
-        """Reservations overlapping ``[start, end]``: ``{job_id, job_name, state, resource,
-        pool, start, end, start_at, end_at}``; ``start_at``/``end_at`` are the job's window,
-        so ``start_at - start`` is its preroll and ``end - end_at`` its postroll."""
-        return await self._queries.bookings(start, end)
+    async def bookings(
+        self, start: float | None, end: float | None, resources: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Reservations overlapping ``[start, end]`` (of ``resources`` only, when given):
+        ``{job_id, job_name, state, resource, pool, start, end, start_at, end_at}``;
+        ``start_at``/``end_at`` are the job's window, so ``start_at - start`` is its preroll
+        and ``end - end_at`` its postroll."""
+        return await self._queries.bookings(start, end, resources)
 
     async def schedules_info(self) -> list[dict[str, Any]]:
         """Per schedule: next and last firing, missed and skipped counts, recent events."""
@@ -373,12 +413,35 @@ class Engine:
         """Pause (``paused``) or resume schedule ``name``; the schedule as listed."""
         return await self.schedules.set_paused(name, paused, actor)
 
+    async def nodes_info(self) -> list[dict[str, Any]]:
+        """The nodes of the cluster by name (a store of one node: this one): ``{name, tags,
+        state ('up', 'lost', 'left'), renewed_at, lease, epoch, started_at, workers,
+        run_queue_size, running_jobs: [ids], ...}``."""
+        return await self.cluster.nodes(sorted(self._workers.running))
+
     def plugins_info(self) -> dict[str, Any]:
         """``{plugins: [{name, file, actions, error}], actions: [{name, plugin, description}]}``."""
         return self._ctx.plugins.describe()
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[MemoryObjectReceiveStream[JobEvent]]:
-        """Every committed event from now on, for the SSE stream; a slow reader is dropped."""
-        async with self._fanout.subscribe() as receive:
+    async def subscribe(
+        self, log_of: int | None = None
+    ) -> AsyncIterator[MemoryObjectReceiveStream[JobEvent]]:
+        """Every committed event from now on, for the SSE stream; a slow reader is dropped.
+
+        ``log_of``: also a ``kind="log"`` marker each time a line of that job's log is
+        written; the line is committed by the time :meth:`committed_log` returns."""
+        async with self._fanout.subscribe(log_of) as receive:
             yield receive
+
+    async def committed_log(self, job_id: int, after: int) -> list[dict[str, Any]]:
+        """Every log line of ``job_id`` with ``seq > after``, once everything written so far
+        is committed (a ``kind="log"`` marker's line included). Raises NotFound."""
+        await self._ctx.store.flush()
+        lines: list[dict[str, Any]] = []
+        while page := await self.job_log(job_id, after, 10_000):
+            lines += page
+            after = int(page[-1]["seq"])
+            if len(page) < 10_000:
+                break
+        return lines

@@ -29,6 +29,9 @@ class Placement(Protocol):
     def has_room(self) -> bool:
         """Whether a job due now goes to the queue (else to ``pending``)."""
 
+    def not_here(self, job: Job) -> str | None:
+        """Why this node may not run ``job`` (its workflow's ``requires``), else None."""
+
     def enqueue(self, job: Job) -> None:
         """Hold ``job`` and put it in the run queue (even past capacity: it was decided)."""
 
@@ -183,3 +186,13 @@ class WindowView(Protocol):
     def ids(self) -> list[int]: ...
 
     def __len__(self) -> int: ...
+
+
+class Remote(Protocol):
+    """The other nodes of a cluster, as operations reach them (:mod:`.cluster`)."""
+
+    async def holder(self, job_id: int) -> str | None:
+        """The other node that holds the job, or None (this node's, or nobody's)."""
+
+    async def forward(self, node: str, job_id: int, operation: str, actor: str) -> None:
+        """Have ``node`` perform the operation; raises its refusal, or NodeUnavailable."""

@@ -11,9 +11,13 @@ index is the only booker. A cluster's store (PostgreSQL) answers them for real.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
+
+if TYPE_CHECKING:
+    from jobd.store.news import News
 
 
 class SharedDatabase:
@@ -39,14 +43,22 @@ class SharedDatabase:
 
     async def follow_reservations(
         self,
-        changed: Callable[[list[int], list[int]], Awaitable[None]],
+        changed: Callable[[list[int] | None, list[int]], Awaitable[None]],
         *,
         task_status: TaskStatus[None] = TASK_STATUS_IGNORED,
     ) -> None:
         """Run until cancelled, calling ``changed(heard, in_the_way)`` with job ids: ``heard``,
         jobs whose reservations another node added or dropped; ``in_the_way``, jobs whose
         reservations stood in the way of a booking the database refused (a backend that
-        enforces bookings). The engine re-reads them into its booking index. Started (for
+        enforces bookings); ``heard`` is None when news may have been missed (listening
+        again after a lost connection): every reservation is to be read again. The engine
+        re-reads them into its booking index. Started (for
         ``TaskGroup.start``) once listening, so that the reservations read after it miss no
         later change. A store of one node has no other writer: started, and returns."""
         task_status.started()
+
+    def news(self) -> News | None:
+        """The messages the nodes sharing this database send each other (events, forwarded
+        operations: :mod:`jobd.store.news`), or ``None`` from a store of one node (SQLite):
+        there is no other node to tell."""
+        return None

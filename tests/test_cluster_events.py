@@ -1,0 +1,101 @@
+"""The events of other nodes on each node's event stream (SPEC §10), with real daemons.
+
+``jobd watch`` (a pipe: one line per event) against node a follows a job that runs on
+node b, and every event of that job arrives once, in the order b made them.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests import e2e
+from tests.cluster import Cluster
+
+STATE_LINE = re.compile(r"(\S+) -> (\S+)")
+
+
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def watch_a(cluster: Cluster) -> Iterator[subprocess.Popen[str]]:
+    """``jobd watch`` on node a (nodes a and b started), subscribed when yielded."""
+    cluster.start("a", "b")
+    env = e2e.jobd_env(JOBD_SOCKET=str(cluster.node("a").layout.socket))
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "jobd", "watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=e2e.ROOT,
+        preexec_fn=_sigint_default,  # a background shell leaves SIGINT ignored: undo it
+    )
+    try:
+        assert watch.stderr is not None
+        assert "watching events" in watch.stderr.readline()  # subscribed: nothing is missed
+        yield watch
+    finally:
+        watch.send_signal(signal.SIGINT)
+        watch.communicate(timeout=30)
+
+
+def _lines_until(watch: subprocess.Popen[str], wanted: str) -> list[str]:
+    """The watch's lines up to the first containing ``wanted``, read with a deadline."""
+    assert watch.stdout is not None
+    stdout = watch.stdout
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+    seen: list[str] = []
+    while not any(wanted in line for line in seen):
+        try:
+            seen.append(lines.get(timeout=60))
+        except queue.Empty:
+            raise AssertionError(f"no {wanted!r} within 60 s: {seen}") from None
+    return seen
+
+
+def test_watch_on_one_node_sees_a_job_run_on_another(
+    cluster: Cluster, watch_a: subprocess.Popen[str]
+) -> None:
+    job_id = cluster.submit("b", "demo", "-p", "who=elsewhere")
+    lines = _lines_until(watch_a, f"job {job_id}: running -> completed")
+    tag = f"job {job_id}: "
+    mine = [line.split(tag, 1)[1].strip() for line in lines if tag in line]
+    watched = [m.group(1, 2) for m in map(STATE_LINE.match, mine) if m and m.group(1) != "new"]
+    history = cluster.show("a", job_id)["history"]
+    stored = [(h["from"], h["to"]) for h in history if h["from"] is not None]
+    assert watched == stored, (mine, stored)  # each once, in order
+    assert any("step hello completed" in line for line in mine), mine
+
+
+def test_events_are_packed_in_order_into_payloads_postgresql_takes() -> None:
+    from jobd.core.events import JobEvent
+    from jobd.core.states import JobState
+    from jobd.engine.relay import pack, unpack
+    from jobd.store.news import MAX_PAYLOAD
+
+    S = JobState
+    events = [
+        JobEvent(i, "state", 1.5 + i, S.QUEUED, S.RUNNING, "picked", "scheduler")
+        for i in range(1, 2001)
+    ]
+    events.append(JobEvent(7, "step", 9.0, S.RUNNING, S.RUNNING, "x" * 9000, "a", "s", {"e": "y"}))
+    payloads = pack("node-b", events)
+    assert len(payloads) > 1
+    assert all(len(p.encode()) <= MAX_PAYLOAD for p in payloads)
+    rows = [row for p in payloads for row in json.loads(p.partition("\n")[2])]
+    assert all(p.startswith("node-b\n") for p in payloads)
+    back = [unpack(row) for row in rows]
+    assert back[:-1] == events[:-1]  # every one, in order
+    assert back[-1].job_id == 7 and back[-1].data == {"truncated": True}  # too big: ids kept
