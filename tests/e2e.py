@@ -51,10 +51,21 @@ async def wait_file(ctx, path, **_):
     return {"seen": path}
 
 
+async def talk(ctx, path, **_):
+    """Log a line, wait for ``path``, log another, wait for ``path``.end: log lines in the
+    middle of one step, with no event between them."""
+    ctx.log.info("before the gate")
+    await wait_file(ctx, path)
+    ctx.log.info("past the gate")
+    await wait_file(ctx, path + ".end")
+    return {}
+
+
 @jobd.hookimpl
 def jobd_actions():
     return [jobd.Action("e2e_echo", echo, "echo params back"),
-            jobd.Action("e2e_wait_file", wait_file, "wait until a file exists")]
+            jobd.Action("e2e_wait_file", wait_file, "wait until a file exists"),
+            jobd.Action("e2e_talk", talk, "log, wait for a file, log, wait for FILE.end")]
 '''
 
 DEMO_WORKFLOWS = """

@@ -44,7 +44,9 @@ def _mark(cluster: Cluster, node: str, name: str) -> tuple[int, Path]:
 
 def _running_on(out: Path, node: str) -> int:
     """The pid of the step once it runs on ``node`` (the only attempt so far)."""
-    e2e.wait_until(lambda: bool(runs(out)), what=f"the step of {out.name} started", timeout=DEADLINE)
+    e2e.wait_until(
+        lambda: bool(runs(out)), what=f"the step of {out.name} started", timeout=DEADLINE
+    )
     (ran,) = runs(out)
     assert ran[0] == node, runs(out)
     return ran[1]

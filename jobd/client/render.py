@@ -213,6 +213,23 @@ def queue_view(info: Mapping[str, Any]) -> Table:
     return grid
 
 
+def nodes_table(items: Iterable[Mapping[str, Any]]) -> Table:
+    """``jobd nodes``: the cluster's nodes (a daemon on SQLite: itself)."""
+    table = Table()
+    for column in ("NODE", "TAGS", "STATE", "LAST RENEWAL", "RUNNING JOBS", "WORKERS"):
+        table.add_column(column)
+    for node in items:
+        table.add_row(
+            str(node.get("name", "")),
+            _join(node.get("tags") or []),
+            str(node.get("state", "")),
+            local_time(node.get("renewed_at")),
+            _join(node.get("running_jobs") or []),
+            str(node.get("workers", "-")),
+        )
+    return _done(table)
+
+
 def locks_table(items: Iterable[Mapping[str, Any]]) -> Table:
     table = Table()
     for column in ("ASSET", "HOLDERS", "WAITERS (FIFO)"):

@@ -112,6 +112,8 @@ class WorkflowConfig:
     start_script: Path | None = None
     end_script: Path | None = None
     script_timeout: float | None = None
+    #: Tags a node must have (``[daemon] tags``) to run this workflow's jobs (SPEC §10).
+    requires: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

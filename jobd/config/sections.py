@@ -140,6 +140,7 @@ _WORKFLOW = checks.checkers_for(
     start_script=checks.path,
     end_script=checks.path,
     script_timeout=checks.seconds(),
+    requires=checks.names(),
 )
 _SCHEDULE = checks.checkers_for(
     ScheduleConfig,

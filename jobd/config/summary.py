@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from jobd.config.records import ApiConfig, Config, ScheduleConfig
+from jobd.config.records import ApiConfig, Config, ScheduleConfig, WorkflowConfig
 
 
 def summarize(config: Config) -> str:
@@ -25,13 +25,34 @@ def summarize(config: Config) -> str:
             "resources", [f"{r.name} (capacity {r.capacity})" for r in config.resources.values()]
         ),
         _counted("pools", [f"{p.name} = [{', '.join(p.members)}]" for p in config.pools.values()]),
-        _counted(
-            "workflows",
-            [f"{w.name} ({_plural(len(w.steps), 'step')})" for w in config.workflows.values()],
-        ),
+        _counted("workflows", [_describe_workflow(w) for w in config.workflows.values()]),
         _counted("schedules", [_describe_schedule(s) for s in config.schedules]),
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + _requires_notes(config))
+
+
+def _describe_workflow(w: WorkflowConfig) -> str:
+    needs = f"; requires {', '.join(w.requires)}" if w.requires else ""
+    return f"{w.name} ({_plural(len(w.steps), 'step')}{needs})"
+
+
+def _requires_notes(config: Config) -> list[str]:
+    """A note per workflow whose ``requires`` this node's ``[daemon] tags`` do not meet."""
+    daemon = config.daemon
+    where = (
+        "its jobs run on the other nodes that have them"
+        if daemon.database is not None
+        else "its jobs wait in pending (one node: add the tags, or run a cluster)"
+    )
+    notes = []
+    for w in config.workflows.values():
+        missing = [t for t in w.requires if t not in daemon.tags]
+        if missing:
+            notes.append(
+                f"note: workflow {w.name} requires tags {', '.join(missing)} that this node "
+                f"(tags: {_join(daemon.tags)}) lacks: {where}"
+            )
+    return notes
 
 
 def _join(items: Iterable[str]) -> str:

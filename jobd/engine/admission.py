@@ -28,6 +28,7 @@ from jobd.core.states import JobState
 from jobd.engine.context import Context
 from jobd.engine.lineup import Lineup
 from jobd.engine.ports import Wakeup
+from jobd.engine.requires import not_here
 from jobd.engine.runqueue import RunQueue
 from jobd.engine.transitions import Transitions
 from jobd.plan.timers import Timers
@@ -64,6 +65,8 @@ class Admission:
         self._moves_landed = asyncio.Event()
         self._moves_landed.set()
         self._admitting = False
+        #: Pending jobs this node may not run (``requires``), as last seen.
+        self.foreign: set[int] = set()
         #: An admit() task is started and has not run yet (see admit_soon).
         self._admit_started = False
         #: When the one due timer is set for (None: not set).
@@ -71,7 +74,16 @@ class Admission:
 
     # ---------------------------------------------------------------- Placement
     def has_room(self) -> bool:
-        return self.pending == 0 and not self.queue.full()
+        # Pending jobs this node may not run (their workflow's ``requires``) do not wait
+        # for its queue: they are no reason to keep a new job out of it.
+        return self.pending <= len(self.foreign) and not self.queue.full()
+
+    def not_here(self, job: Job) -> str | None:
+        """Why this node may not run ``job`` (:mod:`.requires`); None when it may."""
+        reason = not_here(self._ctx.config, job)
+        if reason is not None:
+            self.foreign.add(job.id)
+        return reason
 
     def enqueue(self, job: Job) -> None:
         self._lineup.hold(job)
@@ -172,8 +184,13 @@ class Admission:
                 self._moves_landed.set()
 
     async def make_due(self, job: Job) -> None:
-        """A confirmed job's time came: queued (enqueued before the commit), or pending."""
-        if self.has_room():
+        """A confirmed job's time came: queued (enqueued before the commit), or pending
+        (the queue is full, or this node may not run it: the cause says why)."""
+        reason = self.not_here(job)
+        if reason is not None:
+            await self._transitions.apply(job, "due", S.PENDING, cause=reason, actor="scheduler")
+            self.pending += 1
+        elif self.has_room():
             self.enqueue(job)
             self._wakeup.wake_one()  # a worker's `running` write may follow this one
             try:
@@ -200,29 +217,53 @@ class Admission:
                 job_id, now, "not-confirmed", "scheduler", overlay.to_dict()
             )
 
+    async def cluster_news(self) -> None:
+        """Another node of a cluster made work claimable (or a poll): its due times and its
+        ``pending`` jobs are this node's to claim too, when it has room."""
+        self.pending = await self._ctx.store.count_state(S.PENDING)
+        await self.process_due()
+        await self.admit()
+
     # ---------------------------------------------------------------- pending
     async def admit(self) -> None:
         """Fill free queue places from ``pending``: priority first, then due time."""
         if self.pending == 0 or self.queue.full() or self._admitting or not self._ctx.accepting:
             return
         self._admitting = True
-        store = self._ctx.store
         try:
-            while self.pending > 0 and not self.queue.full():
-                ids = await store.pending_jobs(self.queue.free)
-                if not ids:
-                    self.pending = 0
-                    break
-                jobs = [
-                    job
-                    for job in await store.load_jobs(ids)
-                    if job.state == S.PENDING and job.id not in self._lineup
-                ]
-                if not jobs:
-                    break
-                await each(self._admit_one, jobs)
+            await self._admit_pending()
         finally:
             self._admitting = False
+
+    async def _admit_pending(self) -> None:
+        """Read ``pending`` from its head; jobs this node may not run stay (and the next read
+        reaches past them: they stay at the head)."""
+        store = self._ctx.store
+        last = 0
+        while self.pending > 0 and not self.queue.full():
+            limit = self.queue.free + len(self.foreign)
+            if limit <= last:
+                break  # the last read reached no further than this one would
+            ids = await store.pending_jobs(limit)
+            if not ids:
+                self.pending, self.foreign = 0, set()
+                break
+            jobs = [
+                job
+                for job in await store.load_jobs(ids)
+                if job.state == S.PENDING and job.id not in self._lineup
+            ]
+            self.foreign = {job.id for job in jobs if not_here(self._ctx.config, job)}
+            mine = [job for job in jobs if job.id not in self.foreign]
+            if len(ids) < limit:
+                if mine:
+                    await each(self._admit_one, mine)
+                break  # that was all of pending
+            if mine:
+                await each(self._admit_one, mine)
+                last = 0  # room was used: read the head again
+            else:
+                last = limit  # only jobs for other nodes: reach past them
 
     async def _admit_one(self, job: Job) -> None:
         self.enqueue(job)

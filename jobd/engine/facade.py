@@ -34,6 +34,7 @@ from jobd.config import Config, keep_restart_only
 from jobd.core.events import JobEvent
 from jobd.core.models import Job, JobSpec
 from jobd.engine.admission import Admission
+from jobd.engine.cluster import ClusterNode, LocalNode
 from jobd.engine.cluster_handoff import ClusterHandoff
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
@@ -79,6 +80,10 @@ class Engine:
         ``node``: this node's name in a cluster (default: ``[daemon] node``, else the host
         name)."""
         ctx = self._ctx = Context(config, store, plugins, clock)
+        membership = store.membership()
+        self.cluster: LocalNode = (
+            LocalNode(ctx, clock()) if membership is None else ClusterNode(ctx, clock(), membership)
+        )
         self.booking_index = BookingIndex(config.resources, config.pools)
         self.timers = Timers(clock=clock)
         self._lineup = Lineup()
@@ -153,6 +158,7 @@ class Engine:
             handoff,
             live.windows,
         )
+        self.cluster.bind(self._recovery.adopt, admission.cluster_news)
 
     # ================================================================ shared handles
     @property
@@ -229,6 +235,7 @@ class Engine:
             await tg.start(self._relay.run)
             if self._desk is not None:  # other nodes' events and operations: one connection
                 await tg.start(self._desk.run)
+            await self.cluster.join()  # before anything is written: the fencing token
             await self._recovery.recover()
             for _ in range(ctx.config.daemon.workers):
                 tg.start_soon(self._workers.worker)
@@ -236,6 +243,7 @@ class Engine:
             await self.schedules.start()
             await self._admission.process_due()
             await self._admission.admit()
+            await tg.start(self.cluster.run)
             log.info(
                 "engine ready",
                 workers=ctx.config.daemon.workers,
@@ -279,6 +287,7 @@ class Engine:
     def _log_line(self, job_id: int, step: str | None, level: str, message: str, at: float) -> None:
         store = self._ctx.store
         store.commit_nowait(store.changes().append_log(job_id, at, step, level, message))
+        self._fanout.log_written(job_id, at)
 
     async def reload(self, config: Config, plugins: PluginHost | None = None) -> list[str]:
         """Swap in a new, already-validated config (and the plugins loaded with it, if
@@ -406,12 +415,35 @@ class Engine:
         """Pause (``paused``) or resume schedule ``name``; the schedule as listed."""
         return await self.schedules.set_paused(name, paused, actor)
 
+    async def nodes_info(self) -> list[dict[str, Any]]:
+        """The nodes of the cluster by name (a store of one node: this one): ``{name, tags,
+        state ('up', 'lost', 'left'), renewed_at, lease, epoch, started_at, workers,
+        run_queue_size, running_jobs: [ids], ...}``."""
+        return await self.cluster.nodes(sorted(self._workers.running))
+
     def plugins_info(self) -> dict[str, Any]:
         """``{plugins: [{name, file, actions, error}], actions: [{name, plugin, description}]}``."""
         return self._ctx.plugins.describe()
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[MemoryObjectReceiveStream[JobEvent]]:
-        """Every committed event from now on, for the SSE stream; a slow reader is dropped."""
-        async with self._fanout.subscribe() as receive:
+    async def subscribe(
+        self, log_of: int | None = None
+    ) -> AsyncIterator[MemoryObjectReceiveStream[JobEvent]]:
+        """Every committed event from now on, for the SSE stream; a slow reader is dropped.
+
+        ``log_of``: also a ``kind="log"`` marker each time a line of that job's log is
+        written; the line is committed by the time :meth:`committed_log` returns."""
+        async with self._fanout.subscribe(log_of) as receive:
             yield receive
+
+    async def committed_log(self, job_id: int, after: int) -> list[dict[str, Any]]:
+        """Every log line of ``job_id`` with ``seq > after``, once everything written so far
+        is committed (a ``kind="log"`` marker's line included). Raises NotFound."""
+        await self._ctx.store.flush()
+        lines: list[dict[str, Any]] = []
+        while page := await self.job_log(job_id, after, 10_000):
+            lines += page
+            after = int(page[-1]["seq"])
+            if len(page) < 10_000:
+                break
+        return lines

@@ -30,6 +30,8 @@ class Fanout:
         self._clock = ctx.clock
         self.listeners: list[Callable[[JobEvent], None]] = []
         self.subscribers: set[MemoryObjectSendStream[JobEvent]] = set()
+        #: The subscribers that follow a job's log too (``subscribe(log_of=ID)``), by job.
+        self.log_followers: dict[int, set[MemoryObjectSendStream[JobEvent]]] = {}
         #: Whether any plugin observes events (known once plugins are loaded: at run).
         self.has_observers = False
 
@@ -56,14 +58,28 @@ class Fanout:
         """An event another node of a cluster committed (:mod:`.relay`): to this node's SSE
         subscribers only (its listeners and plugins observe the node's own events)."""
         for stream in list(self.subscribers):
-            try:
-                stream.send_nowait(event)
-            except anyio.WouldBlock:
-                log.warning("dropping a slow event subscriber")
-                self.subscribers.discard(stream)
-                stream.close()
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self.subscribers.discard(stream)
+            self._offer(stream, event)
+
+    def _offer(self, stream: MemoryObjectSendStream[JobEvent], event: JobEvent) -> None:
+        try:
+            stream.send_nowait(event)
+        except anyio.WouldBlock:
+            log.warning("dropping a slow event subscriber")
+            self.subscribers.discard(stream)
+            stream.close()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self.subscribers.discard(stream)
+
+    def log_written(self, job_id: int, at: float) -> None:
+        """A line of ``job_id``'s log was handed to the store, not yet committed: wake the
+        subscribers that follow that log with a ``kind="log"`` marker. They flush the
+        store and read what is new (a line's ``seq`` is the store's to give); listeners
+        and plugins are not told (a line is no change of the job)."""
+        followers = self.log_followers.get(job_id)
+        if followers:
+            marker = JobEvent(job_id, "log", at)
+            for stream in list(followers):
+                self._offer(stream, marker)
 
     def step_event(self, job: Job, step: Step, job_state: JobState | None = None) -> None:
         state = job.state if job_state is None else job_state
@@ -87,12 +103,21 @@ class Fanout:
         )
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[MemoryObjectReceiveStream[JobEvent]]:
+    async def subscribe(
+        self, log_of: int | None = None
+    ) -> AsyncIterator[MemoryObjectReceiveStream[JobEvent]]:
         send, receive = anyio.create_memory_object_stream[JobEvent](10_000)
         self.subscribers.add(send)
+        if log_of is not None:
+            self.log_followers.setdefault(log_of, set()).add(send)
         try:
             async with receive:
                 yield receive
         finally:
             self.subscribers.discard(send)
+            if log_of is not None:
+                followers = self.log_followers.get(log_of, set())
+                followers.discard(send)
+                if not followers:
+                    self.log_followers.pop(log_of, None)
             send.close()

@@ -177,8 +177,9 @@ class Intake:
         spec = job.spec
         due_now = spec.state == S.CONFIRMED and (spec.due_at is None or spec.due_at <= now)
         if due_now and self._ctx.accepting:
-            target = S.QUEUED if self._placement.has_room() else S.PENDING
-            history.append((S.CONFIRMED, target, "due"))
+            elsewhere = self._placement.not_here(job)
+            target = S.QUEUED if elsewhere is None and self._placement.has_room() else S.PENDING
+            history.append((S.CONFIRMED, target, elsewhere or "due"))
             job.state = target
         unit.insert_job(job)
         for step in job.steps:

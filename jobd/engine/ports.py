@@ -29,6 +29,9 @@ class Placement(Protocol):
     def has_room(self) -> bool:
         """Whether a job due now goes to the queue (else to ``pending``)."""
 
+    def not_here(self, job: Job) -> str | None:
+        """Why this node may not run ``job`` (its workflow's ``requires``), else None."""
+
     def enqueue(self, job: Job) -> None:
         """Hold ``job`` and put it in the run queue (even past capacity: it was decided)."""
 

@@ -6,7 +6,6 @@ import json
 import time
 
 from jobd.client.cli.common import EXIT_OK, FINISHED, client_for, emit, print_json
-from jobd.client.remote import ApiError, DaemonUnreachable
 
 # Annotations only: importing typing costs start-up (see jobd.client.wire).
 TYPE_CHECKING = False
@@ -67,50 +66,41 @@ def _existing_lines(
     return list(kept), after
 
 
-#: ``logs -f``: while the event stream is quiet, look for new lines this often (a step's
-#: output changes no state, so it raises no event).
-QUIET_REFRESH = 1.0
-
-
 def _follow_lines(client: Client, job_id: int, after: int) -> Iterator[dict[str, Any]]:
-    """New lines as the job's events arrive (``GET /v1/events?job=ID``), until it finished.
+    """New lines as the daemon commits them, until the job has finished: the job's event
+    stream with its log on it (``GET /v1/events?job=ID&log=true&after=SEQ``), no polling.
 
-    The stream is opened before the state is read, so a job that finishes in
-    between is seen one way or the other; its final state is read *before*
-    the last fetch, so that fetch has every line the job will write. A stream
-    the daemon ends early is reopened.
+    The daemon sends the lines past ``after`` first, then each new one, and every line
+    before the state event that finishes the job. The state is read once the stream is
+    open: a job that had finished by then has written all its lines, which one more
+    read of the log gets. A stream the daemon ends early is reopened past the last line.
     """
-    import queue
-
     while True:
-        with client.events(job_id) as events:
-            inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
-            _pump_events(events, inbox)
-            while True:
-                finished = client.get_job(job_id).get("state") in FINISHED
-                for line in _new_lines(client, job_id, after):
-                    after = max(after, int(line.get("seq", after)))
-                    yield line
-                if finished:
-                    return
-                try:
-                    if inbox.get(timeout=QUIET_REFRESH) is None:
-                        break  # the stream ended: reopen it
-                except queue.Empty:
-                    pass
-        time.sleep(0.5)  # reconnect at a modest pace
-
-
-def _pump_events(events: Iterator[dict[str, Any]], inbox: Any) -> None:
-    """Read ``events`` on a daemon thread into ``inbox``; ``None`` when the stream ends."""
-    import threading
-
-    def pump() -> None:
-        try:
+        with client.events(job_id, log_after=after) as events:
+            if client.get_job(job_id).get("state") in FINISHED:
+                yield from _new_lines(client, job_id, after)
+                return
             for event in events:
-                inbox.put(event)
-        except (DaemonUnreachable, ApiError, OSError, ValueError):
-            pass
-        inbox.put(None)
+                kind = event.get("kind")
+                if kind == "log" and int((event.get("data") or {}).get("seq", 0)) > after:
+                    line = _line_of(event)
+                    after = line["seq"]
+                    yield line
+                elif kind == "state" and event.get("to") in FINISHED:
+                    return
+                elif kind == "deleted":
+                    client.get_job(job_id)  # the daemon's "not found" (exit 1)
+                    return
+        time.sleep(0.5)  # the stream ended early: reconnect at a modest pace
 
-    threading.Thread(target=pump, name="jobd-logs-events", daemon=True).start()
+
+def _line_of(event: dict[str, Any]) -> dict[str, Any]:
+    """A ``kind: "log"`` event as the line ``GET /v1/jobs/{id}/log`` lists."""
+    data = event.get("data") or {}
+    return {
+        "seq": int(data.get("seq", 0)),
+        "at": event.get("at"),
+        "step": event.get("step"),
+        "level": data.get("level"),
+        "message": data.get("message"),
+    }
