@@ -155,3 +155,24 @@ async def test_the_database_refuses_what_a_node_s_index_did_not_know(pg_url: str
         assert full.value.resource == "dual" and full.value.job_ids == [2, 3]
         # Zero-length bookings hold their instant, not the end of another booking.
         await b.commit(b.changes().reserve(Reservation(6, "studio", T + 10, T + 10)))
+
+
+async def test_a_node_that_lost_the_news_reads_every_booking_again(
+    tmp_path: Path, pg_url: str
+) -> None:
+    listeners = (
+        "SELECT pid FROM pg_stat_activity WHERE query = 'LISTEN jobd_bookings'"
+        " AND datname = current_database()"
+    )
+    async with nodes(tmp_path, pg_url, studio=1) as (one, two):
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            before = {r[0] for r in conn.execute(listeners).fetchall()}
+            assert len(before) == 2
+            for pid in before:  # the news connections are lost (a proxy's idle timeout, ...)
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            job = await one.submit(booking(T, T + 10))  # type: ignore[arg-type]
+            await wait_until(lambda: two.booking_index.for_job(job.id) != [], timeout=30)
+            await wait_until(
+                lambda: len({r[0] for r in conn.execute(listeners).fetchall()} - before) == 2,
+                timeout=30,
+            )

@@ -182,13 +182,19 @@ class Recovery:
         await self._clear_booking_overlays(set(affected), now, actor)
         return warnings
 
-    async def refresh_reservations(self, heard: list[int], in_the_way: list[int]) -> None:
+    async def refresh_reservations(self, heard: list[int] | None, in_the_way: list[int]) -> None:
         """Other nodes' bookings into the index (:meth:`Store.follow_reservations`): every
-        ``heard`` job as the store has it now; of ``in_the_way``, the jobs the index did
-        not know (one it knows is this node's own, kept up to date here). Waits for the
-        index to be loaded (news may come during recovery: it is applied after)."""
+        ``heard`` job as the store has it now (None: every reservation, the index loaded
+        again); of ``in_the_way``, the jobs the index did not know (one it knows is this
+        node's own, kept up to date here). Waits for the index to be loaded (news may come
+        during recovery: it is applied after)."""
         await self._index_loaded.wait()
         index = self._bookings
+        if heard is None:
+            # Bookings of this node in flight drop out until their commit; the database
+            # still refuses a clash with them, and its refusal names them (in_the_way).
+            await self._ctx.store.read_reservations(index.load_sorted)
+            heard = []
         ids = heard + [j for j in in_the_way if not index.for_job(j)]
         found = {job.id: job for job in await self._ctx.store.load_jobs(ids)}
         for job_id in ids:

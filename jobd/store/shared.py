@@ -43,14 +43,16 @@ class SharedDatabase:
 
     async def follow_reservations(
         self,
-        changed: Callable[[list[int], list[int]], Awaitable[None]],
+        changed: Callable[[list[int] | None, list[int]], Awaitable[None]],
         *,
         task_status: TaskStatus[None] = TASK_STATUS_IGNORED,
     ) -> None:
         """Run until cancelled, calling ``changed(heard, in_the_way)`` with job ids: ``heard``,
         jobs whose reservations another node added or dropped; ``in_the_way``, jobs whose
         reservations stood in the way of a booking the database refused (a backend that
-        enforces bookings). The engine re-reads them into its booking index. Started (for
+        enforces bookings); ``heard`` is None when news may have been missed (listening
+        again after a lost connection): every reservation is to be read again. The engine
+        re-reads them into its booking index. Started (for
         ``TaskGroup.start``) once listening, so that the reservations read after it miss no
         later change. A store of one node has no other writer: started, and returns."""
         task_status.started()

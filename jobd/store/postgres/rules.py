@@ -80,7 +80,7 @@ async def set_capacities(conn: psycopg.AsyncConnection[Any], capacities: Mapping
 
 
 #: ``changed(heard, in_the_way)``: see :meth:`jobd.store.contract.Store.follow_reservations`.
-Changed = Callable[[list[int], list[int]], Awaitable[None]]
+Changed = Callable[[list[int] | None, list[int]], Awaitable[None]]
 
 
 class ReservationNews:
@@ -93,6 +93,8 @@ class ReservationNews:
         self._heard: set[int] = set()
         self._in_the_way: set[int] = set()
         self._arrived = anyio.Event()
+        #: Listening again after a loss: the next news is "all of them" (``heard`` None).
+        self._resync = False
         #: The writer's backend pid: this node's own news is no news.
         self.own_pid = 0
 
@@ -112,7 +114,10 @@ class ReservationNews:
             while True:
                 await self._arrived.wait()
                 self._arrived = anyio.Event()
-                heard, self._heard = sorted(self._heard), set()
+                heard: list[int] | None = sorted(self._heard)
+                if self._resync:  # news may have been missed: the engine reads them all
+                    heard, self._resync = None, False
+                self._heard = set()
                 in_the_way, self._in_the_way = sorted(self._in_the_way), set()
                 await changed(heard, in_the_way)
 
@@ -126,6 +131,9 @@ class ReservationNews:
                     if not started:
                         started = True
                         task_status.started()
+                    else:  # listening again after a loss: what came meanwhile is unheard
+                        self._resync = True
+                        self._arrived.set()
                     async for note in conn.notifies():
                         self._note(note.payload)
                 finally:

@@ -267,7 +267,7 @@ class PostgresStore(Store):
 
     async def follow_reservations(
         self,
-        changed: Callable[[list[int], list[int]], Awaitable[None]],
+        changed: Callable[[list[int] | None, list[int]], Awaitable[None]],
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
