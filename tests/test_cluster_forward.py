@@ -144,3 +144,27 @@ def test_a_holder_that_does_not_answer_is_named_in_the_error(cluster: Cluster) -
         cluster.thaw("b")
     (cluster.base / "go").touch()
     _state(cluster, "a", job_id, "completed")
+
+
+def test_answers_to_a_big_batch_fit_notify_payloads() -> None:
+    import json
+
+    from jobd.core.errors import InvalidTransition
+    from jobd.core.states import JobState
+    from jobd.engine.forward import replies
+    from jobd.store.news import MAX_PAYLOAD
+
+    outcome: dict[int, Any] = {}
+    for job_id in range(10**15, 10**15 + 3000):
+        refused = job_id % 3 == 0
+        error = InvalidTransition("pause", JobState.COMPLETED, ["delete"] * 400, job_id=job_id)
+        outcome[job_id] = error if refused else None
+    message = {"from": "node-a", "rid": "node-a:7"}
+    payloads = replies(message, outcome)
+    assert all(len(p.encode()) < MAX_PAYLOAD for p in payloads)
+    answers = [json.loads(p) for p in payloads]
+    assert all(a["to"] == "node-a" and a["rid"] == "node-a:7" for a in answers)
+    done = [i for a in answers for i in a["done"]]
+    refused = [r[0] for a in answers for r in a["refused"]]
+    assert sorted(done + refused) == sorted(outcome)
+    assert set(refused) == {i for i, e in outcome.items() if e is not None}

@@ -218,26 +218,38 @@ class Forwarder:
 
 
 def replies(message: dict[str, Any], outcome: dict[int, JobdError | None]) -> list[str]:
-    """The answers to request ``message``, as few payloads as fit."""
+    """The answers to request ``message``, as few payloads as fit (each well under
+    MAX_PAYLOAD: a refusal's message and details are cut to what fits)."""
     base = {"t": "re", "to": message.get("from"), "rid": message.get("rid")}
+    room = MAX_PAYLOAD - len(json.dumps({**base, "done": [], "refused": []})) - 100
     payloads: list[str] = []
     done: list[int] = []
     refused: list[list[Any]] = []
     size = 0
     for job_id, result in outcome.items():
+        entry: list[Any] | None = None
         if result is None:
-            done.append(job_id)
-            size += 21
+            cost = 21  # a bigint and a comma
         else:
-            error = result.to_dict()
-            error["message"] = str(error.get("message", ""))[:1000]
-            if len(json.dumps(error)) > 2500:
-                error["details"] = {"job_id": job_id}  # what fits a message
-            refused.append([job_id, result.status, error])
-            size += len(json.dumps(refused[-1]))
-        if size > MAX_PAYLOAD - 1500:
+            entry = [job_id, result.status, _fitting(result, job_id)]
+            cost = len(json.dumps(entry)) + 1
+        if size + cost > room:
             payloads.append(json.dumps({**base, "done": done, "refused": refused}))
             done, refused, size = [], [], 0
+        if entry is None:
+            done.append(job_id)
+        else:
+            refused.append(entry)
+        size += cost
     if done or refused or not payloads:
         payloads.append(json.dumps({**base, "done": done, "refused": refused}))
     return payloads
+
+
+def _fitting(error: JobdError, job_id: int) -> dict[str, Any]:
+    """``error`` as a dict of at most ~2,500 bytes of JSON."""
+    shape = error.to_dict()
+    shape["message"] = str(shape.get("message", ""))[:1000]
+    if len(json.dumps(shape)) > 2500:
+        shape["details"] = {"job_id": job_id}  # what fits a message
+    return shape
