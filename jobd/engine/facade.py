@@ -434,6 +434,7 @@ class Engine:
         ``log_of``: also a ``kind="log"`` marker each time a line of that job's log is
         written; the line is committed by the time :meth:`committed_log` returns."""
         async with self._fanout.subscribe(log_of) as receive:
+            await self._relay.watched()  # a cluster's other nodes: publish your events
             yield receive
 
     async def committed_log(self, job_id: int, after: int) -> list[dict[str, Any]]:
