@@ -114,7 +114,7 @@ class Engine:
         if news is not None:
             name = self._node_name(node)
             self._desk = desk = NewsDesk(news)
-            self._relay = ClusterRelay(self._fanout, desk, name)
+            self._relay = ClusterRelay(self._fanout, desk, name, self._ctx.store.flush)
             self._forwarder = Forwarder(desk, name, news.holders)
 
     def _node_name(self, node: str | None) -> str:

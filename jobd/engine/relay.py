@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import anyio
@@ -104,8 +104,13 @@ class ClusterRelay:
     :data:`WANTED_FOR` s after each ``want``. So a cluster nobody watches (or one node
     alone) spends nothing on this."""
 
-    def __init__(self, fanout: Fanout, desk: NewsDesk, node: str) -> None:
+    def __init__(
+        self, fanout: Fanout, desk: NewsDesk, node: str, flush: Callable[[], Awaitable[None]]
+    ) -> None:
         self._fanout = fanout
+        self._flush = flush
+        #: Jobs with log lines written since the last round (one marker each per round).
+        self._logged: set[int] = set()
         self._news = desk.news
         self.node = node
         self._backlog: list[JobEvent] = []
@@ -118,6 +123,7 @@ class ClusterRelay:
         self._echo = anyio.Event()
         self._tg: TaskGroup | None = None
         fanout.add_listener(self._local)  # listeners hear this node's own events only
+        fanout.on_log = self._local_log
         desk.read(EVENTS, self._heard)
 
     async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
@@ -130,6 +136,9 @@ class ClusterRelay:
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 events, self._backlog = self._backlog, []
+                if self._logged:  # a marker goes out once its lines are committed
+                    self._logged = set()
+                    await self._flushed()
                 await self._say(*pack(self.node, events))
 
     async def watched(self) -> None:
@@ -155,6 +164,19 @@ class ClusterRelay:
             await self._news.publish(EVENTS, payloads)
         except StoreError as exc:
             log.warning("could not publish events to the other nodes", error=str(exc))
+
+    async def _flushed(self) -> None:
+        try:
+            await self._flush()
+        except StoreError as exc:
+            log.warning("could not flush the log lines of a followed job", error=str(exc))
+
+    def _local_log(self, job_id: int, at: float) -> None:
+        if job_id not in self._logged and time.monotonic() < self._wanted_until:
+            self._logged.add(job_id)
+            self._backlog.append(JobEvent(job_id, "log", at))
+            if len(self._backlog) == 1:
+                self._wake.set()
 
     def _local(self, event: JobEvent) -> None:
         if time.monotonic() >= self._wanted_until:
@@ -185,7 +207,11 @@ class ClusterRelay:
                 log.warning("unreadable events from another node", node=node)
                 return
             for row in rows:
-                self._fanout.relay(unpack(row))
+                event = unpack(row)
+                if event.kind == "log":  # lines of a job followed here are committed
+                    self._fanout.log_relayed(event.job_id, event.at)
+                else:
+                    self._fanout.relay(event)
 
     def _control(self, message: str) -> None:
         kind, _, node = message.partition(" ")
