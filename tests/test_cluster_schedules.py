@@ -63,7 +63,9 @@ def test_three_nodes_make_one_job_per_firing_and_count_a_miss_once(cluster: Clus
     assert all(kind == "fired" for _, kind, _ in before)
     # Rewind the clock of the schedule: the catch-up of every node finds firings that
     # were already fired (recorded again by none), then those missed while all were down.
-    cluster.sql("UPDATE schedules SET last_fire_at = last_fire_at - 5 WHERE name = 'tick'")
+    cluster.sql(
+        "UPDATE schedules SET last_fire_at = %s WHERE name = 'tick'", (before[0][0],)
+    )  # back to the first firing: every later one was recorded, and is not again
     cluster.start(*names)
     e2e.wait_until(lambda: _fired(cluster) >= len(before) + 2, timeout=60, what="two more")
     for name in names:
