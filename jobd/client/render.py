@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 
 from jobd.client.textui import Group, Renderable, Table, Text
-from jobd.core.timefmt import format_duration
 
 # Annotations only: importing typing costs the CLI's start-up (see jobd.client.wire).
 TYPE_CHECKING = False
@@ -53,6 +51,9 @@ def local_time(iso: str | None) -> str:
     if not iso:
         return "-"
     try:
+        # Imported here: a table without times does not pay for it.
+        from datetime import datetime
+
         return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
         return iso
@@ -303,6 +304,8 @@ def schedules_table(items: Iterable[Mapping[str, Any]]) -> Table:
         if sched.get("cron"):
             when = f"cron {sched['cron']} ({sched.get('timezone', 'UTC')})"
         else:
+            from jobd.core.timefmt import format_duration
+
             when = f"every {format_duration(sched.get('interval'))}"
         table.add_row(
             str(sched.get("name", "")),
