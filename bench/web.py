@@ -6,9 +6,12 @@
    stream, list), median of ``--runs`` fresh loads.
 2. **Timeline** with B bookings in view (10,000: 100 resources in 10 pools, 100
    bookings each with preroll and postroll, submitted in one ``POST /v1/batch/jobs``):
-   ``jobd:timeline-fetched`` (navigation start to data in hand), the render measure
-   (building the bars) and ``jobd:timeline-painted`` (navigation start to the frame after
-   the bars were laid out and painted: the figure), median of runs.
+   ``jobd:timeline-fetched`` (navigation start to the bookings of the rows in sight in
+   hand), the render measure (building the rows), ``jobd:timeline-painted`` (navigation
+   start to the frame after the rows in sight were drawn and painted: the figure) and
+   ``jobd:timeline-complete`` (every booking of the view in hand), median of runs; the
+   ``GET /v1/bookings`` answer (bytes, the daemon's time) and the last load's requests and
+   marks (Resource Timing). Rows are drawn on canvases; scrolling draws the others.
 3. **Events**: the jobs page open while the daemon emits about R events/s for S
    seconds (no-op jobs submitted in batches every 100 ms; each makes ~6 events). A
    ``PerformanceObserver`` of type ``longtask`` counts main-thread tasks over 50 ms;
@@ -16,17 +19,20 @@
    delay of a ``requestAnimationFrame`` callback sampled every 100 ms (responsiveness).
 
 Prints one JSON line. Usage: ``python -m bench.web [--jobs N] [--bookings B] [--rate R]
-[--seconds S] [--runs K]``. Needs playwright (dev extra) and /usr/bin/chromium.
+[--seconds S] [--runs K] [--phases jobs,timeline,events]``.
+Needs playwright (dev extra) and /usr/bin/chromium.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +54,7 @@ ARGS = [
 ]
 TOKEN = "bench-web-token"
 RESOURCES = [f"r-{i:03d}" for i in range(100)]
+PHASES = "jobs,timeline,events"
 SLOT = 14 * 60  # s between bookings of one resource: 10 min window + 1 + 1 min pre/postroll
 
 
@@ -124,7 +131,7 @@ def first_screen(page: Page, url: str, runs: int) -> dict[str, Any]:
 
 
 def timeline(page: Page, url: str, day0: float, runs: int) -> dict[str, Any]:
-    fetched, render, painted = [], [], []
+    fetched, render, painted, complete = [], [], [], []
     for _ in range(runs):
         page.goto(f"{url}/timeline?zoom=day&from={iso(day0 - 600).replace('+00:00', 'Z')}")
         fetched.append(mark(page, "jobd:timeline-fetched"))
@@ -133,8 +140,13 @@ def timeline(page: Page, url: str, day0: float, runs: int) -> dict[str, Any]:
             page.evaluate("performance.getEntriesByName('jobd:timeline-render')[0].duration")
         )
         painted.append(mark(page, "jobd:timeline-painted"))
+        complete.append(mark(page, "jobd:timeline-complete"))
     shown = int(page.locator(".timeline").get_attribute("data-bookings") or 0)
-    first = page.locator("a.bar").count()  # built when first painted: the rows in sight
+    # Drawn when first painted: the rows in sight.
+    first = int(page.locator(".timeline").get_attribute("data-drawn") or 0)
+    answer = page.evaluate(BOOKINGS_TIMING)
+    waterfall = page.evaluate(WATERFALL)
+    waterfall += page.evaluate(MARKS)
     t0 = time.perf_counter()
     page.mouse.move(800, 500)
     for _ in range(400):
@@ -147,19 +159,52 @@ def timeline(page: Page, url: str, day0: float, runs: int) -> dict[str, Any]:
     scrolled_s = time.perf_counter() - t0
     return {
         "bookings_in_view": shown,
-        "bars_built_first": first,
-        "bars_built_after_scrolling": page.locator("a.bar").count(),
+        "bars_drawn_first": first,
+        "bars_drawn_after_scrolling": int(
+            page.locator(".timeline").get_attribute("data-drawn") or 0
+        ),
+        "bookings_answer": answer,
+        "requests": waterfall,
         "scroll_to_the_end_s": round(scrolled_s, 2),
         "data_in_hand_ms": round(statistics.median(fetched), 1),
         "render_ms": round(statistics.median(render), 1),
         "painted_ms": round(statistics.median(painted), 1),
+        "painted_runs_ms": [round(t) for t in painted],
+        "every_booking_in_hand_ms": round(statistics.median(complete), 1),
     }
 
+
+#: The last ``GET /v1/bookings`` of the page (Resource Timing): bytes, the daemon's time
+#: to the first byte, the download.
+BOOKINGS_TIMING = """(() => {
+  const r = performance.getEntriesByType('resource').filter(e => e.name.includes('/v1/bookings'))
+    .pop();
+  return r && {bytes: r.encodedBodySize, wait_ms: Math.round(r.responseStart - r.requestStart),
+    download_ms: Math.round(r.responseEnd - r.responseStart)};
+})()"""
+
+#: Every request of the page's last load: path, ms from navigation start to its start and
+#: to its end (where the time to the first screen goes).
+WATERFALL = """performance.getEntriesByType('resource').map(e =>
+  [new URL(e.name).pathname, Math.round(e.startTime), Math.round(e.responseEnd)])"""
+
+MARKS = """performance.getEntriesByType('mark').map(e => [e.name, Math.round(e.startTime)])"""
 
 OBSERVE = """
 window.__long = [];
 new PerformanceObserver(l => { for (const e of l.getEntries()) window.__long.push(e.duration); })
   .observe({type: 'longtask', buffered: false});
+// Long animation frames name the scripts that made them (where a long task comes from).
+window.__loaf = [];
+new PerformanceObserver(l => {
+  for (const e of l.getEntries()) {
+    if (e.duration <= 50) continue;
+    window.__loaf.push({ms: Math.round(e.duration), blocking_ms: Math.round(e.blockingDuration),
+      layout_ms: Math.round(e.renderStart ? e.startTime + e.duration - e.renderStart : 0),
+      scripts: e.scripts.map(s => [s.invoker, s.sourceFunctionName,
+        s.sourceURL.split('/').pop() + ':' + s.sourceCharPosition, Math.round(s.duration)])});
+  }
+}).observe({type: 'long-animation-frame', buffered: false});
 window.__lag = [];
 window.__sampler = setInterval(() => {
   const t = performance.now();
@@ -184,18 +229,32 @@ def emit(sock: Path, rate: int, seconds: float, stop: threading.Event) -> int:
     return sent
 
 
+def main_thread(cdp: Any) -> dict[str, float]:
+    """The renderer's totals so far (CDP ``Performance.getMetrics``): seconds spent in
+    script, style, layout and tasks, and how many layouts and style recalculations."""
+    keep = {"ScriptDuration", "RecalcStyleDuration", "LayoutDuration", "TaskDuration"}
+    keep |= {"LayoutCount", "RecalcStyleCount"}
+    metrics = cdp.send("Performance.getMetrics")["metrics"]
+    return {m["name"]: float(m["value"]) for m in metrics if m["name"] in keep}
+
+
 def events(page: Page, url: str, sock: Path, rate: int, seconds: float) -> dict[str, Any]:
     page.goto(url + "/")
     mark(page, "jobd:first-screen")
     page.evaluate(OBSERVE)
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Performance.enable")
+    start = main_thread(cdp)
     before = page.evaluate("window.jobdLive.events")
     t0 = time.monotonic()
     sent = emit(sock, rate, seconds, threading.Event())
     elapsed = time.monotonic() - t0
     page.wait_for_timeout(1000)  # let the last batches arrive and render
+    spent = {k: round(v - start.get(k, 0.0), 3) for k, v in main_thread(cdp).items()}
     got = page.evaluate("window.jobdLive.events") - before
     long = page.evaluate("window.__long")
     lag = sorted(page.evaluate("window.__lag"))
+    frames = sorted(page.evaluate("window.__loaf"), key=lambda f: -f["ms"])
     return {
         "jobs_submitted": sent,
         "events_per_s_received": round(got / elapsed),
@@ -204,10 +263,22 @@ def events(page: Page, url: str, sock: Path, rate: int, seconds: float) -> dict[
         "tasks_over_100ms": sum(1 for d in long if d > 100),
         "frame_delay_p50_ms": round(lag[len(lag) // 2], 1) if lag else None,
         "frame_delay_max_ms": round(lag[-1], 1) if lag else None,
+        "longest_frames": frames[:5],
+        "main_thread_s": spent,
     }
 
 
-def measure(jobs: int, bookings: int, rate: int, seconds: float, runs: int) -> dict[str, Any]:
+def loaded(phase: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``phase(*args)`` with the machine's 1-minute load average before and after it."""
+    before = os.getloadavg()[0]
+    out = phase(*args)
+    out["load_average"] = [round(before, 1), round(os.getloadavg()[0], 1)]
+    return out
+
+
+def measure(
+    jobs: int, bookings: int, rate: int, seconds: float, runs: int, phases: str = PHASES
+) -> dict[str, Any]:
     """The three figures of the module docstring, from a fresh daemon and browser."""
     from tests.e2e import free_port
 
@@ -228,9 +299,12 @@ def measure(jobs: int, bookings: int, rate: int, seconds: float, runs: int) -> d
             context = browser.new_context(viewport={"width": 1600, "height": 1000})
             context.add_init_script(f"sessionStorage.setItem('jobd.token', {TOKEN!r})")
             page = context.new_page()
-            out["jobs_page"] = first_screen(page, url, runs)
-            out["timeline"] = timeline(page, url, day0, runs)
-            out["events"] = events(page, url, d.socket, rate, seconds)
+            if "jobs" in phases:
+                out["jobs_page"] = loaded(first_screen, page, url, runs)
+            if "timeline" in phases:
+                out["timeline"] = loaded(timeline, page, url, day0, runs)
+            if "events" in phases:
+                out["events"] = loaded(events, page, url, d.socket, rate, seconds)
             out["chromium"] = browser.version
             browser.close()
     finally:
@@ -245,8 +319,10 @@ def main() -> None:
     p.add_argument("--rate", type=int, default=1000, help="events/s to cause")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--phases", default=PHASES, help="which of jobs,timeline,events to run")
     args = p.parse_args()
-    print(json.dumps(measure(args.jobs, args.bookings, args.rate, args.seconds, args.runs)))
+    found = measure(args.jobs, args.bookings, args.rate, args.seconds, args.runs, args.phases)
+    print(json.dumps(found))
 
 
 if __name__ == "__main__":

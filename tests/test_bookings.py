@@ -208,6 +208,9 @@ def test_between_for_job_and_count() -> None:
     assert [r.job_id for r in index.between(150, 300)] == [1]
     assert [r.job_id for r in index.between(None, 100)] == []
     assert [r.job_id for r in index.between(350, None)] == [3]
+    assert [r.job_id for r in index.between(None, None, ["a"])] == [2, 3]
+    assert [r.job_id for r in index.between(None, None, ["b", "a", "b", "zz"])] == [2, 1, 3]
+    assert index.between(None, None, []) == []
     assert index.for_job(2) == [res(2, "a", 100, 150)]
     assert index.count("a") == 2
     assert index.count("unknown") == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -46,7 +47,9 @@ async def node_engine(config: Config, url: str, node: str) -> AsyncIterator[Engi
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     record = step("r", "t-record", params={"log": "{log}", "gate": "{gate}"})
-    return make_config(tmp_path, [workflow("record", record)], workers=4)
+    hold = step("r", "t-record", params={"log": "{log}", "hold": "{hold}"})
+    flows = [workflow("record", record), workflow("hold", hold)]
+    return make_config(tmp_path, flows, workers=4)
 
 
 @pytest.fixture
@@ -183,3 +186,38 @@ async def test_a_cancelled_waiter_leaves_the_queue_of_every_node(
     (tmp_path / "gate").write_text("")
     await wait_all(b, [nxt.id])
     assert [s[0] for s in _spans(tmp_path)] == [holder.id, nxt.id]
+
+
+async def test_random_jobs_on_two_nodes_never_hold_conflicting_locks_together(
+    two: tuple[Engine, Engine], tmp_path: Path
+) -> None:
+    """60 jobs of 20 ms, each wanting 1-3 of 4 assets, some shared, submitted at once to both nodes:
+    all complete, no two whose steps overlapped in time held a common asset unless both
+    held it shared, and no lock is left."""
+    rng = random.Random(7)
+    wants: dict[int, tuple[set[str], set[str]]] = {}
+    engines: dict[int, Engine] = {}
+
+    async def submit(engine: Engine, exclusive: list[str], shared: list[str]) -> None:
+        params = {"log": str(tmp_path / "log"), "hold": "0.02"}
+        job = await engine.submit(
+            spec("hold", params=params, assets=exclusive, shared_assets=shared)
+        )
+        wants[job.id] = (set(exclusive), set(shared))
+        engines[job.id] = engine
+
+    async with anyio.create_task_group() as tg:
+        for i in range(60):
+            picked = rng.sample(["p", "q", "r", "s"], rng.randint(1, 3))
+            shared = [a for a in picked if rng.random() < 0.4]
+            tg.start_soon(submit, two[i % 2], [a for a in picked if a not in shared], shared)
+    for job_id, engine in engines.items():
+        await wait_state(engine, job_id, S.COMPLETED, timeout=120)
+    spans = _spans(tmp_path)
+    assert sorted(s[0] for s in spans) == sorted(wants)
+    for (j1, s1, e1), (j2, s2, e2) in itertools.combinations(spans, 2):
+        if s2 < e1 and s1 < e2:  # their steps ran at the same time
+            x1, sh1 = wants[j1]
+            x2, sh2 = wants[j2]
+            assert not (x1 & (x2 | sh2)) and not (x2 & (x1 | sh1)), (j1, j2, wants[j1], wants[j2])
+    assert await two[0].locks_info() == []

@@ -14,13 +14,12 @@ import httpx
 from playwright.sync_api import Browser, expect
 
 from tests import e2e
-from tests.webkit import TOKEN
+from tests.webkit import TOKEN, WAIT_MS
 
-WAIT_MS = 20_000
 expect.set_options(timeout=WAIT_MS)
 
 
-def read_line(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
+def read_line(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
     """The next line ``proc`` prints, waiting at most ``timeout`` s for it."""
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
@@ -103,6 +102,7 @@ def test_the_page_says_when_the_daemon_is_away_and_reconnects(browser: Browser, 
     daemon = e2e.start_daemon(layout)
     context = browser.new_context(base_url=f"http://127.0.0.1:{port}")
     context.add_init_script(f"sessionStorage.setItem('jobd.token', {TOKEN!r})")
+    context.set_default_timeout(WAIT_MS)
     try:
         tab = context.new_page()
         tab.goto("/")

@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from playwright.sync_api import Locator, Page, expect
 
 from tests import e2e
 
@@ -27,6 +30,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 TOKEN = "web-test-token-5b1f"
+#: Upper bound (ms) for anything a browser test waits for: Playwright polls the condition
+#: until then. Generous, because the machine running the suite may be loaded: it only
+#: matters when a test fails.
+WAIT_MS = 60_000
 
 WORKFLOWS = (
     e2e.DEMO_WORKFLOWS
@@ -83,3 +90,31 @@ class WebDaemon:
 
 def launch_options() -> dict[str, Any]:
     return {"executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+def timeline_bar(page: Page, resource: str, job_id: int) -> Locator:
+    """The link of job ``job_id``'s bar in ``resource``'s timeline row, picked as a keyboard
+    user would: focus the row's drawing, then the arrow key until that bar is picked."""
+    row = page.locator(f'.tl-row[data-resource="{resource}"]')
+    bar = row.locator(f'a.bar[data-job-id="{job_id}"]')
+    row.locator("canvas").focus()
+    count = int(row.get_attribute("data-bookings") or 0)
+    for _ in range(count):
+        page.keyboard.press("ArrowRight")
+        if bar.count():
+            break
+    expect(bar).to_be_focused()
+    return bar
+
+
+def held(web: WebDaemon, name: str) -> tuple[dict[str, Any], Path]:
+    """A running ``hold`` job and the file that lets it finish."""
+    go = web.base / f"go-{name}"
+    job = web.submit("hold", "-p", f"path={go}", "--name", name)
+    e2e.wait_until(lambda: web.job(job["id"])["state"] == "running", what=f"{name} running")
+    return job, go
+
+
+def iso_at(when: float) -> str:
+    """``when`` (POSIX seconds) as the CLI takes it: ISO 8601 in UTC, to the second."""
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 
 from jobd.client.textui import Group, Renderable, Table, Text
-from jobd.core.timefmt import format_duration
 
 # Annotations only: importing typing costs the CLI's start-up (see jobd.client.wire).
 TYPE_CHECKING = False
@@ -53,6 +51,9 @@ def local_time(iso: str | None) -> str:
     if not iso:
         return "-"
     try:
+        # Imported here: a table without times does not pay for it.
+        from datetime import datetime
+
         return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
         return iso
@@ -236,14 +237,22 @@ def locks_table(items: Iterable[Mapping[str, Any]]) -> Table:
         table.add_column(column)
     for lock in items:
         holders = [
-            f"{h.get('job_id')}:{h.get('mode', 'exclusive')}" for h in lock.get("holders") or []
+            f"{h.get('job_id')}:{h.get('mode', 'exclusive')}{_on_node(h)}"
+            for h in lock.get("holders") or []
         ]
         waiters = [
-            f"{w.get('job_id')}:{w.get('mode', 'exclusive')} since {local_time(w.get('since'))}"
+            f"{w.get('job_id')}:{w.get('mode', 'exclusive')}{_on_node(w)}"
+            f" since {local_time(w.get('since'))}"
             for w in lock.get("waiters") or []
         ]
         table.add_row(str(lock.get("asset", "")), _join(holders), "\n".join(waiters) or "-")
     return _done(table)
+
+
+def _on_node(entry: Mapping[str, Any]) -> str:
+    """`` on NODE`` for a cluster's lock entry (SPEC §10), nothing on one node."""
+    node = entry.get("node")
+    return f" on {node}" if node else ""
 
 
 def resources_table(items: Iterable[Mapping[str, Any]]) -> Table:
@@ -295,6 +304,8 @@ def schedules_table(items: Iterable[Mapping[str, Any]]) -> Table:
         if sched.get("cron"):
             when = f"cron {sched['cron']} ({sched.get('timezone', 'UTC')})"
         else:
+            from jobd.core.timefmt import format_duration
+
             when = f"every {format_duration(sched.get('interval'))}"
         table.add_row(
             str(sched.get("name", "")),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -395,11 +395,14 @@ class Engine:
         """Per resource: ``{name, capacity, pools, current: [job ids], upcoming: int}``."""
         return await self._queries.resources_info()
 
-    async def bookings(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
-        """Reservations overlapping ``[start, end]``: ``{job_id, job_name, state, resource,
-        pool, start, end, start_at, end_at}``; ``start_at``/``end_at`` are the job's window,
-        so ``start_at - start`` is its preroll and ``end - end_at`` its postroll."""
-        return await self._queries.bookings(start, end)
+    async def bookings(
+        self, start: float | None, end: float | None, resources: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Reservations overlapping ``[start, end]`` (of ``resources`` only, when given):
+        ``{job_id, job_name, state, resource, pool, start, end, start_at, end_at}``;
+        ``start_at``/``end_at`` are the job's window, so ``start_at - start`` is its preroll
+        and ``end - end_at`` its postroll."""
+        return await self._queries.bookings(start, end, resources)
 
     async def schedules_info(self) -> list[dict[str, Any]]:
         """Per schedule: next and last firing, missed and skipped counts, recent events."""

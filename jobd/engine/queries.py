@@ -3,6 +3,7 @@ resources, bookings."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from jobd.core.errors import NotFound
@@ -109,8 +110,10 @@ class Queries:
             )
         return out
 
-    async def bookings(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
-        reservations = self._bookings.between(start, end)
+    async def bookings(
+        self, start: float | None, end: float | None, resources: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        reservations = self._bookings.between(start, end, resources)
         jobs = await self._ctx.store.job_windows(sorted({r.job_id for r in reservations}))
         unknown = ("?", None, None, None)
         out = []

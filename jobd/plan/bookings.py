@@ -229,15 +229,21 @@ class BookingIndex:
         current = sorted({track.jobs[i] for i in track.overlapping_indices(now, just_after)})
         return current, len(track) - bisect.bisect_right(track.starts, now)
 
-    def between(self, start: float | None, end: float | None) -> list[Reservation]:
-        """Reservations overlapping ``[start, end)`` (``None``: unbounded), sorted by start.
+    def between(
+        self, start: float | None, end: float | None, resources: Iterable[str] | None = None
+    ) -> list[Reservation]:
+        """Reservations overlapping ``[start, end)`` (``None``: unbounded), sorted by start;
+        only those of ``resources`` when given (names not configured find nothing).
 
         Ties are ordered by resource, then job id.
         """
         lo = -math.inf if start is None else start
         hi = math.inf if end is None else effective_end(lo, end)
+        tracks: Iterable[tuple[str, Track]] = self._tracks.items()
+        if resources is not None:
+            tracks = [(n, self._tracks[n]) for n in dict.fromkeys(resources) if n in self._tracks]
         found: list[tuple[float, str, int, int]] = []
-        for name, track in self._tracks.items():
+        for name, track in tracks:
             starts, jobs = track.starts, track.jobs
             found += [(starts[i], name, jobs[i], i) for i in track.overlapping_indices(lo, hi)]
         found.sort()  # the index breaks ties between one job's entries: the order added

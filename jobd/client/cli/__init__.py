@@ -10,13 +10,15 @@ httpx), ``rich`` arrives only to draw a table on a terminal (a pipe gets plain
 lines from :mod:`jobd.client.textui`), and the daemon stack (FastAPI, uvicorn,
 APScheduler, aiosqlite, the engine) only with ``jobd run``; a test checks that.
 
-The parts: :mod:`.parser` (argparse machinery), :mod:`.commands` (every command
-and its options), :mod:`.argtypes` (option values), :mod:`.common` (exit codes,
-client, output); the commands by area in :mod:`.jobs` (submit, list, show,
-edit), :mod:`.operations`, :mod:`.logs`, :mod:`.watch`, :mod:`.views` (queue,
-locks, resources, bookings, schedules, plugins) and :mod:`.admin` (run,
-version, check-config, reload, db, ui). Only the module of the command being
-run is imported.
+The parts: :mod:`.argv` (the line before parsing), :mod:`.fast` (plain ``list``
+and ``show`` lines, read without argparse), :mod:`.parser` (argparse machinery),
+:mod:`.commands` (every command and its options), :mod:`.argtypes` (option
+values), :mod:`.common` (exit codes, client, output); the commands by area in
+:mod:`.jobs` (submit, list, show, edit), :mod:`.operations`, :mod:`.logs`,
+:mod:`.watch`, :mod:`.views` (queue, locks, resources, bookings, schedules,
+plugins) and :mod:`.admin` (run, version, check-config, reload, db, ui). Only
+the module of the command being run is imported, and argparse only when the
+line is not a plain ``list`` or ``show``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import os
 import sys
 
-from jobd.client.cli.commands import OPERATIONS, build_parser
+from jobd.client.cli.argv import join_dash_values as _join_dash_values
 from jobd.client.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -35,35 +37,42 @@ from jobd.client.cli.common import (
     UsageError,
     err,
 )
-from jobd.client.cli.jobs import submit_body as _submit_body
-from jobd.client.cli.jobs import wait_for as _wait_for
-from jobd.client.cli.parser import join_dash_values as _join_dash_values
+from jobd.client.cli.fast import parse as parse_plain
 from jobd.client.remote import ApiError, DaemonUnreachable
 
 # Annotations only: importing typing costs start-up (see jobd.client.wire).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
-__all__ = [
-    "EXIT_FAILED",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_UNREACHABLE",
-    "EXIT_USAGE",
-    "OPERATIONS",
-    "_join_dash_values",  # the names the single module had, kept for its callers
-    "_submit_body",
-    "_wait_for",
-    "build_parser",
-    "main",
-]
+#: Names of the former single module that its callers use, each imported on first use
+#: (argparse's side is not loaded by a plain ``list`` or ``show``): name -> (module, name).
+_LAZY = {
+    "build_parser": ("commands", "build_parser"),
+    "OPERATIONS": ("commands", "OPERATIONS"),
+    "_submit_body": ("jobs", "submit_body"),
+    "_wait_for": ("jobs", "wait_for"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    return getattr(_module(module), attribute)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one ``jobd`` command; returns the exit code (argparse's own exits included)."""
     argv = _join_dash_values(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
+    plain = parse_plain(argv)
+    if plain is not None:
+        from types import SimpleNamespace  # loaded already (by enum): argparse's Namespace
+
+        args: Any = SimpleNamespace(**plain)
+        return _dispatch(_resolve(plain["func"]), args)
+    parser = _module("commands").build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) and usage errors (2)
@@ -77,12 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     return _dispatch(_resolve(func), args)
 
 
+def _module(name: str) -> Any:
+    """This package's module ``name``, imported now (``__import__``: importing importlib
+    for ``import_module`` costs more)."""
+    qualified = f"{__name__}.{name}"
+    __import__(qualified)
+    return sys.modules[qualified]
+
+
 def _resolve(func: str) -> Command:
     """``"jobs:cmd_list"`` → the function, its module imported now (and only now)."""
     module, _, name = func.partition(":")
-    qualified = f"{__name__}.{module}"
-    __import__(qualified)  # not importlib.import_module: importing importlib costs more
-    found: Command = getattr(sys.modules[qualified], name)
+    found: Command = getattr(_module(module), name)
     return found
 
 

@@ -3,7 +3,7 @@ reservations between two times)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
@@ -12,6 +12,7 @@ from jobd.core.errors import ValidationError
 from jobd.service.api.bodies import field_time
 from jobd.service.api.shapes import items
 from jobd.service.authz import VIEWER
+from jobd.service.web.compact import booking_columns, booking_resources
 
 if TYPE_CHECKING:
     from jobd.engine import Engine
@@ -28,9 +29,20 @@ def add_booking_routes(app: FastAPI, engine: Engine) -> None:
     async def bookings(
         start: Annotated[str | None, Query(alias="from", max_length=100)] = None,
         end: Annotated[str | None, Query(alias="to", max_length=100)] = None,
+        resource: Annotated[
+            list[str] | None, Query(description="only these resources; repeatable or a,b")
+        ] = None,
+        form: Annotated[
+            Literal["items", "columns"],
+            Query(description="items (SPEC §2) or columns: the timeline's compact form"),
+        ] = "items",
     ) -> JSONResponse:
+        """``form=columns``: each job once, times as Unix ms (docs/api.md)."""
         lo, hi = field_time("from", start), field_time("to", end)
         if lo is not None and hi is not None and hi < lo:
             raise ValidationError("to: must not be before from", field="to")
+        found = await engine.bookings(lo, hi, booking_resources(resource))
         # A JSONResponse skips FastAPI's jsonable_encoder walk: a timeline asks for 10,000.
-        return JSONResponse(items(await engine.bookings(lo, hi)))
+        if form == "columns":
+            return JSONResponse(booking_columns(found))
+        return JSONResponse(items(found))

@@ -8,6 +8,7 @@ import { onEvents, throttled } from "./live.js";
 import { allowedFor, allowedForStates, STATES } from "./ops.js";
 
 const PAGE_SIZE = 50;
+const ROWS_PER_FRAME = 10;
 const TEXT_FILTERS = ["workflow", "asset", "resource", "since", "until", "search"];
 
 /** The filters as the address bar has them. */
@@ -42,7 +43,7 @@ class JobsPage {
     this.rows = new Map(); // id -> {job, tr}
     this.selected = new Set();
     this.allMatching = false;
-    this.refresh = throttled(() => this.load(), 1000);
+    this.refresh = throttled(() => this.load(true), 1000);
   }
 
   mount() {
@@ -101,7 +102,9 @@ class JobsPage {
     }
   }
 
-  async load() {
+  /** Read the page the filters and cursor name; ``chunked`` for a re-read that events asked
+   * for (see renderRows). */
+  async load(chunked = false) {
     const query = filterQuery(this.filters);
     query.set("limit", String(PAGE_SIZE));
     const cursor = this.cursors[this.cursors.length - 1];
@@ -115,28 +118,64 @@ class JobsPage {
     }
     replace(this.message);
     this.nextCursor = page.next_cursor;
-    this.renderRows(page.items);
+    this.renderRows(page.items, chunked);
     this.renderPager();
     this.renderBatch();
   }
 
-  renderRows(jobs) {
-    this.rows.clear();
-    const fragment = document.createDocumentFragment();
+  /** Show ``jobs``; a row whose content is unchanged is kept, not built again. A re-read
+   * (``chunked``: rows are on screen already) puts the rows in ROWS_PER_FRAME at a time, one
+   * step per animation frame: under 1,000 events/s the first page is new every second, and
+   * laying out 50 new rows in one frame made the longest main-thread tasks. */
+  renderRows(jobs, chunked = false) {
+    const before = this.rows;
+    this.rows = new Map();
+    const trs = [];
     for (const job of jobs) {
-      const tr = this.row(job);
-      this.rows.set(job.id, { job, tr });
-      fragment.append(tr);
+      const entry = this.entry(job, before.get(job.id));
+      this.rows.set(job.id, entry);
+      trs.push(entry.tr);
     }
-    if (!jobs.length) {
-      fragment.append(h("tr", {}, h("td", { colspan: 10, class: "muted" }, "no jobs match")));
-    }
-    this.tbody.replaceChildren(fragment);
-    // For bench/web.py: when the first screen of rows is in the page (ms since navigation).
-    if (!performance.getEntriesByName("jobd:first-screen").length) {
-      performance.mark("jobd:first-screen");
-    }
+    if (!jobs.length) trs.push(h("tr", {}, h("td", { colspan: 10, class: "muted" }, "no jobs match")));
     this.headCheck.checked = jobs.length > 0 && jobs.every((j) => this.selected.has(j.id));
+    const generation = (this.generation = (this.generation || 0) + 1);
+    if (!chunked) {
+      this.tbody.replaceChildren(...trs);
+      // For bench/web.py: when the first screen of rows is in the page (ms since navigation).
+      if (!performance.getEntriesByName("jobd:first-screen").length) {
+        performance.mark("jobd:first-screen");
+      }
+      return;
+    }
+    const wanted = new Set(trs);
+    let at = 0;
+    const step = () => {
+      if (generation !== this.generation) return; // a newer read took over
+      for (const end = Math.min(at + ROWS_PER_FRAME, trs.length); at < end; at += 1) {
+        const current = this.tbody.children[at];
+        if (current === trs[at]) continue;
+        if (current && !wanted.has(current)) current.replaceWith(trs[at]);
+        else this.tbody.insertBefore(trs[at], current || null);
+      }
+      if (at < trs.length) { requestAnimationFrame(step); return; }
+      while (this.tbody.children.length > trs.length) this.tbody.lastElementChild.remove();
+    };
+    step();
+  }
+
+  /** The row of ``job``: ``old``'s when it shows the same, else a new one. */
+  entry(job, old) {
+    const sig = this.signature(job);
+    if (old && old.sig === sig) return { job, tr: old.tr, sig };
+    return { job, tr: this.row(job), sig };
+  }
+
+  /** Everything a row shows, as one string. */
+  signature(job) {
+    const checked = this.allMatching || this.selected.has(job.id);
+    return JSON.stringify([checked, this.allMatching, job.state, job.progress, job.error,
+      job.name, job.start_at, job.end_at, job.assets, job.shared_assets, job.reservations,
+      job.resources, job.pools]);
   }
 
   row(job) {
@@ -150,7 +189,7 @@ class JobsPage {
       h("td", {}, h("a", { href: link, class: "job-name" }, job.name)),
       h("td", {}, job.workflow),
       h("td", { class: "state-cell" }, stateBadge(job.state), errorBadge(job.error)),
-      h("td", {}, progressBar(job.progress)),
+      h("td", { class: "progress-td" }, progressBar(job.progress)),
       h("td", {}, fmtTime(job.start_at)),
       h("td", {}, fmtTime(job.end_at)),
       h("td", {}, (job.assets || []).concat(job.shared_assets || []).join(", ")),
@@ -178,7 +217,10 @@ class JobsPage {
     if (on) this.selected.add(id);
     else this.selected.delete(id);
     const entry = this.rows.get(id);
-    if (entry) entry.tr.setAttribute("aria-selected", String(on));
+    if (entry) {
+      entry.tr.setAttribute("aria-selected", String(on));
+      entry.sig = null; // its checkbox was changed in place: build it afresh next time
+    }
     this.renderBatch();
   }
 
@@ -277,6 +319,8 @@ class JobsPage {
 
   onEvents(batch) {
     let reread = false;
+    let selectedChanged = false;
+    const dirty = new Set();
     for (const event of batch) {
       if (event.kind === "reconnected" || event.kind === "deleted") { reread = true; continue; }
       const entry = this.rows.get(event.job_id);
@@ -285,24 +329,31 @@ class JobsPage {
         if (event.kind === "state" && this.cursors.length === 1) reread = true;
         continue;
       }
-      if (this.apply(entry.job, event) && this.filters.state.length) reread = true;
+      dirty.add(entry);
+      const stateChanged = this.apply(entry.job, event);
+      if (stateChanged && this.filters.state.length) reread = true;
+      if (stateChanged && this.selected.has(entry.job.id)) selectedChanged = true;
     }
-    for (const entry of this.rows.values()) {
-      if (entry.dirty) {
-        entry.dirty = false;
-        const tr = this.row(entry.job);
-        entry.tr.replaceWith(tr);
-        entry.tr = tr;
-      }
-    }
+    // One patch per changed row per frame, whatever the number of its events: only its
+    // state and progress cells change (an event changes nothing else a row shows).
+    for (const entry of dirty) this.patch(entry);
     if (reread) this.refresh();
-    else if (batch.length) this.renderBatch();
+    // The operations offered follow the selected jobs' states; nothing else changes them.
+    else if (selectedChanged) this.renderBatch();
+  }
+
+  patch(entry) {
+    const { job, tr } = entry;
+    const shown = this.signature(job);
+    if (shown === entry.sig) return;
+    entry.sig = shown;
+    tr.dataset.state = job.state;
+    replace(tr.querySelector(".state-cell"), stateBadge(job.state), errorBadge(job.error));
+    replace(tr.querySelector(".progress-td"), progressBar(job.progress));
   }
 
   /** Fold one event into a listed job; true when its state changed. */
   apply(job, event) {
-    const entry = this.rows.get(job.id);
-    entry.dirty = true;
     if (event.kind === "state" && event.to) {
       job.state = event.to;
       return true;

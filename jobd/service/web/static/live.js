@@ -1,6 +1,6 @@
 // The live feed: GET /v1/events read with fetch (EventSource cannot send the
 // bearer header), events batched per animation frame so a burst of 1,000 a
-// second costs one render per frame, and a reconnect loop that says so while
+// second costs at most ten renders a second, and a reconnect loop that says so while
 // the daemon is away.
 
 import { authHeaders, askToken } from "./api.js";
@@ -9,6 +9,8 @@ const SILENCE = 60000; // ms: the daemon sends a keep-alive every 15 s
 const listeners = new Set();
 let buffer = [];
 let flushScheduled = false;
+let lastFlush = -Infinity;
+const FLUSH_GAP = 100; // ms
 let connectedOnce = false;
 let resolveFirst;
 /** Resolves when the stream first connects (pages load after, so they miss nothing). */
@@ -33,12 +35,18 @@ function push(event) {
   if (flushScheduled) return;
   flushScheduled = true;
   // A hidden tab gets no animation frames; a timer keeps the buffer from growing.
-  if (document.hidden) setTimeout(flush, 1000);
+  if (document.hidden) { setTimeout(flush, 1000); return; }
+  // At most one batch per FLUSH_GAP ms, in an animation frame: a flood of events costs a
+  // handful of renders a second, not sixty (each frame the views touch is laid out and
+  // painted again, and on a busy machine that is where long tasks came from).
+  const wait = lastFlush + FLUSH_GAP - performance.now();
+  if (wait > 0) setTimeout(() => requestAnimationFrame(flush), wait);
   else requestAnimationFrame(flush);
 }
 
 function flush() {
   flushScheduled = false;
+  lastFlush = performance.now();
   stats.batches += 1;
   const batch = buffer;
   buffer = [];
@@ -101,12 +109,11 @@ async function read(body, controller) {
       if (done) return;
       clearTimeout(watchdog);
       watchdog = setTimeout(() => controller.abort(), SILENCE);
-      pending += value;
-      let end;
-      while ((end = pending.indexOf("\n\n")) >= 0) {
-        frame(pending.slice(0, end));
-        pending = pending.slice(end + 2);
-      }
+      // One split per chunk: a chunk that holds a thousand events (the tab was busy
+      // meanwhile) costs linear time, not a copy of the rest after each event.
+      const frames = (pending + value).split("\n\n");
+      pending = frames.pop();
+      for (const text of frames) frame(text);
     }
   } finally {
     clearTimeout(watchdog);

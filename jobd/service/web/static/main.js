@@ -62,6 +62,7 @@ async function start() {
   const [module] = await Promise.all([loading,
     Promise.race([firstConnect, new Promise((resolve) => setTimeout(resolve, 3000))])]);
   document.body.dataset.page = route[2];
+  performance.mark("jobd:mount");
   await module.mount(view, { jobId, role: role(info), health: info });
 }
 

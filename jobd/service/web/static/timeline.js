@@ -5,6 +5,7 @@
 import { api } from "./api.js";
 import { fmtTime, h, notice, replace } from "./dom.js";
 import { onEvents, throttled } from "./live.js";
+import { barLink, draw, hit, pack, rowHeight } from "./bars.js";
 
 const HOUR = 3600 * 1000;
 const ZOOMS = {
@@ -44,61 +45,6 @@ function tickLabel(ms, zoom) {
   return `${["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"][d.getDay()]} ${d.getMonth() + 1}/${d.getDate()}`;
 }
 
-/** One bar: the booked span, with the preroll and postroll parts shaded; ``pxPerMs`` says
- * whether the name fits inside (it is always the link's accessible name and tooltip). */
-function bar(b, from, to, lane, pxPerMs) {
-  const start = Date.parse(b.start);
-  const end = Date.parse(b.end);
-  const s = Math.max(from, start);
-  const e = Math.min(to, end);
-  const span = to - from;
-  const link = document.createElement("a");
-  link.className = "bar";
-  link.href = `/jobs/${Number(b.job_id)}`;
-  link.dataset.jobId = b.job_id;
-  link.dataset.state = b.state;
-  link.dataset.resource = b.resource;
-  link.title = `${b.job_name} (${b.state}) ${fmtTime(b.start)} – ${fmtTime(b.end)}`;
-  link.setAttribute("aria-label", String(b.job_name));
-  link.style.left = `${((s - from) / span) * 100}%`;
-  link.style.width = `${(Math.max(e - s, 0) / span) * 100}%`;
-  link.style.top = `${3 + lane * 24}px`;
-  const width = Math.max(e - s, 1);
-  const windowStart = b.start_at ? Date.parse(b.start_at) : start;
-  const windowEnd = b.end_at ? Date.parse(b.end_at) : end;
-  const pre = Math.max(0, Math.min(windowStart, e) - s);
-  const post = Math.max(0, e - Math.max(windowEnd, s));
-  if (pre > 0) link.append(part("pre", pre / width, "preroll"));
-  if ((e - s) * pxPerMs >= 24) {
-    const label = document.createElement("span");
-    label.className = "live-span";
-    label.textContent = b.job_name;
-    link.append(label);
-  }
-  if (post > 0) link.append(part("post", post / width, "postroll"));
-  return link;
-}
-
-function part(cls, fraction, title) {
-  const node = document.createElement("span");
-  node.className = cls;
-  node.title = title;
-  node.style.width = `${fraction * 100}%`;
-  return node;
-}
-
-/** Greedy packing so overlapping bookings of one resource (capacity > 1) sit on sub-lanes. */
-function pack(bookings) {
-  const ends = [];
-  return bookings.sort((a, b) => Date.parse(a.start) - Date.parse(b.start)).map((b) => {
-    const start = Date.parse(b.start);
-    let lane = ends.findIndex((end) => end <= start);
-    if (lane < 0) lane = ends.push(0) - 1;
-    ends[lane] = Date.parse(b.end);
-    return [b, lane];
-  });
-}
-
 class Timeline {
   constructor(root) {
     this.root = root;
@@ -106,7 +52,6 @@ class Timeline {
     this.zoom = ZOOMS[query.get("zoom")] ? query.get("zoom") : "day";
     const at = Date.parse(query.get("from") || "");
     this.from = Number.isNaN(at) ? Date.now() - ZOOMS[this.zoom].before : at;
-    this.bars = new Map();
     this.refresh = throttled(() => this.load(), 1000);
   }
 
@@ -123,7 +68,14 @@ class Timeline {
     this.renderControls();
     onEvents((batch) => this.onEvents(batch));
     setInterval(() => this.placeNow(), 15000);
-    await this.load();
+    // A new width draws again (once per frame however many resize events come).
+    let resizing = false;
+    window.addEventListener("resize", () => {
+      if (resizing || !this.data) return;
+      resizing = true;
+      requestAnimationFrame(() => { resizing = false; this.render(...this.data); });
+    });
+    await this.load(true);
   }
 
   renderControls() {
@@ -148,30 +100,56 @@ class Timeline {
     const query = new URLSearchParams({ zoom, from: new Date(from).toISOString() });
     history.replaceState(null, "", `/timeline?${query}`);
     this.renderControls();
-    return this.load();
+    delete this.grid.dataset.loaded;
+    return this.load(true);
   }
 
-  async load() {
+  /** Read the view's resources and bookings and draw them. A new view (``first``) asks
+   * first for the bookings of the rows in sight, draws those, then reads the rest: the
+   * screen does not wait for 10,000 bookings it cannot show. */
+  async load(first = false) {
     const from = this.from;
     const to = this.to;
-    const query = new URLSearchParams({ from: new Date(from).toISOString(),
-      to: new Date(to).toISOString() });
-    let resources;
-    let bookings;
+    const moved = () => from !== this.from || to !== this.to; // the view moved meanwhile
     try {
-      [resources, bookings] = await Promise.all([api("/v1/resources"),
-        api(`/v1/bookings?${query}`)]);
+      const resources = (await api("/v1/resources")).items || [];
+      if (moved()) return;
+      const names = groups(resources, []).flatMap(([, members]) => members);
+      const inSight = Math.ceil((window.innerHeight - this.grid.getBoundingClientRect().top) /
+        rowHeight(1)) + 1;
+      if (first && names.length > inSight) {
+        const some = await this.bookings(from, to, names.slice(0, inSight));
+        if (moved()) return;
+        this.show(resources, some, from, to, "first");
+      }
+      const all = await this.bookings(from, to, null);
+      if (moved()) return;
+      this.show(resources, all, from, to, "all");
     } catch (error) {
       replace(this.message, notice(error.message, "error"));
-      return;
     }
-    if (from !== this.from || to !== this.to) return; // the view moved meanwhile
+  }
+
+  /** ``GET /v1/bookings`` in the compact form (each job once, times as numbers: docs/api.md). */
+  async bookings(from, to, resources) {
+    const query = new URLSearchParams({ from: new Date(from).toISOString(),
+      to: new Date(to).toISOString(), form: "columns" });
+    if (resources !== null) query.set("resource", resources.join(","));
+    return unpack(await api(`/v1/bookings?${query}`));
+  }
+
+  show(resources, bookings, from, to, loaded) {
     replace(this.message);
-    performance.mark("jobd:timeline-fetched");
-    this.render(resources.items || [], bookings.items || [], from, to);
-    // For bench/web.py: building the bars (the layout that follows counts in the next frame).
-    performance.measure("jobd:timeline-render", "jobd:timeline-fetched");
-    if (!this.unbuilt.size) this.markPainted();
+    // For bench/web.py: data in hand, and building the rows (drawing follows, as rows come
+    // into sight), for the first drawing of a view.
+    const firstDrawing = !this.grid.dataset.loaded;
+    if (firstDrawing) performance.mark("jobd:timeline-fetched");
+    this.render(resources, bookings, from, to);
+    if (firstDrawing) performance.measure("jobd:timeline-render", "jobd:timeline-fetched");
+    if (loaded === "all" && this.grid.dataset.loaded !== "all") {
+      performance.mark("jobd:timeline-complete"); // every booking of the view in hand
+    }
+    this.grid.dataset.loaded = loaded;
   }
 
   render(resources, bookings, from, to) {
@@ -180,21 +158,30 @@ class Timeline {
       if (!byResource.has(b.resource)) byResource.set(b.resource, []);
       byResource.get(b.resource).push(b);
     }
-    this.bars = new Map();
-    this.bookingsOf = new Map();
+    const kept = this.keepFocus();
+    this.jobs = new Map(bookings.map((b) => [b.job.id, b.job]));
+    this.rows = new Map();
+    this.link = null;
     this.watchRows();
-    this.pxPerMs = Math.max(this.grid.clientWidth - 180, 100) / (to - from);
+    this.data = [resources, bookings, from, to];
     const fragment = document.createDocumentFragment();
     fragment.append(this.axis(from, to));
     for (const [title, names] of groups(resources, bookings)) {
       fragment.append(h("div", { class: "tl-row tl-pool", role: "rowgroup" },
         h("div", { class: "tl-label" }, title), h("div", { class: "tl-lane" })));
-      for (const name of names) fragment.append(this.lane(name, byResource.get(name) || [], from, to));
+      for (const name of names) fragment.append(this.lane(name, byResource.get(name) || []));
     }
     this.now = h("div", { class: "now-line", title: "now", "aria-hidden": "true" });
     fragment.append(this.now);
     this.grid.replaceChildren(fragment);
+    // Every lane is as wide as the axis's (one layout read; rows are drawn after it).
+    const width = Math.max(this.grid.querySelector(".tl-axis .tl-lane").clientWidth, 100);
+    this.view = { from, to, pxPerMs: width / (to - from), width };
+    kept();
     this.grid.dataset.bookings = String(bookings.length);
+    this.grid.dataset.drawn = "0";
+    this.grid.dataset.built = this.unbuilt.size ? "some" : "all";
+    if (!this.unbuilt.size) this.markPainted();
     this.placeNow();
   }
 
@@ -210,54 +197,113 @@ class Timeline {
     return h("div", { class: "tl-row tl-axis" }, h("div", { class: "tl-label" }, "resource"), lane);
   }
 
-  /** A resource's row. Its bars are built when it comes near the screen: a timeline of
-   * 10,000 bookings lays out only the rows one can see. */
-  lane(name, bookings, from, to) {
-    const lane = h("div", { class: "tl-lane" });
-    const packed = pack(bookings);
-    const lanes = packed.reduce((most, [, index]) => Math.max(most, index + 1), 1);
-    for (const [b] of packed) {
-      if (!this.bookingsOf.has(b.job_id)) this.bookingsOf.set(b.job_id, []);
-      this.bookingsOf.get(b.job_id).push(b);
-    }
-    const row = h("div", { class: "tl-row tl-res", "data-resource": name },
-      h("div", { class: "tl-label", title: name }, name), lane);
-    row.style.height = `${6 + lanes * 24}px`;
-    if (packed.length) {
-      this.unbuilt.set(row, () => {
-        const fragment = document.createDocumentFragment();
-        for (const [b, index] of packed) {
-          const node = bar(b, from, to, index, this.pxPerMs);
-          fragment.append(node);
-          if (!this.bars.has(b.job_id)) this.bars.set(b.job_id, []);
-          this.bars.get(b.job_id).push(node);
-        }
-        lane.append(fragment);
-      });
+  /** A resource's row: its label and a canvas, drawn when the row comes near the screen
+   * (10,000 bookings in view draw only the rows one can see). */
+  lane(name, bookings) {
+    const height = rowHeight(pack(bookings));
+    const canvas = h("canvas", { tabindex: bookings.length ? "0" : null,
+      "aria-label": `${name}: ${bookings.length} bookings (arrow keys pick one)` });
+    const lane = h("div", { class: "tl-lane", role: "group", "aria-label": `bookings of ${name}` },
+      canvas);
+    const row = h("div", { class: "tl-row tl-res", "data-resource": name,
+      "data-bookings": bookings.length }, h("div", { class: "tl-label", title: name }, name), lane);
+    row.style.height = `${height}px`;
+    const entry = { name, bookings, canvas, lane, height, drawn: false };
+    this.rows.set(name, entry);
+    if (bookings.length) {
+      this.unbuilt.set(row, entry);
       this.observer.observe(row);
+      lane.addEventListener("mousemove", (event) => this.hover(entry, event));
+      lane.addEventListener("mouseleave", () => this.unhover(entry));
+      lane.addEventListener("keydown", (event) => this.key(entry, event));
     }
     return row;
   }
 
-  /** For bench/web.py: the frame after the first bars were laid out and painted. */
+  drawRow(entry) {
+    draw(entry.canvas, entry.bookings, this.view, this.view.width, entry.height);
+    if (!entry.drawn) {
+      entry.drawn = true;
+      this.grid.dataset.drawn = String(Number(this.grid.dataset.drawn) + entry.bookings.length);
+    }
+  }
+
+  /** What has the focus in the grid (a row, a picked bar), given back after a re-read:
+   * events re-read the view, which must not take the keyboard's place away. */
+  keepFocus() {
+    const active = document.activeElement;
+    if (!this.rows || !active || !this.grid.contains(active)) return () => {};
+    const resource = active.closest(".tl-row") && active.closest(".tl-row").dataset.resource;
+    const jobId = this.link && this.link.node === active ? this.link.booking.job.id : null;
+    return () => {
+      const entry = this.rows.get(resource);
+      if (!entry) return;
+      const b = jobId === null ? null : entry.bookings.find((x) => x.job.id === jobId);
+      (b ? this.showLink(entry, b) : entry.canvas).focus();
+    };
+  }
+
+  /** The pointer over a bar lays its link over the drawing (click opens the job). */
+  hover(entry, event) {
+    if (event.target.closest("a.bar")) return;
+    const box = entry.canvas.getBoundingClientRect();
+    const b = hit(entry.bookings, this.view, event.clientX - box.left, event.clientY - box.top);
+    if (b === null) this.unhover(entry);
+    else if (!this.link || this.link.booking !== b) this.showLink(entry, b);
+  }
+
+  unhover(entry) {
+    if (this.link && this.link.entry === entry && document.activeElement !== this.link.node) {
+      this.link.node.remove();
+      this.link = null;
+    }
+  }
+
+  showLink(entry, b) {
+    if (this.link) this.link.node.remove();
+    const node = barLink(b, entry.name, this.view);
+    this.link = { entry, booking: b, node };
+    entry.lane.append(node);
+    return node;
+  }
+
+  /** Arrow keys, Home and End pick a row's bars in time order; Escape goes back to the row. */
+  key(entry, event) {
+    const inView = entry.bookings.filter((b) => b.end >= this.view.from && b.start <= this.view.to);
+    if (!inView.length) return;
+    const current = this.link && this.link.entry === entry ? inView.indexOf(this.link.booking) : -1;
+    const moves = { ArrowRight: current + 1, ArrowDown: current + 1, ArrowLeft: current - 1,
+      ArrowUp: current - 1, Home: 0, End: inView.length - 1 };
+    if (event.key === "Escape") {
+      entry.canvas.focus();
+      this.unhover(entry);
+      return;
+    }
+    if (!(event.key in moves)) return;
+    event.preventDefault();
+    const index = Math.min(Math.max(moves[event.key], 0), inView.length - 1);
+    this.showLink(entry, inView[index]).focus();
+  }
+
+  /** For bench/web.py: the frame after the first rows were drawn and painted. */
   markPainted() {
     if (this.painted) return;
     this.painted = true;
     requestAnimationFrame(() => setTimeout(() => performance.mark("jobd:timeline-painted")));
   }
 
-  /** Build the bars of rows that come within a screen of the viewport. */
+  /** Draw the rows that come within 200 px of the viewport. */
   watchRows() {
     if (this.observer) this.observer.disconnect();
     this.unbuilt = new Map();
     this.painted = false;
     this.observer = new IntersectionObserver((entries) => {
       for (const entry of entries) {
-        const build = entry.isIntersecting && this.unbuilt.get(entry.target);
-        if (!build) continue;
+        const row = entry.isIntersecting && this.unbuilt.get(entry.target);
+        if (!row) continue;
         this.unbuilt.delete(entry.target);
         this.observer.unobserve(entry.target);
-        build();
+        this.drawRow(row);
       }
       this.markPainted();
       if (!this.unbuilt.size) this.grid.dataset.built = "all";
@@ -276,19 +322,39 @@ class Timeline {
 
   onEvents(batch) {
     let reread = false;
+    const changed = new Set();
     for (const event of batch) {
       if (event.kind === "reconnected" || event.kind === "deleted") { reread = true; continue; }
       if (event.kind !== "state") continue;
-      const known = this.bookingsOf.get(event.job_id);
+      const job = this.jobs && this.jobs.get(event.job_id);
       // New bookings, released ones and edits change which bars exist: read them again.
-      if (!known || event.from === null || !HOLDS.has(event.to) || event.from === event.to) {
+      if (!job || event.from === null || !HOLDS.has(event.to) || event.from === event.to) {
         reread = true;
       }
-      for (const b of known || []) b.state = event.to; // rows not built yet
-      for (const node of this.bars.get(event.job_id) || []) node.dataset.state = event.to;
+      if (job) { job.state = event.to; changed.add(job); }
+    }
+    // One redraw per drawn row that shows a changed job, whatever the number of events.
+    if (changed.size && this.rows) {
+      for (const entry of this.rows.values()) {
+        if (entry.drawn && entry.bookings.some((b) => changed.has(b.job))) this.drawRow(entry);
+      }
+      if (this.link && changed.has(this.link.booking.job)) {
+        this.link.node.dataset.state = this.link.booking.job.state;
+      }
     }
     if (reread) this.refresh();
   }
+}
+
+/** The columns form (docs/api.md) as bookings {job, resource, start, end} (Unix ms); jobs
+ * shared, so a change of state is one write. */
+function unpack(data) {
+  const c = data.jobs;
+  const jobs = c.id.map((id, i) => ({ id, name: c.name[i], state: c.state[i],
+    startAt: c.start_at[i], endAt: c.end_at[i] }));
+  const b = data.bookings;
+  return b.job.map((j, i) => ({ job: jobs[j], resource: data.resources[b.resource[i]],
+    start: b.start[i], end: b.end[i], lane: 0 }));
 }
 
 export function mount(root) {
