@@ -40,22 +40,56 @@ import psycopg
 
 from tests import e2e
 
-#: A node's default lease in tests: short, so that takeover tests are quick.
-TEST_LEASE = 3.0
+#: A node's default lease in tests: short, so that takeover tests are quick, yet long enough
+#: that a node of a loaded machine does not miss its renewals (takeover tests pass their own).
+TEST_LEASE = 5.0
 #: Workflows every cluster node knows, besides tests/e2e.py's ``demo`` and ``hold``:
-#: ``mark`` runs a subprocess that appends ``start <node> <pid>`` to ``{out}``, waits until
-#: ``{path}`` exists, then appends ``end <node> <pid>`` (the no-double-run tests' record).
+#: ``mark`` runs a subprocess that appends ``start <node> <pid>`` to ``{out}``, then ``tick
+#: <node> <pid>`` every 50 ms until ``{path}`` exists, then ``end <node> <pid>``: the record
+#: of the no-double-run tests (:func:`marks`). Its step has 3 retries.
 CLUSTER_WORKFLOWS = (
     e2e.DEMO_WORKFLOWS
     + """
 [workflows.mark]
 steps = [ { name = "mark", action = "exec", retries = 3, retry_backoff = 0.1, params = { argv = [
   "sh", "-c",
-  "echo start $JOBD_TEST_NODE $$ >> {out}; \
-while [ ! -e {path} ]; do sleep 0.05; done; echo end $JOBD_TEST_NODE $$ >> {out}",
+  "echo start $JOBD_TEST_NODE $$ >> {out}; while [ ! -e {path} ]; do \
+echo tick $JOBD_TEST_NODE $$ >> {out}; sleep 0.05; done; echo end $JOBD_TEST_NODE $$ >> {out}",
 ] } } ]
 """
 )
+
+
+def marks(path: Path) -> list[tuple[str, str, int]]:
+    """The lines a ``mark`` step wrote to ``path``: ``(kind, node, pid)`` in order."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[2].isdigit():  # the last line may be half written
+            out.append((fields[0], fields[1], int(fields[2])))
+    return out
+
+
+def runs(path: Path) -> list[tuple[str, int]]:
+    """The attempts recorded in a ``mark`` file: ``(node, pid)`` of each ``start``."""
+    return [(node, pid) for kind, node, pid in marks(path) if kind == "start"]
+
+
+def overlapping(path: Path) -> list[str]:
+    """Lines that show two attempts alive at once: a line of an attempt after the start
+    of a later one (each attempt's process must be gone before the next one starts)."""
+    seen: list[int] = []
+    problems = []
+    for kind, node, pid in marks(path):
+        if kind == "start":
+            seen.append(pid)
+        elif seen and pid != seen[-1]:
+            problems.append(f"{kind} {node} {pid} after the start of pid {seen[-1]}")
+    return problems
 
 
 class DbRelay:

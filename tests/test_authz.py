@@ -39,6 +39,7 @@ EXPECTED = {
     "GET /v1/bookings": Role.VIEWER,
     "GET /v1/schedules": Role.VIEWER,
     "GET /v1/plugins": Role.VIEWER,
+    "GET /v1/nodes": Role.VIEWER,
     "GET /v1/events": Role.VIEWER,
     "GET /metrics": Role.VIEWER,
     "POST /v1/jobs": Role.OPERATOR,

@@ -191,6 +191,15 @@ def _pg_args() -> Any:
     return bench_pg.parse(["--jobs", "30", "--step-jobs", "10", "--workers", "4"])
 
 
+async def test_cluster_bookings_throughput_and_race(pg_url: str) -> None:
+    from bench import pgbookings
+
+    result = await pgbookings.throughput(pg_url, 20, 2, True)
+    assert result["submits_per_s"] > 0
+    result = await pgbookings.race(pg_url, 10, 2)
+    assert (result["accepted"], result["refused"]) == (2, 8)
+
+
 async def test_cluster_lock_handoff_and_locked_workload(pg_url: str) -> None:
     from bench import cluster_locks
 

@@ -113,3 +113,13 @@ def test_a_plain_list_does_not_import_argparse(tmp_path: Path) -> None:
         [*run, "list", "-h"], capture_output=True, text=True, env=env, timeout=60
     )
     assert other.stdout.split()[-2:] == ["0", "True"]  # help: argparse's
+
+
+def test_every_command_names_a_function_that_exists() -> None:
+    """Commands name their function as ``"module:function"`` (imported when run): a typo
+    would only show when someone runs that command."""
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    funcs = {name: parser.get_default("func") for name, parser in sub.choices.items()}
+    assert all(isinstance(func, str) for func in funcs.values()), funcs
+    for name, func in funcs.items():
+        assert callable(cli._resolve(func)), f"jobd {name}: {func}"

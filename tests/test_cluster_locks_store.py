@@ -30,10 +30,14 @@ class Node:
         self.store = store
         self.locks: AssetLocks = store.asset_locks(name)
         self.events: list[LockEvent] = []
+        self.resyncs = 0
         self._changed = anyio.Event()
 
     def report(self, event: LockEvent) -> None:
-        if event[0] != "poll":
+        if event[0] == "resync":
+            self.resyncs += 1
+            self._changed.set()
+        elif event[0] != "poll":
             self.events.append(event)
             self._changed.set()
 
@@ -47,6 +51,12 @@ class Node:
     async def wait_for(self, predicate: Callable[[list[LockEvent]], bool]) -> None:
         with anyio.fail_after(DEADLINE):
             while not predicate(self.events):
+                self._changed = anyio.Event()
+                await self._changed.wait()
+
+    async def wait_resyncs(self, n: int) -> None:
+        with anyio.fail_after(DEADLINE):
+            while self.resyncs < n:
                 self._changed = anyio.Event()
                 await self._changed.wait()
 
@@ -207,3 +217,22 @@ async def test_random_requests_across_nodes_grant_as_the_lock_manager(
         expected = {job: model.holds(job) for job in owner}
         got = {**await nodes[0].locks.mine(), **await nodes[1].locks.mine()}
         assert got == expected, f"after job {job}"
+
+
+async def test_a_lost_listening_connection_is_opened_again(
+    nodes: tuple[Node, Node], pg_url: str
+) -> None:
+    """The server ends the LISTEN connections: each node listens again, says so
+    (``resync``: its caller checks its requests), and hears the next grant."""
+    a, b = nodes
+    await a.wait_resyncs(1)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        ended = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query = 'LISTEN jobd_locks'"
+        ).fetchall()
+    assert len(ended) == 2
+    await a.wait_resyncs(2)
+    await b.wait_resyncs(2)
+    await b.ask(1, ("x",))
+    await b.wait_for(lambda ev: ("granted", 1) in ev)

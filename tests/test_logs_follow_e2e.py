@@ -147,3 +147,16 @@ def test_the_log_stream_names_its_job(daemon: e2e.Daemon) -> None:
             pass
     assert no_job.value.status == 400 and "job=ID" in no_job.value.message
     assert unknown.value.status == 404
+
+
+def test_a_followed_log_whose_job_is_deleted_ends_with_the_deleted_event(
+    daemon: e2e.Daemon,
+) -> None:
+    job_id = submit(daemon, "demo", "-p", "who=draft", "--draft")
+    client = Client(Endpoint(socket=str(daemon.layout.socket)))
+    with client, client.events(job_id, log_after=0) as events:
+        inbox = reader(events)
+        assert daemon.cli("delete", str(job_id)).returncode == 0
+        seen: list[dict[str, Any]] = []
+        deleted = next_matching(inbox, "'kind': 'deleted'", seen)
+    assert deleted["job_id"] == job_id

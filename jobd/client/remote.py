@@ -334,6 +334,9 @@ class Client:
     def plugins(self) -> dict[str, Any]:
         return dict(self.request("GET", "/v1/plugins"))
 
+    def nodes(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/v1/nodes"))
+
     def reload(self) -> dict[str, Any]:
         return dict(self.request("POST", "/v1/reload"))
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 
 from jobd.client.textui import Group, Renderable, Table, Text
-from jobd.core.timefmt import format_duration
 
 # Annotations only: importing typing costs the CLI's start-up (see jobd.client.wire).
 TYPE_CHECKING = False
@@ -53,6 +51,9 @@ def local_time(iso: str | None) -> str:
     if not iso:
         return "-"
     try:
+        # Imported here: a table without times does not pay for it.
+        from datetime import datetime
+
         return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
         return iso
@@ -213,6 +214,23 @@ def queue_view(info: Mapping[str, Any]) -> Table:
     return grid
 
 
+def nodes_table(items: Iterable[Mapping[str, Any]]) -> Table:
+    """``jobd nodes``: the cluster's nodes (a daemon on SQLite: itself)."""
+    table = Table()
+    for column in ("NODE", "TAGS", "STATE", "LAST RENEWAL", "RUNNING JOBS", "WORKERS"):
+        table.add_column(column)
+    for node in items:
+        table.add_row(
+            str(node.get("name", "")),
+            _join(node.get("tags") or []),
+            str(node.get("state", "")),
+            local_time(node.get("renewed_at")),
+            _join(node.get("running_jobs") or []),
+            str(node.get("workers", "-")),
+        )
+    return _done(table)
+
+
 def locks_table(items: Iterable[Mapping[str, Any]]) -> Table:
     table = Table()
     for column in ("ASSET", "HOLDERS", "WAITERS (FIFO)"):
@@ -286,6 +304,8 @@ def schedules_table(items: Iterable[Mapping[str, Any]]) -> Table:
         if sched.get("cron"):
             when = f"cron {sched['cron']} ({sched.get('timezone', 'UTC')})"
         else:
+            from jobd.core.timefmt import format_duration
+
             when = f"every {format_duration(sched.get('interval'))}"
         table.add_row(
             str(sched.get("name", "")),

@@ -217,6 +217,13 @@ class Admission:
                 job_id, now, "not-confirmed", "scheduler", overlay.to_dict()
             )
 
+    async def cluster_news(self) -> None:
+        """Another node of a cluster made work claimable (or a poll): its due times and its
+        ``pending`` jobs are this node's to claim too, when it has room."""
+        self.pending = await self._ctx.store.count_state(S.PENDING)
+        await self.process_due()
+        await self.admit()
+
     # ---------------------------------------------------------------- pending
     async def admit(self) -> None:
         """Fill free queue places from ``pending``: priority first, then due time."""

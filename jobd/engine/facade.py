@@ -34,6 +34,7 @@ from jobd.config import Config, keep_restart_only
 from jobd.core.events import JobEvent
 from jobd.core.models import Job, JobSpec
 from jobd.engine.admission import Admission
+from jobd.engine.cluster import ClusterNode, LocalNode
 from jobd.engine.cluster_handoff import ClusterHandoff
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
@@ -78,6 +79,10 @@ class Engine:
         ``node``: this node's name in a cluster (default: ``[daemon] node``, else the host
         name)."""
         ctx = self._ctx = Context(config, store, plugins, clock)
+        membership = store.membership()
+        self.cluster: LocalNode = (
+            LocalNode(ctx, clock()) if membership is None else ClusterNode(ctx, clock(), membership)
+        )
         self.booking_index = BookingIndex(config.resources, config.pools)
         self.timers = Timers(clock=clock)
         self._lineup = Lineup()
@@ -122,7 +127,16 @@ class Engine:
         self._intake = Intake(ctx, lineup, transitions, fanout, bookings, admission, idle)
         live = self._workers.live
         self._operations = Operations(
-            ctx, lineup, transitions, fanout, bookings, admission, handoff, self._intake, live
+            ctx,
+            lineup,
+            transitions,
+            fanout,
+            bookings,
+            admission,
+            handoff,
+            self._intake,
+            live,
+            self.cluster,
         )
         self._recovery = Recovery(
             ctx, lineup, transitions, bookings, admission, handoff, self._intake, idle, live
@@ -136,6 +150,9 @@ class Engine:
             self._workers,
             handoff,
             live.windows,
+        )
+        self.cluster.bind(
+            self._recovery.adopt, admission.cluster_news, self._operations.operate_here
         )
 
     # ================================================================ shared handles
@@ -213,6 +230,7 @@ class Engine:
             await tg.start(self._relay.run)
             if self._desk is not None:  # other nodes' events and operations: one connection
                 await tg.start(self._desk.run)
+            await self.cluster.join()  # before anything is written: the fencing token
             await self._recovery.recover()
             for _ in range(ctx.config.daemon.workers):
                 tg.start_soon(self._workers.worker)
@@ -220,6 +238,7 @@ class Engine:
             await self.schedules.start()
             await self._admission.process_due()
             await self._admission.admit()
+            await tg.start(self.cluster.run)
             log.info(
                 "engine ready",
                 workers=ctx.config.daemon.workers,
@@ -393,6 +412,12 @@ class Engine:
     ) -> dict[str, Any]:
         """Pause (``paused``) or resume schedule ``name``; the schedule as listed."""
         return await self.schedules.set_paused(name, paused, actor)
+
+    async def nodes_info(self) -> list[dict[str, Any]]:
+        """The nodes of the cluster by name (a store of one node: this one): ``{name, tags,
+        state ('up', 'lost', 'left'), renewed_at, lease, epoch, started_at, workers,
+        run_queue_size, running_jobs: [ids], ...}``."""
+        return await self.cluster.nodes(sorted(self._workers.running))
 
     def plugins_info(self) -> dict[str, Any]:
         """``{plugins: [{name, file, actions, error}], actions: [{name, plugin, description}]}``."""

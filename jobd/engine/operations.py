@@ -17,11 +17,17 @@ import anyio
 from jobd.core.errors import InvalidTransition, JobdError, NotApplicable, NotFound, ValidationError
 from jobd.core.events import JobEvent
 from jobd.core.models import Job, OverlayCode
-from jobd.core.states import JobState, StepState, allowed_operations, check_transition
+from jobd.core.states import (
+    ACTIVE,
+    JobState,
+    StepState,
+    allowed_operations,
+    check_transition,
+)
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
 from jobd.engine.lineup import Lineup, load_live
-from jobd.engine.ports import Booking, Grants, LiveOps, Placement
+from jobd.engine.ports import Booking, Grants, LiveOps, Placement, Remote
 from jobd.engine.transitions import Transitions
 from jobd.plan.bookings import BookingIndex
 from jobd.run.runner import CANCEL, PAUSE
@@ -72,8 +78,10 @@ class Operations:
         grants: Grants,
         intake: Booking,
         live: LiveOps,
+        remote: Remote,
     ) -> None:
         self._ctx = ctx
+        self._remote = remote
         self._lineup = lineup
         self._transitions = transitions
         self._fanout = fanout
@@ -108,12 +116,32 @@ class Operations:
             )
         return handler
 
-    async def operate(self, job_id: int, operation: str, actor: str) -> Job | None:
-        """Apply ``operation``; the job after it for ``resubmit`` (the new job), else None."""
+    async def operate(
+        self, job_id: int, operation: str, actor: str, *, here: bool = False
+    ) -> Job | None:
+        """Apply ``operation``; the job after it for ``resubmit`` (the new job), else None.
+        A job another node of a cluster holds is operated on by that node (unless ``here``:
+        the operation was forwarded to this node)."""
         handler = self.handler(operation)
         job = await load_live(self._lineup, self._ctx.store, job_id)
+        if not here and await self._forwarded(job, operation, actor):
+            return None
         check_transition(operation, job.state)
         return await handler(job, actor)
+
+    async def operate_here(self, job_id: int, operation: str, actor: str) -> Job | None:
+        """:meth:`operate` for an operation another node forwarded to this one."""
+        return await self.operate(job_id, operation, actor, here=True)
+
+    async def _forwarded(self, job: Job, operation: str, actor: str) -> bool:
+        """Whether another node holds the job, and so performed the operation."""
+        if job.id in self._lineup or job.state not in ACTIVE:
+            return False
+        node = await self._remote.holder(job.id)
+        if node is None:
+            return False
+        await self._remote.forward(node, job.id, operation, actor)
+        return True
 
     async def operate_many(self, job_ids: list[int], operation: str, actor: str) -> BatchOutcome:
         """See :meth:`jobd.engine.Engine.operate_many`."""
@@ -138,6 +166,8 @@ class Operations:
         if job is None:
             return NotFound("job", job_id)
         try:
+            if await self._forwarded(job, operation, actor):
+                return None
             try:
                 check_transition(operation, job.state)
             except InvalidTransition:

@@ -65,10 +65,24 @@ class Recovery:
         self._requeue.pending = await store.count_state(S.PENDING)
         await self._relock.load()
         active = await store.jobs_in_states(ACTIVE)
+        await self._take_up(active, None)
+        if active:
+            log.info("recovered jobs", count=len(active))
+
+    async def adopt(self, job_ids: list[int], dead: str) -> None:
+        """Take up the jobs of node ``dead`` that this node took over (they are this node's
+        now): as after a restart of its own, but the processes of their steps ran on the
+        other node's host (its watchdog killed them), so none is killed here."""
+        jobs = [job for job in await self._ctx.store.load_jobs(job_ids) if job.state in ACTIVE]
+        await self._take_up([job for job in jobs if job.id not in self._lineup], dead)
+        log.info("took over jobs of a lost node", node=dead, count=len(jobs))
+
+    async def _take_up(self, active: list[Job], dead: str | None) -> None:
+        """Running ones interrupted, queued ones queued, waiting ones waiting again."""
         waiting = []
         for job in active:
             if job.state in (S.RUNNING, S.CANCEL_REQUESTED):
-                await self._recover_running(job)
+                await self._recover_running(job, dead)
             elif job.state == S.QUEUED:
                 self._requeue.enqueue(job)
             else:
@@ -76,48 +90,46 @@ class Recovery:
         for job in sorted(waiting, key=lambda j: (j.updated_at, j.id)):
             self._relock.restore_waiter(self._lineup.hold(job))
         self._relock.restored()
-        if active:
-            log.info("recovered jobs", count=len(active))
         self._wakeup.wake_all()
 
-    async def _recover_running(self, job: Job) -> None:
+    async def _recover_running(self, job: Job, dead: str | None = None) -> None:
         from jobd.plugin.processes import kill_process_group
 
         for step in job.steps:
-            if step.pgid:
+            if step.pgid and dead is None:
                 await kill_process_group(step.pgid, grace=self._ctx.config.daemon.kill_grace)
         if job.state == S.RUNNING and in_live_window(job):
             self._live.reopen(job)
             return
+        why = "a daemon restart" if dead is None else f"the loss of node {dead}"
         if job.state == S.CANCEL_REQUESTED:
             await self._transitions.apply(
                 job,
                 "finished",
                 S.CANCELED,
-                cause="canceled (completed after a daemon restart)",
+                cause=f"canceled (completed after {why})",
                 actor="recovery",
                 unit=self._ctx.store.changes().release(job.id),
             )
             self._bookings.remove_job(job.id)
             return
-        await self._resume_interrupted(job)
+        await self._resume_interrupted(job, why)
 
-    async def _resume_interrupted(self, job: Job) -> None:
+    async def _resume_interrupted(self, job: Job, why: str) -> None:
         now = self._ctx.clock()
-        overlay = ErrorOverlay(
-            OverlayCode.INTERRUPTED, "the run was interrupted by a daemon restart", now
-        )
+        overlay = ErrorOverlay(OverlayCode.INTERRUPTED, f"the run was interrupted by {why}", now)
+        interrupted = f"interrupted by {why}"
         unit = self._ctx.store.changes()
         exhausted = None
         for step in job.steps:
             if step.state not in (StepState.RUNNING, StepState.SOFT_FAILED):
                 continue
             if step.attempts <= step.retries:
-                unit.interrupt_step(job.id, step.idx, INTERRUPTED, retry=True, at=now)
+                unit.interrupt_step(job.id, step.idx, interrupted, retry=True, at=now)
             else:
                 exhausted = step
                 unit.interrupt_step(
-                    job.id, step.idx, f"{INTERRUPTED}; no attempts left", retry=False, at=now
+                    job.id, step.idx, f"{interrupted}; no attempts left", retry=False, at=now
                 )
         if exhausted is not None:
             unit.release(job.id)
@@ -130,7 +142,7 @@ class Recovery:
                 unit=unit,
                 error=replace(
                     overlay,
-                    message=f"step {exhausted.name} was interrupted by a daemon restart in"
+                    message=f"step {exhausted.name} was interrupted by {why} in"
                     f" attempt {exhausted.attempts} of {exhausted.retries + 1}; none left",
                 ),
             )
@@ -140,7 +152,7 @@ class Recovery:
             job,
             "recover",
             S.CONFIRMED,
-            cause="interrupted by a daemon restart; resuming",
+            cause=f"{interrupted}; resuming",
             actor="recovery",
             unit=unit,
             error=overlay,

@@ -62,6 +62,15 @@ PgidCallback = Callable[[int | None], Awaitable[None]]
 # recorded before a crash may since have been reused by one of these (pids
 # wrap); kill_process_group must not mistake a live step for an orphan.
 _OWN_GROUPS: set[int] = set()
+# Told ("add", pgid) when a group starts and ("del", pgid) when it is reaped: the watchdog of
+# a node of a cluster (jobd.engine.fencing), which kills them when the node's lease runs out.
+_group_observer: Callable[[str, int], None] | None = None
+
+
+def set_group_observer(observer: Callable[[str, int], None] | None) -> None:
+    """Report every process group :func:`run_process` starts and reaps to ``observer``."""
+    global _group_observer
+    _group_observer = observer
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +342,8 @@ async def _supervise(
     left of the group, reap the leader and forget the group."""
     pgid = process.pid  # start_new_session: the leader's pid is the group id
     _OWN_GROUPS.add(pgid)
+    if _group_observer is not None:
+        _group_observer("add", pgid)
     try:
         if on_pgid is not None:
             await on_pgid(pgid)
@@ -341,6 +352,8 @@ async def _supervise(
     finally:
         await _shutdown(process, pgid, kill_grace, captures)
         _OWN_GROUPS.discard(pgid)
+        if _group_observer is not None:
+            _group_observer("del", pgid)
         with anyio.CancelScope(shield=True):
             await _forget_pgid(on_pgid, log)
     assert process.returncode is not None

@@ -427,6 +427,7 @@ def main(config_path: str | None) -> int:
     notifier = Notifier.from_env()
     interval = watchdog_interval()
     forget_notify_env()  # steps and scripts must not talk to systemd in our name
+    _start_fencing(config)
     daemon = Daemon(
         ready.path,
         config,
@@ -450,6 +451,15 @@ def main(config_path: str | None) -> int:
             set_job_log_sink(None)
             notifier.close()
     return EXIT_OK
+
+
+def _start_fencing(config: Config) -> None:
+    """A node of a cluster: fork its watchdog (``jobd.engine.fencing``) now, before the event
+    loop and any thread exist (a fork copies only the calling thread)."""
+    if config.daemon.database is not None:
+        from jobd.engine import fencing
+
+        fencing.start(config.daemon.lease)
 
 
 #: Allocations between two collections of the garbage collector's young generation

@@ -39,7 +39,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
@@ -47,6 +47,9 @@ from anyio.abc import TaskStatus
 from jobd.core.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
 from jobd.core.states import JobState
 from jobd.store.shared import SharedDatabase
+
+if TYPE_CHECKING:
+    from jobd.store.cluster import Membership
 
 #: A reservation as ``(job_id, resource, start, end, pool)``.
 ReservationRow = tuple[int, str, float, float, str | None]
@@ -402,6 +405,11 @@ class Store(SharedDatabase, ABC):
         ``{at, fire_time, kind, job_id, reason}``."""
 
     # ---------------------------------------------------------------- cluster
+    def membership(self) -> Membership | None:
+        """This node's membership of the cluster sharing this database; ``None`` (the
+        default: SQLite) for a store of one node."""
+        return None
+
     def asset_locks(self, node: str) -> AssetLocks | None:
         """The asset locks this database keeps for the nodes of a cluster, as node ``node``
         uses them; ``None`` (the default: SQLite) when the engine keeps them in memory."""
@@ -478,4 +486,6 @@ class AssetLocks(ABC):
         (commit :meth:`regrant` for it). Also ``("poll", 0)`` every ``poll`` s, and
         ``("resync", 0)`` once listening (again, after a lost connection): the caller then
         checks :meth:`mine` (the fallback; after a resync it also regrants its waiters).
-        ``task_status.started()`` once it first listens (``TaskGroup.start``)."""
+        ``task_status.started()`` once it first listens (``TaskGroup.start``); raises
+        :class:`~jobd.core.errors.StoreError` if it cannot listen at all at first (later, a
+        lost connection is opened again)."""

@@ -165,7 +165,7 @@ async def copy_sqlite_to_postgres(
     from jobd.store.sqlite import open_store as open_sqlite
 
     try:
-        async with open_sqlite(path) as src, open_postgres(url, node="jobd-db-copy") as dst:
+        async with open_sqlite(path) as src, open_postgres(url, single=False) as dst:
             done = await copy_store(src, dst, report=report)
             await dst.analyze()
             return done

@@ -265,6 +265,13 @@ def _add_inspect_commands(sub: Any) -> None:
     command(
         sub, "plugins", "views:cmd_plugins", "plugins, their actions and load errors", reading=True
     )
+    command(
+        sub,
+        "nodes",
+        "views:cmd_nodes",
+        "the cluster's nodes: tags, state, last renewal, running jobs, workers",
+        reading=True,
+    )
     _add_watch(sub)
 
 

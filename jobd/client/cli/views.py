@@ -94,3 +94,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from jobd.client import render
 
     return _show(args, Client.plugins, render.plugins_view)
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from jobd.client import render
+
+    return _show(args, Client.nodes, lambda data: render.nodes_table(data.get("items") or []))

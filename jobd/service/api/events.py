@@ -15,7 +15,7 @@ from anyio import CancelScope
 from fastapi import FastAPI, Query, Response
 from starlette.types import Receive, Scope, Send
 
-from jobd.core.errors import ValidationError
+from jobd.core.errors import NotFound, ValidationError
 from jobd.core.events import JobEvent
 from jobd.service.api.limits import MAX_ID
 from jobd.service.api.shapes import iso_times
@@ -165,7 +165,11 @@ class LogStreamResponse(EventStreamResponse):
                     await self._chunk(send, sse_frame(event))
 
     async def _send_lines(self, send: Send) -> None:
-        for line in await self._engine.committed_log(self._log_job, self._after):
+        try:
+            lines = await self._engine.committed_log(self._log_job, self._after)
+        except NotFound:  # deleted (its "deleted" event follows), and its log with it
+            return
+        for line in lines:
             self._after = max(self._after, int(line["seq"]))
             await self._chunk(send, sse_frame(log_event(self._log_job, line)))
 

@@ -1,5 +1,5 @@
-"""The daemon itself: ``GET /v1/plugins``, ``GET /v1/health``, ``GET /openapi.json``,
-``POST /v1/reload`` and ``GET /metrics``."""
+"""The daemon itself: ``GET /v1/plugins``, ``GET /v1/nodes``, ``GET /v1/health``,
+``GET /openapi.json``, ``POST /v1/reload`` and ``GET /metrics``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 
 from jobd.core.timefmt import format_time
-from jobd.service.api.shapes import as_json, error_response
+from jobd.service.api.shapes import as_json, error_response, items
 from jobd.service.authz import ADMIN, VIEWER, Anyone
 
 if TYPE_CHECKING:
@@ -23,11 +23,16 @@ ReloadFunc = Callable[[], Awaitable[Mapping[str, list[str]]]]
 
 
 def add_plugin_routes(app: FastAPI, engine: Engine) -> None:
-    """``GET /v1/plugins``."""
+    """``GET /v1/plugins``, ``GET /v1/nodes``."""
 
     @app.get("/v1/plugins", dependencies=[VIEWER])
     async def plugins() -> dict[str, Any]:
         return as_json(engine.plugins_info())
+
+    @app.get("/v1/nodes", dependencies=[VIEWER])
+    async def nodes() -> dict[str, Any]:
+        """The cluster's nodes (SPEC §10); a daemon on SQLite shows itself alone."""
+        return items(await engine.nodes_info())
 
 
 def add_health_routes(app: FastAPI, *, version: str, started_at: float) -> None:

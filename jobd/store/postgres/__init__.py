@@ -9,7 +9,8 @@ different statements, in order, in one round trip (the README's design notes).
 from __future__ import annotations
 
 from jobd.store.postgres.migrate import SCHEMA_VERSION
-from jobd.store.postgres.store import PostgresStore, open_store, safe_url
+from jobd.store.postgres.opening import open_store
+from jobd.store.postgres.store import PostgresStore, safe_url
 from jobd.store.postgres.units import PgUnit
 
 __all__ = ["SCHEMA_VERSION", "PgUnit", "PostgresStore", "open_store", "safe_url"]

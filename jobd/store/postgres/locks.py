@@ -89,17 +89,21 @@ class PgAssetLocks(AssetLocks):
         *,
         task_status: TaskStatus[None] = TASK_STATUS_IGNORED,
     ) -> None:
+        started = False
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
             except psycopg.Error as exc:
+                if not started:  # at start-up: the node cannot run (its locks are there)
+                    raise StoreError(f"cannot listen for lock grants: {exc}") from exc
                 log.warning("cannot listen for lock grants; retrying", error=str(exc))
                 await anyio.sleep(RECONNECT_DELAY)  # a retry's pace, not a synchronisation
                 continue
             try:
                 await conn.execute(q.LISTEN_LOCKS)
-                task_status.started()
-                task_status = TASK_STATUS_IGNORED  # started once; a reconnect is not a start
+                if not started:
+                    started = True
+                    task_status.started()
                 report(("resync", 0))  # what was granted or to recheck while nobody listened
                 await self._relay(conn, report, poll)
             except psycopg.Error as exc:

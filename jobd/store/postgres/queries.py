@@ -129,3 +129,32 @@ FILTER_JOB_COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
 FILTER_NAME = "coalesce(j.name, j.workflow || '-' || j.id)"
 FILTER_TIME = "coalesce(j.start_at, j.created_at)"
 FILTER_KEY = "EXISTS (SELECT FROM job_keys k WHERE k.kind = %s AND k.key = %s AND k.job_id = j.id)"
+
+# ------------------------------------------------------------------ nodes (sql/migrate-4.sql)
+#: The writer's session is node ``%s``: claims and the ``jobd_due`` payloads name it.
+SET_NODE = "SELECT set_config('jobd.node', %s, false)"
+#: Added to a batch's APPLY* of a joined node: its fencing token is checked first (the WHERE
+#: runs before the select list), in the batch's own transaction.
+FENCE = " WHERE jobd_fence(%s, %s)"
+#: The SQLSTATE of jobd_fence's refusal.
+FENCED_SQLSTATE = "JF001"
+NODE_JOIN = "SELECT jobd_node_join(%s, %s, %s, %s, %s, %s, %s, %s)"
+NODE_RENEW = "SELECT jobd_node_renew(%s, %s)"
+NODE_LEAVE = "SELECT jobd_node_leave(%s, %s)"
+NODE_TAKEOVER = "SELECT dead_node, job_ids FROM jobd_node_takeover(%s, %s)"
+_HELD = "('queued', 'waiting-for-lock', 'running', 'cancel-requested')"
+NODE_ROWS = (
+    "SELECT n.name, n.tags, CASE WHEN n.state = 'up' AND n.renewed_at + n.lease_s <= jobd_now()"
+    " THEN 'lost' ELSE n.state END, n.renewed_at, n.lease_s, n.epoch, n.started_at, n.workers,"
+    " n.run_queue_size, n.api, n.pid, n.host, ARRAY(SELECT j.id FROM jobs j WHERE j.node ="
+    " n.name AND j.state IN ('running', 'cancel-requested') ORDER BY j.id) FROM nodes n"
+    " ORDER BY n.name"
+)
+HOLDER = f"SELECT node FROM jobs WHERE id = %s AND state IN {_HELD}"
+NOTIFY = "SELECT pg_notify(%s, %s)"
+#: With the channel as an identifier (psycopg.sql).
+LISTEN = "LISTEN {}"
+#: Recovery's input on a node of a cluster: the active jobs this node holds.
+IDS_IN_STATES_OF_NODE = (
+    "SELECT id FROM jobs WHERE state = ANY(%s) AND node = %s ORDER BY due_at, id"
+)

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import anyio
@@ -30,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 from jobd.core.errors import StoreError
 from jobd.core.models import HistoryEntry, Job, Reservation, Step
 from jobd.core.states import JobState
+from jobd.store.cluster import Fenced, Membership
 from jobd.store.contract import (
     AssetLocks,
     Changes,
@@ -43,8 +43,8 @@ from jobd.store.postgres import queries as q
 from jobd.store.postgres.bulk import group
 from jobd.store.postgres.filters import filtered
 from jobd.store.postgres.locks import PgAssetLocks
-from jobd.store.postgres.migrate import migrate
 from jobd.store.postgres.news import PgNews
+from jobd.store.postgres.nodes import PgMembership
 from jobd.store.postgres.rules import ReservationNews, firing_claimed, refusal, set_capacities
 from jobd.store.postgres.units import PgUnit
 from jobd.store.sqlite.rows import job_from_row, reservation_from_row, step_from_row
@@ -77,8 +77,19 @@ class PostgresStore(Store):
     """The job database on PostgreSQL. Create with :func:`open_store`; the contract's
     docstrings (:class:`jobd.store.contract.Store`) say what each method promises."""
 
-    def __init__(self, url: str, writer: psycopg.AsyncConnection[Any], pool: AsyncConnectionPool):
+    def __init__(
+        self,
+        url: str,
+        writer: psycopg.AsyncConnection[Any],
+        pool: AsyncConnectionPool,
+        node: str | None = None,
+    ):
         self.url = url
+        #: This store's node of a cluster (None: a store that is no node, as the tests' own).
+        self.node = node
+        #: ``(node, epoch)`` once the node joined: every batch checks it (the fencing token).
+        self._token: tuple[str, int] | None = None
+        self._membership: PgMembership | None = None
         self._conn = writer
         self._pool = pool
         self._queue: list[_Queued] = []
@@ -157,7 +168,8 @@ class PostgresStore(Store):
         self._idle.set()
 
     async def _apply(self, units: list[PgUnit], attempt: int = 1) -> list[_Outcome]:
-        """Apply ``units`` in one transaction; on a refusal, each in a transaction of its own."""
+        """Apply ``units`` in one transaction; on a refusal, each in a transaction of its own.
+        Raises :class:`Fenced` when the node's fencing token was refused (nothing applied)."""
         try:
             return await self._transaction(units)
         except psycopg.errors.TransactionRollback as exc:
@@ -171,6 +183,8 @@ class PostgresStore(Store):
         except psycopg.OperationalError as exc:
             raise StoreError(f"lost the database {safe_url(self.url)}: {exc}") from exc
         except psycopg.Error as exc:
+            if getattr(exc, "sqlstate", None) == q.FENCED_SQLSTATE:
+                raise Fenced(str(exc).strip()) from exc
             if len(units) == 1:
                 return [self._refused(exc, units[0])]
             log.info("a batch was refused; applying its units one by one", units=len(units))
@@ -201,13 +215,19 @@ class PostgresStore(Store):
             )
         except ValueError as exc:  # NaN or infinity: not JSON, and never a time jobd writes
             raise psycopg.DataError(str(exc)) from exc
+        token = self._token or ()
+        params: tuple[Any, ...] = (payload,)
         if locking:
             assets = sorted({a for lk in locking for a in lk[0]})
             jobs = sorted({j for lk in locking for j in lk[1]})
             nodes = sorted({n for lk in locking for n in lk[2]})
-            cur = await self._conn.execute(q.APPLY_LOCKED, (payload, assets, jobs, nodes))
+            params = (payload, assets, jobs, nodes)
+            statement = q.APPLY_LOCKED
         else:
-            cur = await self._conn.execute(q.APPLY if grouped is None else q.APPLY_BULK, (payload,))
+            statement = q.APPLY if grouped is None else q.APPLY_BULK
+        if token:  # a node's batch: its fencing token is checked first, in its transaction
+            statement += q.FENCE
+        cur = await self._conn.execute(statement, (*params, *token))
         row = await cur.fetchone()
         failed = set(row[0]) if row is not None else set()
         self.batches += 1
@@ -263,6 +283,17 @@ class PostgresStore(Store):
                 await conn.execute(q.ANALYZE)
         except psycopg.Error as exc:
             raise StoreError(f"ANALYZE on {safe_url(self.url)} failed: {exc}") from exc
+
+    def fence(self, node: str, epoch: int) -> None:
+        """From now on every batch checks node ``node``'s fencing token ``epoch``."""
+        self._token = (node, epoch)
+
+    def membership(self) -> Membership | None:
+        if self.node is None:
+            return None
+        if self._membership is None:
+            self._membership = PgMembership(self.url, self._fetchall, self.node, self.fence)
+        return self._membership
 
     def asset_locks(self, node: str) -> AssetLocks:
         return PgAssetLocks(self.url, self._fetchall, node)
@@ -334,8 +365,13 @@ class PostgresStore(Store):
         return [r[0] for r in await self._fetchall(sql, params)]
 
     async def jobs_in_states(self, states: Iterable[JobState]) -> list[Job]:
+        """On a node of a cluster: the jobs in ``states`` that this node holds (recovery's)."""
         names = [str(s) for s in states]
-        ids = [r[0] for r in await self._fetchall(q.IDS_IN_STATES, (names,))]
+        if self._token is not None:
+            rows = await self._fetchall(q.IDS_IN_STATES_OF_NODE, (names, self._token[0]))
+        else:
+            rows = await self._fetchall(q.IDS_IN_STATES, (names,))
+        ids = [r[0] for r in rows]
         return await self.load_jobs(ids)
 
     async def load_jobs(self, job_ids: Sequence[int]) -> list[Job]:
@@ -441,60 +477,3 @@ async def _read_jobs(conn: psycopg.AsyncConnection[Any], ids: list[int]) -> list
     for r in await (await conn.execute(q.SELECT_RESERVATIONS_BY_JOB, (ids,))).fetchall():
         jobs[r[0]].reservations.append(reservation_from_row(r))
     return [jobs[i] for i in ids if i in jobs]
-
-
-async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
-    try:
-        return await psycopg.AsyncConnection.connect(url, autocommit=True)
-    except psycopg.Error as exc:
-        raise StoreError(f"cannot connect to the database {safe_url(url)}: {exc}") from exc
-
-
-async def _lock_node(writer: psycopg.AsyncConnection[Any], node: str) -> bool:
-    """Take the session lock on the node's name; False when another session holds it."""
-    row = await (await writer.execute(q.NODE_LOCK, (node,))).fetchone()
-    return row is not None and bool(row[0])
-
-
-@asynccontextmanager
-async def open_store(
-    url: str, *, node: str = "jobd", readers: int = 4, single: bool = True
-) -> AsyncIterator[PostgresStore]:
-    """Connect to ``url`` as the node named ``node`` (creating the schema as needed) and run
-    the writer task. Raises :class:`StoreError` when a daemon with the same node name is
-    connected already (nodes with other names share the database). ``single=False`` skips
-    that check (tests that open several stores on one database as nodes of their own)."""
-    writer = await _connect(url)
-    try:
-        try:
-            if single and not await _lock_node(writer, node):
-                raise StoreError(
-                    f"another jobd daemon is using the database {safe_url(url)} as node "
-                    f"{node!r}: give each node its own [daemon] node name"
-                )
-            await migrate(writer)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot set up the database {safe_url(url)}: {exc}") from exc
-        pool = AsyncConnectionPool(
-            url, min_size=1, max_size=readers, kwargs={"autocommit": True}, open=False
-        )
-        try:
-            await pool.open(wait=True, timeout=30)
-        except Exception as exc:
-            raise StoreError(f"cannot connect to the database {safe_url(url)}: {exc}") from exc
-        store = PostgresStore(url, writer, pool)
-        try:
-            async with anyio.create_task_group() as tg:
-                await tg.start(store._writer_loop)
-                try:
-                    yield store
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        if store._broken is None:
-                            await store.flush()
-                    store._closed = True
-                    tg.cancel_scope.cancel()
-        finally:
-            await pool.close()
-    finally:
-        await writer.close()

@@ -1,0 +1,265 @@
+"""This node's part in a cluster (SPEC §10): lease, takeover, news from the other nodes,
+operations forwarded to the node that holds a job.
+
+Two implementations of one surface, chosen by the store: :class:`LocalNode` for a store
+of one node (SQLite: nothing crosses nodes, no task, no cost) and :class:`ClusterNode`
+on the store's :class:`~jobd.store.cluster.Membership` (PostgreSQL).
+
+A cluster node joins before recovery (its recovery then takes up only the jobs it
+holds), renews its lease every third of it and, in the same beat, takes over the nodes
+whose lease ran out: their held jobs become its own and are recovered as after a restart
+of its own (interrupted attempts; a dead node's process groups are on another host and
+were killed by that node's watchdog). It LISTENs for ``jobd_due`` (a job any node may
+claim: it runs its due timer and admits from ``pending``), ``jobd_nodes`` (a node left or
+was lost: take over at once) and ``jobd_ops`` (an operation for a job it holds, sent by
+the node that received it: performed here, answered on the same channel). A renewal that
+fails with :class:`~jobd.store.cluster.Fenced` ends the engine: the node stops.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from jobd.core.errors import JobdError, StoreError
+from jobd.engine import fencing
+from jobd.engine.context import Context
+from jobd.store.cluster import ClusterEvent, Fenced, Membership
+
+log = structlog.get_logger("jobd.engine")
+DUE_CHANNEL, OPS_CHANNEL, NODES_CHANNEL = "jobd_due", "jobd_ops", "jobd_nodes"
+#: How long an operation forwarded to another node waits for its answer (the holder's own
+#: cancel waits up to ``OPERATION_WAIT`` for the step to stop before answering).
+FORWARD_TIMEOUT = 15.0
+#: Seconds between two looks at the due work and ``pending`` when no notification came.
+POLL = 5.0
+
+
+class NodeUnavailable(JobdError):
+    """The node that holds a job did not answer an operation forwarded to it."""
+
+    code = "node-unavailable"
+    status = 503
+
+
+class RemoteError(JobdError):
+    """An operation the holding node refused: its error as that node raised it."""
+
+    def __init__(self, error: dict[str, Any], status: int) -> None:
+        super().__init__(str(error.get("message", "refused")), error.get("details") or {})
+        self.code = str(error.get("code", "error"))
+        self.status = status
+
+
+#: ``(job ids, from node)``: recover jobs taken over from a lost node.
+Adopt = Callable[[list[int], str], Awaitable[None]]
+#: ``(job id, operation, actor)``: perform an operation here (``Operations.operate``).
+Perform = Callable[[int, str, str], Awaitable[object]]
+
+
+class LocalNode:
+    """The one node of a store without a cluster (SQLite)."""
+
+    clustered = False
+
+    def __init__(self, ctx: Context, started_at: float) -> None:
+        self._ctx = ctx
+        self.started_at = started_at
+        self.node = ctx.config.daemon.node
+
+    def bind(self, adopt: Adopt, wake_due: Callable[[], Awaitable[None]], perform: Perform) -> None:
+        """Nothing to bind: nothing comes from other nodes."""
+
+    async def join(self) -> None:
+        """A node of one joins nothing."""
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+
+    async def holder(self, job_id: int) -> str | None:
+        """Always None: every job is this node's."""
+        return None
+
+    async def forward(self, node: str, job_id: int, operation: str, actor: str) -> None:
+        raise NodeUnavailable(f"job {job_id} is held by node {node!r}, not in this cluster")
+
+    async def nodes(self, running: list[int]) -> list[dict[str, Any]]:
+        """This node alone, ``up``; ``running`` are the ids of its running jobs."""
+        daemon = self._ctx.config.daemon
+        return [
+            {
+                "name": daemon.node,
+                "tags": list(daemon.tags),
+                "state": "up",
+                "renewed_at": self._ctx.clock(),
+                "lease": None,
+                "epoch": None,
+                "started_at": self.started_at,
+                "workers": daemon.workers,
+                "run_queue_size": daemon.run_queue_size,
+                "running_jobs": sorted(running),
+            }
+        ]
+
+
+class ClusterNode(LocalNode):
+    """A node of a cluster sharing a PostgreSQL database (see the module docstring)."""
+
+    clustered = True
+
+    def __init__(self, ctx: Context, started_at: float, membership: Membership) -> None:
+        super().__init__(ctx, started_at)
+        self._m = membership
+        self._adopt: Adopt | None = None
+        self._wake_due: Callable[[], Awaitable[None]] | None = None
+        self._perform: Perform | None = None
+        self._due_wanted = anyio.Event()
+        self._takeover_wanted = anyio.Event()
+        self._replies: dict[str, anyio.Event] = {}
+        self._answers: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
+
+    def bind(self, adopt: Adopt, wake_due: Callable[[], Awaitable[None]], perform: Perform) -> None:
+        self._adopt, self._wake_due, self._perform = adopt, wake_due, perform
+
+    @property
+    def lease(self) -> float:
+        return self._ctx.config.daemon.lease
+
+    async def join(self) -> None:
+        daemon = self._ctx.config.daemon
+        sent = time.monotonic()
+        await self._m.join(
+            tags=daemon.tags,
+            workers=daemon.workers,
+            run_queue_size=daemon.run_queue_size,
+            lease=daemon.lease,
+            api=str(self._ctx.config.api.listen or self._ctx.config.api.socket),
+        )
+        self._renewed(sent)
+
+    def _renewed(self, sent: float) -> None:
+        watchdog = fencing.current()
+        if watchdog is not None:
+            if watchdog.broken:
+                raise Fenced(f"node {self.node}: its watchdog process is gone")
+            watchdog.renewed(sent)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Lease, takeover, notifications and due work; until cancelled or fenced."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._m.listen, (DUE_CHANNEL, OPS_CHANNEL, NODES_CHANNEL), self._on, POLL)
+            tg.start_soon(self._due_loop)
+            task_status.started()
+            await self._lease_loop()
+
+    async def _lease_loop(self) -> None:
+        while True:
+            with anyio.move_on_after(self.lease / 3):  # the lease's pace, or a node's news
+                await self._takeover_wanted.wait()
+            self._takeover_wanted = anyio.Event()
+            sent = time.monotonic()
+            try:
+                await self._m.renew()
+                self._renewed(sent)
+                taken = await self._m.take_over()
+            except Fenced:
+                raise
+            except StoreError as exc:
+                log.warning("lease renewal or takeover failed; trying again", error=str(exc))
+                continue
+            for dead, ids in taken:
+                log.warning("took over a lost node", node=dead, jobs=ids)
+                if ids and self._adopt is not None:
+                    await self._adopt(ids, dead)
+
+    async def _due_loop(self) -> None:
+        while True:
+            await self._due_wanted.wait()
+            self._due_wanted = anyio.Event()
+            if self._wake_due is not None and self._ctx.accepting:
+                try:
+                    await self._wake_due()
+                except JobdError as exc:
+                    log.warning("looking at due work failed", error=str(exc))
+
+    def _on(self, event: ClusterEvent) -> None:
+        channel, payload = event
+        if channel == "poll":
+            self._due_wanted.set()
+        elif channel == DUE_CHANNEL:
+            if payload.rpartition(" ")[2] != self.node:  # not its own writes
+                self._due_wanted.set()
+        elif channel == NODES_CHANNEL:
+            self._takeover_wanted.set()
+        elif channel == OPS_CHANNEL:
+            self._on_op(payload)
+
+    # ---------------------------------------------------------------- operations
+    async def holder(self, job_id: int) -> str | None:
+        """The OTHER node that holds the job, or None (this node's, or held by none)."""
+        node = await self._m.holder(job_id)
+        return None if node in (None, self.node) else node
+
+    async def forward(self, node: str, job_id: int, operation: str, actor: str) -> None:
+        """Have ``node`` perform the operation; raises its refusal, or NodeUnavailable."""
+        rid = f"{self.node}:{next(self._ids)}"
+        request = {"t": "op", "to": node, "from": self.node, "rid": rid, "job": job_id}
+        request.update(op=operation, actor=actor)
+        answered = self._replies[rid] = anyio.Event()
+        try:
+            await self._m.notify(
+                OPS_CHANNEL, json.dumps({**request, "op": operation, "actor": actor})
+            )
+            with anyio.move_on_after(FORWARD_TIMEOUT):
+                await answered.wait()
+            answer = self._answers.pop(rid, None)
+        finally:
+            self._replies.pop(rid, None)
+        if answer is None:
+            raise NodeUnavailable(
+                f"job {job_id} is held by node {node!r}, which did not answer within "
+                f"{FORWARD_TIMEOUT:g} s (if it is down, its jobs are taken over after its lease)",
+                {"job_id": job_id, "node": node},
+            )
+        if not answer.get("ok"):
+            raise RemoteError(answer.get("error") or {}, int(answer.get("status", 500)))
+
+    def _on_op(self, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            log.warning("unreadable operation notification", payload=payload[:200])
+            return
+        if message.get("to") != self.node:
+            return
+        if message.get("t") == "re":
+            rid = str(message.get("rid"))
+            if rid in self._replies:
+                self._answers[rid] = message
+                self._replies[rid].set()
+        elif message.get("t") == "op":
+            self._ctx.spawn(self._perform_for, message)
+
+    async def _perform_for(self, message: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"t": "re", "to": message.get("from"), "rid": message.get("rid")}
+        try:
+            assert self._perform is not None
+            await self._perform(int(message["job"]), str(message["op"]), str(message["actor"]))
+            reply["ok"] = True
+        except JobdError as exc:
+            reply.update(ok=False, error=exc.to_dict(), status=exc.status)
+        try:
+            await self._m.notify(OPS_CHANNEL, json.dumps(reply))
+        except StoreError as exc:
+            log.warning("could not answer a forwarded operation", error=str(exc))
+
+    async def nodes(self, running: list[int]) -> list[dict[str, Any]]:
+        return await self._m.nodes()

@@ -1,0 +1,153 @@
+"""Self-fencing outside the event loop: the watchdog process of a node of a cluster (SPEC §10).
+
+A node that cannot renew its lease must stop its steps before the lease runs out, or
+another node takes the job over while its step still runs. The daemon itself cannot
+be trusted with that: a daemon stopped with SIGSTOP, swapped out or stuck runs no code.
+So :func:`start` forks, before the event loop exists, a small process that the daemon
+tells (through a pipe) every process group it starts or reaps (``jobd.plugin.processes``
+reports them) and the monotonic time at which it *sent* each lease renewal that
+succeeded (the server's renewal time is later, so the watchdog's clock runs ahead of the
+lease's). When the last renewal is older than ``lease - margin``, the watchdog SIGKILLs
+every known step group and the daemon, and exits: the daemon is fenced, its service
+manager starts it again and it rejoins with a new epoch. When the daemon exits (the pipe
+closes), however it exits, the watchdog SIGKILLs the groups left and exits too: a node
+that died leaves no step running for its successor to duplicate.
+
+Only a node on PostgreSQL forks one; SQLite (one node) has none and keeps today's
+behaviour (a crashed daemon's steps are killed by its own recovery).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import time
+
+from jobd.plugin import processes
+
+#: Seconds before the lease runs out at which the watchdog acts: at least this, and at
+#: least a sixth of the lease (renewals come every third of it).
+MIN_MARGIN = 0.5
+
+
+def margin(lease: float) -> float:
+    """How long before a lease runs out the watchdog kills the steps."""
+    return max(MIN_MARGIN, lease / 6)
+
+
+class Watchdog:
+    """The daemon's end of the pipe to its watchdog process."""
+
+    def __init__(self, fd: int, pid: int) -> None:
+        self._fd = fd
+        self.pid = pid
+        self.broken = False
+
+    def _tell(self, line: str) -> None:
+        if self.broken:
+            return
+        try:
+            os.write(self._fd, line.encode())
+        except OSError:  # the watchdog is gone: the lease renewals see it and fence
+            self.broken = True
+
+    def renewed(self, sent: float) -> None:
+        """A renewal sent at ``time.monotonic() == sent`` succeeded."""
+        self._tell(f"renew {sent!r}\n")
+
+    def group(self, event: str, pgid: int) -> None:
+        """``event``: ``add`` (a step's group started) or ``del`` (reaped)."""
+        self._tell(f"{event} {pgid}\n")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+_current: Watchdog | None = None
+
+
+def current() -> Watchdog | None:
+    """The running daemon's watchdog (None: no cluster, or not started)."""
+    return _current
+
+
+def start(lease: float) -> Watchdog:
+    """Fork the watchdog for a lease of ``lease`` seconds; call before any thread or event
+    loop exists. From now on every process group ``jobd.plugin.processes`` starts is reported."""
+    global _current
+    read, write = os.pipe()
+    daemon = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the watchdog: nothing of the daemon's but the pipe
+        try:
+            os.close(write)
+            _child(read, daemon, lease)
+        finally:
+            os._exit(0)
+    os.close(read)
+    os.set_inheritable(write, False)
+    _current = Watchdog(write, pid)
+    processes.set_group_observer(_current.group)
+    return _current
+
+
+def _child(fd: int, daemon: int, lease: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # a stop of the daemon's group is the daemon's
+    os.closerange(3, fd)
+    os.closerange(fd + 1, 65536)
+    _watch(fd, daemon, lease - margin(lease))
+
+
+def _watch(fd: int, daemon: int, allowed: float) -> None:
+    """Until the pipe closes or the lease is about to run out (see the module docstring)."""
+    groups: set[int] = set()
+    last: float | None = None  # armed by the first renewal (the join)
+    pending = b""
+    while True:
+        timeout = None if last is None else max(0.0, last + allowed - time.monotonic())
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            _kill(groups, f"no lease renewal for {allowed:.1f} s")
+            _signal(daemon, signal.SIGKILL)
+            return
+        data = os.read(fd, 65536)
+        if not data:  # the daemon is gone
+            if groups:
+                _kill(groups, "the daemon exited")
+            return
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            kind, _, value = line.decode().partition(" ")
+            if kind == "renew":
+                last = float(value)
+            elif kind == "add":
+                groups.add(int(value))
+            elif kind == "del":
+                groups.discard(int(value))
+
+
+def _kill(groups: set[int], why: str) -> None:
+    for pgid in sorted(groups):
+        _signal(-pgid, signal.SIGKILL)
+    print(
+        f"jobd watchdog: {why}: killed {len(groups)} step process group(s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    groups.clear()
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        if pid < 0:
+            os.killpg(-pid, sig)
+        else:
+            os.kill(pid, sig)
+    except OSError:
+        pass  # gone already
