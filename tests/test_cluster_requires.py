@@ -36,3 +36,10 @@ def test_a_job_waits_for_a_node_with_its_tags_and_runs_there(cluster: Cluster) -
         lambda: cluster.show("edit", job_id)["state"] == "completed", timeout=60, what="render"
     )
     assert out.read_text().strip() == "gpu"  # run by the node with the tag
+    # With both up: the node with the tag hears of the pending job and runs it.
+    again = cluster.base / "again"
+    job_id = cluster.submit("edit", "render", "-p", f"out={again}")
+    e2e.wait_until(
+        lambda: cluster.show("edit", job_id)["state"] == "completed", timeout=60, what="again"
+    )
+    assert again.read_text().strip() == "gpu"

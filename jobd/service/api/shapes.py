@@ -114,8 +114,6 @@ def unknown_operation(operation: str) -> JSONResponse:
 #: One encoder, built once (``json.dumps`` with options builds one per call); the output
 #: is what Starlette's JSONResponse writes.
 _OUT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-#: The same but escaping non-ASCII text, which the C encoder does faster (a third less).
-_ASCII = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 #: An answer: status, JSON content, extra headers.
 Answer = tuple[int, Any, dict[str, str]]
@@ -124,15 +122,4 @@ Answer = tuple[int, Any, dict[str, str]]
 def answer_response(answer: Answer) -> Response:
     """The response of an :data:`Answer`, encoded as Starlette's JSONResponse would."""
     status, content, headers = answer
-    return Response(encode_json(content), status, headers, "application/json")
-
-
-def encode_json(content: Any) -> bytes:
-    """``content`` as Starlette's JSONResponse writes it (UTF-8, non-ASCII unescaped), byte for
-    byte. Encoded with ASCII escapes first: without a ``\\u`` in that text there was
-    nothing to escape (the two encoders escape control characters alike), so it is the
-    same text; otherwise encoded again without them."""
-    text = _ASCII.encode(content)
-    if "\\u" in text:
-        text = _OUT.encode(content)
-    return text.encode()
+    return Response(_OUT.encode(content).encode(), status, headers, "application/json")
