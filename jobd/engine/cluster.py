@@ -35,6 +35,8 @@ log = structlog.get_logger("jobd.engine")
 DUE_CHANNEL, NODES_CHANNEL = "jobd_due", "jobd_nodes"
 #: Seconds between two looks at the due work and ``pending`` when no notification came.
 POLL = 5.0
+#: The least time between two looks for lost nodes (another node may be taking one over).
+MIN_LOOK = 0.1
 
 
 #: ``(job ids, from node)``: recover jobs taken over from a lost node.
@@ -127,19 +129,31 @@ class ClusterNode(LocalNode):
             await self._lease_loop()
 
     async def _lease_loop(self) -> None:
+        """Renew every third of the lease; look for lost nodes then too, and also as soon as
+        the earliest lease of another node runs out (so a takeover comes right after it)."""
+        renew_at = 0.0  # monotonic: when the next renewal is due
+        expiry: float | None = None  # seconds until another node's lease runs out
         while True:
-            with anyio.move_on_after(self.lease / 3):  # the lease's pace, or a node's news
+            wait = max(0.0, renew_at - time.monotonic())
+            if expiry is not None:
+                wait = min(wait, max(MIN_LOOK, expiry + MIN_LOOK))
+            with anyio.move_on_after(wait):  # the lease's pace, or a node's news
                 await self._takeover_wanted.wait()
             self._takeover_wanted = anyio.Event()
-            sent = time.monotonic()
             try:
-                await self._m.renew()
-                self._renewed(sent)
+                if time.monotonic() >= renew_at:
+                    sent = time.monotonic()
+                    await self._m.renew()
+                    self._renewed(sent)
+                    renew_at = sent + self.lease / 3
                 taken = await self._m.take_over()
+                expiry = await self._m.next_expiry()
             except Fenced:
                 raise
             except StoreError as exc:
                 log.warning("lease renewal or takeover failed; trying again", error=str(exc))
+                renew_at = min(renew_at, time.monotonic() + MIN_LOOK * 5)
+                expiry = None
                 continue
             for dead, ids in taken:
                 log.warning("took over a lost node", node=dead, jobs=ids)

@@ -147,6 +147,9 @@ NODE_JOIN = "SELECT jobd_node_join(%s, %s, %s, %s, %s, %s, %s, %s)"
 NODE_RENEW = "SELECT jobd_node_renew(%s, %s)"
 NODE_LEAVE = "SELECT jobd_node_leave(%s, %s)"
 NODE_TAKEOVER = "SELECT dead_node, job_ids FROM jobd_node_takeover(%s, %s)"
+NEXT_EXPIRY = (
+    "SELECT min(renewed_at + lease_s) - jobd_now() FROM nodes WHERE state = 'up' AND name <> %s"
+)
 _HELD = "('queued', 'waiting-for-lock', 'running', 'cancel-requested')"
 NODE_ROWS = (
     "SELECT n.name, n.tags, CASE WHEN n.state = 'up' AND n.renewed_at + n.lease_s <= jobd_now()"
