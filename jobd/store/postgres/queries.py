@@ -69,6 +69,11 @@ LISTEN_BOOKINGS = "LISTEN jobd_bookings"
 #: Payloads sent on one channel in one round trip, in the array's order (a function scan
 #: yields its rows in order, and nothing here sorts them). See :mod:`.news`.
 PUBLISH = "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p"
+#: The node holding each job of a list that a node holds (``jobs.node``, set by the claim).
+HOLDERS = (
+    "SELECT id, node FROM jobs WHERE id = ANY(%s::bigint[]) AND node IS NOT NULL"
+    " AND state IN ('queued', 'waiting-for-lock', 'running', 'cancel-requested')"
+)
 
 # ------------------------------------------------------------------ reads
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"
