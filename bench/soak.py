@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 import threading
 import time
@@ -283,29 +284,53 @@ def check(
 # ----------------------------------------------------------------------------- main
 
 
+#: What counts as a violation (the run exits 1, and keeps its nodes' files for their logs).
+VIOLATIONS = (
+    "lost",
+    "not_ended",
+    "stored_twice",
+    "reruns_after_completed",
+    "two_holders",
+    "stale_locks",
+    "nodes_crashed",
+    "restarts_failed",
+)
+
+
 def soak(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     with pgserver.server() as server, pgserver.fresh_database(server) as url:
         base = Path(os.environ.get("TMPDIR", "/tmp")) / f"jobd-soak-{os.getpid()}"
         cluster = Cluster(url, base, workflows=CLUSTER_WORKFLOWS + WORKFLOW)
-        out = base / "marks"
-        names = [chr(ord("a") + i) for i in range(args.nodes)]
+        keep = args.keep
         try:
-            cluster.start(*names, lease=args.lease, workers=args.workers)
-            sub = Submitter(cluster, args, out)
-            t0 = time.time()
-            sub.start()
-            done = chaos(cluster, args, log)
-            sub.join()
-            states = settle(cluster, args.settle_s)
-            report = check(cluster, sub, states, out, args.step_s, done["exits"])
-            failed = [k for k in done["kills"] + done["exits"] if "restart_failed" in k]
-            report |= {"states": states, "kills": len(done["kills"]), "restarts_failed": failed}
-            report["seconds"] = round(time.time() - t0)
-            report["acked"], report["unknown"] = len(sub.acked), len(sub.unknown)
-            report["submit_errors"] = sub.errors[:10]
+            report = _run(cluster, args, log)
+            keep = keep or any(report[k] for k in VIOLATIONS)
+            report["files"] = str(base) if keep else None
             return report
         finally:
             cluster.close()
+            if not keep:
+                shutil.rmtree(base, ignore_errors=True)
+
+
+def _run(cluster: Cluster, args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    out = cluster.base / "marks"
+    cluster.start(
+        *[chr(ord("a") + i) for i in range(args.nodes)], lease=args.lease, workers=args.workers
+    )
+    sub = Submitter(cluster, args, out)
+    t0 = time.time()
+    sub.start()
+    done = chaos(cluster, args, log)
+    sub.join()
+    states = settle(cluster, args.settle_s)
+    report = check(cluster, sub, states, out, args.step_s, done["exits"])
+    failed = [k for k in done["kills"] + done["exits"] if "restart_failed" in k]
+    report |= {"states": states, "kills": len(done["kills"]), "restarts_failed": failed}
+    report["seconds"] = round(time.time() - t0)
+    report["acked"], report["unknown"] = len(sub.acked), len(sub.unknown)
+    report["submit_errors"] = sub.errors[:10]
+    return report
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -321,6 +346,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--settle-s", type=float, default=120.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--keep", action="store_true", help="keep the nodes' files (else only on a violation)"
+    )
     args = p.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -328,8 +356,7 @@ def main(argv: list[str] | None = None) -> None:
 
     report = soak(args, log) | {"bench": "soak", "args": vars(args), "load": os.getloadavg()}
     print(json.dumps(report))
-    keys = ("lost", "not_ended", "stored_twice", "reruns_after_completed", "two_holders")
-    if any(report[k] for k in (*keys, "stale_locks", "nodes_crashed", "restarts_failed")):
+    if any(report[k] for k in VIOLATIONS):
         sys.exit(1)
 
 

@@ -11,8 +11,6 @@ submitted), and the release of a holder on one node must start the next waiter o
 from __future__ import annotations
 
 import itertools
-import os
-import signal
 
 from tests import e2e
 from tests.cluster import CLUSTER_WORKFLOWS, Cluster, overlapping, runs
@@ -131,31 +129,6 @@ def test_all_or_nothing_and_lock_timeout_across_nodes(cluster: Cluster) -> None:
     _state(cluster, "b", both, "completed")
     _state(cluster, "a", only_y, "completed")
     assert _one_at_a_time(_marks(cluster)) == [("a", "h"), ("b", "xy"), ("a", "y")]
-
-
-def test_a_dead_holders_lock_goes_to_a_waiter_on_another_node_once_released(
-    cluster: Cluster,
-) -> None:
-    """The store call of a takeover: while the dead node's row holds the lock nothing else
-    runs; ``jobd_locks_release_node`` (once the node is fenced) grants the next waiter,
-    whose node is woken by NOTIFY."""
-    _cluster(cluster, "a", "b")
-    (cluster.base / "open").write_text("")
-    holder = _submit(cluster, "a", "h", "never", "--asset", "x")
-    _state(cluster, "a", holder, "running")
-    waiter = _submit(cluster, "b", "w", "open", "--asset", "x")
-    _state(cluster, "b", waiter, "waiting-for-lock")
-    cluster.kill("a")
-    pid = int((cluster.base / "marks").read_text().split()[4])
-    os.killpg(pid, signal.SIGKILL)  # what a fenced node's watchdog does to its steps
-    assert cluster.show("b", waiter)["state"] == "waiting-for-lock"
-    assert cluster.sql(
-        "SELECT job_id, granted_at IS NOT NULL FROM lock_requests WHERE node = 'a'"
-    ) == [(holder, True)]
-    assert cluster.sql("SELECT jobd_locks_release_node('a')") == [([holder],)]
-    _state(cluster, "b", waiter, "completed")
-    assert [tag for event, _, tag, _ in _marks(cluster) if event == "start"] == ["h", "w"]
-    assert cluster.sql("SELECT count(*) FROM lock_requests") == [(0,)]
 
 
 def test_a_node_that_leaves_hands_its_waiter_on_in_its_place(cluster: Cluster) -> None:

@@ -38,6 +38,7 @@ from jobd.engine.cluster import ClusterNode, LocalNode
 from jobd.engine.cluster_handoff import ClusterHandoff
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
+from jobd.engine.forward import Forwarder, LocalForwarder, Remote
 from jobd.engine.handoff import LockHandoff
 from jobd.engine.host import EngineRunHost
 from jobd.engine.intake import Intake
@@ -104,14 +105,17 @@ class Engine:
         return LockHandoff(*parts) if shared is None else ClusterHandoff(*parts, shared)
 
     def _make_relay(self, node: str | None) -> None:
-        """The other nodes' events on this node's stream; none on SQLite (one node)."""
+        """What crosses nodes beside the store: the other nodes' events on this node's
+        stream, operations to the node holding a job; nothing on SQLite (one node)."""
         news = self._ctx.store.news()
-        self._desk = None if news is None else NewsDesk(news)
-        self._relay: Relay = (
-            LocalRelay()
-            if self._desk is None
-            else ClusterRelay(self._fanout, self._desk, self._node_name(node))
-        )
+        self._desk: NewsDesk | None = None
+        self._relay: Relay = LocalRelay()
+        self._forwarder: Forwarder | None = None
+        if news is not None:
+            name = self._node_name(node)
+            self._desk = desk = NewsDesk(news)
+            self._relay = ClusterRelay(self._fanout, desk, name, self._ctx.store.flush)
+            self._forwarder = Forwarder(desk, name, news.holders)
 
     def _node_name(self, node: str | None) -> str:
         # ``[daemon] node`` (cluster-core's key), else the host name as SPEC §10 says.
@@ -126,6 +130,7 @@ class Engine:
         )
         self._intake = Intake(ctx, lineup, transitions, fanout, bookings, admission, idle)
         live = self._workers.live
+        remote: Remote = LocalForwarder() if self._forwarder is None else self._forwarder
         self._operations = Operations(
             ctx,
             lineup,
@@ -136,8 +141,10 @@ class Engine:
             handoff,
             self._intake,
             live,
-            self.cluster,
+            remote,
         )
+        if self._forwarder is not None:
+            self._forwarder.bind(self._operations.perform_here, ctx.spawn)
         self._recovery = Recovery(
             ctx, lineup, transitions, bookings, admission, handoff, self._intake, idle, live
         )
@@ -151,9 +158,7 @@ class Engine:
             handoff,
             live.windows,
         )
-        self.cluster.bind(
-            self._recovery.adopt, admission.cluster_news, self._operations.operate_here
-        )
+        self.cluster.bind(self._recovery.adopt, admission.cluster_news)
 
     # ================================================================ shared handles
     @property
@@ -432,6 +437,7 @@ class Engine:
         ``log_of``: also a ``kind="log"`` marker each time a line of that job's log is
         written; the line is committed by the time :meth:`committed_log` returns."""
         async with self._fanout.subscribe(log_of) as receive:
+            await self._relay.watched()  # a cluster's other nodes: publish your events
             yield receive
 
     async def committed_log(self, job_id: int, after: int) -> list[dict[str, Any]]:

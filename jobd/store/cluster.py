@@ -65,6 +65,11 @@ class Membership(ABC):
         the caller recovers those jobs as after its own restart."""
 
     @abstractmethod
+    async def next_expiry(self) -> float | None:
+        """Seconds until the earliest lease of another ``up`` node runs out (negative: it
+        has, and nobody took it over yet); None when there is no other node up."""
+
+    @abstractmethod
     async def nodes(self) -> list[dict[str, Any]]:
         """Every node ever joined, by name: ``{name, tags, state ('up', 'lost', 'left'),
         renewed_at, lease, epoch, started_at, workers, run_queue_size, running_jobs: [ids],

@@ -90,6 +90,10 @@ class PgMembership(Membership):
         rows = await self._execute(q.NODE_TAKEOVER, self._token())
         return [(str(r[0]), [int(i) for i in r[1] or ()]) for r in rows]
 
+    async def next_expiry(self) -> float | None:
+        rows = await self._execute(q.NEXT_EXPIRY, (self.node,))
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
+
     async def nodes(self) -> list[dict[str, Any]]:
         keys = (
             "name",

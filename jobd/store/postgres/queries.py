@@ -69,6 +69,11 @@ LISTEN_BOOKINGS = "LISTEN jobd_bookings"
 #: Payloads sent on one channel in one round trip, in the array's order (a function scan
 #: yields its rows in order, and nothing here sorts them). See :mod:`.news`.
 PUBLISH = "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p"
+#: The node holding each job of a list that a node holds (``jobs.node``, set by the claim).
+HOLDERS = (
+    "SELECT id, node FROM jobs WHERE id = ANY(%s::bigint[]) AND node IS NOT NULL"
+    " AND state IN ('queued', 'waiting-for-lock', 'running', 'cancel-requested')"
+)
 
 # ------------------------------------------------------------------ reads
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"
@@ -142,6 +147,9 @@ NODE_JOIN = "SELECT jobd_node_join(%s, %s, %s, %s, %s, %s, %s, %s)"
 NODE_RENEW = "SELECT jobd_node_renew(%s, %s)"
 NODE_LEAVE = "SELECT jobd_node_leave(%s, %s)"
 NODE_TAKEOVER = "SELECT dead_node, job_ids FROM jobd_node_takeover(%s, %s)"
+NEXT_EXPIRY = (
+    "SELECT min(renewed_at + lease_s) - jobd_now() FROM nodes WHERE state = 'up' AND name <> %s"
+)
 _HELD = "('queued', 'waiting-for-lock', 'running', 'cancel-requested')"
 NODE_ROWS = (
     "SELECT n.name, n.tags, CASE WHEN n.state = 'up' AND n.renewed_at + n.lease_s <= jobd_now()"
