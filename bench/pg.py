@@ -325,10 +325,9 @@ LABELS = {
 def _fig(d: dict[str, Any]) -> str:
     if "jobs_per_s" not in d:
         return str(d.get("skipped") or d.get("error") or "n/a")[:60]
-    text = f"{d['jobs_per_s']:,.0f}"
-    if "of_ideal" in d:
-        text += f" ({100 * d['of_ideal']:.0f} % of ideal)"
-    return text + f" (load {d['load'][0]})" if d.get("load") else text
+    notes = [f"{100 * d['of_ideal']:.0f} % of ideal"] if "of_ideal" in d else []
+    notes += [f"load {d['load'][0]}"] if d.get("load") else []
+    return f"{d['jobs_per_s']:,.0f}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def rows(raw: dict[str, Any]) -> list[dict[str, str]]:

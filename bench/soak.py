@@ -17,7 +17,9 @@ Afterwards it checks, from the database and the steps' own records:
 * **no two holders of an asset at once**: per asset, no step started while another step
   on it was running (a step with no ``end`` record, killed, counts until its start plus
   ``--step-s``);
-* **no stale lock**: once every job ended, no lock request is left.
+* **no stale lock**: once every job ended, no lock request is left;
+* **no node stops by itself**, but for fencing itself (its watchdog, a lost lease: the
+  design, reported apart); a node that exited is started again, as systemd would.
 
 Prints one JSON line (figures and every violation found); exits 1 if there is one.
 Usage: ``python -m bench.soak [--nodes 3] [--jobs 600] [--kills 20] [--seed 1]``.
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 import threading
 import time
@@ -66,7 +69,7 @@ class Submitter(threading.Thread):
         self.rng = random.Random(args.seed + 1)
         self.acked: set[str] = set()
         self.unknown: set[str] = set()
-        self.errors = 0
+        self.errors: list[str] = []
 
     def bodies(self, first: int, count: int) -> list[dict[str, Any]]:
         a = self.args
@@ -85,49 +88,85 @@ class Submitter(threading.Thread):
         ]
 
     def run(self) -> None:
-        from jobd.client.remote import Client, Endpoint
-
         a = self.args
         batches = range(0, a.jobs, a.batch)
         pause = a.seconds / max(len(batches), 1)
         for first in batches:
-            bodies = self.bodies(first, min(a.batch, a.jobs - first))
-            tags = {b["params"]["tag"] for b in bodies}
+            self.send(self.bodies(first, min(a.batch, a.jobs - first)))
+            time.sleep(pause)  # the load's pace, not a synchronisation
+
+    def send(self, bodies: list[dict[str, Any]]) -> None:
+        """To a random live node; a refused connection (nothing sent: a node starting or
+        just killed) goes to another, up to 5 tries; any other failure leaves the batch
+        "unknown" (the node may have stored it before it died)."""
+        from jobd.client.remote import Client, Endpoint
+
+        tags = {b["params"]["tag"] for b in bodies}
+        for _ in range(5):
             live = [n for n, d in self.cluster.daemons.items() if d.alive]
             if not live:
-                self.unknown |= tags
+                time.sleep(0.2)  # every node is down this instant: the chaos restarts one
                 continue
             node = self.rng.choice(live)
             try:
                 with Client(Endpoint(socket=self.cluster.layouts[node].socket)) as client:
                     client.submit_batch(bodies)
                 self.acked |= tags
-            except Exception:  # the node died under the request: stored or not, unknown
-                self.errors += 1
-                self.unknown |= tags
-            time.sleep(pause)  # the load's pace, not a synchronisation
+                return
+            except Exception as exc:
+                self.errors.append(f"{node}: {type(exc).__name__}: {str(exc)[:120]}")
+                if "Connection refused" not in str(exc):
+                    break
+        self.unknown |= tags
 
 
-def chaos(cluster: Cluster, args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
-    """SIGKILL a random live node and start it again, ``args.kills`` times."""
+def chaos(cluster: Cluster, args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    """SIGKILL a random live node and start it again, ``args.kills`` times; a node that
+    exited by itself meanwhile is started again too (as systemd would), with its reason."""
     rng = random.Random(args.seed)
-    kills = []
+    kills: list[dict[str, Any]] = []
+    exits: list[dict[str, Any]] = []
     for _ in range(args.kills):
         time.sleep(rng.uniform(0.5, 3.0))  # chaos timing is the workload itself
+        for name in [n for n, d in cluster.daemons.items() if not d.alive]:
+            exits.append({"node": name, "why": exit_reason(cluster, name)})
+            restart(cluster, name, exits[-1])
         live = [n for n, d in cluster.daemons.items() if d.alive]
         name = rng.choice(live or sorted(cluster.daemons))
-        t0 = time.time()
+        kill: dict[str, Any] = {"node": name, "at": round(time.time(), 3)}
         cluster.kill(name)
         time.sleep(rng.uniform(0.0, 2.0))
-        kill: dict[str, Any] = {"node": name, "at": round(t0, 3)}
-        try:
-            cluster.start(name)
-        except AssertionError as exc:  # it did not come back: a finding, not the end
-            kill["restart_failed"] = str(exc).splitlines()[0][:300]
-        kill["down_s"] = round(time.time() - t0, 2)
+        restart(cluster, name, kill)
         kills.append(kill)
         log(f"  killed and restarted {name} ({len(kills)}/{args.kills})")
-    return kills
+    return {"kills": kills, "exits": exits}
+
+
+def restart(cluster: Cluster, name: str, record: dict[str, Any]) -> None:
+    try:
+        cluster.start(name)
+    except AssertionError as exc:  # it did not come back: a finding, not the end
+        record["restart_failed"] = str(exc).splitlines()[0][:300]
+
+
+def exit_reason(cluster: Cluster, name: str) -> str:
+    """Why node ``name`` exited by itself: its last error, or its watchdog's last word."""
+    daemon = cluster.daemons[name]
+    for line in reversed(daemon.log_text().splitlines()):
+        if line.startswith("{"):
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if event.get("level") in ("error", "critical"):
+                return str(event.get("event"))[:300]
+        elif "watchdog" in line or "fenced" in line:
+            return line[:300]
+    return f"exit {daemon.proc.poll()}"
+
+
+#: Self-exits that are the design (a node that cannot renew its lease fences itself).
+SELF_FENCING = ("watchdog", "fenced", "lease")
 
 
 # ----------------------------------------------------------------------------- checks
@@ -199,20 +238,22 @@ def reruns(cluster: Cluster, marks: list[tuple[str, str, str, str, float]]) -> l
     ]
 
 
-def deaths(cluster: Cluster) -> dict[str, str]:
-    """Nodes that exited by themselves (the chaos restarts only those it killed): the last
-    error their log gave."""
-    died = {}
-    for name, daemon in cluster.daemons.items():
-        if daemon.alive:
-            continue
-        errors = [e for e in daemon.log_events() if e.get("level") in ("error", "critical")]
-        died[name] = str(errors[-1].get("event")) if errors else f"exit {daemon.proc.poll()}"
-    return died
+def deaths(cluster: Cluster, exits: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Self-exits (restarted) and nodes dead at the end, split into those that fenced
+    themselves (the design) and the others (a bug: a daemon must not stop by itself)."""
+    reasons = [e["why"] for e in exits]
+    reasons += [exit_reason(cluster, n) for n, d in cluster.daemons.items() if not d.alive]
+    fenced = [r for r in reasons if any(k in r for k in SELF_FENCING)]
+    return {"crashed": [r for r in reasons if r not in fenced], "fenced": fenced}
 
 
 def check(
-    cluster: Cluster, sub: Submitter, states: dict[str, int], out: Path, step_s: float
+    cluster: Cluster,
+    sub: Submitter,
+    states: dict[str, int],
+    out: Path,
+    step_s: float,
+    exits: list[dict[str, Any]],
 ) -> dict[str, Any]:
     marks = read_marks(out)
     stored = [r[0] for r in cluster.sql("SELECT spec::jsonb -> 'params' ->> 'tag' FROM jobs")]
@@ -223,8 +264,10 @@ def check(
     ends: dict[str, int] = defaultdict(int)
     for event, _, tag, _, _ in marks:
         ends[tag] += event == "end"
+    died = deaths(cluster, exits)
     return {
-        "nodes_died": deaths(cluster),
+        "nodes_crashed": died["crashed"][:20],
+        "nodes_fenced_themselves": died["fenced"][:20],
         "lost": sorted(sub.acked - set(counted))[:50],
         "not_ended": {s: n for s, n in states.items() if s not in TERMINAL},
         "stored_twice": sorted(t for t, n in counted.items() if n > 1)[:50],
@@ -241,28 +284,53 @@ def check(
 # ----------------------------------------------------------------------------- main
 
 
+#: What counts as a violation (the run exits 1, and keeps its nodes' files for their logs).
+VIOLATIONS = (
+    "lost",
+    "not_ended",
+    "stored_twice",
+    "reruns_after_completed",
+    "two_holders",
+    "stale_locks",
+    "nodes_crashed",
+    "restarts_failed",
+)
+
+
 def soak(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     with pgserver.server() as server, pgserver.fresh_database(server) as url:
         base = Path(os.environ.get("TMPDIR", "/tmp")) / f"jobd-soak-{os.getpid()}"
         cluster = Cluster(url, base, workflows=CLUSTER_WORKFLOWS + WORKFLOW)
-        out = base / "marks"
-        names = [chr(ord("a") + i) for i in range(args.nodes)]
+        keep = args.keep
         try:
-            cluster.start(*names, lease=args.lease, workers=args.workers)
-            sub = Submitter(cluster, args, out)
-            t0 = time.time()
-            sub.start()
-            kills = chaos(cluster, args, log)
-            sub.join()
-            states = settle(cluster, args.settle_s)
-            report = check(cluster, sub, states, out, args.step_s)
-            failed = [k for k in kills if "restart_failed" in k]
-            report |= {"states": states, "kills": len(kills), "restarts_failed": failed}
-            report["seconds"] = round(time.time() - t0)
-            report["acked"], report["unknown"] = len(sub.acked), len(sub.unknown)
+            report = _run(cluster, args, log)
+            keep = keep or any(report[k] for k in VIOLATIONS)
+            report["files"] = str(base) if keep else None
             return report
         finally:
             cluster.close()
+            if not keep:
+                shutil.rmtree(base, ignore_errors=True)
+
+
+def _run(cluster: Cluster, args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    out = cluster.base / "marks"
+    cluster.start(
+        *[chr(ord("a") + i) for i in range(args.nodes)], lease=args.lease, workers=args.workers
+    )
+    sub = Submitter(cluster, args, out)
+    t0 = time.time()
+    sub.start()
+    done = chaos(cluster, args, log)
+    sub.join()
+    states = settle(cluster, args.settle_s)
+    report = check(cluster, sub, states, out, args.step_s, done["exits"])
+    failed = [k for k in done["kills"] + done["exits"] if "restart_failed" in k]
+    report |= {"states": states, "kills": len(done["kills"]), "restarts_failed": failed}
+    report["seconds"] = round(time.time() - t0)
+    report["acked"], report["unknown"] = len(sub.acked), len(sub.unknown)
+    report["submit_errors"] = sub.errors[:10]
+    return report
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,6 +346,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--settle-s", type=float, default=120.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--keep", action="store_true", help="keep the nodes' files (else only on a violation)"
+    )
     args = p.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -285,8 +356,7 @@ def main(argv: list[str] | None = None) -> None:
 
     report = soak(args, log) | {"bench": "soak", "args": vars(args), "load": os.getloadavg()}
     print(json.dumps(report))
-    keys = ("lost", "not_ended", "stored_twice", "reruns_after_completed", "two_holders")
-    if any(report[k] for k in (*keys, "stale_locks", "nodes_died", "restarts_failed")):
+    if any(report[k] for k in VIOLATIONS):
         sys.exit(1)
 
 

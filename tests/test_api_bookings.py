@@ -126,6 +126,9 @@ async def test_the_resource_filter_and_its_errors(config: Config) -> None:
         comma = (await get(resource="enc-2,studio", form="columns")).json()
         unknown = (await get(resource="no-such-resource")).json()["items"]
         bad_form = await get(form="rows")
+        spec = (await client.get("/openapi.json")).json()
+    params = {p["name"] for p in spec["paths"]["/v1/bookings"]["get"]["parameters"]}
+    assert {"from", "to", "resource", "form"} <= params
     assert [b["job_id"] for b in only] == [on_studio["id"]]
     assert both["count"] == 2 and sorted(both["resources"]) == ["enc-2", "studio"]
     assert comma["count"] == 2

@@ -32,3 +32,13 @@ def test_three_nodes_share_the_work_and_no_job_runs_twice(cluster: Cluster) -> N
         assert len(runs(out)) == 1, out.read_text()
     held = cluster.sql("SELECT node, count(*) FROM jobs GROUP BY node ORDER BY node")
     assert sum(n for _, n in held) == 12 and {node for node, _ in held} == {"a", "b", "c"}
+
+
+def test_a_job_due_later_runs_on_another_node_when_its_submitter_is_gone(
+    cluster: Cluster,
+) -> None:
+    cluster.start("a", "b")
+    job_id = cluster.submit("a", "demo", "-p", "who=later", "--start", "+3s")
+    cluster.kill("a")  # before it is due: it was never a's (confirmed jobs belong to nobody)
+    e2e.wait_until(lambda: cluster.show("b", job_id)["state"] == "completed", what="completed")
+    assert cluster.sql("SELECT node FROM jobs WHERE id = %s", (job_id,)) == [("b",)]

@@ -11,11 +11,9 @@ submitted), and the release of a holder on one node must start the next waiter o
 from __future__ import annotations
 
 import itertools
-import os
-import signal
 
 from tests import e2e
-from tests.cluster import CLUSTER_WORKFLOWS, Cluster
+from tests.cluster import CLUSTER_WORKFLOWS, Cluster, overlapping, runs
 
 WORKFLOWS = (
     CLUSTER_WORKFLOWS
@@ -133,26 +131,51 @@ def test_all_or_nothing_and_lock_timeout_across_nodes(cluster: Cluster) -> None:
     assert _one_at_a_time(_marks(cluster)) == [("a", "h"), ("b", "xy"), ("a", "y")]
 
 
-def test_a_dead_holders_lock_goes_to_a_waiter_on_another_node_once_released(
+def test_a_node_that_leaves_hands_its_waiter_on_in_its_place(cluster: Cluster) -> None:
+    """b stops (SIGTERM) while its job waits for x: a takes the job over, and the request
+    stays where it was in x's queue, as a's; it runs before the later waiter."""
+    _cluster(cluster, "a", "b")
+    holder = _submit(cluster, "a", "h", "gate", "--asset", "x")
+    _state(cluster, "a", holder, "running")
+    first = _submit(cluster, "b", "w1", "open", "--asset", "x")
+    _state(cluster, "b", first, "waiting-for-lock")
+    second = _submit(cluster, "a", "w2", "open", "--asset", "x")
+    _state(cluster, "a", second, "waiting-for-lock")
+    cluster.stop("b")
+    e2e.wait_until(
+        lambda: (
+            cluster.sql("SELECT node FROM lock_requests WHERE job_id = %s", (first,)) == [("a",)]
+        ),
+        what="b's waiter taken over by a",
+        timeout=60,
+    )
+    locks = cluster.node("a").cli_json("locks")["items"]
+    assert [(w["job_id"], w["node"]) for w in locks[0]["waiters"]] == [(first, "a"), (second, "a")]
+    (cluster.base / "open").write_text("")
+    (cluster.base / "gate").write_text("")
+    _state(cluster, "a", first, "completed")
+    _state(cluster, "a", second, "completed")
+    assert _one_at_a_time(_marks(cluster)) == [("a", "h"), ("a", "w1"), ("a", "w2")]
+
+
+def test_a_killed_holders_lock_goes_to_the_waiter_on_another_node_after_takeover(
     cluster: Cluster,
 ) -> None:
-    """The store call of a takeover: while the dead node's row holds the lock nothing else
-    runs; ``jobd_locks_release_node`` (once the node is fenced) grants the next waiter,
-    whose node is woken by NOTIFY."""
-    _cluster(cluster, "a", "b")
-    (cluster.base / "open").write_text("")
-    holder = _submit(cluster, "a", "h", "never", "--asset", "x")
-    _state(cluster, "a", holder, "running")
-    waiter = _submit(cluster, "b", "w", "open", "--asset", "x")
+    """SIGKILL the node holding the asset: once b took a over (after a's lease, a's step
+    killed by a's watchdog), the waiter on b gets the asset; the taken-over holder asks
+    again behind it. No line of an attempt follows the start of the next (``mark``)."""
+    cluster.workflows = WORKFLOWS
+    cluster.start("a", "b", lease=3.0)
+    out, never, go = cluster.base / "locked.txt", cluster.base / "never", cluster.base / "go"
+    go.touch()
+    holder = cluster.submit("a", "mark", "-p", f"out={out}", "-p", f"path={never}", "--asset", "x")
+    e2e.wait_until(lambda: [n for n, _ in runs(out)] == ["a"], what="the holder's step on a")
+    waiter = cluster.submit("b", "mark", "-p", f"out={out}", "-p", f"path={go}", "--asset", "x")
     _state(cluster, "b", waiter, "waiting-for-lock")
     cluster.kill("a")
-    pid = int((cluster.base / "marks").read_text().split()[4])
-    os.killpg(pid, signal.SIGKILL)  # what a fenced node's watchdog does to its steps
-    assert cluster.show("b", waiter)["state"] == "waiting-for-lock"
-    assert cluster.sql(
-        "SELECT job_id, granted_at IS NOT NULL FROM lock_requests WHERE node = 'a'"
-    ) == [(holder, True)]
-    assert cluster.sql("SELECT jobd_locks_release_node('a')") == [([holder],)]
     _state(cluster, "b", waiter, "completed")
-    assert [tag for event, _, tag, _ in _marks(cluster) if event == "start"] == ["h", "w"]
+    never.touch()
+    _state(cluster, "b", holder, "completed")
+    assert [n for n, _ in runs(out)] == ["a", "b", "b"]
+    assert overlapping(out) == [], out.read_text()
     assert cluster.sql("SELECT count(*) FROM lock_requests") == [(0,)]

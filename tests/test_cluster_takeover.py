@@ -68,3 +68,18 @@ def test_a_node_that_loses_the_database_stops_its_step(cluster: Cluster) -> None
     cut = time.time()
     _taken_over_by_b(cluster, job_id, out, go, cut)
     assert cluster.node("a").proc.wait(timeout=30) != 0
+
+
+def test_a_node_restarted_at_once_and_the_takeover_never_both_run_the_job(
+    cluster: Cluster,
+) -> None:
+    """Killed and started again under its name before or after its lease ran out: either it
+    recovers its own job or b takes it over first; the job runs again exactly once."""
+    cluster.start("a", "b", lease=LEASE)
+    job_id, out, go = _run_on_a(cluster)
+    cluster.kill("a")
+    cluster.start("a")
+    e2e.wait_until(lambda: len(runs(out)) == 2, what="the step run again")
+    go.touch()
+    e2e.wait_until(lambda: cluster.show("a", job_id)["state"] == "completed", what="completed")
+    assert len(runs(out)) == 2 and overlapping(out) == [], out.read_text()

@@ -20,6 +20,7 @@ from jobd.core.states import JobState
 from jobd.store import JobFilter, open_store
 from jobd.store import sqlite as st
 from jobd.store.sqlite import Unit, job_insert, read_filtered
+from jobd.store.sqlite.hours import hour_page
 
 S = JobState
 N = 6000  # above the planner's "small" bound (2,000), so the ordered reads are exercised
@@ -106,6 +107,15 @@ FILTERS = [
     JobFilter(until=T0 + 100),
     JobFilter(since=T0 + 1000, until=T0 + 1100),
     JobFilter(since=T0 + 60 * 3000),
+    # Time ranges of more than 2,000 jobs, read hour by hour (hours.py): edges mid-hour,
+    # an hour's start exactly, open ends, a range with no jobs, since after until.
+    JobFilter(until=T0 + 150_000),
+    JobFilter(since=T0 + 3000, until=T0 + 200_000),
+    JobFilter(since=T0 + 3600 * 3, until=T0 + 3600 * 60),
+    JobFilter(since=T0 + 100),
+    JobFilter(until=T0 + 10**6),
+    JobFilter(since=T0 + 10**6),
+    JobFilter(since=T0 + 200_000, until=T0 + 3000),
     JobFilter(search="promo"),
     JobFilter(search="clip-0"),
     JobFilter(search="ingest-12"),
@@ -225,3 +235,51 @@ def test_edits_renames_and_deletes_keep_the_filter_tables_true(tmp_path: Path) -
     assert found["vault"] == [5] and found["renamed"] == [5]
     assert 5 not in found["old-asset"]
     assert found["seven"] == []
+
+
+@pytest.mark.parametrize(
+    "f",
+    [JobFilter(until=T0 + 150_000), JobFilter(since=T0 + 3000, until=T0 + 200_000)],
+    ids=repr,
+)
+@pytest.mark.parametrize("cursor", [None, 5500])
+def test_a_time_range_alone_reads_hour_by_hour_through_the_index(
+    db: tuple[Path, list[Job], dict[int, str]], f: JobFilter, cursor: int | None
+) -> None:
+    """Over more than 2,000 jobs, a time range's page reads ``jobs_by_hour`` in id order:
+    every statement the read runs is served by an index, none sorts, and the planner counts
+    no more than the 2,000 entries that tell a small driver (the range read once)."""
+    statements: list[str] = []
+    with sqlite3.connect(db[0]) as conn:
+        conn.set_trace_callback(statements.append)
+        read_filtered(conn, f, "j.id", 100, cursor)
+        conn.set_trace_callback(None)
+        hourly = [s for s in statements if "jobs_by_hour" in s]
+        counts = [s for s in statements if s.startswith("SELECT count(")]
+        assert hourly and all(s.endswith("LIMIT 2000)") for s in counts), counts
+        for sql in hourly:
+            lines = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+            text = "\n".join(lines)
+            assert "USING COVERING INDEX jobs_by_hour" in text or "INDEX jobs_by_hour" in text
+            assert "TEMP B-TREE" not in text and not any(
+                line.split()[:2] == ["SCAN", "j"] for line in lines
+            ), text
+
+
+def test_hour_by_hour_pages_match_the_reference_and_give_up_past_their_bound(
+    db: tuple[Path, list[Job], dict[int, str]],
+) -> None:
+    """Pages of 50 both ways, cursor to cursor; a range over more hours than ``most``
+    holding jobs is left to the caller (None)."""
+    path, jobs, reserved = db
+    f = JobFilter(since=T0 + 1800, until=T0 + 3600 * 70 + 1)
+    want = expected(jobs, f, reserved)
+    with sqlite3.connect(path) as conn:
+        for descending in (True, False):
+            got: list[int] = []
+            cursor = None
+            while page := hour_page(conn, f.since, f.until, 50, cursor, descending):
+                got += page
+                cursor = page[-1]
+            assert got == (want if descending else want[::-1])
+        assert hour_page(conn, f.since, f.until, 50, most=3) is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,16 @@ def timeline_bar(page: Page, resource: str, job_id: int) -> Locator:
             break
     expect(bar).to_be_focused()
     return bar
+
+
+def held(web: WebDaemon, name: str) -> tuple[dict[str, Any], Path]:
+    """A running ``hold`` job and the file that lets it finish."""
+    go = web.base / f"go-{name}"
+    job = web.submit("hold", "-p", f"path={go}", "--name", name)
+    e2e.wait_until(lambda: web.job(job["id"])["state"] == "running", what=f"{name} running")
+    return job, go
+
+
+def iso_at(when: float) -> str:
+    """``when`` (POSIX seconds) as the CLI takes it: ISO 8601 in UTC, to the second."""
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

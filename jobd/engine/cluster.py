@@ -1,5 +1,6 @@
-"""This node's part in a cluster (SPEC §10): lease, takeover, news from the other nodes,
-operations forwarded to the node that holds a job.
+"""This node's part in a cluster (SPEC §10): lease, takeover, news from the other nodes
+(operations forwarded to the node that holds a job, and the other nodes' events, are
+:mod:`.forward`'s and :mod:`.relay`'s).
 
 Two implementations of one surface, chosen by the store: :class:`LocalNode` for a store
 of one node (SQLite: nothing crosses nodes, no task, no cost) and :class:`ClusterNode`
@@ -9,19 +10,18 @@ A cluster node joins before recovery (its recovery then takes up only the jobs i
 holds), renews its lease every third of it and, in the same beat, takes over the nodes
 whose lease ran out: their held jobs become its own and are recovered as after a restart
 of its own (interrupted attempts; a dead node's process groups are on another host and
-were killed by that node's watchdog). It LISTENs for ``jobd_due`` (a job any node may
-claim: it runs its due timer and admits from ``pending``), ``jobd_nodes`` (a node left or
-was lost: take over at once) and ``jobd_ops`` (an operation for a job it holds, sent by
-the node that received it: performed here, answered on the same channel). A renewal that
-fails with :class:`~jobd.store.cluster.Fenced` ends the engine: the node stops.
+were killed by that node's watchdog). It hears, on the node's one connection for the
+cluster's news (:class:`~.relay.NewsDesk`), ``jobd_due`` (a job any node may claim: it
+runs its due timer and admits from ``pending``) and ``jobd_nodes`` (a node left or was
+lost: take over at once), and looks at the due work every ``POLL`` s anyway. A renewal
+that fails with :class:`~jobd.store.cluster.Fenced` ends the engine: the node stops.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -31,37 +31,19 @@ from anyio.abc import TaskStatus
 from jobd.core.errors import JobdError, StoreError
 from jobd.engine import fencing
 from jobd.engine.context import Context
+from jobd.engine.relay import NewsDesk
 from jobd.store.cluster import ClusterEvent, Fenced, Membership
 
 log = structlog.get_logger("jobd.engine")
-DUE_CHANNEL, OPS_CHANNEL, NODES_CHANNEL = "jobd_due", "jobd_ops", "jobd_nodes"
-#: How long an operation forwarded to another node waits for its answer (the holder's own
-#: cancel waits up to ``OPERATION_WAIT`` for the step to stop before answering).
-FORWARD_TIMEOUT = 15.0
+DUE_CHANNEL, NODES_CHANNEL = "jobd_due", "jobd_nodes"
 #: Seconds between two looks at the due work and ``pending`` when no notification came.
 POLL = 5.0
-
-
-class NodeUnavailable(JobdError):
-    """The node that holds a job did not answer an operation forwarded to it."""
-
-    code = "node-unavailable"
-    status = 503
-
-
-class RemoteError(JobdError):
-    """An operation the holding node refused: its error as that node raised it."""
-
-    def __init__(self, error: dict[str, Any], status: int) -> None:
-        super().__init__(str(error.get("message", "refused")), error.get("details") or {})
-        self.code = str(error.get("code", "error"))
-        self.status = status
+#: The least time between two looks for lost nodes (another node may be taking one over).
+MIN_LOOK = 0.1
 
 
 #: ``(job ids, from node)``: recover jobs taken over from a lost node.
 Adopt = Callable[[list[int], str], Awaitable[None]]
-#: ``(job id, operation, actor)``: perform an operation here (``Operations.operate``).
-Perform = Callable[[int, str, str], Awaitable[object]]
 
 
 class LocalNode:
@@ -74,7 +56,7 @@ class LocalNode:
         self.started_at = started_at
         self.node = ctx.config.daemon.node
 
-    def bind(self, adopt: Adopt, wake_due: Callable[[], Awaitable[None]], perform: Perform) -> None:
+    def bind(self, adopt: Adopt, wake_due: Callable[[], Awaitable[None]]) -> None:
         """Nothing to bind: nothing comes from other nodes."""
 
     async def join(self) -> None:
@@ -82,13 +64,6 @@ class LocalNode:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-
-    async def holder(self, job_id: int) -> str | None:
-        """Always None: every job is this node's."""
-        return None
-
-    async def forward(self, node: str, job_id: int, operation: str, actor: str) -> None:
-        raise NodeUnavailable(f"job {job_id} is held by node {node!r}, not in this cluster")
 
     async def nodes(self, running: list[int]) -> list[dict[str, Any]]:
         """This node alone, ``up``; ``running`` are the ids of its running jobs."""
@@ -114,20 +89,21 @@ class ClusterNode(LocalNode):
 
     clustered = True
 
-    def __init__(self, ctx: Context, started_at: float, membership: Membership) -> None:
+    def __init__(
+        self, ctx: Context, started_at: float, membership: Membership, desk: NewsDesk
+    ) -> None:
         super().__init__(ctx, started_at)
         self._m = membership
+        # Heard on the node's one connection for the cluster's news (a lost one: a poll).
+        for channel in (DUE_CHANNEL, NODES_CHANNEL):
+            desk.read(channel, partial(self._heard, channel))
         self._adopt: Adopt | None = None
         self._wake_due: Callable[[], Awaitable[None]] | None = None
-        self._perform: Perform | None = None
         self._due_wanted = anyio.Event()
         self._takeover_wanted = anyio.Event()
-        self._replies: dict[str, anyio.Event] = {}
-        self._answers: dict[str, dict[str, Any]] = {}
-        self._ids = itertools.count(1)
 
-    def bind(self, adopt: Adopt, wake_due: Callable[[], Awaitable[None]], perform: Perform) -> None:
-        self._adopt, self._wake_due, self._perform = adopt, wake_due, perform
+    def bind(self, adopt: Adopt, wake_due: Callable[[], Awaitable[None]]) -> None:
+        self._adopt, self._wake_due = adopt, wake_due
 
     @property
     def lease(self) -> float:
@@ -155,25 +131,37 @@ class ClusterNode(LocalNode):
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Lease, takeover, notifications and due work; until cancelled or fenced."""
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._m.listen, (DUE_CHANNEL, OPS_CHANNEL, NODES_CHANNEL), self._on, POLL)
+            tg.start_soon(self._poll)
             tg.start_soon(self._due_loop)
             task_status.started()
             await self._lease_loop()
 
     async def _lease_loop(self) -> None:
+        """Renew every third of the lease; look for lost nodes then too, and also as soon as
+        the earliest lease of another node runs out (so a takeover comes right after it)."""
+        renew_at = 0.0  # monotonic: when the next renewal is due
+        expiry: float | None = None  # seconds until another node's lease runs out
         while True:
-            with anyio.move_on_after(self.lease / 3):  # the lease's pace, or a node's news
+            wait = max(0.0, renew_at - time.monotonic())
+            if expiry is not None:
+                wait = min(wait, max(MIN_LOOK, expiry + MIN_LOOK))
+            with anyio.move_on_after(wait):  # the lease's pace, or a node's news
                 await self._takeover_wanted.wait()
             self._takeover_wanted = anyio.Event()
-            sent = time.monotonic()
             try:
-                await self._m.renew()
-                self._renewed(sent)
+                if time.monotonic() >= renew_at:
+                    sent = time.monotonic()
+                    await self._m.renew()
+                    self._renewed(sent)
+                    renew_at = sent + self.lease / 3
                 taken = await self._m.take_over()
+                expiry = await self._m.next_expiry()
             except Fenced:
                 raise
             except StoreError as exc:
                 log.warning("lease renewal or takeover failed; trying again", error=str(exc))
+                renew_at = min(renew_at, time.monotonic() + MIN_LOOK * 5)
+                expiry = None
                 continue
             for dead, ids in taken:
                 log.warning("took over a lost node", node=dead, jobs=ids)
@@ -190,6 +178,15 @@ class ClusterNode(LocalNode):
                 except JobdError as exc:
                     log.warning("looking at due work failed", error=str(exc))
 
+    async def _poll(self) -> None:
+        """The fallback: due work and ``pending`` looked at every POLL s anyway."""
+        while True:
+            await anyio.sleep(POLL)  # a fallback's pace, not a synchronisation
+            self._on(("poll", ""))
+
+    def _heard(self, channel: str, payload: str | None) -> None:
+        self._on(("poll", "") if payload is None else (channel, payload))
+
     def _on(self, event: ClusterEvent) -> None:
         channel, payload = event
         if channel == "poll":
@@ -199,67 +196,6 @@ class ClusterNode(LocalNode):
                 self._due_wanted.set()
         elif channel == NODES_CHANNEL:
             self._takeover_wanted.set()
-        elif channel == OPS_CHANNEL:
-            self._on_op(payload)
-
-    # ---------------------------------------------------------------- operations
-    async def holder(self, job_id: int) -> str | None:
-        """The OTHER node that holds the job, or None (this node's, or held by none)."""
-        node = await self._m.holder(job_id)
-        return None if node in (None, self.node) else node
-
-    async def forward(self, node: str, job_id: int, operation: str, actor: str) -> None:
-        """Have ``node`` perform the operation; raises its refusal, or NodeUnavailable."""
-        rid = f"{self.node}:{next(self._ids)}"
-        request = {"t": "op", "to": node, "from": self.node, "rid": rid, "job": job_id}
-        request.update(op=operation, actor=actor)
-        answered = self._replies[rid] = anyio.Event()
-        try:
-            await self._m.notify(
-                OPS_CHANNEL, json.dumps({**request, "op": operation, "actor": actor})
-            )
-            with anyio.move_on_after(FORWARD_TIMEOUT):
-                await answered.wait()
-            answer = self._answers.pop(rid, None)
-        finally:
-            self._replies.pop(rid, None)
-        if answer is None:
-            raise NodeUnavailable(
-                f"job {job_id} is held by node {node!r}, which did not answer within "
-                f"{FORWARD_TIMEOUT:g} s (if it is down, its jobs are taken over after its lease)",
-                {"job_id": job_id, "node": node},
-            )
-        if not answer.get("ok"):
-            raise RemoteError(answer.get("error") or {}, int(answer.get("status", 500)))
-
-    def _on_op(self, payload: str) -> None:
-        try:
-            message = json.loads(payload)
-        except ValueError:
-            log.warning("unreadable operation notification", payload=payload[:200])
-            return
-        if message.get("to") != self.node:
-            return
-        if message.get("t") == "re":
-            rid = str(message.get("rid"))
-            if rid in self._replies:
-                self._answers[rid] = message
-                self._replies[rid].set()
-        elif message.get("t") == "op":
-            self._ctx.spawn(self._perform_for, message)
-
-    async def _perform_for(self, message: dict[str, Any]) -> None:
-        reply: dict[str, Any] = {"t": "re", "to": message.get("from"), "rid": message.get("rid")}
-        try:
-            assert self._perform is not None
-            await self._perform(int(message["job"]), str(message["op"]), str(message["actor"]))
-            reply["ok"] = True
-        except JobdError as exc:
-            reply.update(ok=False, error=exc.to_dict(), status=exc.status)
-        try:
-            await self._m.notify(OPS_CHANNEL, json.dumps(reply))
-        except StoreError as exc:
-            log.warning("could not answer a forwarded operation", error=str(exc))
 
     async def nodes(self, running: list[int]) -> list[dict[str, Any]]:
         return await self._m.nodes()

@@ -38,6 +38,7 @@ from jobd.engine.cluster import ClusterNode, LocalNode
 from jobd.engine.cluster_handoff import ClusterHandoff
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
+from jobd.engine.forward import Forwarder, LocalForwarder, Remote
 from jobd.engine.handoff import LockHandoff
 from jobd.engine.host import EngineRunHost
 from jobd.engine.intake import Intake
@@ -79,9 +80,13 @@ class Engine:
         ``node``: this node's name in a cluster (default: ``[daemon] node``, else the host
         name)."""
         ctx = self._ctx = Context(config, store, plugins, clock)
-        membership = store.membership()
+        news, membership = store.news(), store.membership()
+        #: The one listening connection for the cluster's news (None on SQLite: one node).
+        self._desk = None if news is None else NewsDesk(news)
         self.cluster: LocalNode = (
-            LocalNode(ctx, clock()) if membership is None else ClusterNode(ctx, clock(), membership)
+            LocalNode(ctx, clock())
+            if membership is None or self._desk is None
+            else ClusterNode(ctx, clock(), membership, self._desk)
         )
         self.booking_index = BookingIndex(config.resources, config.pools)
         self.timers = Timers(clock=clock)
@@ -104,14 +109,15 @@ class Engine:
         return LockHandoff(*parts) if shared is None else ClusterHandoff(*parts, shared)
 
     def _make_relay(self, node: str | None) -> None:
-        """The other nodes' events on this node's stream; none on SQLite (one node)."""
-        news = self._ctx.store.news()
-        self._desk = None if news is None else NewsDesk(news)
-        self._relay: Relay = (
-            LocalRelay()
-            if self._desk is None
-            else ClusterRelay(self._fanout, self._desk, self._node_name(node))
-        )
+        """What crosses nodes beside the store: the other nodes' events on this node's
+        stream, operations to the node holding a job; nothing on SQLite (one node)."""
+        desk = self._desk
+        self._relay: Relay = LocalRelay()
+        self._forwarder: Forwarder | None = None
+        if desk is not None:
+            name = self._node_name(node)
+            self._relay = ClusterRelay(self._fanout, desk, name, self._ctx.store.flush)
+            self._forwarder = Forwarder(desk, name, desk.news.holders)
 
     def _node_name(self, node: str | None) -> str:
         # ``[daemon] node`` (cluster-core's key), else the host name as SPEC §10 says.
@@ -126,6 +132,7 @@ class Engine:
         )
         self._intake = Intake(ctx, lineup, transitions, fanout, bookings, admission, idle)
         live = self._workers.live
+        remote: Remote = LocalForwarder() if self._forwarder is None else self._forwarder
         self._operations = Operations(
             ctx,
             lineup,
@@ -136,8 +143,10 @@ class Engine:
             handoff,
             self._intake,
             live,
-            self.cluster,
+            remote,
         )
+        if self._forwarder is not None:
+            self._forwarder.bind(self._operations.perform_here, ctx.spawn)
         self._recovery = Recovery(
             ctx, lineup, transitions, bookings, admission, handoff, self._intake, idle, live
         )
@@ -151,9 +160,7 @@ class Engine:
             handoff,
             live.windows,
         )
-        self.cluster.bind(
-            self._recovery.adopt, admission.cluster_news, self._operations.operate_here
-        )
+        self.cluster.bind(self._recovery.adopt, admission.cluster_news)
 
     # ================================================================ shared handles
     @property
@@ -432,6 +439,7 @@ class Engine:
         ``log_of``: also a ``kind="log"`` marker each time a line of that job's log is
         written; the line is committed by the time :meth:`committed_log` returns."""
         async with self._fanout.subscribe(log_of) as receive:
+            await self._relay.watched()  # a cluster's other nodes: publish your events
             yield receive
 
     async def committed_log(self, job_id: int, after: int) -> list[dict[str, Any]]:

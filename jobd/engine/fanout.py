@@ -32,6 +32,8 @@ class Fanout:
         self.subscribers: set[MemoryObjectSendStream[JobEvent]] = set()
         #: The subscribers that follow a job's log too (``subscribe(log_of=ID)``), by job.
         self.log_followers: dict[int, set[MemoryObjectSendStream[JobEvent]]] = {}
+        #: Told of each log line written here (a cluster's relay: other nodes follow it).
+        self.on_log: Callable[[int, float], None] | None = None
         #: Whether any plugin observes events (known once plugins are loaded: at run).
         self.has_observers = False
 
@@ -75,6 +77,13 @@ class Fanout:
         subscribers that follow that log with a ``kind="log"`` marker. They flush the
         store and read what is new (a line's ``seq`` is the store's to give); listeners
         and plugins are not told (a line is no change of the job)."""
+        self.log_relayed(job_id, at)
+        if self.on_log is not None:
+            self.on_log(job_id, at)
+
+    def log_relayed(self, job_id: int, at: float) -> None:
+        """A ``kind="log"`` marker to the subscribers following ``job_id``'s log only (a
+        line another node of a cluster committed comes this way, from :mod:`.relay`)."""
         followers = self.log_followers.get(job_id)
         if followers:
             marker = JobEvent(job_id, "log", at)

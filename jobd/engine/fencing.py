@@ -13,23 +13,34 @@ manager starts it again and it rejoins with a new epoch. When the daemon exits (
 closes), however it exits, the watchdog SIGKILLs the groups left and exits too: a node
 that died leaves no step running for its successor to duplicate.
 
+A group is reported once its process runs, so a daemon killed in between would leave it
+unknown. Hence every process the daemon starts also carries, in its environment,
+``JOBD_FENCE=<token>`` (a token of this daemon's run, inherited by whatever it starts
+in turn): when it acts, the watchdog also kills every process whose environment
+(``/proc/PID/environ``) holds the token, reported or not.
+
 Only a node on PostgreSQL forks one; SQLite (one node) has none and keeps today's
 behaviour (a crashed daemon's steps are killed by its own recovery).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import select
 import signal
 import sys
 import time
+from pathlib import Path
 
 from jobd.plugin import processes
 
 #: Seconds before the lease runs out at which the watchdog acts: at least this, and at
 #: least a sixth of the lease (renewals come every third of it).
 MIN_MARGIN = 0.5
+#: The environment variable that marks the processes of one daemon's run.
+MARK = "JOBD_FENCE"
 
 
 def margin(lease: float) -> float:
@@ -79,13 +90,15 @@ def start(lease: float) -> Watchdog:
     """Fork the watchdog for a lease of ``lease`` seconds; call before any thread or event
     loop exists. From now on every process group ``jobd.plugin.processes`` starts is reported."""
     global _current
+    token = f"{os.getpid()}-{secrets.token_hex(8)}"
+    os.environ[MARK] = token  # inherited by every process the daemon starts from now on
     read, write = os.pipe()
     daemon = os.getpid()
     pid = os.fork()
     if pid == 0:  # the watchdog: nothing of the daemon's but the pipe
         try:
             os.close(write)
-            _child(read, daemon, lease)
+            _child(read, daemon, lease, token)
         finally:
             os._exit(0)
     os.close(read)
@@ -95,15 +108,15 @@ def start(lease: float) -> Watchdog:
     return _current
 
 
-def _child(fd: int, daemon: int, lease: float) -> None:
+def _child(fd: int, daemon: int, lease: float, token: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)  # a stop of the daemon's group is the daemon's
     os.closerange(3, fd)
     os.closerange(fd + 1, 65536)
-    _watch(fd, daemon, lease - margin(lease))
+    _watch(fd, daemon, lease - margin(lease), f"{MARK}={token}".encode())
 
 
-def _watch(fd: int, daemon: int, allowed: float) -> None:
+def _watch(fd: int, daemon: int, allowed: float, mark: bytes) -> None:
     """Until the pipe closes or the lease is about to run out (see the module docstring)."""
     groups: set[int] = set()
     last: float | None = None  # armed by the first renewal (the join)
@@ -112,13 +125,12 @@ def _watch(fd: int, daemon: int, allowed: float) -> None:
         timeout = None if last is None else max(0.0, last + allowed - time.monotonic())
         ready, _, _ = select.select([fd], [], [], timeout)
         if not ready:
-            _kill(groups, f"no lease renewal for {allowed:.1f} s")
             _signal(daemon, signal.SIGKILL)
+            _kill(groups, mark, f"no lease renewal for {allowed:.1f} s")
             return
         data = os.read(fd, 65536)
         if not data:  # the daemon is gone
-            if groups:
-                _kill(groups, "the daemon exited")
+            _kill(groups, mark, "the daemon exited")
             return
         pending += data
         *lines, pending = pending.split(b"\n")
@@ -132,15 +144,45 @@ def _watch(fd: int, daemon: int, allowed: float) -> None:
                 groups.discard(int(value))
 
 
-def _kill(groups: set[int], why: str) -> None:
+def _kill(groups: set[int], mark: bytes, why: str) -> None:
+    """SIGKILL the reported groups, then every process marked with this run's token (and
+    its group); a line on stderr when there was any."""
     for pgid in sorted(groups):
-        _signal(-pgid, signal.SIGKILL)
-    print(
-        f"jobd watchdog: {why}: killed {len(groups)} step process group(s)",
-        file=sys.stderr,
-        flush=True,
-    )
+        if pgid > 1 and pgid != os.getpgrp():
+            _signal(-pgid, signal.SIGKILL)
+    marked = _marked(mark)
+    for pid in marked:
+        with contextlib.suppress(OSError):  # gone already
+            pgid = os.getpgid(pid)
+            # A step's own group (its session); never the daemon's group, which is the
+            # watchdog's too (and its service manager's or shell's).
+            if pgid != os.getpgrp():
+                _signal(-pgid, signal.SIGKILL)
+        _signal(pid, signal.SIGKILL)
+    if groups or marked:
+        print(
+            f"jobd watchdog: {why}: killed {len(groups)} step process group(s) and "
+            f"{len(marked)} process(es) of this daemon",
+            file=sys.stderr,
+            flush=True,
+        )
     groups.clear()
+
+
+def _marked(mark: bytes) -> list[int]:
+    """The processes whose environment holds ``mark`` (those of other users are unreadable:
+    never ours)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if mark in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

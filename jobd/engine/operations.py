@@ -17,17 +17,12 @@ import anyio
 from jobd.core.errors import InvalidTransition, JobdError, NotApplicable, NotFound, ValidationError
 from jobd.core.events import JobEvent
 from jobd.core.models import Job, OverlayCode
-from jobd.core.states import (
-    ACTIVE,
-    JobState,
-    StepState,
-    allowed_operations,
-    check_transition,
-)
+from jobd.core.states import ACTIVE, JobState, StepState, allowed_operations, check_transition
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
+from jobd.engine.forward import MOVED, NodeUnavailable, Outcome, Remote
 from jobd.engine.lineup import Lineup, load_live
-from jobd.engine.ports import Booking, Grants, LiveOps, Placement, Remote
+from jobd.engine.ports import Booking, Grants, LiveOps, Placement
 from jobd.engine.transitions import Transitions
 from jobd.plan.bookings import BookingIndex
 from jobd.run.runner import CANCEL, PAUSE
@@ -40,6 +35,8 @@ OPERATION_WAIT = 5.0
 BATCH_CONCURRENCY = 10_000
 #: Jobs read per hop when a batch loads its jobs.
 LOAD_BATCH = 500
+#: Times an operation follows a job that moves to another node while it is being asked.
+MOVES = 3
 Handler = Callable[[Job, str], Awaitable[Job | None]]
 
 
@@ -120,44 +117,99 @@ class Operations:
         self, job_id: int, operation: str, actor: str, *, here: bool = False
     ) -> Job | None:
         """Apply ``operation``; the job after it for ``resubmit`` (the new job), else None.
-        A job another node of a cluster holds is operated on by that node (unless ``here``:
-        the operation was forwarded to this node)."""
+        A job another node of a cluster holds is operated on by that node (:mod:`.forward`),
+        unless ``here`` (the operation was forwarded to this node)."""
         handler = self.handler(operation)
-        job = await load_live(self._lineup, self._ctx.store, job_id)
-        if not here and await self._forwarded(job, operation, actor):
-            return None
+        for _ in range(MOVES):
+            job = await load_live(self._lineup, self._ctx.store, job_id)
+            node = None if here else await self._holder(job, operation)
+            if node is None:
+                break
+            outcome = (await self._remote.forward(node, [job_id], operation, actor)).get(job_id)
+            if outcome != MOVED:  # done there, or refused there; else ask again where it is
+                if isinstance(outcome, JobdError):
+                    raise outcome
+                return None
         check_transition(operation, job.state)
         return await handler(job, actor)
 
-    async def operate_here(self, job_id: int, operation: str, actor: str) -> Job | None:
-        """:meth:`operate` for an operation another node forwarded to this one."""
-        return await self.operate(job_id, operation, actor, here=True)
+    async def _holder(self, job: Job, operation: str) -> str | None:
+        """The other node that holds ``job``, when the operation must be done there."""
+        if operation == "resubmit" or job.state not in ACTIVE or job.id in self._lineup:
+            return None
+        return (await self._remote.holders([job.id])).get(job.id)
 
-    async def _forwarded(self, job: Job, operation: str, actor: str) -> bool:
-        """Whether another node holds the job, and so performed the operation."""
-        if job.id in self._lineup or job.state not in ACTIVE:
-            return False
-        node = await self._remote.holder(job.id)
-        if node is None:
-            return False
-        await self._remote.forward(node, job.id, operation, actor)
-        return True
+    async def perform_here(
+        self, job_ids: list[int], operation: str, actor: str
+    ) -> dict[int, JobdError | None]:
+        """Another node's operation on jobs this node holds: per job None (done) or the
+        refusal, each done with this node's engine and never forwarded again."""
+        outcome = await self.operate_many(job_ids, operation, actor, here=True)
+        return {**dict.fromkeys(outcome.done), **dict(outcome.refused)}
 
-    async def operate_many(self, job_ids: list[int], operation: str, actor: str) -> BatchOutcome:
-        """See :meth:`jobd.engine.Engine.operate_many`."""
+    async def operate_many(
+        self, job_ids: list[int], operation: str, actor: str, *, here: bool = False
+    ) -> BatchOutcome:
+        """See :meth:`jobd.engine.Engine.operate_many`; the jobs other nodes hold are sent
+        to them, one request per node (unless ``here``)."""
         handler = self.handler(operation)
         ids = list(dict.fromkeys(job_ids))
         jobs = await self._load_many(ids)
         outcome: dict[int, JobdError | Job | None] = {}
+        if not here and operation != "resubmit":
+            outcome.update(await self._forward_many(jobs, operation, actor))
+        rest = [i for i in ids if i not in outcome]
         # In chunks, each job its own asyncio task: an anyio task group and a capacity
         # limiter cost ~100 µs a job, the whole budget of a batch cancel.
-        for start in range(0, len(ids), BATCH_CONCURRENCY):
-            chunk = ids[start : start + BATCH_CONCURRENCY]
+        for start in range(0, len(rest), BATCH_CONCURRENCY):
+            chunk = rest[start : start + BATCH_CONCURRENCY]
             results = await asyncio.gather(
                 *(self._operate_one(jobs.get(i), i, operation, handler, actor) for i in chunk)
             )
             outcome.update(zip(chunk, results, strict=True))
         return BatchOutcome.of(ids, outcome)
+
+    async def _forward_many(
+        self, jobs: dict[int, Job], operation: str, actor: str
+    ) -> dict[int, JobdError | Job | None]:
+        """The jobs of ``jobs`` that other nodes hold, done (or refused) by their nodes."""
+        lineup = self._lineup
+        held = [i for i, job in jobs.items() if job.state in ACTIVE and i not in lineup]
+        by_node: dict[str, list[int]] = {}
+        for job_id, node in (await self._remote.holders(held) if held else {}).items():
+            by_node.setdefault(node, []).append(job_id)
+        if not by_node:
+            return {}
+        answers = await asyncio.gather(
+            *(self._forward_to(node, ids, operation, actor) for node, ids in by_node.items())
+        )
+        outcome: dict[int, JobdError | Job | None] = {}
+        for answer in answers:
+            for job_id, result in answer.items():
+                outcome[job_id] = (
+                    await self._operate_moved(job_id, operation, actor)
+                    if result == MOVED
+                    else result
+                    if isinstance(result, JobdError)
+                    else None
+                )
+        return outcome
+
+    async def _forward_to(
+        self, node: str, ids: list[int], operation: str, actor: str
+    ) -> dict[int, Outcome]:
+        try:
+            return await self._remote.forward(node, ids, operation, actor)
+        except NodeUnavailable as exc:
+            return dict.fromkeys(ids, exc)
+
+    async def _operate_moved(self, job_id: int, operation: str, actor: str) -> JobdError | None:
+        """A job of a batch that moved while its node was asked: decided again, alone."""
+        try:
+            await self.operate(job_id, operation, actor)
+        except JobdError as exc:
+            return exc
+        return None
 
     async def _operate_one(
         self, job: Job | None, job_id: int, operation: str, handler: Handler, actor: str
@@ -166,8 +218,6 @@ class Operations:
         if job is None:
             return NotFound("job", job_id)
         try:
-            if await self._forwarded(job, operation, actor):
-                return None
             try:
                 check_transition(operation, job.state)
             except InvalidTransition:

@@ -186,13 +186,3 @@ class WindowView(Protocol):
     def ids(self) -> list[int]: ...
 
     def __len__(self) -> int: ...
-
-
-class Remote(Protocol):
-    """The other nodes of a cluster, as operations reach them (:mod:`.cluster`)."""
-
-    async def holder(self, job_id: int) -> str | None:
-        """The other node that holds the job, or None (this node's, or nobody's)."""
-
-    async def forward(self, node: str, job_id: int, operation: str, actor: str) -> None:
-        """Have ``node`` perform the operation; raises its refusal, or NodeUnavailable."""

@@ -11,7 +11,8 @@ ONE record per firing (``schedule_firings``, unique ``(schedule, fire_time)``, f
 in the transaction that writes the firing's event, and for a fired one its job): the
 first node's write wins, the others' fail their guard (:class:`GuardFailed`) and
 write nothing. So each firing makes one job and a missed firing is counted once, with
-no scheduler role to hand over when a node dies.
+no scheduler role to hand over when a node dies. Firings missed while the whole
+cluster was down are caught up by the nodes that start while no other is up.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class ScheduleHost(Protocol):
 
     timers: Timers
 
+    async def nodes_info(self) -> list[dict[str, Any]]: ...
+
     async def submit(
         self,
         spec: JobSpec,
@@ -71,23 +74,43 @@ class Schedules:
         self.paused: dict[str, float] = {}
 
     async def start(self) -> None:
-        """Run or record the firings missed while jobd was down, then arm the live timers."""
+        """Run or record the firings missed while jobd was down, then arm the live timers.
+
+        On a cluster only a node that starts while no other node is up catches up: while
+        one is, it fires every firing, and a firing this node took for missed may be one
+        that node is writing at this moment. This one then fires (late) what came since the
+        last recorded firing, and the database keeps one record of each."""
         engine = self.engine
         rows = await engine.store.schedule_rows()
         now = engine.clock()
         self.paused = {n: r["paused_at"] for n, r in rows.items() if r["paused_at"] is not None}
+        alone = not await self._others_up(now)
+        # What the live timers fire after: everything up to now is handled when caught up.
+        handled: dict[str, float | None] = {}
         for schedule in engine.config.schedules:
             last = rows.get(schedule.name, {}).get("last_fire_at")
+            handled[schedule.name] = now
             if self._live(schedule) and last is not None:
-                await self._catch_up(schedule, last, now)
-        # Everything up to now is handled: the live timers must not fire it again.
-        handled = {s.name: now for s in engine.config.schedules}
+                if alone:
+                    await self._catch_up(schedule, last, now)
+                else:
+                    handled[schedule.name] = last
         for schedule in engine.config.schedules:
             # New, disabled or paused: the time until now is not missed (enabling or
             # resuming it later starts from here).
             if rows.get(schedule.name, {}).get("last_fire_at") is None or not self._live(schedule):
                 await self._record(schedule.name, now, None, None, None)
         engine.timers.set_schedules(engine.config.schedules, self.fire, handled)
+
+    async def _others_up(self, now: float) -> bool:
+        """Whether another node of the cluster is up, its lease running (one node: no)."""
+        me = self.engine.config.daemon.node
+        return any(
+            n["name"] != me
+            and n["state"] == "up"
+            and (n.get("renewed_at") or 0.0) + (n.get("lease") or 0.0) > now
+            for n in await self.engine.nodes_info()
+        )
 
     async def reload(self, previously_enabled: set[str]) -> None:
         """Re-arm the timers after a config reload; new or re-enabled schedules fire from now."""

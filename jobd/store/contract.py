@@ -459,9 +459,11 @@ class AssetLocks(ABC):
 
     @abstractmethod
     async def release_node_locks(self, node: str) -> list[int]:
-        """Takeover: drop every request of ``node`` (held or waiting), grant the waiters
-        this frees and tell their nodes, in one transaction; the jobs whose requests were
-        dropped, in request order. Only once ``node`` is fenced (its lease ran out)."""
+        """Takeover: every request of ``node`` goes, in one transaction: a held one is
+        dropped (its run was interrupted) and the waiters this frees are granted, their
+        nodes told; a waiting one whose job a takeover gave to another node becomes that
+        node's, in the same place (else it is dropped too). The jobs of those requests, in
+        request order. Only once ``node`` is fenced (its lease ran out)."""
 
     @abstractmethod
     async def mine(self) -> dict[int, bool]:

@@ -37,6 +37,12 @@ class News(ABC):
         any write's transaction: send what is committed). Raises StoreError."""
 
     @abstractmethod
+    async def holders(self, job_ids: Sequence[int]) -> dict[int, str]:
+        """The node that holds each job of ``job_ids`` that a node holds (one of the held
+        states: ``queued``, ``waiting-for-lock``, ``running``, ``cancel-requested``), read
+        in one round trip: where an operation on it must be done. Raises StoreError."""
+
+    @abstractmethod
     async def follow(
         self,
         channels: Sequence[str],

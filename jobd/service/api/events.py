@@ -136,8 +136,8 @@ class LogStreamResponse(EventStreamResponse):
 
     A line is on the stream only once committed (it has its ``seq`` then): each one
     written wakes the stream with a marker, which flushes the store and reads what is
-    new; so does every event of the job (in a cluster, the lines of a job running on
-    another node have no marker here: they come with its events). Lines come before
+    new; so does every event of the job (in a cluster, a job running on another node
+    sends its markers once its lines are committed: :mod:`jobd.engine.relay`). Lines come before
     the events that were waiting with them, so the state event that finishes a job
     comes after every line the job wrote.
     """

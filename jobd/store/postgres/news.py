@@ -42,6 +42,11 @@ class PgNews(News):
         if payloads:
             await self._fetch(q.PUBLISH, (channel, list(payloads)))
 
+    async def holders(self, job_ids: Sequence[int]) -> dict[int, str]:
+        if not job_ids:
+            return {}
+        return {int(r[0]): str(r[1]) for r in await self._fetch(q.HOLDERS, (list(job_ids),))}
+
     async def follow(
         self,
         channels: Sequence[str],

@@ -69,6 +69,11 @@ LISTEN_BOOKINGS = "LISTEN jobd_bookings"
 #: Payloads sent on one channel in one round trip, in the array's order (a function scan
 #: yields its rows in order, and nothing here sorts them). See :mod:`.news`.
 PUBLISH = "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p"
+#: The node holding each job of a list that a node holds (``jobs.node``, set by the claim).
+HOLDERS = (
+    "SELECT id, node FROM jobs WHERE id = ANY(%s::bigint[]) AND node IS NOT NULL"
+    " AND state IN ('queued', 'waiting-for-lock', 'running', 'cancel-requested')"
+)
 
 # ------------------------------------------------------------------ reads
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"
@@ -142,7 +147,9 @@ NODE_JOIN = "SELECT jobd_node_join(%s, %s, %s, %s, %s, %s, %s, %s)"
 NODE_RENEW = "SELECT jobd_node_renew(%s, %s)"
 NODE_LEAVE = "SELECT jobd_node_leave(%s, %s)"
 NODE_TAKEOVER = "SELECT dead_node, job_ids FROM jobd_node_takeover(%s, %s)"
-_HELD = "('queued', 'waiting-for-lock', 'running', 'cancel-requested')"
+NEXT_EXPIRY = (
+    "SELECT min(renewed_at + lease_s) - jobd_now() FROM nodes WHERE state = 'up' AND name <> %s"
+)
 NODE_ROWS = (
     "SELECT n.name, n.tags, CASE WHEN n.state = 'up' AND n.renewed_at + n.lease_s <= jobd_now()"
     " THEN 'lost' ELSE n.state END, n.renewed_at, n.lease_s, n.epoch, n.started_at, n.workers,"
@@ -150,10 +157,6 @@ NODE_ROWS = (
     " n.name AND j.state IN ('running', 'cancel-requested') ORDER BY j.id) FROM nodes n"
     " ORDER BY n.name"
 )
-HOLDER = f"SELECT node FROM jobs WHERE id = %s AND state IN {_HELD}"
-NOTIFY = "SELECT pg_notify(%s, %s)"
-#: With the channel as an identifier (psycopg.sql).
-LISTEN = "LISTEN {}"
 #: Recovery's input on a node of a cluster: the active jobs this node holds.
 IDS_IN_STATES_OF_NODE = (
     "SELECT id FROM jobs WHERE state = ANY(%s) AND node = %s ORDER BY due_at, id"

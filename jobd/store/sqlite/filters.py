@@ -9,10 +9,11 @@ the filter checked on each row. The tables and triggers they read are those of
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jobd.store.contract import JobFilter
+from jobd.store.sqlite.hours import hour_page
 
 #: A driver whose candidates number fewer than this is read whole and sorted; above it,
 #: drivers that read in id order stop at the page's end.
@@ -37,6 +38,7 @@ class _Arm:
     ordered: bool = True  # False: the index is not in id order (its rows are sorted)
     rest: list[str] = field(default_factory=list)
     rest_params: list[Any] = field(default_factory=list)
+    hourly: bool = False  # True: a time range alone, read hour by hour (hours.py)
 
     def sql(
         self, columns: str, descending: bool, cursor: int | None, limit: int, rest: bool = True
@@ -53,9 +55,16 @@ class _Arm:
         # order would sort every row it holds before the limit.
         order = f" ORDER BY {self.id_column} {'DESC' if descending else 'ASC'}" if rest else ""
         return (
-            f"SELECT {columns} FROM {self.source}{clause}{order} LIMIT ?",
+            f"SELECT {columns} FROM {self.source if rest else self.counted}{clause}{order} LIMIT ?",
             (*params, limit),
         )
+
+    @property
+    def counted(self) -> str:
+        """What a count of the arm reads: its own condition and id are on the first table of
+        ``source``, so a count leaves out the join to ``jobs`` (a read of a row per entry:
+        10 ms for 2,000 entries of a pool, against 0.5 ms for the index alone)."""
+        return self.source.split(" CROSS JOIN ")[0]
 
 
 def _like_pattern(text: str) -> str:
@@ -172,17 +181,38 @@ def plan_filter(
         if all(arm.ordered for arm in arms):
             return arms
     time_arm = drivers.get("time", [None])[0]
-    # Only times: the index holds (time, id), so up to _SORTABLE of its entries are read
-    # and the page's ids kept without touching the table; walking the table in id order
-    # instead reads every newer job first (a day a fortnight ago: 900,000 rows).
-    if (
-        time_arm is not None
-        and not time_arm.rest
-        and _count(conn, [time_arm], cursor, descending, _SORTABLE) < _SORTABLE
-    ):
-        return [time_arm]
+    if time_arm is not None and not time_arm.rest:
+        # Only times: read hour by hour in id order (hours.py); walking the table in id
+        # order instead reads every newer job first (a day a fortnight ago: 900,000 rows).
+        return [replace(time_arm, hourly=True)]
+    return [_table(f)]
+
+
+def _table(f: JobFilter) -> _Arm:
     where, params = _residual(f, "")
-    return [_Arm("jobs AS j", "j.id", where, params)]
+    return _Arm("jobs AS j", "j.id", where, params)
+
+
+def _wide_range(
+    conn: sqlite3.Connection, f: JobFilter, time_arm: _Arm, cursor: int | None, descending: bool
+) -> _Arm:
+    """How to read a time range over too many hours to read one by one: the index holds
+    (time, id), so up to _SORTABLE of its entries are read and the page's ids kept without
+    touching the table; a bigger range is most of the table, read in id order."""
+    if _count(conn, [time_arm], cursor, descending, _SORTABLE) < _SORTABLE:
+        return replace(time_arm, hourly=False)
+    return _table(f)
+
+
+def _by_ids(
+    conn: sqlite3.Connection, ids: list[int], columns: str, descending: bool
+) -> list[tuple[Any, ...]]:
+    """The rows of ``columns`` of the jobs ``ids`` (in id order), read by id."""
+    if not ids or columns == "j.id":
+        return [(i,) for i in ids]
+    marks = ",".join("?" * len(ids))
+    found = conn.execute(f"SELECT {columns} FROM jobs AS j WHERE j.id IN ({marks})", ids)
+    return sorted(found.fetchall(), key=lambda row: row[0], reverse=descending)
 
 
 def read_filtered(
@@ -196,15 +226,15 @@ def read_filtered(
     """Rows of ``columns`` (on ``j``, the first being ``j.id``) of the jobs matching ``f``,
     ``limit`` at most, by id (newest first when ``descending``), after ``cursor``."""
     arms = plan_filter(conn, f, cursor, descending)
+    if len(arms) == 1 and arms[0].hourly:
+        ids = hour_page(conn, f.since, f.until, limit, cursor, descending)
+        if ids is not None:
+            return _by_ids(conn, ids, columns, descending)
+        arms = [_wide_range(conn, f, arms[0], cursor, descending)]
     if len(arms) == 1 and not arms[0].ordered:
         # The page's ids from the index alone (it holds the time and the id), then the rows.
         sql, params = arms[0].sql("j.id", descending, cursor, limit)
-        ids = [r[0] for r in conn.execute(sql, params)]
-        if not ids or columns == "j.id":
-            return [(i,) for i in ids]
-        marks = ",".join("?" * len(ids))
-        found = conn.execute(f"SELECT {columns} FROM jobs AS j WHERE j.id IN ({marks})", ids)
-        return sorted(found.fetchall(), key=lambda row: row[0], reverse=descending)
+        return _by_ids(conn, [r[0] for r in conn.execute(sql, params)], columns, descending)
     rows: list[tuple[Any, ...]] = []
     for arm in arms:
         sql, params = arm.sql(columns, descending, cursor, limit)

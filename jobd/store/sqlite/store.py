@@ -43,7 +43,7 @@ from jobd.store.sqlite.filters import read_filtered
 from jobd.store.sqlite.rows import job_from_row, read_jobs, reservation_from_row, step_from_row
 from jobd.store.sqlite.units import Params, Unit
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Units queued in one turn of the event loop that are sent without waiting for its end.
 SEND_AT = 16
 log = structlog.get_logger("jobd.store")

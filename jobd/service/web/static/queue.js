@@ -17,12 +17,14 @@ function jobLink(id) {
 function lockBlock(lock) {
   const holders = lock.holders.length ? h("ul", { class: "holders", "aria-label": "holders" },
     lock.holders.map((holder) => h("li", { "data-job-id": holder.job_id, "data-role": "holder" },
-      jobLink(holder.job_id), ` (${holder.mode})${onNode(holder)}`)))
+      jobLink(holder.job_id), ` (${holder.mode})${onNode(holder)}`,
+      holder.since ? [" held ", h("span", { class: "waited", "data-since": holder.since },
+        waited(holder.since))] : null)))
     : h("p", { class: "muted" }, "no holder");
   const waiters = lock.waiters.length ? h("ol", { class: "waiters", "aria-label": "waiters" },
     lock.waiters.map((waiter, index) => h("li", { "data-job-id": waiter.job_id,
-      "data-position": index + 1, "data-role": "waiter" },
-      `#${index + 1} `, jobLink(waiter.job_id), ` (${waiter.mode})${onNode(waiter)} waited `,
+      "data-position": waiter.position ?? index + 1, "data-role": "waiter" },
+      `#${waiter.position ?? index + 1} `, jobLink(waiter.job_id), ` (${waiter.mode})${onNode(waiter)} waited `,
       h("span", { class: "waited", "data-since": waiter.since || "" }, waited(waiter.since)))))
     : h("p", { class: "muted" }, "no one waits");
   return h("section", { class: "lock", "data-asset": lock.asset, "aria-label": `asset ${lock.asset}` },
@@ -31,7 +33,8 @@ function lockBlock(lock) {
     h("div", {}, h("strong", {}, "waiting, in order: "), waiters));
 }
 
-// A cluster's locks (SPEC §10) name the node of each holder and waiter.
+// A cluster's locks (SPEC §10) name the node of each holder and waiter, and when each
+// holder was granted (``since``).
 function onNode(entry) {
   return entry.node ? ` on node ${entry.node}` : "";
 }
