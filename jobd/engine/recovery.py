@@ -14,6 +14,7 @@ from dataclasses import replace
 import anyio
 import structlog
 
+from jobd.core.errors import InvalidTransition
 from jobd.core.models import ErrorOverlay, Job, OverlayCode
 from jobd.core.states import ACTIVE, JobState, StepState
 from jobd.engine.context import Context
@@ -160,7 +161,12 @@ class Recovery:
         )
         # It held its assets when the daemon died: it gets them back before any waiter does.
         self._relock.restore_holder(job)
-        await self._requeue.make_due(job)
+        try:
+            await self._requeue.make_due(job)
+        except InvalidTransition:
+            # A cluster: another node claimed the job, due again, between the two writes.
+            self._relock.leave(job.id)
+            log.info("a resumed job was claimed by another node", job_id=job.id)
 
     async def revalidate_bookings(self, actor: str) -> list[str]:
         """Check the reservations against the config (reload, start-up): the overlay
