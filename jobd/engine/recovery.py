@@ -159,12 +159,16 @@ class Recovery:
             error=overlay,
             due_at=now,
         )
-        # It held its assets when the daemon died: it gets them back before any waiter does.
+        await self._requeue_held(job)
+
+    async def _requeue_held(self, job: Job) -> None:
+        """It held its assets when the daemon died: it gets them back before any waiter does;
+        then it is due. In a cluster another node may claim it first (it was due between the
+        two writes): then it is let go, with its locks."""
         self._relock.restore_holder(job)
         try:
             await self._requeue.make_due(job)
         except InvalidTransition:
-            # A cluster: another node claimed the job, due again, between the two writes.
             self._relock.leave(job.id)
             log.info("a resumed job was claimed by another node", job_id=job.id)
 
