@@ -154,3 +154,43 @@ def test_events_are_packed_in_order_into_payloads_postgresql_takes() -> None:
     back = [unpack(row) for row in rows]
     assert back[:-1] == events[:-1]  # every one, in order
     assert back[-1].job_id == 7 and back[-1].data == {"truncated": True}  # too big: ids kept
+
+
+def test_a_node_publishes_its_events_only_while_another_node_has_readers(
+    cluster: Cluster,
+) -> None:
+    cluster.start("a", "b")
+    with psycopg.connect(cluster.url, autocommit=True) as news:
+        news.execute("LISTEN jobd_events")
+        unwatched = cluster.submit("b", "demo", "-p", "who=nobody")
+        e2e.wait_until(
+            lambda: cluster.show("b", unwatched)["state"] == "completed", what="completed"
+        )
+        env = e2e.jobd_env(JOBD_SOCKET=str(cluster.node("a").layout.socket))
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "jobd", "watch"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=e2e.ROOT,
+            preexec_fn=_sigint_default,
+        )
+        try:
+            heard: list[str] = []
+            for notice in news.notifies(timeout=60):
+                heard.append(notice.payload)
+                if notice.payload == "want a":
+                    break
+            assert heard and heard[-1] == "want a", heard  # a's reader is there now
+            # Before a had a reader, b sent no event (only its start-up's question).
+            assert not [p for p in heard if p.startswith("b\n")], heard
+            watched = cluster.submit("b", "demo", "-p", "who=somebody")
+            for notice in news.notifies(timeout=60):
+                if notice.payload.startswith("b\n") and f"[{watched}," in notice.payload:
+                    break
+            else:
+                raise AssertionError("b never published the watched job's events")
+        finally:
+            watch.send_signal(signal.SIGINT)
+            watch.communicate(timeout=30)

@@ -10,16 +10,18 @@ A cluster node joins before recovery (its recovery then takes up only the jobs i
 holds), renews its lease every third of it and, in the same beat, takes over the nodes
 whose lease ran out: their held jobs become its own and are recovered as after a restart
 of its own (interrupted attempts; a dead node's process groups are on another host and
-were killed by that node's watchdog). It LISTENs for ``jobd_due`` (a job any node may
-claim: it runs its due timer and admits from ``pending``), ``jobd_nodes`` (a node left or
-was lost: take over at once). A renewal that
-fails with :class:`~jobd.store.cluster.Fenced` ends the engine: the node stops.
+were killed by that node's watchdog). It hears, on the node's one connection for the
+cluster's news (:class:`~.relay.NewsDesk`), ``jobd_due`` (a job any node may claim: it
+runs its due timer and admits from ``pending``) and ``jobd_nodes`` (a node left or was
+lost: take over at once), and looks at the due work every ``POLL`` s anyway. A renewal
+that fails with :class:`~jobd.store.cluster.Fenced` ends the engine: the node stops.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -29,6 +31,7 @@ from anyio.abc import TaskStatus
 from jobd.core.errors import JobdError, StoreError
 from jobd.engine import fencing
 from jobd.engine.context import Context
+from jobd.engine.relay import NewsDesk
 from jobd.store.cluster import ClusterEvent, Fenced, Membership
 
 log = structlog.get_logger("jobd.engine")
@@ -86,9 +89,14 @@ class ClusterNode(LocalNode):
 
     clustered = True
 
-    def __init__(self, ctx: Context, started_at: float, membership: Membership) -> None:
+    def __init__(
+        self, ctx: Context, started_at: float, membership: Membership, desk: NewsDesk
+    ) -> None:
         super().__init__(ctx, started_at)
         self._m = membership
+        # Heard on the node's one connection for the cluster's news (a lost one: a poll).
+        for channel in (DUE_CHANNEL, NODES_CHANNEL):
+            desk.read(channel, partial(self._heard, channel))
         self._adopt: Adopt | None = None
         self._wake_due: Callable[[], Awaitable[None]] | None = None
         self._due_wanted = anyio.Event()
@@ -123,7 +131,7 @@ class ClusterNode(LocalNode):
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Lease, takeover, notifications and due work; until cancelled or fenced."""
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._m.listen, (DUE_CHANNEL, NODES_CHANNEL), self._on, POLL)
+            tg.start_soon(self._poll)
             tg.start_soon(self._due_loop)
             task_status.started()
             await self._lease_loop()
@@ -174,6 +182,15 @@ class ClusterNode(LocalNode):
                     await self._wake_due()
                 except JobdError as exc:
                     log.warning("looking at due work failed", error=str(exc))
+
+    async def _poll(self) -> None:
+        """The fallback: due work and ``pending`` looked at every POLL s anyway."""
+        while True:
+            await anyio.sleep(POLL)  # a fallback's pace, not a synchronisation
+            self._on(("poll", ""))
+
+    def _heard(self, channel: str, payload: str | None) -> None:
+        self._on(("poll", "") if payload is None else (channel, payload))
 
     def _on(self, event: ClusterEvent) -> None:
         channel, payload = event

@@ -80,9 +80,13 @@ class Engine:
         ``node``: this node's name in a cluster (default: ``[daemon] node``, else the host
         name)."""
         ctx = self._ctx = Context(config, store, plugins, clock)
-        membership = store.membership()
+        news, membership = store.news(), store.membership()
+        #: The one listening connection for the cluster's news (None on SQLite: one node).
+        self._desk = None if news is None else NewsDesk(news)
         self.cluster: LocalNode = (
-            LocalNode(ctx, clock()) if membership is None else ClusterNode(ctx, clock(), membership)
+            LocalNode(ctx, clock())
+            if membership is None or self._desk is None
+            else ClusterNode(ctx, clock(), membership, self._desk)
         )
         self.booking_index = BookingIndex(config.resources, config.pools)
         self.timers = Timers(clock=clock)
@@ -107,15 +111,13 @@ class Engine:
     def _make_relay(self, node: str | None) -> None:
         """What crosses nodes beside the store: the other nodes' events on this node's
         stream, operations to the node holding a job; nothing on SQLite (one node)."""
-        news = self._ctx.store.news()
-        self._desk: NewsDesk | None = None
+        desk = self._desk
         self._relay: Relay = LocalRelay()
         self._forwarder: Forwarder | None = None
-        if news is not None:
+        if desk is not None:
             name = self._node_name(node)
-            self._desk = desk = NewsDesk(news)
             self._relay = ClusterRelay(self._fanout, desk, name, self._ctx.store.flush)
-            self._forwarder = Forwarder(desk, name, news.holders)
+            self._forwarder = Forwarder(desk, name, desk.news.holders)
 
     def _node_name(self, node: str | None) -> str:
         # ``[daemon] node`` (cluster-core's key), else the host name as SPEC §10 says.

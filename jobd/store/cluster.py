@@ -8,7 +8,7 @@ store's is :mod:`jobd.store.postgres.nodes`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from jobd.core.errors import StoreError
@@ -22,8 +22,8 @@ class Fenced(StoreError):
     code = "fenced"
 
 
-#: What :meth:`Membership.listen` reports: ``(channel, payload)``; ``("poll", "")`` every
-#: ``poll`` s and after a lost connection is back.
+#: What the engine's cluster node hears: ``(channel, payload)``; ``("poll", "")`` every few
+#: seconds and after a lost connection is back (the cluster's news: :mod:`jobd.store.news`).
 ClusterEvent = tuple[str, str]
 
 
@@ -75,19 +75,3 @@ class Membership(ABC):
         renewed_at, lease, epoch, started_at, workers, run_queue_size, running_jobs: [ids],
         api, pid, host}``; a node whose lease ran out but that nobody took over yet shows
         ``lost``."""
-
-    @abstractmethod
-    async def holder(self, job_id: int) -> str | None:
-        """The node that holds the job (one of its held states), or None."""
-
-    @abstractmethod
-    async def notify(self, channel: str, payload: str) -> None:
-        """Send ``payload`` on ``channel`` to every node listening (at once, not transactional)."""
-
-    @abstractmethod
-    async def listen(
-        self, channels: Sequence[str], report: Callable[[ClusterEvent], None], poll: float
-    ) -> None:
-        """Until cancelled: call ``report((channel, payload))`` for each notification on
-        ``channels`` (LISTEN/NOTIFY), and ``("poll", "")`` every ``poll`` s and after a lost
-        connection is back (the caller then re-reads what it may have missed)."""

@@ -2,9 +2,9 @@
 tables and functions in ``sql/migrate-4.sql``, whose header says how fencing serialises).
 
 Renewals and takeovers use a connection of their own, so that they never wait behind a
-group-commit batch or a burst of reads; notifications are received on another one,
-LISTENing. Both are opened again after a failure; the lease is what decides whether that
-came in time.
+group-commit batch or a burst of reads, opened again after a failure; the lease is what
+decides whether that came in time. The nodes' notifications (``jobd_due``, ``jobd_nodes``)
+are heard on the node's one connection for the cluster's news (:mod:`.news`).
 """
 
 from __future__ import annotations
@@ -17,16 +17,13 @@ from typing import Any
 import anyio
 import psycopg
 import structlog
-from psycopg import sql
 
 from jobd.core.errors import StoreError
-from jobd.store.cluster import ClusterEvent, Fenced, Membership
+from jobd.store.cluster import Fenced, Membership
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.locks import Fetch
 
 log = structlog.get_logger("jobd.store")
-#: Seconds between two attempts to get the listening connection back.
-RECONNECT_DELAY = 1.0
 
 
 class PgMembership(Membership):
@@ -112,37 +109,6 @@ class PgMembership(Membership):
         )
         rows = await self._fetch(q.NODE_ROWS, ())
         return [dict(zip(keys, r, strict=True)) for r in rows]
-
-    async def holder(self, job_id: int) -> str | None:
-        rows = await self._fetch(q.HOLDER, (job_id,))
-        return None if not rows else rows[0][0]
-
-    async def notify(self, channel: str, payload: str) -> None:
-        await self._fetch(q.NOTIFY, (channel, payload))
-
-    async def listen(
-        self, channels: Sequence[str], report: Callable[[ClusterEvent], None], poll: float
-    ) -> None:
-        while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
-            except psycopg.Error as exc:
-                log.warning("cannot listen for the cluster's news; retrying", error=str(exc))
-                await anyio.sleep(RECONNECT_DELAY)  # a retry's pace, not a synchronisation
-                continue
-            try:
-                for channel in channels:
-                    await conn.execute(sql.SQL(q.LISTEN).format(sql.Identifier(channel)))
-                report(("poll", ""))  # whatever happened while nobody listened
-                while True:
-                    async for notice in conn.notifies(timeout=poll):
-                        report((notice.channel, notice.payload))
-                    report(("poll", ""))
-            except psycopg.Error as exc:
-                log.warning("lost the cluster's notification connection", error=str(exc))
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await conn.close()
 
     async def close(self, *, leave: bool) -> None:
         """At the store's close, after its last write: ``leave`` the cluster (a clean stop)."""

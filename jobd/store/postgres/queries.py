@@ -150,7 +150,6 @@ NODE_TAKEOVER = "SELECT dead_node, job_ids FROM jobd_node_takeover(%s, %s)"
 NEXT_EXPIRY = (
     "SELECT min(renewed_at + lease_s) - jobd_now() FROM nodes WHERE state = 'up' AND name <> %s"
 )
-_HELD = "('queued', 'waiting-for-lock', 'running', 'cancel-requested')"
 NODE_ROWS = (
     "SELECT n.name, n.tags, CASE WHEN n.state = 'up' AND n.renewed_at + n.lease_s <= jobd_now()"
     " THEN 'lost' ELSE n.state END, n.renewed_at, n.lease_s, n.epoch, n.started_at, n.workers,"
@@ -158,10 +157,6 @@ NODE_ROWS = (
     " n.name AND j.state IN ('running', 'cancel-requested') ORDER BY j.id) FROM nodes n"
     " ORDER BY n.name"
 )
-HOLDER = f"SELECT node FROM jobs WHERE id = %s AND state IN {_HELD}"
-NOTIFY = "SELECT pg_notify(%s, %s)"
-#: With the channel as an identifier (psycopg.sql).
-LISTEN = "LISTEN {}"
 #: Recovery's input on a node of a cluster: the active jobs this node holds.
 IDS_IN_STATES_OF_NODE = (
     "SELECT id FROM jobs WHERE state = ANY(%s) AND node = %s ORDER BY due_at, id"

