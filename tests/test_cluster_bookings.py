@@ -176,3 +176,17 @@ async def test_a_node_that_lost_the_news_reads_every_booking_again(
                 lambda: len({r[0] for r in conn.execute(listeners).fetchall()} - before) == 2,
                 timeout=30,
             )
+
+
+async def test_nodes_starting_together_write_the_capacities_in_turn(pg_url: str) -> None:
+    """Every node writes the configured capacities at start-up: two at once must not race
+    into a duplicate key (a node that failed there exited before it ever served)."""
+    async with open_store(pg_url, single=False) as a, open_store(pg_url, single=False) as b:
+        for round_ in range(20):
+            capacities = {"studio": 1, "dual": 2, f"r{round_}": 3}
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(a.set_capacities, capacities)
+                tg.start_soon(b.set_capacities, capacities)
+        with psycopg.connect(pg_url) as conn:
+            rows = conn.execute("SELECT name, capacity FROM jobd_resources ORDER BY name")
+            assert rows.fetchall() == [("dual", 2), ("r19", 3), ("studio", 1)]

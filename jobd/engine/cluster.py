@@ -166,7 +166,12 @@ class ClusterNode(LocalNode):
             for dead, ids in taken:
                 log.warning("took over a lost node", node=dead, jobs=ids)
                 if ids and self._adopt is not None:
-                    await self._adopt(ids, dead)
+                    try:
+                        await self._adopt(ids, dead)
+                    except Fenced:
+                        raise
+                    except JobdError as exc:  # one job's trouble: the others are taken up
+                        log.error("taking up a lost node's jobs failed", node=dead, error=str(exc))
 
     async def _due_loop(self) -> None:
         while True:

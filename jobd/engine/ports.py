@@ -106,6 +106,9 @@ class Relock(Protocol):
     def restored(self) -> None:
         """After the last restore: whatever lock nobody was restored to is let go."""
 
+    def leave(self, job_id: int) -> None:
+        """A restored job that another node of a cluster claimed first: let its locks go."""
+
 
 class LockView(Protocol):
     """The asset locks as queries show them (:class:`Handoff`)."""

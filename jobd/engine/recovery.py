@@ -14,6 +14,7 @@ from dataclasses import replace
 import anyio
 import structlog
 
+from jobd.core.errors import InvalidTransition
 from jobd.core.models import ErrorOverlay, Job, OverlayCode
 from jobd.core.states import ACTIVE, JobState, StepState
 from jobd.engine.context import Context
@@ -158,9 +159,18 @@ class Recovery:
             error=overlay,
             due_at=now,
         )
-        # It held its assets when the daemon died: it gets them back before any waiter does.
+        await self._requeue_held(job)
+
+    async def _requeue_held(self, job: Job) -> None:
+        """It held its assets when the daemon died: it gets them back before any waiter does;
+        then it is due. In a cluster another node may claim it first (it was due between the
+        two writes): then it is let go, with its locks."""
         self._relock.restore_holder(job)
-        await self._requeue.make_due(job)
+        try:
+            await self._requeue.make_due(job)
+        except InvalidTransition:
+            self._relock.leave(job.id)
+            log.info("a resumed job was claimed by another node", job_id=job.id)
 
     async def revalidate_bookings(self, actor: str) -> list[str]:
         """Check the reservations against the config (reload, start-up): the overlay

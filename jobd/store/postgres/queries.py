@@ -60,6 +60,9 @@ RELEASE_NODE_LOCKS = "SELECT jobd_locks_release_node(%s)"
 
 # ------------------------------------------------------------------ cluster rules
 #: The configuration's resources and capacities (``sql/migrate-6.sql``: the slots).
+#: Self-conflicting: two nodes starting at once rewrite the table one after the other (a
+#: DELETE + INSERT of each would otherwise race into a duplicate key).
+LOCK_RESOURCES = "LOCK TABLE jobd_resources IN SHARE ROW EXCLUSIVE MODE"
 CLEAR_RESOURCES = "DELETE FROM jobd_resources"
 INSERT_RESOURCE = "INSERT INTO jobd_resources (name, capacity) VALUES (%s, %s)"
 #: Other nodes' bookings, as ``<writer's backend pid> <job id>``.

@@ -71,8 +71,9 @@ def refusal(exc: psycopg.Error, unit: PgUnit) -> BookingConflict | None:
 
 async def set_capacities(conn: psycopg.AsyncConnection[Any], capacities: Mapping[str, int]) -> None:
     """Make ``jobd_resources`` the configuration's resources and capacities (one
-    transaction: another node never sees half of it)."""
+    transaction: another node never sees half of it; nodes starting together take turns)."""
     async with conn.transaction():
+        await conn.execute(q.LOCK_RESOURCES)
         await conn.execute(q.CLEAR_RESOURCES)
         if capacities:
             async with conn.cursor() as cur:
