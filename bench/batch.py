@@ -163,6 +163,15 @@ LIST_FILTERS: dict[str, dict[str, Any]] = {
     },
     "until (a week ago: half the jobs)": {"until": "2027-01-22T08:00:00Z"},
     "since (a week ago: half the jobs)": {"since": "2027-01-22T08:00:00Z"},
+    "workflow + until (common + first day)": {
+        "workflow": "ingest",
+        "until": "2027-01-16T08:00:00Z",
+    },
+    "state + since+until (common + a day)": {
+        "state": "completed",
+        "since": "2027-01-22T00:00:00Z",
+        "until": "2027-01-23T00:00:00Z",
+    },
     "search (rare)": {"search": "promo-77"},
     "search (common)": {"search": "clip"},
     "search (2 chars)": {"search": "-9"},

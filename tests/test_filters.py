@@ -116,6 +116,12 @@ FILTERS = [
     JobFilter(until=T0 + 10**6),
     JobFilter(since=T0 + 10**6),
     JobFilter(since=T0 + 200_000, until=T0 + 3000),
+    # ... with other conditions checked on each row of each hour.
+    JobFilter(workflow="ingest", until=T0 + 150_000),
+    JobFilter(states=(S.COMPLETED, S.CONFIRMED), since=T0 + 3000, until=T0 + 200_000),
+    JobFilter(asset="tape-3", since=T0 + 100),
+    JobFilter(search="clip", until=T0 + 10**6),
+    JobFilter(resource="encoders", since=T0 + 100),
     JobFilter(search="promo"),
     JobFilter(search="clip-0"),
     JobFilter(search="ingest-12"),

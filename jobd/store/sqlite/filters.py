@@ -38,7 +38,7 @@ class _Arm:
     ordered: bool = True  # False: the index is not in id order (its rows are sorted)
     rest: list[str] = field(default_factory=list)
     rest_params: list[Any] = field(default_factory=list)
-    hourly: bool = False  # True: a time range alone, read hour by hour (hours.py)
+    hourly: bool = False  # True: a time range, read hour by hour (hours.py)
 
     def sql(
         self, columns: str, descending: bool, cursor: int | None, limit: int, rest: bool = True
@@ -177,14 +177,15 @@ def plan_filter(
     small = [name for name in counts if counts[name] < _SMALL]
     if small:
         return drivers[min(small, key=lambda name: counts[name])]
+    time_arm = drivers.get("time", [None])[0]
+    if time_arm is not None:
+        # A time range: read hour by hour in id order (hours.py), the rest checked on each
+        # row; walking another index (or the table) in id order instead reads every newer
+        # job first (a day a fortnight ago: 900,000 rows).
+        return [replace(time_arm, hourly=True)]
     for arms in drivers.values():
         if all(arm.ordered for arm in arms):
             return arms
-    time_arm = drivers.get("time", [None])[0]
-    if time_arm is not None and not time_arm.rest:
-        # Only times: read hour by hour in id order (hours.py); walking the table in id
-        # order instead reads every newer job first (a day a fortnight ago: 900,000 rows).
-        return [replace(time_arm, hourly=True)]
     return [_table(f)]
 
 
@@ -195,13 +196,17 @@ def _table(f: JobFilter) -> _Arm:
 
 def _wide_range(
     conn: sqlite3.Connection, f: JobFilter, time_arm: _Arm, cursor: int | None, descending: bool
-) -> _Arm:
-    """How to read a time range over too many hours to read one by one: the index holds
-    (time, id), so up to _SORTABLE of its entries are read and the page's ids kept without
-    touching the table; a bigger range is most of the table, read in id order."""
-    if _count(conn, [time_arm], cursor, descending, _SORTABLE) < _SORTABLE:
-        return replace(time_arm, hourly=False)
-    return _table(f)
+) -> list[_Arm]:
+    """How to read a time range over too many hours to read one by one: another index in
+    id order if the filter has one; else the time index, which holds (time, id), so up to
+    _SORTABLE of its entries are read and the page's ids kept without touching the table;
+    else (a bigger range is most of the table) the table in id order."""
+    for name, arms in _drivers(f).items():
+        if name != "time" and all(arm.ordered for arm in arms):
+            return arms
+    if not time_arm.rest and _count(conn, [time_arm], cursor, descending, _SORTABLE) < _SORTABLE:
+        return [replace(time_arm, hourly=False)]
+    return [_table(f)]
 
 
 def _by_ids(
@@ -227,10 +232,11 @@ def read_filtered(
     ``limit`` at most, by id (newest first when ``descending``), after ``cursor``."""
     arms = plan_filter(conn, f, cursor, descending)
     if len(arms) == 1 and arms[0].hourly:
-        ids = hour_page(conn, f.since, f.until, limit, cursor, descending)
+        rest = (arms[0].rest, arms[0].rest_params)
+        ids = hour_page(conn, f.since, f.until, limit, cursor, descending, rest=rest)
         if ids is not None:
             return _by_ids(conn, ids, columns, descending)
-        arms = [_wide_range(conn, f, arms[0], cursor, descending)]
+        arms = _wide_range(conn, f, arms[0], cursor, descending)
     if len(arms) == 1 and not arms[0].ordered:
         # The page's ids from the index alone (it holds the time and the id), then the rows.
         sql, params = arms[0].sql("j.id", descending, cursor, limit)

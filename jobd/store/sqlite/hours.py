@@ -7,7 +7,8 @@ newest ids at once; the hours are taken newest id first (the first id of each is
 index probe), and the read stops at the first hour whose newest id is older than the
 page's oldest: since ids grow with the time of submission, that is after one or two
 hours whatever the range's size. Only the first and the last hour of a range are checked
-against the exact times; the hours between match whole. Finding the hours costs two index
+against the exact times; the hours between match whole. Other conditions of the filter
+are checked on each row. Finding the hours costs two index
 probes per hour holding jobs in the range (~10 µs each on a loaded 2-core machine), so a
 range over more than ``most`` (2,000, some 83 days) is left to the caller.
 """
@@ -76,9 +77,11 @@ def hour_page(
     cursor: int | None = None,
     descending: bool = True,
     most: int = 2000,
+    rest: tuple[list[str], list[Any]] = ([], []),
 ) -> list[int] | None:
     """The ids of the jobs whose time (``start_at``, else ``created_at``) is within
-    ``since``..``until`` (either may be None), ``limit`` at most, by id (newest first when
+    ``since``..``until`` (either may be None) and that meet the conditions ``rest`` (on
+    ``j``, with their parameters), ``limit`` at most, by id (newest first when
     ``descending``) after ``cursor``; None when the range spans more than ``most`` hours
     holding jobs (the caller reads it another way)."""
     lo = hour_of(since) if since is not None else None
@@ -92,8 +95,8 @@ def hour_page(
     for first, hour in hours:
         if len(found) >= limit and (first < found[-1] if descending else first > found[-1]):
             break  # this hour's jobs (and every later hour's) all come after the page
-        where: list[str] = [f"{_HOUR_SQL} = ?"]
-        params: list[Any] = [hour]
+        where: list[str] = [f"{_HOUR_SQL} = ?", *rest[0]]
+        params: list[Any] = [hour, *rest[1]]
         if since is not None and hour == lo:  # an edge: only part of the hour is in range
             where.append(f"{_TIME} >= ?")
             params.append(since)
