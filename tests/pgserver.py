@@ -10,6 +10,7 @@ tests never skip for want of a server: where none can be had, they fail saying w
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import shutil
@@ -50,8 +51,13 @@ def _install() -> Path:
             f"no PostgreSQL for the tests: set {ENV}, run a server on localhost:5432, "
             "or install Debian's postgresql package (initdb and pg_ctl)"
         )
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True)
+    # The suite's worker processes (pytest-xdist) may all get here at once; apt-get
+    # refuses to run beside itself, so one installs while the others wait for it.
+    with open(os.path.join(tempfile.gettempdir(), "jobd-pg-install.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _binaries() is None:
+            subprocess.run(["apt-get", "update", "-qq"], check=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True)
     bindir = _binaries()
     if bindir is None:
         raise RuntimeError("apt-get installed postgresql but no initdb was found")

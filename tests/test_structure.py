@@ -29,12 +29,9 @@ SQL = re.compile(
 )
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 50
-#: Modules over the limits today (size, or functions in them), being worked on by others
-#: this session: checked when they are split. No module may be added.
-OVERSIZE_MODULES = {}
-#: Functions over the limit today (``path:function``), in modules being worked on elsewhere;
-#: none may be added.
-LONG_FUNCTIONS: set[str] = set()
+#: Exceptions to the limits: none are left, and none may be added.
+OVERSIZE_MODULES: frozenset[str] = frozenset()
+LONG_FUNCTIONS: frozenset[str] = frozenset()
 
 
 def module_name(path: Path) -> str:
