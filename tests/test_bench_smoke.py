@@ -146,7 +146,7 @@ def test_the_web_monitor_benchmark_in_chromium() -> None:
     result = bench_web.measure(jobs=300, bookings=200, rate=300, seconds=1.0, runs=1)
     assert result["jobs_page"]["rows"] == 50
     assert result["timeline"]["bookings_in_view"] == 200
-    assert result["timeline"]["bars_built_after_scrolling"] == 200
+    assert result["timeline"]["bars_drawn_after_scrolling"] == 200
     assert result["events"]["events_per_s_received"] > 0
 
 
