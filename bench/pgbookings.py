@@ -67,16 +67,21 @@ async def nodes(url: str, k: int) -> AsyncIterator[list[Engine]]:
         plugins = PluginHost([PLUGINS], builtin=False, entry_points=False)
         plugins.load()
         async with AsyncExitStack() as stack:
-            engines = []
+            # Stores first, so that they close after the engines have stopped (a store that
+            # closes leaves the cluster: its engine, still running, would find itself fenced).
+            stores = []
+            for i in range(k):
+                (state / f"n{i}").mkdir()
+                stores.append(
+                    await stack.enter_async_context(
+                        open_store(state / f"n{i}" / "unused.db", database=url, node=f"n{i}")
+                    )
+                )
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
-            for i in range(k):
-                node = f"n{i}"
-                (state / node).mkdir()
-                store = await stack.enter_async_context(
-                    open_store(state / node / "unused.db", database=url, node=node)
-                )
-                engine = Engine(_config(state, url, node), store, plugins)
+            engines = []
+            for i, store in enumerate(stores):
+                engine = Engine(_config(state, url, f"n{i}"), store, plugins)
                 await tg.start(engine.run)
                 engines.append(engine)
             yield engines

@@ -14,6 +14,7 @@ import pytest
 from jobd.config import Config
 from jobd.core.states import JobState, StepState
 from jobd.store import open_store
+from jobd.store.sqlite import SCHEMA_VERSION
 from tests.enginekit import (
     make_config,
     recording_scripts,
@@ -131,4 +132,4 @@ async def test_a_schema_2_database_is_migrated_and_a_started_run_stays_started(
     assert started is not None and started.run_started_at == 5
     assert fresh is not None and fresh.run_started_at is None
     with closing(sqlite3.connect(db)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
