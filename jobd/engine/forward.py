@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -151,7 +152,12 @@ class Forwarder:
         return answers
 
     async def _send(self, node: str, rid: str, ids: list[int], operation: str, actor: str) -> None:
-        base = {"t": "op", "to": node, "from": self.node, "rid": rid, "op": operation}
+        # The holder drops a request its caller has given up on (answered 503: "try again"),
+        # instead of carrying it out when it wakes from a freeze. Wall clocks: the nodes'
+        # clocks must agree to well within FORWARD_TIMEOUT (docs/operations.md).
+        until = time.time() + FORWARD_TIMEOUT
+        base: dict[str, Any] = {"t": "op", "to": node, "from": self.node, "rid": rid}
+        base.update(op=operation, until=until)
         payloads = [
             json.dumps({**base, "actor": actor[:200], "ids": ids[i : i + IDS_PER_MESSAGE]})
             for i in range(0, len(ids), IDS_PER_MESSAGE)
@@ -189,6 +195,9 @@ class Forwarder:
         if message.get("t") == "re":
             self._answered(message)
         elif message.get("t") == "op" and self._spawn is not None:
+            if _given_up(message):
+                log.warning("dropped an operation its caller gave up on", request=message)
+                return
             self._spawn(self._perform_for, message)
 
     def _answered(self, message: dict[str, Any]) -> None:
@@ -215,6 +224,12 @@ class Forwarder:
             await self._news.publish(OPERATIONS, replies(message, outcome))
         except StoreError as exc:
             log.warning("could not answer a forwarded operation", error=str(exc))
+
+
+def _given_up(message: dict[str, Any]) -> bool:
+    """Whether the caller of request ``message`` has stopped waiting for its answer."""
+    until = message.get("until")
+    return isinstance(until, int | float) and time.time() > until
 
 
 def replies(message: dict[str, Any], outcome: dict[int, JobdError | None]) -> list[str]:
