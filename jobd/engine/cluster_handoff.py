@@ -31,7 +31,7 @@ import structlog
 from jobd.core.models import Job
 from jobd.core.states import JobState
 from jobd.engine.context import Context
-from jobd.engine.handoff import lock_timeout_overlay
+from jobd.engine.handoff import fail_for_lock_timeout
 from jobd.engine.lineup import Lineup
 from jobd.engine.ports import Wakeup
 from jobd.engine.transitions import Transitions
@@ -125,20 +125,9 @@ class ClusterHandoff:
         if job.state != S.WAITING_FOR_LOCK:
             return
         self.leave(job.id)  # its own unit, before the transition (invariant 3)
-        overlay = lock_timeout_overlay(job, limit, self._ctx.clock())
-        try:
-            await self._transitions.apply(
-                job,
-                "lock-timeout",
-                S.FAILED,
-                cause="lock timeout",
-                actor="scheduler",
-                error=overlay,
-                unit=self._ctx.store.changes().release(job.id),
-            )
-        finally:
-            self._bookings.remove_job(job.id)
-            self._lineup.settle(job.id)
+        await fail_for_lock_timeout(
+            self._ctx, self._transitions, self._bookings, self._lineup, job, limit
+        )
 
     # ---------------------------------------------------------------- the database's word
     def _report(self, event: LockEvent) -> None:

@@ -47,6 +47,34 @@ def lock_timeout_overlay(job: Job, limit: float, now: float) -> ErrorOverlay:
     )
 
 
+async def fail_for_lock_timeout(
+    ctx: Context,
+    transitions: Transitions,
+    bookings: BookingIndex,
+    lineup: Lineup,
+    job: Job,
+    limit: float,
+) -> None:
+    """``job`` waited longer than ``limit`` s for its assets (already out of the lock
+    queue): ``failed`` with the ``lock-timeout`` overlay, its reservations released, and
+    it leaves the lineup whatever the write did. Both hand-offs (in memory, in a cluster's
+    database) end a wait this one way."""
+    overlay = lock_timeout_overlay(job, limit, ctx.clock())
+    try:
+        await transitions.apply(
+            job,
+            "lock-timeout",
+            JobState.FAILED,
+            cause="lock timeout",
+            actor="scheduler",
+            error=overlay,
+            unit=ctx.store.changes().release(job.id),
+        )
+    finally:
+        bookings.remove_job(job.id)
+        lineup.settle(job.id)
+
+
 class LockHandoff:
     def __init__(
         self,
@@ -131,20 +159,9 @@ class LockHandoff:
             return
         self.dispatch(self.locks.release(job.id))
         self._committed.discard(job.id)
-        overlay = lock_timeout_overlay(job, timeout, self._ctx.clock())
-        try:
-            await self._transitions.apply(
-                job,
-                "lock-timeout",
-                S.FAILED,
-                cause="lock timeout",
-                actor="scheduler",
-                error=overlay,
-                unit=self._ctx.store.changes().release(job.id),
-            )
-        finally:
-            self._bookings.remove_job(job.id)
-            self._lineup.settle(job.id)
+        await fail_for_lock_timeout(
+            self._ctx, self._transitions, self._bookings, self._lineup, job, timeout
+        )
 
     def dispatch(self, owners: list[int]) -> None:
         """Hand newly granted assets to their waiters (invariant 1)."""
