@@ -90,11 +90,15 @@ TABLES = {
 }
 
 
-async def _apply_all(url: str, bulk: bool) -> tuple[list[list[int]], dict[str, list[Any]]]:
+async def _apply_all(
+    url: str, bulk: bool, node: str | None = None
+) -> tuple[list[list[int]], dict[str, list[Any]]]:
     async with open_store(url):  # creates and migrates the schema
         pass
     failed = []
     with psycopg.connect(url, autocommit=True) as conn:
+        if node is not None:  # the writer of a node: its claims (jobs.node)
+            conn.execute("SELECT set_config('jobd.node', %s, false)", (node,))
         for units in _batches():
             if bulk:
                 grouped = group(units)
@@ -109,13 +113,51 @@ async def _apply_all(url: str, bulk: bool) -> tuple[list[list[int]], dict[str, l
     return failed, rows
 
 
-async def test_bulk_writes_what_the_loop_writes(pg_server: str, pg_url: str) -> None:
+@pytest.mark.parametrize("node", [None, "a"])
+async def test_bulk_writes_what_the_loop_writes(
+    pg_server: str, pg_url: str, node: str | None
+) -> None:
+    """Also as a node's writer: the bulk insert claims a queued job itself (schema 11), the
+    loop's through the claim trigger; the rows, ``jobs.node`` included, are the same."""
     with pgserver.fresh_database(pg_server) as other:
-        loop = await _apply_all(pg_url, bulk=False)
-        bulk = await _apply_all(other, bulk=True)
+        loop = await _apply_all(pg_url, bulk=False, node=node)
+        bulk = await _apply_all(other, bulk=True, node=node)
     assert loop[0] == [[], [0, 3], [], [1]]
     assert bulk == loop
     assert len(loop[1]["history"]) == 14 and loop[1]["keys"]
+    holders = {row[0]: row[-1] for row in loop[1]["jobs"]}  # jobs.node: the last column
+    assert holders[2] == node and holders[3] == node  # held (2 running), kept (3 completed)
+
+
+def _as_node(url: str, node: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute("SELECT set_config('jobd.node', %s, false)", (node,))
+    return conn
+
+
+def _apply(conn: psycopg.Connection[Any], units: list[PgUnit], bulk: bool) -> list[int]:
+    if bulk:
+        sql, payload = "SELECT jobd_apply_bulk(%s::jsonb)", json.dumps(group(units))
+    else:
+        sql, payload = "SELECT jobd_apply(%s::jsonb)", json.dumps([u.statements for u in units])
+    row = conn.execute(sql, (payload,)).fetchone()  # type: ignore[call-overload]
+    assert row is not None
+    return sorted(row[0])
+
+
+async def test_only_the_node_holding_a_job_moves_it_on_either_path(pg_url: str) -> None:
+    """The claim triggers skip a node's own jobs (schema 11); another node's stay refused."""
+    async with open_store(pg_url):
+        pass
+    with _as_node(pg_url, "b") as b, _as_node(pg_url, "a") as a:
+        assert _apply(b, [_insert(1), _insert(2)], bulk=True) == []
+        for bulk in (True, False):
+            assert _apply(a, [_change(1, S.QUEUED, S.RUNNING)], bulk) == [0]
+        assert _apply(b, [_change(1, S.QUEUED, S.RUNNING)], bulk=True) == []
+        assert _apply(b, [_change(2, S.QUEUED, S.RUNNING)], bulk=False) == []
+        assert _apply(b, [_change(1, S.RUNNING, S.COMPLETED)], bulk=True) == []
+        rows = a.execute("SELECT id, state, node FROM jobs ORDER BY id").fetchall()
+    assert rows == [(1, "completed", "b"), (2, "running", "b")]
 
 
 @pytest.mark.parametrize("refused", [False, True])
