@@ -13,16 +13,16 @@ Where the daemon is (:func:`resolve_endpoint`), first match wins:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
 
+from jobd.client.jsonio import dumps, loads
 from jobd.client.wire import Connection, Response, Target, TransportError, iter_lines, query, quote
 
 # Annotations only: importing typing and pathlib costs the CLI's start-up (see jobd.client.wire).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
     from types import TracebackType
     from typing import Any
@@ -230,7 +230,7 @@ class Client:
         headers = dict(self.headers)
         body = None
         if json_body is not None:
-            body = json.dumps(json_body, ensure_ascii=False).encode()
+            body = dumps(json_body, ensure_ascii=False).encode()
             headers["content-type"] = "application/json"
         try:
             response = self._conn.request(method, _url(path, params), headers=headers, body=body)
@@ -430,7 +430,7 @@ def _decode(response: Response) -> Any:
             raise ApiError(status, "http-error", f"HTTP {status}")
         return None
     try:
-        payload = json.loads(response.body)
+        payload = loads(response.body)
     except ValueError:
         raise ApiError(
             status, "bad-answer", f"HTTP {status}: the daemon's answer is not JSON"
@@ -458,7 +458,7 @@ def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
     for line in lines:
         if line == "":
             if data_lines and event_type in {"job", "message"}:
-                yield json.loads("\n".join(data_lines))
+                yield loads("\n".join(data_lines))
             event_type, data_lines = "message", []
         elif line.startswith(":"):
             continue

@@ -9,14 +9,13 @@ the local zone of the terminal (``--json`` gives the API's ISO UTC).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
-
+from jobd.client.jsonio import dumps
 from jobd.client.textui import Group, Renderable, Table, Text
 
 # Annotations only: importing typing costs the CLI's start-up (see jobd.client.wire).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
     from typing import Any
 
 _STATE_STYLES = {
@@ -50,6 +49,11 @@ def local_time(iso: str | None) -> str:
     """``2026-01-01 11:00:00`` in the terminal's zone; ``-`` for none; the text if unparseable."""
     if not iso:
         return "-"
+    seconds = _utc_seconds(iso)
+    if seconds is not None:
+        import time  # built in: no import cost
+
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
     try:
         # Imported here: a table without times does not pay for it.
         from datetime import datetime
@@ -57,6 +61,35 @@ def local_time(iso: str | None) -> str:
         return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
         return iso
+
+
+_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _utc_seconds(iso: str) -> int | None:
+    """POSIX seconds of a time as the API writes it (``2026-01-01T10:00:00[.ffffff]+00:00``,
+    :func:`jobd.core.timefmt.format_time`), read without :mod:`datetime` (~6 million
+    instructions to import); None for any other shape (then :mod:`datetime` reads it)."""
+    if len(iso) not in (25, 32) or not iso.endswith("+00:00") or iso[4:17:3] != "--T::":
+        return None
+    fields = (iso[0:4], iso[5:7], iso[8:10], iso[11:13], iso[14:16], iso[17:19])
+    if not all(f.isdigit() and f.isascii() for f in fields) or (
+        len(iso) == 32 and (iso[19] != "." or not iso[20:26].isdigit())
+    ):
+        return None
+    year, month, day, hour, minute, second = map(int, fields)
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if not (1 <= month <= 12 and hour < 24 and minute < 60 and second < 60):
+        return None
+    if not 1 <= day <= (29 if leap and month == 2 else _MONTH_DAYS[month]):
+        return None
+    # Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    return ((days * 24 + hour) * 60 + minute) * 60 + second
 
 
 def state_text(state: str | None) -> Text:
@@ -139,7 +172,7 @@ def _job_fields(job: Mapping[str, Any]) -> Table:
             "resources / pools",
             f"{_join(job.get('resources') or [])} / {_join(job.get('pools') or [])}",
         ),
-        ("params", json.dumps(job.get("params") or {}, ensure_ascii=False)),
+        ("params", dumps(job.get("params") or {}, ensure_ascii=False)),
         ("progress", progress),
         ("schedule", job.get("schedule") or "-"),
         (
@@ -382,7 +415,7 @@ def event_line(event: Mapping[str, Any]) -> Text:
         return Text(
             f"{prefix}progress {float(data.get('progress', data.get('pct', 0))):.0f}%{message}"
         )
-    return Text(f"{prefix}{kind}: {event.get('cause') or json.dumps(data)}")
+    return Text(f"{prefix}{kind}: {event.get('cause') or dumps(data)}")
 
 
 def watch_view(

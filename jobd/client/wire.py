@@ -20,8 +20,13 @@ importing ``socket`` itself builds its ``IntEnum`` classes (``AddressFamily``,
 from __future__ import annotations
 
 import _socket
-from collections.abc import Iterator, Mapping
 from io import BufferedReader, RawIOBase
+
+# Annotations only: importing typing, or collections.abc (the whole collections package),
+# costs start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
 
 #: Largest status line or header line accepted (a daemon never sends more).
 MAX_LINE = 65536

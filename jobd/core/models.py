@@ -6,11 +6,20 @@ the CLI turn them into ISO 8601 with a zone at the edge.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
 from jobd.core.states import JobState, StepState
+
+#: How a record's ``to_dict`` writes a time (or ``None``): the API passes its ISO 8601
+#: formatter, so that a job is built once with its times as the API shows them.
+TimeOut = Callable[[float | None], Any]
+
+
+def _as_is(value: float | None) -> Any:
+    return value
 
 
 class OverlayCode(StrEnum):
@@ -37,8 +46,8 @@ class ErrorOverlay:
     message: str
     at: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "at": self.at}
+    def to_dict(self, time: TimeOut = _as_is) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "at": time(self.at)}
 
 
 #: Bounds on what a job may ask for, one definition for the API and the engine: a priority,
@@ -159,14 +168,14 @@ class Step:
             self.pgid,
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, time: TimeOut = _as_is) -> dict[str, Any]:
         return {
             "name": self.name,
             "action": self.action,
             "state": str(self.state),
             "attempts": self.attempts,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
+            "started_at": time(self.started_at),
+            "ended_at": time(self.ended_at),
             "outputs": self.outputs,
             "error": self.error,
             "timeout": self.timeout,
@@ -182,12 +191,12 @@ class Reservation:
     end: float
     pool: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, time: TimeOut = _as_is) -> dict[str, Any]:
         return {
             "job_id": self.job_id,
             "resource": self.resource,
-            "start": self.start,
-            "end": self.end,
+            "start": time(self.start),
+            "end": time(self.end),
             "pool": self.pool,
         }
 
@@ -200,9 +209,9 @@ class HistoryEntry:
     cause: str
     actor: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, time: TimeOut = _as_is) -> dict[str, Any]:
         return {
-            "at": self.at,
+            "at": time(self.at),
             "from": None if self.from_state is None else str(self.from_state),
             "to": None if self.to_state is None else str(self.to_state),
             "cause": self.cause,
@@ -233,27 +242,28 @@ class Job:
     def name(self) -> str:
         return self.spec.name or f"{self.spec.workflow}-{self.id}"
 
-    def to_dict(self, *, detail: bool = True) -> dict[str, Any]:
-        """The job as the API returns it (times still as POSIX seconds).
+    def to_dict(self, *, detail: bool = True, time: TimeOut = _as_is) -> dict[str, Any]:
+        """The job as the API returns it, each time written by ``time`` (by default as
+        POSIX seconds: the API passes its ISO 8601 formatter).
 
         ``detail=False`` is a list's row: it leaves out ``steps``,
         ``reservations`` and ``history``, which a list does not load (an empty
         list there would look like data)."""
         s = self.spec
-        summary = {
+        summary: dict[str, Any] = {
             "id": self.id,
-            "name": self.name,
+            "name": s.name or f"{s.workflow}-{self.id}",  # self.name, without the call
             "workflow": s.workflow,
             "state": str(self.state),
-            "error": None if self.error is None else self.error.to_dict(),
+            "error": None if self.error is None else self.error.to_dict(time),
             "priority": s.priority,
             "params": s.params,
             "assets": list(s.assets),
             "shared_assets": list(s.shared_assets),
             "resources": list(s.resources),
             "pools": list(s.pools),
-            "start_at": s.start_at,
-            "end_at": s.end_at,
+            "start_at": time(s.start_at),
+            "end_at": time(s.end_at),
             "preroll": s.preroll,
             "postroll": s.postroll,
             "timeout": s.timeout,
@@ -261,14 +271,11 @@ class Job:
             "schedule": s.schedule,
             "progress": self.progress,
             "progress_message": self.progress_message,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
+            "created_at": time(self.created_at),
+            "updated_at": time(self.updated_at),
         }
-        if not detail:
-            return summary
-        return {
-            **summary,
-            "steps": [step.to_dict() for step in self.steps],
-            "reservations": [r.to_dict() for r in self.reservations],
-            "history": [h.to_dict() for h in self.history],
-        }
+        if detail:
+            summary["steps"] = [step.to_dict(time) for step in self.steps]
+            summary["reservations"] = [r.to_dict(time) for r in self.reservations]
+            summary["history"] = [h.to_dict(time) for h in self.history]
+        return summary

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from jobd.core.jsontext import dumps_text
 from jobd.core.models import SPEC_FIELDS, ErrorOverlay, JobSpec
 from jobd.core.states import JobState
 
 #: Built once: json.dumps with any option builds a new encoder on every call.
 _COMPACT = json.JSONEncoder(separators=(",", ":"), default=str)
-_SPEC = json.JSONEncoder(separators=(",", ":"))
 
 #: JobSpec fields written only when set: those whose default is None (0.0 is a value) ...
 _NONE_DEFAULT = tuple(n for n in SPEC_FIELDS.names if n in SPEC_FIELDS.nullable)
@@ -48,7 +48,8 @@ def error_from_json(text: str | None) -> ErrorOverlay | None:
 
 def spec_to_json(spec: JobSpec) -> str:
     """The spec without the fields left at their defaults (``spec_from_json`` puts them
-    back): a third of the JSON to build for a typical job, on the path of every submit."""
+    back): a third of the JSON to build for a typical job, on the path of every submit;
+    encoded by orjson (:func:`~jobd.core.jsontext.dumps_text`)."""
     data: dict[str, Any] = {"workflow": spec.workflow, "state": str(spec.state)}
     for key in _NONE_DEFAULT:
         if (value := getattr(spec, key)) is not None:
@@ -56,7 +57,7 @@ def spec_to_json(spec: JobSpec) -> str:
     for key in _EMPTY_DEFAULT:
         if value := getattr(spec, key):
             data[key] = list(value) if type(value) is tuple else value
-    return _SPEC.encode(data)
+    return dumps_text(data)
 
 
 def spec_from_json(text: str) -> JobSpec:

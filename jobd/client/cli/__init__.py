@@ -33,7 +33,6 @@ from jobd.client.cli.common import (
     EXIT_OK,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
-    Command,
     UsageError,
     err,
 )
@@ -45,6 +44,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from typing import Any
+
+    from jobd.client.cli.common import Command
 
 #: Names of the former single module that its callers use, each imported on first use
 #: (argparse's side is not loaded by a plain ``list`` or ``show``): name -> (module, name).
@@ -68,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = _join_dash_values(sys.argv[1:] if argv is None else argv)
     plain = parse_plain(argv)
     if plain is not None:
-        from types import SimpleNamespace  # loaded already (by enum): argparse's Namespace
-
-        args: Any = SimpleNamespace(**plain)
+        args: Any = _Args(plain)
         return _dispatch(_resolve(plain["func"]), args)
     parser = _module("commands").build_parser(argv)
     try:
@@ -84,6 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     return _dispatch(_resolve(func), args)
+
+
+class _Args:
+    """A plain line's options as attributes, as argparse's ``Namespace`` holds them
+    (without importing :mod:`types` for ``SimpleNamespace``)."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.__dict__.update(options)
 
 
 def _module(name: str) -> Any:

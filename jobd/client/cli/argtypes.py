@@ -4,7 +4,6 @@ or raises :class:`argparse.ArgumentTypeError` with the one line the user sees.""
 from __future__ import annotations
 
 import argparse
-import json
 
 from jobd.core.errors import ValidationError
 from jobd.core.timefmt import format_time, parse_duration, parse_time
@@ -63,6 +62,8 @@ def key_value(text: str) -> tuple[str, str]:
 
 def json_object(text: str) -> dict[str, Any]:
     """``--params-json``: a JSON object."""
+    import json  # only for this option: json imports re
+
     try:
         value = json.loads(text)
     except ValueError as exc:

@@ -1,24 +1,26 @@
 """What every ``jobd`` command shares: exit codes, the usage error, the daemon client for
 the connection options, and how output and messages are printed.
 
-Light to import (the standard library's ``json`` and jobd's HTTP client only): a
-command's start-up is what a person waits for.
+Light to import (jobd's HTTP client only; JSON through :mod:`jobd.client.jsonio`, not the
+standard library's ``json``): a command's start-up is what a person waits for.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable
 
+from jobd.client.jsonio import dumps
 from jobd.client.remote import Client, resolve_endpoint
 
 # Annotations only: importing typing and pathlib costs start-up (see jobd.client.wire).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
     from pathlib import Path
     from typing import Any
+
+    Command = Callable[[argparse.Namespace], int]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -29,8 +31,6 @@ FINISHED = frozenset(
 
 #: The list filters (SPEC §6, §7): flag → its key in the query / the batch filter.
 FILTERS = ("state", "workflow", "asset", "resource", "since", "until", "search")
-
-Command = Callable[["argparse.Namespace"], int]
 
 
 class UsageError(Exception):
@@ -74,7 +74,7 @@ def emit(item: Any, *, stderr: bool = False) -> None:
 
 
 def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+    print(dumps(data, indent=2, ensure_ascii=False))
 
 
 def error_suffix(job: dict[str, Any]) -> str:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from jobd.client.cli.common import EXIT_OK, FINISHED, client_for, emit, print_json
+from jobd.client.jsonio import dumps
 
 # Annotations only: importing typing costs start-up (see jobd.client.wire).
 TYPE_CHECKING = False
@@ -34,7 +34,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def _print_log_line(line: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(line, ensure_ascii=False), flush=True)
+        print(dumps(line, ensure_ascii=False), flush=True)
         return
     from jobd.client.render import log_line
 

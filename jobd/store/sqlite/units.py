@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from jobd.core.jsontext import dumps_text
 from jobd.core.models import ErrorOverlay, Job, JobSpec, Reservation, Step
 from jobd.core.states import JobState
 from jobd.store.codec import dumps, error_to_json, spec_to_json
@@ -143,7 +143,7 @@ class Unit(Changes):
             step.idx,
             step.name,
             step.action,
-            json.dumps(step.params),
+            dumps_text(step.params),
             str(step.state),
             step.attempts,
             step.started_at,
