@@ -9,7 +9,9 @@ A third client, a minimal hand-written HTTP/1.1 one (``raw``), shows what the da
 takes when the client costs next to nothing: on 2 cores, httpx's own CPU is a large
 share of the figure. Each phase also reports the CPU µs per request on each side.
 
-Prints one JSON line. Usage: ``python -m bench.api [--jobs N] [--concurrency C]``.
+Prints one JSON line. Usage: ``python -m bench.api [--jobs N] [--concurrency C]``;
+``--sequential ROUNDS``: only the one-at-a-time phases (stored jobs), httpx and the minimal
+client in turn, with the daemon's CPU split into its loop's and its writer's.
 Also home of :func:`daemon`, the launcher ``bench/scale.py`` uses.
 """
 
@@ -111,11 +113,20 @@ class Daemon:
 
     def cpu_s(self) -> float:
         """User + system CPU seconds the daemon and its writer process used so far."""
-        total = 0.0
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """CPU seconds so far of the daemon's own process (the event loop) and of its child
+        processes (the database writer; steps' processes, none for no-op jobs)."""
+        loop, children = 0.0, 0.0
         for pid in self.pids():
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            if pid == self.proc.pid:
+                loop += cpu
+            else:
+                children += cpu
+        return loop, children
 
 
 def _env(notify: Path) -> dict[str, str]:
@@ -259,15 +270,35 @@ def raw(sock: Path, n: int, concurrency: int, future: bool) -> float:
 
 
 def measure(d: Daemon, fn: Any, *args: Any) -> dict[str, float]:
-    """Run one client phase; report jobs/s and the CPU each side spent per request."""
+    """Run one client phase; report jobs/s and the CPU each side spent per request (the
+    daemon's: its loop process and its writer process together, then each)."""
     n = args[1]
-    cpu0, client0 = d.cpu_s(), time.process_time()
+    (loop0, writer0), client0 = d.cpu_split(), time.process_time()
     rate = fn(*args)
+    loop1, writer1 = d.cpu_split()
     return {
         "per_s": round(rate),
-        "daemon_cpu_us": round((d.cpu_s() - cpu0) / n * 1e6),
+        "daemon_cpu_us": round((loop1 + writer1 - loop0 - writer0) / n * 1e6),
+        "loop_cpu_us": round((loop1 - loop0) / n * 1e6),
+        "writer_cpu_us": round((writer1 - writer0) / n * 1e6),
         "client_cpu_us": round((time.process_time() - client0) / n * 1e6),
     }
+
+
+def run_sequential(n: int, rounds: int) -> dict[str, Any]:
+    """Only the one-at-a-time phases, stored jobs: httpx, then the minimal client with one
+    request in flight, ``rounds`` times in turn (the load moves between phases)."""
+    base = short_dir()
+    try:
+        config = write_config(base, queue=max(1000, 2 * n))
+        with daemon(base, config) as d:
+            out: dict[str, Any] = {"jobs": n, "ready_s": round(d.ready_s, 3)}
+            for i in range(rounds):
+                out[f"httpx_{i}"] = measure(d, sequential, d.socket, n, True)
+                out[f"raw_{i}"] = measure(d, raw, d.socket, n, 1, True)
+            return out
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def run(n: int, concurrency: int, workers: int = 8) -> dict[str, Any]:
@@ -295,8 +326,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--jobs", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--workers", type=int, default=8)
+    p.add_argument(
+        "--sequential",
+        type=int,
+        metavar="ROUNDS",
+        help="only one request at a time (httpx, then the minimal client), ROUNDS times",
+    )
     args = p.parse_args(argv)
-    print(json.dumps({"bench": "api", **run(args.jobs, args.concurrency, args.workers)}))
+    if args.sequential:
+        figures = run_sequential(args.jobs, args.sequential)
+    else:
+        figures = run(args.jobs, args.concurrency, args.workers)
+    load = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps({"bench": "api", **figures, "load_average": load}))
 
 
 if __name__ == "__main__":

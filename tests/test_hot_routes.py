@@ -148,3 +148,26 @@ async def test_the_hot_path_serves_submissions_without_the_framework(tmp_path: P
     assert one.status_code == 201 and one.json()["workflow"] == "quick"
     assert [job["id"] for job in many.json()["items"]] == [2, 3, 4]
     assert bad.status_code == 400 and "body.priority" in bad.json()["error"]["message"]
+
+
+async def test_the_apps_submissions_pass_the_guards_but_not_the_framework(tmp_path: Path) -> None:
+    """Through ``create_app``: a submission is answered in front of the framework's stack
+    (Starlette builds it on the first request it serves: none yet), still inside the same
+    access and body-limit guards (a TCP caller without a token: 401; too big: 413)."""
+    config = make_config(tmp_path, [workflow("quick", step("nap", "sleep", params={"seconds": 0}))])
+    async with running_engine(config) as engine:
+        app = create_app(engine, version="1", started_at=time.time(), token="s3cret")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://jobd") as client:
+            anonymous = await client.post("/v1/jobs", json={"workflow": "quick"})
+            auth = {"authorization": "Bearer s3cret"}
+            one = await client.post("/v1/jobs", json={"workflow": "quick"}, headers=auth)
+            big = {"workflow": "quick", "params": {"x": "y" * 2_000_000}}
+            too_big = await client.post("/v1/jobs", json=big, headers=auth)
+            assert app.middleware_stack is None
+            listed = await client.get("/v1/jobs", headers=auth)
+            assert app.middleware_stack is not None
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
+    assert one.status_code == 201 and one.headers["location"] == f"/v1/jobs/{one.json()['id']}"
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "too-large"
+    assert [job["id"] for job in listed.json()["items"]] == [one.json()["id"]]

@@ -51,14 +51,29 @@ async def submit_batch_body(
     return 201, {"items": [job_json(job) for job in jobs_out]}, {}
 
 
+#: The paths :class:`HotRoutes` answers (``POST``, without a query string).
+HOT_PATHS = ("/v1/jobs", "/v1/batch/jobs")
+
+
+def is_hot(scope: Scope) -> bool:
+    """Whether :class:`HotRoutes` answers this request (else the framework does)."""
+    return (
+        scope["type"] == "http"
+        and scope["method"] == "POST"
+        and scope.get("path") in HOT_PATHS
+        and not scope.get("query_string")
+    )
+
+
 class HotRoutes:
     """The submissions (``POST /v1/jobs``, ``POST /v1/batch/jobs``) without the framework's
     routing, dependency solving and response classes: the same models, the same functions
     (:func:`submit_one`, :func:`submit_batch_body`) and the same error handlers as their
     FastAPI routes, which stay declared for the OpenAPI document and serve what this path
     leaves to them (any query string: the unknown-parameter refusal). Runs inside the body
-    limit, authentication and catch-all middlewares; a check that a FastAPI route declares
-    must be made here too."""
+    limit, authentication and catch-all middlewares (the app's own instances of them, in
+    front of the framework's stack: ``jobd.service.api.app.JobdAPI``); a check that a FastAPI
+    route declares must be made here too."""
 
     def __init__(self, app: ASGIApp, engine: Engine, roles: dict[str, Role | None]) -> None:
         """``roles``: each route's declared role (:func:`jobd.service.authz.route_roles` of
@@ -68,15 +83,10 @@ class HotRoutes:
         self.roles = roles
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path")
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or path not in ("/v1/jobs", "/v1/batch/jobs")
-            or scope.get("query_string")
-        ):
+        if not is_hot(scope):
             await self.app(scope, receive, send)
             return
+        path = scope["path"]
         request = Request(scope)
         try:
             response = await self._answer(request, path, receive)
