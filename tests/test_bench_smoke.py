@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench import api, batch, handoff, scale, suite, windows, workers
+from bench import api, batch, handoff, request, scale, suite, windows, workers
 from bench import bookings as bench_bookings
 from bench import engine as bench_engine
 from bench import locks as bench_locks
@@ -67,6 +67,15 @@ def test_api_against_the_real_daemon() -> None:
         for kind in ("stored", "run"):
             assert result[f"{phase}_{kind}"]["per_s"] > 0
     assert result["ready_s"] > 0
+    sequential = api.run_sequential(6, 1)
+    assert sequential["httpx_0"]["per_s"] > 0 and sequential["raw_0"]["writer_cpu_us"] >= 0
+
+
+def test_one_submission_part_by_part() -> None:
+    result = request.run(8)
+    for part in ("disk", "sqlite_full", "sqlite_off", "store", "engine", "asgi"):
+        assert result[part]["wall_us"] > 0, part
+    assert result["statements_per_unit"] >= 3  # the job, its step, its history row
 
 
 def test_batch_routes_and_filtered_lists_against_the_real_daemon() -> None:
