@@ -34,7 +34,7 @@ from bench.api import daemon, short_dir, write_config
 from jobd.core.models import Job, JobSpec, Step
 from jobd.core.states import JobState, StepState
 from jobd.store import open_store
-from jobd.store.sqlite import job_insert, step_insert
+from jobd.store.sqlite import job_insert, sqlwriter, step_insert
 from jobd.store.sqlite.queries import INSERT_HISTORY as HISTORY_INSERT
 
 HOLD = """
@@ -223,6 +223,7 @@ def fill(db: Path, n: int) -> float:
             conn.executemany(job_sql, [c[0] for c in chunk])
             conn.executemany(step_sql, [c[1] for c in chunk])
             conn.executemany(HISTORY_INSERT, [c[2] for c in chunk])
+        sqlwriter.index_names(conn)  # the names, as the writer indexes them
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

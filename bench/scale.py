@@ -37,7 +37,7 @@ from bench.api import daemon, short_dir, write_config
 from jobd.core.models import Job, JobSpec, Step
 from jobd.core.states import JobState, StepState
 from jobd.store import open_store
-from jobd.store.sqlite import job_insert, step_insert
+from jobd.store.sqlite import job_insert, sqlwriter, step_insert
 from jobd.store.sqlite.queries import INSERT_HISTORY as HISTORY_INSERT
 
 BATCH = 50_000
@@ -126,6 +126,7 @@ def populate(db: Path, n: int, booked: bool = False) -> float:
             conn.executemany(step_sql, steps)
             conn.executemany(HISTORY_INSERT, history)
             conn.executemany(RESERVATION_INSERT, bookings)
+        sqlwriter.index_names(conn)  # the names, as the writer indexes them
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

@@ -43,7 +43,7 @@ from jobd.store.sqlite.filters import read_filtered
 from jobd.store.sqlite.rows import job_from_row, read_jobs, reservation_from_row, step_from_row
 from jobd.store.sqlite.units import Params, Unit
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: Units queued in one turn of the event loop that are sent without waiting for its end.
 SEND_AT = 16
 log = structlog.get_logger("jobd.store")
@@ -90,7 +90,9 @@ class _Writer:
         # Never waits (no drain): what is sent is bounded by the units whose callers wait,
         # and waiting for the writer to read here while it waits for us to read its answers
         # could deadlock the two.
-        self._stdin.write(sqlwriter.encode_frame([(u.statements, u.guarded) for u in units]))
+        self._stdin.write(
+            sqlwriter.encode_frame([(u.statements, u.guarded, u.appended) for u in units])
+        )
 
     async def receive(self) -> Any:
         try:

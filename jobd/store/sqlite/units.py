@@ -18,14 +18,20 @@ Params = Sequence[Any]
 class Unit(Changes):
     """Statements applied atomically by the writer; ``guarded`` indexes must change a row.
 
+    ``appended``: the unit's history rows, which the writer inserts after every unit of the
+    transaction, one ``executemany`` for all (``sqlwriter.apply_batches``), if the unit was
+    applied. Every history row goes there, so that a job's rows keep their order (their
+    ids); nothing else in a transaction reads the history.
+
     :meth:`add` is this backend's own primitive (tests of the writer use it); the engine
     uses the intents of :class:`~jobd.store.contract.Changes` only."""
 
-    __slots__ = ("guarded", "statements")
+    __slots__ = ("appended", "guarded", "statements")
 
     def __init__(self) -> None:
         self.statements: list[tuple[str, Params]] = []
         self.guarded: set[int] = set()
+        self.appended: list[tuple[str, Params]] = []
 
     def add(self, sql: str, params: Params, *, guard: bool = False) -> Unit:
         if guard:
@@ -84,7 +90,7 @@ class Unit(Changes):
         statements = self.statements
         statements.insert(0, (q.TRANSITION[error is not KEEP, due_at is not KEEP], params))
         self.guarded = {0, *(i + 1 for i in self.guarded)} if self.guarded else {0}
-        statements.append((q.INSERT_HISTORY, (job_id, at, frm, to, cause, actor)))
+        self.appended.append((q.INSERT_HISTORY, (job_id, at, frm, to, cause, actor)))
         return self
 
     def record_history(
@@ -98,7 +104,7 @@ class Unit(Changes):
     ) -> Unit:
         frm = None if from_state is None else str(from_state)
         to = None if to_state is None else str(to_state)
-        self.statements.append((q.INSERT_HISTORY, (job_id, at, frm, to, cause, actor)))
+        self.appended.append((q.INSERT_HISTORY, (job_id, at, frm, to, cause, actor)))
         return self
 
     def redefine_job(
