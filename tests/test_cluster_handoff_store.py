@@ -1,4 +1,4 @@
-"""The one-commit lock hand-off in PostgreSQL (``sql/migrate-12.sql``), at the store: two
+"""The one-commit lock hand-off in PostgreSQL (``sql/migrate-13.sql``), at the store: two
 real stores on one real database are nodes ``a`` and ``b``, with real job rows.
 
 A request that carries its job's start is started by the transaction that grants it,

@@ -71,7 +71,7 @@ APPLY_BULK = "SELECT jobd_apply_bulk(%s::jsonb)"
 #: A batch with asset-lock statements: their assets' advisory locks first, in key order
 #: (``sql/migrate-6.sql``), then ``jobd_apply``; the assets, jobs and nodes they touch.
 APPLY_LOCKED = "SELECT jobd_apply_locked(%s::jsonb, %s::text[], %s::bigint[], %s::text[])"
-#: The same in two parts (``sql/migrate-12.sql``, :func:`.bulk.split`): the units that may go
+#: The same in two parts (``sql/migrate-13.sql``, :func:`.bulk.split`): the units that may go
 #: ahead, grouped, and how many; then the others in order; the same assets, jobs and nodes.
 APPLY_SPLIT = (
     "SELECT jobd_apply_split(%s::jsonb, %s, %s::jsonb, %s::text[], %s::bigint[], %s::text[])"

@@ -250,7 +250,7 @@ class PgUnit(Changes):
         )
 
     def lock_release(self, job_id: int, node: str, op: str = "lock_release") -> PgUnit:
-        """``op``: ``lock_release``, ``lock_withdraw`` or ``lock_unstart`` (``sql/migrate-12``)."""
+        """``op``: ``lock_release``, ``lock_withdraw`` or ``lock_unstart`` (``sql/migrate-13``)."""
         self._locks()[1].append(job_id)
         return self.add(op, job_id, node)
 

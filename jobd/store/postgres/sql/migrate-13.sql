@@ -1,4 +1,4 @@
--- Schema 12: the one-commit lock hand-off (SPEC §3.4, §10; docs/performance.md, "Asset
+-- Schema 13: the one-commit lock hand-off (SPEC §3.4, §10; docs/performance.md, "Asset
 -- locks on PostgreSQL and across nodes").
 --
 -- Until now a grant only marked the waiter's request held and NOTIFYed its node, which then
@@ -36,7 +36,7 @@ ALTER TABLE lock_requests
 -- Start job j (granted just now, requested by node n) if it is still waiting-for-lock: its
 -- running, its history row, its first step's attempt; NOTIFY ``started`` to n. False
 -- (nothing written) when the job is not waiting any more: the caller NOTIFYs ``granted``
--- instead, and n writes the start itself, as before schema 12.
+-- instead, and n writes the start itself, as before schema 13.
 CREATE FUNCTION jobd_lock_start(j bigint, n text) RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     t double precision := jobd_now();
