@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 
 import anyio
@@ -42,7 +43,7 @@ from jobd.store.contract import (
 )
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.bulk import group
-from jobd.store.postgres.filters import filtered
+from jobd.store.postgres.filters import read_filtered
 from jobd.store.postgres.locks import PgAssetLocks
 from jobd.store.postgres.news import PgNews
 from jobd.store.postgres.nodes import PgMembership
@@ -315,12 +316,18 @@ class PostgresStore(Store):
         rows = await self._fetchall(sql, params)
         return rows[0] if rows else None
 
-    async def _snapshot(self, fn: Callable[[psycopg.AsyncConnection[Any]], Any]) -> Any:
-        """Run ``fn(conn)`` (several reads) in one REPEATABLE READ, read-only transaction."""
+    async def _snapshot(
+        self, fn: Callable[[psycopg.AsyncConnection[Any]], Any], *, snapshot: bool = True
+    ) -> Any:
+        """Run ``fn(conn)`` (several reads) in one REPEATABLE READ, read-only transaction
+        (``snapshot=False``: outside one, three round trips fewer, each read on its own)."""
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                return await fn(conn)
+            async with self._pool.connection() as conn:
+                if not snapshot:
+                    return await fn(conn)
+                async with conn.transaction():
+                    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    return await fn(conn)
         except psycopg.Error as exc:
             raise StoreError(f"read from {safe_url(self.url)} failed: {exc}") from exc
 
@@ -358,12 +365,12 @@ class PostgresStore(Store):
         ]
 
     async def list_jobs(self, f: JobFilter, limit: int, cursor: int | None) -> list[Job]:
-        sql, params = filtered(f, q.FILTER_JOB_COLUMNS, limit, cursor, True)
-        return [job_from_row(r) for r in await self._fetchall(sql, params)]
+        read = partial(read_filtered, f=f, columns=q.FILTER_JOB_COLUMNS, limit=limit, cursor=cursor)
+        return [job_from_row(r) for r in await self._snapshot(read, snapshot=False)]
 
     async def match_ids(self, f: JobFilter, limit: int) -> list[int]:
-        sql, params = filtered(f, "j.id", limit, None, False)
-        return [r[0] for r in await self._fetchall(sql, params)]
+        read = partial(read_filtered, f=f, columns="j.id", limit=limit, descending=False)
+        return [r[0] for r in await self._snapshot(read, snapshot=False)]
 
     async def jobs_in_states(self, states: Iterable[JobState]) -> list[Job]:
         """On a node of a cluster: the jobs in ``states`` that this node holds (recovery's)."""
