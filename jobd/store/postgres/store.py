@@ -77,6 +77,7 @@ def safe_url(url: str) -> str:
     except psycopg.ProgrammingError:
         return "<an unreadable PostgreSQL URL>"
     info.pop("password", None)
+    info.pop("application_name", None)  # jobd's own naming of a node's sessions: noise here
     return psycopg.conninfo.make_conninfo("", **info)
 
 
