@@ -29,6 +29,31 @@ SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(7316021)"
 #: two daemons with the same ``[daemon] node`` would take each other's jobs for their own.
 #: The server frees it when the session ends, also when the daemon is killed.
 NODE_LOCK = "SELECT pg_try_advisory_lock(7316022, hashtext(%s))"
+#: Ends the sessions of node %s's earlier run that the server still holds although that
+#: run is over: the node's lease ran out (or it was taken over, or it left) and the session
+#: dates from before its last renewal; a session of the run is one named after the node
+#: (``application_name`` %s, :func:`.opening.named`) or one holding its name (NODE_LOCK).
+#: Such sessions outlive their daemon when its host lost the network (the server hears of
+#: the death only by TCP keepalive, hours later), and the one holding the name would refuse
+#: every restart of the node until then. A session of a run with a valid lease, or newer
+#: than its last renewal (another daemon starting under the name), is left alone. The
+#: number of sessions ended; fails where there is nothing it may do (no ``nodes`` yet, or
+#: a role that may not end them).
+NODE_EVICT = """
+SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid))
+  FROM nodes n
+  JOIN pg_stat_activity a
+    ON a.datname = current_database() AND a.pid <> pg_backend_pid()
+   AND extract(epoch FROM a.backend_start) <= n.renewed_at
+ WHERE n.name = %s AND NOT (n.state = 'up' AND n.renewed_at + n.lease_s > jobd_now())
+   AND (a.application_name = %s
+        OR EXISTS (SELECT FROM pg_locks l
+                    WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
+                      AND l.classid = 7316022 AND l.objsubid = 2
+                      AND l.objid = (hashtext(n.name)::bigint & 4294967295)::oid
+                      AND l.database = (SELECT oid FROM pg_database
+                                         WHERE datname = current_database())))
+"""
 ANALYZE = "ANALYZE"
 #: The idle writer's check that its connection still works.
 PROBE = "SELECT 1"

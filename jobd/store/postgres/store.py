@@ -49,12 +49,13 @@ from jobd.store.postgres.news import PgNews
 from jobd.store.postgres.nodes import PgMembership
 from jobd.store.postgres.rules import ReservationNews, firing_claimed, refusal, set_capacities
 from jobd.store.postgres.units import PgUnit
+from jobd.store.soon import Completion, Done, queue_soon
 from jobd.store.sqlite.rows import job_from_row, reservation_from_row, step_from_row
 
 log = structlog.get_logger("jobd.store")
 #: Seconds without a write after which the writer checks that its connection still works.
 PROBE_INTERVAL = 2.0
-_Queued = tuple[PgUnit, "asyncio.Future[None] | None"]
+_Queued = tuple[PgUnit, "asyncio.Future[None] | Completion | None"]
 #: What a unit came to: applied (None), its guard failed, or the database refused it (a
 #: message, or the error to raise: a booking conflict).
 _Outcome = tuple[str, str] | Exception | None
@@ -77,6 +78,7 @@ def safe_url(url: str) -> str:
     except psycopg.ProgrammingError:
         return "<an unreadable PostgreSQL URL>"
     info.pop("password", None)
+    info.pop("application_name", None)  # jobd's own naming of a node's sessions: noise here
     return psycopg.conninfo.make_conninfo("", **info)
 
 
@@ -123,11 +125,15 @@ class PostgresStore(Store):
         self._enqueue(cast(PgUnit, changes), fut)
         await fut
 
+    def commit_soon(self, changes: Changes, done: Done) -> None:
+        closed = StoreError("the store is closed") if self._closed else None
+        queue_soon(self._enqueue, changes, done, self._broken or closed)
+
     def commit_nowait(self, changes: Changes) -> None:
         if not self._closed and not self._broken:
             self._enqueue(cast(PgUnit, changes), None)
 
-    def _enqueue(self, unit: PgUnit, fut: asyncio.Future[None] | None) -> None:
+    def _enqueue(self, unit: PgUnit, fut: asyncio.Future[None] | Completion | None) -> None:
         # ``urgent`` needs nothing more here: the writer takes whatever is queued as soon as
         # its transaction in flight is done, never waiting for a batch to fill.
         self._queue.append((unit, fut))
