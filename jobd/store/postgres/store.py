@@ -322,18 +322,12 @@ class PostgresStore(Store):
         rows = await self._fetchall(sql, params)
         return rows[0] if rows else None
 
-    async def _snapshot(
-        self, fn: Callable[[psycopg.AsyncConnection[Any]], Any], *, snapshot: bool = True
-    ) -> Any:
-        """Run ``fn(conn)`` (several reads) in one REPEATABLE READ, read-only transaction
-        (``snapshot=False``: outside one, three round trips fewer, each read on its own)."""
+    async def _snapshot(self, fn: Callable[[psycopg.AsyncConnection[Any]], Any]) -> Any:
+        """Run ``fn(conn)`` (several reads) in one REPEATABLE READ, read-only transaction."""
         try:
-            async with self._pool.connection() as conn:
-                if not snapshot:
-                    return await fn(conn)
-                async with conn.transaction():
-                    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    return await fn(conn)
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                return await fn(conn)
         except psycopg.Error as exc:
             raise StoreError(f"read from {safe_url(self.url)} failed: {exc}") from exc
 
@@ -372,11 +366,11 @@ class PostgresStore(Store):
 
     async def list_jobs(self, f: JobFilter, limit: int, cursor: int | None) -> list[Job]:
         read = partial(read_filtered, f=f, columns=q.FILTER_JOB_COLUMNS, limit=limit, cursor=cursor)
-        return [job_from_row(r) for r in await self._snapshot(read, snapshot=False)]
+        return [job_from_row(r) for r in await self._snapshot(read)]
 
     async def match_ids(self, f: JobFilter, limit: int) -> list[int]:
         read = partial(read_filtered, f=f, columns="j.id", limit=limit, descending=False)
-        return [r[0] for r in await self._snapshot(read, snapshot=False)]
+        return [r[0] for r in await self._snapshot(read)]
 
     async def jobs_in_states(self, states: Iterable[JobState]) -> list[Job]:
         """On a node of a cluster: the jobs in ``states`` that this node holds (recovery's)."""
