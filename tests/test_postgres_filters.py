@@ -28,6 +28,7 @@ from jobd.store import JobFilter
 from jobd.store.postgres import SCHEMA_VERSION, open_store
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.filters import read_filtered
+from jobd.store.postgres.hours import hour_page
 from jobd.store.postgres.migrate import migrations
 from tests import pgserver
 from tests.test_filters import FILTERS, T0, expected, make_jobs
@@ -283,6 +284,33 @@ def test_a_page_of_old_jobs_reads_about_a_page_of_rows(
     statements = [(sql, p) for sql, p in _statements(url, f) if not _is_count(sql)]
     read = sum(_rows_read(_explain(url, sql, p, analyze=True)) for sql, p in statements)
     assert read <= 300, (read, statements)
+
+
+@pytest.mark.parametrize("span", [500, 2], ids=["hour by hour", "populated hours only"])
+def test_hour_by_hour_pages_match_the_reference_and_give_up_past_their_bound(
+    db: tuple[str, list[Job], Reserved], span: int
+) -> None:
+    """``hour_page`` alone: pages of 50 both ways, cursor to cursor, whether it probes every
+    hour of the range or (a range wider than ``span`` hours) steps between populated
+    hours; a range over more populated hours than ``most`` is left to the caller (None)."""
+    url, jobs, reserved = db
+    f = JobFilter(since=T0 + 1800, until=T0 + 3600 * 70 + 1)
+    want = expected(jobs, f, reserved)
+
+    async def pages(descending: bool) -> list[int]:
+        got: list[int] = []
+        cursor = None
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            while page := await hour_page(
+                conn, f.since, f.until, "j.id", 50, cursor, descending, span=span
+            ):
+                got += [row[0] for row in page]
+                cursor = got[-1]
+            assert await hour_page(conn, f.since, f.until, "j.id", 50, most=3, span=span) is None
+        return got
+
+    assert anyio.run(pages, True) == want
+    assert anyio.run(pages, False) == want[::-1]
 
 
 def test_names_follow_inserts_edits_and_deletes(db: tuple[str, list[Job], Reserved]) -> None:

@@ -26,6 +26,8 @@ from jobd.store.postgres import queries as q
 HOUR = 3600
 #: Bounds no hour and no id passes: an open end keeps the statement's text (and plan).
 _NO_END = 2**62
+#: The widest range (in hours, three weeks) whose every hour is probed.
+_SPAN = 500
 
 
 def hour_of(t: float) -> int:
@@ -40,13 +42,24 @@ async def _hours(
     cursor: int | None,
     descending: bool,
     most: int,
+    span: int = _SPAN,
 ) -> list[tuple[int, int]] | None:
     """Each hour in ``lo``..``hi`` holding a job past ``cursor``, as (its first id in page
-    order, the hour); None when more than ``most`` hours hold jobs there."""
-    low = lo if lo is not None else -_NO_END
-    high = hi if hi is not None else _NO_END
+    order, the hour); None when more than ``most`` hours hold jobs there.
+
+    A range of at most ``span`` hours probes each of its hours; a wider one steps
+    from populated hour to populated hour (a probe more each, but none for empty hours)."""
     if cursor is None:
         cursor = _NO_END if descending else -_NO_END
+    if lo is None or hi is None or hi - lo <= span:
+        params = {"low": lo, "high": hi, "cursor": cursor, "span": span}
+        sql = q.HOURS_SPAN_NEWEST_FIRST if descending else q.HOURS_SPAN_OLDEST_FIRST
+        rows = await (await conn.execute(sql, params)).fetchall()
+        if not rows or rows[0][0] <= span:
+            found = [(row[2], row[1]) for row in rows if row[2] is not None]
+            return found if len(found) <= most else None
+    low = lo if lo is not None else -_NO_END
+    high = hi if hi is not None else _NO_END
     params = {"low": low, "high": high, "cursor": cursor, "most": most + 1}
     sql = q.HOURS_NEWEST_FIRST if descending else q.HOURS_OLDEST_FIRST
     rows = await (await conn.execute(sql, params)).fetchall()
@@ -134,19 +147,21 @@ async def hour_page(
     descending: bool = True,
     most: int = 2000,
     rest: tuple[list[str], list[Any]] = ([], []),
+    span: int = _SPAN,
 ) -> list[tuple[Any, ...]] | None:
     """The rows of ``columns`` (on ``j``, the first being ``j.id``) of the jobs whose time
     (``start_at``, else ``created_at``) is within ``since``..``until`` (either may be None)
     and that meet ``rest`` (conditions on ``j`` with their parameters), ``limit`` at most,
     by id (newest first when ``descending``) after ``cursor``; None when the range spans
-    more than ``most`` hours holding jobs (the caller reads it another way).
+    more than ``most`` hours holding jobs (the caller reads it another way). ``span``: see
+    :func:`_hours`.
 
     The hours are read in groups of 1, 2, 4 ... :data:`_GROUP` (one statement each): the
     first hour usually fills the page, and a range whose hours hold few jobs each still
     takes a few statements, not one per hour."""
     lo = hour_of(since) if since is not None else None
     hi = hour_of(until) if until is not None else None
-    hours = await _hours(conn, lo, hi, cursor, descending, most)
+    hours = await _hours(conn, lo, hi, cursor, descending, most, span)
     if hours is None:
         return None
     hours.sort(reverse=descending)

@@ -178,6 +178,25 @@ HOURS_NEWEST_FIRST = (
     f" AND {HOUR} >= hrs.h ORDER BY {HOUR} DESC, j.id DESC LIMIT 1) FROM hrs"
     " WHERE h IS NOT NULL LIMIT %(most)s"
 )
+#: Each hour of ``low``..``high`` (an open end: the first or last hour holding jobs), newest
+#: first, ``span`` + 1 hours at most, with the hour's first id below ``cursor`` (NULL for an
+#: hour without one), and the range's width in hours first: one probe an hour, against
+#: two for the step from hour to hour of HOURS_NEWEST_FIRST, for a range whose hours are
+#: most of them populated (a busy installation's are).
+_SPAN = (
+    f"WITH b AS (SELECT coalesce(%(low)s::bigint, (SELECT {HOUR} FROM jobs j ORDER BY {HOUR}"
+    f" ASC LIMIT 1)) AS lo, coalesce(%(high)s::bigint, (SELECT {HOUR} FROM jobs j ORDER BY"
+    f" {HOUR} DESC LIMIT 1)) AS hi) SELECT b.hi - b.lo, s.h, (SELECT j.id FROM jobs j WHERE"
+)
+HOURS_SPAN_NEWEST_FIRST = (
+    f"{_SPAN} ({HOUR}, j.id) < (s.h, %(cursor)s) AND {HOUR} >= s.h ORDER BY {HOUR} DESC,"
+    " j.id DESC LIMIT 1) FROM b, generate_series(b.hi, greatest(b.lo, b.hi - %(span)s), -1)"
+    " AS s(h)"
+)
+HOURS_SPAN_OLDEST_FIRST = (
+    f"{_SPAN} ({HOUR}, j.id) > (s.h, %(cursor)s) AND {HOUR} <= s.h ORDER BY {HOUR} ASC,"
+    " j.id ASC LIMIT 1) FROM b, generate_series(b.lo, least(b.hi, b.lo + %(span)s)) AS s(h)"
+)
 #: The same, oldest hour first, with each hour's first id above ``cursor``.
 HOURS_OLDEST_FIRST = (
     f"WITH RECURSIVE hrs(h) AS (SELECT (SELECT {HOUR} FROM jobs j WHERE {HOUR} >= %(low)s"
