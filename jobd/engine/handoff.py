@@ -97,8 +97,12 @@ class LockHandoff:
         self._committed: set[int] = set()
 
     def acquire(self, job: Job) -> bool:
-        """Take the job's assets now if they are free (or it holds them already)."""
+        """Take the job's assets now if they are free (or it holds them already). A job
+        without assets makes no request at all: it has nothing to hold or hand on, and its
+        release finds nothing."""
         spec = job.spec
+        if not spec.assets and not spec.shared_assets:
+            return True
         return self.locks.holds(job.id) or self.locks.acquire(
             job.id, spec.assets, spec.shared_assets, now=self._ctx.clock()
         )
@@ -173,7 +177,9 @@ class LockHandoff:
             # else: its waiting-for-lock write is still landing; wait_for_lock sees holds()
 
     def release(self, job_id: int) -> None:
-        self.dispatch(self.locks.release(job_id))
+        granted = self.locks.release(job_id)  # nothing, for a job that made no request
+        if granted:
+            self.dispatch(granted)
 
     def release_if_involved(self, job_id: int) -> None:
         """Release what the job holds or waits for, if anything."""

@@ -2,15 +2,18 @@
 
 A pick takes the job's assets (or waits for them: :mod:`.handoff`) and writes
 ``running`` together with the first step's first attempt when nothing runs
-before it. The run is :class:`~jobd.run.runner.Runner`'s; the outcome is written in
-a task of its own after the assets and the worker are free.
+before it. The run is :class:`~jobd.run.runner.Runner`'s; the outcome is written
+after the assets and the worker are free, with no task waiting for it
+(``Transitions.apply_soon``): what follows its commit runs in a callback.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 import anyio
 import structlog
@@ -84,10 +87,11 @@ class Workers:
         self._idle_workers = idle
         self._bookings = bookings
         self._runner = runner
-        #: Jobs whose run is in progress (steps, window, end script).
+        #: Jobs whose run is in progress (steps, window, end script), until their outcome
+        #: has committed (or failed to).
         self.running: set[int] = set()
-        #: Outcome writes in flight (bare asyncio tasks, awaited by the engine at exit).
-        self.finishers: set[asyncio.Task[None]] = set()
+        #: Outcome writes handed to the store whose commit has not answered yet.
+        self.concluding = 0
         self._idle = asyncio.Event()
         #: The live windows that follow the steps of a booking (their own part).
         self.live = LiveWindowPart(ctx, lineup, transitions, handoff, idle, self)
@@ -203,13 +207,10 @@ class Workers:
         self.finish(rc, result)
 
     def finish(self, rc: RunControl, result: RunResult) -> None:
-        """Free the job's assets, then write its outcome in a task of its own."""
+        """Free the job's assets, then hand its outcome to the store: :meth:`settled` once
+        that has committed (or failed), from the store's callback, with no task per job."""
         self._handoff.release(rc.job.id)
-        # A bare asyncio task: this is the hottest spawn in jobd and anyio's start_soon costs
-        # several times more. It is shielded inside and awaited by run() on the way out.
-        task = asyncio.get_running_loop().create_task(self._record_outcome(rc, result))
-        self.finishers.add(task)
-        task.add_done_callback(self.finishers.discard)
+        self._conclude(rc, result)
 
     async def _run(self, rc: RunControl, workflow: WorkflowConfig | None) -> RunResult:
         job = rc.job
@@ -246,15 +247,6 @@ class Workers:
             )
         return with_end_script_problem(result, problem, self._ctx.clock())
 
-    async def _record_outcome(self, rc: RunControl, result: RunResult) -> None:
-        try:
-            # A bare asyncio task outside the task group: nothing cancels it, no shield needed.
-            await self._conclude(rc, result)
-        except JobdError as exc:
-            log.error("could not record a job's outcome", job_id=rc.job.id, error=str(exc))
-        finally:
-            self.settled(rc.job.id)
-
     def settled(self, job_id: int) -> None:
         self.running.discard(job_id)
         self._lineup.settle(job_id)
@@ -265,36 +257,65 @@ class Workers:
         if not self.running:
             self._idle.set()
 
-    async def _conclude(self, rc: RunControl, result: RunResult) -> None:
-        job = rc.job
-        if result.outcome is None:  # shutdown: left running, recovery resumes it
+    def _conclude(self, rc: RunControl, result: RunResult) -> None:
+        job, outcome = rc.job, result.outcome
+        if outcome is None:  # shutdown: left running, recovery resumes it
             log.info("run interrupted by shutdown", job_id=job.id)
+            self.settled(job.id)
             return
-        if result.outcome == S.PAUSED:
-            actor = rc.stop_actor or "scheduler"
-            await self._transitions.apply(job, "pause", S.PAUSED, cause=result.cause, actor=actor)
-            return
+        done = partial(self._concluded, rc, outcome)
+        self.concluding += 1
+        try:
+            if outcome == S.PAUSED:
+                actor = rc.stop_actor or "scheduler"
+                self._transitions.apply_soon(
+                    job, "pause", S.PAUSED, done, cause=result.cause, actor=actor
+                )
+            else:
+                self._finished_soon(rc, outcome, result, done)
+        except Exception as exc:  # refused by the table (nothing was written), or a bug
+            done(exc)
+
+    def _finished_soon(
+        self,
+        rc: RunControl,
+        outcome: JobState,
+        result: RunResult,
+        done: Callable[[BaseException | None], None],
+    ) -> None:
+        job = rc.job
         error = result.error
-        if error is None and result.outcome != S.COMPLETED:
+        if error is None and outcome != S.COMPLETED:
             error = job.error  # keep an overlay whose cause is not gone
         unit = self._ctx.store.changes()
         if job.spec.resources or job.spec.pools:
             unit.release(job.id)
         for step in rc.deferred:
             unit.record_step(step)
-        await self._transitions.apply(
+        self._transitions.apply_soon(
             job,
             "finished",
-            result.outcome,
+            outcome,
+            done,
             cause=result.cause,
             # A run ended by a cancel is recorded as the act of whoever canceled it.
-            actor=(rc.stop_actor if result.outcome == S.CANCELED else None) or "scheduler",
+            actor=(rc.stop_actor if outcome == S.CANCELED else None) or "scheduler",
             error=error,
             unit=unit,
             steps=rc.deferred,
         )
-        rc.deferred.clear()
-        self._bookings.remove_job(job.id)
+
+    def _concluded(self, rc: RunControl, outcome: JobState, exc: BaseException | None) -> None:
+        """The outcome's commit answered (``exc`` None: it landed)."""
+        job = rc.job
+        self.concluding -= 1
+        if exc is None:
+            if outcome != S.PAUSED:
+                rc.deferred.clear()
+                self._bookings.remove_job(job.id)
+        else:
+            log.error("could not record a job's outcome", job_id=job.id, error=str(exc))
+        self.settled(job.id)
 
 
 def with_end_script_problem(result: RunResult, problem: str | None, now: float) -> RunResult:

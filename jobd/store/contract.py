@@ -297,6 +297,13 @@ class Store(SharedDatabase, ABC):
         Cancelling the caller does not withdraw a unit already handed on."""
 
     @abstractmethod
+    def commit_soon(self, changes: Changes, done: Callable[[BaseException | None], None]) -> None:
+        """:meth:`commit` with no task waiting in it (a job's outcome, the engine's hottest
+        write): ``done(None)`` once committed, ``done(exc)`` with what :meth:`commit` would
+        raise; called once, on the event loop, never before this returns; ordered with the
+        other units as :meth:`commit`'s are. ``done`` must not raise (it is logged)."""
+
+    @abstractmethod
     def commit_nowait(self, changes: Changes) -> None:
         """Queue ``changes`` for the next commit and return at once, without an answer
         (log lines, progress, history-only notes). Dropped silently when the store is
