@@ -71,6 +71,11 @@ APPLY_BULK = "SELECT jobd_apply_bulk(%s::jsonb)"
 #: A batch with asset-lock statements: their assets' advisory locks first, in key order
 #: (``sql/migrate-6.sql``), then ``jobd_apply``; the assets, jobs and nodes they touch.
 APPLY_LOCKED = "SELECT jobd_apply_locked(%s::jsonb, %s::text[], %s::bigint[], %s::text[])"
+#: The same in two parts (``sql/migrate-13.sql``, :func:`.bulk.split`): the units that may go
+#: ahead, grouped, and how many; then the others in order; the same assets, jobs and nodes.
+APPLY_SPLIT = (
+    "SELECT jobd_apply_split(%s::jsonb, %s, %s::jsonb, %s::text[], %s::bigint[], %s::text[])"
+)
 
 # ------------------------------------------------------------------ asset locks
 LOCK_CHANNEL = "jobd_locks"
@@ -80,6 +85,10 @@ LOCK_ROWS = (
     " FROM lock_assets la JOIN lock_requests r USING (job_id) ORDER BY la.asset, la.seq"
 )
 NODE_LOCKS = "SELECT job_id, granted_at IS NOT NULL FROM lock_requests WHERE node = %s ORDER BY seq"
+NODE_STARTS = (
+    "SELECT job_id, started_at, start_step, start_attempts FROM lock_requests"
+    " WHERE node = %s AND started_at IS NOT NULL ORDER BY seq"
+)
 RELEASE_NODE_LOCKS = "SELECT jobd_locks_release_node(%s)"
 
 
