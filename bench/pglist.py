@@ -10,9 +10,11 @@ serves several runs, and code before and after a change can read the same rows:
   schema is how the code before a change is measured (it refuses a newer one).
 * ``copy --db NAME --to NAME2``: NAME2 made from NAME (``CREATE DATABASE ... TEMPLATE``),
   then opened by this jobd's store, which migrates it: the migration's time over N jobs.
-* ``read --db NAME [--repeat R] [--limit L]``: each filter's first page read R times
-  through the store's own read (``Store.list_jobs``, in this process, whichever jobd is on
-  the path): p50, p99 and max in ms, with the load average.
+* ``read --db NAME [--repeat R] [--limit L] [--daemon]``: each filter's first page read R
+  times through the store's own read (``Store.list_jobs``, in this process, whichever jobd
+  is on the path), or with ``--daemon`` through a real daemon on that database
+  (``GET /v1/jobs`` with httpx over its Unix socket, as bench/batch.py's list on SQLite):
+  p50, p99 and max in ms, with the load average.
 * ``writes --db NAME [--jobs N]``: what the schema costs the hot path: a new database at
   this jobd's schema, N jobs written through the store in group-commit batches (each an
   insert unit, then a transition unit: two non-HOT updates' index entries), and the
@@ -207,6 +209,33 @@ def writes(server: str, name: str, n: int) -> dict[str, Any]:
     }
 
 
+def read_daemon(server: str, name: str, repeat: int, limit: int) -> dict[str, Any]:
+    """The pages through the daemon: ``python -m jobd run`` with ``[daemon] database``."""
+    import shutil
+
+    from bench.api import daemon, short_dir, write_config
+    from bench.batch import _client, _pages
+
+    base = short_dir()
+    try:
+        config = write_config(base, level="warning")
+        text = config.read_text().replace(
+            "[daemon]\n", f'[daemon]\ndatabase = "{_url(server, name)}"\nnode = "bench-pglist"\n', 1
+        )
+        config.write_text(text)
+        with daemon(base, config) as d, _client(d.socket) as client:
+            found = _pages(client, repeat, limit)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    worst = max(found, key=lambda label: found[label]["ms_p50"])
+    return {
+        "db": name,
+        "via": "daemon",
+        "pages": found,
+        "worst_p50": [worst, found[worst]["ms_p50"]],
+    }
+
+
 def drop(server: str, name: str) -> dict[str, Any]:
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
@@ -223,11 +252,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--schema", type=int, default=SCHEMA_VERSION)
     p.add_argument("--repeat", type=int, default=31)
     p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--daemon", action="store_true", help="read: through a real daemon")
     args = p.parse_args(argv)
     if args.command == "fill":
         out = fill(args.server, args.db, args.jobs, args.schema)
     elif args.command == "copy":
         out = copy(args.server, args.db, args.to)
+    elif args.command == "read" and args.daemon:
+        out = read_daemon(args.server, args.db, args.repeat, args.limit)
     elif args.command == "read":
         out = read(args.server, args.db, args.repeat, args.limit)
     elif args.command == "writes":
