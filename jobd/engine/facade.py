@@ -279,6 +279,7 @@ class Engine:
         with anyio.move_on_after(max(5.0, ctx.config.daemon.kill_grace + 2)):
             while workers.running:
                 await workers.wait_idle()
+        self._handoff.drained()
         await ctx.store.flush()
 
     def _install_log_sink(self) -> None:

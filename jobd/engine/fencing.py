@@ -144,7 +144,7 @@ def _watch(fd: int, daemon: int, allowed: float, mark: bytes) -> None:
             if left is not None and left > TICK:
                 continue  # a tick: look at the clock again (see TICK)
             _signal(daemon, signal.SIGKILL)
-            _kill(groups, mark, f"no lease renewal for {allowed:.1f} s")
+            _kill(groups, mark, f"no lease renewal for {allowed:.1f} s", fenced=True)
             return
         data = os.read(fd, 65536)
         if not data:  # the daemon is gone
@@ -162,10 +162,11 @@ def _watch(fd: int, daemon: int, allowed: float, mark: bytes) -> None:
                 groups.discard(int(value))
 
 
-def _kill(groups: set[int], mark: bytes, why: str) -> None:
+def _kill(groups: set[int], mark: bytes, why: str, *, fenced: bool = False) -> None:
     """SIGKILL the reported groups, then every process marked with this run's token (and
     its group), looking again until a look finds none it has not killed (a process forked
-    while the last look ran, bounded: SCANS); a line on stderr when there was any."""
+    while the last look ran, bounded: SCANS); a line on stderr when there was any, and
+    always when it ``fenced`` the daemon (it killed it: the daemon says nothing more)."""
     for pgid in sorted(groups):
         if pgid > 1 and pgid != os.getpgrp():
             _signal(-pgid, signal.SIGKILL)
@@ -177,7 +178,7 @@ def _kill(groups: set[int], mark: bytes, why: str) -> None:
         marked |= found
         for pid in found:
             _kill_marked(pid)
-    if groups or marked:
+    if groups or marked or fenced:
         print(
             f"jobd watchdog: {why}: killed {len(groups)} step process group(s) and "
             f"{len(marked)} process(es) of this daemon",

@@ -35,6 +35,7 @@ from jobd.engine.ports import Wakeup
 from jobd.engine.transitions import Transitions
 from jobd.plan.bookings import BookingIndex
 from jobd.run.runner import RunControl
+from jobd.store.contract import LockStart
 
 S = JobState
 
@@ -107,12 +108,14 @@ class LockHandoff:
             job.id, spec.assets, spec.shared_assets, now=self._ctx.clock()
         )
 
-    def picked(self, job_id: int) -> None:
-        """A granted job was taken by a worker."""
+    def picked(self, job_id: int) -> LockStart | None:
+        """A granted job was taken by a worker (a grant in memory never writes a start)."""
         self._committed.discard(job_id)
+        return None
 
-    async def wait_for_lock(self, rc: RunControl) -> None:
-        """Record ``waiting-for-lock``; then the grant (if it came meanwhile) or the wait."""
+    async def wait_for_lock(self, rc: RunControl, start: LockStart | None = None) -> None:
+        """Record ``waiting-for-lock``; then the grant (if it came meanwhile) or the wait.
+        ``start`` is not needed: the grant's worker writes ``running`` (one commit)."""
         job = rc.job
         held = ", ".join((*job.spec.assets, *job.spec.shared_assets))
         await self._transitions.apply(
@@ -135,6 +138,9 @@ class LockHandoff:
 
     def restored(self) -> None:
         """Nothing to let go: only what was restored is held."""
+
+    def drained(self) -> None:
+        """Nothing to put back: locks in memory end with the process."""
 
     async def snapshot(self) -> list[dict[str, Any]]:
         return self.locks.snapshot()

@@ -140,6 +140,16 @@ class Transitions:
             self._fanout.step_event(job, step, previous)
         self._fanout.emit(JobEvent(job.id, "state", now, previous, target, cause, actor), job)
 
+    def applied(
+        self, job: Job, operation: str, target: JobState, at: float, *, cause: str, actor: str
+    ) -> None:
+        """A transition another transaction wrote already (a cluster's lock grant writes
+        the job's ``running``: :mod:`.cluster_handoff`): checked, the job object updated,
+        and everyone told, as :meth:`apply` does after its commit."""
+        check_transition(operation, job.state, target)
+        previous, job.state, job.updated_at = job.state, target, at
+        self._fanout.emit(JobEvent(job.id, "state", at, previous, target, cause, actor), job)
+
     async def current_state(self, job_id: int) -> JobState | None:
         states = await self._ctx.store.job_states([job_id])
         return states[job_id][1] if job_id in states else None

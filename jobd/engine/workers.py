@@ -20,7 +20,7 @@ import structlog
 
 from jobd.config import WorkflowConfig
 from jobd.core.errors import JobdError
-from jobd.core.models import ErrorOverlay, Job, OverlayCode
+from jobd.core.models import ErrorOverlay, Job, OverlayCode, Step
 from jobd.core.states import JobState, StepState
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
@@ -31,6 +31,7 @@ from jobd.engine.transitions import Transitions
 from jobd.plan.bookings import BookingIndex
 from jobd.run.runner import RunControl, Runner, RunResult
 from jobd.store import Changes
+from jobd.store.contract import LockStart
 
 S = JobState
 log = structlog.get_logger("jobd.engine")
@@ -141,17 +142,20 @@ class Workers:
 
     async def _pick(self, rc: RunControl, granted: bool) -> None:
         job = rc.job
-        if not granted:
-            if not self._handoff.acquire(job):
-                await self._handoff.wait_for_lock(rc)
-                return
-            operation, cause = "picked", "picked by a worker"
-        else:
-            self._handoff.picked(job.id)
-            operation, cause = "lock-granted", "lock granted"
         if not job.steps:
             job.steps = await self._ctx.store.load_steps(job.id)
         workflow = self._ctx.config.workflows.get(job.spec.workflow)
+        if not granted:
+            if not self._handoff.acquire(job):
+                await self._handoff.wait_for_lock(rc, self._start_plan(rc, workflow))
+                return
+            operation, cause = "picked", "picked by a worker"
+        else:
+            start = self._handoff.picked(job.id)
+            if start is not None:
+                await self._run_started(rc, workflow, start)
+                return
+            operation, cause = "lock-granted", "lock granted"
         unit = self._prestart(rc, workflow)
         # Urgent when its assets were handed on: every job waiting for them waits on this.
         await self._transitions.apply(
@@ -162,31 +166,62 @@ class Workers:
                 self._fanout.step_event(job, step)  # after the job's `running`, which came first
         await self._execute(rc, workflow)
 
-    def _prestart(self, rc: RunControl, workflow: WorkflowConfig | None) -> Changes:
-        """Record the first step's first attempt in the same write as the job's ``running``.
-
-        Only when nothing runs before that step (no start script still to run)."""
-        job, unit = rc.job, self._ctx.store.changes()
+    def _first_step(self, rc: RunControl, workflow: WorkflowConfig | None) -> Step | None:
+        """The step whose attempt begins with the job's ``running`` (in the same write):
+        the first not completed, when nothing runs before it (no start script still to
+        run). Sets what the run needs to know of its start (``rc.started``,
+        ``rc.defer_last``)."""
+        job = rc.job
         # Stored, not guessed from the steps: a pause in the first step leaves no attempt,
         # and a retry (a new run) keeps its completed steps' attempts.
         rc.started = rc.started or job.run_started_at is not None
         if workflow is None:
-            return unit
+            return None
         rc.defer_last = job.spec.end_at is None and workflow.end_script is None
         if not rc.started and workflow.start_script is not None:
-            return unit
-        step = next((s for s in job.steps if s.state != StepState.COMPLETED), None)
+            return None
+        return next((s for s in job.steps if s.state != StepState.COMPLETED), None)
+
+    def _start_plan(self, rc: RunControl, workflow: WorkflowConfig | None) -> LockStart | None:
+        """What a grant that writes the job's start writes (None: the workflow is gone, its
+        pick fails the job as before)."""
+        if workflow is None:
+            return None
+        step = self._first_step(rc, workflow)
+        return LockStart(None, None) if step is None else LockStart(step.idx, step.attempts + 1)
+
+    def _begin(self, rc: RunControl, step: Step, attempts: int, at: float) -> None:
+        step.attempts = attempts
+        step.state, step.started_at, step.ended_at, step.error = StepState.RUNNING, at, None, None
+        rc.prestarted = step.idx
+
+    def _prestart(self, rc: RunControl, workflow: WorkflowConfig | None) -> Changes:
+        """Record the first step's first attempt in the same write as the job's ``running``
+        (:meth:`_first_step`)."""
+        unit = self._ctx.store.changes()
+        step = self._first_step(rc, workflow)
         if step is None:
             return unit
-        step.attempts += 1
-        step.state, step.started_at, step.ended_at, step.error = (
-            StepState.RUNNING,
-            self._ctx.clock(),
-            None,
-            None,
-        )
-        rc.prestarted = step.idx
+        self._begin(rc, step, step.attempts + 1, self._ctx.clock())
         return unit.record_step(step)
+
+    async def _run_started(
+        self, rc: RunControl, workflow: WorkflowConfig | None, start: LockStart
+    ) -> None:
+        """Run a job whose grant wrote its start (a cluster's one-commit hand-off): its
+        ``running`` and step attempt are durable already; the job object and everyone are
+        told, as after the write of :meth:`_pick`."""
+        job = rc.job
+        self._first_step(rc, workflow)
+        step = next((s for s in job.steps if s.idx == start.step), None)
+        if step is not None and start.attempts is not None:
+            self._begin(rc, step, start.attempts, start.at)
+        self._transitions.applied(
+            job, "lock-granted", S.RUNNING, start.at, cause="lock granted", actor="scheduler"
+        )
+        if step is not None:
+            self._fanout.step_event(job, step)
+        await self._execute(rc, workflow)
 
     async def _execute(self, rc: RunControl, workflow: WorkflowConfig | None) -> None:
         """Run the job, then free its assets and this worker before the outcome is written.

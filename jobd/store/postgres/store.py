@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 
 import anyio
@@ -41,8 +42,8 @@ from jobd.store.contract import (
     Store,
 )
 from jobd.store.postgres import queries as q
-from jobd.store.postgres.bulk import group
-from jobd.store.postgres.filters import filtered
+from jobd.store.postgres.bulk import plan
+from jobd.store.postgres.filters import read_filtered
 from jobd.store.postgres.locks import PgAssetLocks
 from jobd.store.postgres.news import PgNews
 from jobd.store.postgres.nodes import PgMembership
@@ -219,28 +220,17 @@ class PostgresStore(Store):
         of the whole batch (``jobd_apply_bulk`` of it grouped by statement when
         :func:`.bulk.group` allows, the same writes in fewer executor runs); it answers
         with the units whose guard matched no row."""
-        locking = [unit.locking for unit in units if unit.locking is not None]
-        grouped = None if locking else group(units)
-        payload = _payload(grouped if grouped is not None else [unit.statements for unit in units])
+        statement, params, order = plan(units, _payload)
         token = self._token or ()
-        params: tuple[Any, ...] = (payload,)
-        if locking:
-            assets = sorted({a for lk in locking for a in lk[0]})
-            jobs = sorted({j for lk in locking for j in lk[1]})
-            nodes = sorted({n for lk in locking for n in lk[2]})
-            params = (payload, assets, jobs, nodes)
-            statement = q.APPLY_LOCKED
-        else:
-            statement = q.APPLY if grouped is None else q.APPLY_BULK
+        if statement in (q.APPLY_BULK, q.APPLY_SPLIT):
+            self.bulk_batches += 1
         if token:  # a node's batch: its fencing token is checked first, in its transaction
             statement += q.FENCE
         cur = await self._conn.execute(statement, (*params, *token))
         row = await cur.fetchone()
-        failed = set(row[0]) if row is not None else set()
+        failed = {order[i] for i in row[0]} if row is not None else set()
         self.batches += 1
         self.units += len(units)
-        if grouped is not None:
-            self.bulk_batches += 1
         return [_GUARD_FAILED if i in failed else None for i in range(len(units))]
 
     def _resolve(self, batch: list[_Queued], outcomes: list[_Outcome]) -> None:
@@ -364,12 +354,12 @@ class PostgresStore(Store):
         ]
 
     async def list_jobs(self, f: JobFilter, limit: int, cursor: int | None) -> list[Job]:
-        sql, params = filtered(f, q.FILTER_JOB_COLUMNS, limit, cursor, True)
-        return [job_from_row(r) for r in await self._fetchall(sql, params)]
+        read = partial(read_filtered, f=f, columns=q.FILTER_JOB_COLUMNS, limit=limit, cursor=cursor)
+        return [job_from_row(r) for r in await self._snapshot(read)]
 
     async def match_ids(self, f: JobFilter, limit: int) -> list[int]:
-        sql, params = filtered(f, "j.id", limit, None, False)
-        return [r[0] for r in await self._fetchall(sql, params)]
+        read = partial(read_filtered, f=f, columns="j.id", limit=limit, descending=False)
+        return [r[0] for r in await self._snapshot(read)]
 
     async def jobs_in_states(self, states: Iterable[JobState]) -> list[Job]:
         """On a node of a cluster: the jobs in ``states`` that this node holds (recovery's)."""
