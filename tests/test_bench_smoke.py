@@ -7,6 +7,10 @@ each benchmark ran and produced positive numbers. The peers (huey, SQLAlchemy) l
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +179,20 @@ def test_jobd_on_postgresql_beside_its_peers(pg_server: str) -> None:
     assert result["jobs_per_s"] > 0 and result["batches"] > 0
 
 
+def test_filtered_pages_on_postgresql(pg_server: str) -> None:
+    from bench import pglist
+
+    name = f"jobd_pglist_{uuid.uuid4().hex[:8]}"
+    try:
+        filled = pglist.fill(pg_server, name, 3000, pglist.SCHEMA_VERSION)
+        assert filled["jobs"] == 3000
+        pages = pglist.read(pg_server, name, repeat=2, limit=100)["pages"]
+    finally:
+        pglist.drop(pg_server, name)
+    assert set(pages) == set(batch.LIST_FILTERS)
+    assert pages["none"]["items"] == 100 and pages["matches nothing"]["items"] == 0
+
+
 def test_postgresql_peers_when_installed(pg_server: str) -> None:
     pytest.importorskip("procrastinate")
     pytest.importorskip("pgqueuer")
@@ -216,3 +234,19 @@ async def test_cluster_lock_handoff_and_locked_workload(pg_url: str) -> None:
     assert result["to_running_on_another_node_ms"]["n"] == 5 and positive(result)
     result = await cluster_locks.locked_50ms(pg_url, 20, 2)
     assert result["jobs_per_s"] > 0 and positive(result)
+
+
+def test_loop_instructions_per_job_under_callgrind(tmp_path: Path, capsys: Any) -> None:
+    from bench import loopcost
+
+    loopcost.one_run(20, 2, 3)  # what valgrind runs, natively
+    assert positive(json.loads(capsys.readouterr().out.splitlines()[-1]))
+    out = tmp_path / "cg"
+    # A real callgrind file (a bare interpreter: seconds, not the minutes of a jobd run).
+    argv = ["valgrind", "--tool=callgrind", "--separate-threads=yes"]
+    subprocess.run(
+        [*argv, f"--callgrind-out-file={out}", sys.executable, "-S", "-c", "pass"],
+        check=True,
+        capture_output=True,
+    )
+    assert loopcost.read_total(out.with_name("cg-01")) > 0

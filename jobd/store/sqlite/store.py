@@ -37,6 +37,7 @@ from jobd.core.errors import StoreError
 from jobd.core.models import HistoryEntry, Job, Reservation, Step
 from jobd.core.states import JobState
 from jobd.store.contract import Changes, DuePlan, GuardFailed, JobFilter, ReservationRow, Store
+from jobd.store.soon import Completion, Done, queue_soon
 from jobd.store.sqlite import queries as q
 from jobd.store.sqlite import sqlwriter
 from jobd.store.sqlite.filters import read_filtered
@@ -48,7 +49,7 @@ SCHEMA_VERSION = 5
 SEND_AT = 16
 log = structlog.get_logger("jobd.store")
 T = TypeVar("T")
-_Queued = tuple[Unit, "asyncio.Future[None] | None"]
+_Queued = tuple[Unit, "asyncio.Future[None] | Completion | None"]
 
 
 class _Writer:
@@ -158,12 +159,16 @@ class SqliteStore(Store):
             self._send_queue()
         await fut
 
+    def commit_soon(self, changes: Changes, done: Done) -> None:
+        closed = StoreError("the store is closed") if self._closed else None
+        queue_soon(self._enqueue, changes, done, self._broken or closed)
+
     def commit_nowait(self, changes: Changes) -> None:
         """Queue ``changes`` for the next batch without waiting (log lines, progress)."""
         if not self._closed and not self._broken:
             self._enqueue(cast(Unit, changes), None)
 
-    def _enqueue(self, unit: Unit, fut: asyncio.Future[None] | None) -> None:
+    def _enqueue(self, unit: Unit, fut: asyncio.Future[None] | Completion | None) -> None:
         self._queue.append((unit, fut))
         if len(self._queue) >= SEND_AT:
             # Mid-way through a burst of commits (one turn of the event loop may make
