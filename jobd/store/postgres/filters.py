@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobd.store.contract import JobFilter
 from jobd.store.postgres import queries as q
+from jobd.store.reads import JobFilter
 
 
 def _like_pattern(text: str) -> str:

@@ -14,11 +14,12 @@ are this program):
 
 - first it sends ``("ready", None)`` or ``("error", message)``;
 - then it answers each batch ``[(statements, guarded), ...]`` it receives, in
-  order, with ``("ok", results)`` (per unit: ``None``, ``("guard", sql)`` or
-  ``("error", message)``) or ``("failed", message)`` when the batch was
-  rolled back as a whole. All the batches that arrived while it was busy are
-  applied in ONE transaction (one fsync): the daemon sends batches as they
-  fill up, and the writer groups them.
+  order, with ``("ok", results)`` (per unit: ``None``, ``("guard", sql)``,
+  ``("error", message)``, or ``("rows", rows)`` when its last statement returns
+  rows) or ``("failed", message)`` when the batch was rolled back as a whole.
+  All the batches that arrived while it was busy are applied in ONE
+  transaction (one fsync): the daemon sends batches as they fill up, and the
+  writer groups them.
 
 It exits at end of input: when the daemon closes the store, or when the daemon
 dies (even by SIGKILL), after finishing the batch in hand, which is then either
@@ -105,6 +106,10 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 def _apply_unit(conn: sqlite3.Connection, statements: list[Statement], guarded: set[int]) -> Any:
+    """The unit's reply: None, ``("guard", sql)``, ``("error", message)``, or ``("rows",
+    rows)`` when its last statement returns rows (``RETURNING``: a set-based transition
+    answers the ids it moved)."""
+    cur = None
     if not guarded or guarded == {0}:
         # The common shapes need no savepoint: a guard, if any, is the first statement, so
         # when it matches no row nothing of the unit has been applied yet.
@@ -112,7 +117,7 @@ def _apply_unit(conn: sqlite3.Connection, statements: list[Statement], guarded: 
             cur = conn.execute(sql, params)
             if i == 0 and guarded and cur.rowcount == 0:
                 return ("guard", sql)
-        return None
+        return None if cur is None or cur.description is None else ("rows", cur.fetchall())
     conn.execute("SAVEPOINT unit")
     try:
         for i, (sql, params) in enumerate(statements):
@@ -121,12 +126,13 @@ def _apply_unit(conn: sqlite3.Connection, statements: list[Statement], guarded: 
                 conn.execute("ROLLBACK TO unit")
                 conn.execute("RELEASE unit")
                 return ("guard", sql)
+        rows = None if cur is None or cur.description is None else cur.fetchall()
     except sqlite3.Error as exc:
         conn.execute("ROLLBACK TO unit")
         conn.execute("RELEASE unit")
         return ("error", str(exc))
     conn.execute("RELEASE unit")
-    return None
+    return None if rows is None else ("rows", rows)
 
 
 def lock_writer(path: str, wait: float = LOCK_WAIT) -> None:
