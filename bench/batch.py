@@ -181,22 +181,27 @@ LIST_FILTERS: dict[str, dict[str, Any]] = {
 }
 
 
+def list_job(i: int, n: int) -> Job:
+    """The ``i``-th of ``n`` jobs over two weeks (one a second or so): workflows, states,
+    names, assets varied (bench/pglist.py loads the same jobs into PostgreSQL)."""
+    created = T0 + i * (1_209_600 / n)
+    rare = i % 1000 == 0
+    spec = JobSpec(
+        workflow="archive" if rare else "ingest",
+        name=f"clip-{i}" + ("-promo-77" if i % 30_000 == 0 else "") if i % 3 == 0 else None,
+        assets=(f"tape-{i % 1000:04d}",),
+        pools=("encoders",) if i % 100 == 0 else (),
+        start_at=created + 3600 if i % 4 == 0 else None,
+    )
+    state = JobState.FAILED if i % 997 == 0 else JobState.COMPLETED
+    return Job(i, spec, state, created_at=created, updated_at=created)
+
+
 def _list_rows(n: int) -> Any:
-    """Jobs over two weeks (one a second or so): workflows, states, names, assets varied."""
-    now = T0
     step_row = step_insert(Step(0, 0, "n", "noop", {}, StepState.COMPLETED))[1]
     for i in range(1, n + 1):
-        created = now + i * (1_209_600 / n)
-        rare = i % 1000 == 0
-        spec = JobSpec(
-            workflow="archive" if rare else "ingest",
-            name=f"clip-{i}" + ("-promo-77" if i % 30_000 == 0 else "") if i % 3 == 0 else None,
-            assets=(f"tape-{i % 1000:04d}",),
-            pools=("encoders",) if i % 100 == 0 else (),
-            start_at=created + 3600 if i % 4 == 0 else None,
-        )
-        state = JobState.FAILED if i % 997 == 0 else JobState.COMPLETED
-        job = Job(i, spec, state, created_at=created, updated_at=created)
+        job = list_job(i, n)
+        created = job.created_at
         yield job_insert(job)[1], (i, *step_row[1:]), (i, created, None, "confirmed", "x", "b")
 
 
@@ -237,14 +242,14 @@ def _p99(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[98]
 
 
-def _pages(client: httpx.Client, repeat: int) -> dict[str, Any]:
+def _pages(client: httpx.Client, repeat: int, limit: int = 100) -> dict[str, Any]:
     """Each filter's first page, ``repeat`` times: items, p50, p99 and max in ms."""
     pages: dict[str, Any] = {}
     for name, params in LIST_FILTERS.items():
         samples, count = [], 0
         for _ in range(repeat):
             t0 = time.perf_counter()
-            r = client.get("/v1/jobs", params=params)
+            r = client.get("/v1/jobs", params={**params, "limit": limit})
             samples.append((time.perf_counter() - t0) * 1000)
             r.raise_for_status()
             count = len(r.json()["items"])

@@ -27,12 +27,12 @@ import anyio
 
 from bench.api import short_dir, write_config
 from jobd.config import load_config
-from jobd.core.errors import JobdError
 from jobd.engine import Engine
 from jobd.plugin.host import PluginHost
-from jobd.service.api.bodies import BatchJobsBody, spec_from
+from jobd.service.api.bodies import BatchJobsBody
 from jobd.service.api.parse import load_json, validate_body
 from jobd.service.api.shapes import answer_response, job_json
+from jobd.service.api.submit import specs_of
 from jobd.service.daemon import tune_gc
 from jobd.store import open_store
 
@@ -54,12 +54,7 @@ async def _one_batch(engine: Engine, raw: bytes, cpu: dict[str, float]) -> int:
     t, cpu["parse"] = clock(), cpu["parse"] + clock() - t
     body = validate_body(data, BatchJobsBody)
     t, cpu["validate"] = clock(), cpu["validate"] + clock() - t
-    specs = []
-    for index, item in enumerate(body.jobs):
-        try:
-            specs.append(spec_from(item))
-        except JobdError as exc:
-            raise exc.in_batch(index) from None
+    specs = specs_of(body)
     t, cpu["specs"] = clock(), cpu["specs"] + clock() - t
     jobs = await engine.submit_many(specs, actor="bench")
     t, cpu["submit_many"] = clock(), cpu["submit_many"] + clock() - t

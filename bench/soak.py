@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:  # run as ``python bench/soak.py`` too
 from tests import pgserver  # noqa: E402  (after the path fix above)
 from tests.cluster import CLUSTER_WORKFLOWS, Cluster  # noqa: E402
 
-TERMINAL = ("completed", "failed", "canceled")
+TERMINAL = ("completed", "failed", "timed-out", "canceled")
 WORKFLOW = """
 [workflows.soak]
 steps = [ { name = "work", action = "exec", retries = 5, retry_backoff = 0.1, params = { argv = [
@@ -150,7 +150,9 @@ def restart(cluster: Cluster, name: str, record: dict[str, Any]) -> None:
 
 
 def exit_reason(cluster: Cluster, name: str) -> str:
-    """Why node ``name`` exited by itself: its last error, or its watchdog's last word."""
+    """Why node ``name`` exited by itself: its last error, or its watchdog's last word, in
+    the log of its last run (back to that run's ``jobd ready``, or the end of the run
+    before: the log is appended to by every run)."""
     daemon = cluster.daemons[name]
     for line in reversed(daemon.log_text().splitlines()):
         if line.startswith("{"):
@@ -160,6 +162,8 @@ def exit_reason(cluster: Cluster, name: str) -> str:
                 continue
             if event.get("level") in ("error", "critical"):
                 return str(event.get("event"))[:300]
+            if str(event.get("event")).startswith(("jobd ready", "jobd stopped")):
+                break  # the start of this run, or the end of the one before
         elif "watchdog" in line or "fenced" in line:
             return line[:300]
     return f"exit {daemon.proc.poll()}"

@@ -18,7 +18,8 @@ inherit: a step can write which node ran it.
 A node started with ``proxied=True`` reaches the database through a small TCP relay of
 this process (:class:`DbRelay`): :meth:`Cluster.cut` closes its connections and refuses
 new ones (the database is gone for that node only), :meth:`Cluster.restore` lets it
-back. Benchmarks may use :func:`start_cluster` outside pytest.
+back; :meth:`Cluster.partition` cuts it off silently instead (nothing closed: the server
+keeps its sessions). Benchmarks may use :func:`start_cluster` outside pytest.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ TEST_LEASE = 5.0
 #: Workflows every cluster node knows, besides tests/e2e.py's ``demo`` and ``hold``:
 #: ``mark`` runs a subprocess that appends ``start <node> <pid>`` to ``{out}``, then ``tick
 #: <node> <pid>`` every 50 ms until ``{path}`` exists, then ``end <node> <pid>``: the record
-#: of the no-double-run tests (:func:`marks`). Its step has 3 retries.
+#: of the no-double-run tests (:func:`marks`). Its step has 3 retries. ``escape`` does the
+#: same in a process that left the step's process group for a session of its own
+#: (``setsid``, as some tools' workers do), while the step waits for it.
 CLUSTER_WORKFLOWS = (
     e2e.DEMO_WORKFLOWS
     + """
@@ -55,6 +58,14 @@ steps = [ { name = "mark", action = "exec", retries = 3, retry_backoff = 0.1, pa
   "sh", "-c",
   "echo start $JOBD_TEST_NODE $$ >> {out}; while [ ! -e {path} ]; do \
 echo tick $JOBD_TEST_NODE $$ >> {out}; sleep 0.05; done; echo end $JOBD_TEST_NODE $$ >> {out}",
+] } } ]
+
+[workflows.escape]
+steps = [ { name = "mark", action = "exec", retries = 3, retry_backoff = 0.1, params = { argv = [
+  "sh", "-c",
+  "setsid sh -c 'echo start $JOBD_TEST_NODE $$ >> {out}; while [ ! -e {path} ]; do \
+echo tick $JOBD_TEST_NODE $$ >> {out}; sleep 0.05; done; echo end $JOBD_TEST_NODE $$ >> {out}' \
+& wait",
 ] } } ]
 """
 )
@@ -92,11 +103,47 @@ def overlapping(path: Path) -> list[str]:
     return problems
 
 
+def start_marked(cluster: Cluster, node: str, workflow: str = "mark") -> tuple[int, Path, Path]:
+    """A ``mark`` (or ``escape``) job submitted on ``node`` (which claims it), once its step
+    runs there: its id, its marks file and the file that ends it."""
+    out, go = cluster.base / f"out-{workflow}.txt", cluster.base / f"go-{workflow}"
+    job_id = cluster.submit(node, workflow, "-p", f"out={out}", "-p", f"path={go}")
+    e2e.wait_until(
+        lambda: [n for n, _ in runs(out)] == [node], timeout=60, what=f"the step running on {node}"
+    )
+    return job_id, out, go
+
+
+def assert_taken_over(
+    cluster: Cluster, job: tuple[int, Path, Path], since: float, lease: float, lost: str = "a"
+) -> str:
+    """Node ``lost``'s job ``job`` (:func:`start_marked`) was taken over by another node
+    within ``lease`` + 5 s of ``since`` (the database's own times), run there again, ended,
+    and never overlapped with ``lost``'s attempt; the node that took it over."""
+    job_id, out, go = job
+    e2e.wait_until(lambda: len(runs(out)) == 2, timeout=60, what="the step run again")
+    (row,) = cluster.sql("SELECT lost_at, lost_by FROM nodes WHERE name = %s", (lost,))
+    taker = str(row[1])
+    assert runs(out)[1][0] == taker != lost and row[0] is not None, (row, runs(out))
+    assert row[0] - since <= lease + 5, f"taken over {row[0] - since:.1f} s after"
+    go.touch()
+    e2e.wait_until(
+        lambda: cluster.show(taker, job_id)["state"] == "completed", timeout=60, what="completed"
+    )
+    assert overlapping(out) == [], out.read_text()
+    shown = cluster.show(taker, job_id)
+    assert any(f"loss of node {lost}" in h["cause"] for h in shown["history"]), shown["history"]
+    return taker
+
+
 class DbRelay:
     """A TCP relay from 127.0.0.1:``port`` to the database server, which can be cut.
 
     One thread accepts; two threads per connection copy bytes. :meth:`cut` closes every
-    relayed connection and closes new ones at once; :meth:`restore` relays again."""
+    relayed connection and closes new ones at once (a lost connection: both ends hear of
+    it); :meth:`partition` goes silent instead (a lost network: nothing crosses, nothing is
+    closed, so the server keeps the node's sessions, as it would until TCP keepalive);
+    :meth:`restore` relays new connections again (the silenced ones stay silent)."""
 
     def __init__(self, target: tuple[str, int] | str) -> None:
         self.target = target
@@ -107,7 +154,10 @@ class DbRelay:
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
+        self._silenced: list[socket.socket] = []  # kept open, never relayed again
+        self._upstream: list[socket.socket] = []  # this relay's ends towards the server
         self._cut = False
+        self._silent = False
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -125,6 +175,9 @@ class DbRelay:
             except OSError:
                 return  # closed
             with self._lock:
+                if self._silent:  # a SYN into the void: the client waits, unanswered
+                    self._silenced.append(client)
+                    continue
                 if self._cut or self._closed:
                     client.close()
                     continue
@@ -134,18 +187,41 @@ class DbRelay:
                     client.close()
                     continue
                 self._open += [client, upstream]
+                self._upstream.append(upstream)
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                if self._is_silenced(src):
+                    continue  # dropped on the way
                 dst.sendall(data)
         except OSError:
             pass
+        if self._is_silenced(src):
+            return  # the other end never hears of it
         for s in (src, dst):
             with suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
+
+    def _is_silenced(self, sock: socket.socket) -> bool:
+        with self._lock:
+            return sock in self._silenced
+
+    def upstream_ports(self) -> list[int]:
+        """The local TCP ports of the relayed connections still open towards the server:
+        ``pg_stat_activity.client_port`` of the node's sessions (none for a Unix socket)."""
+        with self._lock:
+            self._upstream = [s for s in self._upstream if s in self._open]
+            upstream = list(self._upstream)
+        ports = []
+        for s in upstream:
+            with suppress(OSError):
+                name = s.getsockname()
+                if isinstance(name, tuple):
+                    ports.append(int(name[1]))
+        return ports
 
     def cut(self) -> None:
         """Close every relayed connection; refuse new ones until :meth:`restore`."""
@@ -157,14 +233,27 @@ class DbRelay:
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
 
+    def partition(self) -> None:
+        """Let nothing through any more, on the open connections and on new ones, and close
+        nothing: neither the node nor the server hears that the other is gone."""
+        with self._lock:
+            self._silent = True
+            self._silenced += self._open
+            self._open = []
+
     def restore(self) -> None:
         with self._lock:
             self._cut = False
+            self._silent = False
 
     def close(self) -> None:
         self.cut()
         self._closed = True
         self._listener.close()
+        with self._lock:
+            silenced, self._silenced = self._silenced, []
+        for s in silenced:
+            s.close()
 
 
 def _server_address(url: str) -> tuple[str, int] | str:
@@ -316,6 +405,10 @@ class Cluster:
     def cut(self, name: str) -> None:
         """Take the database away from node ``name`` (added with ``proxied=True``)."""
         self.relays[name].cut()
+
+    def partition(self, name: str) -> None:
+        """Cut node ``name`` off silently (``proxied=True``): :meth:`DbRelay.partition`."""
+        self.relays[name].partition()
 
     def restore(self, name: str) -> None:
         self.relays[name].restore()

@@ -7,6 +7,7 @@ each benchmark ran and produced positive numbers. The peers (huey, SQLAlchemy) l
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,20 @@ def test_jobd_on_postgresql_beside_its_peers(pg_server: str) -> None:
     with bench_pg.fresh_database(pg_server, "jobd_smoke") as url:
         result = bench_pg.run_one("jobd", url, bench_pg.workloads(_pg_args())[1], _pg_args())
     assert result["jobs_per_s"] > 0 and result["batches"] > 0
+
+
+def test_filtered_pages_on_postgresql(pg_server: str) -> None:
+    from bench import pglist
+
+    name = f"jobd_pglist_{uuid.uuid4().hex[:8]}"
+    try:
+        filled = pglist.fill(pg_server, name, 3000, pglist.SCHEMA_VERSION)
+        assert filled["jobs"] == 3000
+        pages = pglist.read(pg_server, name, repeat=2, limit=100)["pages"]
+    finally:
+        pglist.drop(pg_server, name)
+    assert set(pages) == set(batch.LIST_FILTERS)
+    assert pages["none"]["items"] == 100 and pages["matches nothing"]["items"] == 0
 
 
 def test_postgresql_peers_when_installed(pg_server: str) -> None:

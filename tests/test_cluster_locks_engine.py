@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 
 from jobd.config import Config
@@ -25,7 +26,15 @@ from jobd.core.states import JobState
 from jobd.engine import Engine, cluster_handoff
 from jobd.plugin.host import PluginHost
 from jobd.store.postgres import open_store as open_postgres
-from tests.enginekit import make_config, spec, step, wait_all, wait_state, workflow
+from tests.enginekit import (
+    make_config,
+    spec,
+    step,
+    wait_all,
+    wait_state,
+    wait_until,
+    workflow,
+)
 
 S = JobState
 
@@ -110,6 +119,73 @@ async def test_waiters_on_two_nodes_run_in_the_order_they_queued(
     assert [s[0] for s in spans] == [holder.id, *(job_id for _, job_id in waiters)]
     _never_together(spans)
     assert await b.locks_info() == []
+
+
+async def test_the_holders_release_starts_the_waiter_on_another_node_in_its_commit(
+    two: tuple[Engine, Engine], tmp_path: Path, pg_url: str
+) -> None:
+    """One durable commit per hand-off: node a's release grants x to node b's waiter and
+    writes that job's ``running`` in the same transaction; b runs the step on the NOTIFY."""
+    a, b = two
+    holder = await a.submit(_job(tmp_path, assets=["x"]))
+    await wait_state(a, holder.id, S.RUNNING)
+    waiter = await b.submit(_job(tmp_path, "open", assets=["x"]))
+    await wait_state(b, waiter.id, S.WAITING_FOR_LOCK)
+    (tmp_path / "gate").write_text("")
+    job = await wait_state(b, waiter.id, S.RUNNING)
+    assert job.steps[0].attempts == 1 and job.steps[0].state == "running"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        grant = conn.execute(
+            "SELECT xmin::text FROM lock_requests WHERE job_id = %s", (waiter.id,)
+        ).fetchone()
+        start = conn.execute(
+            "SELECT xmin::text, cause FROM history WHERE job_id = %s AND to_state = 'running'",
+            (waiter.id,),
+        ).fetchall()
+    assert grant is not None and start == [(grant[0], "lock granted")]
+    (tmp_path / "open").write_text("")
+    done = await wait_all(b, [waiter.id])
+    assert done[0].state == S.COMPLETED and done[0].steps[0].attempts == 1
+
+
+async def test_a_waiter_canceled_before_its_node_ran_its_start_never_ran(
+    two: tuple[Engine, Engine], tmp_path: Path, pg_url: str
+) -> None:
+    """Node a's release starts node b's waiter in the database while every worker of b is
+    busy; b cancels it before a worker took it up: the start is put back (no ``running``
+    in its history, no attempt), the cancel holds, and x goes to the next waiter."""
+    a, b = two
+    holder = await a.submit(_job(tmp_path, assets=["x"]))
+    await wait_state(a, holder.id, S.RUNNING)
+    gone = await b.submit(_job(tmp_path, "open", assets=["x"]))
+    await wait_state(b, gone.id, S.WAITING_FOR_LOCK)
+    nxt = await a.submit(_job(tmp_path, "open", assets=["x"]))
+    await wait_state(a, nxt.id, S.WAITING_FOR_LOCK)
+    busy = [await b.submit(_job(tmp_path, "busy")) for _ in range(4)]  # b's 4 workers
+    for job_id in (j.id for j in busy):
+        await wait_state(b, job_id, S.RUNNING)
+    (tmp_path / "gate").write_text("")
+
+    def state_in_db() -> str:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            row = conn.execute("SELECT state FROM jobs WHERE id = %s", (gone.id,)).fetchone()
+        return str(row[0]) if row else ""
+
+    await wait_until(lambda: state_in_db() == "running")  # started by a's release
+    canceled = await b.operate(gone.id, "cancel")
+    assert canceled is not None and canceled.state == S.CANCELED
+    job = await b.get_job(gone.id)
+    assert [h.to_state for h in job.history][-3:] == [S.QUEUED, S.WAITING_FOR_LOCK, S.CANCELED]
+    assert job.steps[0].attempts == 0
+    (tmp_path / "open").write_text("")
+    (tmp_path / "busy").write_text("")
+    await wait_all(a, [holder.id, nxt.id])
+    await wait_all(b, [j.id for j in busy])
+    assert [s[0] for s in _spans(tmp_path) if s[0] not in {j.id for j in busy}] == [
+        holder.id,
+        nxt.id,
+    ]
+    assert await a.locks_info() == []
 
 
 async def test_shared_holders_on_two_nodes_run_together(

@@ -1,11 +1,19 @@
 """Nodes of a cluster: several daemons share one PostgreSQL database, each under its own
-``[daemon] node`` name; a second daemon with a name already in use is refused."""
+``[daemon] node`` name; a second daemon with a name already in use is refused, unless it
+is a session left behind by that node's finished run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import anyio
+import psycopg
+import pytest
+
+from jobd.core.errors import StoreError
+from jobd.store.postgres import open_store as open_postgres
+from jobd.store.postgres.opening import named
 from tests import e2e
 from tests.cluster import Cluster
 
@@ -53,3 +61,55 @@ def test_a_daemon_on_sqlite_shows_itself_as_its_only_node(base: Path) -> None:
     with e2e.running_daemon(base, daemon_extra='node = "solo"\ntags = ["tape"]') as daemon:
         listed = daemon.cli_json("nodes")["items"]
     assert [(n["name"], n["tags"], n["state"]) for n in listed] == [("solo", ["tape"], "up")]
+
+
+# ---------------------------------------------------------------- an earlier run's sessions
+#: A session as a node's daemon opens it: named after the node, holding the node's name.
+NAME_LOCK = "SELECT pg_try_advisory_lock(7316022, hashtext(%s))"
+JOIN = "SELECT jobd_node_join(%s, '{}', 1, 1, %s, 'api', 1, 'host')"
+EXPIRED = "SELECT renewed_at + lease_s <= jobd_now() FROM nodes WHERE name = %s"
+
+
+async def _session_of(url: str, node: str, *, lock: bool) -> psycopg.AsyncConnection[Any]:
+    conn = await psycopg.AsyncConnection.connect(named(url, node), autocommit=True)
+    if lock:
+        row = await (await conn.execute(NAME_LOCK, (node,))).fetchone()
+        assert row == (True,)
+    return conn
+
+
+async def _alive(conn: psycopg.AsyncConnection[Any]) -> bool:
+    try:
+        await conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+async def test_a_start_ends_the_sessions_of_its_node_s_finished_run_and_no_others(
+    pg_url: str,
+) -> None:
+    """A daemon whose host lost the network leaves sessions the server keeps (until TCP
+    keepalive, hours): the node's next start ends those of a run whose lease is over
+    (regression: it was refused as "another jobd daemon"), never those of a run whose lease
+    holds, nor sessions newer than the run's last renewal."""
+    async with open_postgres(pg_url, single=False):
+        pass  # the schema
+    live = await _session_of(pg_url, "live", lock=True)
+    gone = await _session_of(pg_url, "gone", lock=True)
+    gone_reader = await _session_of(pg_url, "gone", lock=False)
+    await live.execute(JOIN, ("live", 3600.0))
+    await gone.execute(JOIN, ("gone", 0.2))
+    newer = await _session_of(pg_url, "gone", lock=False)  # opened after that run's renewal
+    with anyio.fail_after(30):
+        while (await (await live.execute(EXPIRED, ("gone",))).fetchone()) != (True,):
+            await anyio.sleep(0.05)  # the 0.2 s lease running out, seen by the server's clock
+
+    with pytest.raises(StoreError, match="as node 'live'"):
+        async with open_postgres(pg_url, node="live"):
+            pass
+    async with open_postgres(pg_url, node="gone"):
+        assert not await _alive(gone) and not await _alive(gone_reader)
+        assert await _alive(live) and await _alive(newer)
+    for conn in (live, gone, gone_reader, newer):
+        await conn.close()

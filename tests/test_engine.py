@@ -216,6 +216,24 @@ async def test_lock_timeout_fails_with_overlay(tmp_path: Path) -> None:
         assert (await engine.locks_info()) == []
 
 
+async def test_a_job_without_assets_makes_no_lock_request(tmp_path: Path) -> None:
+    config = make_config(tmp_path, _flows(tmp_path))
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    async with running_engine(config) as engine:
+        plain = await engine.submit(spec("record", params={"log": str(log), "gate": str(gate)}))
+        await wait_state(engine, plain.id, S.RUNNING)
+        assert (engine.locks.holder_count, engine.locks.waiting_count) == (0, 0)
+        locked = await engine.submit(
+            spec("record", assets=["A"], params={"log": str(log), "gate": str(gate)})
+        )
+        await wait_state(engine, locked.id, S.RUNNING)
+        assert engine.locks.holds(locked.id) and not engine.locks.holds(plain.id)
+        assert engine.locks.holder_count == 1
+        gate.write_text("go")
+        await wait_all(engine, [plain.id, locked.id])
+        assert (engine.locks.holder_count, engine.locks.waiting_count) == (0, 0)
+
+
 async def test_full_queue_leaves_jobs_pending_admitted_by_priority(tmp_path: Path) -> None:
     config = make_config(tmp_path, _flows(tmp_path), workers=1, run_queue_size=2)
     log, gate = tmp_path / "log", tmp_path / "gate"

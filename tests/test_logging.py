@@ -8,6 +8,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,7 +18,9 @@ from structlog.contextvars import bound_contextvars
 
 from jobd import logging as jlog
 from jobd.config import LoggingConfig
+from jobd.core.states import JobState
 from tests.conftest import logging_restored
+from tests.enginekit import make_config, running_engine, spec, step, wait_state, workflow
 
 
 @pytest.fixture(autouse=True)
@@ -213,3 +216,38 @@ def test_debug_brings_the_quiet_loggers_back() -> None:
     logging.getLogger("uvicorn.access").info("GET / 200")
     logging.getLogger("aiosqlite").debug("executing")  # stays at INFO: one line per statement
     assert [line["event"] for line in lines(stream)] == ["GET / 200"]
+
+
+def test_the_running_step_is_on_every_line_logged_in_its_context(captured: Captured) -> None:
+    stream = configure("json")
+    token = jlog.RUNNING_STEP.set((9, "wrap"))
+    try:
+        structlog.get_logger().info("inside")
+        logging.getLogger("somelib").warning("stdlib inside")
+        structlog.get_logger().info("its own", job_id=10, step="other")
+    finally:
+        jlog.RUNNING_STEP.reset(token)
+    structlog.get_logger().info("outside")
+    assert [c[:4] for c in captured] == [
+        (9, "wrap", "info", "inside"),
+        (9, "wrap", "warning", "stdlib inside"),
+        (10, "other", "info", "its own"),
+    ]
+    inside, stdlib_inside, _, outside = lines(stream)
+    assert (inside["job_id"], inside["step"]) == (9, "wrap")
+    assert (stdlib_inside["job_id"], stdlib_inside["step"]) == (9, "wrap")
+    assert "job_id" not in outside and "step" not in outside
+
+
+async def test_an_actions_own_log_lines_reach_its_jobs_log(tmp_path: Path) -> None:
+    configure("json")
+    config = make_config(tmp_path, [workflow("talk", step("speak", "t-say"))])
+    async with running_engine(config) as engine:
+        job = await engine.submit(spec("talk", params={}))
+        await wait_state(engine, job.id, JobState.COMPLETED)
+        await engine.store.flush()
+        got = await engine.store.job_log(job.id, 0, 100)
+    said = [(line["step"], line["level"], line["message"]) for line in got]
+    assert ("speak", "info", "said word=hello") in said
+    assert ("speak", "warning", "stdlib said hello") in said
+    assert ("speak", "info", "threaded") in said

@@ -184,7 +184,13 @@ async def test_the_write_functions_plan_by_keys_at_any_table_size(pg_url: str) -
     never be scans of a whole table (``sql/migrate-5.sql``)."""
     async with open_store(pg_url):
         pass
-    names = ["jobd_apply", "jobd_apply_bulk", "jobd_apply_locked", "jobd_locks_release_node"]
+    names = [
+        "jobd_apply",
+        "jobd_apply_bulk",
+        "jobd_apply_locked",
+        "jobd_apply_split",
+        "jobd_locks_release_node",
+    ]
     with psycopg.connect(pg_url) as conn:
         rows = conn.execute(
             "SELECT proname, proconfig FROM pg_proc WHERE proname = ANY(%s)", (names,)

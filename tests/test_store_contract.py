@@ -376,6 +376,46 @@ async def test_a_run_start_and_a_schedule_pause_are_kept(store: Store) -> None:
     ]
 
 
+async def test_commit_soon_answers_by_callback_in_the_order_of_the_units(store: Store) -> None:
+    await _add(store, _job(1), _job(2))
+    answers: list[tuple[str, BaseException | None]] = []
+
+    def done(name: str) -> Callable[[BaseException | None], None]:
+        return lambda exc: answers.append((name, exc))
+
+    good = store.changes().transition(1, S.CONFIRMED, S.QUEUED, 9.0, "x", "t")
+    store.commit_soon(good, done("a"))
+    stale = store.changes().transition(2, S.RUNNING, S.COMPLETED, 9.0, "x", "t")
+    store.commit_soon(stale.append_log(2, 9.0, None, "info", "not kept"), done("b"))
+    assert answers == []  # never before commit_soon returns
+    await store.commit(store.changes().append_log(1, 9.5, None, "info", "after"))
+    # commit returned: the units queued before it were answered first, each once.
+    assert [name for name, _ in answers] == ["a", "b"]
+    assert answers[0][1] is None and isinstance(answers[1][1], GuardFailed)
+    states = await store.job_states([1, 2])
+    assert states == {1: ("wf-1", S.QUEUED), 2: ("wf-2", S.CONFIRMED)}
+    assert await store.job_log(2, 0, 10) == []
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+async def test_commit_soon_on_a_closed_store_answers_with_the_error(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    async with BACKENDS[backend](request) as closed:
+        pass
+    told = asyncio.Event()
+    answers: list[BaseException | None] = []
+
+    def done(exc: BaseException | None) -> None:
+        answers.append(exc)
+        told.set()
+
+    closed.commit_soon(closed.changes().append_log(1, 1.0, None, "info", "x"), done)
+    assert answers == []  # told on a later turn of the loop, never inside the call
+    await asyncio.wait_for(told.wait(), 10)
+    assert len(answers) == 1 and isinstance(answers[0], StoreError)
+
+
 async def test_many_jobs_move_set_wise_each_guarded_and_whole(store: Store) -> None:
     # More ids than one SQLite statement may bind, some in another state, one twice, one
     # unknown: each job that is in the from-state moves with its history row and release.

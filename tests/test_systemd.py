@@ -54,6 +54,8 @@ def test_unit_has_the_service_contract() -> None:
     assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"]
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert s["KillMode"] == ["mixed"] and s["Restart"] == ["on-failure"]
+    # A node that lost its database is restarted for as long as it takes (no start limit).
+    assert s["StartLimitIntervalSec"] == ["0"]
     assert int(s["TimeoutStopSec"][0]) > 30 + 10  # shutdown_grace + kill_grace defaults
     for key in ("StateDirectory", "RuntimeDirectory", "ConfigurationDirectory", "User", "Group"):
         assert s[key] == ["jobd"], key

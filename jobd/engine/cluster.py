@@ -111,7 +111,7 @@ class ClusterNode(LocalNode):
 
     async def join(self) -> None:
         daemon = self._ctx.config.daemon
-        sent = time.monotonic()
+        sent = fencing.clock()
         await self._m.join(
             tags=daemon.tags,
             workers=daemon.workers,
@@ -150,10 +150,12 @@ class ClusterNode(LocalNode):
             self._takeover_wanted = anyio.Event()
             try:
                 if time.monotonic() >= renew_at:
-                    sent = time.monotonic()
+                    # Paced from the send, as the lease is; a failed one is tried again soon
+                    # (below), not at once: a refused connection fails at once.
+                    renew_at = time.monotonic() + self.lease / 3
+                    sent = fencing.clock()  # the watchdog's clock
                     await self._m.renew()
                     self._renewed(sent)
-                    renew_at = sent + self.lease / 3
                 taken = await self._m.take_over()
                 expiry = await self._m.next_expiry()
             except Fenced:

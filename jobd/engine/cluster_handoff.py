@@ -5,19 +5,33 @@ The rules are the in-memory hand-off's (:mod:`.handoff`), across every node: the
 grants in the very transaction that adds a waiter or drops a request; the node of each job
 granted is told (LISTEN/NOTIFY), whichever node released. This class is that node's side.
 
+**The one-commit hand-off**: each request carries its job's start (:class:`LockStart`:
+the step attempt its run begins with), so the transaction that grants it, whichever
+node's release it is, also writes the job's ``running`` and tells ``started``: this node
+runs the step at once, with nothing to write first (one durable commit per hand-off, as
+the in-memory hand-off has; before, the waiter's node wrote ``running`` after the grant's
+commit: two in a row). A start is this node's to run from the moment a worker takes it
+(:meth:`picked`); until then the job may still leave (a cancel, a pause, its lock
+timeout), and its release is then a *withdraw*, which puts the start back in the same
+transaction that drops the request.
+
 **Invariants**:
 
 1. A job that asks for no asset never reaches the database (a plain job costs nothing).
 2. The request is written with the job's ``waiting-for-lock`` transition, in one unit: a
    job waits in the database exactly when it waits in the store. A grant is acted on once,
    and never before that write has committed: ``_asked`` are the requests this node has
-   made and not seen granted; a grant for one that is not (any more) asked is ignored (it
-   left, and its release is on its way; or it was granted already).
+   made and not taken up; a grant or start for one that is not (any more) asked is
+   ignored (it left, and its release or withdraw is on its way; or it was taken already).
 3. Every way out (the run's end, cancel, pause, delete, lock timeout, a failed pick)
    releases in a unit of its own queued before the job's next transition, so the next
-   waiter, on any node, is granted by that release's own transaction.
+   waiter, on any node, is granted (and started) by that release's own transaction. A job
+   in ``_held`` ran or runs: its release keeps its start; one still in ``_asked`` never
+   ran here: its release is a withdraw (a start not taken up is put back first).
 4. At start, this node's requests in the database are kept for the jobs recovery restores
    (a waiter keeps its place; a holder its hold); the others are released (no stale lock).
+5. A node that stops puts back the starts it has not taken up, keeping their grants
+   (:meth:`drained`): its next start runs them as holders, writing their ``running``.
 """
 
 from __future__ import annotations
@@ -37,7 +51,7 @@ from jobd.engine.ports import Wakeup
 from jobd.engine.transitions import Transitions
 from jobd.plan.bookings import BookingIndex
 from jobd.run.runner import RunControl
-from jobd.store.contract import AssetLocks, LockEvent
+from jobd.store.contract import AssetLocks, LockEvent, LockStart
 
 S = JobState
 log = structlog.get_logger("jobd.engine")
@@ -65,10 +79,13 @@ class ClusterHandoff:
         self._wakeup = wakeup
         self._locks = locks
         self.granted: deque[int] = deque()
-        #: Requests made (their write queued or landed) and not seen granted.
+        #: Requests made (their write queued or landed) and not taken up.
         self._asked: set[int] = set()
-        #: Requests granted, as far as this node was told.
+        #: Requests granted and taken up (or granted without a start), as far as this node
+        #: was told.
         self._held: set[int] = set()
+        #: Requests whose grant wrote their start, not taken by a worker yet (still asked).
+        self._starts: dict[int, LockStart] = {}
         #: Waiters whose ``waiting-for-lock`` write has committed.
         self._committed: set[int] = set()
         #: This node's requests in the database at start-up (``{job: held}``).
@@ -79,16 +96,23 @@ class ClusterHandoff:
         spec = job.spec
         return (not spec.assets and not spec.shared_assets) or job.id in self._held
 
-    def picked(self, job_id: int) -> None:
+    def picked(self, job_id: int) -> LockStart | None:
+        """A worker took the granted job: its start, when the grant wrote it (it is this
+        node's to run from now on: invariant 3)."""
         self._committed.discard(job_id)
+        start = self._starts.pop(job_id, None)
+        if start is not None:
+            self._asked.discard(job_id)
+            self._held.add(job_id)
+        return start
 
-    async def wait_for_lock(self, rc: RunControl) -> None:
-        """Write ``waiting-for-lock`` with the request; then the grant (if it came while the
-        write was landing) or the wait."""
+    async def wait_for_lock(self, rc: RunControl, start: LockStart | None = None) -> None:
+        """Write ``waiting-for-lock`` with the request (carrying ``start``); then the grant
+        (if it came while the write was landing) or the wait."""
         job, store = rc.job, self._ctx.store
         spec = job.spec
         unit = self._locks.request(
-            store.changes(), job.id, spec.assets, spec.shared_assets, self._ctx.clock()
+            store.changes(), job.id, spec.assets, spec.shared_assets, self._ctx.clock(), start
         )
         self._asked.add(job.id)
         try:
@@ -109,7 +133,7 @@ class ClusterHandoff:
         """The job's ``waiting-for-lock`` is in the store: hand it on now if granted, else
         wait for the grant (and its lock timeout)."""
         job = rc.job
-        if job.id in self._held:
+        if job.id in self._held or job.id in self._starts:
             self.granted.append(job.id)
             self._wakeup.wake_one()
             return
@@ -131,8 +155,10 @@ class ClusterHandoff:
 
     # ---------------------------------------------------------------- the database's word
     def _report(self, event: LockEvent) -> None:
-        kind, job_id = event
-        if kind == "granted":
+        kind, job_id = event[0], event[1]
+        if len(event) == 3:
+            self._start(job_id, event[2])
+        elif kind == "granted":
             self._grant(job_id)
         elif kind == "recheck" and job_id in self._asked:
             self._ctx.store.commit_nowait(self._locks.regrant(self._ctx.store.changes(), job_id))
@@ -152,28 +178,49 @@ class ClusterHandoff:
             self._wakeup.wake_one()
         # else: its waiting-for-lock write is still landing; wait_for_lock sees _held
 
+    def _start(self, job_id: int, start: LockStart) -> None:
+        """A grant wrote the job's start: a worker runs it (:meth:`picked`)."""
+        if job_id not in self._asked or job_id in self._starts:
+            return  # it left (its withdraw puts the start back), or this node knows already
+        if self._ctx.draining:  # no worker will take it: back to a plain grant (invariant 5)
+            self._ctx.store.commit_nowait(self._locks.unstart(self._ctx.store.changes(), job_id))
+            self._grant(job_id)
+            return
+        self._starts[job_id] = start
+        if job_id in self._committed:
+            self._committed.discard(job_id)
+            self.granted.append(job_id)
+            self._wakeup.wake_one()
+        # else: its waiting-for-lock write is still landing; wait_for_lock sees _starts
+
     async def _poll(self, recheck: bool) -> None:
-        """The fallback: grants this node was not told of; after a lost connection, also a
-        recheck of every waiter (a ``recheck`` may have been lost with it)."""
+        """The fallback: grants and starts this node was not told of; after a lost
+        connection, also a recheck of every waiter (a ``recheck`` may have been lost)."""
         try:
             mine = await self._locks.mine()
+            starts = await self._locks.starts()
         except Exception as exc:  # the store says why; the next poll tries again
             log.warning("could not read this node's lock requests", error=str(exc))
             return
         store = self._ctx.store
         for job_id, held in mine.items():
-            if held:
+            if job_id in starts:
+                self._start(job_id, starts[job_id])
+            elif held:
                 self._grant(job_id)
             elif recheck and job_id in self._asked:
                 store.commit_nowait(self._locks.regrant(store.changes(), job_id))
 
     # ---------------------------------------------------------------- ways out
     def release(self, job_id: int) -> None:
-        if job_id in self._held or job_id in self._asked:
+        store = self._ctx.store
+        if job_id in self._held:
             self._held.discard(job_id)
-            self._asked.discard(job_id)
-            store = self._ctx.store
             store.commit_nowait(self._locks.release(store.changes(), job_id))
+        elif job_id in self._asked:  # it never ran here: a start not taken up goes back
+            self._asked.discard(job_id)
+            self._starts.pop(job_id, None)
+            store.commit_nowait(self._locks.withdraw(store.changes(), job_id))
 
     def release_if_involved(self, job_id: int) -> None:
         self.release(job_id)
@@ -213,6 +260,16 @@ class ClusterHandoff:
         else:
             self._asked.add(job.id)
         self._waiting(rc)
+
+    def drained(self) -> None:
+        """The node stops: the starts no worker took go back to plain grants (invariant
+        5), queued before the store's last flush."""
+        store = self._ctx.store
+        for job_id in list(self._starts):
+            del self._starts[job_id]
+            store.commit_nowait(self._locks.unstart(store.changes(), job_id))
+            self._asked.discard(job_id)
+            self._held.add(job_id)
 
     def restored(self) -> None:
         store = self._ctx.store

@@ -19,7 +19,7 @@ The parts (each owns its state; they reach each other through :mod:`.ports`):
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -32,6 +32,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from jobd.config import Config, keep_restart_only
+from jobd.core.errors import JobdError
 from jobd.core.events import JobEvent
 from jobd.core.models import Job, JobSpec
 from jobd.engine.admission import Admission
@@ -262,8 +263,9 @@ class Engine:
                 await anyio.sleep_forever()
             finally:
                 with anyio.CancelScope(shield=True):
-                    if self._workers.finishers:
-                        await asyncio.gather(*self._workers.finishers, return_exceptions=True)
+                    if self._workers.concluding:  # outcomes handed to the store: let them land
+                        with contextlib.suppress(JobdError):
+                            await ctx.store.flush()
 
     async def drain(self, grace: float) -> None:
         """Stop admitting jobs; let running steps finish for ``grace`` s, then interrupt them
@@ -282,6 +284,7 @@ class Engine:
         with anyio.move_on_after(max(5.0, ctx.config.daemon.kill_grace + 2)):
             while workers.running:
                 await workers.wait_idle()
+        self._handoff.drained()
         await ctx.store.flush()
 
     def _install_log_sink(self) -> None:

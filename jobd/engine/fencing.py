@@ -5,7 +5,7 @@ another node takes the job over while its step still runs. The daemon itself can
 be trusted with that: a daemon stopped with SIGSTOP, swapped out or stuck runs no code.
 So :func:`start` forks, before the event loop exists, a small process that the daemon
 tells (through a pipe) every process group it starts or reaps (``jobd.plugin.processes``
-reports them) and the monotonic time at which it *sent* each lease renewal that
+reports them) and the time (:func:`clock`) at which it *sent* each lease renewal that
 succeeded (the server's renewal time is later, so the watchdog's clock runs ahead of the
 lease's). When the last renewal is older than ``lease - margin``, the watchdog SIGKILLs
 every known step group and the daemon, and exits: the daemon is fenced, its service
@@ -41,6 +41,22 @@ from jobd.plugin import processes
 MIN_MARGIN = 0.5
 #: The environment variable that marks the processes of one daemon's run.
 MARK = "JOBD_FENCE"
+#: The longest the watchdog sleeps before it looks at :func:`clock` again: a host that was
+#: suspended wakes with the lease long gone, and the watchdog acts within this.
+TICK = 0.25
+#: The most looks through /proc for marked processes at one kill (each finds those forked
+#: during the one before; a SIGKILLed process forks no more).
+SCANS = 5
+
+
+def clock() -> float:
+    """The clock of the renewals and the watchdog: ``CLOCK_BOOTTIME`` where there is one
+    (Linux), which, unlike the monotonic clock, goes on while the host is suspended, as the
+    lease does on the database server; the monotonic clock elsewhere."""
+    return time.clock_gettime(_CLOCK)
+
+
+_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 
 
 def margin(lease: float) -> float:
@@ -65,7 +81,7 @@ class Watchdog:
             self.broken = True
 
     def renewed(self, sent: float) -> None:
-        """A renewal sent at ``time.monotonic() == sent`` succeeded."""
+        """A renewal sent at ``clock() == sent`` succeeded."""
         self._tell(f"renew {sent!r}\n")
 
     def group(self, event: str, pgid: int) -> None:
@@ -122,11 +138,13 @@ def _watch(fd: int, daemon: int, allowed: float, mark: bytes) -> None:
     last: float | None = None  # armed by the first renewal (the join)
     pending = b""
     while True:
-        timeout = None if last is None else max(0.0, last + allowed - time.monotonic())
-        ready, _, _ = select.select([fd], [], [], timeout)
+        left = None if last is None else last + allowed - clock()
+        ready, _, _ = select.select([fd], [], [], None if left is None else min(TICK, max(0, left)))
         if not ready:
+            if left is not None and left > TICK:
+                continue  # a tick: look at the clock again (see TICK)
             _signal(daemon, signal.SIGKILL)
-            _kill(groups, mark, f"no lease renewal for {allowed:.1f} s")
+            _kill(groups, mark, f"no lease renewal for {allowed:.1f} s", fenced=True)
             return
         data = os.read(fd, 65536)
         if not data:  # the daemon is gone
@@ -144,22 +162,23 @@ def _watch(fd: int, daemon: int, allowed: float, mark: bytes) -> None:
                 groups.discard(int(value))
 
 
-def _kill(groups: set[int], mark: bytes, why: str) -> None:
+def _kill(groups: set[int], mark: bytes, why: str, *, fenced: bool = False) -> None:
     """SIGKILL the reported groups, then every process marked with this run's token (and
-    its group); a line on stderr when there was any."""
+    its group), looking again until a look finds none it has not killed (a process forked
+    while the last look ran, bounded: SCANS); a line on stderr when there was any, and
+    always when it ``fenced`` the daemon (it killed it: the daemon says nothing more)."""
     for pgid in sorted(groups):
         if pgid > 1 and pgid != os.getpgrp():
             _signal(-pgid, signal.SIGKILL)
-    marked = _marked(mark)
-    for pid in marked:
-        with contextlib.suppress(OSError):  # gone already
-            pgid = os.getpgid(pid)
-            # A step's own group (its session); never the daemon's group, which is the
-            # watchdog's too (and its service manager's or shell's).
-            if pgid != os.getpgrp():
-                _signal(-pgid, signal.SIGKILL)
-        _signal(pid, signal.SIGKILL)
-    if groups or marked:
+    marked: set[int] = set()
+    for _ in range(SCANS):
+        found = set(_marked(mark)) - marked
+        if not found:
+            break
+        marked |= found
+        for pid in found:
+            _kill_marked(pid)
+    if groups or marked or fenced:
         print(
             f"jobd watchdog: {why}: killed {len(groups)} step process group(s) and "
             f"{len(marked)} process(es) of this daemon",
@@ -167,6 +186,16 @@ def _kill(groups: set[int], mark: bytes, why: str) -> None:
             flush=True,
         )
     groups.clear()
+
+
+def _kill_marked(pid: int) -> None:
+    with contextlib.suppress(OSError):  # gone already
+        pgid = os.getpgid(pid)
+        # A step's own group (its session); never the daemon's group, which is the
+        # watchdog's too (and its service manager's or shell's).
+        if pgid != os.getpgrp():
+            _signal(-pgid, signal.SIGKILL)
+    _signal(pid, signal.SIGKILL)
 
 
 def _marked(mark: bytes) -> list[int]:

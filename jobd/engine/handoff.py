@@ -35,6 +35,7 @@ from jobd.engine.ports import Wakeup
 from jobd.engine.transitions import Transitions
 from jobd.plan.bookings import BookingIndex
 from jobd.run.runner import RunControl
+from jobd.store.contract import LockStart
 
 S = JobState
 
@@ -97,18 +98,24 @@ class LockHandoff:
         self._committed: set[int] = set()
 
     def acquire(self, job: Job) -> bool:
-        """Take the job's assets now if they are free (or it holds them already)."""
+        """Take the job's assets now if they are free (or it holds them already). A job
+        without assets makes no request at all: it has nothing to hold or hand on, and its
+        release finds nothing."""
         spec = job.spec
+        if not spec.assets and not spec.shared_assets:
+            return True
         return self.locks.holds(job.id) or self.locks.acquire(
             job.id, spec.assets, spec.shared_assets, now=self._ctx.clock()
         )
 
-    def picked(self, job_id: int) -> None:
-        """A granted job was taken by a worker."""
+    def picked(self, job_id: int) -> LockStart | None:
+        """A granted job was taken by a worker (a grant in memory never writes a start)."""
         self._committed.discard(job_id)
+        return None
 
-    async def wait_for_lock(self, rc: RunControl) -> None:
-        """Record ``waiting-for-lock``; then the grant (if it came meanwhile) or the wait."""
+    async def wait_for_lock(self, rc: RunControl, start: LockStart | None = None) -> None:
+        """Record ``waiting-for-lock``; then the grant (if it came meanwhile) or the wait.
+        ``start`` is not needed: the grant's worker writes ``running`` (one commit)."""
         job = rc.job
         held = ", ".join((*job.spec.assets, *job.spec.shared_assets))
         await self._transitions.apply(
@@ -131,6 +138,9 @@ class LockHandoff:
 
     def restored(self) -> None:
         """Nothing to let go: only what was restored is held."""
+
+    def drained(self) -> None:
+        """Nothing to put back: locks in memory end with the process."""
 
     async def snapshot(self) -> list[dict[str, Any]]:
         return self.locks.snapshot()
@@ -173,7 +183,9 @@ class LockHandoff:
             # else: its waiting-for-lock write is still landing; wait_for_lock sees holds()
 
     def release(self, job_id: int) -> None:
-        self.dispatch(self.locks.release(job_id))
+        granted = self.locks.release(job_id)  # nothing, for a job that made no request
+        if granted:
+            self.dispatch(granted)
 
     def release_if_involved(self, job_id: int) -> None:
         """Release what the job holds or waits for, if anything."""

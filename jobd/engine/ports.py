@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from jobd.core.models import Job, JobSpec, Reservation
 from jobd.engine.runqueue import RunQueue
 from jobd.run.runner import RunControl
+from jobd.store.contract import LockStart
 
 
 class Wakeup(Protocol):
@@ -148,12 +149,18 @@ class Handoff(Grants, Relock, LockView, Protocol):
         """True if the job holds its assets now (it asked for none, or holds them already,
         or, in memory, they were free and are now its): the pick may run it."""
 
-    async def wait_for_lock(self, rc: RunControl) -> None:
+    async def wait_for_lock(self, rc: RunControl, start: LockStart | None = None) -> None:
         """Not granted at the pick: write ``waiting-for-lock`` and wait, holding no worker;
-        a grant later puts it in :attr:`granted` and wakes a worker."""
+        a grant later puts it in :attr:`granted` and wakes a worker. ``start``: how the run
+        begins (the step attempt), for a hand-off whose grant writes the start itself."""
 
-    def picked(self, job_id: int) -> None:
-        """A granted job was taken by a worker."""
+    def picked(self, job_id: int) -> LockStart | None:
+        """A granted job was taken by a worker: the start its grant wrote (its ``running``
+        and step attempt are durable: run it, write nothing), or None (write them)."""
+
+    def drained(self) -> None:
+        """The node stops (after its last run, before its last flush): let nothing stay
+        started that no worker will run."""
 
     def release_if_involved(self, job_id: int) -> None:
         """Release what the job holds or waits for, if anything."""

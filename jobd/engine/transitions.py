@@ -7,12 +7,14 @@ is its set-based twin for many jobs going the same way (a batch operation). The 
 object is claimed (its ``state`` set) before the write, so a concurrent operation sees
 the new state; it is put back if the write fails. Callers that tell the queue *before*
 the commit (see :mod:`.admission`) undo that themselves when it raises.
+:meth:`Transitions.apply_soon` is the same path with no task waiting for the COMMIT:
+what follows it runs in a callback (a job's outcome, the hottest write of all).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,15 +83,9 @@ class Transitions:
         ``unit`` carries what must land with the transition; ``steps`` were written in it
         and their events go out before the job's. ``urgent``: see ``Store.commit``.
         Raises InvalidTransition (the table, or the guard: the job changed meanwhile)."""
-        check_transition(operation, job.state, target)
-        store = self._ctx.store
-        now = self._ctx.clock()
-        u = unit if unit is not None else store.changes()
-        u.transition(job.id, job.state, target, now, cause, actor, error=error, due_at=due_at)
-        previous = job.state
-        job.state = target  # claim it now: a concurrent operation sees the new state
+        previous, now, u = self._claim(job, operation, target, unit, cause, actor, error, due_at)
         try:
-            await store.commit(u, urgent=urgent)
+            await self._ctx.store.commit(u, urgent=urgent)
         except GuardFailed:
             job.state = previous
             current = await self.current_state(job.id)
@@ -102,6 +98,74 @@ class Transitions:
         except BaseException:
             job.state = previous
             raise
+        self._told(job, previous, target, now, cause, actor, error, due_at, steps)
+
+    def apply_soon(
+        self,
+        job: Job,
+        operation: str,
+        target: JobState,
+        then: Callable[[BaseException | None], None],
+        *,
+        cause: str,
+        actor: str,
+        unit: Changes | None = None,
+        error: ErrorOverlay | None = KEEP,
+        steps: list[Step] | None = None,
+    ) -> None:
+        """:meth:`apply` with no task waiting for the commit (``Store.commit_soon``): once it
+        lands, everyone is told and ``then(None)`` is called; if it fails, the job's state is
+        put back and ``then(exc)`` is called, a failed guard as InvalidTransition naming the
+        state the job was claimed from (no read: the outcome path only logs it). Raises
+        InvalidTransition at once if the table refuses it (nothing is written then)."""
+        previous, now, u = self._claim(job, operation, target, unit, cause, actor, error, KEEP)
+
+        def landed(exc: BaseException | None) -> None:
+            if exc is None:
+                self._told(job, previous, target, now, cause, actor, error, KEEP, steps)
+            else:
+                job.state = previous
+                if isinstance(exc, GuardFailed):
+                    allowed = allowed_operations(previous)
+                    exc = InvalidTransition(operation, previous, allowed, job_id=job.id)
+            then(exc)
+
+        self._ctx.store.commit_soon(u, landed)
+
+    def _claim(
+        self,
+        job: Job,
+        operation: str,
+        target: JobState,
+        unit: Changes | None,
+        cause: str,
+        actor: str,
+        error: ErrorOverlay | None,
+        due_at: float | None,
+    ) -> tuple[JobState, float, Changes]:
+        """Check the table, add the guarded transition to the unit, and claim the job: its
+        ``state`` is the target from now on, so that a concurrent operation sees it."""
+        check_transition(operation, job.state, target)
+        now = self._ctx.clock()
+        u = unit if unit is not None else self._ctx.store.changes()
+        u.transition(job.id, job.state, target, now, cause, actor, error=error, due_at=due_at)
+        previous = job.state
+        job.state = target
+        return previous, now, u
+
+    def _told(
+        self,
+        job: Job,
+        previous: JobState,
+        target: JobState,
+        now: float,
+        cause: str,
+        actor: str,
+        error: ErrorOverlay | None,
+        due_at: float | None,
+        steps: list[Step] | None,
+    ) -> None:
+        """The transition committed: the job object takes it in, then everyone is told."""
         job.updated_at = now
         if error is not KEEP:
             job.error = error
@@ -158,6 +222,16 @@ class Transitions:
         for error in outcome.unexpected:
             raise error
         return outcome
+
+    def applied(
+        self, job: Job, operation: str, target: JobState, at: float, *, cause: str, actor: str
+    ) -> None:
+        """A transition another transaction wrote already (a cluster's lock grant writes
+        the job's ``running``: :mod:`.cluster_handoff`): checked, the job object updated,
+        and everyone told, as :meth:`apply` does after its commit."""
+        check_transition(operation, job.state, target)
+        previous, job.state, job.updated_at = job.state, target, at
+        self._fanout.emit(JobEvent(job.id, "state", at, previous, target, cause, actor), job)
 
     async def current_state(self, job_id: int) -> JobState | None:
         states = await self._ctx.store.job_states([job_id])

@@ -2,22 +2,25 @@
 
 A pick takes the job's assets (or waits for them: :mod:`.handoff`) and writes
 ``running`` together with the first step's first attempt when nothing runs
-before it. The run is :class:`~jobd.run.runner.Runner`'s; the outcome is written in
-a task of its own after the assets and the worker are free.
+before it. The run is :class:`~jobd.run.runner.Runner`'s; the outcome is written
+after the assets and the worker are free, with no task waiting for it
+(``Transitions.apply_soon``): what follows its commit runs in a callback.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 import anyio
 import structlog
 
 from jobd.config import WorkflowConfig
 from jobd.core.errors import JobdError
-from jobd.core.models import ErrorOverlay, Job, OverlayCode
+from jobd.core.models import ErrorOverlay, Job, OverlayCode, Step
 from jobd.core.states import JobState, StepState
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
@@ -28,6 +31,7 @@ from jobd.engine.transitions import Transitions
 from jobd.plan.bookings import BookingIndex
 from jobd.run.runner import RunControl, Runner, RunResult
 from jobd.store import Changes
+from jobd.store.contract import LockStart
 
 S = JobState
 log = structlog.get_logger("jobd.engine")
@@ -84,10 +88,11 @@ class Workers:
         self._idle_workers = idle
         self._bookings = bookings
         self._runner = runner
-        #: Jobs whose run is in progress (steps, window, end script).
+        #: Jobs whose run is in progress (steps, window, end script), until their outcome
+        #: has committed (or failed to).
         self.running: set[int] = set()
-        #: Outcome writes in flight (bare asyncio tasks, awaited by the engine at exit).
-        self.finishers: set[asyncio.Task[None]] = set()
+        #: Outcome writes handed to the store whose commit has not answered yet.
+        self.concluding = 0
         self._idle = asyncio.Event()
         #: The live windows that follow the steps of a booking (their own part).
         self.live = LiveWindowPart(ctx, lineup, transitions, handoff, idle, self)
@@ -137,17 +142,20 @@ class Workers:
 
     async def _pick(self, rc: RunControl, granted: bool) -> None:
         job = rc.job
-        if not granted:
-            if not self._handoff.acquire(job):
-                await self._handoff.wait_for_lock(rc)
-                return
-            operation, cause = "picked", "picked by a worker"
-        else:
-            self._handoff.picked(job.id)
-            operation, cause = "lock-granted", "lock granted"
         if not job.steps:
             job.steps = await self._ctx.store.load_steps(job.id)
         workflow = self._ctx.config.workflows.get(job.spec.workflow)
+        if not granted:
+            if not self._handoff.acquire(job):
+                await self._handoff.wait_for_lock(rc, self._start_plan(rc, workflow))
+                return
+            operation, cause = "picked", "picked by a worker"
+        else:
+            start = self._handoff.picked(job.id)
+            if start is not None:
+                await self._run_started(rc, workflow, start)
+                return
+            operation, cause = "lock-granted", "lock granted"
         unit = self._prestart(rc, workflow)
         # Urgent when its assets were handed on: every job waiting for them waits on this.
         await self._transitions.apply(
@@ -158,31 +166,62 @@ class Workers:
                 self._fanout.step_event(job, step)  # after the job's `running`, which came first
         await self._execute(rc, workflow)
 
-    def _prestart(self, rc: RunControl, workflow: WorkflowConfig | None) -> Changes:
-        """Record the first step's first attempt in the same write as the job's ``running``.
-
-        Only when nothing runs before that step (no start script still to run)."""
-        job, unit = rc.job, self._ctx.store.changes()
+    def _first_step(self, rc: RunControl, workflow: WorkflowConfig | None) -> Step | None:
+        """The step whose attempt begins with the job's ``running`` (in the same write):
+        the first not completed, when nothing runs before it (no start script still to
+        run). Sets what the run needs to know of its start (``rc.started``,
+        ``rc.defer_last``)."""
+        job = rc.job
         # Stored, not guessed from the steps: a pause in the first step leaves no attempt,
         # and a retry (a new run) keeps its completed steps' attempts.
         rc.started = rc.started or job.run_started_at is not None
         if workflow is None:
-            return unit
+            return None
         rc.defer_last = job.spec.end_at is None and workflow.end_script is None
         if not rc.started and workflow.start_script is not None:
-            return unit
-        step = next((s for s in job.steps if s.state != StepState.COMPLETED), None)
+            return None
+        return next((s for s in job.steps if s.state != StepState.COMPLETED), None)
+
+    def _start_plan(self, rc: RunControl, workflow: WorkflowConfig | None) -> LockStart | None:
+        """What a grant that writes the job's start writes (None: the workflow is gone, its
+        pick fails the job as before)."""
+        if workflow is None:
+            return None
+        step = self._first_step(rc, workflow)
+        return LockStart(None, None) if step is None else LockStart(step.idx, step.attempts + 1)
+
+    def _begin(self, rc: RunControl, step: Step, attempts: int, at: float) -> None:
+        step.attempts = attempts
+        step.state, step.started_at, step.ended_at, step.error = StepState.RUNNING, at, None, None
+        rc.prestarted = step.idx
+
+    def _prestart(self, rc: RunControl, workflow: WorkflowConfig | None) -> Changes:
+        """Record the first step's first attempt in the same write as the job's ``running``
+        (:meth:`_first_step`)."""
+        unit = self._ctx.store.changes()
+        step = self._first_step(rc, workflow)
         if step is None:
             return unit
-        step.attempts += 1
-        step.state, step.started_at, step.ended_at, step.error = (
-            StepState.RUNNING,
-            self._ctx.clock(),
-            None,
-            None,
-        )
-        rc.prestarted = step.idx
+        self._begin(rc, step, step.attempts + 1, self._ctx.clock())
         return unit.record_step(step)
+
+    async def _run_started(
+        self, rc: RunControl, workflow: WorkflowConfig | None, start: LockStart
+    ) -> None:
+        """Run a job whose grant wrote its start (a cluster's one-commit hand-off): its
+        ``running`` and step attempt are durable already; the job object and everyone are
+        told, as after the write of :meth:`_pick`."""
+        job = rc.job
+        self._first_step(rc, workflow)
+        step = next((s for s in job.steps if s.idx == start.step), None)
+        if step is not None and start.attempts is not None:
+            self._begin(rc, step, start.attempts, start.at)
+        self._transitions.applied(
+            job, "lock-granted", S.RUNNING, start.at, cause="lock granted", actor="scheduler"
+        )
+        if step is not None:
+            self._fanout.step_event(job, step)
+        await self._execute(rc, workflow)
 
     async def _execute(self, rc: RunControl, workflow: WorkflowConfig | None) -> None:
         """Run the job, then free its assets and this worker before the outcome is written.
@@ -203,13 +242,10 @@ class Workers:
         self.finish(rc, result)
 
     def finish(self, rc: RunControl, result: RunResult) -> None:
-        """Free the job's assets, then write its outcome in a task of its own."""
+        """Free the job's assets, then hand its outcome to the store: :meth:`settled` once
+        that has committed (or failed), from the store's callback, with no task per job."""
         self._handoff.release(rc.job.id)
-        # A bare asyncio task: this is the hottest spawn in jobd and anyio's start_soon costs
-        # several times more. It is shielded inside and awaited by run() on the way out.
-        task = asyncio.get_running_loop().create_task(self._record_outcome(rc, result))
-        self.finishers.add(task)
-        task.add_done_callback(self.finishers.discard)
+        self._conclude(rc, result)
 
     async def _run(self, rc: RunControl, workflow: WorkflowConfig | None) -> RunResult:
         job = rc.job
@@ -246,15 +282,6 @@ class Workers:
             )
         return with_end_script_problem(result, problem, self._ctx.clock())
 
-    async def _record_outcome(self, rc: RunControl, result: RunResult) -> None:
-        try:
-            # A bare asyncio task outside the task group: nothing cancels it, no shield needed.
-            await self._conclude(rc, result)
-        except JobdError as exc:
-            log.error("could not record a job's outcome", job_id=rc.job.id, error=str(exc))
-        finally:
-            self.settled(rc.job.id)
-
     def settled(self, job_id: int) -> None:
         self.running.discard(job_id)
         self._lineup.settle(job_id)
@@ -265,36 +292,65 @@ class Workers:
         if not self.running:
             self._idle.set()
 
-    async def _conclude(self, rc: RunControl, result: RunResult) -> None:
-        job = rc.job
-        if result.outcome is None:  # shutdown: left running, recovery resumes it
+    def _conclude(self, rc: RunControl, result: RunResult) -> None:
+        job, outcome = rc.job, result.outcome
+        if outcome is None:  # shutdown: left running, recovery resumes it
             log.info("run interrupted by shutdown", job_id=job.id)
+            self.settled(job.id)
             return
-        if result.outcome == S.PAUSED:
-            actor = rc.stop_actor or "scheduler"
-            await self._transitions.apply(job, "pause", S.PAUSED, cause=result.cause, actor=actor)
-            return
+        done = partial(self._concluded, rc, outcome)
+        self.concluding += 1
+        try:
+            if outcome == S.PAUSED:
+                actor = rc.stop_actor or "scheduler"
+                self._transitions.apply_soon(
+                    job, "pause", S.PAUSED, done, cause=result.cause, actor=actor
+                )
+            else:
+                self._finished_soon(rc, outcome, result, done)
+        except Exception as exc:  # refused by the table (nothing was written), or a bug
+            done(exc)
+
+    def _finished_soon(
+        self,
+        rc: RunControl,
+        outcome: JobState,
+        result: RunResult,
+        done: Callable[[BaseException | None], None],
+    ) -> None:
+        job = rc.job
         error = result.error
-        if error is None and result.outcome != S.COMPLETED:
+        if error is None and outcome != S.COMPLETED:
             error = job.error  # keep an overlay whose cause is not gone
         unit = self._ctx.store.changes()
         if job.spec.resources or job.spec.pools:
             unit.release(job.id)
         for step in rc.deferred:
             unit.record_step(step)
-        await self._transitions.apply(
+        self._transitions.apply_soon(
             job,
             "finished",
-            result.outcome,
+            outcome,
+            done,
             cause=result.cause,
             # A run ended by a cancel is recorded as the act of whoever canceled it.
-            actor=(rc.stop_actor if result.outcome == S.CANCELED else None) or "scheduler",
+            actor=(rc.stop_actor if outcome == S.CANCELED else None) or "scheduler",
             error=error,
             unit=unit,
             steps=rc.deferred,
         )
-        rc.deferred.clear()
-        self._bookings.remove_job(job.id)
+
+    def _concluded(self, rc: RunControl, outcome: JobState, exc: BaseException | None) -> None:
+        """The outcome's commit answered (``exc`` None: it landed)."""
+        job = rc.job
+        self.concluding -= 1
+        if exc is None:
+            if outcome != S.PAUSED:
+                rc.deferred.clear()
+                self._bookings.remove_job(job.id)
+        else:
+            log.error("could not record a job's outcome", job_id=job.id, error=str(exc))
+        self.settled(job.id)
 
 
 def with_end_script_problem(result: RunResult, problem: str | None, now: float) -> RunResult:

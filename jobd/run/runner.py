@@ -15,19 +15,19 @@ import json
 import math
 import random
 from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import anyio
 import structlog
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from jobd.config import Config, WorkflowConfig
 from jobd.core.models import ErrorOverlay, Job, OverlayCode, Step
 from jobd.core.states import JobState, StepState
+from jobd.logging import RUNNING_STEP
 from jobd.plugin.action import Action, ActionContext
+from jobd.run.deadlines import Deadline, Deadlines
 
 log = structlog.get_logger("jobd.runner")
 
@@ -54,10 +54,20 @@ class RunControl:
     deferred: list[Step] = field(default_factory=list)
     #: Nothing follows the last step (no window, no end script): its write may be deferred.
     defer_last: bool = False
+    #: The deadline that fired (:mod:`.deadlines`): the job's (``what`` None), which stays,
+    #: or a step's (``what`` the step), until the run has recorded that attempt.
+    expired: Deadline | None = None
 
     def stop(self, reason: str, actor: str | None = None) -> None:
         if self.stop_reason is None:
             self.stop_reason, self.stop_actor = reason, actor
+        if self.scope is not None:
+            self.scope.cancel()
+
+    def expire(self, deadline: Deadline) -> None:
+        """A timeout of the run (its job's or its step's) expired: cancel what runs."""
+        if self.expired is None or deadline.what is None:  # the job's timeout prevails
+            self.expired = deadline
         if self.scope is not None:
             self.scope.cancel()
 
@@ -115,30 +125,67 @@ class StepFailed(Exception):
 class Runner:
     def __init__(self, host: RunHost) -> None:
         self.host = host
+        #: The job's and every step's timeout, on one timer of the loop (:mod:`.deadlines`).
+        self.deadlines = Deadlines()
 
     async def run(self, rc: RunControl, workflow: WorkflowConfig) -> RunResult:
+        """Run the job's start script and steps to a :class:`RunResult`.
+
+        Its timeout and each step attempt's are deadlines of :attr:`deadlines`; the one that
+        fires cancels the run's scope (:meth:`RunControl.expire`): the job's ends the run
+        ``timed-out``; a step's ends that attempt (recorded as a timed-out attempt), and the
+        run goes on in a new scope, with the step's retry after its backoff or its failure."""
+        limit = rc.job.spec.timeout
+        rc.expired = None
+        job_deadline = self.deadlines.arm(limit, rc) if limit else None
+        retry: Step | None = None
+        try:
+            while True:
+                result = await self._run_scoped(rc, workflow, retry)
+                if isinstance(result, RunResult):
+                    return result
+                retry = result
+        finally:
+            if job_deadline is not None:
+                self.deadlines.disarm(job_deadline)
+
+    async def _run_scoped(
+        self, rc: RunControl, workflow: WorkflowConfig, retry: Step | None
+    ) -> RunResult | Step:
+        """The run in a new cancel scope (first ``retry``'s backoff, if given) until it ends,
+        or until a step's attempt timed out with attempts left: then that step, to retry."""
+        rc.scope = scope = anyio.CancelScope()
+        if rc.stop_reason is not None or rc.expired is not None:  # stopped meanwhile
+            scope.cancel()
+        with scope:
+            if retry is not None:
+                await anyio.sleep(backoff(retry.retry_backoff, retry.attempts))
+            return await self._run_body(rc, workflow)
+        expired = rc.expired
+        if rc.stop_reason is not None or expired is None:
+            return self._stopped(rc)
+        if not isinstance(expired.what, Step):
+            return self._timed_out(rc)
+        rc.expired = None  # that attempt is recorded (_record_stopped_step)
+        step = expired.what
+        if step.state == StepState.SOFT_FAILED:
+            return step
+        return _step_failure(step, step.state == StepState.TIMED_OUT, self.host.now())
+
+    def _timed_out(self, rc: RunControl) -> RunResult:
         job = rc.job
-        rc.scope = anyio.CancelScope()
-        if rc.stop_reason is not None:  # stopped between its `running` write and now
-            rc.scope.cancel()
-        with rc.scope:
-            try:
-                with _deadline(job.spec.timeout):
-                    return await self._run_body(rc, workflow)
-            except TimeoutError:
-                # The step it stopped (if one was running) was marked timed-out on the way.
-                cut = next((s for s in job.steps if s.state == StepState.TIMED_OUT), None)
-                where = f" in step {cut.name}" if cut is not None else ""
-                return RunResult(
-                    JobState.TIMED_OUT,
-                    f"job timeout of {job.spec.timeout:g} s",
-                    ErrorOverlay(
-                        OverlayCode.TIMEOUT,
-                        f"the job exceeded its timeout of {job.spec.timeout:g} s{where}",
-                        self.host.now(),
-                    ),
-                )
-        return self._stopped(rc)
+        # The step it stopped (if one was running) was marked timed-out on the way.
+        cut = next((s for s in job.steps if s.state == StepState.TIMED_OUT), None)
+        where = f" in step {cut.name}" if cut is not None else ""
+        return RunResult(
+            JobState.TIMED_OUT,
+            f"job timeout of {job.spec.timeout:g} s",
+            ErrorOverlay(
+                OverlayCode.TIMEOUT,
+                f"the job exceeded its timeout of {job.spec.timeout:g} s{where}",
+                self.host.now(),
+            ),
+        )
 
     def _stopped(self, rc: RunControl) -> RunResult:
         if rc.stop_reason == PAUSE:
@@ -181,7 +228,7 @@ class Runner:
                 step.state = StepState.RUNNING
                 step.started_at, step.ended_at, step.error = self.host.now(), None, None
                 await self.host.save_step(rc.job, step)
-            tokens = bind_contextvars(job_id=rc.job.id, step=step.name)
+            token = RUNNING_STEP.set((rc.job.id, step.name))  # its lines go to the job's log
             try:
                 outputs = await self._attempt(rc, step)
             except anyio.get_cancelled_exc_class():
@@ -189,12 +236,12 @@ class Runner:
                     await self._record_stopped_step(rc, step)
                 raise
             except StepFailed as exc:
-                retry = await self._record_failed_attempt(rc, step, exc)
-                if retry:
+                if await self._record_failed_attempt(rc, step, exc):
+                    await anyio.sleep(backoff(step.retry_backoff, step.attempts))
                     continue
                 return _step_failure(step, exc.timed_out, self.host.now())
             finally:
-                reset_contextvars(**tokens)
+                RUNNING_STEP.reset(token)
             step.state, step.outputs, step.ended_at = StepState.COMPLETED, outputs, self.host.now()
             if rc.defer_last and step is rc.job.steps[-1]:
                 # Written in the same transaction as the job's outcome: one commit fewer.
@@ -209,24 +256,30 @@ class Runner:
             raise StepFailed(f"unknown action {step.action!r} (no loaded plugin offers it)")
         ctx = self._context(rc, step)
         timeout = step.timeout
-        # A bare CancelScope with a deadline: fail_after's context-manager wrapper costs more
-        # on the hottest path of jobd, and cancelled_caught tells a timeout apart.
-        scope = anyio.CancelScope(deadline=anyio.current_time() + timeout if timeout else math.inf)
+        # A deadline on the runner's one timer, no cancel scope of the step's own: see run().
+        deadline = self.deadlines.arm(timeout, rc, step) if timeout else None
         result: Any = None
         try:
-            with scope:
+            try:
                 if step.isolation == "process":
                     result = await self.host.run_isolated(step, dict(step.params), ctx)
                 else:
                     result = await action.run(ctx, **step.params)
-        except anyio.get_cancelled_exc_class():
-            raise
-        except StepFailed:
-            raise
-        except Exception as exc:  # a plugin's bug fails its attempt, never the daemon
-            raise StepFailed(f"{type(exc).__name__}: {exc}") from exc
-        if scope.cancelled_caught:
-            raise StepFailed(f"timed out after {timeout:g} s", timed_out=True)
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception as exc:  # a plugin's bug fails its attempt, never the daemon
+                if deadline is None or not deadline.fired:
+                    if isinstance(exc, StepFailed):
+                        raise
+                    raise StepFailed(f"{type(exc).__name__}: {exc}") from exc
+            if deadline is not None and deadline.fired:
+                # It caught its cancellation and returned (or raised): timed out all the same.
+                # The run's scope is cancelled: this raises into _run_step's handler.
+                await anyio.lowlevel.checkpoint()
+                raise StepFailed(f"timed out after {timeout:g} s", timed_out=True)
+        finally:
+            if deadline is not None:
+                self.deadlines.disarm(deadline)
         return _check_outputs(step, result)
 
     def _context(self, rc: RunControl, step: Step) -> ActionContext:
@@ -259,7 +312,8 @@ class Runner:
         )
 
     async def _record_failed_attempt(self, rc: RunControl, step: Step, exc: StepFailed) -> bool:
-        """Record a failed attempt; True if another attempt follows (after its backoff)."""
+        """Record a failed attempt; True if another attempt follows (the caller waits for
+        its backoff)."""
         step.error, step.ended_at = str(exc), self.host.now()
         if step.attempts <= step.retries:
             step.state = StepState.SOFT_FAILED
@@ -271,7 +325,6 @@ class Runner:
                 attempt=step.attempts,
                 error=str(exc),
             )
-            await anyio.sleep(backoff(step.retry_backoff, step.attempts))
             return True
         step.state = StepState.TIMED_OUT if exc.timed_out else StepState.FAILED
         await self.host.save_step(rc.job, step)
@@ -292,6 +345,10 @@ class Runner:
             # count. The job stays `running` in the store and recovery resumes it here.
             step.attempts -= 1
             step.state, step.error = StepState.QUEUED, "interrupted by daemon shutdown"
+        elif rc.expired is not None and rc.expired.what is step:  # the step's own timeout
+            timeout = f"timed out after {step.timeout:g} s"
+            await self._record_failed_attempt(rc, step, StepFailed(timeout, timed_out=True))
+            return
         else:  # the job's own timeout
             step.state, step.error = StepState.TIMED_OUT, "the job's timeout expired"
         step.ended_at = self.host.now()
@@ -333,10 +390,6 @@ def backoff(base: float, attempt: int) -> float:
     """Exponential backoff with full jitter in [50 %, 100 %] of ``base * 2**(attempt-1)``."""
     delay = base * math.pow(2, max(0, attempt - 1))
     return min(delay, 3600.0) * random.uniform(0.5, 1.0)
-
-
-def _deadline(seconds: float | None) -> AbstractContextManager[Any]:
-    return anyio.fail_after(seconds) if seconds else nullcontext()
 
 
 def _check_outputs(step: Step, result: object) -> dict[str, Any] | None:

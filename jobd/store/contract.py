@@ -43,11 +43,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from anyio import TASK_STATUS_IGNORED
-from anyio.abc import TaskStatus
-
 from jobd.core.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
 from jobd.core.states import JobState
+
+# The asset locks' contract is a module of its own; named here too, where it was first.
+from jobd.store.assetlocks import AssetLocks as AssetLocks
+from jobd.store.assetlocks import LockEvent as LockEvent
+from jobd.store.assetlocks import LockStart as LockStart
 from jobd.store.reads import DuePlan, JobFilter
 from jobd.store.shared import SharedDatabase
 
@@ -266,6 +268,13 @@ class Store(SharedDatabase, ABC):
         Cancelling the caller does not withdraw a unit already handed on."""
 
     @abstractmethod
+    def commit_soon(self, changes: Changes, done: Callable[[BaseException | None], None]) -> None:
+        """:meth:`commit` with no task waiting in it (a job's outcome, the engine's hottest
+        write): ``done(None)`` once committed, ``done(exc)`` with what :meth:`commit` would
+        raise; called once, on the event loop, never before this returns; ordered with the
+        other units as :meth:`commit`'s are. ``done`` must not raise (it is logged)."""
+
+    @abstractmethod
     def commit_nowait(self, changes: Changes) -> None:
         """Queue ``changes`` for the next commit and return at once, without an answer
         (log lines, progress, history-only notes). Dropped silently when the store is
@@ -421,80 +430,3 @@ class Store(SharedDatabase, ABC):
         """The asset locks this database keeps for the nodes of a cluster, as node ``node``
         uses them; ``None`` (the default: SQLite) when the engine keeps them in memory."""
         return None
-
-
-#: What :meth:`AssetLocks.listen` reports: ``("granted", job)``, ``("recheck", job)``,
-#: ``("poll", 0)`` or ``("resync", 0)``.
-LockEvent = tuple[str, int]
-
-
-class AssetLocks(ABC):
-    """Per-asset locks kept in the database for the nodes of a cluster (SPEC §3.4, §10).
-
-    The rules are those of the in-memory ``LockManager``: a job's request names exclusive
-    and shared assets and is granted all of them at once or none; waiters are served
-    strictly FIFO per asset, in one arrival order across every node. The grant runs in the
-    very transaction that adds a waiter or drops a request, and the node of every job it
-    grants is told (``granted``), whichever node it is; only that node acts on it.
-
-    Requests and releases are intents added to a unit of work (they land with the unit's
-    transition, or not at all). One request per job; asking again keeps its place."""
-
-    node: str
-
-    @abstractmethod
-    def request(
-        self,
-        unit: Changes,
-        job_id: int,
-        exclusive: Sequence[str],
-        shared: Sequence[str],
-        since: float,
-    ) -> Changes:
-        """Enqueue this node's request for the job's assets (an asset in both is exclusive);
-        granted in the same transaction when it may be. Asked again by this node, the
-        request keeps its place (and ``granted`` is told again if it holds them)."""
-
-    @abstractmethod
-    def release(self, unit: Changes, job_id: int) -> Changes:
-        """Drop this node's request for the job, held or waiting (none is fine), and grant
-        the waiters that this frees."""
-
-    @abstractmethod
-    def regrant(self, unit: Changes, job_id: int) -> Changes:
-        """Grant the job's waiting request if it may be granted now (after ``recheck``)."""
-
-    @abstractmethod
-    async def release_node_locks(self, node: str) -> list[int]:
-        """Takeover: every request of ``node`` goes, in one transaction: a held one is
-        dropped (its run was interrupted) and the waiters this frees are granted, their
-        nodes told; a waiting one whose job a takeover gave to another node becomes that
-        node's, in the same place (else it is dropped too). The jobs of those requests, in
-        request order. Only once ``node`` is fenced (its lease ran out)."""
-
-    @abstractmethod
-    async def mine(self) -> dict[int, bool]:
-        """This node's requests in arrival order: ``{job_id: held}``."""
-
-    @abstractmethod
-    async def snapshot(self) -> list[dict[str, Any]]:
-        """Every asset with holders or waiters, by name, across the cluster: ``{"asset",
-        "holders": [{"job_id", "mode", "node", "since"}], "waiters": [{"job_id", "mode",
-        "node", "since"}]}``, waiters in FIFO order (holders' ``since``: when granted)."""
-
-    @abstractmethod
-    async def listen(
-        self,
-        report: Callable[[LockEvent], None],
-        poll: float,
-        *,
-        task_status: TaskStatus[None] = TASK_STATUS_IGNORED,
-    ) -> None:
-        """Until cancelled: call ``report`` with each event for this node, as the database
-        sends it (LISTEN/NOTIFY): ``granted`` (the job holds its assets now) or ``recheck``
-        (commit :meth:`regrant` for it). Also ``("poll", 0)`` every ``poll`` s, and
-        ``("resync", 0)`` once listening (again, after a lost connection): the caller then
-        checks :meth:`mine` (the fallback; after a resync it also regrants its waiters).
-        ``task_status.started()`` once it first listens (``TaskGroup.start``); raises
-        :class:`~jobd.core.errors.StoreError` if it cannot listen at all at first (later, a
-        lost connection is opened again)."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 
 import jobd
 
@@ -64,6 +66,31 @@ async def spawn(ctx: jobd.ActionContext, pidfile: str, **params: Any) -> None:
     await ctx.run_process(["sh", "-c", script])
 
 
+async def slow_once(ctx: jobd.ActionContext, **params: Any) -> dict[str, Any]:
+    """Hangs on its first attempt (until its timeout stops it), returns on the next."""
+    if ctx.attempt == 1:
+        await anyio.sleep(10**6)
+    return {"attempt": ctx.attempt}
+
+
+async def stubborn(ctx: jobd.ActionContext, marker: str = "", **params: Any) -> dict[str, Any]:
+    """Catches its cancellation and returns as if it had finished (a badly written plugin)."""
+    try:
+        await anyio.sleep(10**6)
+    except anyio.get_cancelled_exc_class():
+        if marker:
+            Path(marker).write_text("cancelled")
+    return {"finished": True}
+
+
+async def say(ctx: jobd.ActionContext, word: str = "hello", **params: Any) -> None:
+    """Logs through a plain structlog logger, a stdlib one, and one in a worker thread:
+    none of them names the job; the runner's context does."""
+    structlog.get_logger("tests.say").info("said", word=word)
+    logging.getLogger("tests.say").warning("stdlib said %s", word)
+    await anyio.to_thread.run_sync(lambda: structlog.get_logger("tests.say").info("threaded"))
+
+
 @jobd.hookimpl
 def jobd_actions() -> list[jobd.Action]:
     return [
@@ -73,4 +100,7 @@ def jobd_actions() -> list[jobd.Action]:
         jobd.Action("t-flaky", flaky),
         jobd.Action("t-hang", hang),
         jobd.Action("t-spawn", spawn),
+        jobd.Action("t-slow-once", slow_once),
+        jobd.Action("t-stubborn", stubborn),
+        jobd.Action("t-say", say),
     ]

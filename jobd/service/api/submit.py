@@ -22,6 +22,7 @@ from jobd.service.authz import caller_of, require
 if TYPE_CHECKING:
     from starlette.responses import Response
 
+    from jobd.core.models import JobSpec
     from jobd.engine import Engine
 
 
@@ -29,6 +30,17 @@ async def submit_one(engine: Engine, body: SubmitBody, actor: str) -> Answer:
     """``POST /v1/jobs``, for the FastAPI route and the hot path alike."""
     job = await engine.submit(spec_from(body), actor=actor)
     return 201, job_json(job), {"location": f"/v1/jobs/{job.id}"}
+
+
+def specs_of(body: BatchJobsBody) -> list[JobSpec]:
+    """A batch's specs, in order; a job that does not convert names its index."""
+    specs = []
+    for index, item in enumerate(body.jobs):
+        try:
+            specs.append(spec_from(item))
+        except JobdError as exc:
+            raise exc.in_batch(index) from None
+    return specs
 
 
 async def submit_batch_body(
@@ -41,13 +53,7 @@ async def submit_batch_body(
         message = f"body.jobs: {len(jobs)} jobs in one batch; at most {MAX_BATCH}"
         return 413, error_body("too-large", message, {"limit": MAX_BATCH, "count": len(jobs)}), {}
     body = validate_body(data, BatchJobsBody)
-    specs = []
-    for index, item in enumerate(body.jobs):
-        try:
-            specs.append(spec_from(item))
-        except JobdError as exc:
-            raise exc.in_batch(index) from None
-    jobs_out = await engine.submit_many(specs, actor=actor)
+    jobs_out = await engine.submit_many(specs_of(body), actor=actor)
     return 201, {"items": [job_json(job) for job in jobs_out]}, {}
 
 

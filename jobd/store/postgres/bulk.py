@@ -17,13 +17,19 @@ A batch qualifies when every unit is either
   and no step recorded twice;
 
 and empty units (``Store.flush``) are left out (they have no statements to fail).
+
+A batch with asset-lock statements goes through ``jobd_apply_locked`` (their assets'
+advisory locks first), or, when :func:`split` finds units that may go ahead of its lock
+statements, through ``jobd_apply_split``: those grouped as above, then the rest in order.
+:func:`plan` picks the statement for a batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from jobd.store.postgres import queries as q
 from jobd.store.postgres.units import PgUnit
 
 #: The argument (index in the statement list) that names the job, per statement.
@@ -98,3 +104,63 @@ def _change_unit(i: int, stmts: list[list[Any]], changed: set[int], out: dict[st
             out["t"].append([i, s])
     changed.add(job)
     return True
+
+
+#: The lock statements after which a job's later units must wait (they put a start back).
+_PUT_BACK = ("lock_withdraw", "lock_unstart")
+
+
+def split(units: Sequence[PgUnit]) -> tuple[list[int], list[int]] | None:
+    """For a batch with lock statements: the units that may be applied ahead of it, in
+    ``jobd_apply_bulk``'s way (their indexes), and the others, applied after in batch order;
+    None when none may go ahead (or they cannot be grouped).
+
+    A unit without lock statements goes ahead unless it is about a job whose start an
+    earlier lock statement of the batch puts back (its transition expects the job
+    ``waiting-for-lock`` again). What goes ahead never needs a lock statement before it: a
+    job's lock statements need its earlier units only (its insert: ahead is before), a
+    release does not order its job's outcome, and a grant starts only a job that waits
+    (whose node writes nothing else for it but lock statements until the start is its)."""
+    ahead: list[int] = []
+    after: list[int] = []
+    put_back: set[Any] = set()
+    for i, unit in enumerate(units):
+        stmts = unit.statements
+        if unit.locking is not None:
+            after.append(i)
+            put_back.update(s[1] for s in stmts if s[0] in _PUT_BACK)
+        elif put_back and any(_job_of(s) in put_back for s in stmts):
+            after.append(i)
+        else:
+            ahead.append(i)
+    if not any(units[i].statements for i in ahead) or group([units[i] for i in ahead]) is None:
+        return None
+    return ahead, after
+
+
+def _job_of(statement: list[Any]) -> Any:
+    pos = _CHANGE_OPS.get(statement[0]) or _INSERT_OPS.get(statement[0])
+    return None if pos is None else statement[pos]
+
+
+def plan(units: Sequence[PgUnit], encode: Callable[[Any], str]) -> tuple[str, list[Any], list[int]]:
+    """The statement that applies ``units``, its parameters (the batch ``encode``d), and the
+    order of the units its answer's indexes count in (``jobd_apply*`` answer with the
+    indexes of the units whose guard matched no row)."""
+    order = list(range(len(units)))
+    locking = [unit.locking for unit in units if unit.locking is not None]
+    if not locking:
+        grouped = group(units)
+        if grouped is None:
+            return q.APPLY, [encode([unit.statements for unit in units])], order
+        return q.APPLY_BULK, [encode(grouped)], order
+    assets = sorted({a for lk in locking for a in lk[0]})
+    jobs = sorted({j for lk in locking for j in lk[1]})
+    nodes = sorted({n for lk in locking for n in lk[2]})
+    parts = split(units)
+    if parts is None:
+        return q.APPLY_LOCKED, [encode([u.statements for u in units]), assets, jobs, nodes], order
+    ahead, after = parts
+    grouped = group([units[i] for i in ahead])
+    later = encode([units[i].statements for i in after])
+    return q.APPLY_SPLIT, [encode(grouped), len(ahead), later, assets, jobs, nodes], ahead + after

@@ -21,7 +21,7 @@ from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
 from jobd.core.errors import StoreError
-from jobd.store.contract import AssetLocks, Changes, LockEvent
+from jobd.store.contract import AssetLocks, Changes, LockEvent, LockStart
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.units import PgUnit
 
@@ -48,11 +48,18 @@ class PgAssetLocks(AssetLocks):
         exclusive: Sequence[str],
         shared: Sequence[str],
         since: float,
+        start: LockStart | None = None,
     ) -> Changes:
-        return cast(PgUnit, unit).lock_request(job_id, self.node, exclusive, shared, since)
+        return cast(PgUnit, unit).lock_request(job_id, self.node, exclusive, shared, since, start)
 
     def release(self, unit: Changes, job_id: int) -> Changes:
         return cast(PgUnit, unit).lock_release(job_id, self.node)
+
+    def withdraw(self, unit: Changes, job_id: int) -> Changes:
+        return cast(PgUnit, unit).lock_release(job_id, self.node, "lock_withdraw")
+
+    def unstart(self, unit: Changes, job_id: int) -> Changes:
+        return cast(PgUnit, unit).lock_release(job_id, self.node, "lock_unstart")
 
     def regrant(self, unit: Changes, job_id: int) -> Changes:
         return cast(PgUnit, unit).lock_regrant(job_id)
@@ -63,6 +70,10 @@ class PgAssetLocks(AssetLocks):
 
     async def mine(self) -> dict[int, bool]:
         return {r[0]: bool(r[1]) for r in await self._fetch(q.NODE_LOCKS, (self.node,))}
+
+    async def starts(self) -> dict[int, LockStart]:
+        rows = await self._fetch(q.NODE_STARTS, (self.node,))
+        return {job: LockStart(step, attempts, at) for job, at, step, attempts in rows}
 
     async def snapshot(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -124,11 +135,19 @@ class PgAssetLocks(AssetLocks):
 
 
 def parse(payload: str, node: str) -> LockEvent | None:
-    """``granted <job> <node>`` or ``recheck <job> <node>`` as an event, when for ``node``."""
-    kind, job, target = [*payload.split(" ", 2), "", ""][:3]
-    if target != node or kind not in ("granted", "recheck"):
+    """``granted <job> <node>``, ``recheck <job> <node>`` or ``started <job> <node> <at>
+    <step> <attempts>`` (``-`` for no step) as an event, when for ``node``."""
+    kind, job, target, *more = [*payload.split(" "), "", ""]
+    if target != node or kind not in ("granted", "recheck", "started"):
         return None
     try:
-        return kind, int(job)
+        if kind != "started":
+            return kind, int(job)
+        at, step, attempts = more[:3]
+        return kind, int(job), LockStart(_int(step), _int(attempts), float(at))
     except ValueError:
         raise StoreError(f"unreadable lock notification {payload!r}") from None
+
+
+def _int(text: str) -> int | None:
+    return None if text == "-" else int(text)

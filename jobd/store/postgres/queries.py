@@ -29,6 +29,31 @@ SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(7316021)"
 #: two daemons with the same ``[daemon] node`` would take each other's jobs for their own.
 #: The server frees it when the session ends, also when the daemon is killed.
 NODE_LOCK = "SELECT pg_try_advisory_lock(7316022, hashtext(%s))"
+#: Ends the sessions of node %s's earlier run that the server still holds although that
+#: run is over: the node's lease ran out (or it was taken over, or it left) and the session
+#: dates from before its last renewal; a session of the run is one named after the node
+#: (``application_name`` %s, :func:`.opening.named`) or one holding its name (NODE_LOCK).
+#: Such sessions outlive their daemon when its host lost the network (the server hears of
+#: the death only by TCP keepalive, hours later), and the one holding the name would refuse
+#: every restart of the node until then. A session of a run with a valid lease, or newer
+#: than its last renewal (another daemon starting under the name), is left alone. The
+#: number of sessions ended; fails where there is nothing it may do (no ``nodes`` yet, or
+#: a role that may not end them).
+NODE_EVICT = """
+SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid))
+  FROM nodes n
+  JOIN pg_stat_activity a
+    ON a.datname = current_database() AND a.pid <> pg_backend_pid()
+   AND extract(epoch FROM a.backend_start) <= n.renewed_at
+ WHERE n.name = %s AND NOT (n.state = 'up' AND n.renewed_at + n.lease_s > jobd_now())
+   AND (a.application_name = %s
+        OR EXISTS (SELECT FROM pg_locks l
+                    WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
+                      AND l.classid = 7316022 AND l.objsubid = 2
+                      AND l.objid = (hashtext(n.name)::bigint & 4294967295)::oid
+                      AND l.database = (SELECT oid FROM pg_database
+                                         WHERE datname = current_database())))
+"""
 ANALYZE = "ANALYZE"
 #: The idle writer's check that its connection still works.
 PROBE = "SELECT 1"
@@ -46,6 +71,11 @@ APPLY_BULK = "SELECT jobd_apply_bulk(%s::jsonb)"
 #: A batch with asset-lock statements: their assets' advisory locks first, in key order
 #: (``sql/migrate-6.sql``), then ``jobd_apply``; the assets, jobs and nodes they touch.
 APPLY_LOCKED = "SELECT jobd_apply_locked(%s::jsonb, %s::text[], %s::bigint[], %s::text[])"
+#: The same in two parts (``sql/migrate-13.sql``, :func:`.bulk.split`): the units that may go
+#: ahead, grouped, and how many; then the others in order; the same assets, jobs and nodes.
+APPLY_SPLIT = (
+    "SELECT jobd_apply_split(%s::jsonb, %s, %s::jsonb, %s::text[], %s::bigint[], %s::text[])"
+)
 
 # ------------------------------------------------------------------ asset locks
 LOCK_CHANNEL = "jobd_locks"
@@ -55,6 +85,10 @@ LOCK_ROWS = (
     " FROM lock_assets la JOIN lock_requests r USING (job_id) ORDER BY la.asset, la.seq"
 )
 NODE_LOCKS = "SELECT job_id, granted_at IS NOT NULL FROM lock_requests WHERE node = %s ORDER BY seq"
+NODE_STARTS = (
+    "SELECT job_id, started_at, start_step, start_attempts FROM lock_requests"
+    " WHERE node = %s AND started_at IS NOT NULL ORDER BY seq"
+)
 RELEASE_NODE_LOCKS = "SELECT jobd_locks_release_node(%s)"
 
 
@@ -137,6 +171,51 @@ FILTER_JOB_COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
 FILTER_NAME = "coalesce(j.name, j.workflow || '-' || j.id)"
 FILTER_TIME = "coalesce(j.start_at, j.created_at)"
 FILTER_KEY = "EXISTS (SELECT FROM job_keys k WHERE k.kind = %s AND k.key = %s AND k.job_id = j.id)"
+#: ``jobs_by_hour``'s bucket of a job (``sql/migrate-12.sql`` writes the same expression:
+#: the planner uses the index only for this text), as :func:`.hours.hour_of` computes it.
+HOUR = "floor(coalesce(j.start_at, j.created_at) / 3600)::bigint"
+#: Each hour holding jobs in ``low``..``high``, newest hour first (one index probe each: the
+#: recursive step jumps to the next hour in ``jobs_by_hour``), with the hour's first id
+#: below ``cursor`` (one more probe; NULL when none). Each probe orders by the index's
+#: columns, so that no other index can serve it (:func:`.hours.keyed` says why).
+HOURS_NEWEST_FIRST = (
+    f"WITH RECURSIVE hrs(h) AS (SELECT (SELECT {HOUR} FROM jobs j WHERE {HOUR} <= %(high)s"
+    f" AND {HOUR} >= %(low)s ORDER BY {HOUR} DESC LIMIT 1) UNION ALL SELECT (SELECT {HOUR}"
+    f" FROM jobs j WHERE {HOUR} < hrs.h AND {HOUR} >= %(low)s ORDER BY {HOUR} DESC LIMIT 1)"
+    " FROM hrs WHERE hrs.h IS NOT NULL)"
+    f" SELECT h, (SELECT j.id FROM jobs j WHERE ({HOUR}, j.id) < (hrs.h, %(cursor)s)"
+    f" AND {HOUR} >= hrs.h ORDER BY {HOUR} DESC, j.id DESC LIMIT 1) FROM hrs"
+    " WHERE h IS NOT NULL LIMIT %(most)s"
+)
+#: Each hour of ``low``..``high`` (an open end: the first or last hour holding jobs), newest
+#: first, ``span`` + 1 hours at most, with the hour's first id below ``cursor`` (NULL for an
+#: hour without one), and the range's width in hours first: one probe an hour, against
+#: two for the step from hour to hour of HOURS_NEWEST_FIRST, for a range whose hours are
+#: most of them populated (a busy installation's are).
+_SPAN = (
+    f"WITH b AS (SELECT coalesce(%(low)s::bigint, (SELECT {HOUR} FROM jobs j ORDER BY {HOUR}"
+    f" ASC LIMIT 1)) AS lo, coalesce(%(high)s::bigint, (SELECT {HOUR} FROM jobs j ORDER BY"
+    f" {HOUR} DESC LIMIT 1)) AS hi) SELECT b.hi - b.lo, s.h, (SELECT j.id FROM jobs j WHERE"
+)
+HOURS_SPAN_NEWEST_FIRST = (
+    f"{_SPAN} ({HOUR}, j.id) < (s.h, %(cursor)s) AND {HOUR} >= s.h ORDER BY {HOUR} DESC,"
+    " j.id DESC LIMIT 1) FROM b, generate_series(b.hi, greatest(b.lo, b.hi - %(span)s), -1)"
+    " AS s(h)"
+)
+HOURS_SPAN_OLDEST_FIRST = (
+    f"{_SPAN} ({HOUR}, j.id) > (s.h, %(cursor)s) AND {HOUR} <= s.h ORDER BY {HOUR} ASC,"
+    " j.id ASC LIMIT 1) FROM b, generate_series(b.lo, least(b.hi, b.lo + %(span)s)) AS s(h)"
+)
+#: The same, oldest hour first, with each hour's first id above ``cursor``.
+HOURS_OLDEST_FIRST = (
+    f"WITH RECURSIVE hrs(h) AS (SELECT (SELECT {HOUR} FROM jobs j WHERE {HOUR} >= %(low)s"
+    f" AND {HOUR} <= %(high)s ORDER BY {HOUR} ASC LIMIT 1) UNION ALL SELECT (SELECT {HOUR}"
+    f" FROM jobs j WHERE {HOUR} > hrs.h AND {HOUR} <= %(high)s ORDER BY {HOUR} ASC LIMIT 1)"
+    " FROM hrs WHERE hrs.h IS NOT NULL)"
+    f" SELECT h, (SELECT j.id FROM jobs j WHERE ({HOUR}, j.id) > (hrs.h, %(cursor)s)"
+    f" AND {HOUR} <= hrs.h ORDER BY {HOUR} ASC, j.id ASC LIMIT 1) FROM hrs"
+    " WHERE h IS NOT NULL LIMIT %(most)s"
+)
 
 # ------------------------------------------------------------------ nodes (sql/migrate-4.sql)
 #: The writer's session is node ``%s``: claims and the ``jobd_due`` payloads name it.

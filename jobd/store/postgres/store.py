@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 
 import anyio
@@ -33,20 +34,21 @@ from jobd.core.states import JobState
 from jobd.store.cluster import Fenced, Membership
 from jobd.store.contract import AssetLocks, Changes, GuardFailed, ReservationRow, Store
 from jobd.store.postgres import queries as q
-from jobd.store.postgres.bulk import group
-from jobd.store.postgres.filters import filtered
+from jobd.store.postgres.bulk import plan
+from jobd.store.postgres.filters import read_filtered
 from jobd.store.postgres.locks import PgAssetLocks
 from jobd.store.postgres.news import PgNews
 from jobd.store.postgres.nodes import PgMembership
 from jobd.store.postgres.rules import ReservationNews, firing_claimed, refusal, set_capacities
 from jobd.store.postgres.units import PgUnit
 from jobd.store.reads import DuePlan, JobFilter
+from jobd.store.soon import Completion, Done, queue_soon
 from jobd.store.sqlite.rows import job_from_row, reservation_from_row, step_from_row
 
 log = structlog.get_logger("jobd.store")
 #: Seconds without a write after which the writer checks that its connection still works.
 PROBE_INTERVAL = 2.0
-_Queued = tuple[PgUnit, "asyncio.Future[None] | None"]
+_Queued = tuple[PgUnit, "asyncio.Future[None] | Completion | None"]
 #: What a unit came to: applied (None), its guard failed, or the database refused it (a
 #: message, or the error to raise: a booking conflict).
 _Outcome = tuple[str, str] | Exception | None
@@ -69,6 +71,7 @@ def safe_url(url: str) -> str:
     except psycopg.ProgrammingError:
         return "<an unreadable PostgreSQL URL>"
     info.pop("password", None)
+    info.pop("application_name", None)  # jobd's own naming of a node's sessions: noise here
     return psycopg.conninfo.make_conninfo("", **info)
 
 
@@ -115,11 +118,15 @@ class PostgresStore(Store):
         self._enqueue(cast(PgUnit, changes), fut)
         await fut
 
+    def commit_soon(self, changes: Changes, done: Done) -> None:
+        closed = StoreError("the store is closed") if self._closed else None
+        queue_soon(self._enqueue, changes, done, self._broken or closed)
+
     def commit_nowait(self, changes: Changes) -> None:
         if not self._closed and not self._broken:
             self._enqueue(cast(PgUnit, changes), None)
 
-    def _enqueue(self, unit: PgUnit, fut: asyncio.Future[None] | None) -> None:
+    def _enqueue(self, unit: PgUnit, fut: asyncio.Future[None] | Completion | None) -> None:
         # ``urgent`` needs nothing more here: the writer takes whatever is queued as soon as
         # its transaction in flight is done, never waiting for a batch to fill.
         self._queue.append((unit, fut))
@@ -206,28 +213,17 @@ class PostgresStore(Store):
         of the whole batch (``jobd_apply_bulk`` of it grouped by statement when
         :func:`.bulk.group` allows, the same writes in fewer executor runs); it answers
         with the units whose guard matched no row."""
-        locking = [unit.locking for unit in units if unit.locking is not None]
-        grouped = None if locking else group(units)
-        payload = _payload(grouped if grouped is not None else [unit.statements for unit in units])
+        statement, params, order = plan(units, _payload)
         token = self._token or ()
-        params: tuple[Any, ...] = (payload,)
-        if locking:
-            assets = sorted({a for lk in locking for a in lk[0]})
-            jobs = sorted({j for lk in locking for j in lk[1]})
-            nodes = sorted({n for lk in locking for n in lk[2]})
-            params = (payload, assets, jobs, nodes)
-            statement = q.APPLY_LOCKED
-        else:
-            statement = q.APPLY if grouped is None else q.APPLY_BULK
+        if statement in (q.APPLY_BULK, q.APPLY_SPLIT):
+            self.bulk_batches += 1
         if token:  # a node's batch: its fencing token is checked first, in its transaction
             statement += q.FENCE
         cur = await self._conn.execute(statement, (*params, *token))
         row = await cur.fetchone()
-        failed = set(row[0]) if row is not None else set()
+        failed = {order[i] for i in row[0]} if row is not None else set()
         self.batches += 1
         self.units += len(units)
-        if grouped is not None:
-            self.bulk_batches += 1
         return [_GUARD_FAILED if i in failed else None for i in range(len(units))]
 
     def _resolve(self, batch: list[_Queued], outcomes: list[_Outcome]) -> None:
@@ -351,12 +347,12 @@ class PostgresStore(Store):
         ]
 
     async def list_jobs(self, f: JobFilter, limit: int, cursor: int | None) -> list[Job]:
-        sql, params = filtered(f, q.FILTER_JOB_COLUMNS, limit, cursor, True)
-        return [job_from_row(r) for r in await self._fetchall(sql, params)]
+        read = partial(read_filtered, f=f, columns=q.FILTER_JOB_COLUMNS, limit=limit, cursor=cursor)
+        return [job_from_row(r) for r in await self._snapshot(read)]
 
     async def match_ids(self, f: JobFilter, limit: int) -> list[int]:
-        sql, params = filtered(f, "j.id", limit, None, False)
-        return [r[0] for r in await self._fetchall(sql, params)]
+        read = partial(read_filtered, f=f, columns="j.id", limit=limit, descending=False)
+        return [r[0] for r in await self._snapshot(read)]
 
     async def jobs_in_states(self, states: Iterable[JobState]) -> list[Job]:
         """On a node of a cluster: the jobs in ``states`` that this node holds (recovery's)."""

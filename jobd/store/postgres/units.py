@@ -9,6 +9,7 @@ from typing import Any
 from jobd.core.jsontext import dumps_text
 from jobd.core.models import ErrorOverlay, Job, JobSpec, Reservation, Step
 from jobd.core.states import JobState
+from jobd.store.assetlocks import LockStart
 from jobd.store.codec import dumps, error_to_json, spec_to_json
 from jobd.store.contract import KEEP, Changes
 
@@ -224,16 +225,34 @@ class PgUnit(Changes):
         return self.locking
 
     def lock_request(
-        self, job_id: int, node: str, exclusive: Sequence[str], shared: Sequence[str], at: float
+        self,
+        job_id: int,
+        node: str,
+        exclusive: Sequence[str],
+        shared: Sequence[str],
+        at: float,
+        start: LockStart | None = None,
     ) -> PgUnit:
         assets, jobs, _ = self._locks()
         assets += (*exclusive, *shared)
         jobs.append(job_id)
-        return self.add("lock_request", job_id, node, list(exclusive), list(shared), at)
+        step, attempts = (None, None) if start is None else (start.step, start.attempts)
+        return self.add(
+            "lock_request",
+            job_id,
+            node,
+            list(exclusive),
+            list(shared),
+            at,
+            start is not None,
+            step,
+            attempts,
+        )
 
-    def lock_release(self, job_id: int, node: str) -> PgUnit:
+    def lock_release(self, job_id: int, node: str, op: str = "lock_release") -> PgUnit:
+        """``op``: ``lock_release``, ``lock_withdraw`` or ``lock_unstart`` (``sql/migrate-13``)."""
         self._locks()[1].append(job_id)
-        return self.add("lock_release", job_id, node)
+        return self.add(op, job_id, node)
 
     def lock_regrant(self, job_id: int) -> PgUnit:
         self._locks()[1].append(job_id)

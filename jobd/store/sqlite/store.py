@@ -38,6 +38,7 @@ from jobd.core.models import HistoryEntry, Job, Reservation, Step
 from jobd.core.states import JobState
 from jobd.store.contract import Changes, GuardFailed, ReservationRow, Store
 from jobd.store.reads import DuePlan, JobFilter
+from jobd.store.soon import Completion, Done, queue_soon
 from jobd.store.sqlite import queries as q
 from jobd.store.sqlite import sqlwriter
 from jobd.store.sqlite.filters import read_filtered
@@ -49,7 +50,7 @@ SCHEMA_VERSION = 4
 SEND_AT = 16
 log = structlog.get_logger("jobd.store")
 T = TypeVar("T")
-_Queued = tuple[Unit, "asyncio.Future[Any] | None"]
+_Queued = tuple[Unit, "asyncio.Future[Any] | Completion | None"]
 
 
 class _Writer:
@@ -161,6 +162,10 @@ class SqliteStore(Store):
             self._send_queue()
         return fut
 
+    def commit_soon(self, changes: Changes, done: Done) -> None:
+        closed = StoreError("the store is closed") if self._closed else None
+        queue_soon(self._enqueue, changes, done, self._broken or closed)
+
     def commit_nowait(self, changes: Changes) -> None:
         """Queue ``changes`` for the next batch without waiting (log lines, progress)."""
         if not self._closed and not self._broken:
@@ -188,7 +193,7 @@ class SqliteStore(Store):
         rows = await self._submit(unit.add(q.TRANSITION_MANY, (to, at, ids, frm)), True)
         return [row[0] for row in rows or ()]
 
-    def _enqueue(self, unit: Unit, fut: asyncio.Future[Any] | None) -> None:
+    def _enqueue(self, unit: Unit, fut: asyncio.Future[Any] | Completion | None) -> None:
         self._queue.append((unit, fut))
         if len(self._queue) >= SEND_AT:
             # Mid-way through a burst of commits (one turn of the event loop may make

@@ -1,0 +1,273 @@
+"""Filtered list pages on the PostgreSQL store over 1,000,000 jobs: each filter's p50 and p99.
+
+The jobs and the filters are bench/batch.py's list (``list_job``, ``LIST_FILTERS``): two
+weeks of jobs, one a second or so. Subcommands, so that a database filled once (minutes)
+serves several runs, and code before and after a change can read the same rows:
+
+* ``fill --db NAME [--jobs N] [--schema V]``: a new database NAME at schema V (default:
+  this jobd's), the jobs bulk-loaded with COPY in chunks (the schema's triggers fill
+  ``job_keys``, and from schema 12 ``job_names``), then ANALYZE. A database at an older
+  schema is how the code before a change is measured (it refuses a newer one).
+* ``copy --db NAME --to NAME2``: NAME2 made from NAME (``CREATE DATABASE ... TEMPLATE``),
+  then opened by this jobd's store, which migrates it: the migration's time over N jobs.
+* ``read --db NAME [--repeat R] [--limit L] [--daemon]``: each filter's first page read R
+  times through the store's own read (``Store.list_jobs``, in this process, whichever jobd
+  is on the path), or with ``--daemon`` through a real daemon on that database
+  (``GET /v1/jobs`` with httpx over its Unix socket, as bench/batch.py's list on SQLite):
+  p50, p99 and max in ms, with the load average.
+* ``writes --db NAME [--jobs N]``: what the schema costs the hot path: a new database at
+  this jobd's schema, N jobs written through the store in group-commit batches (each an
+  insert unit, then a transition unit: two non-HOT updates' index entries), and the
+  server's CPU per job (its backends' user + system time, from ``/proc``); dropped after.
+  Run it alternately with the code before and after a change (``PYTHONPATH``).
+* ``drop --db NAME``.
+
+The server: ``--server`` (a ``postgresql://`` URL of a role that may create databases),
+else ``$JOBD_TEST_PG_URL``, else ``postgresql://postgres@localhost:5432/postgres``.
+Usage: ``python -m bench.pglist fill --db jobs1m`` then ``python -m bench.pglist read --db jobs1m``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from datetime import datetime
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import psycopg
+
+from bench.batch import LIST_FILTERS
+from jobd.core.states import JobState
+from jobd.store import JobFilter
+from jobd.store.codec import error_to_json, spec_to_json
+from jobd.store.postgres import SCHEMA_VERSION, open_store
+
+LOCAL = "postgresql://postgres@localhost:5432/postgres"
+COLUMNS = (
+    "id, name, workflow, state, spec, priority, start_at, end_at, due_at, error, schedule,"
+    " created_at, updated_at"
+)
+CHUNK = 50_000
+
+
+def _url(server: str, name: str) -> str:
+    return urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+
+
+def _schema(conn: psycopg.Connection[Any], version: int) -> None:
+    """The store's schema files up to ``version``, as the store's migration applies them."""
+    from jobd.store.postgres.migrate import migrations
+
+    folder = resources.files("jobd.store.postgres").joinpath("sql")
+    with conn.transaction():
+        conn.execute(folder.joinpath("schema.sql").read_text())  # type: ignore[arg-type]
+        for number, sql in migrations().items():
+            if number <= version:
+                conn.execute(sql)  # type: ignore[arg-type]  # the package's own files
+        conn.execute(
+            "INSERT INTO jobd_meta (key, value) VALUES ('schema_version', %s)", (str(version),)
+        )
+
+
+def _row(i: int, n: int) -> tuple[Any, ...]:
+    from bench.batch import list_job  # here: the code before a change has no list_job
+
+    job = list_job(i, n)
+    s = job.spec
+    return (
+        job.id,
+        s.name,
+        s.workflow,
+        str(job.state),
+        spec_to_json(s),
+        s.priority,
+        s.start_at,
+        s.end_at,
+        job.due_at,
+        error_to_json(job.error),
+        s.schedule,
+        job.created_at,
+        job.updated_at,
+    )
+
+
+def fill(server: str, name: str, n: int, version: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]  # the caller's name
+    with psycopg.connect(_url(server, name), autocommit=True) as conn:
+        _schema(conn, version)
+        for start in range(1, n + 1, CHUNK):
+            sql = f"COPY jobs ({COLUMNS}) FROM STDIN"
+            with conn.transaction(), conn.cursor() as cur, cur.copy(sql) as rows:  # type: ignore[arg-type]
+                for i in range(start, min(start + CHUNK, n + 1)):
+                    rows.write_row(_row(i, n))
+        conn.execute("VACUUM ANALYZE")
+    return {"db": name, "jobs": n, "schema": version, "fill_s": round(time.perf_counter() - t0, 1)}
+
+
+def copy(server: str, name: str, to: str) -> dict[str, Any]:
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{to}" TEMPLATE "{name}"')  # type: ignore[arg-type]
+    t0 = time.perf_counter()
+
+    async def migrate() -> None:
+        async with open_store(_url(server, to), node="bench-pglist") as store:
+            await store.analyze()
+
+    anyio.run(migrate)
+    return {"db": to, "schema": SCHEMA_VERSION, "migrate_s": round(time.perf_counter() - t0, 1)}
+
+
+def job_filter(params: dict[str, Any]) -> JobFilter:
+    """A filter of ``LIST_FILTERS`` (the API's query parameters) as the store's."""
+    states = params.get("state", [])
+    when = {
+        key: datetime.fromisoformat(params[key]).timestamp()
+        for key in ("since", "until")
+        if key in params
+    }
+    return JobFilter(
+        states=tuple(JobState(s) for s in ([states] if isinstance(states, str) else states)),
+        workflow=params.get("workflow"),
+        asset=params.get("asset"),
+        resource=params.get("resource"),
+        search=params.get("search"),
+        **when,
+    )
+
+
+def _p99(samples: list[float]) -> float:
+    if len(samples) < 2:
+        return samples[0]
+    return statistics.quantiles(samples, n=100, method="inclusive")[98]
+
+
+def read(server: str, name: str, repeat: int, limit: int) -> dict[str, Any]:
+    async def pages() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with open_store(_url(server, name), node="bench-pglist") as store:
+            for label, params in LIST_FILTERS.items():
+                f, samples, count = job_filter(params), [], 0
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    count = len(await store.list_jobs(f, limit, None))
+                    samples.append((time.perf_counter() - t0) * 1000)
+                out[label] = {
+                    "items": count,
+                    "ms_p50": round(statistics.median(samples), 2),
+                    "ms_p99": round(_p99(samples), 2),
+                    "ms_max": round(max(samples), 2),
+                    "load": round(os.getloadavg()[0], 1),
+                }
+        return out
+
+    found = anyio.run(pages)
+    worst = max(found, key=lambda label: found[label]["ms_p50"])
+    return {"db": name, "pages": found, "worst_p50": [worst, found[worst]["ms_p50"]]}
+
+
+def writes(server: str, name: str, n: int) -> dict[str, Any]:
+    from bench.pg import backend_cpu
+    from jobd.core.models import Job, JobSpec
+
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]  # the caller's name
+    url = _url(server, name)
+
+    async def run() -> float:
+        async with open_store(url, node="bench-pglist") as store:
+            cpu0 = backend_cpu(url)
+            for start in range(1, n + 1, 500):
+                ids = range(start, min(start + 500, n + 1))
+                units = []
+                for i in ids:
+                    job = Job(i, JobSpec("noop"), JobState.CONFIRMED, float(i), float(i))
+                    units.append(store.changes().insert_job(job))
+                await asyncio.gather(*(store.commit(u) for u in units))
+                was, now = JobState.CONFIRMED, JobState.COMPLETED
+                moves = [store.changes().transition(i, was, now, 1.0, "b", "b") for i in ids]
+                await asyncio.gather(*(store.commit(u) for u in moves))
+            return backend_cpu(url) - cpu0
+
+    try:
+        cpu = anyio.run(run)
+    finally:
+        drop(server, name)
+    return {
+        "jobs": n,
+        "schema": SCHEMA_VERSION,
+        "server_us_per_job": round(cpu / n * 1e6, 1),
+        "load": round(os.getloadavg()[0], 1),
+    }
+
+
+def read_daemon(server: str, name: str, repeat: int, limit: int) -> dict[str, Any]:
+    """The pages through the daemon: ``python -m jobd run`` with ``[daemon] database``."""
+    import shutil
+
+    from bench.api import daemon, short_dir, write_config
+    from bench.batch import _client, _pages
+
+    base = short_dir()
+    try:
+        config = write_config(base, level="warning")
+        text = config.read_text().replace(
+            "[daemon]\n", f'[daemon]\ndatabase = "{_url(server, name)}"\nnode = "bench-pglist"\n', 1
+        )
+        config.write_text(text)
+        with daemon(base, config) as d, _client(d.socket) as client:
+            found = _pages(client, repeat, limit)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    worst = max(found, key=lambda label: found[label]["ms_p50"])
+    return {
+        "db": name,
+        "via": "daemon",
+        "pages": found,
+        "worst_p50": [worst, found[worst]["ms_p50"]],
+    }
+
+
+def drop(server: str, name: str) -> dict[str, Any]:
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+    return {"dropped": name}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("command", choices=("fill", "copy", "read", "writes", "drop"))
+    p.add_argument("--db", required=True)
+    p.add_argument("--to", help="copy: the new database's name")
+    p.add_argument("--server", default=os.environ.get("JOBD_TEST_PG_URL") or LOCAL)
+    p.add_argument("--jobs", type=int, default=1_000_000)
+    p.add_argument("--schema", type=int, default=SCHEMA_VERSION)
+    p.add_argument("--repeat", type=int, default=31)
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--daemon", action="store_true", help="read: through a real daemon")
+    args = p.parse_args(argv)
+    if args.command == "fill":
+        out = fill(args.server, args.db, args.jobs, args.schema)
+    elif args.command == "copy":
+        out = copy(args.server, args.db, args.to)
+    elif args.command == "read" and args.daemon:
+        out = read_daemon(args.server, args.db, args.repeat, args.limit)
+    elif args.command == "read":
+        out = read(args.server, args.db, args.repeat, args.limit)
+    elif args.command == "writes":
+        out = writes(args.server, args.db, args.jobs)
+    else:
+        out = drop(args.server, args.db)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
