@@ -31,11 +31,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def one_run(n: int, workers: int, assets: int) -> None:
-    import structlog
-
     from bench.engine import run, throughput
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     rate = run(throughput, n, workers, 512, assets)
     print(json.dumps({"jobs": n, "workers": workers, "assets": assets, "jobs_per_s": rate}))
 
@@ -83,6 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cases", default="8,8L,64,64L", help="workers, L: locked (1 of 10 assets)")
     args = p.parse_args(argv)
     if args.run:
+        import structlog
+
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
         one_run(*args.run)
         return
     sizes = [int(x) for x in args.sizes.split(",")]

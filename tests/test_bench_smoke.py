@@ -7,6 +7,9 @@ each benchmark ran and produced positive numbers. The peers (huey, SQLAlchemy) l
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -231,3 +234,19 @@ async def test_cluster_lock_handoff_and_locked_workload(pg_url: str) -> None:
     assert result["to_running_on_another_node_ms"]["n"] == 5 and positive(result)
     result = await cluster_locks.locked_50ms(pg_url, 20, 2)
     assert result["jobs_per_s"] > 0 and positive(result)
+
+
+def test_loop_instructions_per_job_under_callgrind(tmp_path: Path, capsys: Any) -> None:
+    from bench import loopcost
+
+    loopcost.one_run(20, 2, 3)  # what valgrind runs, natively
+    assert positive(json.loads(capsys.readouterr().out.splitlines()[-1]))
+    out = tmp_path / "cg"
+    # A real callgrind file (a bare interpreter: seconds, not the minutes of a jobd run).
+    argv = ["valgrind", "--tool=callgrind", "--separate-threads=yes"]
+    subprocess.run(
+        [*argv, f"--callgrind-out-file={out}", sys.executable, "-S", "-c", "pass"],
+        check=True,
+        capture_output=True,
+    )
+    assert loopcost.read_total(out.with_name("cg-01")) > 0
