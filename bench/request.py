@@ -81,7 +81,9 @@ def sqlite_alone(folder: Path, units: list[Unit], synchronous: str) -> dict[str,
     walls, cpus = [], []
     for unit in units:
         t0, c0 = time.perf_counter(), time.process_time()
-        sqlwriter.apply_batches(conn, [[(unit.statements, unit.guarded, unit.appended)]])
+        sqlwriter.apply_batches(
+            conn, [[(unit.statements, unit.guarded, unit.appended, unit.ordered)]]
+        )
         cpus.append(time.process_time() - c0)
         walls.append(time.perf_counter() - t0)
     conn.close()

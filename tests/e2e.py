@@ -126,6 +126,7 @@ def config_text(
     api_extra: str = "",
     daemon_extra: str = "",
     shutdown_grace: float = 10,
+    workers: int = 4,
 ) -> str:
     """A complete config for ``layout``; JSON logs at info so tests can read them."""
     return (
@@ -135,7 +136,7 @@ def config_text(
         plugin_dirs = ["{layout.plugins}"]
         shutdown_grace = {shutdown_grace}
         kill_grace = 2
-        workers = 4
+        workers = {workers}
         {daemon_extra}
 
         [api]

@@ -286,3 +286,55 @@ def test_batch_operation_refusals(client: httpx.Client) -> None:
         client.post("/v1/batch/frobnicate", json={"ids": [1]}), 404, "unknown-operation"
     )
     assert "cancel" in error["details"]["operations"]
+
+
+def test_queued_and_pending_jobs_canceled_by_filter_through_the_daemon() -> None:
+    # One worker held by a job that waits for a file: everything after it queues or pends.
+    extra = "run_queue_size = 20"
+    with e2e.running_daemon(workflows=WORKFLOWS, workers=1, daemon_extra=extra) as d:
+        transport = httpx.HTTPTransport(uds=str(d.layout.socket))
+        with httpx.Client(transport=transport, base_url="http://jobd", timeout=60) as client:
+            gate = d.layout.base / "gate"
+            hold = client.post("/v1/jobs", json={"workflow": "hold", "params": {"path": str(gate)}})
+            hold_id = hold.json()["id"]
+
+            def hold_running() -> bool:
+                return bool(client.get(f"/v1/jobs/{hold_id}").json()["state"] == "running")
+
+            e2e.wait_until(hold_running, what="the holding job running")
+            jobs = [
+                {"workflow": "demo", "params": {"who": "x"}, "name": f"line-{i}"} for i in range(50)
+            ]
+            ids = [
+                j["id"] for j in client.post("/v1/batch/jobs", json={"jobs": jobs}).json()["items"]
+            ]
+            queue = client.get("/v1/queue").json()
+            assert (len(queue["queued"]), queue["pending"]) == (20, 30)
+            body = {"filter": {"state": ["queued", "pending"], "workflow": "demo"}}
+            answer = client.post("/v1/batch/cancel", json=body).json()
+            assert (answer["matched"], answer["done"], answer["refused"]) == (50, ids, [])
+            queue = client.get("/v1/queue").json()
+            assert (queue["queued"], queue["pending"], queue["running"]) == ([], 0, [hold_id])
+            # Each job told as if canceled alone: its history row, its event (the metrics).
+            history = client.get(f"/v1/jobs/{ids[0]}").json()["history"][-1]
+            assert (history["from"], history["to"], history["cause"]) == (
+                "queued",
+                "canceled",
+                "canceled",
+            )
+            assert history["actor"].startswith("api:")
+            metrics = client.get("/metrics").text
+            assert 'jobd_transitions_total{from="queued",to="canceled"} 20.0' in metrics
+            assert 'jobd_transitions_total{from="pending",to="canceled"} 30.0' in metrics
+            again = client.post("/v1/batch/cancel", json=body).json()
+            assert (again["matched"], again["done"]) == (0, [])
+            gate.touch()
+            after = client.post("/v1/jobs", json={"workflow": "demo", "params": {"who": "y"}})
+
+            def all_done() -> bool:
+                return {
+                    client.get(f"/v1/jobs/{i}").json()["state"]
+                    for i in (hold_id, after.json()["id"])
+                } == {"completed"}
+
+            e2e.wait_until(all_done, what="the holding job and a new one completed")

@@ -215,3 +215,25 @@ def test_a_bulk_loader_indexes_its_names_in_its_own_transaction(tmp_path: Path) 
         sqlwriter.index_names(conn)
         conn.execute("COMMIT")
     assert _indexed(db, "solo") == [1] and _stale(db) == 0
+
+
+async def test_a_set_based_transition_writes_its_history_after_the_rows_before_it(
+    tmp_path: Path,
+) -> None:
+    """Its ``INSERT ... SELECT`` of history runs among the statements, not at the end: the
+    rows that earlier units of the transaction appended are written before it."""
+    db = tmp_path / "jobd.db"
+    async with open_store(db) as store:
+        insert = Unit().add(*job_insert(_job(10, "setwise")))
+        insert.record_history(10, 1.0, None, S.CONFIRMED, "submitted", "test")
+        _, moved = await asyncio.gather(
+            store.commit(insert),
+            store.transition_many([10], S.CONFIRMED, S.CANCELED, 2.0, "canceled", "test"),
+        )
+        assert moved == [10] and store.batches == 1
+        job = await store.load_job(10)
+    assert job is not None
+    assert [(h.from_state, h.to_state) for h in job.history] == [
+        (None, S.CONFIRMED),
+        (S.CONFIRMED, S.CANCELED),
+    ]

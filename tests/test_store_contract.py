@@ -414,3 +414,56 @@ async def test_commit_soon_on_a_closed_store_answers_with_the_error(
     assert answers == []  # told on a later turn of the loop, never inside the call
     await asyncio.wait_for(told.wait(), 10)
     assert len(answers) == 1 and isinstance(answers[0], StoreError)
+
+
+async def test_many_jobs_move_set_wise_each_guarded_and_whole(store: Store) -> None:
+    # More ids than one SQLite statement may bind, some in another state, one twice, one
+    # unknown: each job that is in the from-state moves with its history row and release.
+    await _add(store, *(_job(i, S.PAUSED if i % 4 == 0 else S.QUEUED) for i in range(1, 1201)))
+    overlay = ErrorOverlay("booking-invalid", "kept", 5.0)
+    unit = store.changes().set_error(1, overlay, 10.0)
+    for job_id in (1, 2, 4):
+        unit.reserve(Reservation(job_id, "r", float(job_id), 50.0))
+    await store.commit(unit)
+    ids = [*range(1, 1201), 1, 99_999]
+    moved = await store.transition_many(
+        ids, S.QUEUED, S.CANCELED, 20.0, "canceled", "t", release=True
+    )
+    queued = [i for i in range(1, 1201) if i % 4]
+    assert sorted(moved) == queued
+    states = await store.job_states(list(range(1, 1201)))
+    assert {i for i, (_, state) in states.items() if state == S.CANCELED} == set(queued)
+    one, four = await store.load_job(1), await store.load_job(4)
+    assert one is not None and four is not None
+    assert (one.state, one.updated_at, one.error, one.due_at) == (S.CANCELED, 20.0, overlay, 100.0)
+    assert [(h.at, h.from_state, h.to_state, h.cause, h.actor) for h in one.history[1:]] == [
+        (20.0, S.QUEUED, S.CANCELED, "canceled", "t")
+    ]
+    assert one.reservations == [] and await store.load_reservations(2) == []
+    # Not in the from-state: untouched, no history row, its reservation kept.
+    assert (four.state, four.updated_at, len(four.history)) == (S.PAUSED, 10.0, 1)
+    assert four.reservations == [Reservation(4, "r", 4.0, 50.0)]
+    assert await store.transition_many(ids, S.QUEUED, S.CANCELED, 21.0, "again", "t") == []
+    assert len(await store.load_history(2)) == 2
+    resumed = await store.transition_many([4, 8], S.PAUSED, S.CONFIRMED, 30.0, "resumed", "t")
+    assert sorted(resumed) == [4, 8]
+    assert await store.load_reservations(4) == [Reservation(4, "r", 4.0, 50.0)]  # no release
+    assert await store.transition_many([], S.PAUSED, S.CONFIRMED, 31.0, "none", "t") == []
+
+
+async def test_a_set_wise_move_and_a_single_one_each_win_a_job_whole(store: Store) -> None:
+    await _add(store, _job(1), _job(2), _job(3))
+    single = store.changes().transition(2, S.CONFIRMED, S.QUEUED, 9.0, "due", "t")
+    many, one = await asyncio.gather(
+        store.transition_many([1, 2, 3], S.CONFIRMED, S.CANCELED, 9.0, "canceled", "t"),
+        store.commit(single),
+        return_exceptions=True,
+    )
+    assert isinstance(many, list) and {1, 3} <= set(many)
+    # Whichever the backend applied first took job 2; the other found it changed.
+    assert (2 in many) == isinstance(one, GuardFailed)
+    assert one is None or isinstance(one, GuardFailed)
+    history = await store.load_history(2)
+    assert [h.from_state for h in history] == [None, S.CONFIRMED]
+    state = (await store.job_states([2]))[2][1]
+    assert state == (S.CANCELED if 2 in many else S.QUEUED) == history[-1].to_state

@@ -14,9 +14,10 @@ it are listed there.
 from __future__ import annotations
 
 from jobd.core.models import LATEST_TIME, MAX_DURATION
+from jobd.engine.batch import BATCH_CONCURRENCY, BatchOutcome
 from jobd.engine.facade import Engine
 from jobd.engine.intake import replace_job
-from jobd.engine.operations import BATCH_CONCURRENCY, OPERATION_WAIT, BatchOutcome
+from jobd.engine.operations import OPERATION_WAIT
 
 __all__ = [
     "BATCH_CONCURRENCY",

@@ -2,18 +2,19 @@
 
 The parts (each owns its state; they reach each other through :mod:`.ports`):
 
-=================  ============================================================
-``Transitions``    the one path that changes a job's state (:mod:`.transitions`)
-``Fanout``         listeners, SSE subscribers, plugin observers (:mod:`.fanout`)
-``Intake``         validation, steps, templating, reservations, ids (:mod:`.intake`)
-``Admission``      the due timer, pending, the run queue (:mod:`.admission`)
-``Handoff``        per-asset locks from pick to the end of a run: in memory
-                   (:mod:`.handoff`) or a cluster's, in the database (:mod:`.cluster_handoff`)
-``Workers``        pick, run, outcome (:mod:`.workers`)
-``Operations``     cancel, pause, retry, ... one job or many (:mod:`.operations`)
-``Recovery``       the caches rebuilt from the store; bookings re-checked (:mod:`.recovery`)
-``Queries``        what is read without changing anything (:mod:`.queries`)
-=================  ============================================================
+===================  ============================================================
+``Transitions``      the one path that changes a job's state (:mod:`.transitions`)
+``Fanout``           listeners, SSE subscribers, plugin observers (:mod:`.fanout`)
+``Intake``           validation, steps, templating, reservations, ids (:mod:`.intake`)
+``Admission``        the due timer, pending, the run queue (:mod:`.admission`)
+``Handoff``          per-asset locks from pick to the end of a run: in memory
+                     (:mod:`.handoff`) or a cluster's, in the database (:mod:`.cluster_handoff`)
+``Workers``          pick, run, outcome (:mod:`.workers`)
+``Operations``       cancel, pause, retry, ... on one job (:mod:`.operations`)
+``BatchOperations``  one operation on many jobs, set-wise where it can (:mod:`.batch`)
+``Recovery``         the caches rebuilt from the store; bookings re-checked (:mod:`.recovery`)
+``Queries``          what is read without changing anything (:mod:`.queries`)
+===================  ============================================================
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from jobd.core.errors import JobdError
 from jobd.core.events import JobEvent
 from jobd.core.models import Job, JobSpec
 from jobd.engine.admission import Admission
+from jobd.engine.batch import BatchOperations, BatchOutcome
 from jobd.engine.cluster import ClusterNode, LocalNode
 from jobd.engine.cluster_handoff import ClusterHandoff
 from jobd.engine.context import Context
@@ -45,7 +47,7 @@ from jobd.engine.host import EngineRunHost
 from jobd.engine.intake import Intake
 from jobd.engine.lineup import Lineup
 from jobd.engine.locks import LockManager
-from jobd.engine.operations import BatchOutcome, Operations
+from jobd.engine.operations import Operations
 from jobd.engine.ports import Handoff
 from jobd.engine.queries import Queries
 from jobd.engine.recovery import Recovery
@@ -146,8 +148,11 @@ class Engine:
             live,
             remote,
         )
+        self._batch = BatchOperations(
+            ctx, lineup, transitions, bookings, admission, handoff, remote, self._operations
+        )
         if self._forwarder is not None:
-            self._forwarder.bind(self._operations.perform_here, ctx.spawn)
+            self._forwarder.bind(self._batch.perform_here, ctx.spawn)
         self._recovery = Recovery(
             ctx, lineup, transitions, bookings, admission, handoff, self._intake, idle, live
         )
@@ -363,11 +368,12 @@ class Engine:
     async def operate_many(
         self, job_ids: list[int], operation: str, *, actor: str = "api"
     ) -> BatchOutcome:
-        """Apply ``operation`` to each job of ``job_ids`` (``POST /v1/batch/{operation}``),
-        concurrently so that their writes share transactions. A job whose state does not
-        allow it, or that does not exist, is refused with the error :meth:`operate` would
+        """Apply ``operation`` to each job of ``job_ids`` (``POST /v1/batch/{operation}``):
+        set-wise for the jobs that all go one way with no run to stop (:mod:`.batch`), the
+        others concurrently so that their writes share transactions. A job whose state does
+        not allow it, or that does not exist, is refused with the error :meth:`operate` would
         raise (naming its state and what is allowed there); the others go ahead."""
-        return await self._operations.operate_many(job_ids, operation, actor)
+        return await self._batch.operate_many(job_ids, operation, actor)
 
     # ================================================================ reading
     async def get_job(self, job_id: int) -> Job:

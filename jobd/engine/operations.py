@@ -1,26 +1,33 @@
-"""Operations on one job (SPEC §2) and on many (``POST /v1/batch/{operation}``).
+"""Operations on one job (SPEC §2); on many (``POST /v1/batch/{operation}``): :mod:`.batch`.
 
 Each public operation is a handler ``(job, actor)`` here; :meth:`Operations.operate`
 checks the transition table first, the handler does the rest through the one
 transition path. A running job is stopped through its run control (cancel,
-pause, stop) and the answer waits briefly for the run to end.
+pause, stop) and the answer waits briefly for the run to end. :data:`SET_WISE` names
+the operations that are their transition alone for every job that is not running, which
+a batch writes together.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import anyio
 
-from jobd.core.errors import InvalidTransition, JobdError, NotApplicable, NotFound, ValidationError
+from jobd.core.errors import InvalidTransition, JobdError, NotApplicable, ValidationError
 from jobd.core.events import JobEvent
 from jobd.core.models import Job, OverlayCode
-from jobd.core.states import ACTIVE, JobState, StepState, allowed_operations, check_transition
+from jobd.core.states import (
+    ACTIVE,
+    JobState,
+    StepState,
+    allowed_operations,
+    check_transition,
+)
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
-from jobd.engine.forward import MOVED, NodeUnavailable, Outcome, Remote
+from jobd.engine.forward import MOVED, Remote
 from jobd.engine.lineup import Lineup, load_live
 from jobd.engine.ports import Booking, Grants, LiveOps, Placement
 from jobd.engine.transitions import Transitions
@@ -31,36 +38,35 @@ from jobd.store import GuardFailed
 S = JobState
 #: How long cancel/pause/stop of a running job wait for it to stop before answering.
 OPERATION_WAIT = 5.0
-#: Jobs of one batch operation in progress at once (their writes share transactions).
-BATCH_CONCURRENCY = 10_000
-#: Jobs read per hop when a batch loads its jobs.
-LOAD_BATCH = 500
 #: Times an operation follows a job that moves to another node while it is being asked.
 MOVES = 3
 Handler = Callable[[Job, str], Awaitable[Job | None]]
 
 
-@dataclass(slots=True)
-class BatchOutcome:
-    """What :meth:`Engine.operate_many` did: ids done and refused, in the order asked."""
+@dataclass(frozen=True, slots=True)
+class SetWise:
+    """An operation that takes every job it may start from (but a running one) the same way,
+    with nothing to stop: a batch applies it set-based (:meth:`Transitions.apply_many`)."""
 
-    done: list[int]
-    refused: list[tuple[int, JobdError]]
-    #: ``resubmit``: the new job of each job done, in the same order.
-    created: list[int]
+    target: JobState
+    cause: str
+    #: The job leaves the run queue, its lock wait or ``pending`` first.
+    leaves_line: bool = False
+    #: Its reservations go in the same write.
+    releases: bool = False
 
-    @classmethod
-    def of(cls, ids: list[int], outcome: Mapping[int, JobdError | Job | None]) -> BatchOutcome:
-        done, refused, created = [], [], []
-        for job_id in ids:
-            result = outcome[job_id]
-            if isinstance(result, JobdError):
-                refused.append((job_id, result))
-                continue
-            done.append(job_id)
-            if isinstance(result, Job):
-                created.append(result.id)
-        return cls(done, refused, created)
+
+#: The operations a batch applies set-wise to the jobs that are not running (a running
+#: job's run is stopped by its own handler); the one-job handlers use the same causes.
+SET_WISE = {
+    "cancel": SetWise(S.CANCELED, "canceled", leaves_line=True, releases=True),
+    "pause": SetWise(S.PAUSED, "paused", leaves_line=True),
+    "unconfirm": SetWise(S.TENTATIVE, "unconfirmed"),
+    "invoice-ready": SetWise(S.READY_FOR_INVOICE, "final figures fixed"),
+    "invoiced": SetWise(S.INVOICED, "invoiced"),
+}
+#: States a batch leaves to the one-job handlers: a run to stop.
+RUN_STATES = frozenset({S.RUNNING, S.CANCEL_REQUESTED})
 
 
 class Operations:
@@ -139,107 +145,6 @@ class Operations:
             return None
         return (await self._remote.holders([job.id])).get(job.id)
 
-    async def perform_here(
-        self, job_ids: list[int], operation: str, actor: str
-    ) -> dict[int, JobdError | None]:
-        """Another node's operation on jobs this node holds: per job None (done) or the
-        refusal, each done with this node's engine and never forwarded again."""
-        outcome = await self.operate_many(job_ids, operation, actor, here=True)
-        return {**dict.fromkeys(outcome.done), **dict(outcome.refused)}
-
-    async def operate_many(
-        self, job_ids: list[int], operation: str, actor: str, *, here: bool = False
-    ) -> BatchOutcome:
-        """See :meth:`jobd.engine.Engine.operate_many`; the jobs other nodes hold are sent
-        to them, one request per node (unless ``here``)."""
-        handler = self.handler(operation)
-        ids = list(dict.fromkeys(job_ids))
-        jobs = await self._load_many(ids)
-        outcome: dict[int, JobdError | Job | None] = {}
-        if not here and operation != "resubmit":
-            outcome.update(await self._forward_many(jobs, operation, actor))
-        rest = [i for i in ids if i not in outcome]
-        # In chunks, each job its own asyncio task: an anyio task group and a capacity
-        # limiter cost ~100 µs a job, the whole budget of a batch cancel.
-        for start in range(0, len(rest), BATCH_CONCURRENCY):
-            chunk = rest[start : start + BATCH_CONCURRENCY]
-            results = await asyncio.gather(
-                *(self._operate_one(jobs.get(i), i, operation, handler, actor) for i in chunk)
-            )
-            outcome.update(zip(chunk, results, strict=True))
-        return BatchOutcome.of(ids, outcome)
-
-    async def _forward_many(
-        self, jobs: dict[int, Job], operation: str, actor: str
-    ) -> dict[int, JobdError | Job | None]:
-        """The jobs of ``jobs`` that other nodes hold, done (or refused) by their nodes."""
-        lineup = self._lineup
-        held = [i for i, job in jobs.items() if job.state in ACTIVE and i not in lineup]
-        by_node: dict[str, list[int]] = {}
-        for job_id, node in (await self._remote.holders(held) if held else {}).items():
-            by_node.setdefault(node, []).append(job_id)
-        if not by_node:
-            return {}
-        answers = await asyncio.gather(
-            *(self._forward_to(node, ids, operation, actor) for node, ids in by_node.items())
-        )
-        outcome: dict[int, JobdError | Job | None] = {}
-        for answer in answers:
-            for job_id, result in answer.items():
-                outcome[job_id] = (
-                    await self._operate_moved(job_id, operation, actor)
-                    if result == MOVED
-                    else result
-                    if isinstance(result, JobdError)
-                    else None
-                )
-        return outcome
-
-    async def _forward_to(
-        self, node: str, ids: list[int], operation: str, actor: str
-    ) -> dict[int, Outcome]:
-        try:
-            return await self._remote.forward(node, ids, operation, actor)
-        except NodeUnavailable as exc:
-            return dict.fromkeys(ids, exc)
-
-    async def _operate_moved(self, job_id: int, operation: str, actor: str) -> JobdError | None:
-        """A job of a batch that moved while its node was asked: decided again, alone."""
-        try:
-            await self.operate(job_id, operation, actor)
-        except JobdError as exc:
-            return exc
-        return None
-
-    async def _operate_one(
-        self, job: Job | None, job_id: int, operation: str, handler: Handler, actor: str
-    ) -> JobdError | Job | None:
-        """One job of a batch: the new job (resubmit), None (done) or the refusal."""
-        if job is None:
-            return NotFound("job", job_id)
-        try:
-            try:
-                check_transition(operation, job.state)
-            except InvalidTransition:
-                allowed = allowed_operations(job.state)
-                raise InvalidTransition(operation, job.state, allowed, job_id=job_id) from None
-            result = await handler(job, actor)
-        except JobdError as exc:
-            return exc
-        return result if isinstance(result, Job) else None
-
-    async def _load_many(self, job_ids: list[int]) -> dict[int, Job]:
-        """The jobs of ``job_ids`` that exist: a running one as the engine holds it, the others
-        read in chunks (one reader hop each)."""
-        active = self._lineup.active
-        jobs = {i: active[i].job for i in job_ids if i in active}
-        rest = [i for i in job_ids if i not in jobs]
-        for start in range(0, len(rest), LOAD_BATCH):
-            for job in await self._ctx.store.load_jobs(rest[start : start + LOAD_BATCH]):
-                # Loaded while the read was in flight: the engine's copy is the live one.
-                jobs[job.id] = active[job.id].job if job.id in active else job
-        return jobs
-
     # ---------------------------------------------------------------- stopping
     async def _cancel(self, job: Job, actor: str) -> None:
         rc = self._lineup.get(job.id)
@@ -257,7 +162,7 @@ class Operations:
             job,
             "cancel",
             S.CANCELED,
-            cause="canceled",
+            cause=SET_WISE["cancel"].cause,
             actor=actor,
             unit=self._ctx.store.changes().release(job.id),
         )
@@ -286,7 +191,9 @@ class Operations:
             await self._settle_briefly(job.id)
             return
         await self._leave_line(job)
-        await self._transitions.apply(job, "pause", S.PAUSED, cause="paused", actor=actor)
+        await self._transitions.apply(
+            job, "pause", S.PAUSED, cause=SET_WISE["pause"].cause, actor=actor
+        )
 
     async def _leave_line(self, job: Job) -> None:
         """Take a job that is not running out of the queue, lock waits, or pending count."""
@@ -401,17 +308,18 @@ class Operations:
             raise
 
     async def _unconfirm(self, job: Job, actor: str) -> None:
-        await self._transitions.apply(
-            job, "unconfirm", S.TENTATIVE, cause="unconfirmed", actor=actor
-        )
+        await self._plain(job, "unconfirm", actor)
 
     async def _invoice_ready(self, job: Job, actor: str) -> None:
-        await self._transitions.apply(
-            job, "invoice-ready", S.READY_FOR_INVOICE, cause="final figures fixed", actor=actor
-        )
+        await self._plain(job, "invoice-ready", actor)
 
     async def _invoiced(self, job: Job, actor: str) -> None:
-        await self._transitions.apply(job, "invoiced", S.INVOICED, cause="invoiced", actor=actor)
+        await self._plain(job, "invoiced", actor)
+
+    async def _plain(self, job: Job, operation: str, actor: str) -> None:
+        """An operation that is its transition alone (a batch's set-wise write does the same)."""
+        way = SET_WISE[operation]
+        await self._transitions.apply(job, operation, way.target, cause=way.cause, actor=actor)
 
     async def _delete(self, job: Job, actor: str) -> None:
         store = self._ctx.store

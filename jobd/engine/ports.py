@@ -7,6 +7,7 @@ never as the façade): what a part may do to another is written here, once.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from jobd.core.models import Job, JobSpec, Reservation
@@ -60,6 +61,19 @@ class Line(Protocol):
 
     def admit_soon(self) -> None:
         """Start admitting from pending in a task of its own, when there is any."""
+
+
+class OneJob(Protocol):
+    """What a batch needs of the one-job operations (:class:`~.operations.Operations`)."""
+
+    def handler(self, operation: str) -> Callable[[Job, str], Awaitable[Job | None]]:
+        """The handler ``(job, actor)`` of ``operation``; raises ValidationError if unknown."""
+
+    async def operate(
+        self, job_id: int, operation: str, actor: str, *, here: bool = False
+    ) -> Job | None:
+        """The operation on one job, loaded as it is now (forwarded to its node if another
+        node holds it, unless ``here``); raises its refusal."""
 
 
 class Booking(Protocol):

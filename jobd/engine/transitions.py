@@ -2,9 +2,10 @@
 
 :meth:`Transitions.apply` checks the transition table, adds the guarded
 transition and its history row to the caller's unit, waits for the COMMIT, and
-only then tells the rest (:class:`~.fanout.Fanout`). The job object is claimed
-(its ``state`` set) before the write, so a concurrent operation sees the new
-state; it is put back if the write fails. Callers that tell the queue *before*
+only then tells the rest (:class:`~.fanout.Fanout`); :meth:`Transitions.apply_many`
+is its set-based twin for many jobs going the same way (a batch operation). The job
+object is claimed (its ``state`` set) before the write, so a concurrent operation sees
+the new state; it is put back if the write fails. Callers that tell the queue *before*
 the commit (see :mod:`.admission`) undo that themselves when it raises.
 :meth:`Transitions.apply_soon` is the same path with no task waiting for the COMMIT:
 what follows it runs in a callback (a job's outcome, the hottest write of all).
@@ -12,16 +13,50 @@ what follows it runs in a callback (a job's outcome, the hottest write of all).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from jobd.core.errors import InvalidTransition
+from jobd.core.errors import InvalidTransition, JobdError
 from jobd.core.events import JobEvent
 from jobd.core.models import ErrorOverlay, Job, Step
 from jobd.core.states import JobState, allowed_operations, check_transition
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
 from jobd.store import KEEP, Changes, GuardFailed
+
+
+@dataclass(slots=True)
+class Moved:
+    """What :meth:`Transitions.apply_many` did, per job."""
+
+    #: Written and told: each job with the state it left.
+    moved: list[tuple[Job, JobState]] = field(default_factory=list)
+    #: Found in another state when written (they changed meanwhile): put back as they were.
+    changed: list[Job] = field(default_factory=list)
+    #: The store could not take them (put back), with its error.
+    failed: list[tuple[Job, JobdError]] = field(default_factory=list)
+    #: Errors that are not the store's (a bug): raised once the rest is told.
+    unexpected: list[BaseException] = field(default_factory=list)
+
+    def add(self, group: list[Job], frm: JobState, answer: list[int] | BaseException) -> None:
+        """One from-state's jobs and what the store answered for them."""
+        if isinstance(answer, BaseException):
+            for job in group:
+                job.state = frm
+            if isinstance(answer, JobdError):
+                self.failed += ((job, answer) for job in group)
+            else:
+                self.unexpected.append(answer)
+            return
+        done = set(answer)
+        for job in group:
+            if job.id in done:
+                self.moved.append((job, frm))
+            else:
+                job.state = frm
+                self.changed.append(job)
 
 
 class Transitions:
@@ -139,6 +174,54 @@ class Transitions:
         for step in steps or ():
             self._fanout.step_event(job, step, previous)
         self._fanout.emit(JobEvent(job.id, "state", now, previous, target, cause, actor), job)
+
+    async def apply_many(
+        self,
+        jobs: Sequence[Job],
+        operation: str,
+        target: JobState,
+        *,
+        cause: str,
+        actor: str,
+        release: bool = False,
+    ) -> Moved:
+        """:meth:`apply` for many jobs going the same way, set-based (``Store.transition_many``
+        per from-state, the groups concurrently: on SQLite they share a commit): check every
+        job, claim them all, write, then tell everyone of each job moved. ``release``: their
+        reservations go in the same write (the booking index is the caller's).
+
+        Raises InvalidTransition before anything is claimed when the table refuses a job;
+        every other outcome is per job (:class:`Moved`), the jobs not moved put back."""
+        for job in jobs:
+            check_transition(operation, job.state, target)
+        groups: dict[JobState, list[Job]] = {}
+        for job in jobs:
+            groups.setdefault(job.state, []).append(job)
+            job.state = target  # claim it now, as apply does
+        now, store = self._ctx.clock(), self._ctx.store
+        writes = (
+            store.transition_many(
+                [job.id for job in group], frm, target, now, cause, actor, release=release
+            )
+            for frm, group in groups.items()
+        )
+        try:
+            answers = await asyncio.gather(*writes, return_exceptions=True)
+        except BaseException:  # cancelled: as apply, the jobs are put back
+            for frm, group in groups.items():
+                for job in group:
+                    job.state = frm
+            raise
+        outcome = Moved()
+        for (frm, group), answer in zip(groups.items(), answers, strict=True):
+            outcome.add(group, frm, answer)
+        emit = self._fanout.emit
+        for job, frm in outcome.moved:
+            job.updated_at = now
+            emit(JobEvent(job.id, "state", now, frm, target, cause, actor), job)
+        for error in outcome.unexpected:
+            raise error
+        return outcome
 
     def applied(
         self, job: Job, operation: str, target: JobState, at: float, *, cause: str, actor: str

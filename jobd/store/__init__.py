@@ -11,7 +11,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from jobd.store.codec import spec_from_json, spec_to_json
-from jobd.store.contract import KEEP, Changes, DuePlan, GuardFailed, JobFilter, Store
+from jobd.store.contract import KEEP, Changes, GuardFailed, Store
+from jobd.store.reads import DuePlan, JobFilter
 
 __all__ = [
     "KEEP",

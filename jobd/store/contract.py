@@ -17,7 +17,9 @@ a guard) may fail the others of its transaction with
 :class:`~jobd.core.errors.StoreError` too; no unit is ever applied in part. The
 intents of a unit are applied in the order they were added, except the guard of
 :meth:`Changes.transition` and :meth:`Changes.delete_job`, which is checked
-before anything else of its unit.
+before anything else of its unit. One write is set-based instead:
+:meth:`Store.transition_many`, many jobs moved the same way at once, each guarded and
+atomic on its own (a batch operation's cancel of 10,000 queued jobs).
 
 **Reads** see only committed data, never a unit still in flight; a read that
 follows a returned :meth:`Store.commit` sees that commit.
@@ -36,9 +38,9 @@ SQLite store, taken in blocks from :meth:`Store.take_ids` (:mod:`.shared`) by a 
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from jobd.core.models import ErrorOverlay, HistoryEntry, Job, JobSpec, Reservation, Step
@@ -48,6 +50,7 @@ from jobd.core.states import JobState
 from jobd.store.assetlocks import AssetLocks as AssetLocks
 from jobd.store.assetlocks import LockEvent as LockEvent
 from jobd.store.assetlocks import LockStart as LockStart
+from jobd.store.reads import DuePlan, JobFilter
 from jobd.store.shared import SharedDatabase
 
 if TYPE_CHECKING:
@@ -73,40 +76,6 @@ class GuardFailed(Exception):
 
     Raised by :meth:`Store.commit` for the unit that carried the guard; nothing of that
     unit was applied, and the other units of the same batch are not affected."""
-
-
-@dataclass(slots=True)
-class DuePlan:
-    """What the due timer does next; see :meth:`Store.load_due`."""
-
-    #: Confirmed jobs due by the time asked for, oldest due first, with steps and
-    #: reservations.
-    due: list[Job]
-    #: Draft or tentative jobs without an error overlay whose start has passed.
-    unconfirmed_started: list[int]
-    #: When to look again: the next due time or unconfirmed start after the time asked for.
-    next_wake: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class JobFilter:
-    """What ``GET /v1/jobs`` and ``POST /v1/batch/{operation}`` select jobs by; every field
-    set must hold (AND). Times are POSIX seconds, inclusive at both ends."""
-
-    states: tuple[JobState, ...] = ()
-    workflow: str | None = None
-    #: An exclusive or shared asset of the job.
-    asset: str | None = None
-    #: A resource or pool the job asks for, or a resource it was ever booked on.
-    resource: str | None = None
-    #: On ``start_at``, else ``created_at``.
-    since: float | None = None
-    until: float | None = None
-    #: In the name as shown, ignoring case (ASCII).
-    search: str | None = None
-
-    def __bool__(self) -> bool:
-        return any(getattr(self, name) for name in self.__slots__)
 
 
 class Changes(ABC):
@@ -314,6 +283,44 @@ class Store(SharedDatabase, ABC):
     @abstractmethod
     async def flush(self) -> None:
         """Wait until everything queued so far (also by :meth:`commit_nowait`) is committed."""
+
+    async def transition_many(
+        self,
+        job_ids: Sequence[int],
+        from_state: JobState,
+        to_state: JobState,
+        at: float,
+        cause: str,
+        actor: str,
+        *,
+        release: bool = False,
+    ) -> list[int]:
+        """Move each job of ``job_ids`` that is in ``from_state`` to ``to_state`` as a unit of
+        its own :meth:`Changes.transition` would (``updated_at`` = ``at``, the history entry
+        ``(at, from_state, to_state, cause, actor)``, overlay and due time kept), and with
+        ``release`` drop its reservations (:meth:`Changes.release`). Returns the ids moved,
+        each once, in no particular order, once they are durable.
+
+        **Guarded per job**: a job not in ``from_state`` when it is applied (another write
+        came first, or it is gone) is left as it is and out of the answer; it never fails
+        the others (no :class:`GuardFailed`). **Atomic per job**: a job's state, history
+        entry and release land together or not at all; the jobs may land in one transaction
+        (SQLite: one set-based statement per intent, any number of ids) or in several (this
+        default: a unit per job, committed concurrently so that they share batches).
+        Raises :class:`~jobd.core.errors.StoreError` as :meth:`commit` does; a backend that
+        uses several transactions may have applied some jobs by then (SQLite: none)."""
+        ids = list(dict.fromkeys(job_ids))
+
+        async def one(job_id: int) -> bool:
+            unit = self.changes().transition(job_id, from_state, to_state, at, cause, actor)
+            await self.commit(unit.release(job_id) if release else unit)
+            return True
+
+        results = await asyncio.gather(*(one(i) for i in ids), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, GuardFailed):
+                raise result
+        return [i for i, moved in zip(ids, results, strict=True) if moved is True]
 
     # ---------------------------------------------------------------- one job
     @abstractmethod

@@ -16,7 +16,8 @@ from typing import Any
 
 from jobd.core.errors import StoreError
 from jobd.core.models import Job
-from jobd.store.contract import Changes, JobFilter, Store
+from jobd.store.contract import Changes, Store
+from jobd.store.reads import JobFilter
 
 #: Jobs read and written per unit of work.
 PAGE = 500

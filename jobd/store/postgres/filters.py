@@ -28,9 +28,9 @@ from typing import Any
 
 import psycopg
 
-from jobd.store.contract import JobFilter
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.hours import hour_of, hour_page, keyed
+from jobd.store.reads import JobFilter
 
 #: An index whose condition holds fewer entries than this is read whole and sorted.
 _SMALL = 2000

@@ -32,15 +32,7 @@ from jobd.core.errors import StoreError
 from jobd.core.models import HistoryEntry, Job, Reservation, Step
 from jobd.core.states import JobState
 from jobd.store.cluster import Fenced, Membership
-from jobd.store.contract import (
-    AssetLocks,
-    Changes,
-    DuePlan,
-    GuardFailed,
-    JobFilter,
-    ReservationRow,
-    Store,
-)
+from jobd.store.contract import AssetLocks, Changes, GuardFailed, ReservationRow, Store
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.bulk import plan
 from jobd.store.postgres.filters import read_filtered
@@ -49,6 +41,7 @@ from jobd.store.postgres.news import PgNews
 from jobd.store.postgres.nodes import PgMembership
 from jobd.store.postgres.rules import ReservationNews, firing_claimed, refusal, set_capacities
 from jobd.store.postgres.units import PgUnit
+from jobd.store.reads import DuePlan, JobFilter
 from jobd.store.soon import Completion, Done, queue_soon
 from jobd.store.sqlite.rows import job_from_row, reservation_from_row, step_from_row
 

@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from jobd.store.contract import JobFilter
+from jobd.store.reads import JobFilter
 from jobd.store.sqlite.hours import hour_page
 
 #: A driver whose candidates number fewer than this is read whole and sorted; above it,

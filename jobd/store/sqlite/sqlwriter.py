@@ -13,10 +13,11 @@ stdin/stdout (a 4-byte big-endian length, then a pickle, trusted: both ends
 are this program):
 
 - first it sends ``("ready", None)`` or ``("error", message)``;
-- then it answers each batch ``[(statements, guarded, appended), ...]`` it
-  receives, in order, with ``("ok", results)`` (per unit: ``None``,
-  ``("guard", sql)`` or ``("error", message)``) or ``("failed", message)``
-  when the batch was rolled back as a whole. All the batches that arrived while
+- then it answers each batch ``[(statements, guarded, appended, ordered), ...]``
+  it receives, in order, with ``("ok", results)`` (per unit: ``None``,
+  ``("guard", sql)``, ``("error", message)``, or ``("rows", rows)`` when its
+  last statement returns rows) or ``("failed", message)`` when the batch was
+  rolled back as a whole. All the batches that arrived while
   it was busy are applied in ONE transaction (one fsync): the daemon sends
   batches as they fill up, and the writer groups them. The work a transaction
   can do once rather than per unit is done at its end, before the COMMIT: the
@@ -51,10 +52,11 @@ NAMES_TABLE_SINCE = 5
 _held: list[IO[str]] = []
 
 Statement = tuple[str, Any]
-#: One unit: its statements, the indexes of those that must change a row, and its appended
-#: rows: INSERTs into tables that nothing else in the transaction reads or changes (the
-#: history), applied after every unit, one ``executemany`` per statement (in order).
-UnitFrame = tuple[list[Statement], set[int], list[Statement]]
+#: One unit: its statements, the indexes of those that must change a row, its appended
+#: rows (INSERTs into the history, which nothing else in the transaction reads, applied
+#: after every unit, one ``executemany`` per statement, in order), and whether its own
+#: statements write history (then the rows appended so far are written before it).
+UnitFrame = tuple[list[Statement], set[int], list[Statement], bool]
 
 
 def read_frames(fd: int, buf: bytearray) -> list[Any] | None:
@@ -102,8 +104,7 @@ def apply_batches(conn: sqlite3.Connection, batches: list[list[UnitFrame]]) -> l
     try:
         for units in batches:
             results.append(("ok", [_apply_unit(cur, unit, appended) for unit in units]))
-        for sql, rows in appended.items():
-            cur.executemany(sql, rows)
+        _write_appended(cur, appended)
         index_names(cur)
         cur.execute("COMMIT")
     except sqlite3.Error as exc:
@@ -121,27 +122,41 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 def _apply_unit(cur: sqlite3.Cursor, unit: UnitFrame, appended: dict[str, list[Any]]) -> Any:
-    """Apply one unit's statements; on success, queue its appended rows in ``appended``
-    (by statement) for the end of the transaction. A unit refused by a guard or an error
-    queues nothing."""
-    statements, guarded, rows = unit
-    if not guarded or guarded == {0}:
+    """The unit's reply: None, ``("guard", sql)``, ``("error", message)``, or ``("rows",
+    rows)`` when its last statement returns rows (``RETURNING``: a set-based transition
+    answers the ids it moved). On success its appended rows are queued in ``appended`` (by
+    statement) for the end of the transaction; a unit refused by a guard or an error
+    queues nothing. A unit whose statements write history themselves (``ordered``) has
+    the rows queued before it written first, so that a job's history keeps its order."""
+    statements, guarded, rows, ordered = unit
+    if ordered:
+        _write_appended(cur, appended)
+    if not statements:
+        reply = None
+    elif not guarded or guarded == {0}:
         # The common shapes need no savepoint: a guard, if any, is the first statement, so
         # when it matches no row nothing of the unit has been applied yet.
         for i, (sql, params) in enumerate(statements):
             cur.execute(sql, params)
             if i == 0 and guarded and cur.rowcount == 0:
                 return ("guard", sql)
+        reply = None if cur.description is None else ("rows", cur.fetchall())
     else:
-        refused = _apply_saved(cur, statements, guarded)
-        if refused is not None:
-            return refused
+        reply = _apply_saved(cur, statements, guarded)
+        if reply is not None and reply[0] != "rows":
+            return reply
     for sql, params in rows:
         if (same := appended.get(sql)) is None:
             appended[sql] = [params]
         else:
             same.append(params)
-    return None
+    return reply
+
+
+def _write_appended(cur: sqlite3.Cursor, appended: dict[str, list[Any]]) -> None:
+    for sql, rows in appended.items():
+        cur.executemany(sql, rows)
+    appended.clear()
 
 
 def _apply_saved(cur: sqlite3.Cursor, statements: list[Statement], guarded: set[int]) -> Any:
@@ -154,12 +169,13 @@ def _apply_saved(cur: sqlite3.Cursor, statements: list[Statement], guarded: set[
                 cur.execute("ROLLBACK TO unit")
                 cur.execute("RELEASE unit")
                 return ("guard", sql)
+        found = None if cur.description is None else cur.fetchall()
     except sqlite3.Error as exc:
         cur.execute("ROLLBACK TO unit")
         cur.execute("RELEASE unit")
         return ("error", str(exc))
     cur.execute("RELEASE unit")
-    return None
+    return None if found is None else ("rows", found)
 
 
 #: The jobs inserted since the names were last indexed (schema 5: ``migrate-5.sql``) ...

@@ -36,7 +36,8 @@ import structlog
 from jobd.core.errors import StoreError
 from jobd.core.models import HistoryEntry, Job, Reservation, Step
 from jobd.core.states import JobState
-from jobd.store.contract import Changes, DuePlan, GuardFailed, JobFilter, ReservationRow, Store
+from jobd.store.contract import Changes, GuardFailed, ReservationRow, Store
+from jobd.store.reads import DuePlan, JobFilter
 from jobd.store.soon import Completion, Done, queue_soon
 from jobd.store.sqlite import queries as q
 from jobd.store.sqlite import sqlwriter
@@ -49,7 +50,7 @@ SCHEMA_VERSION = 5
 SEND_AT = 16
 log = structlog.get_logger("jobd.store")
 T = TypeVar("T")
-_Queued = tuple[Unit, "asyncio.Future[None] | Completion | None"]
+_Queued = tuple[Unit, "asyncio.Future[Any] | Completion | None"]
 
 
 class _Writer:
@@ -92,7 +93,9 @@ class _Writer:
         # and waiting for the writer to read here while it waits for us to read its answers
         # could deadlock the two.
         self._stdin.write(
-            sqlwriter.encode_frame([(u.statements, u.guarded, u.appended) for u in units])
+            sqlwriter.encode_frame(
+                [(u.statements, u.guarded, u.appended, u.ordered) for u in units]
+            )
         )
 
     async def receive(self) -> Any:
@@ -151,13 +154,17 @@ class SqliteStore(Store):
 
         ``urgent``: send it (with what queued before it) to the writer now, not when the
         batch fills or the loop's turn ends: for a write that something else waits on."""
+        await self._submit(cast(Unit, changes), urgent)
+
+    def _submit(self, unit: Unit, urgent: bool) -> asyncio.Future[Any]:
+        """Queue ``unit``; its future answers None, or the rows its last statement returned."""
         if self._closed or self._broken:
             raise self._broken or StoreError("the store is closed")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue(cast(Unit, changes), fut)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue(unit, fut)
         if urgent:
             self._send_queue()
-        await fut
+        return fut
 
     def commit_soon(self, changes: Changes, done: Done) -> None:
         closed = StoreError("the store is closed") if self._closed else None
@@ -168,7 +175,30 @@ class SqliteStore(Store):
         if not self._closed and not self._broken:
             self._enqueue(cast(Unit, changes), None)
 
-    def _enqueue(self, unit: Unit, fut: asyncio.Future[None] | Completion | None) -> None:
+    async def transition_many(
+        self,
+        job_ids: Sequence[int],
+        from_state: JobState,
+        to_state: JobState,
+        at: float,
+        cause: str,
+        actor: str,
+        *,
+        release: bool = False,
+    ) -> list[int]:
+        """One unit of set-based statements, whatever the number of ids (one transaction:
+        on a StoreError nothing moved); sent at once, its own batch's start."""
+        if not job_ids:
+            return []
+        ids, frm, to = f"[{','.join(str(int(i)) for i in job_ids)}]", str(from_state), str(to_state)
+        unit = Unit().add(q.HISTORY_MANY, (at, frm, to, cause, actor, ids, frm))
+        unit.ordered = True  # its history after the rows appended by earlier units
+        if release:
+            unit.add(q.RELEASE_MANY, (ids, frm))
+        rows = await self._submit(unit.add(q.TRANSITION_MANY, (to, at, ids, frm)), True)
+        return [row[0] for row in rows or ()]
+
+    def _enqueue(self, unit: Unit, fut: asyncio.Future[Any] | Completion | None) -> None:
         self._queue.append((unit, fut))
         if len(self._queue) >= SEND_AT:
             # Mid-way through a burst of commits (one turn of the event loop may make
@@ -221,6 +251,8 @@ class SqliteStore(Store):
                 continue
             if result is None:
                 fut.set_result(None)
+            elif result[0] == "rows":
+                fut.set_result(result[1])
             elif result[0] == "guard":
                 fut.set_exception(GuardFailed(result[1]))
             else:

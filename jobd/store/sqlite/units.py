@@ -21,17 +21,20 @@ class Unit(Changes):
     ``appended``: the unit's history rows, which the writer inserts after every unit of the
     transaction, one ``executemany`` for all (``sqlwriter.apply_batches``), if the unit was
     applied. Every history row goes there, so that a job's rows keep their order (their
-    ids); nothing else in a transaction reads the history.
+    ids); nothing else in a transaction reads the history. ``ordered``: the unit's own
+    statements write history rows (a set-based transition's ``INSERT ... SELECT``), so the
+    writer writes the rows appended before it first.
 
     :meth:`add` is this backend's own primitive (tests of the writer use it); the engine
     uses the intents of :class:`~jobd.store.contract.Changes` only."""
 
-    __slots__ = ("appended", "guarded", "statements")
+    __slots__ = ("appended", "guarded", "ordered", "statements")
 
     def __init__(self) -> None:
         self.statements: list[tuple[str, Params]] = []
         self.guarded: set[int] = set()
         self.appended: list[tuple[str, Params]] = []
+        self.ordered = False
 
     def add(self, sql: str, params: Params, *, guard: bool = False) -> Unit:
         if guard:
