@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from jobd.core.jsontext import dumps_text
-from jobd.core.models import SPEC_FIELDS, ErrorOverlay, JobSpec
+from jobd.core.models import SPEC_FIELDS, ErrorOverlay, Job, JobSpec
 from jobd.core.states import JobState
 
 #: Built once: json.dumps with any option builds a new encoder on every call.
@@ -70,3 +70,25 @@ def spec_from_json(text: str) -> JobSpec:
     if d.get("params") is None:
         d.pop("params", None)
     return JobSpec(**d)
+
+
+def job_row(job: Job) -> tuple[Any, ...]:
+    """A job as the ``jobs`` table's columns, in the order both stores' ``insert_job``
+    statements name them: id, name, workflow, state, spec, priority, start_at, end_at,
+    due_at, error, schedule, created_at, updated_at."""
+    s = job.spec
+    return (
+        job.id,
+        s.name,
+        s.workflow,
+        str(job.state),
+        spec_to_json(s),
+        s.priority,
+        s.start_at,
+        s.end_at,
+        job.due_at,
+        error_to_json(job.error),
+        s.schedule,
+        job.created_at,
+        job.updated_at,
+    )

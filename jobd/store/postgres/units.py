@@ -10,7 +10,7 @@ from jobd.core.jsontext import dumps_text
 from jobd.core.models import ErrorOverlay, Job, JobSpec, Reservation, Step
 from jobd.core.states import JobState
 from jobd.store.assetlocks import LockStart
-from jobd.store.codec import dumps, error_to_json, spec_to_json
+from jobd.store.codec import dumps, error_to_json, job_row, spec_to_json
 from jobd.store.contract import KEEP, Changes
 
 
@@ -41,22 +41,7 @@ class PgUnit(Changes):
 
     # ---------------------------------------------------------------- jobs
     def insert_job(self, job: Job) -> PgUnit:
-        s = job.spec
-        params = (
-            job.id,
-            s.name,
-            s.workflow,
-            str(job.state),
-            spec_to_json(s),
-            s.priority,
-            s.start_at,
-            s.end_at,
-            job.due_at,
-            error_to_json(job.error),
-            s.schedule,
-            job.created_at,
-            job.updated_at,
-        )
+        params = job_row(job)
         return self.add("insert_job", *params)
 
     def transition(

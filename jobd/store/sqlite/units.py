@@ -8,7 +8,7 @@ from typing import Any
 from jobd.core.jsontext import dumps_text
 from jobd.core.models import ErrorOverlay, Job, JobSpec, Reservation, Step
 from jobd.core.states import JobState
-from jobd.store.codec import dumps, error_to_json, spec_to_json
+from jobd.store.codec import dumps, error_to_json, job_row, spec_to_json
 from jobd.store.contract import KEEP, Changes
 from jobd.store.sqlite import queries as q
 
@@ -51,22 +51,7 @@ class Unit(Changes):
 
     # ---------------------------------------------------------------- jobs
     def insert_job(self, job: Job) -> Unit:
-        s = job.spec
-        params = (
-            job.id,
-            s.name,
-            s.workflow,
-            str(job.state),
-            spec_to_json(s),
-            s.priority,
-            s.start_at,
-            s.end_at,
-            job.due_at,
-            error_to_json(job.error),
-            s.schedule,
-            job.created_at,
-            job.updated_at,
-        )
+        params = job_row(job)
         self.statements.append((q.INSERT_JOB, params))
         return self
 
