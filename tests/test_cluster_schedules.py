@@ -69,6 +69,14 @@ def test_three_nodes_make_one_job_per_firing_and_count_a_miss_once(cluster: Clus
     )  # back to the first firing: every later one was recorded, and is not again
     # At least one firing falls while no node runs (the condition is the clock's).
     e2e.wait_until(lambda: time.time() > before[-1][0] + 2 * INTERVAL, what="a firing missed")
+    # A node that is up but started after those firings (still starting, say): it was
+    # not up when they fell, so they were missed. With it, whichever of the two nodes
+    # starts first sees another node up, as both do when they start at the same moment.
+    cluster.sql(
+        "INSERT INTO nodes (name, workers, run_queue_size, epoch, started_at, renewed_at,"
+        " lease_s, state) SELECT 'z', 1, 1, nextval('jobd_node_epochs'), jobd_now(),"
+        " jobd_now(), 600, 'up'"
+    )
     cluster.start("a", "b")  # two nodes catching up together are enough for the race
     e2e.wait_until(lambda: _fired(cluster) >= len(before) + 1, timeout=60, what="one more")
     for name in ("a", "b"):

@@ -12,7 +12,8 @@ in the transaction that writes the firing's event, and for a fired one its job):
 first node's write wins, the others' fail their guard (:class:`GuardFailed`) and
 write nothing. So each firing makes one job and a missed firing is counted once, with
 no scheduler role to hand over when a node dies. Firings missed while the whole
-cluster was down are caught up by the nodes that start while no other is up.
+cluster was down (due before any node that is up started) are caught up by every node
+that starts, and recorded once.
 """
 
 from __future__ import annotations
@@ -76,25 +77,25 @@ class Schedules:
     async def start(self) -> None:
         """Run or record the firings missed while jobd was down, then arm the live timers.
 
-        On a cluster only a node that starts while no other node is up catches up: while
-        one is, it fires every firing, and a firing this node took for missed may be one
-        that node is writing at this moment. This one then fires (late) what came since the
-        last recorded firing, and the database keeps one record of each."""
+        Missed means: due while no node ran. So a node catches up only to the start of the
+        earliest other node that is up (or to now, alone): a firing after that start is
+        that node's to fire, and one this node took for missed might be the one that node
+        is writing at this moment. The live timers then fire (late) what came since; the
+        database keeps one record of each firing, so nodes that start together and catch
+        up together still count each miss once."""
         engine = self.engine
         rows = await engine.store.schedule_rows()
         now = engine.clock()
         self.paused = {n: r["paused_at"] for n, r in rows.items() if r["paused_at"] is not None}
-        alone = not await self._others_up(now)
-        # What the live timers fire after: everything up to now is handled when caught up.
+        cutoff = min([now, *await self._others_started(now)])
+        # What the live timers fire after: everything up to the cutoff is caught up here.
         handled: dict[str, float | None] = {}
         for schedule in engine.config.schedules:
             last = rows.get(schedule.name, {}).get("last_fire_at")
             handled[schedule.name] = now
             if self._live(schedule) and last is not None:
-                if alone:
-                    await self._catch_up(schedule, last, now)
-                else:
-                    handled[schedule.name] = last
+                await self._catch_up(schedule, last, cutoff)
+                handled[schedule.name] = max(last, cutoff)
         for schedule in engine.config.schedules:
             # New, disabled or paused: the time until now is not missed (enabling or
             # resuming it later starts from here).
@@ -102,15 +103,17 @@ class Schedules:
                 await self._record(schedule.name, now, None, None, None)
         engine.timers.set_schedules(engine.config.schedules, self.fire, handled)
 
-    async def _others_up(self, now: float) -> bool:
-        """Whether another node of the cluster is up, its lease running (one node: no)."""
+    async def _others_started(self, now: float) -> list[float]:
+        """When each other node of the cluster that is up (its lease running) started (one
+        node: none)."""
         me = self.engine.config.daemon.node
-        return any(
-            n["name"] != me
+        return [
+            float(n.get("started_at") or now)
+            for n in await self.engine.nodes_info()
+            if n["name"] != me
             and n["state"] == "up"
             and (n.get("renewed_at") or 0.0) + (n.get("lease") or 0.0) > now
-            for n in await self.engine.nodes_info()
-        )
+        ]
 
     async def reload(self, previously_enabled: set[str]) -> None:
         """Re-arm the timers after a config reload; new or re-enabled schedules fire from now."""
