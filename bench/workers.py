@@ -110,7 +110,7 @@ async def _breakdown_body(engine: Engine, n: int, assets: int) -> dict[str, Any]
 
     writer.send = timed_send  # type: ignore[method-assign]
     writer.receive = timed_receive  # type: ignore[method-assign]
-    writer_cpu0 = _process_cpu(writer.proc.pid)
+    writer_cpu0 = _process_cpu(writer.pid)
     counter = Counter(n)
     engine.add_listener(counter)
     specs = noop_specs(n, assets)
@@ -120,7 +120,7 @@ async def _breakdown_body(engine: Engine, n: int, assets: int) -> dict[str, Any]
     await counter.finished.wait()
     wall = time.perf_counter() - t0
     cpu, loop = time.process_time() - cpu0, time.thread_time() - loop0
-    writer_cpu = _process_cpu(writer.proc.pid) - writer_cpu0
+    writer_cpu = _process_cpu(writer.pid) - writer_cpu0
     batches, units = store.batches - b0, store.units - u0
     return {
         "jobs_per_s": round(n / wall),
