@@ -11,7 +11,9 @@ share of the figure. Each phase also reports the CPU µs per request on each sid
 
 Prints one JSON line. Usage: ``python -m bench.api [--jobs N] [--concurrency C]``;
 ``--sequential ROUNDS``: only the one-at-a-time phases (stored jobs), httpx and the minimal
-client in turn, with the daemon's CPU split into its loop's and its writer's.
+client in turn, with the daemon's CPU split into its loop's and its writer's. ``--reads
+ROUNDS``: N jobs stored, then with httpx one at a time ``GET /v1/jobs/{id}`` of each and
+``GET /v1/jobs`` (a page of 100) N/10 times, ROUNDS times in turn.
 Also home of :func:`daemon`, the launcher ``bench/scale.py`` uses.
 """
 
@@ -272,7 +274,7 @@ def raw(sock: Path, n: int, concurrency: int, future: bool) -> float:
 def measure(d: Daemon, fn: Any, *args: Any) -> dict[str, float]:
     """Run one client phase; report jobs/s and the CPU each side spent per request (the
     daemon's: its loop process and its writer process together, then each)."""
-    n = args[1]
+    n = args[1] if isinstance(args[1], int) else len(args[1])
     (loop0, writer0), client0 = d.cpu_split(), time.process_time()
     rate = fn(*args)
     loop1, writer1 = d.cpu_split()
@@ -296,6 +298,36 @@ def run_sequential(n: int, rounds: int) -> dict[str, Any]:
             for i in range(rounds):
                 out[f"httpx_{i}"] = measure(d, sequential, d.socket, n, True)
                 out[f"raw_{i}"] = measure(d, raw, d.socket, n, 1, True)
+            return out
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _gets(sock: Path, paths: list[str]) -> float:
+    """Requests/s of ``GET`` on each path in turn, one at a time, over one connection."""
+    transport = httpx.HTTPTransport(uds=str(sock))
+    with httpx.Client(transport=transport, base_url="http://jobd", timeout=60) as client:
+        t0 = time.perf_counter()
+        for path in paths:
+            r = client.get(path)
+            if r.status_code != 200:
+                raise RuntimeError(f"GET {path} answered {r.status_code}: {r.text[:200]}")
+        return len(paths) / (time.perf_counter() - t0)
+
+
+def run_reads(n: int, rounds: int) -> dict[str, Any]:
+    """``GET /v1/jobs/{id}`` and ``GET /v1/jobs`` one at a time over ``n`` stored jobs."""
+    base = short_dir()
+    try:
+        config = write_config(base, queue=max(1000, 2 * n))
+        with daemon(base, config) as d:
+            raw(d.socket, n, 1, True)
+            out: dict[str, Any] = {"jobs": n, "ready_s": round(d.ready_s, 3)}
+            show = [f"/v1/jobs/{i}" for i in range(1, n + 1)]
+            pages = ["/v1/jobs?limit=100"] * max(1, n // 10)
+            for i in range(rounds):
+                out[f"show_{i}"] = measure(d, _gets, d.socket, show)
+                out[f"list_{i}"] = measure(d, _gets, d.socket, pages)
             return out
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -332,8 +364,16 @@ def main(argv: list[str] | None = None) -> None:
         metavar="ROUNDS",
         help="only one request at a time (httpx, then the minimal client), ROUNDS times",
     )
+    p.add_argument(
+        "--reads",
+        type=int,
+        metavar="ROUNDS",
+        help="GET /v1/jobs/{id} and GET /v1/jobs one at a time (httpx), ROUNDS times",
+    )
     args = p.parse_args(argv)
-    if args.sequential:
+    if args.reads:
+        figures = run_reads(args.jobs, args.reads)
+    elif args.sequential:
         figures = run_sequential(args.jobs, args.sequential)
     else:
         figures = run(args.jobs, args.concurrency, args.workers)

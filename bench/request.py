@@ -192,7 +192,7 @@ async def _in_process(state: Path, n: int) -> tuple[dict[str, Any], list[Unit]]:
             async def submit(i: int) -> None:
                 await engine.submit(JobSpec(workflow="noop", start_at=start))
 
-            out["engine"] = await _Clock(writer.proc.pid).run(n, submit)
+            out["engine"] = await _Clock(writer.pid).run(n, submit)
             app = create_app(engine, version="bench", started_at=time.time())
             body = json.dumps(
                 {"workflow": "noop", "start_at": datetime.fromtimestamp(start, UTC).isoformat()}
@@ -203,7 +203,7 @@ async def _in_process(state: Path, n: int) -> tuple[dict[str, Any], list[Unit]]:
                 if status != 201:
                     raise RuntimeError(f"POST /v1/jobs answered {status}")
 
-            out["asgi"] = await _Clock(writer.proc.pid).run(n, post)
+            out["asgi"] = await _Clock(writer.pid).run(n, post)
             tg.cancel_scope.cancel()
     return out, [u for u in recorded if u.statements or u.appended][:n]
 
@@ -215,7 +215,7 @@ async def _store_alone(state: Path, units: list[Unit]) -> dict[str, float]:
         async def commit(i: int) -> None:
             await store.commit(units[i])
 
-        return await _Clock(store._writer.proc.pid).run(len(units), commit)
+        return await _Clock(store._writer.pid).run(len(units), commit)
 
 
 def run(n: int) -> dict[str, Any]:

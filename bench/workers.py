@@ -96,21 +96,20 @@ async def _breakdown_body(engine: Engine, n: int, assets: int) -> dict[str, Any]
     writer = store._writer
     batch_s: list[float] = []
     sent_at: list[float] = []
-    send, receive = writer.send, writer.receive
+    send, pipes = writer.send, writer._pipes
+    answered = pipes.on_frame
 
     def timed_send(units: list[Any]) -> None:
         sent_at.append(time.perf_counter())
         send(units)
 
-    async def timed_receive() -> Any:
-        try:
-            return await receive()
-        finally:
-            batch_s.append(time.perf_counter() - sent_at.pop(0))
+    def timed_answer(frame: Any) -> None:
+        batch_s.append(time.perf_counter() - sent_at.pop(0))
+        answered(frame)
 
     writer.send = timed_send  # type: ignore[method-assign]
-    writer.receive = timed_receive  # type: ignore[method-assign]
-    writer_cpu0 = _process_cpu(writer.proc.pid)
+    pipes.on_frame = timed_answer
+    writer_cpu0 = _process_cpu(writer.pid)
     counter = Counter(n)
     engine.add_listener(counter)
     specs = noop_specs(n, assets)
@@ -120,7 +119,7 @@ async def _breakdown_body(engine: Engine, n: int, assets: int) -> dict[str, Any]
     await counter.finished.wait()
     wall = time.perf_counter() - t0
     cpu, loop = time.process_time() - cpu0, time.thread_time() - loop0
-    writer_cpu = _process_cpu(writer.proc.pid) - writer_cpu0
+    writer_cpu = _process_cpu(writer.pid) - writer_cpu0
     batches, units = store.batches - b0, store.units - u0
     return {
         "jobs_per_s": round(n / wall),

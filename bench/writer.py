@@ -63,13 +63,13 @@ async def _record(n: int, batch: int, workers: int) -> bytes:
     with tempfile.TemporaryDirectory(prefix="jobd-bw-") as tmp:
         state = Path(tmp)
         async with open_store(state / "jobd.db", synchronous="full") as store:
-            write = store._writer._stdin.write
+            write = store._writer._write
 
             def keep(data: bytes | bytearray | memoryview) -> None:
                 sent.append(bytes(data))
                 write(data)
 
-            store._writer._stdin.write = keep  # type: ignore[method-assign]
+            store._writer._write = keep
             engine = Engine(bench_config(state, workers, max(4 * batch, 1000)), store, plugins)
             async with anyio.create_task_group() as tg:
                 await tg.start(engine.run)

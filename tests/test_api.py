@@ -389,7 +389,13 @@ async def test_metrics_count_transitions_durations_and_queue_gauges(config: Conf
     async with api(config) as (engine, client):
         job_id = (await client.post("/v1/jobs", json={"workflow": "quick"})).json()["id"]
         await wait_done(engine, job_id)
+        # The store may show the job completed a moment before the loop has the writer's
+        # answer and tells the listeners (the metrics): wait for that too.
         response = await client.get("/metrics")
+        with anyio.fail_after(30):
+            while 'to="completed"} 1.0' not in response.text or "busy 0.0" not in response.text:
+                await engine.store.flush()
+                response = await client.get("/metrics")
     text = response.text
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     assert 'jobd_transitions_total{from="running",to="completed"} 1.0' in text

@@ -74,7 +74,7 @@ async def test_a_dead_writer_fails_every_write_with_a_clear_error(tmp_path: Path
     with pytest.raises(BaseExceptionGroup) as caught:
         async with open_store(db) as store:
             await store.commit(_log_unit("kept"))
-            os.kill(store._writer.proc.pid, signal.SIGKILL)
+            os.kill(store._writer.pid, signal.SIGKILL)
             with pytest.raises(StoreError, match=r"database writer process .* exited"):
                 await store.commit(_log_unit("lost"))
             with pytest.raises(StoreError, match="database writer process"):
@@ -90,8 +90,8 @@ async def test_a_dead_writer_fails_every_write_with_a_clear_error(tmp_path: Path
 async def test_the_writer_ignores_a_terminals_interrupt(tmp_path: Path) -> None:
     db = tmp_path / "jobd.db"
     async with open_store(db) as store:
-        os.kill(store._writer.proc.pid, signal.SIGINT)
-        os.kill(store._writer.proc.pid, signal.SIGTERM)
+        os.kill(store._writer.pid, signal.SIGINT)
+        os.kill(store._writer.pid, signal.SIGTERM)
         await store.commit(_log_unit("still here"))
     assert _messages(db) == ["still here"]
 
@@ -115,7 +115,7 @@ CHILD = textwrap.dedent("""
     async def main():
         async with open_store(Path(sys.argv[1])) as store:
             await store.commit(Unit().add(INSERT, (1, 0.0, None, "info", "durable")))
-            print(store._writer.proc.pid, flush=True)
+            print(store._writer.pid, flush=True)
             await anyio.sleep_forever()
 
     anyio.run(main)

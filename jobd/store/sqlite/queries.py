@@ -27,6 +27,10 @@ PRAGMAS = (
     "PRAGMA busy_timeout = 30000",
 )
 
+#: A read of several statements that must agree (the reader's connection, autocommit).
+BEGIN_READ = "BEGIN"
+END_READ = "COMMIT"
+
 # ------------------------------------------------------------------ columns
 JOB_COLUMNS = (
     "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at,"

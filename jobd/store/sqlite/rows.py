@@ -6,7 +6,7 @@ import json
 import sqlite3
 from typing import Any
 
-from jobd.core.models import Job, Reservation, Step
+from jobd.core.models import HistoryEntry, Job, Reservation, Step
 from jobd.core.states import JobState, StepState
 from jobd.store.codec import error_from_json, loads, spec_from_json
 from jobd.store.sqlite import queries as q
@@ -54,6 +54,36 @@ def step_from_row(r: Row) -> Step:
 
 def reservation_from_row(r: Row) -> Reservation:
     return Reservation(r[0], r[1], r[2], r[3], r[4])
+
+
+def history_from_row(r: Row) -> HistoryEntry:
+    """A row of :data:`queries.SELECT_HISTORY`."""
+    return HistoryEntry(
+        r[0],
+        None if r[1] is None else JobState(r[1]),
+        None if r[2] is None else JobState(r[2]),
+        r[3],
+        r[4],
+    )
+
+
+def read_job(conn: sqlite3.Connection, job_id: int, full: bool) -> Job | None:
+    """One job with its steps and reservations, and its history when ``full`` (in the
+    reader's thread), read in one transaction so that the parts agree."""
+    conn.execute(q.BEGIN_READ)
+    try:
+        row = conn.execute(q.SELECT_JOB, (job_id,)).fetchone()
+        if row is None:
+            return None
+        job = job_from_row(row)
+        job.steps = [step_from_row(r) for r in conn.execute(q.SELECT_STEPS, (job_id,))]
+        rows = conn.execute(q.SELECT_RESERVATIONS, (job_id,))
+        job.reservations = [reservation_from_row(r) for r in rows]
+        if full:
+            job.history = [history_from_row(r) for r in conn.execute(q.SELECT_HISTORY, (job_id,))]
+        return job
+    finally:
+        conn.execute(q.END_READ)
 
 
 def read_jobs(conn: sqlite3.Connection, job_ids: list[int]) -> list[Job]:

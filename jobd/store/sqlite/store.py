@@ -19,13 +19,10 @@ uncommitted change.
 from __future__ import annotations
 
 import asyncio
-import pickle
 import sqlite3
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -40,10 +37,17 @@ from jobd.store.contract import Changes, GuardFailed, ReservationRow, Store
 from jobd.store.reads import DuePlan, JobFilter
 from jobd.store.soon import Completion, Done, queue_soon
 from jobd.store.sqlite import queries as q
-from jobd.store.sqlite import sqlwriter
 from jobd.store.sqlite.filters import read_filtered
-from jobd.store.sqlite.rows import job_from_row, read_jobs, reservation_from_row, step_from_row
+from jobd.store.sqlite.rows import (
+    history_from_row,
+    job_from_row,
+    read_job,
+    read_jobs,
+    reservation_from_row,
+    step_from_row,
+)
 from jobd.store.sqlite.units import Params, Unit
+from jobd.store.sqlite.writerpipe import Writer
 
 SCHEMA_VERSION = 5
 #: Units queued in one turn of the event loop that are sent without waiting for its end.
@@ -53,90 +57,17 @@ T = TypeVar("T")
 _Queued = tuple[Unit, "asyncio.Future[Any] | Completion | None"]
 
 
-class _Writer:
-    """The daemon's end of the writer process (:mod:`.sqlwriter`): frames over its pipes."""
-
-    def __init__(self, path: Path, proc: asyncio.subprocess.Process) -> None:
-        self.path, self.proc = path, proc
-        assert proc.stdin is not None and proc.stdout is not None
-        self._stdin, self._stdout = proc.stdin, proc.stdout
-
-    @classmethod
-    async def start(cls, path: Path, synchronous: str) -> _Writer:
-        schema = resources.files("jobd.store.sqlite").joinpath("sql/schema.sql")
-        # -I -S: the writer needs only the standard library, and starts faster without site.
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",
-            "-S",
-            sqlwriter.__file__,
-            str(path),
-            synchronous,
-            str(schema),
-            str(SCHEMA_VERSION),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        writer = cls(path, proc)
-        try:
-            kind, message = await writer.receive()
-        except BaseException:
-            await writer.close()
-            raise
-        if kind != "ready":
-            await writer.close()
-            raise StoreError(str(message))
-        return writer
-
-    def send(self, units: list[Unit]) -> None:
-        # Never waits (no drain): what is sent is bounded by the units whose callers wait,
-        # and waiting for the writer to read here while it waits for us to read its answers
-        # could deadlock the two.
-        self._stdin.write(
-            sqlwriter.encode_frame(
-                [(u.statements, u.guarded, u.appended, u.ordered) for u in units]
-            )
-        )
-
-    async def receive(self) -> Any:
-        try:
-            head = await self._stdout.readexactly(sqlwriter.HEADER.size)
-            (size,) = sqlwriter.HEADER.unpack(head)
-            return pickle.loads(await self._stdout.readexactly(size))
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            code = await self.proc.wait()
-            raise StoreError(
-                f"the database writer process for {self.path} exited (exit status {code})"
-            ) from exc
-
-    async def close(self) -> None:
-        """End of input: the writer finishes and exits (killed if it has not in 30 s)."""
-        if self.proc.returncode is not None:
-            return
-        with anyio.CancelScope(shield=True):
-            self._stdin.close()
-            with anyio.move_on_after(30):
-                await self.proc.wait()
-                return
-            log.error("the database writer did not exit; killing it", pid=self.proc.pid)
-            self.proc.kill()
-            await self.proc.wait()
-
-
 class SqliteStore(Store):
     """The job database on SQLite. Create with :func:`open_store`; the contract's docstrings
     (:class:`jobd.store.contract.Store`) say what each method promises."""
 
-    def __init__(self, path: Path, writer: _Writer, reader: aiosqlite.Connection):
+    def __init__(self, path: Path, writer: Writer, reader: aiosqlite.Connection):
         self.path = path
         self._writer = writer
         self._reader = reader
         self._queue: list[_Queued] = []
         #: Batches sent to the writer, oldest first, whose answers have not come yet.
         self._inflight: deque[list[_Queued]] = deque()
-        self._flushing = asyncio.Lock()
-        #: Set when a batch was sent: the writer task waits for the answers.
-        self._wakeup = asyncio.Event()
         #: A send of the queue is scheduled for the end of this turn of the event loop.
         self._send_scheduled = False
         self._closed = False
@@ -211,26 +142,6 @@ class SqliteStore(Store):
             self._send_scheduled = True
             asyncio.get_running_loop().call_soon(self._send_queue)
 
-    async def _writer_loop(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        task_status.started()
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            await self._flush()
-
-    async def _flush(self) -> None:
-        """Send what is queued and wake the callers of each batch as its answer comes, until
-        nothing is queued or in flight. Raises StoreError if the writer died."""
-        async with self._flushing:
-            while self._inflight or self._queue:
-                self._send_queue()
-                try:
-                    kind, results = await self._writer.receive()
-                except StoreError as exc:
-                    self._fail_all(exc)
-                    raise
-                self._resolve(self._inflight.popleft(), kind, results)
-
     def _send_queue(self) -> None:
         self._send_scheduled = False
         if not self._queue or self._broken:
@@ -238,7 +149,24 @@ class SqliteStore(Store):
         batch, self._queue = self._queue, []
         self._writer.send([unit for unit, _ in batch])
         self._inflight.append(batch)
-        self._wakeup.set()
+
+    def _answered(self, frame: Any) -> None:
+        """The writer's answer to the oldest batch in flight (in the loop's read callback)."""
+        kind, results = frame
+        self._resolve(self._inflight.popleft(), kind, results)
+
+    async def _watch_writer(self) -> None:
+        """Idle until the writer process ends; then the store's task group ends with the
+        writer's error (the daemon exits on it), unless the store was being closed."""
+        await self._writer.wait_gone()
+        if self._broken is not None:
+            raise self._broken
+
+    def _writer_gone(self, code: int | None) -> None:
+        """The writer process has exited: after :meth:`close`, as it should; otherwise
+        every write waiting and every later one fails."""
+        if not self._closed or self._inflight or self._queue:
+            self._fail_all(StoreError(self._writer.exited(code)))
 
     def _resolve(self, batch: list[_Queued], kind: str, results: Any) -> None:
         if kind != "ok":
@@ -288,15 +216,9 @@ class SqliteStore(Store):
         return cast(T, result)
 
     async def load_job(self, job_id: int, *, full: bool = True) -> Job | None:
-        row = await self._fetchone(q.SELECT_JOB, (job_id,))
-        if row is None:
-            return None
-        job = job_from_row(row)
-        job.steps = await self.load_steps(job_id)
-        job.reservations = await self.load_reservations(job_id)
-        if full:
-            job.history = await self.load_history(job_id)
-        return job
+        """In one hop to the reader's thread, in one read transaction (a snapshot): four
+        hops cost ``GET /v1/jobs/{id}`` more than its queries did."""
+        return await self._read(read_job, job_id, full)
 
     async def load_steps(self, job_id: int) -> list[Step]:
         return [step_from_row(r) for r in await self._fetchall(q.SELECT_STEPS, (job_id,))]
@@ -306,17 +228,7 @@ class SqliteStore(Store):
         return [reservation_from_row(r) for r in rows]
 
     async def load_history(self, job_id: int) -> list[HistoryEntry]:
-        rows = await self._fetchall(q.SELECT_HISTORY, (job_id,))
-        return [
-            HistoryEntry(
-                r[0],
-                None if r[1] is None else JobState(r[1]),
-                None if r[2] is None else JobState(r[2]),
-                r[3],
-                r[4],
-            )
-            for r in rows
-        ]
+        return [history_from_row(r) for r in await self._fetchall(q.SELECT_HISTORY, (job_id,))]
 
     async def job_log(self, job_id: int, after: int, limit: int) -> list[dict[str, Any]]:
         rows = await self._fetchall(q.SELECT_LOG, (job_id, after, limit))
@@ -437,25 +349,27 @@ async def _connect(path: Path, synchronous: str) -> aiosqlite.Connection:
 async def open_store(path: Path, *, synchronous: str = "full") -> AsyncIterator[SqliteStore]:
     """Open (creating and migrating as needed) the database at ``path``; run its writer."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = await _Writer.start(path, synchronous)
+    writer = await Writer.start(path, synchronous, SCHEMA_VERSION)
     try:
         try:
             reader = await _connect(path, synchronous)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {path}: {exc}") from exc
         store = SqliteStore(path, writer, reader)
+        writer.attach(store._answered, store._writer_gone)
         try:
             async with anyio.create_task_group() as tg:
-                await tg.start(store._writer_loop)
+                tg.start_soon(store._watch_writer)
                 try:
                     yield store
                 finally:
                     with anyio.CancelScope(shield=True):
-                        if store._broken is None:
-                            await store._flush()
+                        if store._broken is None and (store._queue or store._inflight):
+                            await store.flush()  # what was queued lands before the writer
                     store._closed = True
                     tg.cancel_scope.cancel()
         finally:
+            store._closed = True
             await reader.close()
     finally:
         await writer.close()
