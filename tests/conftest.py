@@ -118,9 +118,29 @@ def pg_server() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def pg_template(pg_server: str) -> Iterator[str]:
+    """A database migrated once per test process by the store (tests/pgserver.py): its name."""
+    from tests import pgserver
+
+    with pgserver.migrated_template(pg_server) as name:
+        yield name
+
+
 @pytest.fixture
-def pg_url(pg_server: str) -> Iterator[str]:
-    """A fresh database on the test server for one test, dropped after it."""
+def pg_url(pg_server: str, pg_template: str) -> Iterator[str]:
+    """A fresh database on the test server for one test, dropped after it: a copy of
+    ``pg_template``, so it holds this jobd's schema and no row (the migrations are run
+    once per process, not per test; ``pg_empty_url`` for a database with no schema)."""
+    from tests import pgserver
+
+    with pgserver.fresh_database(pg_server, pg_template) as url:
+        yield url
+
+
+@pytest.fixture
+def pg_empty_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty database for one test (no schema yet), dropped after it."""
     from tests import pgserver
 
     with pgserver.fresh_database(pg_server) as url:

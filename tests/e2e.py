@@ -341,9 +341,11 @@ def free_port() -> int:
 
 
 def wait_until(
-    predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition"
+    predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition"
 ) -> None:
-    """Poll ``predicate`` until true, with a deadline (for state seen only from outside)."""
+    """Poll ``predicate`` until true, with a deadline (for state seen only from outside).
+    The default is generous: on two busy cores a daemon's step or a CLI call can take
+    seconds; a condition met at once returns at once."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

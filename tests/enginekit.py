@@ -59,7 +59,7 @@ async def running_engine(config: Config, **kw: Any) -> AsyncIterator[Engine]:
 
 
 async def wait_state(
-    engine: Engine, job_id: int, states: Iterable[JobState] | JobState, timeout: float = 20
+    engine: Engine, job_id: int, states: Iterable[JobState] | JobState, timeout: float = 60
 ) -> Job:
     """Wait (on the engine's events, with a deadline) until the job is in one of ``states``."""
     wanted = {states} if isinstance(states, JobState) else set(states)
@@ -78,8 +78,9 @@ async def wait_all(engine: Engine, job_ids: Iterable[int], timeout: float = 60) 
     return [await wait_state(engine, j, FINAL, timeout) for j in job_ids]
 
 
-async def wait_until(predicate: Any, timeout: float = 20, interval: float = 0.01) -> None:
-    """Poll ``predicate`` (sync or async) until true, failing after ``timeout``."""
+async def wait_until(predicate: Any, timeout: float = 60, interval: float = 0.01) -> None:
+    """Poll ``predicate`` (sync or async) until true, failing after ``timeout`` (generous,
+    as :func:`wait_state`'s: a step's process starts slowly on two busy cores)."""
     with anyio.fail_after(timeout):
         while True:
             result = predicate()

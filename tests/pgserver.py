@@ -6,6 +6,11 @@ machines run PostgreSQL 15 there with trust authentication); else a throwaway se
 of our own, made with Debian's ``initdb``/``pg_ctl`` in a temporary folder (the
 ``postgresql`` package is installed with apt-get when missing and we are root). The
 tests never skip for want of a server: where none can be had, they fail saying why.
+
+A test's fresh database (the ``pg_url`` fixture, tests/conftest.py) is a copy of one that
+the store migrated once per test process (:func:`migrated_template`); ``pg_empty_url``
+and :func:`fresh_database` without a template give an empty one (the tests of migrations
+from nothing or from an older schema).
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 import psycopg
 
 ENV = "JOBD_TEST_PG_URL"
@@ -115,11 +122,14 @@ def with_database(url: str, name: str) -> str:
 
 
 @contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """A new, empty database on the server, dropped afterwards (even with connections left)."""
+def fresh_database(server_url: str, template: str | None = None) -> Iterator[str]:
+    """A new database on the server, dropped afterwards (even with connections left): empty,
+    or a copy of the database ``template`` (``CREATE DATABASE ... TEMPLATE``, which needs
+    no session on the template meanwhile: :func:`migrated_template`'s has none)."""
     name = f"jobd_test_{uuid.uuid4().hex[:12]}"
+    copy = "" if template is None else f' TEMPLATE "{template}"'
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]  # a name we made
+        conn.execute(f'CREATE DATABASE "{name}"{copy}')  # type: ignore[arg-type]  # our names
     try:
         yield with_database(server_url, name)
     finally:
@@ -132,3 +142,22 @@ def fresh_database(server_url: str) -> Iterator[str]:
             except psycopg.Error:
                 if time.monotonic() > deadline:
                     raise
+
+
+@contextmanager
+def migrated_template(server_url: str) -> Iterator[str]:
+    """The name of a new database that the PostgreSQL store itself migrated from empty to
+    this jobd's schema (``open_store``, then closed: no session is left on it), holding no
+    row of any test; dropped afterwards. A copy of it is what a fresh database would be
+    once a store opened it, without each test paying for the migrations."""
+    with fresh_database(server_url) as url:
+        with ThreadPoolExecutor(1) as thread:  # its own event loop, whatever runs here
+            thread.submit(anyio.run, _open_and_close, url).result()
+        yield urlsplit(url).path[1:]
+
+
+async def _open_and_close(url: str) -> None:
+    from jobd.store.postgres import open_store
+
+    async with open_store(url):
+        pass

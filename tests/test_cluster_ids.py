@@ -97,7 +97,8 @@ async def test_a_node_s_jobs_take_ids_from_its_blocks_and_a_refusal_uses_none(
     assert rows == (len(ids) + len(later),) * 2
 
 
-async def test_a_schema_1_database_is_migrated_and_its_ids_go_on(pg_url: str) -> None:
+async def test_a_schema_1_database_is_migrated_and_its_ids_go_on(pg_empty_url: str) -> None:
+    pg_url = pg_empty_url
     from importlib import resources
 
     from jobd.store.postgres import SCHEMA_VERSION
