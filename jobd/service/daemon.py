@@ -207,7 +207,10 @@ class Daemon:
             self._tg = tg
             await tg.start(self._receive_signals)
             await tg.start(engine.run)
-            unix_app = app()
+            # Building an app is ~0.1 s of Python on a quiet machine and seconds on a busy
+            # one: in a thread, so that the loop keeps renewing a cluster node's lease
+            # meanwhile (a node whose renewals stop past the lease's end kills itself).
+            unix_app = await anyio.to_thread.run_sync(app)
             await tg.start(
                 partial(
                     serve,
@@ -218,7 +221,7 @@ class Daemon:
                 )
             )
             if self.tcp is not None:
-                tcp_app = app(tcp=True)
+                tcp_app = await anyio.to_thread.run_sync(partial(app, tcp=True))
                 await tg.start(
                     partial(
                         serve,
