@@ -113,10 +113,21 @@ def huey(n: int) -> dict[str, Any]:
         return {"skipped": f"huey not installed ({exc}): use bench/run"}
 
 
-def cancel(n: int) -> dict[str, Any]:
+def on_database(config: Path, url: str) -> None:
+    """``config`` with ``[daemon] database = url`` (a PostgreSQL store: bench/pglist.py)."""
+    text = config.read_text().replace(
+        "[daemon]\n", f'[daemon]\ndatabase = "{url}"\nnode = "bench-pglist"\n', 1
+    )
+    config.write_text(text)
+
+
+def cancel(n: int, database: str | None = None) -> dict[str, Any]:
+    """``database``: a PostgreSQL URL for the daemon's store (else its SQLite file)."""
     base = short_dir()
     try:
         config = write_config(base, workers=1, queue=2 * n + 10, level="warning", extra=HOLD)
+        if database is not None:
+            on_database(config, database)
         gate = base / "gate"
         with daemon(base, config) as d, _client(d.socket) as client:
             held = client.post("/v1/jobs", json={"workflow": "hold", "params": {"path": str(gate)}})

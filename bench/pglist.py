@@ -20,6 +20,9 @@ serves several runs, and code before and after a change can read the same rows:
   insert unit, then a transition unit: two non-HOT updates' index entries), and the
   server's CPU per job (its backends' user + system time, from ``/proc``); dropped after.
   Run it alternately with the code before and after a change (``PYTHONPATH``).
+* ``cancel --db NAME --jobs N``: bench/batch.py's ``cancel`` on PostgreSQL: a daemon on a
+  new database NAME, N queued jobs canceled by ``POST /v1/batch/cancel`` with a filter;
+  the request's time; NAME dropped after. Run it with the code before and after a change.
 * ``drop --db NAME``.
 
 The server: ``--server`` (a ``postgresql://`` URL of a role that may create databases),
@@ -214,15 +217,12 @@ def read_daemon(server: str, name: str, repeat: int, limit: int) -> dict[str, An
     import shutil
 
     from bench.api import daemon, short_dir, write_config
-    from bench.batch import _client, _pages
+    from bench.batch import _client, _pages, on_database
 
     base = short_dir()
     try:
         config = write_config(base, level="warning")
-        text = config.read_text().replace(
-            "[daemon]\n", f'[daemon]\ndatabase = "{_url(server, name)}"\nnode = "bench-pglist"\n', 1
-        )
-        config.write_text(text)
+        on_database(config, _url(server, name))
         with daemon(base, config) as d, _client(d.socket) as client:
             found = _pages(client, repeat, limit)
     finally:
@@ -236,6 +236,21 @@ def read_daemon(server: str, name: str, repeat: int, limit: int) -> dict[str, An
     }
 
 
+def cancel(server: str, name: str, n: int) -> dict[str, Any]:
+    """bench/batch.py's cancel (``n`` queued jobs canceled by filter) on a new database NAME
+    (its schema made by the daemon's store), dropped after."""
+    from bench.batch import cancel as batch_cancel
+
+    drop(server, name)
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]  # the caller's name
+    try:
+        out = batch_cancel(n, database=_url(server, name))
+    finally:
+        drop(server, name)
+    return {"db": name, "schema": SCHEMA_VERSION, **out, "load": round(os.getloadavg()[0], 1)}
+
+
 def drop(server: str, name: str) -> dict[str, Any]:
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
@@ -244,7 +259,7 @@ def drop(server: str, name: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("command", choices=("fill", "copy", "read", "writes", "drop"))
+    p.add_argument("command", choices=("fill", "copy", "read", "writes", "cancel", "drop"))
     p.add_argument("--db", required=True)
     p.add_argument("--to", help="copy: the new database's name")
     p.add_argument("--server", default=os.environ.get("JOBD_TEST_PG_URL") or LOCAL)
@@ -264,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
         out = read(args.server, args.db, args.repeat, args.limit)
     elif args.command == "writes":
         out = writes(args.server, args.db, args.jobs)
+    elif args.command == "cancel":
+        out = cancel(args.server, args.db, args.jobs)
     else:
         out = drop(args.server, args.db)
     print(json.dumps(out))

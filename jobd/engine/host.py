@@ -29,7 +29,7 @@ class EngineRunHost:
         return self._ctx.config
 
     def action(self, name: str) -> Action | None:
-        return self._ctx.plugins.actions.get(name)
+        return self._ctx.plugins.action(name)
 
     def now(self) -> float:
         return self._ctx.clock()

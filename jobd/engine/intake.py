@@ -191,10 +191,19 @@ class Intake:
         # The caller gets the job as GET would show it right after this write (with its
         # history), not as a worker may have changed it meanwhile; the engine's own copy
         # keeps no history in memory.
-        shown = replace_job(
-            job, steps=[step.copy() for step in job.steps], reservations=job.reservations
+        shown = Job(  # built whole: replace_job's setattr of each change, and lists replaced
+            id=job.id,
+            spec=spec,
+            state=job.state,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            error=job.error,
+            due_at=job.due_at,
+            run_started_at=job.run_started_at,
+            steps=[step.copy() for step in job.steps],
+            reservations=job.reservations,
+            history=[HistoryEntry(now, frm, to, cause, actor) for frm, to, cause in history],
         )
-        shown.history = [HistoryEntry(now, frm, to, cause, actor) for frm, to, cause in history]
         if shown.state == S.QUEUED:
             # Enqueued before the commit: a worker may take it now; its `running` write
             # queues behind this insert, so the run starts one commit sooner.

@@ -247,6 +247,11 @@ class PluginHost:
         """Every action offered by a working plugin, by name (read-only)."""
         return MappingProxyType(self._actions)
 
+    def action(self, name: str) -> Action | None:
+        """The action called ``name``, or None (:attr:`actions` without a view made per call:
+        this is on the path of every step run and every submission)."""
+        return self._actions.get(name)
+
     def action_plugin(self, name: str) -> PluginInfo:
         """The plugin offering action ``name``; ``KeyError`` if no plugin does."""
         return self._infos[self._action_owner[name]]

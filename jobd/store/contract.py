@@ -305,10 +305,11 @@ class Store(SharedDatabase, ABC):
         came first, or it is gone) is left as it is and out of the answer; it never fails
         the others (no :class:`GuardFailed`). **Atomic per job**: a job's state, history
         entry and release land together or not at all; the jobs may land in one transaction
-        (SQLite: one set-based statement per intent, any number of ids) or in several (this
-        default: a unit per job, committed concurrently so that they share batches).
-        Raises :class:`~jobd.core.errors.StoreError` as :meth:`commit` does; a backend that
-        uses several transactions may have applied some jobs by then (SQLite: none)."""
+        (SQLite: one set-based statement per intent, any number of ids; PostgreSQL: one
+        statement for the set) or in several (this default: a unit per job, committed
+        concurrently so that they share batches). Raises
+        :class:`~jobd.core.errors.StoreError` as :meth:`commit` does; a backend that uses
+        several transactions may have applied some jobs by then (SQLite, PostgreSQL: none)."""
         ids = list(dict.fromkeys(job_ids))
 
         async def one(job_id: int) -> bool:

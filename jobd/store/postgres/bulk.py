@@ -26,11 +26,36 @@ statements, through ``jobd_apply_split``: those grouped as above, then the rest 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
+import psycopg
+
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.units import PgUnit
+
+#: A batch's JSON, by orjson: a seventh of the standard library encoder's CPU on the hot
+#: path's batches (most of it was spelling floats). NaN and infinities, which jsonb has no
+#: words for, would come out as ``null``: jobd writes none (times come from clocks, a
+#: step's progress is clamped to 0-100, the API and configuration refuse them).
+_encode = orjson.dumps
+#: What orjson refuses (an integer beyond 64 bits), by the standard library's encoder.
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def payload(batch: Any) -> str:
+    """``batch`` as the JSON text of ``jobd_apply``'s (or ``jobd_apply_bulk``'s) argument."""
+    try:
+        return _encode(batch).decode()
+    except orjson.JSONEncodeError:
+        pass
+    try:
+        return _JSON.encode(batch)
+    except ValueError as exc:  # not JSON at all
+        raise psycopg.DataError(str(exc)) from exc
+
 
 #: The argument (index in the statement list) that names the job, per statement.
 _INSERT_OPS = {"insert_job": 1, "insert_step": 1, "history": 1}

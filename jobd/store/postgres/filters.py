@@ -296,7 +296,21 @@ async def plan(
         (arms,) = found.values()
         if all(arm.ordered for arm in arms):
             return _walk(f, arms, columns, limit, cursor, descending)
-    counts = await _counts(conn, found, cursor, descending)
+    if "search" in found and len(found) > 1:
+        # The other drivers first: a search's count is a scan of its matches' names (the
+        # planner reads job_names from its start for a common text), and a small other
+        # driver is walked in id order, the name checked on each row, stopping at the page:
+        # its rows read follow the page and the two conditions' density, not the matches of
+        # either one alone (search + a rare state read 1,003 failed jobs by primary key).
+        others = {kind: arms for kind, arms in found.items() if kind != "search"}
+        counts = await _counts(conn, others, cursor, descending)
+        smallest = min(counts, key=lambda kind: counts[kind])
+        if counts[smallest] < _SMALL and all(arm.ordered for arm in others[smallest]):
+            return _walk(f, others[smallest], columns, limit, cursor, descending)
+        if counts[smallest] >= _SMALL:
+            counts |= await _counts(conn, {"search": found["search"]}, cursor, descending)
+    else:
+        counts = await _counts(conn, found, cursor, descending)
     smallest = min(counts, key=lambda kind: counts[kind])
     if counts[smallest] < _SMALL:
         return _whole(f, found[smallest], columns, limit, cursor, descending)

@@ -77,6 +77,19 @@ APPLY_SPLIT = (
     "SELECT jobd_apply_split(%s::jsonb, %s, %s::jsonb, %s::text[], %s::bigint[], %s::text[])"
 )
 
+#: A set-wise transition (``Store.transition_many``, :mod:`.many`): every job of ``ids``
+#: still in ``frm`` moved, only those (the claim trigger skips the rows of a job another
+#: node holds: not returned, no history, no release), their history rows in id order, and
+#: with ``{release}`` = :data:`RELEASE_MOVED` their reservations dropped; the ids moved.
+TRANSITION_MANY = (
+    "WITH moved AS (UPDATE jobs SET state = %(to)s, updated_at = %(at)s"
+    " WHERE id = ANY(%(ids)s::bigint[]) AND state = %(frm)s RETURNING id),"
+    " history_rows AS (INSERT INTO history (job_id, at, from_state, to_state, cause, actor)"
+    " SELECT id, %(at)s, %(frm)s, %(to)s, %(cause)s, %(actor)s FROM moved ORDER BY id)"
+    "{release} SELECT id FROM moved"
+)
+RELEASE_MOVED = ", released AS (DELETE FROM reservations WHERE job_id IN (SELECT id FROM moved))"
+
 # ------------------------------------------------------------------ asset locks
 LOCK_CHANNEL = "jobd_locks"
 LISTEN_LOCKS = f"LISTEN {LOCK_CHANNEL}"
@@ -223,6 +236,8 @@ SET_NODE = "SELECT set_config('jobd.node', %s, false)"
 #: Added to a batch's APPLY* of a joined node: its fencing token is checked first (the WHERE
 #: runs before the select list), in the batch's own transaction.
 FENCE = " WHERE jobd_fence(%s, %s)"
+#: The fencing token checked on its own, first in a transaction (:mod:`.many`).
+FENCE_ALONE = "SELECT jobd_fence(%s, %s)"
 #: The SQLSTATE of jobd_fence's refusal.
 FENCED_SQLSTATE = "JF001"
 NODE_JOIN = "SELECT jobd_node_join(%s, %s, %s, %s, %s, %s, %s, %s)"

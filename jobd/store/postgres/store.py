@@ -17,13 +17,11 @@ data only and never wait behind a batch.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, cast
 
 import anyio
-import orjson
 import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool
@@ -34,9 +32,10 @@ from jobd.core.states import JobState
 from jobd.store.cluster import Fenced, Membership
 from jobd.store.contract import AssetLocks, Changes, GuardFailed, ReservationRow, Store
 from jobd.store.postgres import queries as q
-from jobd.store.postgres.bulk import plan
+from jobd.store.postgres.bulk import payload, plan
 from jobd.store.postgres.filters import read_filtered
 from jobd.store.postgres.locks import PgAssetLocks
+from jobd.store.postgres.many import ManyUnit, take
 from jobd.store.postgres.news import PgNews
 from jobd.store.postgres.nodes import PgMembership
 from jobd.store.postgres.rules import ReservationNews, firing_claimed, refusal, set_capacities
@@ -55,13 +54,6 @@ _Outcome = tuple[str, str] | Exception | None
 #: Attempts at a unit that deadlocks with another node's writes, before it fails.
 _DEADLOCK_ATTEMPTS = 3
 _GUARD_FAILED = ("guard", "the job is no longer in the state it was written for")
-#: A batch's JSON, by orjson: a seventh of the standard library encoder's CPU on the hot
-#: path's batches (most of it was spelling floats). NaN and infinities, which jsonb has no
-#: words for, would come out as ``null``: jobd writes none (times come from clocks, a
-#: step's progress is clamped to 0-100, the API and configuration refuse them).
-_encode = orjson.dumps
-#: What orjson refuses (an integer beyond 64 bits), by the standard library's encoder.
-_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def safe_url(url: str) -> str:
@@ -136,6 +128,25 @@ class PostgresStore(Store):
     async def flush(self) -> None:
         await self.commit(PgUnit())
 
+    async def transition_many(
+        self,
+        job_ids: Sequence[int],
+        from_state: JobState,
+        to_state: JobState,
+        at: float,
+        cause: str,
+        actor: str,
+        *,
+        release: bool = False,
+    ) -> list[int]:
+        """One set-wise statement in one transaction, whatever the number of ids (:mod:`.many`:
+        on a StoreError nothing moved), in its place among the units queued."""
+        if not job_ids:
+            return []
+        unit = ManyUnit(job_ids, from_state, to_state, at, cause, actor, release)
+        await self.commit(unit)
+        return unit.moved
+
     async def _writer_loop(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Apply batches as they come; when idle, check the connection every
         :data:`PROBE_INTERVAL` s. Raises :class:`StoreError` once the database is lost: the
@@ -164,7 +175,7 @@ class PostgresStore(Store):
 
     async def _drain(self) -> None:
         while self._queue and not self._broken:
-            batch, self._queue = self._queue, []
+            batch, self._queue = take(self._queue)  # a set-wise unit alone
             try:
                 outcomes = await self._apply([unit for unit, _ in batch])
             except StoreError as exc:
@@ -213,8 +224,12 @@ class PostgresStore(Store):
         of the whole batch (``jobd_apply_bulk`` of it grouped by statement when
         :func:`.bulk.group` allows, the same writes in fewer executor runs); it answers
         with the units whose guard matched no row."""
-        statement, params, order = plan(units, _payload)
         token = self._token or ()
+        if isinstance(units[0], ManyUnit):  # alone in its batch (``take``)
+            await units[0].apply(self._conn, token)
+            self.batches, self.units = self.batches + 1, self.units + 1
+            return [None]
+        statement, params, order = plan(units, payload)
         if statement in (q.APPLY_BULK, q.APPLY_SPLIT):
             self.bulk_batches += 1
         if token:  # a node's batch: its fencing token is checked first, in its transaction
@@ -446,18 +461,6 @@ class PostgresStore(Store):
             {"at": r[0], "fire_time": r[1], "kind": r[2], "job_id": r[3], "reason": r[4]}
             for r in rows
         ]
-
-
-def _payload(batch: Any) -> str:
-    """``batch`` as the JSON text of ``jobd_apply``'s (or ``jobd_apply_bulk``'s) argument."""
-    try:
-        return _encode(batch).decode()
-    except orjson.JSONEncodeError:
-        pass
-    try:
-        return _JSON.encode(batch)
-    except ValueError as exc:  # not JSON at all
-        raise psycopg.DataError(str(exc)) from exc
 
 
 def _history(r: tuple[Any, ...]) -> HistoryEntry:
