@@ -326,6 +326,32 @@ def test_a_search_with_a_small_other_filter_reads_about_its_page(
     assert read <= 8 * limit, (read, statements, plans)
 
 
+@pytest.mark.parametrize("descending", [True, False], ids=["newest first", "oldest first"])
+def test_a_common_search_alone_is_read_from_the_next_jobs_without_a_count(
+    db: tuple[str, list[Job], Reserved], descending: bool
+) -> None:
+    """A search alone is first tried on the next 1,000 jobs by primary key (a third are
+    named clip): the page is there, and the search is not counted (the count read
+    job_names from its start until 2,000 names matched: 6,000 rows over 1,000,000 jobs)."""
+    url = db[0]
+    f = JobFilter(search="clip")
+
+    async def read() -> tuple[list[tuple[str, Any]], list[int]]:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            recording = _Recording(conn)
+            rows = await read_filtered(cast(Any, recording), f, "j.id", 20, 4000, descending)
+            return recording.sent, [r[0] for r in rows]
+
+    sent, got = anyio.run(read)
+    want = [i for i in expected(db[1], f, db[2]) if (i < 4000 if descending else i > 4000)]
+    assert got == (want[:20] if descending else want[::-1][:20])
+    assert not [sql for sql, _ in sent if _is_count(sql) or "job_names" in sql], sent
+    edge, page = sent
+    assert "LIMIT 1000" in edge[0] and "jobs j" in edge[0], edge  # the probe's last id
+    plan = _explain(url, *page, analyze=True, as_if_many=True)
+    assert _rows_read(plan) <= 8 * 20, (page, plan)
+
+
 @pytest.mark.parametrize("span", [500, 2], ids=["hour by hour", "populated hours only"])
 def test_hour_by_hour_pages_match_the_reference_and_give_up_past_their_bound(
     db: tuple[str, list[Job], Reserved], span: int
