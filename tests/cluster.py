@@ -39,6 +39,7 @@ from typing import Any
 
 import psycopg
 
+from jobd.client.remote import Client, Endpoint
 from tests import e2e
 
 #: A node's default lease in tests: short, so that takeover tests are quick, yet long enough
@@ -372,8 +373,12 @@ class Cluster:
         return int(json.loads(done.stdout)["id"])
 
     def show(self, name: str, job_id: int) -> dict[str, Any]:
-        shown: dict[str, Any] = self.daemons[name].cli_json("show", str(job_id))
-        return shown
+        """The job as node ``name``'s API shows it: the request of ``jobd show --json``, sent
+        by the CLI's own client from this process (no interpreter started per look: tests
+        poll this; the CLI itself is what :meth:`cli` and :meth:`submit` run)."""
+        endpoint = Endpoint(socket=self.daemons[name].layout.socket)
+        with Client(endpoint, timeout=60) as client:
+            return client.get_job(job_id)
 
     def sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of ``query`` on the cluster's database (a connection of the test's own)."""
@@ -423,13 +428,24 @@ class Cluster:
         return status
 
     def close(self) -> None:
-        """Stop every node still running (SIGKILL after the stop timeout), close the relays."""
-        for name, daemon in self.daemons.items():
-            if name in self._frozen:
-                self.thaw(name)
-            if daemon.alive:
-                with suppress(AssertionError):  # killed by stop() after its timeout
-                    daemon.stop()
+        """The test is over: stop every node still running, all at once and without the
+        drain (the second SIGTERM of SPEC's stop: steps are interrupted, not waited for up
+        to ``shutdown_grace``); SIGKILL after the stop timeout; close the relays."""
+        for name in list(self._frozen):
+            self.thaw(name)
+        running = [d for d in self.daemons.values() if d.alive]
+        for daemon in running:
+            daemon.send(signal.SIGTERM)
+        for daemon in running:
+            with suppress(AssertionError):  # it exited before saying STOPPING
+                daemon.notify.wait_for(
+                    "STOPPING", timeout=e2e.STOP_TIMEOUT, alive=lambda d=daemon: d.alive
+                )
+                daemon.send(signal.SIGTERM)  # stopping now, without waiting
+        for daemon in running:
+            with suppress(AssertionError):  # killed by stop() after its timeout
+                daemon.stop()
+        for daemon in self.daemons.values():
             daemon.notify.close()
         for relay in self.relays.values():
             relay.close()

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Generous: a loaded CI machine imports fastapi & co slowly. Only an upper bound.
-START_TIMEOUT = 30.0
+#: Generous: a loaded CI machine imports fastapi & co slowly, and three nodes starting at
+#: once on two busy cores took over 30 s (load 15). Only an upper bound: a daemon that dies
+#: instead is noticed at once (``NotifyListener.wait_for``'s ``alive``).
+START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 
 #: A drop-in plugin with actions whose names cannot clash with the shipped ones.

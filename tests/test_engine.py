@@ -359,3 +359,33 @@ async def test_a_backlog_of_due_jobs_larger_than_one_read_all_run(tmp_path: Path
     async with running_engine(config, clock=lambda: t0 + 3600) as engine:
         jobs = await wait_all(engine, ids, timeout=120)
     assert {job.state for job in jobs} == {S.COMPLETED}
+
+
+async def test_an_operation_on_a_job_changed_meanwhile_is_decided_on_its_new_state(
+    config,
+) -> None:
+    """The job changes state between the operation's read and its guarded write (on a
+    cluster: the node's recovery of a job it has just taken over turns its ``running``
+    into ``queued``): the operation is decided again on the job as it is now, not refused
+    in the name of a state that allows it."""
+    async with running_engine(config) as engine:
+        job = await engine.submit(spec("noop", start_at=4102444800.0))  # due in 2100
+        store = engine._ctx.store
+        load_job = store.load_job
+        meanwhile: list[str] = []
+
+        async def load_then_change(job_id: int, **kw):  # type: ignore[no-untyped-def]
+            found = await load_job(job_id, **kw)
+            if not meanwhile:
+                meanwhile.append("pause")
+                await engine.operate(job_id, "pause")  # after the read, before the write
+            return found
+
+        store.load_job = load_then_change
+        try:
+            canceled = await engine.operate(job.id, "cancel")
+        finally:
+            store.load_job = load_job
+    assert meanwhile == ["pause"]
+    assert canceled is not None and canceled.state == S.CANCELED
+    assert [h.to_state for h in canceled.history][-2:] == [S.PAUSED, S.CANCELED]

@@ -136,6 +136,22 @@ class Operations:
                 if isinstance(outcome, JobdError):
                     raise outcome
                 return None
+        return await self._here(job, operation, handler, actor)
+
+    async def _here(self, job: Job, operation: str, handler: Handler, actor: str) -> Job | None:
+        """Apply ``operation`` on this node. A job that changed between the read and the
+        guarded write (on a cluster, this node's recovery of a job it has just taken over
+        makes its ``running`` ``queued``) is read again and the operation decided on it as
+        it is now, when its new state allows it; a refusal then names a state that refuses."""
+        for _ in range(MOVES):
+            seen = job.state
+            check_transition(operation, seen)
+            try:
+                return await handler(job, actor)
+            except InvalidTransition as exc:
+                if exc.state == seen or operation not in exc.allowed:
+                    raise
+            job = await load_live(self._lineup, self._ctx.store, job.id)
         check_transition(operation, job.state)
         return await handler(job, actor)
 
