@@ -196,6 +196,23 @@ def test_sigterm_exits_0_and_removes_the_socket(base: Path) -> None:
         daemon.notify.close()
 
 
+def test_an_idle_daemon_exits_1_when_its_writer_process_dies(base: Path) -> None:
+    """The daemon hears its database writer's end on the pipe, not at its next write: an
+    idle daemon (nothing to write) stops too, and systemd's Restart= starts both again."""
+    daemon = e2e.start_daemon(e2e.write_layout(base))
+    try:
+        children = Path(f"/proc/{daemon.proc.pid}/task/{daemon.proc.pid}/children")
+        (writer,) = (int(pid) for pid in children.read_text().split())
+        os.kill(writer, signal.SIGKILL)
+        assert daemon.proc.wait(timeout=60) == 1, daemon.log_text()
+        assert "database writer process" in daemon.log_text()
+    finally:
+        if daemon.alive:
+            daemon.proc.kill()
+            daemon.proc.wait()
+        daemon.notify.close()
+
+
 def test_a_second_daemon_on_the_same_state_refuses(base: Path) -> None:
     with e2e.running_daemon(base / "first") as first:
         layout = e2e.write_layout(base / "second")
