@@ -76,6 +76,13 @@ APPLY_LOCKED = "SELECT jobd_apply_locked(%s::jsonb, %s::text[], %s::bigint[], %s
 APPLY_SPLIT = (
     "SELECT jobd_apply_split(%s::jsonb, %s, %s::jsonb, %s::text[], %s::bigint[], %s::text[])"
 )
+#: The same with the units of requests parted (``sql/migrate-16.sql``, :func:`.bulk.divide`):
+#: per unit of the second part, the index in the first of the unit it depends on (-1: none),
+#: skipped when that one's guard failed.
+APPLY_SPLIT_DEPS = (
+    "SELECT jobd_apply_split(%s::jsonb, %s, %s::jsonb, %s::integer[], %s::text[], %s::bigint[],"
+    " %s::text[])"
+)
 
 #: A set-wise transition (``Store.transition_many``, :mod:`.many`): every job of ``ids``
 #: still in ``frm`` moved, only those (the claim trigger skips the rows of a job another
