@@ -13,7 +13,8 @@ Two commands:
     makes a private PostgreSQL cluster (``initdb`` in a temporary directory), migrates
     fresh databases with the ``jobd`` of ``--tree`` (its ``sql/`` files: the schema under
     test), then feeds each capture to a single-user backend (``postgres --single``, so the
-    whole server side of the run is one traced process, ``fsync = off``) under ``valgrind
+    whole server side of the run is one traced process, ``fsync = off``, no statistics
+    counters: their flush runs by the wall clock) under ``valgrind
     --tool=callgrind``, and prints the instructions per job: (total − an empty replay's
     total) / N. The same capture replayed on two schemas is an A/B of the schema alone.
 
@@ -39,6 +40,9 @@ from typing import Any
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 PORT = 5499
+#: The single-user backend's settings: no fsync; no statistics counters, whose flush runs once
+#: a second of wall time (under callgrind a replay's count would follow the machine's load).
+SETTINGS = ("-c", "fsync=off", "-c", "track_counts=off", "-c", "track_functions=none")
 #: The writer's idle probe: timing, not work of the run.
 SKIP = ("SELECT 1",)
 
@@ -140,8 +144,8 @@ def prepare(data: Path, tree: Path, names: list[str]) -> None:
             "        pass\n"
             "anyio.run(main)\n"
         )
-        env = {**os.environ, "PYTHONPATH": str(tree)}
-        subprocess.run([sys.executable, "-c", code, url], check=True, env=env)
+        env = {**os.environ, "PYTHONPATH": str(tree)}  # and run there: ``-c`` puts cwd first
+        subprocess.run([sys.executable, "-c", code, url], check=True, env=env, cwd=tree)
         for name in names:
             subprocess.run([*psql, f"CREATE DATABASE {name} TEMPLATE template_jobd"], check=True)
     finally:
@@ -152,7 +156,7 @@ def traced(data: Path, database: str, statements: Path) -> tuple[int, int]:
     """Instructions of a single-user backend fed ``statements``, and the errors it printed."""
     out = data.parent / f"cg-{database}"
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-    argv += [str(BIN / "postgres"), "--single", "-D", str(data), "-c", "fsync=off", database]
+    argv += [str(BIN / "postgres"), "--single", "-D", str(data), *SETTINGS, database]
     with statements.open() as f:
         done = subprocess.run(_as_postgres(argv), stdin=f, capture_output=True, text=True)
     if done.returncode != 0:

@@ -8,7 +8,7 @@ as before, from fewer executor runs.
   into confirmed or pending names ``due_at``, so each still notifies ``jobd_due``; a move
   into another state does not.
 - A database of schema 14 is migrated and keeps its rows; what is written after behaves
-  as above.
+  as above (and, schema 17, its history is indexed by job only).
 """
 
 from __future__ import annotations
@@ -137,7 +137,10 @@ def test_a_schema_14_database_is_migrated_and_keeps_its_rows(pg_empty_url: str) 
                     conn.execute(sql)  # type: ignore[arg-type]
             conn.execute(q.UPDATE_VERSION, ("14",))
         apply(conn, [PgUnit().insert_job(job(i)) for i in (61, 62, 63, 64)], bulk=True)
+        moved = PgUnit().transition(61, S.QUEUED, S.RUNNING, 2.0, "picked", "scheduler")
+        apply(conn, [moved], bulk=True)
         before = keys(conn, 0, 99)
+        history = conn.execute(q.SELECT_HISTORY, (61,)).fetchall()
         lock = ["lock_request", 62, "n", ["a"], [], 1.0, False, None, None]
         conn.execute(q.APPLY_LOCKED, (json.dumps([[lock]]), ["a"], [62], []))
     import anyio
@@ -153,6 +156,12 @@ def test_a_schema_14_database_is_migrated_and_keeps_its_rows(pg_empty_url: str) 
         assert conn.execute(q.SELECT_VERSION).fetchone() == (str(SCHEMA_VERSION),)
         assert keys(conn, 0, 99) == before == {60 + k: v for k, v in KEYS.items()}
         assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (4,)
+        assert conn.execute(q.SELECT_HISTORY, (61,)).fetchall() == history
+        assert history == [(2.0, "queued", "running", "picked", "scheduler")]
+        history_indexes = conn.execute(  # schema 17: by job only, no key on the id alone
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'history'"
+        ).fetchall()
+        assert history_indexes == [("history_by_job",)]
         assert conn.execute(
             "SELECT job_id, granted_at IS NOT NULL FROM lock_requests"
         ).fetchall() == [(62, True)]
