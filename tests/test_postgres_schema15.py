@@ -162,6 +162,13 @@ def test_a_schema_14_database_is_migrated_and_keeps_its_rows(pg_empty_url: str) 
             "SELECT indexname FROM pg_indexes WHERE tablename = 'history'"
         ).fetchall()
         assert history_indexes == [("history_by_job",)]
+        options = conn.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relname IN ('steps', 'lock_requests')"
+        ).fetchall()
+        assert sorted(options) == [
+            ("lock_requests", ["fillfactor=60"]),
+            ("steps", ["fillfactor=60"]),
+        ]
         assert conn.execute(
             "SELECT job_id, granted_at IS NOT NULL FROM lock_requests"
         ).fetchall() == [(62, True)]
