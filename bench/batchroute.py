@@ -48,6 +48,7 @@ from jobd.service.api.parse import load_json, validate_body
 from jobd.service.api.shapes import answer_response, job_json
 from jobd.service.api.submit import specs_of
 from jobd.service.daemon import tune_gc
+from jobd.service.metrics import Metrics
 from jobd.store import open_store
 
 PHASES = ("parse", "validate", "specs", "submit_many", "job_json", "encode")
@@ -97,6 +98,7 @@ async def run(
         cpu = dict.fromkeys(PHASES, 0.0)
         async with open_store(config.daemon.db_path, synchronous="full") as store:
             engine = Engine(config, store, plugins)
+            engine.add_listener(Metrics(engine).observe)  # as the daemon does
             async with anyio.create_task_group() as tg:
                 await tg.start(engine.run)
                 warm = Counter(batch)

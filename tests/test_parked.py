@@ -42,13 +42,14 @@ def test_parked_keeps_the_first_up_to_its_limit() -> None:
     assert len(parked) == 0
 
 
-@pytest.mark.parametrize("limit", [0, 2, 100])
+@pytest.mark.parametrize("limit", [0, 1, 100])
 async def test_pending_batch_admitted_by_priority_whatever_is_parked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
 ) -> None:
     """A batch into a full queue: its pending jobs run by priority, then submission order,
-    whether admission takes them as parked (100), reads them all back (0), or both (2)."""
-    monkeypatch.setattr(jobd.engine.facade, "PARKED_MAX", limit)
+    whether admission takes them as parked (all), reads them all back (none), or both (2 of 6
+    parked: the limit is 1 per place of the queue of 2)."""
+    monkeypatch.setattr(jobd.engine.facade, "PARKED_PER_PLACE", limit)  # x run_queue_size 2
     config = make_config(tmp_path, _flows(), workers=1, run_queue_size=2)
     log, gate = tmp_path / "log", tmp_path / "gate"
     async with running_engine(config) as engine:

@@ -5,23 +5,25 @@ The store stays the truth (SPEC §3: pending jobs are the database's). Admission
 which jobs are pending, in order, and takes from here only the jobs it names; any change
 of a job through this node's :class:`~.transitions.Transitions` (a state, an overlay)
 drops it from here first, so that a job taken is the job the store holds. At most
-``limit`` jobs (memory stays bounded whatever the backlog: the others are read back, as
-every pending job was before); none on a cluster, where other nodes change pending jobs
-without this node knowing.
+``limit`` jobs (:data:`PARKED_PER_PLACE` times ``run_queue_size``: memory stays bounded
+whatever the backlog; the others are read back, as every pending job was before); none
+on a cluster, where other nodes change pending jobs without this node knowing.
 """
 
 from __future__ import annotations
 
 from jobd.core.models import Job
 
-#: Jobs parked at most on one node: ~9 MB of no-op jobs (~0.9 KB each with its step).
-PARKED_MAX = 10_000
+#: Jobs parked at most, per place in the run queue (``run_queue_size``, which bounds the
+#: jobs held in memory otherwise): 10,000 at the default 1,000, ~9 MB of no-op jobs (~0.9 KB
+#: each with its step).
+PARKED_PER_PLACE = 10
 
 
 class Parked:
     __slots__ = ("_jobs", "limit")
 
-    def __init__(self, limit: int = PARKED_MAX) -> None:
+    def __init__(self, limit: int = 0) -> None:
         self.limit = limit
         self._jobs: dict[int, Job] = {}
 

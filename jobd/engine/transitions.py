@@ -64,7 +64,8 @@ class Transitions:
     def __init__(self, ctx: Context, fanout: Fanout, parked: Parked | None = None) -> None:
         self._ctx = ctx
         self._fanout = fanout
-        #: Pending jobs kept as placed (:mod:`.parked`): a job changing here leaves it.
+        #: Pending jobs kept as placed (:mod:`.parked`; none unless given): a job changing
+        #: here leaves it.
         self.parked = Parked() if parked is None else parked
         self._forget = self.parked.forget
 
