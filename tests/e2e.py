@@ -205,6 +205,26 @@ class NotifyListener:
             if message.get(key) == value:
                 return message
 
+    def drain(self) -> list[dict[str, str]]:
+        """Read every message already waiting, without blocking, and return them.
+
+        A reload through the API (``jobd reload``, ``POST /v1/reload``) also sends
+        RELOADING=1 and READY=1; nobody waits for them, so they stay queued here and
+        would answer the next :meth:`Daemon.reload`'s waits before its own reload ends."""
+        drained: list[dict[str, str]] = []
+        self.sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    data = self.sock.recv(65536).decode()
+                except BlockingIOError:
+                    return drained
+                message = dict(line.split("=", 1) for line in data.splitlines() if "=" in line)
+                self.messages.append(message)
+                drained.append(message)
+        finally:
+            self.sock.setblocking(True)
+
     def close(self) -> None:
         self.sock.close()
         self.path.unlink(missing_ok=True)
@@ -252,6 +272,7 @@ class Daemon:
 
     def reload(self, timeout: float = START_TIMEOUT) -> None:
         """SIGHUP, then wait for RELOADING=1 and the READY=1 that ends the reload."""
+        self.notify.drain()  # an earlier API reload's pair must not answer for this one
         self.send(signal.SIGHUP)
         self.notify.wait_for("RELOADING", timeout=timeout, alive=lambda: self.alive)
         self.notify.wait_for("READY", timeout=timeout, alive=lambda: self.alive)

@@ -10,6 +10,7 @@ up can be withdrawn (or put back, keeping the grant), leaving the rows as they w
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -233,3 +234,59 @@ async def test_a_split_batch_answers_for_each_unit(nodes: tuple[Node, Node], pg_
     assert kind == "started"
     assert _rows(pg_url, 1)["job"][0] == "completed"
     assert _rows(pg_url, 2)["job"][0] == "running"
+
+
+def test_a_request_units_move_goes_ahead_and_its_request_depends_on_it() -> None:
+    """A move to waiting-for-lock with its request is parted: the move (and its history)
+    goes ahead, set-based; the request follows, skipped if the move's guard fails. Not for
+    a job an earlier lock statement of the batch names."""
+    from jobd.store.postgres import queries as q
+    from jobd.store.postgres.bulk import divide, plan
+
+    def waits(job: int) -> PgUnit:
+        unit = PgUnit().transition(job, S.QUEUED, S.WAITING_FOR_LOCK, 1.0, "w", "t")
+        return unit.lock_request(job, "a", ("x",), (), 1.0, START)
+
+    insert = _unit(["insert_job", 1], ["history", 1])
+    release = _unit(["lock_release", 3, "a"], locking=True)
+    units = [insert, waits(1), release, waits(3), waits(2)]
+    parted = divide(units)
+    assert parted is not None
+    pieces, origin, deps = parted
+    assert origin == [0, 1, 1, 2, 3, 4, 4]  # 1 and 2 parted; 3 follows its job's release
+    assert deps == [-1, -1, 1, -1, -1, -1, 5]
+    assert [s[0] for s in pieces[1].statements] == ["transition", "history"]
+    assert [s[0] for s in pieces[2].statements] == ["lock_request"]
+    statement, params, order = plan(units, json.dumps)
+    assert statement == q.APPLY_SPLIT_DEPS
+    assert params[1] == 3 and params[3] == [1, -1, -1, 2]  # ahead: insert, 1's and 2's moves
+    assert order == [0, 1, 4, 1, 2, 3, 4]
+    assert divide([release, insert]) is None
+
+
+async def test_a_parted_request_is_skipped_with_its_failed_move(
+    nodes: tuple[Node, Node], pg_url: str
+) -> None:
+    """One batch: a move whose guard fails (its request is not made), and one that holds
+    (granted and started at once: its history in order)."""
+    a, _ = nodes
+    await a.submit(1)
+    await a.submit(2)
+    store = a.store
+    stale = store.changes().transition(1, S.RUNNING, S.WAITING_FOR_LOCK, 3.0, "stale", "t")
+    fine = store.changes().transition(2, S.QUEUED, S.WAITING_FOR_LOCK, 3.0, "waiting", "t")
+    units = [
+        a.locks.request(stale, 1, ("x",), (), 3.0, START),
+        a.locks.request(fine, 2, ("x",), (), 3.0, START),
+    ]
+    results = await asyncio.gather(*(store.commit(u) for u in units), return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["GuardFailed", "NoneType"]
+    one, two = _rows(pg_url, 1), _rows(pg_url, 2)
+    assert one["job"][0] == "queued" and one["request"] is None and one["history"] == []
+    assert two["job"][0] == "running"
+    assert [h[:2] for h in two["history"]] == [
+        ("waiting-for-lock", "waiting"),
+        ("running", "lock granted"),
+    ]
+    kind, _, _ = await a.told(2)  # type: ignore[misc]
+    assert kind == "started"

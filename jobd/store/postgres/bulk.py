@@ -21,7 +21,9 @@ and empty units (``Store.flush``) are left out (they have no statements to fail)
 A batch with asset-lock statements goes through ``jobd_apply_locked`` (their assets'
 advisory locks first), or, when :func:`split` finds units that may go ahead of its lock
 statements, through ``jobd_apply_split``: those grouped as above, then the rest in order.
-:func:`plan` picks the statement for a batch.
+A unit that moves a job to ``waiting-for-lock`` with its request is first parted by
+:func:`divide` (the move goes ahead with the other transitions; the request follows it,
+``jobd_apply_split``'s ``deps``). :func:`plan` picks the statement for a batch.
 """
 
 from __future__ import annotations
@@ -168,6 +170,56 @@ def _job_of(statement: list[Any]) -> Any:
     return None if pos is None else statement[pos]
 
 
+#: What may lead a unit with lock statements that :func:`divide` parts: its guarded
+#: transition first, then history rows; its lock statements: requests only.
+_LEADS = ("transition", "history")
+_DIVIDED_LOCKS = ("lock_request",)
+
+
+def divide(units: Sequence[PgUnit]) -> tuple[list[PgUnit], list[int], list[int]] | None:
+    """``units`` with each request unit parted in two: its transition and history (no lock
+    statement: it may go ahead, set-based), then its lock requests, which depend on it; the
+    units' origins (each part's index in ``units``) and, per part, the index of the part it
+    depends on (-1: none). None when no unit may be parted.
+
+    A unit is parted when it is a job's move to ``waiting-for-lock`` with its request (a
+    guarded transition, history, ``lock_request``) and no earlier unit of the batch names
+    the job in a lock statement: then nothing of the batch needs its transition after
+    anything but the job's own insert (which goes ahead too, and first). Its request still
+    follows its transition (ahead is before) and is skipped when the transition's guard
+    fails (``jobd_apply_split``'s ``deps``)."""
+    out: list[PgUnit] = []
+    origin: list[int] = []
+    deps: list[int] = []
+    locked_jobs: set[Any] = set()
+    for i, unit in enumerate(units):
+        stmts = unit.statements
+        lead = [s for s in stmts if s[0] in _LEADS]
+        rest = [s for s in stmts if s[0] not in _LEADS]
+        if (
+            unit.locking is not None
+            and stmts
+            and stmts[0][0] == "transition"
+            and rest
+            and all(s[0] in _DIVIDED_LOCKS and s[1] == stmts[0][7] for s in rest)
+            and all(s[0] == "history" for s in lead[1:])
+            and stmts[0][7] not in locked_jobs
+        ):
+            first, second = PgUnit(), PgUnit()
+            first.statements, second.statements = lead, rest
+            second.locking = unit.locking
+            out += [first, second]
+            origin += [i, i]
+            deps += [-1, len(out) - 2]
+        else:
+            out.append(unit)
+            origin.append(i)
+            deps.append(-1)
+        if unit.locking is not None:
+            locked_jobs.update(s[1] for s in stmts if s[0].startswith("lock_"))
+    return None if len(out) == len(units) else (out, origin, deps)
+
+
 def plan(units: Sequence[PgUnit], encode: Callable[[Any], str]) -> tuple[str, list[Any], list[int]]:
     """The statement that applies ``units``, its parameters (the batch ``encode``d), and the
     order of the units its answer's indexes count in (``jobd_apply*`` answer with the
@@ -182,6 +234,16 @@ def plan(units: Sequence[PgUnit], encode: Callable[[Any], str]) -> tuple[str, li
     assets = sorted({a for lk in locking for a in lk[0]})
     jobs = sorted({j for lk in locking for j in lk[1]})
     nodes = sorted({n for lk in locking for n in lk[2]})
+    parted = divide(units)
+    if parted is not None and (parts := split(parted[0])) is not None:
+        (pieces, origin, deps), (ahead, after) = parted, parts
+        place = {k: n for n, k in enumerate(ahead)}
+        if all(deps[i] < 0 or deps[i] in place for i in after):
+            grouped = group([pieces[i] for i in ahead])
+            later = encode([pieces[i].statements for i in after])
+            on = [place[deps[i]] if deps[i] >= 0 else -1 for i in after]
+            params = [encode(grouped), len(ahead), later, on, assets, jobs, nodes]
+            return q.APPLY_SPLIT_DEPS, params, [origin[i] for i in ahead + after]
     parts = split(units)
     if parts is None:
         return q.APPLY_LOCKED, [encode([u.statements for u in units]), assets, jobs, nodes], order

@@ -76,13 +76,22 @@ APPLY_LOCKED = "SELECT jobd_apply_locked(%s::jsonb, %s::text[], %s::bigint[], %s
 APPLY_SPLIT = (
     "SELECT jobd_apply_split(%s::jsonb, %s, %s::jsonb, %s::text[], %s::bigint[], %s::text[])"
 )
+#: The same with the units of requests parted (``sql/migrate-16.sql``, :func:`.bulk.divide`):
+#: per unit of the second part, the index in the first of the unit it depends on (-1: none),
+#: skipped when that one's guard failed.
+APPLY_SPLIT_DEPS = (
+    "SELECT jobd_apply_split(%s::jsonb, %s, %s::jsonb, %s::integer[], %s::text[], %s::bigint[],"
+    " %s::text[])"
+)
 
 #: A set-wise transition (``Store.transition_many``, :mod:`.many`): every job of ``ids``
 #: still in ``frm`` moved, only those (the claim trigger skips the rows of a job another
 #: node holds: not returned, no history, no release), their history rows in id order, and
 #: with ``{release}`` = :data:`RELEASE_MOVED` their reservations dropped; the ids moved.
+#: ``due_at = due_at``: the due trigger (``sql/migrate-15.sql``) hears of a move into
+#: confirmed or pending only from a statement that names ``due_at``.
 TRANSITION_MANY = (
-    "WITH moved AS (UPDATE jobs SET state = %(to)s, updated_at = %(at)s"
+    "WITH moved AS (UPDATE jobs SET state = %(to)s, updated_at = %(at)s, due_at = due_at"
     " WHERE id = ANY(%(ids)s::bigint[]) AND state = %(frm)s RETURNING id),"
     " history_rows AS (INSERT INTO history (job_id, at, from_state, to_state, cause, actor)"
     " SELECT id, %(at)s, %(frm)s, %(to)s, %(cause)s, %(actor)s FROM moved ORDER BY id)"

@@ -230,7 +230,7 @@ class PostgresStore(Store):
             self.batches, self.units = self.batches + 1, self.units + 1
             return [None]
         statement, params, order = plan(units, payload)
-        if statement in (q.APPLY_BULK, q.APPLY_SPLIT):
+        if statement in (q.APPLY_BULK, q.APPLY_SPLIT, q.APPLY_SPLIT_DEPS):
             self.bulk_batches += 1
         if token:  # a node's batch: its fencing token is checked first, in its transaction
             statement += q.FENCE
