@@ -12,7 +12,16 @@ import jobd.engine.facade
 from jobd.core.models import Job, JobSpec
 from jobd.core.states import JobState
 from jobd.engine.parked import Parked
-from tests.enginekit import make_config, running_engine, spec, step, wait_all, wait_state, workflow
+from tests.enginekit import (
+    make_config,
+    running_engine,
+    spec,
+    step,
+    wait_all,
+    wait_state,
+    wait_until,
+    workflow,
+)
 
 S = JobState
 
@@ -89,7 +98,8 @@ async def test_a_pending_job_paused_and_resumed_runs_as_stored(tmp_path: Path) -
         assert engine.queue_info()["pending"] == 1
         await engine.operate(first.id, "resume")
         await wait_state(engine, first.id, S.PENDING)
-        assert engine.queue_info()["pending"] == 2
+        # Counted once its write landed, just after the event: polled, with a deadline.
+        await wait_until(lambda: engine.queue_info()["pending"] == 2)
         gate.write_text("go")
         await wait_all(engine, [queued.id, first.id, second.id])
         job = await engine.get_job(first.id)
