@@ -103,6 +103,8 @@ def submit(n: int, batch: int, workers: int, queue: int = 0) -> dict[str, Any]:
 
 
 def huey(n: int) -> dict[str, Any]:
+    if n <= 0:  # ``--huey 0``: no peer (huey waits for a first task that never comes)
+        return {"skipped": "--huey 0"}
     try:
         from bench.peers import huey_throughput
     except ImportError as exc:  # pragma: no cover - outside bench/.venv

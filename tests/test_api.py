@@ -954,6 +954,27 @@ def test_metrics_measure_lock_waits_runs_and_steps_from_events() -> None:
     assert b"jobd_queue_depth" not in other.render()[0]
 
 
+def test_metrics_counted_between_scrapes_add_up() -> None:
+    """Counts and observations kept between scrapes (and flushed mid-way when thousands are
+    waiting) all reach the exposition, once; a second scrape adds only what came since."""
+    from jobd.core.events import JobEvent
+    from jobd.service.metrics import Metrics
+
+    metrics = Metrics(FakeQueue())
+    runs = 5000  # more observations than are kept between flushes
+    for job_id in range(runs):
+        metrics.observe(JobEvent(job_id, "state", 1.0, S.QUEUED, S.RUNNING))
+        metrics.observe(JobEvent(job_id, "state", 3.0, S.RUNNING, S.COMPLETED))
+    body = metrics.render()[0].decode()
+    assert f'jobd_transitions_total{{from="queued",to="running"}} {runs:.1f}' in body
+    assert f'jobd_job_duration_seconds_count{{outcome="completed"}} {runs:.1f}' in body
+    assert f'jobd_job_duration_seconds_sum{{outcome="completed"}} {2.0 * runs:.1f}' in body
+    metrics.observe(JobEvent(runs, "state", 1.0, S.QUEUED, S.RUNNING))
+    body = metrics.render()[0].decode()
+    assert f'jobd_transitions_total{{from="queued",to="running"}} {runs + 1:.1f}' in body
+    assert f'jobd_job_duration_seconds_count{{outcome="completed"}} {runs:.1f}' in body
+
+
 async def test_end_event_streams_completes_open_streams(config: Config) -> None:
     async with api(config) as (_, client), open_stream(client.app) as stream:
         await stream.start()

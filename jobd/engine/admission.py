@@ -93,8 +93,13 @@ class Admission:
         self.queue.remove(job_id)
         self._lineup.drop(job_id)
 
-    def add_pending(self) -> None:
+    def add_pending(self, job: Job | None = None) -> None:
+        """One more job in ``pending``; ``job``: as this node just committed it there, kept
+        (:mod:`.parked`) for its admission unless it books or carries an overlay (those
+        may change beside the transitions: a reload re-checks bookings)."""
         self.pending += 1
+        if job is not None and not job.reservations and job.error is None:
+            self._transitions.parked.park(job)
 
     def leave_pending(self) -> None:
         self.pending = max(0, self.pending - 1)
@@ -250,32 +255,55 @@ class Admission:
                 break
             jobs = [
                 job
-                for job in await store.load_jobs(ids)
+                for job in await self._pending_jobs(ids)
                 if job.state == S.PENDING and job.id not in self._lineup
             ]
             self.foreign = {job.id for job in jobs if not_here(self._ctx.config, job)}
             mine = [job for job in jobs if job.id not in self.foreign]
             if len(ids) < limit:
                 if mine:
-                    await each(self._admit_one, mine)
+                    await self._admit_all(mine)
                 break  # that was all of pending
             if mine:
-                await each(self._admit_one, mine)
+                await self._admit_all(mine)
                 last = 0  # room was used: read the head again
             else:
                 last = limit  # only jobs for other nodes: reach past them
 
-    async def _admit_one(self, job: Job) -> None:
-        self.enqueue(job)
-        self._wakeup.wake_one()  # a worker's `running` write may follow this one
+    async def _pending_jobs(self, ids: list[int]) -> list[Job]:
+        """The jobs of ``ids`` in that order: those parked as placed (:mod:`.parked`), the
+        others read from the store."""
+        take = self._transitions.parked.take
+        found = {i: job for i in ids if (job := take(i)) is not None}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            found.update((job.id, job) for job in await self._ctx.store.load_jobs(missing))
+        return [found[i] for i in ids if i in found]
+
+    async def _admit_all(self, jobs: list[Job]) -> None:
+        """Queue pending jobs: each is enqueued, and a worker woken, before the write (a
+        worker's `running` write may follow it); the write is ONE set-based transition for
+        all (:meth:`Transitions.apply_many`), not a task and a unit per job. A job that
+        changed meanwhile is taken back out and logged."""
+        for job in jobs:
+            self.enqueue(job)
+            self._wakeup.wake_one()
         try:
-            await self._transitions.apply(
-                job, "admitted", S.QUEUED, cause="admitted", actor="scheduler"
+            outcome = await self._transitions.apply_many(
+                jobs, "admitted", S.QUEUED, cause="admitted", actor="scheduler"
             )
         except BaseException:
-            self.unqueue(job.id)
+            for job in jobs:
+                if job.state == S.PENDING:  # put back (cancelled, or an unexpected error)
+                    self.unqueue(job.id)
             raise
-        self.pending -= 1
+        self.pending = max(0, self.pending - len(outcome.moved))
+        for job in outcome.changed:
+            self.unqueue(job.id)
+            log.info("job changed while being moved", job_id=job.id, reason="not pending")
+        for job, exc in outcome.failed:
+            self.unqueue(job.id)
+            log.info("job changed while being moved", job_id=job.id, reason=str(exc))
 
 
 async def each(operation: Callable[[Job], Awaitable[None]], jobs: list[Job]) -> None:

@@ -214,7 +214,7 @@ class Intake:
     def _after_stored(self, intake: _Intake, state: JobState) -> None:
         job = intake.job
         if state == S.PENDING:
-            self._placement.add_pending()
+            self._placement.add_pending(job)
         elif state == S.CONFIRMED:
             self._placement.schedule_due(job.due_at)
         elif state != S.QUEUED and job.error is None:

@@ -40,7 +40,8 @@ class Placement(Protocol):
     def unqueue(self, job_id: int) -> None:
         """Take it out of the run queue and the lineup (its write failed, or it left)."""
 
-    def add_pending(self) -> None: ...
+    def add_pending(self, job: Job | None = None) -> None:
+        """One more job in ``pending`` (``job``: as just committed there, to keep)."""
 
     def leave_pending(self) -> None: ...
 

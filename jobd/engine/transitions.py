@@ -14,7 +14,7 @@ what follows it runs in a callback (a job's outcome, the hottest write of all).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from jobd.core.models import ErrorOverlay, Job, Step
 from jobd.core.states import JobState, allowed_operations, check_transition
 from jobd.engine.context import Context
 from jobd.engine.fanout import Fanout
+from jobd.engine.parked import Parked
 from jobd.store import KEEP, Changes, GuardFailed
 
 
@@ -60,9 +61,13 @@ class Moved:
 
 
 class Transitions:
-    def __init__(self, ctx: Context, fanout: Fanout) -> None:
+    def __init__(self, ctx: Context, fanout: Fanout, parked: Parked | None = None) -> None:
         self._ctx = ctx
         self._fanout = fanout
+        #: Pending jobs kept as placed (:mod:`.parked`; none unless given): a job changing
+        #: here leaves it.
+        self.parked = Parked() if parked is None else parked
+        self._forget = self.parked.forget
 
     async def apply(
         self,
@@ -146,6 +151,7 @@ class Transitions:
         """Check the table, add the guarded transition to the unit, and claim the job: its
         ``state`` is the target from now on, so that a concurrent operation sees it."""
         check_transition(operation, job.state, target)
+        self._forget(job.id)
         now = self._ctx.clock()
         u = unit if unit is not None else self._ctx.store.changes()
         u.transition(job.id, job.state, target, now, cause, actor, error=error, due_at=due_at)
@@ -196,17 +202,18 @@ class Transitions:
             check_transition(operation, job.state, target)
         groups: dict[JobState, list[Job]] = {}
         for job in jobs:
+            self._forget(job.id)
             groups.setdefault(job.state, []).append(job)
             job.state = target  # claim it now, as apply does
         now, store = self._ctx.clock(), self._ctx.store
-        writes = (
+        writes = [
             store.transition_many(
                 [job.id for job in group], frm, target, now, cause, actor, release=release
             )
             for frm, group in groups.items()
-        )
+        ]
         try:
-            answers = await asyncio.gather(*writes, return_exceptions=True)
+            answers = await _answers(writes)
         except BaseException:  # cancelled: as apply, the jobs are put back
             for frm, group in groups.items():
                 for job in group:
@@ -230,6 +237,7 @@ class Transitions:
         the job's ``running``: :mod:`.cluster_handoff`): checked, the job object updated,
         and everyone told, as :meth:`apply` does after its commit."""
         check_transition(operation, job.state, target)
+        self._forget(job.id)
         previous, job.state, job.updated_at = job.state, target, at
         self._fanout.emit(JobEvent(job.id, "state", at, previous, target, cause, actor), job)
 
@@ -248,4 +256,23 @@ class Transitions:
 
     def overlay_event(self, job_id: int, at: float, cause: str, actor: str, data: Any) -> None:
         """Tell everyone a job's error overlay changed (after its commit)."""
+        self._forget(job_id)
         self._fanout.emit(JobEvent(job_id, "error", at, cause=cause, actor=actor, data=data))
+
+
+async def _answers(writes: Sequence[Awaitable[list[int]]]) -> list[Any]:
+    """Each write's answer or exception, the writes concurrent. One is awaited here, not in
+    a task of gather's, so that its unit is queued before anything else runs: a worker's
+    `running` write for a job enqueued before it must come after it (admission)."""
+    if len(writes) == 1:
+        return [await _settled(writes[0])]
+    return await asyncio.gather(*writes, return_exceptions=True)
+
+
+async def _settled(write: Awaitable[list[int]]) -> list[int] | BaseException:
+    """``write``'s answer, or the exception it raised (as ``gather(return_exceptions=True)``
+    gives them; a cancellation of the caller is raised)."""
+    try:
+        return await write
+    except Exception as exc:
+        return exc
