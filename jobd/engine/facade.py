@@ -48,7 +48,7 @@ from jobd.engine.intake import Intake
 from jobd.engine.lineup import Lineup
 from jobd.engine.locks import LockManager
 from jobd.engine.operations import Operations
-from jobd.engine.parked import PARKED_PER_PLACE, Parked
+from jobd.engine.parked import PARKED_MAX, PARKED_PER_PLACE, Parked
 from jobd.engine.ports import Handoff
 from jobd.engine.queries import Queries
 from jobd.engine.recovery import Recovery
@@ -97,7 +97,8 @@ class Engine:
         self._lineup = Lineup()
         self._fanout = Fanout(ctx, self._lineup)
         # Pending jobs kept as placed: on one node only (on a cluster others change them).
-        limit = PARKED_PER_PLACE * config.daemon.run_queue_size if self._desk is None else 0
+        places = config.daemon.run_queue_size
+        limit = min(PARKED_PER_PLACE * places, PARKED_MAX) if self._desk is None else 0
         parked = Parked(limit)
         self._transitions = Transitions(ctx, self._fanout, parked)
         idle = IdleWorkers()

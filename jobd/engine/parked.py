@@ -5,9 +5,10 @@ The store stays the truth (SPEC §3: pending jobs are the database's). Admission
 which jobs are pending, in order, and takes from here only the jobs it names; any change
 of a job through this node's :class:`~.transitions.Transitions` (a state, an overlay)
 drops it from here first, so that a job taken is the job the store holds. At most
-``limit`` jobs (:data:`PARKED_PER_PLACE` times ``run_queue_size``: memory stays bounded
-whatever the backlog; the others are read back, as every pending job was before); none
-on a cluster, where other nodes change pending jobs without this node knowing.
+``limit`` jobs (:data:`PARKED_PER_PLACE` times ``run_queue_size``, never more than
+:data:`PARKED_MAX`: memory stays bounded whatever the backlog; the others are read back,
+as every pending job was before); none on a cluster, where other nodes change pending
+jobs without this node knowing.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from jobd.core.models import Job
 #: jobs held in memory otherwise): 10,000 at the default 1,000, ~9 MB of no-op jobs (~0.9 KB
 #: each with its step).
 PARKED_PER_PLACE = 10
+
+#: And never more than this (~90 MB), whatever ``run_queue_size`` an installation sets.
+PARKED_MAX = 100_000
 
 
 class Parked:
