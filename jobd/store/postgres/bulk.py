@@ -196,15 +196,7 @@ def divide(units: Sequence[PgUnit]) -> tuple[list[PgUnit], list[int], list[int]]
         stmts = unit.statements
         lead = [s for s in stmts if s[0] in _LEADS]
         rest = [s for s in stmts if s[0] not in _LEADS]
-        if (
-            unit.locking is not None
-            and stmts
-            and stmts[0][0] == "transition"
-            and rest
-            and all(s[0] in _DIVIDED_LOCKS and s[1] == stmts[0][7] for s in rest)
-            and all(s[0] == "history" for s in lead[1:])
-            and stmts[0][7] not in locked_jobs
-        ):
+        if _parts_in_two(unit, lead, rest, locked_jobs):
             first, second = PgUnit(), PgUnit()
             first.statements, second.statements = lead, rest
             second.locking = unit.locking
@@ -218,6 +210,21 @@ def divide(units: Sequence[PgUnit]) -> tuple[list[PgUnit], list[int], list[int]]
         if unit.locking is not None:
             locked_jobs.update(s[1] for s in stmts if s[0].startswith("lock_"))
     return None if len(out) == len(units) else (out, origin, deps)
+
+
+def _parts_in_two(unit: PgUnit, lead: list[Any], rest: list[Any], locked_jobs: set[Any]) -> bool:
+    """Whether :func:`divide` parts ``unit`` (``lead``: its transition and history, ``rest``:
+    its other statements): a guarded move with history rows and only its own job's lock
+    requests, for a job no earlier lock statement of the batch names."""
+    if unit.locking is None or not lead or lead[0][0] != "transition" or not rest:
+        return False
+    job = _job_of(lead[0])
+    return (
+        unit.statements[0] is lead[0]
+        and all(s[0] == "history" for s in lead[1:])
+        and all(s[0] in _DIVIDED_LOCKS and s[1] == job for s in rest)
+        and job not in locked_jobs
+    )
 
 
 def plan(units: Sequence[PgUnit], encode: Callable[[Any], str]) -> tuple[str, list[Any], list[int]]:
