@@ -10,6 +10,8 @@ units, times) and fsync/fdatasync counted, or padded to a fixed latency, by
 One JSON line per run; OUT.<run> keeps each run's transactions.
 """
 
+from __future__ import annotations
+
 import asyncio
 import glob
 import importlib

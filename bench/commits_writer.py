@@ -1,5 +1,7 @@
 """A tree's writer, wrapped by bench/commits.py: each transaction logged (frames, units, times)."""
 
+from __future__ import annotations
+
 import json
 import os
 import sys
