@@ -113,3 +113,15 @@ async def test_a_start_ends_the_sessions_of_its_node_s_finished_run_and_no_other
         assert await _alive(live) and await _alive(newer)
     for conn in (live, gone, gone_reader, newer):
         await conn.close()
+
+
+async def test_a_node_closed_cleanly_may_open_again_at_once(pg_url: str) -> None:
+    """A clean close gives the node's name back before it returns (regression: the name
+    stayed held until the closed session's backend had exited, so a store opened right
+    after, as `systemctl restart` or the next test does, was refused as "another jobd
+    daemon" now and then). While a store is open, its name is refused to a second one."""
+    for _ in range(30):
+        async with open_postgres(pg_url, node="again"):
+            with pytest.raises(StoreError, match="as node 'again'"):
+                async with open_postgres(pg_url, node="again"):
+                    pass

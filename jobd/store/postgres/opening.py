@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import anyio
@@ -136,5 +136,16 @@ async def open_store(
                             await store._membership.close(leave=store._broken is None)
         finally:
             await pool.close()
+        if single:
+            await _unlock_node(writer, node)
     finally:
         await writer.close()
+
+
+async def _unlock_node(writer: psycopg.AsyncConnection[Any], node: str) -> None:
+    """Give the node's name back before the writer's connection closes: a closed
+    connection's backend exits after ``close()`` returns, and until it has, its session
+    lock would refuse a restart of this node that follows at once (``systemctl restart``).
+    Best effort: a connection already broken has lost the lock with its session."""
+    with suppress(psycopg.Error):
+        await writer.execute(q.NODE_UNLOCK, (node,))

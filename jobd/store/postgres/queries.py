@@ -29,6 +29,9 @@ SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(7316021)"
 #: two daemons with the same ``[daemon] node`` would take each other's jobs for their own.
 #: The server frees it when the session ends, also when the daemon is killed.
 NODE_LOCK = "SELECT pg_try_advisory_lock(7316022, hashtext(%s))"
+#: Gives node %s's name back at a clean close, so that the next run may take it at once
+#: (the lock would otherwise last until the closed session's backend has exited).
+NODE_UNLOCK = "SELECT pg_advisory_unlock(7316022, hashtext(%s))"
 #: Ends the sessions of node %s's earlier run that the server still holds although that
 #: run is over: the node's lease ran out (or it was taken over, or it left) and the session
 #: dates from before its last renewal; a session of the run is one named after the node
