@@ -142,6 +142,25 @@ def test_every_module_has_a_layer() -> None:
     assert not stale, f"README's layer table names modules that do not exist: {stale}"
 
 
+def test_the_architecture_section_names_every_module() -> None:
+    """Each module by its file name somewhere in README's "Architecture", which names no
+    file that is gone: a newcomer reads there what a file they open is for."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Architecture", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"\b([a-z_]+\.py)\b", section))
+    files = {p.name for p in PACKAGE.rglob("*.py")} | {
+        p.name for p in (ROOT / "tests").glob("*.py")
+    }
+    unnamed = [
+        str(p.relative_to(ROOT))
+        for p in sorted(PACKAGE.rglob("*.py"))
+        if p.name != "__init__.py" and p.name not in named
+    ]
+    assert not unnamed, f"modules README's architecture section does not name: {unnamed}"
+    gone = sorted(named - files)
+    assert not gone, f"README's architecture section names files that do not exist: {gone}"
+
+
 def test_no_import_goes_up_a_layer() -> None:
     table, known = layer_table(), modules()
     wrong = []
