@@ -19,7 +19,7 @@ from jobd.core.models import Job, JobSpec, Reservation
 from jobd.core.states import JobState
 from jobd.store import JobFilter, open_store
 from jobd.store import sqlite as st
-from jobd.store.sqlite import Unit, job_insert, read_filtered
+from jobd.store.sqlite import Unit, job_insert, read_filtered, sqlwriter
 from jobd.store.sqlite.hours import hour_page
 
 S = JobState
@@ -209,6 +209,69 @@ def test_a_version_1_database_is_migrated_and_its_jobs_found(tmp_path: Path) -> 
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == st.SCHEMA_VERSION
         assert conn.execute("SELECT paused_at FROM schedules").fetchall() == [(None,)]
+
+
+def _keys_after_writes(path: Path, version: int) -> list[tuple[str, str, int]]:
+    """``job_keys`` of a database at schema ``version`` after the same inserts, spec edits
+    and reservations: what the filter triggers of that version wrote."""
+    schema = Path(st.__file__).parent / "sql" / "schema.sql"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        sqlwriter.migrate(conn, str(path), str(schema), version)
+        jobs = make_jobs()[:1000]
+        conn.execute("BEGIN")
+        # Key names inside the parameters only: no keys, whether or not the spec's text is
+        # searched for them first.
+        decoy = JobSpec("ingest", params={"assets": ["no"], "note": '"pools"'})
+        jobs.append(Job(1001, decoy, S.CONFIRMED, created_at=T0, updated_at=T0))
+        for job in jobs:
+            conn.execute(*job_insert(job))
+        for job in jobs[::7]:
+            conn.execute(
+                'INSERT INTO reservations (job_id, resource, start, "end", pool)'
+                " VALUES (?, ?, ?, ?, ?)",
+                (job.id, "enc-9", T0, T0 + 60, None),
+            )
+        for job in jobs[::3]:  # every shape of edit: keys added, changed and emptied
+            spec = JobSpec(
+                "ingest",
+                assets=("tape-x", "tape-y") if job.id % 2 else (),
+                shared_assets=("lib",) if job.id % 5 == 0 else (),
+                pools=("encoders",) if job.id % 9 == 0 else (),
+            )
+            conn.execute("UPDATE jobs SET spec = ? WHERE id = ?", (st.spec_to_json(spec), job.id))
+        conn.execute("COMMIT")
+        rows = conn.execute("SELECT kind, key, job_id FROM job_keys ORDER BY 3, 1, 2").fetchall()
+    finally:
+        conn.close()
+    return [tuple(row) for row in rows]
+
+
+def test_the_filter_triggers_write_the_keys_that_version_5_wrote(tmp_path: Path) -> None:
+    """Schema 6 reads a spec's key lists only when its text names one: the same rows."""
+    old = _keys_after_writes(tmp_path / "five.db", 5)
+    new = _keys_after_writes(tmp_path / "six.db", st.SCHEMA_VERSION)
+    assert st.SCHEMA_VERSION >= 6
+    assert {kind for kind, _, _ in old} == {"asset", "resource"}
+    assert len(old) > 900 and 1001 not in {job_id for _, _, job_id in old}
+    assert new == old
+
+
+def test_a_version_5_database_keeps_its_keys_and_finds_new_ones(tmp_path: Path) -> None:
+    path = tmp_path / "jobd.db"
+    before = _keys_after_writes(path, 5)
+    extra = Job(5001, JobSpec("ingest", assets=("new-tape",)), S.CONFIRMED, T0, T0)
+
+    async def reopen() -> list[int]:
+        async with open_store(path) as store:
+            await store.commit(Unit().add(*job_insert(extra)))
+            return [job.id for job in await store.list_jobs(JobFilter(asset="new-tape"), 10, None)]
+
+    assert anyio.run(reopen) == [5001]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == st.SCHEMA_VERSION
+        after = conn.execute("SELECT kind, key, job_id FROM job_keys ORDER BY 3, 1, 2").fetchall()
+    assert [tuple(row) for row in after] == [*before, ("asset", "new-tape", 5001)]
 
 
 def test_edits_renames_and_deletes_keep_the_filter_tables_true(tmp_path: Path) -> None:

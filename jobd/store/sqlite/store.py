@@ -49,7 +49,7 @@ from jobd.store.sqlite.rows import (
 from jobd.store.sqlite.units import Params, Unit
 from jobd.store.sqlite.writerpipe import Writer
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: Units queued in one turn of the event loop that are sent without waiting for its end.
 SEND_AT = 16
 log = structlog.get_logger("jobd.store")
