@@ -342,7 +342,8 @@ END $$;
 CREATE OR REPLACE FUNCTION jobd_apply_split(ahead jsonb, n integer, locked jsonb, deps integer[],
                                             assets text[], jobs bigint[], nodes text[])
 RETURNS integer[] LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+SET enable_bitmapscan = off AS $$
 DECLARE
     k integer;
     taken boolean;
@@ -367,7 +368,8 @@ END $$;
 -- Schema 3's jobd_apply, walking the batch and each unit by index (each ``FOR ... IN SELECT
 -- ... jsonb_array_elements`` was an executor run per unit); the same statements.
 CREATE OR REPLACE FUNCTION jobd_apply(batch jsonb) RETURNS integer[] LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+SET enable_bitmapscan = off AS $$
 DECLARE
     u jsonb;
     s jsonb;
@@ -486,3 +488,9 @@ BEGIN
     END LOOP;
     RETURN failed;
 END $$;
+
+ALTER FUNCTION jobd_apply_bulk(jsonb) SET enable_bitmapscan = off;
+ALTER FUNCTION jobd_apply_locked(jsonb, text[], bigint[], text[]) SET enable_bitmapscan = off;
+ALTER FUNCTION jobd_apply_split(jsonb, integer, jsonb, text[], bigint[], text[])
+    SET enable_bitmapscan = off;
+ALTER FUNCTION jobd_locks_release_node(text) SET enable_bitmapscan = off;

@@ -1,0 +1,193 @@
+"""Schema 18 (``sql/migrate-18.sql``) on a real PostgreSQL: a database of schema 17 with held
+locks and waiters in their queues is migrated with them intact, and what is granted after
+follows every rule of SPEC §3.4 through the new one-statement request, grant, start and
+release: FIFO per asset, shared holders together and behind an earlier exclusive request,
+all-or-nothing with no overtaking, the start of a granted job written by its grant (for a
+job of the writing node and for another node's), and the recheck of a busy asset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+import anyio
+import psycopg
+
+from jobd.core.models import Job, JobSpec
+from jobd.core.states import JobState as S
+from jobd.store.assetlocks import LockStart
+from jobd.store.postgres import open_store
+from jobd.store.postgres import queries as q
+from jobd.store.postgres.bulk import payload, plan
+from jobd.store.postgres.migrate import SCHEMA_VERSION, migrations
+from jobd.store.postgres.units import PgUnit
+
+Conn = psycopg.Connection[Any]
+
+
+@contextmanager
+def node(url: str, name: str) -> Iterator[Conn]:
+    """A writer's session of node ``name`` (its jobs are that node's: the claim trigger)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(q.SET_NODE, (name,))
+        yield conn
+
+
+def apply(conn: Conn, *units: PgUnit) -> list[int]:
+    """``units`` as the writer sends them (bulk.plan picks the statement); failed units."""
+    sql, params, _ = plan(units, payload)
+    row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]  # our own statements
+    assert row is not None
+    return list(row[0])
+
+
+def waiting_job(conn: Conn, job_id: int, state: S = S.WAITING_FOR_LOCK) -> None:
+    spec = JobSpec(workflow="wf")
+    job = Job(id=job_id, spec=spec, state=S.QUEUED, created_at=1.0, updated_at=1.0)
+    apply(conn, PgUnit().insert_job(job))
+    if state is not S.QUEUED:
+        moved = PgUnit().transition(job_id, S.QUEUED, state, 2.0, "waits", "scheduler")
+        assert apply(conn, moved) == []
+
+
+def ask(
+    conn: Conn,
+    name: str,
+    job_id: int,
+    excl: tuple[str, ...],
+    shared: tuple[str, ...] = (),
+    start: bool = False,
+) -> None:
+    begin = LockStart(None, None, 0.0) if start else None
+    apply(conn, PgUnit().lock_request(job_id, name, excl, shared, 1000.0 + job_id, begin))
+
+
+def drop(conn: Conn, name: str, job_id: int) -> None:
+    apply(conn, PgUnit().lock_release(job_id, name))
+
+
+def held(conn: Conn) -> dict[int, bool]:
+    rows = conn.execute("SELECT job_id, granted_at IS NOT NULL FROM lock_requests").fetchall()
+    return dict(rows)
+
+
+def schema_17(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        schema = resources.files("jobd.store.postgres").joinpath("sql/schema.sql").read_text()
+        conn.execute(schema)  # type: ignore[arg-type]  # the package's own file
+        conn.execute(q.INSERT_VERSION, ("1",))
+        for number, sql in migrations().items():
+            if number <= 17:
+                conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(q.UPDATE_VERSION, ("17",))
+
+
+def migrate(url: str) -> None:
+    async def reopen() -> None:
+        async with open_store(url):
+            pass
+
+    anyio.run(reopen)
+
+
+def test_a_schema_17_database_keeps_its_locks_and_queues_and_serves_them(
+    pg_empty_url: str,
+) -> None:
+    url = pg_empty_url
+    schema_17(url)
+    with node(url, "a") as a, node(url, "b") as b:
+        for job_id in (1, 3, 5, 6, 8):
+            waiting_job(a, job_id)
+        for job_id in (2, 4, 7):
+            waiting_job(b, job_id)
+        ask(a, "a", 1, ("x",))
+        ask(b, "b", 2, (), ("x",))
+        ask(a, "a", 3, (), ("x",))
+        ask(b, "b", 4, ("x",), start=True)  # another node's job, started by a's release
+        ask(a, "a", 5, (), ("x",), start=True)  # shared, behind the exclusive 4
+        ask(a, "a", 6, ("y",))
+        ask(b, "b", 7, ("y", "z"))  # all or nothing: not z alone
+        ask(a, "a", 8, ("z",))  # behind 7 on z, though z is free
+        before = a.execute(q.LOCK_ROWS).fetchall()
+        assert held(a) == {
+            1: True,
+            2: False,
+            3: False,
+            4: False,
+            5: False,
+            6: True,
+            7: False,
+            8: False,
+        }
+    migrate(url)
+    with node(url, "a") as a, node(url, "b") as b:
+        assert a.execute(q.SELECT_VERSION).fetchone() == (str(SCHEMA_VERSION),)
+        assert a.execute(q.LOCK_ROWS).fetchall() == before
+        drop(a, "a", 1)  # both shared waiters, not the exclusive one behind them
+        assert held(a) == {2: True, 3: True, 4: False, 5: False, 6: True, 7: False, 8: False}
+        drop(b, "b", 2)
+        assert held(a)[4] is False  # 3 still holds x, shared
+        drop(a, "a", 3)  # node a grants b's job 4 and starts it as node b
+        assert held(a) == {4: True, 5: False, 6: True, 7: False, 8: False}
+        assert b.execute("SELECT state, node FROM jobs WHERE id = 4").fetchone() == (
+            "running",
+            "b",
+        )
+        drop(b, "b", 4)  # 5 granted and started by b's release (a's job, as node a)
+        assert held(a) == {5: True, 6: True, 7: False, 8: False}
+        assert a.execute(q.SELECT_HISTORY, (5,)).fetchall()[-1][1:] == (
+            "waiting-for-lock",
+            "running",
+            "lock granted",
+            "scheduler",
+        )
+        drop(a, "a", 6)  # 7 gets y and z at once; 8 still waits behind it
+        assert held(a) == {5: True, 7: True, 8: False}
+        assert a.execute(
+            "SELECT asset, held FROM lock_assets WHERE job_id = 7 ORDER BY asset"
+        ).fetchall() == [("y", True), ("z", True)]
+        drop(b, "b", 7)
+        assert held(a) == {5: True, 8: True}
+
+
+def test_requests_after_the_upgrade_keep_fifo_shared_and_all_or_nothing(pg_url: str) -> None:
+    with node(pg_url, "a") as a:
+        for job_id in range(11, 17):
+            waiting_job(a, job_id, S.QUEUED)
+        ask(a, "a", 11, (), ("x",))
+        ask(a, "a", 12, (), ("x",))  # shared holders together
+        ask(a, "a", 13, ("x",))
+        ask(a, "a", 14, (), ("x",))  # behind the exclusive 13
+        ask(a, "a", 15, ("w",), ("x",))  # w is free, x is not: nothing held
+        ask(a, "a", 16, ("w",))  # behind 15 on w
+        assert held(a) == {11: True, 12: True, 13: False, 14: False, 15: False, 16: False}
+        assert a.execute(
+            "SELECT count(*) FROM lock_assets WHERE held AND asset = 'w'"
+        ).fetchone() == (0,)
+        drop(a, "a", 11)
+        drop(a, "a", 12)
+        assert held(a) == {13: True, 14: False, 15: False, 16: False}
+        drop(a, "a", 13)  # 14 and 15 share x; 15 takes w too, 16 waits
+        assert held(a) == {14: True, 15: True, 16: False}
+        drop(a, "a", 15)
+        assert held(a) == {14: True, 16: True}
+        ask(a, "a", 14, (), ("x",))  # asked again: the place and the grant kept
+        assert held(a) == {14: True, 16: True}
+
+
+def test_a_busy_asset_is_rechecked_after_the_upgrade(pg_url: str) -> None:
+    with node(pg_url, "a") as a, psycopg.connect(pg_url, autocommit=True) as other:
+        ask(a, "a", 21, ("x",))
+        ask(a, "a", 22, ("x", "y"))
+        a.execute(f"LISTEN {q.LOCK_CHANNEL}")
+        with other.transaction():  # another transaction changing y: 22 cannot be granted
+            other.execute("SELECT pg_advisory_xact_lock(7316100, hashtext('y'))")
+            drop(a, "a", 21)  # takes x's advisory lock only; 22's grant tries y's
+        notices = [n.payload for n in a.notifies(timeout=1.0, stop_after=1)]
+        assert notices == ["recheck 22 a"]
+        assert held(a) == {22: False}
+        apply(a, PgUnit().lock_regrant(22))  # as the node's recheck does
+        assert held(a) == {22: True}
