@@ -39,7 +39,7 @@ def node(url: str, name: str) -> Iterator[Conn]:
 def apply(conn: Conn, *units: PgUnit) -> list[int]:
     """``units`` as the writer sends them (bulk.plan picks the statement); failed units."""
     sql, params, _ = plan(units, payload)
-    row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]  # our own statements
+    row = conn.execute(sql, params).fetchone()  # our own statements
     assert row is not None
     return list(row[0])
 
@@ -77,11 +77,11 @@ def held(conn: Conn) -> dict[int, bool]:
 def schema_17(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
         schema = resources.files("jobd.store.postgres").joinpath("sql/schema.sql").read_text()
-        conn.execute(schema)  # type: ignore[arg-type]  # the package's own file
+        conn.execute(schema)  # the package's own file
         conn.execute(q.INSERT_VERSION, ("1",))
         for number, sql in migrations().items():
             if number <= 17:
-                conn.execute(sql)  # type: ignore[arg-type]
+                conn.execute(sql)
         conn.execute(q.UPDATE_VERSION, ("17",))
 
 
