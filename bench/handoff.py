@@ -169,10 +169,12 @@ async def handoff(n: int, workers: int = 8) -> dict[str, Any]:
     return result
 
 
-async def timer_latency(
+async def timer_rows(
     n: int, rate: float = 1000.0, workers: int = 8, lead: float = 1.5
 ) -> dict[str, Any]:
-    """Jobs due from the timer at ``rate``/s: ``start_at`` → ``running`` (wall clock)."""
+    """Jobs due from the timer at ``rate``/s: each job's ``start_at`` and the latency from it
+    to its ``running`` event (wall clock, ms), in ``start_at`` order; ``first``: the first
+    ``start_at``; ``submitted_late``: whether submitting took longer than ``lead``."""
 
     async def body(engine: Engine, recorder: Any) -> dict[str, Any]:
         counter = Counter(n)
@@ -200,17 +202,25 @@ async def timer_latency(
                 tg.start_soon(submit, range(k, n, 64))
         late = time.time() > first
         await counter.finished.wait()
-        lat = [(running_wall[j] - s) * 1000 for j, s in starts.items()]
-        return {
-            "jobs": n,
-            "rate": rate,
-            "workers": workers,
-            "submitted_late": late,
-            "due_to_running_ms": pcts(lat),
-        }
+        rows = sorted((s, (running_wall[j] - s) * 1000) for j, s in starts.items())
+        return {"first": first, "rows": rows, "submitted_late": late}
 
     result: dict[str, Any] = await _with_engine(workers, 1000, body)
     return result
+
+
+async def timer_latency(
+    n: int, rate: float = 1000.0, workers: int = 8, lead: float = 1.5
+) -> dict[str, Any]:
+    """Jobs due from the timer at ``rate``/s: ``start_at`` → ``running`` (wall clock)."""
+    run = await timer_rows(n, rate, workers, lead)
+    return {
+        "jobs": n,
+        "rate": rate,
+        "workers": workers,
+        "submitted_late": run["submitted_late"],
+        "due_to_running_ms": pcts([lat for _, lat in run["rows"]]),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,17 +21,10 @@ import json
 import time
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
-
-import anyio
 
 import jobd.plan.alarm as alarm
-from bench.engine import Counter
 from bench.engine import run as run_loop
-from bench.handoff import _with_engine
-from jobd.core.events import JobEvent
-from jobd.core.models import JobSpec
-from jobd.core.states import JobState
+from bench.handoff import timer_rows
 
 SCHEDSTAT = Path("/proc/thread-self/schedstat")
 
@@ -48,40 +41,6 @@ def _stamp_rings() -> None:
         ring(self)
 
     alarm.WallClockAlarm._on_ready = stamped  # type: ignore[method-assign]
-
-
-async def timer_rows(n: int, rate: float, workers: int, lead: float = 1.5) -> dict[str, Any]:
-    """``bench.handoff.timer_latency``'s run, answering each job's (due offset, latency)."""
-
-    async def body(engine: Any, _recorder: Any) -> dict[str, Any]:
-        counter = Counter(n)
-        running: dict[int, float] = {}
-
-        def listen(event: JobEvent) -> None:
-            if event.kind == "state" and event.to_state == JobState.RUNNING:
-                running[event.job_id] = time.time()
-
-        engine.add_listener(listen)
-        engine.add_listener(counter)
-        first = time.time() + lead
-        starts: dict[int, float] = {}
-
-        async def submit(mine: range) -> None:
-            for i in mine:
-                job = await engine.submit(
-                    JobSpec(workflow="noop", start_at=first + i / rate), actor="bench"
-                )
-                starts[job.id] = first + i / rate
-
-        async with anyio.create_task_group() as tg:
-            for k in range(64):
-                tg.start_soon(submit, range(k, n, 64))
-        await counter.finished.wait()
-        rows = sorted((s, (running[j] - s) * 1000) for j, s in starts.items())
-        return {"first": first, "rows": rows}
-
-    result: dict[str, Any] = await _with_engine(workers, 1000, body)
-    return result
 
 
 def gaps(first: float, gap_ms: float) -> list[dict[str, float]]:

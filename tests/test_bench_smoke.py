@@ -59,6 +59,21 @@ async def test_handoff_and_timer_latency() -> None:
     assert positive(timer["due_to_running_ms"])
 
 
+def test_timer_tail_stamps_the_alarm() -> None:
+    """In a process of its own: it wraps the alarm's ring for the whole process."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.timertail", "--jobs", "60", "--gap", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["jobs"] == 60 and result["p50_ms"] > 0
+    assert result["stalls"], "with --gap 0 every pair of rings is listed"
+    assert all(s["gap_ms"] >= 0 and s["run_delay_ms"] >= 0 for s in result["stalls"])
+
+
 def test_live_windows_beside_plain_jobs() -> None:
     result = windows.one_run(30, 5, rate=200.0)
     assert result["busy_workers"] == 0 and result["live_windows_after"] == 30
