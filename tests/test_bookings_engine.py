@@ -8,6 +8,7 @@ engine's events.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,14 @@ from jobd.config import Config, PoolConfig, ResourceConfig
 from jobd.core.errors import BookingConflict, InvalidTransition, ValidationError
 from jobd.core.states import JobState
 from jobd.engine import Engine
-from tests.enginekit import make_config, running_engine, spec, step, wait_state, workflow
+from tests.enginekit import (
+    make_config,
+    running_engine,
+    spec,
+    step,
+    wait_state,
+    workflow,
+)
 
 S = JobState
 #: A start far enough ahead that no booking of these tests becomes due while they run.
@@ -179,6 +187,44 @@ async def test_cancel_complete_and_fail_release_the_resource(config: Config) -> 
             assert done.reservations == []
             again = await engine.submit(booking(now - 1, now + 1, state=S.TENTATIVE))
             await engine.operate(again.id, "cancel")
+
+
+async def test_a_slot_freed_by_an_end_in_flight_is_booked_once_the_end_lands(
+    config: Config,
+) -> None:
+    """A reader of the store can see a job's end before the engine has heard the writer's
+    answer and freed its slots: a booking of that slot made then waits for the writes in
+    flight and is checked again, instead of being refused for a job that has ended.
+
+    Made to happen every time: once the holder's end is handed to the writer, this test
+    holds the event loop (so the writer's answer stays unread) until the database file
+    shows the end, then books the slot."""
+    async with running_engine(config) as engine:
+        store = engine.store
+        now = time.time()
+        holder = await engine.submit(booking(now, now, state=S.TENTATIVE))  # ends at once
+        handed = anyio.Event()
+        commit_soon = store.commit_soon
+
+        def watched(changes: Any, done: Any) -> None:
+            commit_soon(changes, done)
+            rc = engine.active.get(holder.id)
+            if rc is not None and rc.job.state == S.COMPLETED:
+                handed.set()  # the holder's end is queued; it goes to the writer next
+
+        store.commit_soon = watched  # type: ignore[method-assign]
+        await engine.operate(holder.id, "confirm")
+        await handed.wait()
+        with sqlite3.connect(config.daemon.db_path) as db:
+            deadline = time.monotonic() + 30
+            while db.execute("SELECT state FROM jobs WHERE id = ?", (holder.id,)).fetchone() != (
+                "completed",
+            ):
+                assert time.monotonic() < deadline, "the holder's end was not committed"
+        assert holder.id in engine.active  # the loop has not heard the answer yet
+        booked = await engine.submit(booking(now - 1, now + 1, state=S.TENTATIVE))
+        assert [r.resource for r in booked.reservations] == ["studio"]
+        assert (await engine.get_job(holder.id)).state == S.COMPLETED
 
 
 async def test_edit_rechecks_reservations(config: Config) -> None:

@@ -10,10 +10,18 @@ commit (see :mod:`.admission`, "enqueue before commit").
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
-from jobd.core.errors import InvalidTransition, JobdError, NotFound, ShuttingDown, ValidationError
+from jobd.core.errors import (
+    BookingConflict,
+    InvalidTransition,
+    JobdError,
+    NotFound,
+    ShuttingDown,
+    ValidationError,
+)
 from jobd.core.events import JobEvent
 from jobd.core.models import (
     SPEC_FIELDS,
@@ -37,6 +45,7 @@ from jobd.plan.bookings import BookingIndex
 from jobd.store import Changes
 
 S = JobState
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -86,15 +95,23 @@ class Intake:
         """See :meth:`jobd.engine.Engine.submit`."""
         if self._ctx.tg is None:
             raise ShuttingDown()
+        intake = await self._after_ends_landed(lambda: self._take_one(spec, actor, cause))
+        return (await self._store_intakes([intake], firing))[0]
+
+    async def _take_one(self, spec: JobSpec, actor: str, cause: str) -> _Intake:
         await self.ids.ensure(1)  # before the checks: nothing awaits between them and the id
         intake = self._intake(spec, self.ids.peek(), self._ctx.clock(), actor, cause)
         self.ids.take()  # every check passed and the booking is held: take the id
-        return (await self._store_intakes([intake], firing))[0]
+        return intake
 
     async def submit_many(self, specs: list[JobSpec], *, actor: str = "api") -> list[Job]:
         """See :meth:`jobd.engine.Engine.submit_many`."""
         if self._ctx.tg is None:
             raise ShuttingDown()
+        intakes = await self._after_ends_landed(lambda: self._take_many(specs, actor))
+        return await self._store_intakes(intakes)
+
+    async def _take_many(self, specs: list[JobSpec], actor: str) -> list[_Intake]:
         await self.ids.ensure(len(specs))
         now = self._ctx.clock()
         intakes: list[_Intake] = []
@@ -109,7 +126,19 @@ class Intake:
                 self._bookings.remove_job(intake.job.id)
             raise
         self.ids.take(len(intakes))
-        return await self._store_intakes(intakes)
+        return intakes
+
+    async def _after_ends_landed(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``await attempt()``; refused for a booking conflict, once more when every write
+        queued so far has landed. A reader of the store (a client's ``GET``) can see a job's
+        end committed before this loop has heard the writer's answer and freed the job's
+        slots in the booking index: a client that saw the end and books the slot at once is
+        not refused for it. A real conflict pays one round trip to the writer more."""
+        try:
+            return await attempt()
+        except BookingConflict:
+            await self._ctx.store.flush()
+        return await attempt()
 
     def _intake(
         self, spec: JobSpec, job_id: int, now: float, actor: str, cause: str = "submitted"
@@ -247,6 +276,9 @@ class Intake:
 
     async def edit(self, job_id: int, changes: dict[str, Any], *, actor: str = "api") -> Job:
         """See :meth:`jobd.engine.Engine.edit`. Returns the job as stored after the edit."""
+        return await self._after_ends_landed(lambda: self._edit(job_id, changes, actor))
+
+    async def _edit(self, job_id: int, changes: dict[str, Any], actor: str) -> Job:
         ctx = self._ctx
         job = await load_live(self._lineup, ctx.store, job_id)
         if job.state not in EDITABLE:

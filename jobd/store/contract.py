@@ -282,7 +282,10 @@ class Store(SharedDatabase, ABC):
 
     @abstractmethod
     async def flush(self) -> None:
-        """Wait until everything queued so far (also by :meth:`commit_nowait`) is committed."""
+        """Wait until everything queued so far (also by :meth:`commit_nowait`) is committed
+        and its callers answered: units are answered in the order they were queued, so when
+        this returns every earlier :meth:`commit_soon` callback has run (the engine relies on
+        it to see the slots an end has freed)."""
 
     async def transition_many(
         self,
