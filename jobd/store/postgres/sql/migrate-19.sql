@@ -1,0 +1,18 @@
+-- Schema 19: jobs_by_schedule dropped (issue 13; docs/performance.md, "Asset locks on
+-- PostgreSQL and across nodes", schema 19; bench/pgreplay.py).
+--
+-- No statement of this store reads jobs by schedule: a schedule's history is
+-- schedule_events (by schedule, schedule_events_by_schedule), its last job is
+-- schedules.last_job_id, and the list filters have no schedule field (JobFilter). Yet the
+-- index cost every job: each statement that writes jobs opens every index of the table
+-- and checks every partial index's predicate, entry or not, and a scheduled job got an
+-- entry at each of its state changes (none of them HOT while state is indexed). A job
+-- whose schedule is wanted is still found by id (schedules.last_job_id) or by its row
+-- (jobs.schedule stays).
+--
+-- The other nine indexes of jobs stay, each the index of a read (the table in
+-- docs/performance.md): jobs_pkey (by id), jobs_by_state (state filters, counts),
+-- jobs_due, jobs_pending, jobs_unconfirmed (the loop's due, pending and booking reads),
+-- jobs_by_workflow and jobs_by_hour (list filters), jobs_with_error (recovery's invalid
+-- bookings), jobs_held (a node's held jobs: recovery, takeover, the node list).
+DROP INDEX IF EXISTS jobs_by_schedule;
