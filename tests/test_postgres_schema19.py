@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from importlib import resources
 
-
 import anyio
 import psycopg
 
@@ -101,5 +100,3 @@ def test_a_schema_18_database_loses_jobs_by_schedule_and_keeps_its_jobs(
 
 def test_a_new_database_has_the_nine_indexes(pg_url: str) -> None:
     assert indexes(pg_url) == INDEXES
-
-
