@@ -17,8 +17,8 @@ log = []  # (t_read_done, t_commit_done, frames, units)
 _last = [0.0]
 
 
-def read_frames(fd, buf):
-    r = _read(fd, buf)
+def read_frames(fd, buf, *idle):
+    r = _read(fd, buf, *idle)
     _last[0] = time.perf_counter()
     return r
 

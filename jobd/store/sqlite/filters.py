@@ -4,6 +4,13 @@ A :class:`~jobd.store.contract.JobFilter` becomes one or more *arms*: queries ov
 the index that holds the fewest rows for its own condition, with the rest of
 the filter checked on each row. The tables and triggers they read are those of
 ``sql/migrate-2.sql``.
+
+A search of three characters or more reads two arms: the trigram index ``job_names``, and
+the jobs whose names the writer has not indexed yet (``job_names_stale``: it indexes them
+once 1,000 wait or when idle, ``sqlwriter.Names``), each row checked with the same
+``LIKE`` on the name as shown (case-insensitive for ASCII, ``%`` and ``_`` escaped) that
+every search checks, so the two give the same matches; a page reads both in one read
+transaction, so a job indexed in between is seen once, in one of them.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jobd.store.reads import JobFilter
+from jobd.store.sqlite import queries as q
 from jobd.store.sqlite.hours import hour_page
 
 #: A driver whose candidates number fewer than this is read whole and sorted; above it,
@@ -24,6 +32,11 @@ _SORTABLE = 300_000
 _NAME = "coalesce(j.name, j.workflow || '-' || j.id)"
 _TIME = "coalesce(j.start_at, j.created_at)"
 _KEY_SQL = "EXISTS (SELECT 1 FROM job_keys WHERE kind = ? AND key = ? AND job_id = j.id)"
+#: The trigram index, less the names waiting to be indexed (never in it: the insert
+#: trigger queues a new id; kept out all the same, so that no job is read twice) ...
+_INDEXED = "job_names.rowid NOT IN (SELECT id FROM job_names_stale)"
+#: ... and those names, read from the jobs (``LIKE`` in the arm's ``rest``).
+_STALE_SOURCE = "job_names_stale AS s CROSS JOIN jobs AS j ON j.id = s.id"
 
 
 @dataclass(slots=True)
@@ -127,7 +140,8 @@ def _drivers(f: JobFilter) -> dict[str, list[_Arm]]:
         phrase = '"' + f.search.replace('"', '""') + '"'
         source = "job_names CROSS JOIN jobs AS j ON j.id = job_names.rowid"
         out["search"] = [
-            _arm("search", f, source, "job_names.rowid", ["job_names MATCH ?"], [phrase])
+            _arm("search", f, source, "job_names.rowid", ["job_names MATCH ?", _INDEXED], [phrase]),
+            _arm("search", f, _STALE_SOURCE, "s.id", [], []),
         ]
     for kind in ("asset", "resource"):
         value = getattr(f, kind)
@@ -229,7 +243,27 @@ def read_filtered(
     descending: bool = True,
 ) -> list[tuple[Any, ...]]:
     """Rows of ``columns`` (on ``j``, the first being ``j.id``) of the jobs matching ``f``,
-    ``limit`` at most, by id (newest first when ``descending``), after ``cursor``."""
+    ``limit`` at most, by id (newest first when ``descending``), after ``cursor``. The
+    plan's counts and the page in one read transaction (a snapshot), unless the caller's
+    own is open: the names the writer indexes between two statements would otherwise be
+    in neither of the search's arms."""
+    if conn.in_transaction:
+        return _read(conn, f, columns, limit, cursor, descending)
+    conn.execute(q.BEGIN_READ)
+    try:
+        return _read(conn, f, columns, limit, cursor, descending)
+    finally:
+        conn.execute(q.END_READ)
+
+
+def _read(
+    conn: sqlite3.Connection,
+    f: JobFilter,
+    columns: str,
+    limit: int,
+    cursor: int | None,
+    descending: bool,
+) -> list[tuple[Any, ...]]:
     arms = plan_filter(conn, f, cursor, descending)
     if len(arms) == 1 and arms[0].hourly:
         rest = (arms[0].rest, arms[0].rest_params)
@@ -245,6 +279,6 @@ def read_filtered(
     for arm in arms:
         sql, params = arm.sql(columns, descending, cursor, limit)
         rows += conn.execute(sql, params).fetchall()
-    if len(arms) > 1:  # one arm per state: merge them
+    if len(arms) > 1:  # one arm per state, or the search's two: merge them
         rows.sort(key=lambda row: row[0], reverse=descending)
     return rows[:limit]

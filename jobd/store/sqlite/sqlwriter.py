@@ -7,7 +7,8 @@ also run in turn, the loop idle while a batch commits and the writer idle
 while the loop prepares the next. As a process it commits batch *k + 1* on
 the second core while the loop wakes the callers of batch *k*.
 
-Run as ``python -I -S sqlwriter.py DB SYNCHRONOUS SCHEMA VERSION [LOCK_WAIT]``: standard
+Run as ``python -I -S sqlwriter.py DB SYNCHRONOUS SCHEMA VERSION [LOCK_WAIT [INDEX_AT
+INDEX_IDLE]]``: standard
 library only, so it starts in a few tens of milliseconds. It speaks frames on
 stdin/stdout (a 4-byte big-endian length, then a pickle, trusted: both ends
 are this program):
@@ -21,14 +22,18 @@ are this program):
   it was busy are applied in ONE transaction (one fsync): the daemon sends
   batches as they fill up, and the writer groups them. The work a transaction
   can do once rather than per unit is done at its end, before the COMMIT: the
-  appended (history) rows in one ``executemany``, the new jobs' names into the
-  search index in one statement (:func:`index_names`).
+  appended (history) rows in one ``executemany``; and once ``INDEX_AT`` new jobs'
+  names are waiting, those names into the search index in one statement
+  (:func:`index_names`). Names wait in ``job_names_stale`` (the search reads them
+  there, ``filters.py``) until then, until the writer has been idle ``INDEX_IDLE``
+  seconds, or until the end of its input, whichever comes first.
 
 It exits at end of input: when the daemon closes the store, or when the daemon
 dies (even by SIGKILL), after finishing the batch in hand, which is then either
-committed whole or not at all. It holds an exclusive ``flock`` on
-``DB-writer.lock`` while it lives, so the next writer (a restarted daemon)
-starts only after the previous one has finished.
+committed whole or not at all, and indexing the names still waiting (a writer
+killed itself leaves them waiting, committed: the next one indexes them first). It
+holds an exclusive ``flock`` on ``DB-writer.lock`` while it lives, so the next writer
+(a restarted daemon) starts only after the previous one has finished.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pickle
+import select
 import signal
 import sqlite3
 import struct
@@ -48,6 +54,11 @@ HEADER = struct.Struct("!I")
 LOCK_WAIT = 30.0
 #: The schema version that has ``job_names_stale`` (names indexed once per transaction).
 NAMES_TABLE_SINCE = 5
+#: New jobs' names are indexed once this many wait in ``job_names_stale`` (in the
+#: transaction that makes them this many) ...
+INDEX_AT = 1000
+#: ... or once the writer has waited this long (seconds) for input with names waiting.
+INDEX_IDLE = 0.5
 #: The lock file, open for as long as the process lives.
 _held: list[IO[str]] = []
 
@@ -59,9 +70,31 @@ Statement = tuple[str, Any]
 UnitFrame = tuple[list[Statement], set[int], list[Statement], bool]
 
 
-def read_frames(fd: int, buf: bytearray) -> list[Any] | None:
+class Names:
+    """When the names of new jobs go into the search index: once ``at`` of them wait, or
+    after ``idle`` seconds without input while some wait (:attr:`waiting`). Indexing per
+    transaction cost a lone submission a third of its writer's instructions and 5 of its
+    16 WAL pages (FTS5's segment, its index and its doc sizes, written at every commit)."""
+
+    __slots__ = ("at", "idle", "waiting")
+
+    def __init__(self, at: int = INDEX_AT, idle: float = INDEX_IDLE) -> None:
+        self.at, self.idle = at, idle
+        #: Whether names may be waiting since the last commit (then the idle timer runs).
+        self.waiting = True
+
+    def before_commit(self, cur: sqlite3.Cursor) -> bool:
+        """Index the waiting names if they are ``at`` or more; whether some still wait."""
+        if self.at > 1 and (count := cur.execute(_COUNT_STALE).fetchone()[0]) < self.at:
+            return bool(count)
+        index_names(cur)
+        return False
+
+
+def read_frames(fd: int, buf: bytearray, idle: float | None = None) -> list[Any] | None:
     """Every complete frame that has arrived (waiting for at least one); None at end of
-    input. Frames that came in together are applied together: that is the group commit."""
+    input; ``[]`` when none came in ``idle`` seconds (when given). Frames that came in
+    together are applied together: that is the group commit."""
     while True:
         frames, used = [], 0
         while len(buf) - used >= HEADER.size:
@@ -74,6 +107,8 @@ def read_frames(fd: int, buf: bytearray) -> list[Any] | None:
         del buf[:used]
         if frames:
             return frames
+        if idle is not None and not select.select([fd], [], [], idle)[0]:
+            return []
         data = os.read(fd, 1 << 20)
         if not data:
             return None
@@ -85,15 +120,20 @@ def encode_frame(obj: Any) -> bytes:
     return HEADER.pack(len(data)) + data
 
 
-def apply_batches(conn: sqlite3.Connection, batches: list[list[UnitFrame]]) -> list[Any]:
+def apply_batches(
+    conn: sqlite3.Connection, batches: list[list[UnitFrame]], names: Names | None = None
+) -> list[Any]:
     """One transaction for all ``batches``: the reply to each. A failing unit rolls back only
     itself when it can (a guard), everything when it cannot (an SQL error halfway through a
     unit): then every batch is answered ``("failed", message)``.
 
     Before the COMMIT, in the same transaction: the appended rows of every unit that was
-    applied (one ``executemany`` per statement, in the units' order), then the names of the
-    jobs inserted (:func:`index_names`). So what is acknowledged is durable and searchable
-    together, or not there at all."""
+    applied (one ``executemany`` per statement, in the units' order), then, when ``names``
+    (the writer's; by default :data:`INDEX_AT`) say so, the names of the jobs inserted
+    (:func:`index_names`). What is acknowledged is durable and searchable together (its
+    name in the index or in ``job_names_stale``), or not there at all."""
+    if names is None:
+        names = Names()
     results: list[Any] = []
     cur = conn.cursor()  # one for the transaction: a cursor per statement is an allocation
     try:
@@ -105,7 +145,7 @@ def apply_batches(conn: sqlite3.Connection, batches: list[list[UnitFrame]]) -> l
         for units in batches:
             results.append(("ok", [_apply_unit(cur, unit, appended) for unit in units]))
         _write_appended(cur, appended)
-        index_names(cur)
+        waiting = names.before_commit(cur)
         cur.execute("COMMIT")
     except sqlite3.Error as exc:
         _rollback(conn)
@@ -113,6 +153,7 @@ def apply_batches(conn: sqlite3.Connection, batches: list[list[UnitFrame]]) -> l
     except BaseException:
         _rollback(conn)
         raise
+    names.waiting = waiting
     return results
 
 
@@ -180,6 +221,7 @@ def _apply_saved(cur: sqlite3.Cursor, statements: list[Statement], guarded: set[
 
 #: The jobs inserted since the names were last indexed (schema 5: ``migrate-5.sql``) ...
 _ANY_STALE = "SELECT 1 FROM job_names_stale LIMIT 1"
+_COUNT_STALE = "SELECT count(*) FROM job_names_stale"
 #: ... their names as shown, into the trigram index, in one statement ...
 _INDEX_STALE = (
     "INSERT INTO job_names (rowid, name)"
@@ -192,8 +234,9 @@ _CLEAR_STALE = "DELETE FROM job_names_stale"
 
 def index_names(cur: sqlite3.Cursor | sqlite3.Connection) -> None:
     """Put the names of the jobs inserted since the last call into the trigram index
-    ``job_names``, inside the caller's transaction (the writer calls it before each COMMIT;
-    a bulk loader writing with its own connection calls it before its own).
+    ``job_names``, inside the caller's transaction (the writer calls it before a COMMIT
+    once enough wait, :class:`Names`; a bulk loader writing with its own connection calls
+    it before its own).
 
     One statement for all of them: FTS5 writes its pending terms at every statement's
     savepoint, so a per-row trigger made one index segment per job. The name indexed is
@@ -261,9 +304,9 @@ def migrate(conn: sqlite3.Connection, path: str, schema_file: str, version: int)
 
 
 def index_leftovers(conn: sqlite3.Connection) -> None:
-    """Index, in a transaction of its own, the names of jobs that another connection (a bulk
-    loader) committed without :func:`index_names`: what this writer commits is indexed in
-    its own transaction, so only those can be waiting when it starts."""
+    """Index, in a transaction of its own, the names waiting: at the start those a writer
+    killed with names waiting left, or another connection (a bulk loader) committed without
+    :func:`index_names`; when the writer has been idle; at the end of its input."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         index_names(conn)
@@ -273,16 +316,34 @@ def index_leftovers(conn: sqlite3.Connection) -> None:
         raise
 
 
-def serve(conn: sqlite3.Connection, inp: int, out: IO[bytes]) -> None:
+def serve(conn: sqlite3.Connection, inp: int, out: IO[bytes], names: Names) -> None:
     buf = bytearray()
-    while (batches := read_frames(inp, buf)) is not None:
-        out.write(b"".join(encode_frame(reply) for reply in apply_batches(conn, batches)))
-        out.flush()
+    while (batches := read_frames(inp, buf, names.idle if names.waiting else None)) is not None:
+        if batches:
+            replies = apply_batches(conn, batches, names)
+            out.write(b"".join(encode_frame(reply) for reply in replies))
+            out.flush()
+        else:  # idle with names waiting
+            _index_waiting(conn, names)
+    if names.waiting:  # the end of input: a clean close, or the daemon gone
+        _index_waiting(conn, names)
+
+
+def _index_waiting(conn: sqlite3.Connection, names: Names) -> None:
+    """The waiting names indexed now; if that fails (a lock held past the busy timeout),
+    they stay findable in ``job_names_stale`` and are indexed at the next chance."""
+    try:
+        index_leftovers(conn)
+    except sqlite3.Error as exc:
+        print(f"jobd writer: names not indexed yet: {exc}", file=sys.stderr, flush=True)
+        return
+    names.waiting = False
 
 
 def main(argv: list[str]) -> int:
     path, synchronous, schema_file, version = argv[:4]
     wait = float(argv[4]) if len(argv) > 4 else LOCK_WAIT
+    names = Names(int(argv[5]), float(argv[6])) if len(argv) > 6 else Names()
     inp, out = sys.stdin.fileno(), sys.stdout.buffer
     # The daemon decides when the writer ends (by closing its input), not a terminal's ^C
     # sent to the whole process group, nor a SIGTERM meant for the daemon.
@@ -294,6 +355,7 @@ def main(argv: list[str]) -> int:
         migrate(conn, path, schema_file, int(version))
         if int(version) >= NAMES_TABLE_SINCE:
             index_leftovers(conn)
+            names.waiting = False
     except (sqlite3.Error, OSError, ValueError) as exc:
         out.write(encode_frame(("error", f"cannot open {path}: {exc}")))
         out.flush()
@@ -301,7 +363,7 @@ def main(argv: list[str]) -> int:
     out.write(encode_frame(("ready", None)))
     out.flush()
     try:
-        serve(conn, inp, out)
+        serve(conn, inp, out, names)
     except BrokenPipeError:  # the daemon is gone: nothing left to answer
         return 0
     finally:

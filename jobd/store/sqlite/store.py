@@ -37,6 +37,7 @@ from jobd.store.contract import Changes, GuardFailed, ReservationRow, Store
 from jobd.store.reads import DuePlan, JobFilter
 from jobd.store.soon import Completion, Done, queue_soon
 from jobd.store.sqlite import queries as q
+from jobd.store.sqlite import sqlwriter
 from jobd.store.sqlite.filters import read_filtered
 from jobd.store.sqlite.rows import (
     history_from_row,
@@ -346,10 +347,20 @@ async def _connect(path: Path, synchronous: str) -> aiosqlite.Connection:
 
 
 @asynccontextmanager
-async def open_store(path: Path, *, synchronous: str = "full") -> AsyncIterator[SqliteStore]:
-    """Open (creating and migrating as needed) the database at ``path``; run its writer."""
+async def open_store(
+    path: Path,
+    *,
+    synchronous: str = "full",
+    index_at: int = sqlwriter.INDEX_AT,
+    index_idle: float = sqlwriter.INDEX_IDLE,
+) -> AsyncIterator[SqliteStore]:
+    """Open (creating and migrating as needed) the database at ``path``; run its writer,
+    which indexes new jobs' names once ``index_at`` wait or after ``index_idle`` seconds
+    idle (the search finds them meanwhile: ``filters.py``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = await Writer.start(path, synchronous, SCHEMA_VERSION)
+    writer = await Writer.start(
+        path, synchronous, SCHEMA_VERSION, index_at=index_at, index_idle=index_idle
+    )
     try:
         try:
             reader = await _connect(path, synchronous)

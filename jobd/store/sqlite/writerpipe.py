@@ -110,7 +110,17 @@ class Writer:
         self._write: Callable[[bytes], None] = stdin.write
 
     @classmethod
-    async def start(cls, path: Path, synchronous: str, version: int) -> Writer:
+    async def start(
+        cls,
+        path: Path,
+        synchronous: str,
+        version: int,
+        *,
+        index_at: int = sqlwriter.INDEX_AT,
+        index_idle: float = sqlwriter.INDEX_IDLE,
+    ) -> Writer:
+        """The writer process, ready. New jobs' names go into the search index once
+        ``index_at`` wait, or after ``index_idle`` seconds without a write (``sqlwriter.Names``)."""
         schema = resources.files("jobd.store.sqlite").joinpath("sql/schema.sql")
         loop = asyncio.get_running_loop()
         # -I -S: the writer needs only the standard library, and starts faster without site.
@@ -124,6 +134,9 @@ class Writer:
             synchronous,
             str(schema),
             str(version),
+            str(sqlwriter.LOCK_WAIT),
+            str(index_at),
+            str(index_idle),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=None,
