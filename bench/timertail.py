@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
                 "p50_ms": round(latencies[len(latencies) // 2], 3),
                 "p99_ms": round(p99, 3),
                 "max_ms": round(latencies[-1], 3),
+                "rings": sum(1 for r in RINGS if r[0] >= first),
                 "tail_jobs_due_in_a_stall": f"{in_stall} of {len(tail)}",
                 "stalls": stalls,
             }

@@ -70,7 +70,9 @@ def test_timer_tail_stamps_the_alarm() -> None:
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["jobs"] == 60 and result["p50_ms"] > 0
-    assert result["stalls"], "with --gap 0 every pair of rings is listed"
+    # A slow loop takes many due jobs a ring, so how many rings there are varies.
+    assert result["rings"] >= 1
+    assert len(result["stalls"]) == result["rings"] - 1, "with --gap 0 every pair is listed"
     assert all(s["gap_ms"] >= 0 and s["run_delay_ms"] >= 0 for s in result["stalls"])
 
 
