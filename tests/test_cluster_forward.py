@@ -53,11 +53,15 @@ def _running_on(out: Path, node: str) -> int:
 
 
 def _state(cluster: Cluster, node: str, job_id: int, state: str) -> dict[str, Any]:
-    e2e.wait_until(
-        lambda: cluster.show(node, job_id)["state"] == state,
-        what=f"job {job_id} {state}",
-        timeout=DEADLINE,
-    )
+    try:
+        e2e.wait_until(
+            lambda: cluster.show(node, job_id)["state"] == state,
+            what=f"job {job_id} {state}",
+            timeout=DEADLINE,
+        )
+    except AssertionError as exc:  # say where it stood, and what each node logged
+        logs = "\n".join(f"--- node {n}\n{cluster.log(n)[-6000:]}" for n in cluster.layouts)
+        raise AssertionError(f"{exc}: {cluster.show(node, job_id)}\n{logs}") from None
     return cluster.show(node, job_id)
 
 
