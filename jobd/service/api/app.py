@@ -4,7 +4,7 @@ the API together on one :class:`~jobd.engine.Engine`."""
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +20,7 @@ from jobd.service.api.handlers import http_error, jobd_error, validation_error
 from jobd.service.api.jobs import add_job_routes
 from jobd.service.api.limits import BODY_LIMITS, MAX_BODY, SSE_KEEPALIVE
 from jobd.service.api.middleware import BodyLimitMiddleware, CatchAllMiddleware
+from jobd.service.api.openapi import document_errors
 from jobd.service.api.queues import add_queue_routes
 from jobd.service.api.schedules import add_schedule_routes
 from jobd.service.api.submit import HotRoutes, is_hot
@@ -59,6 +60,12 @@ class JobdAPI(FastAPI):
             await self.hot(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document with jobd's error responses (:mod:`.openapi`), made once."""
+        if self.openapi_schema is None:
+            self.openapi_schema = document_errors(super().openapi())
+        return self.openapi_schema
 
 
 def create_app(
