@@ -75,7 +75,15 @@ def _one_job(app: FastAPI, engine: Engine) -> None:
         await engine.operate(job_id, "delete", actor=caller.actor)
         return Response(status_code=204)
 
-    @app.post("/v1/jobs/{job_id}/{operation}")
+    @app.post(
+        "/v1/jobs/{job_id}/{operation}",
+        status_code=204,
+        responses={
+            200: {"description": "done: the job as the operation left it"},
+            201: {"description": "resubmit: the new job"},
+            204: {"description": "done"},
+        },
+    )
     async def operate(
         job_id: JobId, operation: str, request: Request, caller: Operator
     ) -> Response:
