@@ -32,6 +32,8 @@ INDEXES = {
     "jobs_held",
     "jobs_by_hour",
 }
+#: From schema 20 on: the list filters' workflow and hour indexes are on job_names.
+NEWEST = INDEXES - {"jobs_by_workflow", "jobs_by_hour"}
 
 
 def schema_18(url: str) -> None:
@@ -91,12 +93,12 @@ def test_a_schema_18_database_loses_jobs_by_schedule_and_keeps_its_jobs(
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT id, schedule FROM jobs ORDER BY id").fetchall()
     anyio.run(check, url)  # opening the store migrates it
-    assert SCHEMA_VERSION == 19
-    assert indexes(url) == INDEXES
+    assert SCHEMA_VERSION >= 20
+    assert indexes(url) == NEWEST
     with psycopg.connect(url) as conn:
-        assert conn.execute(q.SELECT_VERSION).fetchone() == ("19",)
+        assert conn.execute(q.SELECT_VERSION).fetchone() == (str(SCHEMA_VERSION),)
         assert conn.execute("SELECT id, schedule FROM jobs ORDER BY id").fetchall() == rows
 
 
-def test_a_new_database_has_the_nine_indexes(pg_url: str) -> None:
-    assert indexes(pg_url) == INDEXES
+def test_a_new_database_has_the_newest_indexes(pg_url: str) -> None:
+    assert indexes(pg_url) == NEWEST

@@ -14,9 +14,10 @@ drives a read itself, as the SQLite store does (:mod:`jobd.store.sqlite.filters`
 * otherwise a time range is read hour by hour (:mod:`.hours`), the rest checked on each
   row; otherwise an index in id order is walked, the rest checked on each row.
 
-The tables and indexes are those of ``sql/schema.sql`` and ``sql/migrate-12.sql``:
-``jobs_by_state``, ``jobs_by_workflow``, ``job_keys``, ``jobs_by_hour`` and the trigram
-index of ``job_names`` (for a search with three letters or digits in a row: with fewer,
+The tables and indexes are those of ``sql/schema.sql``, ``sql/migrate-12.sql`` and
+``sql/migrate-20.sql``: ``jobs_by_state``, ``job_keys``, and on ``job_names`` (written once
+per job, not at each state change) ``job_names_by_workflow``, ``job_names_by_hour`` and the
+trigram index (for a search with three letters or digits in a row: with fewer,
 pg_trgm has no trigram to look up and would read its whole index).
 """
 
@@ -137,16 +138,21 @@ def residual(f: JobFilter, skip: str = "") -> tuple[list[str], list[Any]]:
 
 
 def _time_arm(f: JobFilter) -> _Arm:
-    """The hours of the range (an index range of ``jobs_by_hour``) and its exact times."""
+    """The hours of the range (an index range of ``job_names_by_hour``) and its exact times,
+    on ``job_names n``."""
     hours: list[tuple[str, Any]] = []
     if f.since is not None:
         hours.append((f"{q.HOUR} >= %s", hour_of(f.since)))
     if f.until is not None:
         hours.append((f"{q.HOUR} <= %s", hour_of(f.until)))
-    times = _time_conditions(f)
-    exact = tuple(zip(times[0], times[1], strict=True))
+    exact: list[tuple[str, Any]] = []
+    if f.since is not None:
+        exact.append((f"{q.NAMES_TIME} >= %s", f.since))
+    if f.until is not None:
+        exact.append((f"{q.NAMES_TIME} <= %s", f.until))
+    own = (*hours, *exact)
     return _Arm(
-        "time", "jobs j", "j.id", own=(*hours, *exact), counted=tuple(hours), count_order=q.HOUR
+        "time", "job_names n", "n.job_id", own=own, counted=tuple(hours), count_order=q.HOUR
     )
 
 
@@ -163,7 +169,8 @@ def drivers(f: JobFilter) -> dict[str, list[_Arm]]:
             arm = _Arm(kind, "job_keys k", "k.job_id", "k.key", value, fixed)
             out[kind] = [arm]
     if f.workflow is not None:
-        out["workflow"] = [_Arm("workflow", "jobs j", "j.id", "j.workflow", f.workflow)]
+        arm = _Arm("workflow", "job_names n", "n.job_id", "n.workflow", f.workflow)
+        out["workflow"] = [arm]
     if f.states:
         out["state"] = [
             _Arm("state", "jobs j", "j.id", "j.state", str(s)) for s in dict.fromkeys(f.states)

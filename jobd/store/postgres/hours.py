@@ -1,10 +1,11 @@
-"""A page of a time range in id order, read hour by hour (``jobs_by_hour``, ``sql/migrate-12.sql``).
+"""A page of a time range in id order, read hour by hour (``job_names_by_hour``, schema 20).
 
 The PostgreSQL twin of :mod:`jobd.store.sqlite.hours`. A range's page is the newest ids
 of the range (in id order); the planner has no index in that order for a range of times,
 so it either sorts the whole range or walks the primary key from the newest job, which
-for a range of old jobs is nearly every row. ``jobs_by_hour`` holds each hour's jobs in
-id order: one statement lists the hours of the range holding jobs past the cursor, each
+for a range of old jobs is nearly every row. ``job_names_by_hour`` holds each hour's jobs
+in id order (on ``job_names``, written once per job, since schema 20; each job read by
+primary key): one statement lists the hours of the range holding jobs past the cursor, each
 with its first id in page order (two index probes an hour); the hours are then read in
 the order of those ids, ``limit`` rows each, and the read stops at the first hour whose
 first id comes after the page's last: since ids grow with the time of submission, that is
@@ -22,7 +23,7 @@ import psycopg
 
 from jobd.store.postgres import queries as q
 
-#: The width of a bucket of ``jobs_by_hour``, in seconds (in the index's expression too).
+#: The width of a bucket of ``job_names_by_hour``, in seconds (in the index's expression too).
 HOUR = 3600
 #: Bounds no hour and no id passes: an open end keeps the statement's text (and plan).
 _NO_END = 2**62
@@ -96,18 +97,18 @@ def _arm(
 ) -> tuple[str, list[Any]]:
     """The SELECT of one hour's rows past ``cursor`` that meet ``rest``, in page order."""
     since, until, lo, hi = edges
-    where, params = keyed(q.HOUR, hour, "j.id", cursor, descending)
+    where, params = keyed(q.HOUR, hour, "n.job_id", cursor, descending)
     where, params = where + rest[0], params + rest[1]
     if since is not None and hour == lo:  # an edge: only part of the hour is in range
-        where.append(f"{q.FILTER_TIME} >= %s")
+        where.append(f"{q.NAMES_TIME} >= %s")
         params.append(since)
     if until is not None and hour == hi:
-        where.append(f"{q.FILTER_TIME} <= %s")
+        where.append(f"{q.NAMES_TIME} <= %s")
         params.append(until)
     way = "DESC" if descending else "ASC"
     return (
-        f"(SELECT {columns} FROM jobs j WHERE {' AND '.join(where)}"
-        f" ORDER BY {q.HOUR} {way}, j.id {way} LIMIT %s)",
+        f"(SELECT {columns} FROM job_names n JOIN jobs j ON j.id = n.job_id"
+        f" WHERE {' AND '.join(where)} ORDER BY {q.HOUR} {way}, n.job_id {way} LIMIT %s)",
         params,
     )
 

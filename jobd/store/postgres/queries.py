@@ -196,20 +196,24 @@ FILTER_JOB_COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
 FILTER_NAME = "coalesce(j.name, j.workflow || '-' || j.id)"
 FILTER_TIME = "coalesce(j.start_at, j.created_at)"
 FILTER_KEY = "EXISTS (SELECT FROM job_keys k WHERE k.kind = %s AND k.key = %s AND k.job_id = j.id)"
-#: ``jobs_by_hour``'s bucket of a job (``sql/migrate-12.sql`` writes the same expression:
-#: the planner uses the index only for this text), as :func:`.hours.hour_of` computes it.
-HOUR = "floor(coalesce(j.start_at, j.created_at) / 3600)::bigint"
+#: ``job_names_by_hour``'s bucket of a job on ``job_names n`` (``sql/migrate-20.sql`` writes
+#: the same expression: the planner uses the index only for this text), as
+#: :func:`.hours.hour_of` computes it; ``n.at_time`` is the job's ``coalesce(start_at,
+#: created_at)`` (:data:`FILTER_TIME`), kept there since schema 20.
+HOUR = "floor(n.at_time / 3600)::bigint"
+#: :data:`FILTER_TIME` on ``job_names n``.
+NAMES_TIME = "n.at_time"
 #: Each hour holding jobs in ``low``..``high``, newest hour first (one index probe each: the
-#: recursive step jumps to the next hour in ``jobs_by_hour``), with the hour's first id
+#: recursive step jumps to the next hour in ``job_names_by_hour``), with the hour's first id
 #: below ``cursor`` (one more probe; NULL when none). Each probe orders by the index's
 #: columns, so that no other index can serve it (:func:`.hours.keyed` says why).
 HOURS_NEWEST_FIRST = (
-    f"WITH RECURSIVE hrs(h) AS (SELECT (SELECT {HOUR} FROM jobs j WHERE {HOUR} <= %(high)s"
+    f"WITH RECURSIVE hrs(h) AS (SELECT (SELECT {HOUR} FROM job_names n WHERE {HOUR} <= %(high)s"
     f" AND {HOUR} >= %(low)s ORDER BY {HOUR} DESC LIMIT 1) UNION ALL SELECT (SELECT {HOUR}"
-    f" FROM jobs j WHERE {HOUR} < hrs.h AND {HOUR} >= %(low)s ORDER BY {HOUR} DESC LIMIT 1)"
+    f" FROM job_names n WHERE {HOUR} < hrs.h AND {HOUR} >= %(low)s ORDER BY {HOUR} DESC LIMIT 1)"
     " FROM hrs WHERE hrs.h IS NOT NULL)"
-    f" SELECT h, (SELECT j.id FROM jobs j WHERE ({HOUR}, j.id) < (hrs.h, %(cursor)s)"
-    f" AND {HOUR} >= hrs.h ORDER BY {HOUR} DESC, j.id DESC LIMIT 1) FROM hrs"
+    f" SELECT h, (SELECT n.job_id FROM job_names n WHERE ({HOUR}, n.job_id) < (hrs.h, %(cursor)s)"
+    f" AND {HOUR} >= hrs.h ORDER BY {HOUR} DESC, n.job_id DESC LIMIT 1) FROM hrs"
     " WHERE h IS NOT NULL LIMIT %(most)s"
 )
 #: Each hour of ``low``..``high`` (an open end: the first or last hour holding jobs), newest
@@ -218,27 +222,28 @@ HOURS_NEWEST_FIRST = (
 #: two for the step from hour to hour of HOURS_NEWEST_FIRST, for a range whose hours are
 #: most of them populated (a busy installation's are).
 _SPAN = (
-    f"WITH b AS (SELECT coalesce(%(low)s::bigint, (SELECT {HOUR} FROM jobs j ORDER BY {HOUR}"
-    f" ASC LIMIT 1)) AS lo, coalesce(%(high)s::bigint, (SELECT {HOUR} FROM jobs j ORDER BY"
-    f" {HOUR} DESC LIMIT 1)) AS hi) SELECT b.hi - b.lo, s.h, (SELECT j.id FROM jobs j WHERE"
+    f"WITH b AS (SELECT coalesce(%(low)s::bigint, (SELECT {HOUR} FROM job_names n ORDER BY {HOUR}"
+    f" ASC LIMIT 1)) AS lo, coalesce(%(high)s::bigint, (SELECT {HOUR} FROM job_names n ORDER BY"
+    f" {HOUR} DESC LIMIT 1)) AS hi) SELECT b.hi - b.lo, s.h, (SELECT n.job_id FROM job_names n"
+    " WHERE"
 )
 HOURS_SPAN_NEWEST_FIRST = (
-    f"{_SPAN} ({HOUR}, j.id) < (s.h, %(cursor)s) AND {HOUR} >= s.h ORDER BY {HOUR} DESC,"
-    " j.id DESC LIMIT 1) FROM b, generate_series(b.hi, greatest(b.lo, b.hi - %(span)s), -1)"
+    f"{_SPAN} ({HOUR}, n.job_id) < (s.h, %(cursor)s) AND {HOUR} >= s.h ORDER BY {HOUR} DESC,"
+    " n.job_id DESC LIMIT 1) FROM b, generate_series(b.hi, greatest(b.lo, b.hi - %(span)s), -1)"
     " AS s(h)"
 )
 HOURS_SPAN_OLDEST_FIRST = (
-    f"{_SPAN} ({HOUR}, j.id) > (s.h, %(cursor)s) AND {HOUR} <= s.h ORDER BY {HOUR} ASC,"
-    " j.id ASC LIMIT 1) FROM b, generate_series(b.lo, least(b.hi, b.lo + %(span)s)) AS s(h)"
+    f"{_SPAN} ({HOUR}, n.job_id) > (s.h, %(cursor)s) AND {HOUR} <= s.h ORDER BY {HOUR} ASC,"
+    " n.job_id ASC LIMIT 1) FROM b, generate_series(b.lo, least(b.hi, b.lo + %(span)s)) AS s(h)"
 )
 #: The same, oldest hour first, with each hour's first id above ``cursor``.
 HOURS_OLDEST_FIRST = (
-    f"WITH RECURSIVE hrs(h) AS (SELECT (SELECT {HOUR} FROM jobs j WHERE {HOUR} >= %(low)s"
+    f"WITH RECURSIVE hrs(h) AS (SELECT (SELECT {HOUR} FROM job_names n WHERE {HOUR} >= %(low)s"
     f" AND {HOUR} <= %(high)s ORDER BY {HOUR} ASC LIMIT 1) UNION ALL SELECT (SELECT {HOUR}"
-    f" FROM jobs j WHERE {HOUR} > hrs.h AND {HOUR} <= %(high)s ORDER BY {HOUR} ASC LIMIT 1)"
+    f" FROM job_names n WHERE {HOUR} > hrs.h AND {HOUR} <= %(high)s ORDER BY {HOUR} ASC LIMIT 1)"
     " FROM hrs WHERE hrs.h IS NOT NULL)"
-    f" SELECT h, (SELECT j.id FROM jobs j WHERE ({HOUR}, j.id) > (hrs.h, %(cursor)s)"
-    f" AND {HOUR} <= hrs.h ORDER BY {HOUR} ASC, j.id ASC LIMIT 1) FROM hrs"
+    f" SELECT h, (SELECT n.job_id FROM job_names n WHERE ({HOUR}, n.job_id) > (hrs.h, %(cursor)s)"
+    f" AND {HOUR} <= hrs.h ORDER BY {HOUR} ASC, n.job_id ASC LIMIT 1) FROM hrs"
     " WHERE h IS NOT NULL LIMIT %(most)s"
 )
 
