@@ -15,6 +15,10 @@ serves several runs, and code before and after a change can read the same rows:
   is on the path), or with ``--daemon`` through a real daemon on that database
   (``GET /v1/jobs`` with httpx over its Unix socket, as bench/batch.py's list on SQLite):
   p50, p99 and max in ms, with the load average.
+* ``plans --db NAME [--repeat R] [--limit L]``: each filter's first page on the server alone:
+  the statements the store's read sends, each under ``EXPLAIN (ANALYZE, BUFFERS)``, their
+  planning and execution ms and shared buffers summed, best of R (default 5); less noisy
+  than ``read`` on a loaded machine (no client, no round trips).
 * ``writes --db NAME [--jobs N]``: what the schema costs the hot path: a new database at
   this jobd's schema, N jobs written through the store in group-commit batches (each an
   insert unit, then a transition unit: two non-HOT updates' index entries), and the
@@ -40,7 +44,7 @@ import statistics
 import time
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -177,6 +181,63 @@ def read(server: str, name: str, repeat: int, limit: int) -> dict[str, Any]:
     return {"db": name, "pages": found, "worst_p50": [worst, found[worst]["ms_p50"]]}
 
 
+class _Recording:
+    """A connection that notes every statement sent through it (to EXPLAIN them after)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+        self.sent: list[tuple[str, Any]] = []
+
+    async def execute(self, sql: str, params: Any = None, **options: Any) -> Any:
+        self.sent.append((sql, params))
+        return await self.conn.execute(sql, params, **options)  # type: ignore[arg-type]
+
+
+async def _explained(
+    conn: psycopg.AsyncConnection[Any], f: JobFilter, limit: int
+) -> tuple[float, int, int]:
+    """One page of ``f`` read by the store's own read; then each statement it sent under
+    ``EXPLAIN (ANALYZE, BUFFERS)``: the server's ms (planning and execution) and shared
+    buffers touched, summed, and the number of statements."""
+    from jobd.store.postgres import queries as q
+    from jobd.store.postgres.filters import read_filtered
+
+    recording = _Recording(conn)
+    await read_filtered(cast(Any, recording), f, q.FILTER_JOB_COLUMNS, limit, None)
+    ms, buffers = 0.0, 0
+    for sql, params in recording.sent:
+        explain = f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}"
+        row = await (await conn.execute(explain, params, prepare=False)).fetchone()  # type: ignore[arg-type]
+        doc = row[0] if isinstance(row[0], list) else json.loads(row[0])  # type: ignore[index]
+        top = doc[0]["Plan"]
+        buffers += top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0)
+        ms += doc[0]["Execution Time"] + doc[0].get("Planning Time", 0.0)
+    return ms, buffers, len(recording.sent)
+
+
+def plans(server: str, name: str, repeat: int, limit: int) -> dict[str, Any]:
+    """Each filter's first page on the server alone (less noisy than ``read`` on a loaded
+    machine): best of ``repeat`` of :func:`_explained`."""
+
+    async def pages() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with await psycopg.AsyncConnection.connect(_url(server, name)) as conn:
+            await conn.set_autocommit(True)
+            for label, params in LIST_FILTERS.items():
+                runs = [await _explained(conn, job_filter(params), limit) for _ in range(repeat)]
+                ms, buffers, statements = min(runs)
+                out[label] = {
+                    "server_ms": round(ms, 2),
+                    "buffers": buffers,
+                    "statements": statements,
+                }
+        return out
+
+    found = anyio.run(pages)
+    worst = max(found, key=lambda label: found[label]["server_ms"])
+    return {"db": name, "pages": found, "worst": [worst, found[worst]["server_ms"]]}
+
+
 def writes(server: str, name: str, n: int) -> dict[str, Any]:
     from bench.pg import backend_cpu
     from jobd.core.models import Job, JobSpec
@@ -259,7 +320,8 @@ def drop(server: str, name: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("command", choices=("fill", "copy", "read", "writes", "cancel", "drop"))
+    commands = ("fill", "copy", "read", "plans", "writes", "cancel", "drop")
+    p.add_argument("command", choices=commands)
     p.add_argument("--db", required=True)
     p.add_argument("--to", help="copy: the new database's name")
     p.add_argument("--server", default=os.environ.get("JOBD_TEST_PG_URL") or LOCAL)
@@ -277,6 +339,8 @@ def main(argv: list[str] | None = None) -> None:
         out = read_daemon(args.server, args.db, args.repeat, args.limit)
     elif args.command == "read":
         out = read(args.server, args.db, args.repeat, args.limit)
+    elif args.command == "plans":
+        out = plans(args.server, args.db, 5 if args.repeat == 31 else args.repeat, args.limit)
     elif args.command == "writes":
         out = writes(args.server, args.db, args.jobs)
     elif args.command == "cancel":
