@@ -203,6 +203,8 @@ def test_batch_operations_take_several_ids() -> None:
         (["schedules", "frobnicate", "x"], "invalid choice"),
         (["edit", "3"], "nothing to change"),
         (["list", "--since", "yesterday"], "not ISO 8601"),
+        (["list", "--state", "bogus"], "unknown state 'bogus' (one of: draft, tentative,"),
+        (["cancel", "--state", "done"], "unknown state 'done'"),
         (["cancel", "1", "0"], "not a positive integer"),
         (["list", "--limit", "0"], "not a positive integer"),
         (["bookings", "--from", "2026-01-01"], "has no zone"),

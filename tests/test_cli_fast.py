@@ -61,6 +61,7 @@ NOT_PLAIN = [
     ["list", "--", "x"],
     ["show", "-", "1"],
     ["list", "--bogus"],
+    ["list", "--state", "bogus"],  # argparse refuses it (exit 2), naming the states
     ["--socket"],
 ]
 
@@ -123,3 +124,9 @@ def test_every_command_names_a_function_that_exists() -> None:
     assert all(isinstance(func, str) for func in funcs.values()), funcs
     for name, func in funcs.items():
         assert callable(cli._resolve(func)), f"jobd {name}: {func}"
+
+
+def test_the_state_names_are_the_job_states() -> None:
+    from jobd.core.states import JobState
+
+    assert tuple(state.value for state in JobState) == fast.STATES

@@ -41,6 +41,15 @@ def priority_arg(text: str) -> int:
     return value
 
 
+def state_arg(text: str) -> str:
+    """``--state S``: one of the job states (a usage error before any request)."""
+    from jobd.client.cli.fast import STATES
+
+    if text not in STATES:
+        raise argparse.ArgumentTypeError(f"unknown state {text!r} (one of: {', '.join(STATES)})")
+    return text
+
+
 def positive_int(text: str) -> int:
     """A job id, a limit: an integer ≥ 1."""
     try:

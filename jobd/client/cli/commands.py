@@ -13,6 +13,7 @@ from jobd.client.cli.argtypes import (
     port_arg,
     positive_int,
     priority_arg,
+    state_arg,
     time_arg,
 )
 from jobd.client.cli.parser import command, new_parser
@@ -144,6 +145,7 @@ def _add_filters(cmd: argparse.ArgumentParser, *, acting: bool = False) -> None:
     group.add_argument(
         "--state",
         action="append",
+        type=state_arg,
         default=[],
         metavar="S",
         help=f"{which} jobs in state S; repeatable",
