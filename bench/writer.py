@@ -142,11 +142,17 @@ WAL_FRAME = 24 + 4096
 WAL_HEADER = 32
 
 
-def replay(path: Path, group: int, synchronous: str, wal: bool = False) -> dict[str, Any]:
+def replay(
+    path: Path, group: int, synchronous: str, wal: bool = False, alone: bool = False
+) -> dict[str, Any]:
     """Apply the recording at ``path`` to a new database, ``group`` frames a transaction,
     then end as the writer does at the end of its input. With ``wal``, the automatic
-    checkpoint is off and the pages each commit wrote are counted off the WAL's size."""
+    checkpoint is off and the pages each commit wrote are counted off the WAL's size.
+    ``alone``: this process is the replay's own (``replay`` run as a command), so SQLite
+    is configured as the writer process configures it (``sqlwriter.unshared``)."""
     w = _sqlwriter()
+    if alone and hasattr(w, "unshared"):
+        w.unshared()
     frames = _frames(path.read_bytes(), w.HEADER)
     folder = Path(tempfile.mkdtemp(prefix="jobd-bw-"))
     try:
@@ -248,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         args.file.write_bytes(run(record, args.jobs, args.batch, args.workers))
         return
     if args.what == "replay":
-        out = replay(args.file, group, args.synchronous, wal=args.wal)
+        out = replay(args.file, group, args.synchronous, wal=args.wal, alone=True)
     else:
         out = measure(args.jobs, args.batch, args.workers, group, lone=args.lone)
     out["load_average"] = [round(x, 2) for x in os.getloadavg()]
