@@ -290,9 +290,9 @@ def unshared() -> bool:
         lib = ctypes.CDLL(_sqlite3_file())
         if lib.sqlite3_shutdown() != 0:
             return False
-        single = lib.sqlite3_config(_CONFIG_SINGLETHREAD) == 0
+        single = bool(lib.sqlite3_config(_CONFIG_SINGLETHREAD) == 0)
         lib.sqlite3_config(_CONFIG_MEMSTATUS, ctypes.c_int(0))
-        return single and lib.sqlite3_initialize() == 0
+        return bool(single and lib.sqlite3_initialize() == 0)
     except (ImportError, OSError, AttributeError):
         return False
 
