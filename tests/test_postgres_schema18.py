@@ -8,11 +8,6 @@ job of the writing node and for another node's), and the recheck of a busy asset
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from importlib import resources
-from typing import Any
-
 import anyio
 import psycopg
 
@@ -21,27 +16,9 @@ from jobd.core.states import JobState as S
 from jobd.store.assetlocks import LockStart
 from jobd.store.postgres import open_store
 from jobd.store.postgres import queries as q
-from jobd.store.postgres.bulk import payload, plan
-from jobd.store.postgres.migrate import SCHEMA_VERSION, migrations
+from jobd.store.postgres.migrate import SCHEMA_VERSION
 from jobd.store.postgres.units import PgUnit
-
-Conn = psycopg.Connection[Any]
-
-
-@contextmanager
-def node(url: str, name: str) -> Iterator[Conn]:
-    """A writer's session of node ``name`` (its jobs are that node's: the claim trigger)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(q.SET_NODE, (name,))
-        yield conn
-
-
-def apply(conn: Conn, *units: PgUnit) -> list[int]:
-    """``units`` as the writer sends them (bulk.plan picks the statement); failed units."""
-    sql, params, _ = plan(units, payload)
-    row = conn.execute(sql, params).fetchone()  # our own statements
-    assert row is not None
-    return list(row[0])
+from tests.pgschema import Conn, apply, node, schema_at
 
 
 def waiting_job(conn: Conn, job_id: int, state: S = S.WAITING_FOR_LOCK) -> None:
@@ -74,17 +51,6 @@ def held(conn: Conn) -> dict[int, bool]:
     return dict(rows)
 
 
-def schema_17(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
-        schema = resources.files("jobd.store.postgres").joinpath("sql/schema.sql").read_text()
-        conn.execute(schema)  # the package's own file
-        conn.execute(q.INSERT_VERSION, ("1",))
-        for number, sql in migrations().items():
-            if number <= 17:
-                conn.execute(sql)
-        conn.execute(q.UPDATE_VERSION, ("17",))
-
-
 def migrate(url: str) -> None:
     async def reopen() -> None:
         async with open_store(url):
@@ -97,7 +63,7 @@ def test_a_schema_17_database_keeps_its_locks_and_queues_and_serves_them(
     pg_empty_url: str,
 ) -> None:
     url = pg_empty_url
-    schema_17(url)
+    schema_at(url, 17)
     with node(url, "a") as a, node(url, "b") as b:
         for job_id in (1, 3, 5, 6, 8):
             waiting_job(a, job_id)

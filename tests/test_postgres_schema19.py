@@ -6,8 +6,6 @@ index of its own: by id, state, workflow, time).
 
 from __future__ import annotations
 
-from importlib import resources
-
 import anyio
 import psycopg
 
@@ -17,8 +15,9 @@ from jobd.store import JobFilter
 from jobd.store.postgres import open_store
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.bulk import payload, plan
-from jobd.store.postgres.migrate import SCHEMA_VERSION, migrations
+from jobd.store.postgres.migrate import SCHEMA_VERSION
 from jobd.store.postgres.units import PgUnit
+from tests.pgschema import schema_at
 
 #: The indexes of ``jobs`` from schema 19 on (docs/performance.md: each one's reads).
 INDEXES = {
@@ -34,17 +33,6 @@ INDEXES = {
 }
 #: From schema 20 on: the list filters' workflow and hour indexes are on job_names.
 NEWEST = INDEXES - {"jobs_by_workflow", "jobs_by_hour"}
-
-
-def schema_18(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
-        schema = resources.files("jobd.store.postgres").joinpath("sql/schema.sql").read_text()
-        conn.execute(schema)  # the package's own file
-        conn.execute(q.INSERT_VERSION, ("1",))
-        for number, sql in migrations().items():
-            if number <= 18:
-                conn.execute(sql)
-        conn.execute(q.UPDATE_VERSION, ("18",))
 
 
 def indexes(url: str) -> set[str]:
@@ -87,7 +75,7 @@ def test_a_schema_18_database_loses_jobs_by_schedule_and_keeps_its_jobs(
     pg_empty_url: str,
 ) -> None:
     url = pg_empty_url
-    schema_18(url)
+    schema_at(url, 18)
     fill(url)
     assert indexes(url) == INDEXES | {"jobs_by_schedule"}
     with psycopg.connect(url) as conn:

@@ -9,9 +9,6 @@ every job and lock row is kept, the filters find the same jobs, and what the sto
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from importlib import resources
 from typing import Any
 
 import anyio
@@ -22,39 +19,12 @@ from jobd.core.states import JobState as S
 from jobd.store import JobFilter
 from jobd.store.postgres import open_store
 from jobd.store.postgres import queries as q
-from jobd.store.postgres.bulk import payload, plan
-from jobd.store.postgres.migrate import SCHEMA_VERSION, migrations
+from jobd.store.postgres.migrate import SCHEMA_VERSION
 from jobd.store.postgres.units import PgUnit
+from tests.pgschema import Conn, apply, node, schema_at
 
-Conn = psycopg.Connection[Any]
 #: The start of an hour (near 1,900,000,000): the jobs' times are given from it.
 H = 527_778 * 3600.0
-
-
-@contextmanager
-def node(url: str, name: str) -> Iterator[Conn]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(q.SET_NODE, (name,))
-        yield conn
-
-
-def apply(conn: Conn, *units: PgUnit) -> list[int]:
-    """``units`` as the writer sends them (bulk.plan picks the statement); failed units."""
-    sql, params, _ = plan(units, payload)
-    row = conn.execute(sql, params).fetchone()  # our own statements
-    assert row is not None
-    return list(row[0])
-
-
-def schema_19(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
-        schema = resources.files("jobd.store.postgres").joinpath("sql/schema.sql").read_text()
-        conn.execute(schema)  # the package's own file
-        conn.execute(q.INSERT_VERSION, ("1",))
-        for number, sql in migrations().items():
-            if number <= 19:
-                conn.execute(sql)
-        conn.execute(q.UPDATE_VERSION, ("19",))
 
 
 def job(job_id: int, state: S = S.COMPLETED) -> Job:
@@ -136,7 +106,7 @@ def test_a_schema_19_database_keeps_its_jobs_and_locks_and_lists_them_from_job_n
     pg_empty_url: str,
 ) -> None:
     url = pg_empty_url
-    schema_19(url)
+    schema_at(url, 19)
     fill(url)
     with psycopg.connect(url) as conn:
         before = snapshot(conn)
