@@ -181,8 +181,9 @@ def read(server: str, name: str, repeat: int, limit: int) -> dict[str, Any]:
     return {"db": name, "pages": found, "worst_p50": [worst, found[worst]["ms_p50"]]}
 
 
-class _Recording:
-    """A connection that notes every statement sent through it (to EXPLAIN them after)."""
+class Recording:
+    """A connection that notes every statement sent through it (to EXPLAIN them after; the
+    plan tests of tests/test_postgres_filters.py use it too)."""
 
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
@@ -202,7 +203,7 @@ async def _explained(
     from jobd.store.postgres import queries as q
     from jobd.store.postgres.filters import read_filtered
 
-    recording = _Recording(conn)
+    recording = Recording(conn)
     await read_filtered(cast(Any, recording), f, q.FILTER_JOB_COLUMNS, limit, None)
     ms, buffers = 0.0, 0
     for sql, params in recording.sent:

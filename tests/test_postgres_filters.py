@@ -22,6 +22,7 @@ import anyio
 import psycopg
 import pytest
 
+from bench.pglist import Recording
 from jobd.core.models import Job, JobSpec, Reservation
 from jobd.core.states import JobState
 from jobd.store import JobFilter
@@ -160,24 +161,12 @@ def test_each_filter_matches_the_reference_page_by_page(
     assert oldest_first == want[::-1]
 
 
-class _Recording:
-    """A connection that notes every statement sent through it (to EXPLAIN them after)."""
-
-    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        self.conn = conn
-        self.sent: list[tuple[str, Any]] = []
-
-    async def execute(self, sql: str, params: Any = None, **options: Any) -> Any:
-        self.sent.append((sql, params))
-        return await self.conn.execute(sql, params, **options)  # type: ignore[arg-type]
-
-
 def _statements(
     url: str, f: JobFilter, cursor: int | None = None, limit: int = 100
 ) -> list[tuple[str, Any]]:
     async def read() -> list[tuple[str, Any]]:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            recording = _Recording(conn)
+            recording = Recording(conn)
             await read_filtered(cast(Any, recording), f, "j.id", limit, cursor)
             return recording.sent
 
@@ -342,7 +331,7 @@ def test_a_common_search_alone_is_read_from_the_next_jobs_without_a_count(
 
     async def read() -> tuple[list[tuple[str, Any]], list[int]]:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            recording = _Recording(conn)
+            recording = Recording(conn)
             rows = await read_filtered(cast(Any, recording), f, "j.id", 20, 4000, descending)
             return recording.sent, [r[0] for r in rows]
 
