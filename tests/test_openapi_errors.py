@@ -63,6 +63,8 @@ async def test_no_422_and_every_error_in_the_one_shape(config: Config) -> None:
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Error"}, (path, status)
     assert "401" not in documented(document, "GET", "/v1/health")  # public
+    operation = documented(document, "POST", "/v1/jobs/{job_id}/{operation}")
+    assert {"200", "201", "204"} <= set(operation), "the job, resubmit's new job, delete"
     assert documented(document, "POST", "/v1/batch/jobs")["413"]["description"].startswith(
         "more than 10000 jobs"
     ), "a route's own description of a status is kept"

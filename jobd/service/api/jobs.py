@@ -77,11 +77,10 @@ def _one_job(app: FastAPI, engine: Engine) -> None:
 
     @app.post(
         "/v1/jobs/{job_id}/{operation}",
-        status_code=204,
         responses={
-            200: {"description": "done: the job as the operation left it"},
+            200: {"description": "the job as the operation left it"},
             201: {"description": "resubmit: the new job"},
-            204: {"description": "done"},
+            204: {"description": "delete: done, nothing to show"},
         },
     )
     async def operate(
