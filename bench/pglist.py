@@ -328,10 +328,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--server", default=os.environ.get("JOBD_TEST_PG_URL") or LOCAL)
     p.add_argument("--jobs", type=int, default=1_000_000)
     p.add_argument("--schema", type=int, default=SCHEMA_VERSION)
-    p.add_argument("--repeat", type=int, default=31)
+    p.add_argument("--repeat", type=int, help="reads a filter (read: 31; plans: best of 5)")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--daemon", action="store_true", help="read: through a real daemon")
     args = p.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 5 if args.command == "plans" else 31
     if args.command == "fill":
         out = fill(args.server, args.db, args.jobs, args.schema)
     elif args.command == "copy":
@@ -341,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "read":
         out = read(args.server, args.db, args.repeat, args.limit)
     elif args.command == "plans":
-        out = plans(args.server, args.db, 5 if args.repeat == 31 else args.repeat, args.limit)
+        out = plans(args.server, args.db, args.repeat, args.limit)
     elif args.command == "writes":
         out = writes(args.server, args.db, args.jobs)
     elif args.command == "cancel":

@@ -100,14 +100,15 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _time_conditions(f: JobFilter) -> tuple[list[str], list[Any]]:
+def _time_conditions(f: JobFilter, time: str = q.FILTER_TIME) -> tuple[list[str], list[Any]]:
+    """``f``'s since/until on the time expression ``time`` (the job row's, by default)."""
     conds: list[str] = []
     params: list[Any] = []
     if f.since is not None:
-        conds.append(f"{q.FILTER_TIME} >= %s")
+        conds.append(f"{time} >= %s")
         params.append(f.since)
     if f.until is not None:
-        conds.append(f"{q.FILTER_TIME} <= %s")
+        conds.append(f"{time} <= %s")
         params.append(f.until)
     return conds, params
 
@@ -145,12 +146,8 @@ def _time_arm(f: JobFilter) -> _Arm:
         hours.append((f"{q.HOUR} >= %s", hour_of(f.since)))
     if f.until is not None:
         hours.append((f"{q.HOUR} <= %s", hour_of(f.until)))
-    exact: list[tuple[str, Any]] = []
-    if f.since is not None:
-        exact.append((f"{q.NAMES_TIME} >= %s", f.since))
-    if f.until is not None:
-        exact.append((f"{q.NAMES_TIME} <= %s", f.until))
-    own = (*hours, *exact)
+    times = _time_conditions(f, q.NAMES_TIME)
+    own = (*hours, *zip(times[0], times[1], strict=True))
     return _Arm(
         "time", "job_names n", "n.job_id", own=own, counted=tuple(hours), count_order=q.HOUR
     )
