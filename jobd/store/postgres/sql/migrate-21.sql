@@ -166,8 +166,85 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Node ns's requests, units a .. b of batch (each one lock_request statement, as
+-- jobd_lock_request takes them): enqueued in their order, each granted now if it may be.
+-- Requests of jobs that have one already (a restart's recovery, a job that moved) or that
+-- name one job twice go one by one through jobd_lock_request, as before.
+CREATE FUNCTION jobd_lock_request_many(batch jsonb, a integer, b integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    s jsonb;
+    i integer;
+    js bigint[];
+    r record;
+    sent boolean;
+BEGIN
+    SELECT array_agg((x -> 0 ->> 1)::bigint ORDER BY o) INTO js
+      FROM jsonb_array_elements(batch) WITH ORDINALITY AS t (x, o) WHERE o - 1 BETWEEN a AND b;
+    IF cardinality(js) <> (SELECT count(DISTINCT j) FROM unnest(js) AS j)
+       OR EXISTS (SELECT FROM lock_requests WHERE job_id = ANY(js)) THEN
+        FOR i IN a .. b LOOP
+            s := batch -> i -> 0;
+            sent := jobd_lock_request((s ->> 1)::bigint, s ->> 2, s -> 3, s -> 4,
+                                      (s ->> 5)::float8, coalesce((s ->> 6)::boolean, false),
+                                      (s ->> 7)::integer, (s ->> 8)::integer);
+        END LOOP;
+        RETURN;
+    END IF;
+    -- Every request and its assets, in one statement; their places in the batch's order.
+    WITH e AS (
+        SELECT (x ->> 1)::bigint AS j, x ->> 2 AS n, x -> 3 AS excl, x -> 4 AS shared,
+               (x ->> 5)::float8 AS since, coalesce((x ->> 6)::boolean, false) AS starts,
+               (x ->> 7)::integer AS step, (x ->> 8)::integer AS attempts
+          FROM (SELECT t.x -> 0 AS x FROM jsonb_array_elements(batch) WITH ORDINALITY AS t (x, o)
+                 WHERE o - 1 BETWEEN a AND b ORDER BY o) AS u
+    ), req AS (
+        INSERT INTO lock_requests (job_id, node, seq, since, start_job, start_step,
+                                   start_attempts)
+        SELECT j, n, nextval('jobd_lock_seq'), since, starts, step, attempts FROM e
+        RETURNING job_id, seq
+    ), k AS (
+        SELECT e.j, t.asset, bool_or(t.x) AS exclusive
+          FROM e CROSS JOIN LATERAL (
+              SELECT value, true FROM jsonb_array_elements_text(e.excl)
+              UNION ALL SELECT value, false FROM jsonb_array_elements_text(e.shared))
+              AS t (asset, x)
+         GROUP BY e.j, t.asset
+    )
+    INSERT INTO lock_assets (asset, seq, job_id, exclusive)
+    SELECT k.asset, req.seq, k.j, k.exclusive FROM k JOIN req ON req.job_id = k.j;
+    -- Which may be granted now (no holder and no earlier waiter in the way on any of its
+    -- assets: the run's earlier requests are rows by now) and whether its assets' advisory
+    -- locks are this transaction's, as jobd_lock_request answers for one.
+    FOR r IN
+        SELECT q.job_id, q.node,
+               NOT EXISTS (SELECT FROM lock_assets c
+                            WHERE c.job_id = q.job_id
+                              AND NOT pg_try_advisory_xact_lock(7316100, hashtext(c.asset)))
+                   AS free,
+               NOT EXISTS (
+                   SELECT FROM lock_assets c
+                    WHERE c.job_id = q.job_id
+                      AND (EXISTS (SELECT FROM lock_assets h
+                                    WHERE h.asset = c.asset AND h.held
+                                      AND (h.exclusive OR c.exclusive))
+                           OR EXISTS (SELECT FROM lock_assets w
+                                       WHERE w.asset = c.asset AND NOT w.held
+                                         AND w.seq < c.seq AND (w.exclusive OR c.exclusive))))
+                   AS grantable
+          FROM lock_requests q WHERE q.job_id = ANY(js) ORDER BY q.seq
+    LOOP
+        IF NOT r.free THEN  -- as jobd_lock_request: another transaction is changing an asset
+            sent := pg_notify('jobd_locks', 'recheck ' || r.job_id || ' ' || r.node) IS NULL;
+        ELSIF r.grantable THEN
+            sent := jobd_lock_try(r.job_id);
+        END IF;
+    END LOOP;
+END $$;
+
 -- Schema 18's jobd_apply, with a run of consecutive units that are each one lock_release
--- applied by jobd_lock_release_many (a unit of one release never fails: nothing to report).
+-- applied by jobd_lock_release_many, and a run of two or more that are each one lock_request
+-- by jobd_lock_request_many (a unit of one lock statement never fails: nothing to report).
 CREATE OR REPLACE FUNCTION jobd_apply(batch jsonb) RETURNS integer[] LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
 SET enable_bitmapscan = off AS $$
@@ -184,6 +261,20 @@ DECLARE
 BEGIN
     WHILE i <= last LOOP
         u := batch -> i;
+        IF jsonb_array_length(u) = 1 AND u -> 0 ->> 0 = 'lock_request'
+           AND jsonb_array_length(coalesce(batch -> (i + 1), '[]')) = 1
+           AND batch -> (i + 1) -> 0 ->> 0 = 'lock_request' THEN
+            -- A run of units that are each one request: enqueued together.
+            k := i;
+            WHILE i < last LOOP
+                u := batch -> (i + 1);
+                EXIT WHEN jsonb_array_length(u) <> 1 OR u -> 0 ->> 0 <> 'lock_request';
+                i := i + 1;
+            END LOOP;
+            done := jobd_lock_request_many(batch, k, i) IS NULL;
+            i := i + 1;
+            CONTINUE;
+        END IF;
         IF jsonb_array_length(u) = 1 AND u -> 0 ->> 0 = 'lock_release' THEN
             -- A run of units that are each one release: released together.
             js := '{}';
@@ -313,3 +404,9 @@ BEGIN
     RETURN failed;
 END $$;
 
+
+-- A batch's lock statements planned once: their plans kept (generic), not planned again at
+-- every call for its parameters (every statement here reads by key or by an index's leading
+-- columns, whatever the parameters).
+ALTER FUNCTION jobd_apply_split(jsonb, integer, jsonb, integer[], text[], bigint[], text[])
+    SET plan_cache_mode = force_generic_plan;
