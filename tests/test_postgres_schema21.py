@@ -69,10 +69,22 @@ def test_a_schema_20_database_keeps_its_locks_and_batches_of_releases_serve_them
         before = a.execute(q.LOCK_ROWS).fetchall()
         assert held(a) == {j: j in (1, 6, 9, 11) for j in range(1, 13)}
     migrate(url)
-    with node(url, "a") as a, node(url, "b") as b:
+    with (
+        node(url, "a") as a,
+        node(url, "b") as b,
+        psycopg.connect(url, autocommit=True) as listener,
+    ):
         assert a.execute(q.SELECT_VERSION).fetchone() == (str(SCHEMA_VERSION),)
         assert a.execute(q.LOCK_ROWS).fetchall() == before
+        listener.execute(f"LISTEN {q.LOCK_CHANNEL}")
         release(a, "a", 1, 6, 9)  # x: both shared waiters; y: 7 takes y and z; w: 10 started
+        notices = [n.payload for n in listener.notifies(timeout=1.0, stop_after=4)]
+        assert sorted(p.split()[0] + p.split()[1] for p in notices) == [
+            "granted2",
+            "granted3",
+            "granted7",
+            "started10",
+        ]
         assert held(a) == {
             2: True,
             3: True,

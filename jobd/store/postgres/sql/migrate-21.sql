@@ -28,6 +28,64 @@
 -- assets; releasing more only removes holders, and the candidates are tried oldest first,
 -- so each grant made one by one is made here too, and none that one by one would not make.
 
+-- Start the jobs among ids that are waiting for their lock, held by node holder (the session
+-- writes as that node), and whose granted request starts them: running, the ``lock granted``
+-- history row, the step's attempt, the request's grant, start and undo (the values the start
+-- changed, for jobd_lock_unstart), NOTIFY ``started`` to the requesting node; at time t, in
+-- one statement (jobd_lock_try's CTE, for a set of jobs). The jobs started.
+CREATE FUNCTION jobd_lock_start_many(ids bigint[], holder text, t double precision)
+RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+    started bigint[];
+    told bigint;
+BEGIN
+    WITH q AS (
+        SELECT job_id, node, seq, start_step, start_attempts FROM lock_requests
+         WHERE job_id = ANY(ids) AND start_job
+    ), o AS (  -- each by its key (a lateral row each: no other index for the planner)
+        SELECT j.id, j.updated_at, q.seq, q.start_step, q.start_attempts
+          FROM q CROSS JOIN LATERAL (
+              SELECT id, updated_at FROM jobs
+               WHERE id = q.job_id AND state = 'waiting-for-lock' AND node = holder
+                 FOR UPDATE) AS j
+    ), run AS (
+        UPDATE jobs AS x SET state = 'running', updated_at = t FROM o WHERE x.id = o.id
+        RETURNING o.id, o.seq, o.updated_at AS prev, o.start_step, o.start_attempts
+    ), hist AS (
+        INSERT INTO history (job_id, at, from_state, to_state, cause, actor)
+        SELECT id, t, 'waiting-for-lock', 'running', 'lock granted', 'scheduler'
+          FROM run ORDER BY seq
+        RETURNING id, job_id
+    ), so AS (
+        SELECT s.job_id, s.idx, s.state, s.attempts, s.started_at, s.ended_at, s.error,
+               run.start_attempts
+          FROM steps s JOIN run ON s.job_id = run.id AND s.idx = run.start_step
+           FOR UPDATE OF s
+    ), step AS (
+        UPDATE steps AS x SET state = 'running', attempts = so.start_attempts,
+                              started_at = t, ended_at = NULL, error = NULL
+          FROM so WHERE x.job_id = so.job_id AND x.idx = so.idx
+        RETURNING so.job_id, so.state, so.attempts, so.started_at, so.ended_at, so.error
+    ), undo AS (
+        SELECT run.id,
+               CASE WHEN run.start_step IS NULL THEN jsonb_build_array(run.prev, hist.id)
+                    ELSE jsonb_build_array(run.prev, hist.id, step.state, step.attempts,
+                                           step.started_at, step.ended_at, step.error)
+               END AS u
+          FROM run JOIN hist ON hist.job_id = run.id LEFT JOIN step ON step.job_id = run.id
+    ), granted AS (
+        UPDATE lock_requests AS x SET granted_at = t, started_at = t, undo = undo.u
+          FROM undo WHERE x.job_id = undo.id
+    )
+    SELECT array_agg(q.job_id ORDER BY q.seq),
+           count(pg_notify('jobd_locks', 'started ' || q.job_id || ' ' || q.node || ' ' || t
+                           || ' ' || coalesce(q.start_step::text, '-') || ' '
+                           || coalesce(q.start_attempts::text, '-')))
+      INTO started, told
+      FROM undo JOIN q ON q.job_id = undo.id;
+    RETURN coalesce(started, '{}');
+END $$;
+
 -- Release the requests of jobs js (each if node ns[i] made it), and grant every waiter this
 -- makes grantable, oldest first.
 CREATE FUNCTION jobd_lock_release_many(js bigint[], ns text[]) RETURNS void
@@ -36,7 +94,9 @@ DECLARE
     me text := current_setting('jobd.node', true);
     candidates bigint[];
     plain bigint[];
-    others bigint[];
+    holders text[];
+    holder text;
+    starts bigint[];
     n bigint;
     c bigint;
     t double precision;
@@ -90,73 +150,45 @@ BEGIN
     SELECT array_agg(job_id) INTO plain FROM g;
     IF plain IS NOT NULL THEN
         t := jobd_now();
-        -- The writing node's own jobs among them started, every one's request granted.
-        WITH q AS (
-            SELECT job_id, node, seq, start_job, start_step, start_attempts FROM lock_requests
-             WHERE job_id = ANY(plain)
-        ), o AS (  -- each by its key (a lateral row each: the planner has no other way)
-            SELECT j.id, j.updated_at, q.seq, q.start_step, q.start_attempts
-              FROM q CROSS JOIN LATERAL (
-                  SELECT id, updated_at FROM jobs
-                   WHERE id = q.job_id AND state = 'waiting-for-lock' AND node = me
-                     FOR UPDATE) AS j
-             WHERE q.start_job
-        ), run AS (
-            UPDATE jobs AS x SET state = 'running', updated_at = t FROM o WHERE x.id = o.id
-            RETURNING o.id, o.seq, o.updated_at AS prev, o.start_step, o.start_attempts
-        ), hist AS (
-            INSERT INTO history (job_id, at, from_state, to_state, cause, actor)
-            SELECT id, t, 'waiting-for-lock', 'running', 'lock granted', 'scheduler'
-              FROM run ORDER BY seq
-            RETURNING id, job_id
-        ), so AS (
-            SELECT s.job_id, s.idx, s.state, s.attempts, s.started_at, s.ended_at, s.error,
-                   run.start_attempts
-              FROM steps s JOIN run ON s.job_id = run.id AND s.idx = run.start_step
-               FOR UPDATE OF s
-        ), step AS (
-            UPDATE steps AS x SET state = 'running', attempts = so.start_attempts,
-                                  started_at = t, ended_at = NULL, error = NULL
-              FROM so WHERE x.job_id = so.job_id AND x.idx = so.idx
-            RETURNING so.job_id, so.state, so.attempts, so.started_at, so.ended_at, so.error
-        ), undo AS (
-            SELECT run.id,
-                   CASE WHEN run.start_step IS NULL THEN jsonb_build_array(run.prev, hist.id)
-                        ELSE jsonb_build_array(run.prev, hist.id, step.state, step.attempts,
-                                               step.started_at, step.ended_at, step.error)
-                   END AS u
-              FROM run JOIN hist ON hist.job_id = run.id LEFT JOIN step ON step.job_id = run.id
-        ), granted AS (
-            UPDATE lock_requests AS x
-               SET granted_at = t,
-                   started_at = CASE WHEN undo.u IS NULL THEN x.started_at ELSE t END,
-                   undo = coalesce(undo.u, x.undo)
-              FROM q LEFT JOIN undo ON undo.id = q.job_id
-             WHERE x.job_id = q.job_id
-        ), told AS (  -- oldest first; a job left to start below is told there
-            SELECT q.job_id, q.start_job, undo.u IS NOT NULL AS started,
-                   CASE WHEN undo.u IS NOT NULL
-                        THEN pg_notify('jobd_locks', 'started ' || q.job_id || ' ' || q.node
-                                       || ' ' || t || ' ' || coalesce(q.start_step::text, '-')
-                                       || ' ' || coalesce(q.start_attempts::text, '-')) IS NULL
-                        WHEN NOT q.start_job
-                        THEN pg_notify('jobd_locks', 'granted ' || q.job_id || ' ' || q.node)
-                             IS NULL
-                   END AS told
-              FROM q LEFT JOIN undo ON undo.id = q.job_id ORDER BY q.seq
+        -- The writing node's own jobs among them started (one statement), then every other
+        -- one's grant (one statement): NOTIFY ``granted``, or for one whose grant starts it,
+        -- started as the node that holds it (the jobs of each such node together).
+        n := cardinality(jobd_lock_start_many(plain, me, t));
+        WITH g AS (
+            UPDATE lock_requests SET granted_at = t
+             WHERE job_id = ANY(plain) AND granted_at IS NULL
+            RETURNING job_id, node, start_job
         )
-        SELECT array_agg(job_id) FILTER (WHERE start_job AND NOT started), count(told.told)
-          INTO others, n FROM told;
-        -- Another node's job (or one not waiting any more): as jobd_lock_try does it.
-        FOREACH c IN ARRAY coalesce(others, '{}') LOOP
-            SELECT node, start_step, start_attempts INTO r FROM lock_requests WHERE job_id = c;
-            u := jobd_lock_start(c, r.node, r.start_step, r.start_attempts, t);
-            IF u IS NULL THEN
-                sent := pg_notify('jobd_locks', 'granted ' || c || ' ' || r.node) IS NULL;
-            ELSE
-                UPDATE lock_requests SET started_at = t, undo = u WHERE job_id = c;
-            END IF;
-        END LOOP;
+        SELECT array_agg(job_id) FILTER (WHERE start_job),
+               sum(CASE WHEN NOT start_job
+                        THEN (pg_notify('jobd_locks', 'granted ' || job_id || ' ' || node)
+                              IS NULL)::integer END)
+          INTO starts, n FROM g;
+        IF starts IS NOT NULL THEN
+            SELECT array_agg(DISTINCT h) INTO holders FROM (  -- each job by its key
+                SELECT (SELECT j.node FROM jobs j
+                         WHERE j.id = x AND j.state = 'waiting-for-lock') AS h
+                  FROM unnest(starts) AS x) AS t
+             WHERE h IS NOT NULL AND h IS DISTINCT FROM me;
+            FOREACH holder IN ARRAY coalesce(holders, '{}') LOOP
+                sent := set_config('jobd.node', holder, true) IS NULL;
+                n := cardinality(jobd_lock_start_many(starts, holder, t));
+                sent := set_config('jobd.node', coalesce(me, ''), true) IS NULL;
+            END LOOP;
+            -- One not started by now (not waiting any more, no node holds it): as
+            -- jobd_lock_try does it.
+            FOREACH c IN ARRAY starts LOOP
+                SELECT node, start_step, start_attempts, started_at IS NULL AS left INTO r
+                  FROM lock_requests WHERE job_id = c;
+                CONTINUE WHEN NOT r.left;
+                u := jobd_lock_start(c, r.node, r.start_step, r.start_attempts, t);
+                IF u IS NULL THEN
+                    sent := pg_notify('jobd_locks', 'granted ' || c || ' ' || r.node) IS NULL;
+                ELSE
+                    UPDATE lock_requests SET started_at = t, undo = u WHERE job_id = c;
+                END IF;
+            END LOOP;
+        END IF;
     END IF;
     -- Every other candidate, one by one, oldest first.
     FOREACH c IN ARRAY candidates LOOP
