@@ -1,7 +1,8 @@
--- Schema 21: a batch's releases, the grants they make and the grants' starts, set-based
--- (docs/performance.md, "A batch's releases set-based", schema 21; bench/pgreplay.py). The
--- same rows are written, in the same transactions, with the same notifications and the same
--- rules (SPEC §3.4: all-or-nothing, strict FIFO per asset, shared holders together).
+-- Schema 21: a batch's lock releases, the grants they make, the grants' starts, and its lock
+-- requests, set-based (docs/performance.md, "A batch's releases, grants, starts and requests
+-- set-based", schema 21; bench/pgreplay.py). The same rows are written, in the same
+-- transactions, with the same notifications and the same rules (SPEC §3.4: all-or-nothing,
+-- strict FIFO per asset, shared holders together).
 --
 -- Before, each unit of a batch that released a lock (the holder's outcome) was one
 -- jobd_lock_release: its DELETEs, then per waiter it freed a jobd_lock_try, whose grant and
@@ -17,16 +18,21 @@
 --   first waiter on that asset, no holder left there, its advisory lock ours. Such requests
 --   are on distinct assets (each is the first on its own) and conflict with no earlier
 --   waiter, so granting them together is what granting them one by one does;
--- - the writing node's own jobs of those started in one statement (running, history, the
---   step's attempt, the request's grant, start and undo), as jobd_lock_try's CTE did for
---   one; their notifications in one statement;
--- - every other candidate (shared, several assets, a busy advisory lock, another node's
---   job) through jobd_lock_try one by one afterwards, oldest first, as before.
+-- - their starts in one statement per node that holds the jobs (jobd_lock_start_many:
+--   running, history, the step's attempt, the request's grant, start and undo, NOTIFY
+--   started), the writing node's first, another node's as that node (as jobd_lock_start
+--   does for one); the other grants in one statement (NOTIFY granted);
+-- - every other candidate (shared, several assets, a busy advisory lock) through
+--   jobd_lock_try one by one afterwards, oldest first, as before.
 --
 -- Why releasing together grants the same requests as releasing one after the other: a
 -- request is grantable when no holder and no earlier waiter conflicts with it on any of its
 -- assets; releasing more only removes holders, and the candidates are tried oldest first,
 -- so each grant made one by one is made here too, and none that one by one would not make.
+--
+-- A run of consecutive units that are each one lock_request is ONE jobd_lock_request_many:
+-- the requests and their assets written in one statement, in the batch's order, then which
+-- may be granted (the run's earlier requests are rows by then, as one by one).
 
 -- Start the jobs among ids that are waiting for their lock, held by node holder (the session
 -- writes as that node), and whose granted request starts them: running, the ``lock granted``
@@ -97,6 +103,7 @@ DECLARE
     holders text[];
     holder text;
     starts bigint[];
+    done bigint[];
     n bigint;
     c bigint;
     t double precision;
@@ -170,17 +177,17 @@ BEGIN
                          WHERE j.id = x AND j.state = 'waiting-for-lock') AS h
                   FROM unnest(starts) AS x) AS t
              WHERE h IS NOT NULL AND h IS DISTINCT FROM me;
+            done := '{}';
             FOREACH holder IN ARRAY coalesce(holders, '{}') LOOP
                 sent := set_config('jobd.node', holder, true) IS NULL;
-                n := cardinality(jobd_lock_start_many(starts, holder, t));
+                done := done || jobd_lock_start_many(starts, holder, t);
                 sent := set_config('jobd.node', coalesce(me, ''), true) IS NULL;
             END LOOP;
             -- One not started by now (not waiting any more, no node holds it): as
             -- jobd_lock_try does it.
             FOREACH c IN ARRAY starts LOOP
-                SELECT node, start_step, start_attempts, started_at IS NULL AS left INTO r
-                  FROM lock_requests WHERE job_id = c;
-                CONTINUE WHEN NOT r.left;
+                CONTINUE WHEN c = ANY(done);
+                SELECT node, start_step, start_attempts INTO r FROM lock_requests WHERE job_id = c;
                 u := jobd_lock_start(c, r.node, r.start_step, r.start_attempts, t);
                 IF u IS NULL THEN
                     sent := pg_notify('jobd_locks', 'granted ' || c || ' ' || r.node) IS NULL;
