@@ -30,6 +30,14 @@ def _recorded_pgids(db: Path) -> int:
             return 0
 
 
+def _written_pid(path: Path) -> bool:
+    """The shell has written its whole pid line (it creates the file before it writes it)."""
+    try:
+        return path.read_text().endswith("\n")
+    except FileNotFoundError:
+        return False
+
+
 async def test_kill_9_loses_nothing_and_completed_steps_do_not_rerun(tmp_path: Path) -> None:
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.crash_child", str(tmp_path)],
@@ -39,8 +47,16 @@ async def test_kill_9_loses_nothing_and_completed_steps_do_not_rerun(tmp_path: P
     )
     try:
         # Job a holds asset A inside its second step; c is in its only step; b waits for A.
-        # Kill only once both step processes' groups are durably recorded.
-        await wait_until(lambda: _recorded_pgids(tmp_path / "jobd.db") == 2, timeout=30)
+        # Kill only once both step processes' groups are durably recorded and both processes
+        # have written their pid files: the group is recorded at the spawn, before the shell
+        # runs its first line, so on a loaded machine the files can lag behind it.
+        await wait_until(
+            lambda: (
+                _recorded_pgids(tmp_path / "jobd.db") == 2
+                and all(_written_pid(tmp_path / f"{n}.pid") for n in ("a", "c"))
+            ),
+            timeout=30,
+        )
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
