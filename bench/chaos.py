@@ -23,7 +23,7 @@ twice, no completed step re-run, no two holders of an asset, no stale lock) it c
 * **no process left behind**: no process of any step (its command line names this run's
   marks file) is alive once every job ended;
 * **no node stopped but by its fault**: a node that exited although no fault was put on
-  it since its start, or for another reason than its fault gives (``EXPECTED``), is a
+  it since its start, or for another reason than its faults give (``EXPECTED``), is a
   crash; self-fencing without a fault (a lease missed under load) is reported apart, as
   in the soak.
 
@@ -88,13 +88,15 @@ EXPECTED = {
 
 
 class Chaos:
-    """The faults, and which nodes had one since their last start (an exit for the reason
-    that fault gives is its doing; any other exit is a crash)."""
+    """The faults, and which nodes had some since their last start (an exit for the reason
+    one of them gives is its doing; any other exit is a crash)."""
 
     def __init__(self, cluster: Cluster, args: argparse.Namespace) -> None:
         self.cluster, self.args = cluster, args
         self.rng = random.Random(args.seed)
-        self.faulted: dict[str, str] = {}  # node -> its last fault since its start
+        # node -> its faults since its start: a node that has not yet noticed one fault (the
+        # server ended its sessions) can be given another, and may exit for either.
+        self.faulted: dict[str, list[str]] = {}
         self.faults: list[dict[str, Any]] = []
         self.exits: list[dict[str, Any]] = []
 
@@ -106,7 +108,7 @@ class Chaos:
             name = self.rng.choice(live or sorted(self.cluster.daemons))
             fault = self.rng.choice(FAULTS)
             record: dict[str, Any] = {"node": name, "fault": fault, "at": round(time.time(), 3)}
-            self.faulted[name] = fault
+            self.faulted.setdefault(name, []).append(fault)
             getattr(self, fault)(name, record)
             self.faults.append(record)
             log(f"  {fault} {name} ({len(self.faults)}/{self.args.faults})")
@@ -115,9 +117,10 @@ class Chaos:
     def restart_exited(self) -> None:
         for name in [n for n, d in self.cluster.daemons.items() if not d.alive]:
             why = soak.exit_reason(self.cluster, name)
-            fault = self.faulted.get(name)
-            expected = any(k in why for k in EXPECTED.get(fault or "", ()))
-            self.exits.append({"node": name, "why": why, "after": fault, "expected": expected})
+            faults = self.faulted.get(name, [])
+            expected = any(k in why for f in faults for k in EXPECTED.get(f, ()))
+            after = "+".join(faults) or None
+            self.exits.append({"node": name, "why": why, "after": after, "expected": expected})
             self.start(name, self.exits[-1])
 
     def start(self, name: str, record: dict[str, Any]) -> None:
@@ -178,6 +181,9 @@ def _run(cluster: Cluster, args: argparse.Namespace, log: Any) -> dict[str, Any]
     chaos.run(log)
     sub.join()
     states = soak.settle(cluster, args.settle_s)
+    # A node given its fault last (the server ended its sessions) may exit only after the
+    # faults are over: its exit is classified, and the node restarted, like any other.
+    chaos.restart_exited()
     crashed = [e for e in chaos.exits if not e["expected"]]
     report = soak.check(cluster, sub, states, out, args.step_s, crashed)
     report["left_behind"] = left_behind(out)[:20]
