@@ -2,8 +2,8 @@
 
 * ``submit``: N no-op jobs posted with httpx in batches (``POST /v1/batch/jobs``), from the
   first request until every job has completed (the daemon runs them while the client
-  posts); huey's in-process enqueue-and-run of M tasks measured in the same run
-  (``bench/peers.py``; needs ``bench/.venv``) for the ratio.
+  posts; ``--workers``, 256 by default); huey's in-process enqueue-and-run of M tasks
+  measured in the same run (``bench/peers.py``; needs ``bench/.venv``) for the ratio.
 * ``cancel``: 10,000 queued jobs (one worker, held by a job that waits for a file) canceled
   by ``POST /v1/batch/cancel {"filter": {"state": ["queued"]}}``: the request's time.
 * ``list``: a database of N jobs filled in bulk (the real schema and its triggers: the
@@ -305,7 +305,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=100_000, help="jobs submitted in batches")
     p.add_argument("--batch", type=int, default=1000)
-    p.add_argument("--workers", type=int, default=64)
+    # 256: the daemon's `workers` for this benchmark (a config value). Every worker's `running`
+    # write waits for a commit, and a batch's insert holds them all for its ~13 ms; with 256
+    # they ride ~2.3x more to a commit than with 64, and the daemon spends ~20 % less CPU a
+    # job (docs/performance.md, "More workers, fuller commits").
+    p.add_argument("--workers", type=int, default=256)
     p.add_argument("--queue", type=int, default=0, help="run_queue_size (default 4 batches)")
     p.add_argument("--huey", type=int, default=3000, help="huey tasks (the peer)")
     p.add_argument("--cancel", type=int, default=10_000, help="queued jobs canceled")

@@ -389,7 +389,8 @@ def batch_rows(raw: dict[str, Any]) -> list[Row]:
         rows.append(
             Row(
                 f"9. batch submission, {_n(sub.get('jobs'))} no-op jobs in batches of "
-                f"{_n(sub.get('batch'))}, until completed, jobs/s (daemon CPU µs/job)",
+                f"{_n(sub.get('batch'))}, {sub.get('workers')} workers, until completed, jobs/s"
+                " (daemon CPU µs/job)",
                 f"{_n(rate)} ({sub.get('daemon_cpu_us_per_job')})",
                 "huey in-process enqueue + run",
                 _n(huey.get("per_s")) if "per_s" in huey else huey.get("skipped", ""),
