@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from jobd.core.jsontext import dumps_text
-from jobd.core.models import SPEC_FIELDS, ErrorOverlay, Job, JobSpec
+from jobd.core.models import SPEC_FIELDS, ErrorOverlay, Job, JobSpec, Step
 from jobd.core.states import JobState
 
 #: Built once: json.dumps with any option builds a new encoder on every call.
@@ -91,4 +91,51 @@ def job_row(job: Job) -> tuple[Any, ...]:
         s.schedule,
         job.created_at,
         job.updated_at,
+    )
+
+
+def redefine_row(job_id: int, spec: JobSpec, due_at: float) -> tuple[Any, ...]:
+    """An edited job's new definition, in the order both stores' ``redefine_job``
+    statements name it: spec, name, priority, start_at, end_at, due_at, then the id."""
+    s = spec
+    return (spec_to_json(s), s.name, s.priority, s.start_at, s.end_at, due_at, job_id)
+
+
+def step_row(step: Step) -> tuple[Any, ...]:
+    """A step as the ``steps`` table's columns, in the order both stores' ``insert_step``
+    statements name them: job_id, idx, name, action, params, state, attempts, started_at,
+    ended_at, outputs, error, timeout, retries, retry_backoff, isolation, pgid."""
+    return (
+        step.job_id,
+        step.idx,
+        step.name,
+        step.action,
+        dumps_text(step.params),
+        str(step.state),
+        step.attempts,
+        step.started_at,
+        step.ended_at,
+        dumps(step.outputs),
+        step.error,
+        step.timeout,
+        step.retries,
+        step.retry_backoff,
+        step.isolation,
+        step.pgid,
+    )
+
+
+def step_record_row(step: Step) -> tuple[Any, ...]:
+    """A step's run so far, in the order both stores' ``record_step`` statements name it:
+    state, attempts, started_at, ended_at, outputs, error, pgid, then job_id and idx."""
+    return (
+        str(step.state),
+        step.attempts,
+        step.started_at,
+        step.ended_at,
+        dumps(step.outputs),
+        step.error,
+        step.pgid,
+        step.job_id,
+        step.idx,
     )

@@ -6,11 +6,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jobd.core.jsontext import dumps_text
 from jobd.core.models import ErrorOverlay, Job, JobSpec, Reservation, Step
 from jobd.core.states import JobState
 from jobd.store.assetlocks import LockStart
-from jobd.store.codec import dumps, error_to_json, job_row, spec_to_json
+from jobd.store.codec import (
+    error_to_json,
+    job_row,
+    redefine_row,
+    step_record_row,
+    step_row,
+)
 from jobd.store.contract import KEEP, Changes
 
 
@@ -82,16 +87,7 @@ class PgUnit(Changes):
         self.add("delete_steps", job_id)
         for step in steps:
             self.insert_step(step)
-        params = (
-            spec_to_json(spec),
-            spec.name,
-            spec.priority,
-            spec.start_at,
-            spec.end_at,
-            due_at,
-            job_id,
-        )
-        return self.add("redefine_job", *params)
+        return self.add("redefine_job", *redefine_row(job_id, spec, due_at))
 
     def delete_job(self, job_id: int, state: JobState) -> PgUnit:
         self._guard_first("delete_job", job_id, str(state))
@@ -111,39 +107,10 @@ class PgUnit(Changes):
 
     # ---------------------------------------------------------------- steps
     def insert_step(self, step: Step) -> PgUnit:
-        params = (
-            step.job_id,
-            step.idx,
-            step.name,
-            step.action,
-            dumps_text(step.params),
-            str(step.state),
-            step.attempts,
-            step.started_at,
-            step.ended_at,
-            dumps(step.outputs),
-            step.error,
-            step.timeout,
-            step.retries,
-            step.retry_backoff,
-            step.isolation,
-            step.pgid,
-        )
-        return self.add("insert_step", *params)
+        return self.add("insert_step", *step_row(step))
 
     def record_step(self, step: Step) -> PgUnit:
-        params = (
-            str(step.state),
-            step.attempts,
-            step.started_at,
-            step.ended_at,
-            dumps(step.outputs),
-            step.error,
-            step.pgid,
-            step.job_id,
-            step.idx,
-        )
-        return self.add("record_step", *params)
+        return self.add("record_step", *step_record_row(step))
 
     def set_step_pgid(self, job_id: int, idx: int, pgid: int | None) -> PgUnit:
         return self.add("set_step_pgid", pgid, job_id, idx)

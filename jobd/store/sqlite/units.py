@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jobd.core.jsontext import dumps_text
 from jobd.core.models import ErrorOverlay, Job, JobSpec, Reservation, Step
 from jobd.core.states import JobState
-from jobd.store.codec import dumps, error_to_json, job_row, spec_to_json
+from jobd.store.codec import (
+    error_to_json,
+    job_row,
+    redefine_row,
+    step_record_row,
+    step_row,
+)
 from jobd.store.contract import KEEP, Changes
 from jobd.store.sqlite import queries as q
 
@@ -101,16 +106,7 @@ class Unit(Changes):
         self.add(q.DELETE_STEPS, (job_id,))
         for step in steps:
             self.insert_step(step)
-        params = (
-            spec_to_json(spec),
-            spec.name,
-            spec.priority,
-            spec.start_at,
-            spec.end_at,
-            due_at,
-            job_id,
-        )
-        return self.add(q.REDEFINE_JOB, params)
+        return self.add(q.REDEFINE_JOB, redefine_row(job_id, spec, due_at))
 
     def delete_job(self, job_id: int, state: JobState) -> Unit:
         self._guard_first(q.DELETE_JOB_GUARDED, (job_id, str(state)))
@@ -132,40 +128,11 @@ class Unit(Changes):
 
     # ---------------------------------------------------------------- steps
     def insert_step(self, step: Step) -> Unit:
-        params = (
-            step.job_id,
-            step.idx,
-            step.name,
-            step.action,
-            dumps_text(step.params),
-            str(step.state),
-            step.attempts,
-            step.started_at,
-            step.ended_at,
-            dumps(step.outputs),
-            step.error,
-            step.timeout,
-            step.retries,
-            step.retry_backoff,
-            step.isolation,
-            step.pgid,
-        )
-        self.statements.append((q.INSERT_STEP, params))
+        self.statements.append((q.INSERT_STEP, step_row(step)))
         return self
 
     def record_step(self, step: Step) -> Unit:
-        params = (
-            str(step.state),
-            step.attempts,
-            step.started_at,
-            step.ended_at,
-            dumps(step.outputs),
-            step.error,
-            step.pgid,
-            step.job_id,
-            step.idx,
-        )
-        self.statements.append((q.RECORD_STEP, params))
+        self.statements.append((q.RECORD_STEP, step_record_row(step)))
         return self
 
     def set_step_pgid(self, job_id: int, idx: int, pgid: int | None) -> Unit:
