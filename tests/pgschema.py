@@ -1,5 +1,5 @@
-"""A PostgreSQL database at an older schema, and the writer's way of writing to it: what the
-upgrade tests of ``tests/test_postgres_schema*.py`` share."""
+"""A PostgreSQL database at an older schema, the writer's way of writing to it, and lock
+queues built in it: what the upgrade tests of ``tests/test_postgres_schema*.py`` share."""
 
 from __future__ import annotations
 
@@ -8,8 +8,13 @@ from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
+import anyio
 import psycopg
 
+from jobd.core.models import Job, JobSpec
+from jobd.core.states import JobState as S
+from jobd.store.assetlocks import LockStart
+from jobd.store.postgres import open_store
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.bulk import payload, plan
 from jobd.store.postgres.migrate import migrations
@@ -45,3 +50,42 @@ def apply(conn: Conn, *units: PgUnit) -> list[int]:
     row = conn.execute(sql, params).fetchone()  # our own statements
     assert row is not None
     return list(row[0])
+
+
+def waiting_job(conn: Conn, job_id: int, state: S = S.WAITING_FOR_LOCK) -> None:
+    """Job ``job_id`` of the session's node, moved from queued to ``state``."""
+    spec = JobSpec(workflow="wf")
+    job = Job(id=job_id, spec=spec, state=S.QUEUED, created_at=1.0, updated_at=1.0)
+    apply(conn, PgUnit().insert_job(job))
+    if state is not S.QUEUED:
+        moved = PgUnit().transition(job_id, S.QUEUED, state, 2.0, "waits", "scheduler")
+        assert apply(conn, moved) == []
+
+
+def ask(
+    conn: Conn,
+    name: str,
+    job_id: int,
+    excl: tuple[str, ...],
+    shared: tuple[str, ...] = (),
+    start: bool = False,
+) -> None:
+    """Node ``name``'s request for ``job_id``'s locks (its start with it when ``start``)."""
+    begin = LockStart(None, None, 0.0) if start else None
+    apply(conn, PgUnit().lock_request(job_id, name, excl, shared, 1000.0 + job_id, begin))
+
+
+def held(conn: Conn) -> dict[int, bool]:
+    """Each request's job: whether it is granted."""
+    rows = conn.execute("SELECT job_id, granted_at IS NOT NULL FROM lock_requests").fetchall()
+    return dict(rows)
+
+
+def migrate(url: str) -> None:
+    """Bring ``url`` to the current schema as a daemon does: by opening the store."""
+
+    async def reopen() -> None:
+        async with open_store(url):
+            pass
+
+    anyio.run(reopen)

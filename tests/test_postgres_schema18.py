@@ -8,55 +8,17 @@ job of the writing node and for another node's), and the recheck of a busy asset
 
 from __future__ import annotations
 
-import anyio
 import psycopg
 
-from jobd.core.models import Job, JobSpec
 from jobd.core.states import JobState as S
-from jobd.store.assetlocks import LockStart
-from jobd.store.postgres import open_store
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.migrate import SCHEMA_VERSION
 from jobd.store.postgres.units import PgUnit
-from tests.pgschema import Conn, apply, node, schema_at
-
-
-def waiting_job(conn: Conn, job_id: int, state: S = S.WAITING_FOR_LOCK) -> None:
-    spec = JobSpec(workflow="wf")
-    job = Job(id=job_id, spec=spec, state=S.QUEUED, created_at=1.0, updated_at=1.0)
-    apply(conn, PgUnit().insert_job(job))
-    if state is not S.QUEUED:
-        moved = PgUnit().transition(job_id, S.QUEUED, state, 2.0, "waits", "scheduler")
-        assert apply(conn, moved) == []
-
-
-def ask(
-    conn: Conn,
-    name: str,
-    job_id: int,
-    excl: tuple[str, ...],
-    shared: tuple[str, ...] = (),
-    start: bool = False,
-) -> None:
-    begin = LockStart(None, None, 0.0) if start else None
-    apply(conn, PgUnit().lock_request(job_id, name, excl, shared, 1000.0 + job_id, begin))
+from tests.pgschema import Conn, apply, ask, held, migrate, node, schema_at, waiting_job
 
 
 def drop(conn: Conn, name: str, job_id: int) -> None:
     apply(conn, PgUnit().lock_release(job_id, name))
-
-
-def held(conn: Conn) -> dict[int, bool]:
-    rows = conn.execute("SELECT job_id, granted_at IS NOT NULL FROM lock_requests").fetchall()
-    return dict(rows)
-
-
-def migrate(url: str) -> None:
-    async def reopen() -> None:
-        async with open_store(url):
-            pass
-
-    anyio.run(reopen)
 
 
 def test_a_schema_17_database_keeps_its_locks_and_queues_and_serves_them(

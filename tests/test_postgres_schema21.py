@@ -18,8 +18,7 @@ from jobd.core.states import JobState as S
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.migrate import SCHEMA_VERSION
 from jobd.store.postgres.units import PgUnit
-from tests.pgschema import Conn, apply, node, schema_at
-from tests.test_postgres_schema18 import ask, held, migrate, waiting_job
+from tests.pgschema import Conn, apply, ask, held, migrate, node, schema_at, waiting_job
 
 
 def release(conn: Conn, name: str, *job_ids: int) -> None:
