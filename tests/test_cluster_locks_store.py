@@ -229,7 +229,8 @@ async def test_a_lost_listening_connection_is_opened_again(
     with psycopg.connect(pg_url, autocommit=True) as conn:
         ended = conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND query = 'LISTEN jobd_locks'"
+            " WHERE datname = current_database() AND query LIKE %s",
+            ('LISTEN "jobd_locks_%',),
         ).fetchall()
     assert len(ended) == 2
     await a.wait_resyncs(2)

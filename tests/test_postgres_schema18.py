@@ -110,7 +110,7 @@ def test_a_busy_asset_is_rechecked_after_the_upgrade(pg_url: str) -> None:
     with node(pg_url, "a") as a, psycopg.connect(pg_url, autocommit=True) as other:
         ask(a, "a", 21, ("x",))
         ask(a, "a", 22, ("x", "y"))
-        a.execute(f"LISTEN {q.LOCK_CHANNEL}")
+        a.execute(q.listen_locks("a"))
         with other.transaction():  # another transaction changing y: 22 cannot be granted
             other.execute("SELECT pg_advisory_xact_lock(7316100, hashtext('y'))")
             drop(a, "a", 21)  # takes x's advisory lock only; 22's grant tries y's

@@ -75,7 +75,8 @@ def test_a_schema_20_database_keeps_its_locks_and_batches_of_releases_serve_them
     ):
         assert a.execute(q.SELECT_VERSION).fetchone() == (str(SCHEMA_VERSION),)
         assert a.execute(q.LOCK_ROWS).fetchall() == before
-        listener.execute(f"LISTEN {q.LOCK_CHANNEL}")
+        listener.execute(q.listen_locks("a"))
+        listener.execute(q.listen_locks("b"))
         release(a, "a", 1, 6, 9)  # x: both shared waiters; y: 7 takes y and z; w: 10 started
         notices = [n.payload for n in listener.notifies(timeout=1.0, stop_after=4)]
         assert sorted(p.split()[0] + p.split()[1] for p in notices) == [
@@ -159,7 +160,7 @@ def test_a_batch_of_requests_tells_the_node_of_each_grant(pg_url: str) -> None:
     with node(pg_url, "a") as a, psycopg.connect(pg_url, autocommit=True) as listener:
         for job_id in (41, 42, 43):
             waiting_job(a, job_id, S.QUEUED)
-        listener.execute(f"LISTEN {q.LOCK_CHANNEL}")
+        listener.execute(q.listen_locks("a"))
         requests(a, "a", (41, ("p",), ()), (42, ("p",), ()), (43, ("r",), ()))
         notices = [n.payload for n in listener.notifies(timeout=1.0, stop_after=2)]
         assert sorted(notices) == ["granted 41 a", "granted 43 a"]

@@ -5,8 +5,9 @@
 Requests and releases are statements of a unit of work (:class:`.units.PgUnit`), so they
 land with the transition they belong to; the writer applies a batch holding any of them
 through ``jobd_apply_locked``, which first takes the advisory locks of every asset they
-touch, in order. Grants are NOTIFYed on ``jobd_locks``: :meth:`PgAssetLocks.listen` keeps a
-connection of its own LISTENing, and polls only as a fallback.
+touch, in order. Grants are NOTIFYed on the channel of the requesting node
+(:func:`.queries.lock_channel`, ``sql/migrate-22.sql``): :meth:`PgAssetLocks.listen` keeps a
+connection of its own LISTENing there, and polls only as a fallback.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class PgAssetLocks(AssetLocks):
                 await anyio.sleep(RECONNECT_DELAY)  # a retry's pace, not a synchronisation
                 continue
             try:
-                await conn.execute(q.LISTEN_LOCKS)
+                await conn.execute(q.listen_locks(self.node))
                 if not started:
                     started = True
                     task_status.started()

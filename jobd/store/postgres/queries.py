@@ -11,6 +11,8 @@ no row and returns the indexes of those units.
 
 from __future__ import annotations
 
+import hashlib
+
 # ------------------------------------------------------------------ columns
 JOB_COLUMNS = (
     "id, state, spec, created_at, updated_at, error, progress, progress_message, due_at,"
@@ -103,8 +105,19 @@ TRANSITION_MANY = (
 RELEASE_MOVED = ", released AS (DELETE FROM reservations WHERE job_id IN (SELECT id FROM moved))"
 
 # ------------------------------------------------------------------ asset locks
-LOCK_CHANNEL = "jobd_locks"
-LISTEN_LOCKS = f"LISTEN {LOCK_CHANNEL}"
+
+
+def lock_channel(node: str) -> str:
+    """The channel of node ``node``'s lock notifications: the schema's
+    ``jobd_lock_channel`` (``sql/migrate-22.sql``), ``jobd_locks_`` and 16 hex digits of the
+    md5 of its name (a channel name has at most 63 bytes; a node's name may be longer)."""
+    return "jobd_locks_" + hashlib.md5(node.encode()).hexdigest()[:16]
+
+
+def listen_locks(node: str) -> str:
+    return f'LISTEN "{lock_channel(node)}"'  # hex digits: nothing to escape
+
+
 LOCK_ROWS = (
     "SELECT la.asset, la.job_id, la.exclusive, la.held, r.node, r.since, r.granted_at"
     " FROM lock_assets la JOIN lock_requests r USING (job_id) ORDER BY la.asset, la.seq"
