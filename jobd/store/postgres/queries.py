@@ -104,17 +104,18 @@ TRANSITION_MANY = (
 )
 RELEASE_MOVED = ", released AS (DELETE FROM reservations WHERE job_id IN (SELECT id FROM moved))"
 
+
 # ------------------------------------------------------------------ asset locks
-
-
 def lock_channel(node: str) -> str:
     """The channel of node ``node``'s lock notifications: the schema's
     ``jobd_lock_channel`` (``sql/migrate-22.sql``), ``jobd_locks_`` and 16 hex digits of the
     md5 of its name (a channel name has at most 63 bytes; a node's name may be longer)."""
-    return "jobd_locks_" + hashlib.md5(node.encode()).hexdigest()[:16]
+    digest = hashlib.md5(node.encode(), usedforsecurity=False)  # a name, not a secret
+    return "jobd_locks_" + digest.hexdigest()[:16]
 
 
 def listen_locks(node: str) -> str:
+    """LISTEN to node ``node``'s lock notifications."""
     return f'LISTEN "{lock_channel(node)}"'  # hex digits: nothing to escape
 
 
