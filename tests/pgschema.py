@@ -75,6 +75,21 @@ def ask(
     apply(conn, PgUnit().lock_request(job_id, name, excl, shared, 1000.0 + job_id, begin))
 
 
+def mixed_queues(a: Conn, b: Conn) -> None:
+    """Nodes a's and b's requests for jobs 1-8 (waiting jobs already: 1, 3, 5, 6, 8 of a's,
+    2, 4, 7 of b's), shared, exclusive, several assets and starts of both nodes: on x, 1
+    holds, then 2 and 3 shared, 4 exclusive (b's, started by a's release), 5 shared behind
+    it; 6 holds y, 7 wants y and z (all or nothing), 8 waits behind 7 on z."""
+    ask(a, "a", 1, ("x",))
+    ask(b, "b", 2, (), ("x",))
+    ask(a, "a", 3, (), ("x",))
+    ask(b, "b", 4, ("x",), start=True)  # another node's job, started by a's release
+    ask(a, "a", 5, (), ("x",), start=True)  # shared, behind the exclusive 4
+    ask(a, "a", 6, ("y",))
+    ask(b, "b", 7, ("y", "z"))  # all or nothing: not z alone
+    ask(a, "a", 8, ("z",))  # behind 7 on z, though z is free
+
+
 def held(conn: Conn) -> dict[int, bool]:
     """Each request's job: whether it is granted."""
     rows = conn.execute("SELECT job_id, granted_at IS NOT NULL FROM lock_requests").fetchall()

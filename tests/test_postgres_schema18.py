@@ -14,7 +14,17 @@ from jobd.core.states import JobState as S
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.migrate import SCHEMA_VERSION
 from jobd.store.postgres.units import PgUnit
-from tests.pgschema import Conn, apply, ask, held, migrate, node, schema_at, waiting_job
+from tests.pgschema import (
+    Conn,
+    apply,
+    ask,
+    held,
+    migrate,
+    mixed_queues,
+    node,
+    schema_at,
+    waiting_job,
+)
 
 
 def drop(conn: Conn, name: str, job_id: int) -> None:
@@ -31,14 +41,7 @@ def test_a_schema_17_database_keeps_its_locks_and_queues_and_serves_them(
             waiting_job(a, job_id)
         for job_id in (2, 4, 7):
             waiting_job(b, job_id)
-        ask(a, "a", 1, ("x",))
-        ask(b, "b", 2, (), ("x",))
-        ask(a, "a", 3, (), ("x",))
-        ask(b, "b", 4, ("x",), start=True)  # another node's job, started by a's release
-        ask(a, "a", 5, (), ("x",), start=True)  # shared, behind the exclusive 4
-        ask(a, "a", 6, ("y",))
-        ask(b, "b", 7, ("y", "z"))  # all or nothing: not z alone
-        ask(a, "a", 8, ("z",))  # behind 7 on z, though z is free
+        mixed_queues(a, b)
         before = a.execute(q.LOCK_ROWS).fetchall()
         assert held(a) == {
             1: True,

@@ -18,7 +18,17 @@ from jobd.core.states import JobState as S
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.migrate import SCHEMA_VERSION
 from jobd.store.postgres.units import PgUnit
-from tests.pgschema import Conn, apply, ask, held, migrate, node, schema_at, waiting_job
+from tests.pgschema import (
+    Conn,
+    apply,
+    ask,
+    held,
+    migrate,
+    mixed_queues,
+    node,
+    schema_at,
+    waiting_job,
+)
 
 
 def release(conn: Conn, name: str, *job_ids: int) -> None:
@@ -53,14 +63,7 @@ def test_a_schema_20_database_keeps_its_locks_and_batches_of_releases_serve_them
             waiting_job(a, job_id)
         for job_id in (2, 4, 7, 11, 12):
             waiting_job(b, job_id)
-        ask(a, "a", 1, ("x",))
-        ask(b, "b", 2, (), ("x",))
-        ask(a, "a", 3, (), ("x",))
-        ask(b, "b", 4, ("x",), start=True)  # another node's job, started by a's release
-        ask(a, "a", 5, (), ("x",), start=True)  # shared, behind the exclusive 4
-        ask(a, "a", 6, ("y",))
-        ask(b, "b", 7, ("y", "z"))  # all or nothing: not z alone
-        ask(a, "a", 8, ("z",))  # behind 7 on z, though z is free
+        mixed_queues(a, b)
         ask(a, "a", 9, ("w",))
         ask(a, "a", 10, ("w",), start=True)  # a's job: started by a's release, set-based
         ask(b, "b", 11, ("v",))
