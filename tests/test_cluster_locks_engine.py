@@ -297,3 +297,33 @@ async def test_random_jobs_on_two_nodes_never_hold_conflicting_locks_together(
             x2, sh2 = wants[j2]
             assert not (x1 & (x2 | sh2)) and not (x2 & (x1 | sh1)), (j1, j2, wants[j1], wants[j2])
     assert await two[0].locks_info() == []
+
+
+async def test_waiters_ask_for_their_assets_without_a_worker_waiting_on_each_write(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers, one of them held by x's holder: the 30 jobs queued behind it move to
+    ``waiting-for-lock`` through the one free worker without it waiting for each job's
+    write, so their requests share transactions (before, one commit each: 30 transactions
+    for 30 requests); then they run in the order they queued, and nothing stays held."""
+    monkeypatch.setattr(cluster_handoff, "POLL", 3600.0)
+    record = step("r", "t-record", params={"log": "{log}", "gate": "{gate}"})
+    config = make_config(tmp_path, [workflow("record", record)], workers=2)
+    async with node_engine(config, pg_url, "a") as a:
+        holder = await a.submit(_job(tmp_path, assets=["x"]))
+        await wait_state(a, holder.id, S.RUNNING)
+        waiters = await a.submit_many([_job(tmp_path, assets=["x"]) for _ in range(30)])
+        for job in waiters:
+            await wait_state(a, job.id, S.WAITING_FOR_LOCK)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*), count(DISTINCT xmin::text) FROM history"
+                " WHERE to_state = 'waiting-for-lock' AND job_id = ANY(%s)",
+                ([job.id for job in waiters],),
+            ).fetchone()
+        assert row is not None and row[0] == 30
+        assert row[1] < 30 // 2, f"30 requests took {row[1]} transactions"
+        (tmp_path / "gate").write_text("")
+        await wait_all(a, [holder.id, *(job.id for job in waiters)])
+        assert [s[0] for s in _spans(tmp_path)] == [holder.id, *(job.id for job in waiters)]
+        assert await a.locks_info() == []

@@ -107,27 +107,38 @@ class ClusterHandoff:
         return start
 
     async def wait_for_lock(self, rc: RunControl, start: LockStart | None = None) -> None:
-        """Write ``waiting-for-lock`` with the request (carrying ``start``); then the grant
-        (if it came while the write was landing) or the wait."""
+        """Queue ``waiting-for-lock`` with the request (carrying ``start``) and return: the
+        worker is free at once (a waiting job holds no worker, nor the wait for its write).
+        When the write lands, the grant (if it came meanwhile) or the wait; if it fails, the
+        job is let go as a failed pick is."""
         job, store = rc.job, self._ctx.store
         spec = job.spec
         unit = self._locks.request(
             store.changes(), job.id, spec.assets, spec.shared_assets, self._ctx.clock(), start
         )
         self._asked.add(job.id)
+
+        def landed(exc: BaseException | None) -> None:
+            if exc is None:
+                self._waiting(rc)
+                return
+            self._asked.discard(job.id)  # nothing of the unit landed
+            log.info("job left the line before it ran", job_id=job.id, reason=str(exc))
+            self.release_if_involved(job.id)
+
         try:
-            await self._transitions.apply(
+            self._transitions.apply_soon(
                 job,
                 "picked",
                 S.WAITING_FOR_LOCK,
+                landed,
                 cause=f"waiting for assets: {', '.join((*spec.assets, *spec.shared_assets))}",
                 actor="scheduler",
                 unit=unit,
             )
         except BaseException:
-            self._asked.discard(job.id)  # nothing of the unit landed
+            self._asked.discard(job.id)  # refused before anything was queued
             raise
-        self._waiting(rc)
 
     def _waiting(self, rc: RunControl) -> None:
         """The job's ``waiting-for-lock`` is in the store: hand it on now if granted, else

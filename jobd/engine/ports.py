@@ -153,7 +153,9 @@ class Handoff(Grants, Relock, LockView, Protocol):
     async def wait_for_lock(self, rc: RunControl, start: LockStart | None = None) -> None:
         """Not granted at the pick: write ``waiting-for-lock`` and wait, holding no worker;
         a grant later puts it in :attr:`granted` and wakes a worker. ``start``: how the run
-        begins (the step attempt), for a hand-off whose grant writes the start itself."""
+        begins (the step attempt), for a hand-off whose grant writes the start itself.
+        It may return before the write has landed (the cluster's does: its worker takes
+        the next job at once); a grant is acted on only once it has."""
 
     def picked(self, job_id: int) -> LockStart | None:
         """A granted job was taken by a worker: the start its grant wrote (its ``running``
