@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from jobd.core.models import Job, JobSpec, Step
+from jobd.core.models import ErrorOverlay, Job, JobSpec, OverlayCode, Step
 from jobd.core.states import JobState as S
 from jobd.store.contract import GuardFailed
 from jobd.store.postgres import open_store
@@ -28,13 +28,15 @@ def _step(job_id: int, idx: int = 0, state: S = S.QUEUED) -> Step:
     return Step(job_id=job_id, idx=idx, name=f"s{idx}", action="noop", params={}, state=state)
 
 
-def _insert(*job_ids: int, steps: int = 1) -> PgUnit:
+def _insert(*job_ids: int, steps: int = 1, state: S = S.QUEUED) -> PgUnit:
     unit = PgUnit()
     for j in job_ids:
-        unit.insert_job(_job(j, assets=("a",) if j % 2 else ()))
+        job = _job(j, assets=("a",) if j % 2 else ())
+        job.state = state
+        unit.insert_job(job)
         for idx in range(steps):
             unit.insert_step(_step(j, idx))
-        unit.record_history(j, 1.0, None, S.QUEUED, "submitted", "test")
+        unit.record_history(j, 1.0, None, state, "submitted", "test")
     return unit
 
 
@@ -64,10 +66,37 @@ def test_group_takes_only_the_batches_whose_order_cannot_matter() -> None:
     locking = _insert(3)
     locking.locking = (["a"], [3], [])
     assert group([locking]) is None
-    grouped = group([_insert(1, 2, steps=2), _change(2, queued, running, idx=1)])
+    grouped = group([_insert(1, 2, steps=2), _change(2, running, queued, idx=1)])
     assert grouped is not None
     assert [len(grouped[k]) for k in "jsthr"] == [2, 4, 1, 3, 1]
     assert grouped["t"][0][0] == 1 and grouped["h"][2][0] == 1
+
+
+def test_a_transition_of_a_job_inserted_in_its_batch_is_folded_into_the_insert() -> None:
+    """Inserted queued, moved on from queued in the same batch: inserted in the target state
+    (its time, error and due time), no UPDATE; from another state it stays an UPDATE (whose
+    guard fails, as the loop's does); the units' own statements are left as they were."""
+    insert, move = _insert(1, 2), _change(1, S.QUEUED, S.RUNNING)
+    failing = _change(2, S.RUNNING, S.COMPLETED)
+    before = json.dumps([insert.statements, move.statements])
+    grouped = group([insert, move, failing])
+    assert grouped is not None
+    assert [row[1] for row in grouped["t"]] == failing.statements[:1]
+    assert [(row[1], row[4], row[13]) for row in grouped["j"]] == [
+        (1, "running", 2.0),
+        (2, "queued", 1.0),
+    ]
+    assert [row[1][4] for row in grouped["h"]] == ["queued", "queued", "running", "completed"]
+    assert json.dumps([insert.statements, move.statements]) == before
+    late = PgUnit().transition(2, S.CONFIRMED, S.PENDING, 3.0, "x", "t", error=None, due_at=9.0)
+    confirmed = _insert(2)
+    confirmed.statements[0][4] = "confirmed"
+    grouped = group([confirmed, late])
+    assert grouped is not None and not grouped["t"]
+    assert (grouped["j"][0][4], grouped["j"][0][9], grouped["j"][0][10]) == ("pending", 9.0, None)
+    # Out of a held state (queued) to one that is not: an UPDATE, which keeps jobs.node.
+    grouped = group([_insert(2), _change(2, S.QUEUED, S.PENDING, idx=None)])
+    assert grouped is not None and len(grouped["t"]) == 1 and grouped["j"][0][4] == "queued"
 
 
 def _batches() -> list[list[PgUnit]]:
@@ -79,7 +108,18 @@ def _batches() -> list[list[PgUnit]]:
         [_change(2, r, c), _change(1, r, c, idx=1), _change(3, q, r), _change(99, q, r)],
         [hist, _insert(5), _change(5, q, r), _change(2, q, r), PgUnit()],
         [_change(3, r, c), _change(4, c, r), _change(5, r, S.FAILED, idx=0)],
+        # Folded (confirmed to pending; to running), not (out of a held state; a guard).
+        [_insert(6, state=S.CONFIRMED), _overlay(6), _insert(7), _change(7, q, r)],
+        [_insert(8), _change(8, q, S.PENDING, idx=None), _insert(9), _change(9, r, c)],
     ]
+
+
+def _overlay(job_id: int) -> PgUnit:
+    """A move that sets the job's error overlay and due time too."""
+    error = ErrorOverlay(OverlayCode.NOT_CONFIRMED, "late", 3.0)
+    return PgUnit().transition(
+        job_id, S.CONFIRMED, S.PENDING, 3.0, "x", "t", error=error, due_at=9.0
+    )
 
 
 TABLES = {
@@ -122,9 +162,11 @@ async def test_bulk_writes_what_the_loop_writes(
     with pgserver.fresh_database(pg_server) as other:
         loop = await _apply_all(pg_url, bulk=False, node=node)
         bulk = await _apply_all(other, bulk=True, node=node)
-    assert loop[0] == [[], [0, 3], [], [1]]
+    assert loop[0] == [[], [0, 3], [], [1], [], [3]]
     assert bulk == loop
-    assert len(loop[1]["history"]) == 14 and loop[1]["keys"]
+    assert len(loop[1]["history"]) == 21 and loop[1]["keys"]
+    states = {row[0]: row[3] for row in loop[1]["jobs"]}
+    assert [states[j] for j in range(6, 10)] == ["pending", "running", "pending", "queued"]
     holders = {row[0]: row[-1] for row in loop[1]["jobs"]}  # jobs.node: the last column
     assert holders[2] == node and holders[3] == node  # held (2 running), kept (3 completed)
 

@@ -18,6 +18,18 @@ A batch qualifies when every unit is either
 
 and empty units (``Store.flush``) are left out (they have no statements to fail).
 
+A change unit's transition of a job *inserted in the same batch*, from the state it is
+inserted in, is **folded** into the insert: the job is inserted in the transition's target
+state (its ``updated_at``, and the error or due time the transition sets), and no UPDATE
+follows. It is the same row at the commit, one heap tuple and one set of index entries
+fewer: a job submitted due now is picked by a worker before its insert has committed
+("enqueue before commit", :mod:`jobd.engine.admission`), so its move to ``running`` or
+``waiting-for-lock`` usually shares its insert's batch. The guard cannot fail there (the
+insert is in the same transaction, and no earlier change unit touched the job); its
+history rows are written as before, so the job's history still says ``queued`` first. A
+move out of a state a node holds a job in is not folded: its UPDATE keeps ``jobs.node``,
+which the insert names for a held job only.
+
 A batch with asset-lock statements goes through ``jobd_apply_locked`` (their assets'
 advisory locks first), or, when :func:`split` finds units that may go ahead of its lock
 statements, through ``jobd_apply_split``: those grouped as above, then the rest in order.
@@ -68,7 +80,7 @@ def group(units: Sequence[PgUnit]) -> dict[str, list[Any]] | None:
     """``jobd_apply_bulk``'s argument for ``units``, or None when the batch must go through
     ``jobd_apply`` (see the module's docstring for when)."""
     out: dict[str, list[Any]] = {"j": [], "s": [], "t": [], "h": [], "r": []}
-    inserted: set[int] = set()
+    inserted: dict[int, int] = {}  # job -> its insert's place in out["j"]
     changed: set[int] = set()
     for i, unit in enumerate(units):
         stmts = unit.statements
@@ -81,13 +93,17 @@ def group(units: Sequence[PgUnit]) -> dict[str, list[Any]] | None:
         ):
             if not _insert_unit(i, stmts, inserted, changed, out):
                 return None
-        elif not _change_unit(i, stmts, changed, out):
+        elif not _change_unit(i, stmts, inserted, changed, out):
             return None
     return out
 
 
 def _insert_unit(
-    i: int, stmts: list[list[Any]], inserted: set[int], changed: set[int], out: dict[str, Any]
+    i: int,
+    stmts: list[list[Any]],
+    inserted: dict[int, int],
+    changed: set[int],
+    out: dict[str, Any],
 ) -> bool:
     for s in stmts:
         op = s[0]
@@ -97,7 +113,7 @@ def _insert_unit(
             job = s[1]
             if job in inserted or job in changed:
                 return False
-            inserted.add(job)
+            inserted[job] = len(out["j"])
             out["j"].append(s)
         elif op == "insert_step":
             out["s"].append(s)
@@ -106,7 +122,13 @@ def _insert_unit(
     return True
 
 
-def _change_unit(i: int, stmts: list[list[Any]], changed: set[int], out: dict[str, Any]) -> bool:
+def _change_unit(
+    i: int,
+    stmts: list[list[Any]],
+    inserted: dict[int, int],
+    changed: set[int],
+    out: dict[str, Any],
+) -> bool:
     first = stmts[0]
     pos = _CHANGE_OPS.get(first[0])
     if pos is None:
@@ -114,6 +136,7 @@ def _change_unit(i: int, stmts: list[list[Any]], changed: set[int], out: dict[st
     job = first[pos]
     if job in changed:
         return False
+    folded = first[0] == "transition" and _fold(first, inserted.get(job), out["j"])
     steps: set[Any] = set()
     for n, s in enumerate(stmts):
         op = s[0]
@@ -127,9 +150,38 @@ def _change_unit(i: int, stmts: list[list[Any]], changed: set[int], out: dict[st
             out["r"].append([i, s])
         elif op == "history":
             out["h"].append([i, s])
-        else:
+        elif not folded:
             out["t"].append([i, s])
     changed.add(job)
+    return True
+
+
+#: Places in an ``insert_job`` statement (``codec.job_row`` after the op) and in a
+#: ``transition`` (``PgUnit.transition``).
+_J_STATE, _J_DUE, _J_ERROR, _J_UPDATED = 4, 9, 10, 13
+_T_TO, _T_AT, _T_SET_ERROR, _T_ERROR, _T_SET_DUE, _T_DUE, _T_FROM = 1, 2, 3, 4, 5, 6, 8
+#: The states in which a job is held by a node (``jobd_apply_bulk``'s insert names it).
+_HELD = ("queued", "waiting-for-lock", "running", "cancel-requested")
+
+
+def _fold(transition: list[Any], place: int | None, inserts: list[list[Any]]) -> bool:
+    """Fold ``transition`` into its job's insert at ``inserts[place]`` (a copy: the unit's
+    own statements stay as they are) when the job is inserted in the state the transition
+    moves it from; True when folded (see the module's docstring)."""
+    if place is None or inserts[place][_J_STATE] != transition[_T_FROM]:
+        return False
+    if transition[_T_FROM] in _HELD and transition[_T_TO] not in _HELD:
+        # The insert names the writing node for a held job only; an UPDATE out of a held
+        # state keeps it (jobs.node: the node the job was last with). Not folded, so that
+        # the row is the one the UPDATE leaves.
+        return False
+    row = list(inserts[place])
+    row[_J_STATE], row[_J_UPDATED] = transition[_T_TO], transition[_T_AT]
+    if transition[_T_SET_ERROR]:
+        row[_J_ERROR] = transition[_T_ERROR]
+    if transition[_T_SET_DUE]:
+        row[_J_DUE] = transition[_T_DUE]
+    inserts[place] = row
     return True
 
 
