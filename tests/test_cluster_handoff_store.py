@@ -182,6 +182,11 @@ async def test_an_unstarted_grant_keeps_its_hold(nodes: tuple[Node, Node], pg_ur
     await a.wait_for(lambda events: ("granted", 1) in events)
 
 
+#: A queued job's ``insert_job`` statement (``codec.job_row``'s columns after the op).
+def _insert_job(job: int) -> list[Any]:
+    return ["insert_job", job, None, "wf", "queued", "{}", 0, None, None, 1.0, None, None, 1.0, 1.0]
+
+
 def _unit(*statements: list[Any], locking: bool = False) -> PgUnit:
     unit = PgUnit()
     unit.statements = [list(s) for s in statements]
@@ -193,7 +198,7 @@ def _unit(*statements: list[Any], locking: bool = False) -> PgUnit:
 def test_what_may_go_ahead_of_a_batchs_lock_statements() -> None:
     """Submissions and outcomes go ahead (grouped); lock statements, and a job's units
     after a lock statement that puts its start back, follow in order."""
-    insert = _unit(["insert_job", 1], ["history", 1])
+    insert = _unit(_insert_job(1), ["history", 1])
     waits = _unit(["transition", "w", 0, 0, 0, 0, 0, 1, "q"], ["lock_request", 1], locking=True)
     done = _unit(["transition", "c", 0, 0, 0, 0, 0, 2, "r"], ["record_step", *[0] * 7, 2, 0])
     release = _unit(["lock_release", 2, "a"], locking=True)
@@ -247,7 +252,7 @@ def test_a_request_units_move_goes_ahead_and_its_request_depends_on_it() -> None
         unit = PgUnit().transition(job, S.QUEUED, S.WAITING_FOR_LOCK, 1.0, "w", "t")
         return unit.lock_request(job, "a", ("x",), (), 1.0, START)
 
-    insert = _unit(["insert_job", 1], ["history", 1])
+    insert = _unit(_insert_job(1), ["history", 1])
     release = _unit(["lock_release", 3, "a"], locking=True)
     units = [insert, waits(1), release, waits(3), waits(2)]
     parted = divide(units)
