@@ -79,9 +79,7 @@ _CHANGE_OPS = {"transition": 7, "history": 1, "record_step": 8}
 def group(units: Sequence[PgUnit]) -> dict[str, list[Any]] | None:
     """``jobd_apply_bulk``'s argument for ``units``, or None when the batch must go through
     ``jobd_apply`` (see the module's docstring for when)."""
-    out: dict[str, list[Any]] = {"j": [], "s": [], "t": [], "h": [], "r": []}
-    inserted: dict[int, int] = {}  # job -> its insert's place in out["j"]
-    changed: set[int] = set()
+    grouping = _Grouping()
     for i, unit in enumerate(units):
         stmts = unit.statements
         if not stmts or unit.locking is not None:
@@ -91,69 +89,67 @@ def group(units: Sequence[PgUnit]) -> dict[str, list[Any]] | None:
         if stmts[0][0] in ("insert_job", "insert_step") or (
             stmts[0][0] == "history" and any(s[0] == "insert_job" for s in stmts)
         ):
-            if not _insert_unit(i, stmts, inserted, changed, out):
+            if not grouping.insert_unit(i, stmts):
                 return None
-        elif not _change_unit(i, stmts, inserted, changed, out):
+        elif not grouping.change_unit(i, stmts):
             return None
-    return out
+    return grouping.out
 
 
-def _insert_unit(
-    i: int,
-    stmts: list[list[Any]],
-    inserted: dict[int, int],
-    changed: set[int],
-    out: dict[str, Any],
-) -> bool:
-    for s in stmts:
-        op = s[0]
-        if op not in _INSERT_OPS:
-            return False
-        if op == "insert_job":
-            job = s[1]
-            if job in inserted or job in changed:
+class _Grouping:
+    """A batch's statements grouped so far: ``out`` (``jobd_apply_bulk``'s argument), the
+    jobs inserted (each with its insert's place in ``out["j"]``) and the jobs changed."""
+
+    def __init__(self) -> None:
+        self.out: dict[str, list[Any]] = {"j": [], "s": [], "t": [], "h": [], "r": []}
+        self.inserted: dict[int, int] = {}
+        self.changed: set[int] = set()
+
+    def insert_unit(self, i: int, stmts: list[list[Any]]) -> bool:
+        out = self.out
+        for s in stmts:
+            op = s[0]
+            if op not in _INSERT_OPS:
                 return False
-            inserted[job] = len(out["j"])
-            out["j"].append(s)
-        elif op == "insert_step":
-            out["s"].append(s)
-        else:
-            out["h"].append([i, s])
-    return True
+            if op == "insert_job":
+                job = s[1]
+                if job in self.inserted or job in self.changed:
+                    return False
+                self.inserted[job] = len(out["j"])
+                out["j"].append(s)
+            elif op == "insert_step":
+                out["s"].append(s)
+            else:
+                out["h"].append([i, s])
+        return True
 
-
-def _change_unit(
-    i: int,
-    stmts: list[list[Any]],
-    inserted: dict[int, int],
-    changed: set[int],
-    out: dict[str, Any],
-) -> bool:
-    first = stmts[0]
-    pos = _CHANGE_OPS.get(first[0])
-    if pos is None:
-        return False
-    job = first[pos]
-    if job in changed:
-        return False
-    folded = first[0] == "transition" and _fold(first, inserted.get(job), out["j"])
-    steps: set[Any] = set()
-    for n, s in enumerate(stmts):
-        op = s[0]
-        pos = _CHANGE_OPS.get(op)
-        if pos is None or s[pos] != job or (op == "transition" and n > 0):
+    def change_unit(self, i: int, stmts: list[list[Any]]) -> bool:
+        out, first = self.out, stmts[0]
+        pos = _CHANGE_OPS.get(first[0])
+        if pos is None:
             return False
-        if op == "record_step":
-            if s[9] in steps:
+        job = first[pos]
+        if job in self.changed:
+            return False
+        # Folded into its insert now: if the unit proves ungroupable, so is the batch.
+        folded = first[0] == "transition" and _fold(first, self.inserted.get(job), out["j"])
+        steps: set[Any] = set()
+        for n, s in enumerate(stmts):
+            op = s[0]
+            pos = _CHANGE_OPS.get(op)
+            if pos is None or s[pos] != job or (op == "transition" and n > 0):
                 return False
-            steps.add(s[9])
-            out["r"].append([i, s])
-        elif op == "history":
-            out["h"].append([i, s])
-        elif not folded:
-            out["t"].append([i, s])
-    changed.add(job)
-    return True
+            if op == "record_step":
+                if s[9] in steps:
+                    return False
+                steps.add(s[9])
+                out["r"].append([i, s])
+            elif op == "history":
+                out["h"].append([i, s])
+            elif not folded:
+                out["t"].append([i, s])
+        self.changed.add(job)
+        return True
 
 
 #: Places in an ``insert_job`` statement (``codec.job_row`` after the op) and in a
