@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import psycopg
+import pytest
 
 from jobd.core.models import Job, JobSpec
 from jobd.core.states import JobState as S
@@ -104,3 +105,25 @@ def migrate(url: str) -> None:
             pass
 
     anyio.run(reopen)
+
+
+def explained(conn: Conn, *, analyze: bool = False) -> list[str]:
+    """From now on, the plan of every statement ``conn`` runs, nested ones included, as
+    ``auto_explain`` writes it (with the rows each node saw when ``analyze``), appended to
+    the list returned. Skips the test where the role may not load ``auto_explain``."""
+    if conn.execute("SELECT current_setting('is_superuser')").fetchone() != ("on",):
+        pytest.skip("loading auto_explain needs a superuser (JOBD_TEST_PG_URL's role is not)")
+    plans: list[str] = []
+    conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+    conn.execute("LOAD 'auto_explain'")
+    settings = [
+        "auto_explain.log_min_duration = 0",
+        "auto_explain.log_nested_statements = on",
+        "auto_explain.log_level = notice",
+        "client_min_messages = notice",
+    ]
+    if analyze:
+        settings += ["auto_explain.log_analyze = on", "auto_explain.log_timing = off"]
+    for setting in settings:
+        conn.execute(f"SET {setting}")
+    return plans

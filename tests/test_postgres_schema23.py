@@ -11,11 +11,10 @@ from __future__ import annotations
 import re
 
 import psycopg
-import pytest
 
 from jobd.store.postgres import queries as q
 from jobd.store.postgres.units import PgUnit
-from tests.pgschema import apply, ask, held, migrate, node, schema_at, waiting_job
+from tests.pgschema import apply, ask, explained, held, migrate, node, schema_at, waiting_job
 
 GENERIC = "plan_cache_mode=force_generic_plan"
 #: The writer's batch statements (queries.py): the functions they call are the entry points.
@@ -54,18 +53,7 @@ def test_small_lock_batches_are_planned_once(pg_empty_url: str) -> None:
             ask(a, "a", job_id, ("x" if job_id % 2 else "y",), start=job_id > 2)
     migrate(url)
     with node(url, "a") as a:
-        if a.execute("SELECT current_setting('is_superuser')").fetchone() != ("on",):
-            pytest.skip("loading auto_explain needs a superuser (JOBD_TEST_PG_URL's role is not)")
-        plans: list[str] = []
-        a.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
-        a.execute("LOAD 'auto_explain'")
-        for setting in (
-            "auto_explain.log_min_duration = 0",
-            "auto_explain.log_nested_statements = on",
-            "auto_explain.log_level = notice",
-            "client_min_messages = notice",
-        ):
-            a.execute(f"SET {setting}")
+        plans = explained(a)
         for k in range(rounds):
             holders = (2 * k + 1, 2 * k + 2)
             release = [PgUnit().lock_release(j, "a") for j in holders]

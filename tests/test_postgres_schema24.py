@@ -5,10 +5,8 @@ requests a batch holds, once a run queue's waiters asked at once: session 16).""
 
 from __future__ import annotations
 
-import pytest
-
 from jobd.store.postgres.units import PgUnit
-from tests.pgschema import Conn, apply, held, migrate, node, schema_at, waiting_job
+from tests.pgschema import Conn, apply, explained, held, migrate, node, schema_at, waiting_job
 
 #: Jobs asking in one batch; each wants one of three assets alone and ``s`` shared.
 N = 120
@@ -47,20 +45,7 @@ def test_the_requests_asset_rows_are_written_without_a_join_over_pairs(
     schema_at(url, 23)
     migrate(url)
     with node(url, "a") as a:
-        if a.execute("SELECT current_setting('is_superuser')").fetchone() != ("on",):
-            pytest.skip("loading auto_explain needs a superuser (JOBD_TEST_PG_URL's role is not)")
-        plans: list[str] = []
-        a.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
-        a.execute("LOAD 'auto_explain'")
-        for setting in (
-            "auto_explain.log_min_duration = 0",
-            "auto_explain.log_nested_statements = on",
-            "auto_explain.log_analyze = on",
-            "auto_explain.log_timing = off",
-            "auto_explain.log_level = notice",
-            "client_min_messages = notice",
-        ):
-            a.execute(f"SET {setting}")
+        plans = explained(a, analyze=True)
         _requests(a)
     written = [p for p in plans if "INSERT INTO lock_assets" in p and "Insert on lock_assets" in p]
     assert len(written) == 1, plans
