@@ -40,10 +40,15 @@ S = JobState
 
 
 @asynccontextmanager
-async def node_engine(config: Config, url: str, node: str) -> AsyncIterator[Engine]:
+async def node_engine(
+    config: Config, url: str, node: str, *, member: bool = False
+) -> AsyncIterator[Engine]:
+    """Node ``node``'s engine on ``url``; ``member``: its store a member of the cluster by
+    that name too (its lease renewed, lost nodes taken over by it), as a daemon's is."""
     plugins = PluginHost(config.daemon.plugin_dirs)
     plugins.load()
-    async with open_postgres(url, single=False) as store:
+    opened = open_postgres(url, node=node) if member else open_postgres(url, single=False)
+    async with opened as store:
         engine = Engine(config, store, plugins, node=node)
         async with anyio.create_task_group() as tg:
             await tg.start(engine.run)
@@ -326,4 +331,51 @@ async def test_waiters_ask_for_their_assets_without_a_worker_waiting_on_each_wri
         (tmp_path / "gate").write_text("")
         await wait_all(a, [holder.id, *(job.id for job in waiters)])
         assert [s[0] for s in _spans(tmp_path)] == [holder.id, *(job.id for job in waiters)]
+        assert await a.locks_info() == []
+
+
+def _lost_nodes_jobs(pg_url: str, tmp: Path, holder: int, waiter: int) -> None:
+    """Node c (a lost node, its lease long run out) as the database has it: ``holder``
+    running with x, ``waiter`` waiting for x behind it with its start in its request; each
+    one step that may be retried once."""
+    from jobd.core.models import Job, Step
+    from jobd.store.assetlocks import LockStart
+    from jobd.store.postgres.units import PgUnit
+    from tests.pgschema import apply, node
+
+    with node(pg_url, "c") as c:
+        c.execute("SELECT jobd_node_join('c', '{}', 4, 100, 1e9, NULL, 0, NULL)")
+        for job_id, state in ((holder, S.RUNNING), (waiter, S.WAITING_FOR_LOCK)):
+            spec = _job(tmp, "open", assets=["x"])
+            job = Job(id=job_id, spec=spec, state=S.QUEUED, created_at=1.0, updated_at=1.0)
+            params = {"log": str(tmp / "log"), "gate": str(tmp / "open")}
+            step_row = Step(job_id, 0, "r", "t-record", params, retries=1)
+            unit = PgUnit().insert_job(job).insert_step(step_row)
+            assert apply(c, unit) == []
+            assert apply(c, PgUnit().transition(job_id, S.QUEUED, state, 2.0, "x", "t")) == []
+            start = LockStart(0, 1) if job_id == waiter else None
+            assert apply(c, PgUnit().lock_request(job_id, "c", ("x",), (), 2.0, start)) == []
+        c.execute("UPDATE nodes SET renewed_at = 0, lease_s = 1 WHERE name = 'c'")
+        c.execute("NOTIFY jobd_nodes, 'lost c'")  # wakes the other node's takeover now
+
+
+async def test_a_taken_over_waiter_granted_in_the_takeover_runs_as_a_holder(
+    config: Config, tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node a takes over lost node c: c's holder of x loses its hold, so the takeover's own
+    release grants x to c's waiter, now a's, and writes its start; then a's recovery
+    interrupts that run. The waiter is a's holder from then on: it runs first, with its
+    ``running`` written again, and completes; the old holder asks again and follows.
+    (Before, a asked for the held lock again, was told the stale start, ran the step
+    without its ``running`` and left the job ``waiting-for-lock`` for good.)"""
+    monkeypatch.setattr(cluster_handoff, "POLL", 3600.0)
+    (tmp_path / "open").write_text("")
+    async with node_engine(config, pg_url, "a", member=True) as a:
+        _lost_nodes_jobs(pg_url, tmp_path, holder=9001, waiter=9002)
+        done = await wait_all(a, [9001, 9002], timeout=30)
+        assert [job.state for job in done] == [S.COMPLETED, S.COMPLETED]
+        history = [h.cause for h in (await a.get_job(9002)).history]
+        assert "interrupted by the loss of node c; resuming" in history
+        assert history[-1] == "all steps completed"
+        assert [s[0] for s in _spans(tmp_path)] == [9002, 9001]
         assert await a.locks_info() == []

@@ -250,6 +250,19 @@ class ClusterHandoff:
             await tg.start(self._locks.listen, self._report, POLL)
         self._found = await self._locks.mine()
 
+    async def load_adopted(self, job_ids: list[int]) -> None:
+        """The takeover made these jobs' requests this node's: the waiting ones moved here
+        in place, and a release may have granted (and started) one since, as this node's.
+        Read now, a holder is restored as a holder (it runs first, writing its own
+        ``running``: a start written for the run the takeover interrupted is stale), a
+        waiter keeps its place, and what no job is restored to is let go (``restored``).
+        Left unread, a granted request was asked for again, and the database's answer to a
+        second request of a job it had started was that start, stale: the job ran with its
+        ``running`` undone, its outcome refused, and it stayed ``waiting-for-lock``."""
+        wanted = set(job_ids)
+        mine = await self._locks.mine()
+        self._found.update({job: held for job, held in mine.items() if job in wanted})
+
     def restore_holder(self, job: Job) -> None:
         """It held its assets when the daemon died: still its own in the database (a hold
         is never taken from a live node), unless a takeover gave them on; then its pick

@@ -136,6 +136,9 @@ class LockHandoff:
     async def load(self) -> None:
         """Nothing to read: locks in memory start empty (SPEC §3.4: no stale lock)."""
 
+    async def load_adopted(self, job_ids: list[int]) -> None:
+        """Nothing to read: one node (SQLite) never takes over another's jobs."""
+
     def restored(self) -> None:
         """Nothing to let go: only what was restored is held."""
 

@@ -113,6 +113,11 @@ class Relock(Protocol):
     async def load(self) -> None:
         """Before the first restore: read what the locks' keeper already knows."""
 
+    async def load_adopted(self, job_ids: list[int]) -> None:
+        """Before restoring jobs taken over from a lost node (:meth:`load` for them): what
+        the locks' keeper knows of these jobs now, for :meth:`restore_waiter`,
+        :meth:`restore_holder` and :meth:`restored` to act on."""
+
     def restore_waiter(self, rc: RunControl) -> None:
         """A job that waited for its assets when the daemon stopped (called in FIFO order)."""
 

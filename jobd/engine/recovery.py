@@ -75,7 +75,9 @@ class Recovery:
         now): as after a restart of its own, but the processes of their steps ran on the
         other node's host (its watchdog killed them), so none is killed here."""
         jobs = [job for job in await self._ctx.store.load_jobs(job_ids) if job.state in ACTIVE]
-        await self._take_up([job for job in jobs if job.id not in self._lineup], dead)
+        adopted = [job for job in jobs if job.id not in self._lineup]
+        await self._relock.load_adopted([job.id for job in adopted])
+        await self._take_up(adopted, dead)
         log.info("took over jobs of a lost node", node=dead, count=len(jobs))
 
     async def _take_up(self, active: list[Job], dead: str | None) -> None:
