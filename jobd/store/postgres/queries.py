@@ -124,9 +124,12 @@ LOCK_ROWS = (
     " FROM lock_assets la JOIN lock_requests r USING (job_id) ORDER BY la.asset, la.seq"
 )
 NODE_LOCKS = "SELECT job_id, granted_at IS NOT NULL FROM lock_requests WHERE node = %s ORDER BY seq"
+#: The starts of this node's requests that stand: the job ``running`` as this node (one
+#: whose run recovery interrupted since is only granted: its node writes ``running``).
 NODE_STARTS = (
-    "SELECT job_id, started_at, start_step, start_attempts FROM lock_requests"
-    " WHERE node = %s AND started_at IS NOT NULL ORDER BY seq"
+    "SELECT r.job_id, r.started_at, r.start_step, r.start_attempts FROM lock_requests r"
+    " JOIN jobs j ON j.id = r.job_id AND j.state = 'running' AND j.node = r.node"
+    " WHERE r.node = %s AND r.started_at IS NOT NULL ORDER BY r.seq"
 )
 RELEASE_NODE_LOCKS = "SELECT jobd_locks_release_node(%s)"
 
