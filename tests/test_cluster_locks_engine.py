@@ -22,10 +22,13 @@ import psycopg
 import pytest
 
 from jobd.config import Config
+from jobd.core.models import Job, Step
 from jobd.core.states import JobState
 from jobd.engine import Engine, cluster_handoff
 from jobd.plugin.host import PluginHost
+from jobd.store.assetlocks import LockStart
 from jobd.store.postgres import open_store as open_postgres
+from jobd.store.postgres.units import PgUnit
 from tests.enginekit import (
     make_config,
     spec,
@@ -35,6 +38,8 @@ from tests.enginekit import (
     wait_until,
     workflow,
 )
+from tests.pgschema import apply
+from tests.pgschema import node as node_session
 
 S = JobState
 
@@ -338,12 +343,7 @@ def _lost_nodes_jobs(pg_url: str, tmp: Path, holder: int, waiter: int) -> None:
     """Node c (a lost node, its lease long run out) as the database has it: ``holder``
     running with x, ``waiter`` waiting for x behind it with its start in its request; each
     one step that may be retried once."""
-    from jobd.core.models import Job, Step
-    from jobd.store.assetlocks import LockStart
-    from jobd.store.postgres.units import PgUnit
-    from tests.pgschema import apply, node
-
-    with node(pg_url, "c") as c:
+    with node_session(pg_url, "c") as c:
         c.execute("SELECT jobd_node_join('c', '{}', 4, 100, 1e9, NULL, 0, NULL)")
         for job_id, state in ((holder, S.RUNNING), (waiter, S.WAITING_FOR_LOCK)):
             spec = _job(tmp, "open", assets=["x"])
